@@ -1,0 +1,81 @@
+"""erasekit — remove objects from photos, with their shadows and reflections.
+
+The small public API::
+
+    import erasekit
+    result = erasekit.remove("photo.jpg", "mask.png", method="auto", seed=0)
+    result.to_pil().save("clean.png")
+
+    remover = erasekit.load_remover("patchmatch")          # build once, reuse across calls
+    for info in erasekit.available_methods(): print(info.name, info.available, info.reason)
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .hd import HDStrategy, SizeConstraints
+from .registry import available_methods, load_options, load_remover, get_method, resolve_auto
+from .types import (
+    ErasekitError,
+    InvalidInputError,
+    MissingWeightsError,
+    RemovalRequest,
+    RemovalResult,
+    ResourceLimitError,
+    UnknownMethodError,
+)
+
+__version__ = "0.1.0"
+
+_CACHE_SIZE = 2
+_cache: dict[tuple, Any] = {}
+_cache_lock = threading.Lock()
+
+
+def _cached_remover(name: str, load_opts: dict[str, Any]):
+    """Keep the last few removers so repeated ``remove()`` calls do not reload models."""
+    key = (name, tuple(sorted((k, repr(v)) for k, v in load_opts.items())))
+    with _cache_lock:
+        if key in _cache:
+            _cache[key] = _cache.pop(key)  # most recently used goes last
+            return _cache[key]
+        remover = load_remover(name, **load_opts)
+        _cache[key] = remover
+        while len(_cache) > _CACHE_SIZE:
+            _cache.pop(next(iter(_cache)))
+        return remover
+
+
+def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | None = None,
+           seed: int | None = None, dilate: int = 0, hd_strategy: HDStrategy | str | None = None,
+           resize_mask: bool = False, **options: Any) -> RemovalResult:
+    """Remove what ``mask`` marks (or what ``prompt`` names, for mask-free methods) from ``image``.
+
+    ``image``: a path, bytes, PIL image or uint8 RGB array. ``mask``: the same kinds; any nonzero pixel means remove
+    (an RGBA mask uses its alpha). A mask of another size is an error unless ``resize_mask=True``. Options the
+    method's factory takes (``device``, ``model``, ``weights`` ...) load the model (cached across calls); all others
+    are per-call options (``steps``, ``timestep`` ...). An empty mask returns the input unchanged with
+    ``result.unchanged = True``.
+    """
+    from . import io
+
+    pixels = io.read_image(image).pixels
+    mask_array = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2], resize=resize_mask)
+    name = resolve_auto(mask_given=mask is not None) if method == "auto" else method
+    spec = get_method(name)
+    accepted = load_options(spec)
+    load_opts = {k: v for k, v in options.items() if k in accepted}
+    call_opts = {k: v for k, v in options.items() if k not in accepted}
+    remover = _cached_remover(name, load_opts)
+    request = RemovalRequest(image=pixels, mask=mask_array, prompt=prompt, seed=seed, dilate=dilate,
+                             hd_strategy=hd_strategy, options=call_opts)
+    return remover(request)
+
+
+__all__ = [
+    "ErasekitError", "HDStrategy", "InvalidInputError", "MissingWeightsError", "RemovalRequest", "RemovalResult",
+    "ResourceLimitError", "SizeConstraints", "UnknownMethodError", "__version__", "available_methods",
+    "load_remover", "remove",
+]

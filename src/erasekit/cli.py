@@ -1,0 +1,82 @@
+"""The ``erasekit`` command.
+
+Errors map to exit codes through the exception hierarchy (``ErasekitError.exit_code``): 2 bad input, 3 missing
+weights, 4 resource limit, 1 internal error. Messages are one line; ``--debug`` shows the traceback.
+
+Feature areas add their own sub-commands in their own modules: each module in ``COMMAND_MODULES`` exposes
+``register(app: typer.Typer)``. This keeps this file about the core commands only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from .types import ErasekitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Remove objects (and their shadows and reflections) from photos.")
+console = Console(stderr=True)
+
+# Feature modules that contribute sub-commands (each has register(app)).
+COMMAND_MODULES: list[str] = [
+    "erasekit.cli_core",
+]
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+    _state["debug"] = debug
+
+
+def _register_all() -> None:
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point. Returns the process exit code."""
+    _register_all()
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except ErasekitError as exc:
+        if debug:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if debug:
+            console.print_exception()
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for details)",
+                      highlight=False)
+        return 1
+    return 0
+
+
+def run() -> None:
+    """The installed ``erasekit`` script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

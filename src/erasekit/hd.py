@@ -1,0 +1,163 @@
+"""High-resolution strategies shared by every method, applied once in the remover base.
+
+A method states what it can take (:class:`SizeConstraints`: a size multiple, a minimum and a maximum side); a
+strategy decides which pixels the method sees:
+
+* ``original`` — the whole image at full resolution (only padded/limited to honour the constraints);
+* ``resize``   — the whole image scaled so the long side is at most ``resize_limit``;
+* ``crop``     — one crop per (merged) mask component with ``crop_margin`` pixels of context. Images whose long side
+  is at most ``crop_trigger`` are processed whole, as with ``original``.
+
+Whatever the strategy, the output is pasted back onto the original through the paste region only, so pixels
+outside it are bit-identical to the input. ``feather`` softens the paste inside the region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Literal
+
+import cv2
+import numpy as np
+
+from . import masks as M
+from .types import InvalidInputError
+
+StrategyName = Literal["original", "resize", "crop"]
+
+
+@dataclass(frozen=True)
+class SizeConstraints:
+    """What a method accepts. ``size_multiple``: H and W must be multiples of it (padding is added);
+    ``min_side``: smaller inputs are padded up; ``max_side``: larger inputs are scaled down."""
+
+    size_multiple: int = 1
+    min_side: int = 1
+    max_side: int | None = None
+
+
+@dataclass(frozen=True)
+class HDStrategy:
+    name: StrategyName = "crop"
+    resize_limit: int = 2048
+    crop_trigger: int = 1280
+    crop_margin: int = 128
+    feather: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("original", "resize", "crop"):
+            raise InvalidInputError(f"unknown HD strategy {self.name!r}; choose original, resize or crop")
+        if self.resize_limit < 8 or self.crop_margin < 0 or self.feather < 0 or self.crop_trigger < 1:
+            raise InvalidInputError("HD strategy sizes must be positive (resize_limit >= 8, margin/feather >= 0)")
+
+    @classmethod
+    def parse(cls, value: "HDStrategy | str | dict | None") -> "HDStrategy":
+        """Accept an HDStrategy, a name (``"crop"``), ``"resize:1024"`` / ``"crop:64"`` or a dict of fields."""
+        if value is None:
+            return cls()
+        if isinstance(value, HDStrategy):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        name, _, arg = str(value).partition(":")
+        base = cls(name=name)  # type: ignore[arg-type]
+        if not arg:
+            return base
+        try:
+            number = int(arg)
+        except ValueError:
+            raise InvalidInputError(f"bad HD strategy {value!r}: expected NAME or NAME:INT") from None
+        if name == "resize":
+            return replace(base, resize_limit=number)
+        if name == "crop":
+            return replace(base, crop_margin=number)
+        raise InvalidInputError(f"HD strategy {name!r} takes no argument")
+
+
+# (image uint8 H×W×3, mask float32 H×W) -> (image uint8 H×W×3, alpha float32 H×W or None)
+InpaintFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _resize(array: np.ndarray, size_hw: tuple[int, int], *, nearest: bool = False) -> np.ndarray:
+    h, w = size_hw
+    if array.shape[:2] == (h, w):
+        return array
+    shrinking = h * w < array.shape[0] * array.shape[1]
+    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    return cv2.resize(array, (w, h), interpolation=interp)
+
+
+def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn):
+    """Run ``fn`` on an input made to satisfy ``c``: scale down past max_side, pad to min_side and the multiple."""
+    h, w = mask.shape
+    sh, sw = h, w
+    if c.max_side and max(h, w) > c.max_side:
+        scale = c.max_side / max(h, w)
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    img_s = _resize(image, (sh, sw))
+    # Conservative downscale: a low-resolution pixel is masked if any pixel it covers is, so thin strokes survive.
+    mask_s = M.binarize(_resize(mask, (sh, sw)), 0.0) if (sh, sw) != (h, w) else mask
+    m = max(c.size_multiple, 1)
+    ph = max(-(-sh // m) * m, -(-c.min_side // m) * m)
+    pw = max(-(-sw // m) * m, -(-c.min_side // m) * m)
+    pad = ((0, ph - sh), (0, pw - sw))
+    if pad != ((0, 0), (0, 0)):
+        mode = "reflect" if sh > ph - sh and sw > pw - sw else "edge"
+        img_p = np.pad(img_s, pad + ((0, 0),), mode=mode)
+        mask_p = np.pad(mask_s, pad, mode="constant")
+    else:
+        img_p, mask_p = img_s, mask_s
+    out, alpha = fn(img_p, mask_p)
+    out = out[:sh, :sw]
+    alpha = None if alpha is None else alpha[:sh, :sw]
+    if (sh, sw) != (h, w):
+        out = _resize(out, (h, w))
+        alpha = None if alpha is None else np.clip(_resize(alpha, (h, w)), 0, 1).astype(np.float32)
+    return out, alpha
+
+
+def paste_back(original: np.ndarray, generated: np.ndarray, region: np.ndarray, feather: int = 0) -> np.ndarray:
+    """Copy ``generated`` into ``original`` where ``region`` > 0 (softly inside it when ``feather`` > 0).
+
+    Pixels where ``region`` is 0 come from ``original`` bit for bit.
+    """
+    # A soft region (an effect alpha) blends proportionally; feathering only lowers weights inside the region.
+    weight = np.clip(np.asarray(region, dtype=np.float32), 0.0, 1.0)
+    if feather:
+        weight = np.minimum(weight, M.feather(region, feather, inward=True))
+    out = original.copy()
+    inside = weight > 0  # blend only where the region is; the rest is the original, bit for bit
+    w = weight[inside][:, None]
+    blended = original[inside].astype(np.float32) * (1.0 - w) + generated[inside].astype(np.float32) * w
+    out[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out
+
+
+def run_strategy(image: np.ndarray, mask: np.ndarray, fn: InpaintFn, strategy: HDStrategy,
+                 constraints: SizeConstraints) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply ``strategy`` and return (raw output, alpha), both at the input's size.
+
+    The raw output is not yet pasted back (the caller decides the paste region); outside the processed crops it
+    equals the input.
+    """
+    h, w = mask.shape
+    if strategy.name == "original" or (strategy.name == "crop" and max(h, w) <= strategy.crop_trigger):
+        return _fit(image, mask, constraints, fn)
+    if strategy.name == "resize":
+        limit = strategy.resize_limit
+        if constraints.max_side:
+            limit = min(limit, constraints.max_side)
+        return _fit(image, mask, replace(constraints, max_side=limit), fn)
+    # crop: one crop per merged component box
+    out = image.copy()
+    alpha_full = np.zeros((h, w), dtype=np.float32)
+    any_alpha = False
+    boxes = M.merge_overlapping([b.expand(strategy.crop_margin, (h, w)) for b in M.component_boxes(mask)])
+    for box in boxes:
+        ys, xs = box.slices
+        crop_out, crop_alpha = _fit(image[ys, xs], mask[ys, xs], constraints, fn)
+        out[ys, xs] = crop_out
+        if crop_alpha is not None:
+            any_alpha = True
+            alpha_full[ys, xs] = np.maximum(alpha_full[ys, xs], crop_alpha)
+    return out, (alpha_full if any_alpha else None)

@@ -1,0 +1,154 @@
+"""Method registry: name -> factory, with the weights each method needs and whether they are here.
+
+Methods register a :class:`MethodSpec` at import time of :mod:`erasekit.methods`. ``auto`` picks the available
+method with the highest ``auto_priority`` (weight-free methods have the lowest priority, so any method whose weights
+resolve locally wins over them).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .types import InvalidInputError, MissingWeightsError, UnknownMethodError
+
+
+@dataclass(frozen=True)
+class WeightRequirement:
+    """One thing a method needs on disk (or in the process).
+
+    ``locate`` returns where it resolves locally (a path or a short description) or None when it is missing; it
+    must never touch the network. ``fetch_hint`` is the one command that gets it.
+    """
+
+    name: str
+    description: str
+    locate: Callable[[], str | None]
+    hub_id: str | None = None
+    fetch_hint: str | None = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    factory: Callable[..., Any]  # (**load options) -> Remover
+    weights: tuple[WeightRequirement, ...] = ()
+    auto_priority: int | None = 0  # None: never chosen by "auto"
+    requires_mask: bool = True
+    family: str = "classical"
+    paper: str | None = None
+
+
+@dataclass(frozen=True)
+class WeightStatus:
+    name: str
+    description: str
+    present: bool
+    location: str | None
+    hub_id: str | None
+    fetch_hint: str | None
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What ``available_methods()`` reports for one method."""
+
+    name: str
+    description: str
+    family: str
+    requires_mask: bool
+    available: bool
+    reason: str | None
+    weights: tuple[WeightStatus, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "family": self.family,
+                "requires_mask": self.requires_mask, "available": self.available, "reason": self.reason,
+                "weights": [w.__dict__ for w in self.weights]}
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"method {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_loaded() -> None:
+    from . import methods  # noqa: F401  (registers the built-in methods)
+
+
+def method_names() -> list[str]:
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> MethodSpec:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownMethodError(f"unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def method_info(spec: MethodSpec) -> MethodInfo:
+    statuses = []
+    for req in spec.weights:
+        try:
+            location = req.locate()
+        except Exception as exc:  # a broken resolver must not break listing
+            location = None
+            desc = f"{req.description} (resolver failed: {exc})"
+        else:
+            desc = req.description
+        statuses.append(WeightStatus(req.name, desc, location is not None, location, req.hub_id, req.fetch_hint))
+    missing = [s for s in statuses if not s.present]
+    reason = None
+    if missing:
+        hints = "; ".join(f"{s.name}: {s.fetch_hint}" if s.fetch_hint else s.name for s in missing)
+        reason = f"missing weights — {hints}"
+    return MethodInfo(spec.name, spec.description, spec.family, spec.requires_mask, not missing, reason,
+                      tuple(statuses))
+
+
+def available_methods(*, only_available: bool = False) -> list[MethodInfo]:
+    """Every registered method with its description, required weights and whether they are present."""
+    _ensure_loaded()
+    infos = [method_info(_REGISTRY[n]) for n in sorted(_REGISTRY)]
+    return [i for i in infos if i.available] if only_available else infos
+
+
+def resolve_auto(*, mask_given: bool = True) -> str:
+    """The best available method: highest auto_priority whose weights resolve locally."""
+    _ensure_loaded()
+    # A mask selects the masked methods; no mask selects the mask-free (text-guided) ones.
+    candidates = [s for s in _REGISTRY.values() if s.auto_priority is not None and s.requires_mask == mask_given]
+    for spec in sorted(candidates, key=lambda s: (-s.auto_priority, s.name)):
+        if method_info(spec).available:
+            return spec.name
+    raise MissingWeightsError("no method is available for this request (install pypatchmatch or download weights)")
+
+
+def load_options(spec: MethodSpec) -> set[str]:
+    """Names of the keyword options the factory takes (used to split load options from per-call options)."""
+    params = inspect.signature(spec.factory).parameters.values()
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def load_remover(name: str = "auto", **options: Any):
+    """Build a remover once and reuse it across calls. ``options`` go to the method's factory."""
+    if name == "auto":
+        name = resolve_auto()
+    spec = get_method(name)
+    info = method_info(spec)
+    if not info.available:
+        raise MissingWeightsError(f"method {name!r} is unavailable: {info.reason}")
+    unknown = set(options) - load_options(spec)
+    if unknown:
+        raise InvalidInputError(f"method {name!r} does not take load option(s): {', '.join(sorted(unknown))}")
+    return spec.factory(**options)
