@@ -1,12 +1,17 @@
 """Mask algebra on float32 H×W masks in [0, 1] (1 = remove).
 
-OpenCV does the morphology and distance transforms; scikit-image labels components. What is written here by hand is
-only the glue these libraries do not provide (soft-mask semantics, component boxes with margins).
+OpenCV does the morphology, distance transforms, resampling and drawing; scikit-image labels components; SciPy shifts.
+What is written here by hand is only the glue these libraries do not provide (soft-mask semantics, component boxes
+with margins, the OSOR target grids and the incomplete-mask perturbation family).
+
+Sections: basics (binarize/dilate/erode/feather) · components and boxes · grids (max-pool to latent, OSOR
+occupancy "OG" / nearest "HM" / Gaussian "SM" targets) · drawing (strokes, polygons) · perturbations (OSOR Phase II).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -139,10 +144,283 @@ def merge_overlapping(boxes: list[Box]) -> list[Box]:
 def max_pool_to_grid(mask: np.ndarray, factor: int) -> np.ndarray:
     """Max-pool by ``factor`` (OSOR's mask-to-latent rule): a latent cell is masked if any of its pixels is.
 
-    H and W must be multiples of ``factor``.
+    Strict: H and W must be multiples of ``factor`` (latent backbones get inputs padded to the multiple, so a
+    mismatch here is a bug upstream). :func:`max_pool_to_grid_ceil` accepts any size.
     """
     h, w = mask.shape
     if h % factor or w % factor:
         raise ValueError(f"mask size {w}×{h} is not a multiple of {factor}")
     m = np.asarray(mask, dtype=np.float32).reshape(h // factor, factor, w // factor, factor)
     return m.max(axis=(1, 3))
+
+
+def max_pool_to_grid_ceil(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Max-pool by ``factor`` for any size: the grid is ``ceil(H / factor) × ceil(W / factor)``.
+
+    The last row/column of cells covers the leftover pixels only (the mask is padded with zeros, which never win a
+    max), so equal to :func:`max_pool_to_grid` whenever the size divides.
+    """
+    if factor < 1:
+        raise ValueError(f"factor must be >= 1, got {factor}")
+    m = np.asarray(mask, dtype=np.float32)
+    h, w = m.shape
+    gh, gw = -(-h // factor), -(-w // factor)
+    padded = np.pad(m, ((0, gh * factor - h), (0, gw * factor - w)))
+    return max_pool_to_grid(padded, factor)
+
+
+# ---- OSOR discriminator targets (Fig. 4, Eq. 7) ------------------------------------------------------------------
+# The occupancy-guided discriminator needs, for each patch-logit location, a target in [0, 1]. The paper compares
+# three constructions (Sec. 3 and App. B.6, ablation Table 3): HM (nearest), SM (Gaussian-smoothed) and OG (area
+# pooling, the one OSOR uses as w~_k in Eqs. 7-8).
+
+
+def _check_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    m = np.asarray(mask, dtype=np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be H×W, got shape {m.shape}")
+    gh, gw = (int(v) for v in grid_hw)
+    h, w = m.shape
+    if not (1 <= gh <= h and 1 <= gw <= w):
+        raise ValueError(f"grid {gw}×{gh} must be between 1×1 and the mask size {w}×{h}")
+    return m, gh, gw
+
+
+def occupancy_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+    """OSOR "OG" targets: each grid cell holds the exact fraction of its area that the mask covers (Fig. 4).
+
+    Cell ``(i, j)`` spans rows ``[i·H/gh, (i+1)·H/gh)`` and columns ``[j·W/gw, (j+1)·W/gw)`` in continuous pixel
+    coordinates, so when the size does not divide, boundary pixels count with their fractional overlap. OpenCV's
+    ``INTER_AREA`` downscaling computes exactly this area average (``torch.nn.functional.adaptive_avg_pool2d`` does
+    not: it uses whole-pixel bins). ``grid_hw`` must not exceed the mask size (OpenCV's area mode is only an area
+    average when shrinking). Soft masks give the area-weighted mean of their values.
+    """
+    m, gh, gw = _check_grid(mask, grid_hw)
+    if (gh, gw) == m.shape:
+        return m.copy()
+    return np.clip(cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA), 0.0, 1.0).astype(np.float32)
+
+
+def nearest_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+    """OSOR "HM" targets: nearest-neighbour downsampling (hard labels for a binary mask).
+
+    Samples pixel ``floor(i · H / gh)``, the same rule as ``torch.nn.functional.interpolate(mode="nearest")`` and
+    OpenCV's ``INTER_NEAREST``, so these targets match what a PyTorch training loop would compute.
+    """
+    m, gh, gw = _check_grid(mask, grid_hw)
+    return cv2.resize(m, (gw, gh), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+
+
+def gaussian_grid(mask: np.ndarray, grid_hw: tuple[int, int], sigma: float = 1.0) -> np.ndarray:
+    """OSOR "SM" targets: nearest downsampling followed by Gaussian smoothing on the grid (Fig. 4 caption, App. B.6).
+
+    ``sigma`` is in grid cells (default 1.0), so the same sigma blurs over more image pixels on coarser grids — the
+    dependence on bandwidth the paper criticises. Beyond the border the edge cell is repeated (a mask touching the
+    frame stays 1 there). ``sigma = 0`` returns the HM grid.
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    hard = nearest_grid(mask, grid_hw)
+    if sigma == 0:
+        return hard
+    return np.clip(cv2.GaussianBlur(hard, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE),
+                   0.0, 1.0).astype(np.float32)
+
+
+# ---- drawing ----------------------------------------------------------------------------------------------------
+
+
+def _shape_hw(shape: Sequence[int]) -> tuple[int, int]:
+    from .types import InvalidInputError
+
+    if len(shape) < 2 or int(shape[0]) < 1 or int(shape[1]) < 1:
+        raise InvalidInputError(f"mask shape must be (H, W) with H, W >= 1, got {tuple(shape)}")
+    return int(shape[0]), int(shape[1])
+
+
+def _points_xy(points, what: str) -> np.ndarray:
+    from .types import InvalidInputError
+
+    try:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be a list of (x, y) points") from None
+    if pts.size == 0 or not np.isfinite(pts).all():
+        raise InvalidInputError(f"{what} must be a non-empty list of finite (x, y) points")
+    return np.rint(pts).astype(np.int32)
+
+
+def stroke_to_mask(points, radius: int, shape: Sequence[int]) -> np.ndarray:
+    """A scribble: the polyline through ``points`` ((x, y) pixel coordinates) drawn with a round brush.
+
+    Every pixel within about ``radius`` of the polyline is 1 (segments as thick lines, a disk at every vertex, so
+    caps and joints are round). A single point gives a disk. Points may lie outside the image; the stroke is
+    clipped. ``radius = 0`` draws a one-pixel line.
+    """
+    from .types import InvalidInputError
+
+    h, w = _shape_hw(shape)
+    if radius < 0:
+        raise InvalidInputError(f"stroke radius must be >= 0, got {radius}")
+    pts = _points_xy(points, "stroke")
+    canvas = np.zeros((h, w), np.uint8)
+    r = int(round(radius))
+    for a, b in zip(pts[:-1], pts[1:]):
+        cv2.line(canvas, tuple(int(v) for v in a), tuple(int(v) for v in b), 1, thickness=2 * r + 1,
+                 lineType=cv2.LINE_8)
+    for p in pts:
+        cv2.circle(canvas, tuple(int(v) for v in p), r, 1, thickness=-1, lineType=cv2.LINE_8)
+    return canvas.astype(np.float32)
+
+
+def polygon_to_mask(polygons, shape: Sequence[int]) -> np.ndarray:
+    """Fill each polygon (a list of (x, y) vertices; several polygons give their union) into an H×W mask."""
+    from .types import InvalidInputError
+
+    h, w = _shape_hw(shape)
+    polys = [polygons] if _is_point_list(polygons) else polygons
+    canvas = np.zeros((h, w), np.uint8)
+    for poly in polys:
+        pts = _points_xy(poly, "polygon")
+        if len(pts) < 3:
+            raise InvalidInputError(f"a polygon needs at least 3 vertices, got {len(pts)}")
+        # One fillPoly call per polygon: a single call with several contours fills overlaps by parity (holes).
+        cv2.fillPoly(canvas, [pts.reshape(-1, 1, 2)], 1, lineType=cv2.LINE_8)
+    return canvas.astype(np.float32)
+
+
+def _is_point_list(value) -> bool:
+    """True for ``[(x, y), ...]`` (one polygon), False for ``[[(x, y), ...], ...]`` (several)."""
+    try:
+        first = value[0]
+        return np.ndim(first) == 1 and len(first) == 2 and np.isscalar(first[0])
+    except (TypeError, IndexError, KeyError):
+        return False
+
+
+# ---- incomplete-mask perturbations (OSOR Phase II, Sec. 3.3 "Incomplete-mask conditioning", Fig. 6) ---------------
+# Phase II conditions on a conservative mask m_in derived from the effect-aware target m_gt. One mode is sampled per
+# batch with these probabilities (authors' training code; DESIGN.md). "object_core" is not a perturbation of m_gt but
+# the SAVP object-core mask m_obj, so it is only possible when the sample has one.
+PERTURBATION_PROBABILITIES: dict[str, float] = {
+    "shrink": 0.35,
+    "expand": 0.2,
+    "holes": 0.1,
+    "shift": 0.05,
+    "object_core": 0.3,
+}
+
+
+def _span(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    lo, hi = bounds
+    if not 0 <= lo <= hi:
+        raise ValueError(f"bad range {bounds}: need 0 <= low <= high")
+    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+
+
+def _hard_uint8(mask: np.ndarray) -> np.ndarray:
+    return (np.asarray(mask) > 0).astype(np.uint8)
+
+
+def shrink(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.1, 0.5)) -> np.ndarray:
+    """Erode by ``f · R`` pixels, ``f ~ U(fraction)``, R = the largest inscribed radius (max distance transform).
+
+    Scaling by R (not by image size) keeps thin masks from vanishing: with ``f < 1`` the core survives. The image
+    border does not erode (the object may continue beyond the frame). Result ⊆ mask (soft values are kept).
+    """
+    m = np.asarray(mask, dtype=np.float32)
+    hard = _hard_uint8(m)
+    if not hard.any():
+        return m.copy()
+    inside = cv2.distanceTransform(hard, cv2.DIST_L2, 5)
+    radius = _span(rng, fraction) * float(inside.max())
+    keep = inside > radius
+    if not keep.any():  # f·R rounds up to R on a one-pixel-thin mask: keep its deepest pixels
+        keep = inside >= inside.max()
+    return (m * keep).astype(np.float32)
+
+
+def expand(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)) -> np.ndarray:
+    """Dilate by ``max(1, round(f · sqrt(area / π)))`` pixels, ``f ~ U(fraction)`` (the mask's equivalent radius).
+
+    Result ⊇ mask.
+    """
+    m = np.asarray(mask, dtype=np.float32)
+    area = float(_hard_uint8(m).sum())
+    if area == 0:
+        return m.copy()
+    pixels = max(1, int(round(_span(rng, fraction) * np.sqrt(area / np.pi))))
+    return np.maximum(dilate(m, pixels), m)
+
+
+def punch_holes(mask: np.ndarray, rng: np.random.Generator, *, count: tuple[int, int] = (1, 4),
+                radius_fraction: tuple[float, float] = (0.2, 0.6)) -> np.ndarray:
+    """Drop ``n ~ U{count}`` disks centred on random mask pixels, each of radius ``f · R`` (R: largest inscribed
+    radius, ``f ~ U(radius_fraction)``, at least 1 pixel). Result ⊆ mask; if the holes would erase the whole
+    mask, it is returned unchanged (a removal request with no mask left is not a training sample)."""
+    m = np.asarray(mask, dtype=np.float32)
+    hard = _hard_uint8(m)
+    ys, xs = np.nonzero(hard)
+    if len(ys) == 0:
+        return m.copy()
+    big_r = float(cv2.distanceTransform(hard, cv2.DIST_L2, 5).max())
+    lo, hi = count
+    n = int(rng.integers(lo, hi + 1))
+    holes = np.zeros_like(hard)
+    for _ in range(n):
+        k = int(rng.integers(len(ys)))
+        r = max(1, int(round(_span(rng, radius_fraction) * big_r)))
+        cv2.circle(holes, (int(xs[k]), int(ys[k])), r, 1, thickness=-1)
+    out = m * (1 - holes)
+    return out.astype(np.float32) if out.any() else m.copy()
+
+
+def shift(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)) -> np.ndarray:
+    """Translate by a whole-pixel offset of ``f ·`` the mask's bounding-box height/width per axis (random signs,
+    at least 1 pixel on one axis). Pixels pushed past the border are dropped, so the area is preserved unless the
+    mask is clipped."""
+    from scipy.ndimage import shift as nd_shift
+
+    m = np.asarray(mask, dtype=np.float32)
+    ys, xs = np.nonzero(m > 0)
+    if len(ys) == 0:
+        return m.copy()
+    bh, bw = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    dy = int(round(_span(rng, fraction) * bh)) * int(rng.choice((-1, 1)))
+    dx = int(round(_span(rng, fraction) * bw)) * int(rng.choice((-1, 1)))
+    if dy == 0 and dx == 0:
+        dx = int(rng.choice((-1, 1)))
+    # order=0 with an integer offset is an exact copy of the values (no interpolation).
+    return nd_shift(m, (dy, dx), order=0, mode="constant", cval=0.0, prefilter=False).astype(np.float32)
+
+
+_PERTURBATIONS = {"shrink": shrink, "expand": expand, "holes": punch_holes, "shift": shift}
+
+
+def perturb_mask(mask: np.ndarray, mode: str, rng: np.random.Generator, *,
+                 object_core: np.ndarray | None = None) -> np.ndarray:
+    """Apply one perturbation mode (a key of :data:`PERTURBATION_PROBABILITIES`) with default magnitudes.
+
+    ``"object_core"`` returns ``object_core`` (the SAVP object mask m_obj), which must then be given.
+    """
+    if mode == "object_core":
+        if object_core is None:
+            raise ValueError("mode 'object_core' needs the sample's object-core mask (object_core=...)")
+        core = np.clip(np.asarray(object_core, dtype=np.float32), 0.0, 1.0)
+        if core.shape != np.shape(mask):
+            raise ValueError(f"object-core mask shape {core.shape} differs from mask shape {np.shape(mask)}")
+        return core.copy()
+    try:
+        fn = _PERTURBATIONS[mode]
+    except KeyError:
+        raise ValueError(f"unknown perturbation mode {mode!r}; choose from "
+                         f"{', '.join(PERTURBATION_PROBABILITIES)}") from None
+    return fn(mask, rng)
+
+
+def sample_perturbation_mode(rng: np.random.Generator, *, has_object_core: bool = True) -> str:
+    """Draw one mode with :data:`PERTURBATION_PROBABILITIES` (renormalised without ``object_core`` when the
+    sample has no object-core mask)."""
+    modes = [k for k in PERTURBATION_PROBABILITIES if has_object_core or k != "object_core"]
+    p = np.array([PERTURBATION_PROBABILITIES[k] for k in modes], dtype=np.float64)
+    return modes[int(rng.choice(len(modes), p=p / p.sum()))]
