@@ -6,7 +6,7 @@ strategy decides which pixels the method sees:
 * ``original`` — the whole image at full resolution (only padded/limited to honour the constraints);
 * ``resize``   — the whole image scaled so the long side is at most ``resize_limit``;
 * ``crop``     — one crop per (merged) mask component with ``crop_margin`` pixels of context. Images whose long side
-  is at most ``crop_trigger`` are processed whole, as with ``original``.
+  is at most ``crop_trigger`` are processed whole, as with ``original``; so is a request without a mask.
 
 Whatever the strategy, the output is pasted back onto the original through the paste region only, so pixels
 outside it are bit-identical to the input. ``feather`` softens the paste inside the region.
@@ -14,7 +14,7 @@ outside it are bit-identical to the input. ``feather`` softens the paste inside 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Literal
 
 import cv2
@@ -47,6 +47,10 @@ class HDStrategy:
     def __post_init__(self) -> None:
         if self.name not in ("original", "resize", "crop"):
             raise InvalidInputError(f"unknown HD strategy {self.name!r}; choose original, resize or crop")
+        for f in ("resize_limit", "crop_trigger", "crop_margin", "feather"):
+            value = getattr(self, f)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise InvalidInputError(f"HD strategy {f} must be an integer number of pixels, got {value!r}")
         if self.resize_limit < 8 or self.crop_margin < 0 or self.feather < 0 or self.crop_trigger < 1:
             raise InvalidInputError("HD strategy sizes must be positive (resize_limit >= 8, margin/feather >= 0)")
 
@@ -58,8 +62,11 @@ class HDStrategy:
         if isinstance(value, HDStrategy):
             return value
         if isinstance(value, dict):
+            unknown = set(value) - {f.name for f in fields(cls)}
+            if unknown:
+                raise InvalidInputError(f"unknown HD strategy field(s): {', '.join(sorted(unknown))}")
             return cls(**value)
-        name, _, arg = str(value).partition(":")
+        name, _, arg = str(value).strip().lower().partition(":")
         base = cls(name=name)  # type: ignore[arg-type]
         if not arg:
             return base
@@ -91,13 +98,16 @@ def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn)
     """Run ``fn`` on an input made to satisfy ``c``: scale down past max_side, pad to min_side and the multiple."""
     h, w = mask.shape
     sh, sw = h, w
-    if c.max_side and max(h, w) > c.max_side:
-        scale = c.max_side / max(h, w)
-        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    m = max(c.size_multiple, 1)
+    # Padding to the multiple must not push a side past max_side, so the usable long side is max_side floored to
+    # the multiple (when max_side is smaller than one multiple, the multiple wins: it is a hard requirement).
+    limit = max((c.max_side // m) * m, m) if c.max_side else None
+    if limit and max(h, w) > limit:
+        scale = limit / max(h, w)
+        sh, sw = min(limit, max(1, round(h * scale))), min(limit, max(1, round(w * scale)))
     img_s = _resize(image, (sh, sw))
     # Conservative downscale: a low-resolution pixel is masked if any pixel it covers is, so thin strokes survive.
     mask_s = M.binarize(_resize(mask, (sh, sw)), 0.0) if (sh, sw) != (h, w) else mask
-    m = max(c.size_multiple, 1)
     ph = max(-(-sh // m) * m, -(-c.min_side // m) * m)
     pw = max(-(-sw // m) * m, -(-c.min_side // m) * m)
     pad = ((0, ph - sh), (0, pw - sw))
@@ -121,6 +131,9 @@ def paste_back(original: np.ndarray, generated: np.ndarray, region: np.ndarray, 
 
     Pixels where ``region`` is 0 come from ``original`` bit for bit.
     """
+    if original.shape != generated.shape or original.shape[:2] != np.shape(region):
+        raise ValueError(f"paste_back shapes differ: original {original.shape}, generated {generated.shape}, "
+                         f"region {np.shape(region)}")
     # A soft region (an effect alpha) blends proportionally; feathering only lowers weights inside the region.
     weight = np.clip(np.asarray(region, dtype=np.float32), 0.0, 1.0)
     if feather:
@@ -149,10 +162,12 @@ def run_strategy(image: np.ndarray, mask: np.ndarray, fn: InpaintFn, strategy: H
             limit = min(limit, constraints.max_side)
         return _fit(image, mask, replace(constraints, max_side=limit), fn)
     # crop: one crop per merged component box
+    boxes = M.merge_overlapping([b.expand(strategy.crop_margin, (h, w)) for b in M.component_boxes(mask)])
+    if not boxes:  # nothing to crop around (a mask-free, text-guided request): the method sees the whole image
+        return _fit(image, mask, constraints, fn)
     out = image.copy()
     alpha_full = np.zeros((h, w), dtype=np.float32)
     any_alpha = False
-    boxes = M.merge_overlapping([b.expand(strategy.crop_margin, (h, w)) for b in M.component_boxes(mask)])
     for box in boxes:
         ys, xs = box.slices
         crop_out, crop_alpha = _fit(image[ys, xs], mask[ys, xs], constraints, fn)

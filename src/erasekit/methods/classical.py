@@ -6,15 +6,38 @@ these classes only adapt the libraries to the remover contract.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import threading
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
-from ..convert import mask_to_uint8
 from ..hd import SizeConstraints
-from ..types import MissingWeightsError, RemovalRequest
+from ..types import InvalidInputError, MissingWeightsError, RemovalRequest
 from .base import Remover
+
+# The native PatchMatch library keeps its random seed in one process-wide variable: seeding and inpainting must
+# happen together, or two threads (the web server) would each run with the other's seed.
+_PATCHMATCH_LOCK = threading.Lock()
+
+
+def _positive_int(value: Any, what: str) -> int:
+    """An integer >= 1 from a user option, or an InvalidInputError naming it."""
+    if isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be an integer >= 1, got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be an integer >= 1, got {value!r}") from None
+    fractional = not isinstance(value, str) and number != value  # 3.5 must not silently become 3
+    if fractional or number < 1:
+        raise InvalidInputError(f"{what} must be an integer >= 1, got {value!r}")
+    return number
+
+
+def _hole(mask: np.ndarray) -> np.ndarray:
+    """uint8 hole map for the libraries: every pixel with a nonzero mask value is filled."""
+    return (np.asarray(mask) > 0).astype(np.uint8) * 255
 
 
 def patchmatch_library():
@@ -46,19 +69,19 @@ class PatchMatchRemover(Remover):
     option_names: ClassVar[frozenset[str]] = frozenset({"patch_size"})
 
     def __init__(self, patch_size: int = 3):
-        if patch_size < 1:
-            raise ValueError("patch_size must be >= 1")
-        self.patch_size = patch_size
+        # 3 is the radius pypatchmatch's own examples use ((2·3+1)² = 49-pixel patches); larger is much slower.
+        self.patch_size = _positive_int(patch_size, "patchmatch patch_size")
         self._lib = patchmatch_library()
 
     def describe(self):
         return {**super().describe(), "patch_size": self.patch_size}
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
-        patch_size = int(request.options.get("patch_size", self.patch_size))
-        # The native library keeps a global seed; set it for every call so results do not depend on call order.
-        self._lib.set_random_seed(0 if request.seed is None else int(request.seed))
-        out = self._lib.inpaint(np.ascontiguousarray(image), mask_to_uint8(mask), patch_size=patch_size)
+        patch_size = _positive_int(request.options.get("patch_size", self.patch_size), "patchmatch patch_size")
+        # Seed every call (seed None -> 0) so results never depend on call order; see _PATCHMATCH_LOCK.
+        with _PATCHMATCH_LOCK:
+            self._lib.set_random_seed(0 if request.seed is None else int(request.seed))
+            out = self._lib.inpaint(np.ascontiguousarray(image), _hole(mask), patch_size=patch_size)
         return out, None
 
 
@@ -70,17 +93,15 @@ class OpenCVRemover(Remover):
     flag: ClassVar[int]
 
     def __init__(self, radius: int = 5):
-        if radius < 1:
-            raise ValueError("radius must be >= 1")
-        self.radius = radius
+        self.radius = _positive_int(radius, f"{self.name} radius")
 
     def describe(self):
         return {**super().describe(), "radius": self.radius}
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
-        radius = float(request.options.get("radius", self.radius))
+        radius = _positive_int(request.options.get("radius", self.radius), f"{self.name} radius")
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        filled = cv2.inpaint(bgr, (mask > 0).astype(np.uint8) * 255, radius, self.flag)
+        filled = cv2.inpaint(bgr, _hole(mask), float(radius), self.flag)
         return cv2.cvtColor(filled, cv2.COLOR_BGR2RGB), None
 
 
