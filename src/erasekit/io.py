@@ -507,7 +507,17 @@ def _save_options(fmt: str, like: LoadedImage | None, quality: int | None) -> di
     elif fmt == "TIFF":
         kept = like.compression if like is not None and like.format == "TIFF" else None
         options["compression"] = kept if kept in _TIFF_COMPRESSIONS else "tiff_adobe_deflate"
+        if options.get("exif") and _has_sub_ifds(options["exif"]):
+            # Pillow's libtiff writer (every compressed TIFF) fails on the EXIF sub-IFD pointers; its own writer
+            # handles them but only uncompressed. Keeping the camera metadata wins over file size here.
+            options["compression"] = "raw"
     return options
+
+
+def _has_sub_ifds(exif_bytes: bytes) -> bool:
+    exif = Image.Exif()
+    exif.load(exif_bytes)
+    return any(tag in exif for tag in (0x8769, 0x8825))  # Exif IFD, GPS IFD
 
 
 def _as_pil(pixels: Any, what: str) -> Image.Image:
