@@ -6,11 +6,10 @@ import io as _io
 import os
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms, ImageFile, JpegImagePlugin
+from PIL import ExifTags, Image, ImageCms, ImageFile, JpegImagePlugin
 from skimage import data
 from skimage.color import rgb2lab
 
@@ -62,7 +61,7 @@ def _pad4(body: bytes) -> bytes:
 
 
 def _s15(value: float) -> bytes:
-    return struct.pack(">i", int(round(value * 65536)))
+    return struct.pack(">i", round(value * 65536))
 
 
 def cmyk_icc() -> bytes:
@@ -100,6 +99,28 @@ def png_with_size(width: int, height: int) -> bytes:
     return bytes(raw)
 
 
+def exif_with_thumbnail(thumbnail: bytes) -> bytes:
+    """An EXIF block with IFD0 (Make) and IFD1 (a JPEG thumbnail), laid out by hand: Pillow never writes IFD1."""
+    def ifd(entries, next_offset):
+        body = struct.pack(">H", len(entries))
+        for tag, kind, count, value in entries:
+            body += struct.pack(">HHI", tag, kind, count) + value.ljust(4, b"\0")
+        return body + struct.pack(">I", next_offset)
+
+    ifd1_at = 8 + 2 + 12 + 4
+    thumbnail_at = ifd1_at + 2 + 2 * 12 + 4
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + ifd([(MAKE, 2, 4, b"abc\0")], ifd1_at)
+    tiff += ifd([(0x0201, 4, 1, struct.pack(">I", thumbnail_at)), (0x0202, 4, 1, struct.pack(">I", len(thumbnail)))],
+                0)
+    return b"Exif\x00\x00" + tiff + thumbnail
+
+
+def header(path) -> tuple[str, dict]:
+    """Format and info of a written file, read without leaving the file open."""
+    with Image.open(path) as image:
+        return image.format, dict(image.info)
+
+
 def one_line(exc: pytest.ExceptionInfo) -> str:
     message = str(exc.value)
     assert "\n" not in message and message
@@ -112,10 +133,12 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 def test_png_photo_reads_exactly_from_path_bytes_file_pil_and_array(tmp_path, chelsea):
     path = tmp_path / "chelsea.png"
     Image.fromarray(chelsea).save(path)
-    for source in (path, str(path), path.read_bytes(), open(path, "rb"), Image.open(path), chelsea):
-        loaded = io.read_image(source)
-        np.testing.assert_array_equal(loaded.pixels, chelsea)
-        assert loaded.pixels.dtype == np.uint8 and loaded.pixels.flags.writeable
+    with open(path, "rb") as stream:
+        sources = (path, str(path), path.read_bytes(), stream, Image.open(path), chelsea)
+        for source in sources:
+            loaded = io.read_image(source)
+            np.testing.assert_array_equal(loaded.pixels, chelsea)
+            assert loaded.pixels.dtype == np.uint8 and loaded.pixels.flags.writeable
     loaded = io.read_image(path)
     assert (loaded.format, loaded.mode, loaded.path, loaded.size) == ("PNG", "RGB", path, (451, 300))
     assert io.read_image(loaded) is loaded
@@ -159,6 +182,18 @@ def test_rotated_camera_jpeg_is_upright_and_written_with_orientation_1(tmp_path,
         assert written.size == (300, 451)
         assert written.getexif()[ORIENTATION] == 1  # a viewer must not turn it a second time
         assert written.getexif()[MAKE] == "erasekit-test"
+
+
+def test_stale_exif_thumbnail_is_not_carried_over(tmp_path, coffee_small):
+    thumbnail = _jpeg_bytes(coffee_small[:8, :8])
+    path = tmp_path / "with_thumbnail.jpg"
+    Image.fromarray(coffee_small).save(path, exif=exif_with_thumbnail(thumbnail))
+    with Image.open(path) as source:
+        assert source.getexif().get_ifd(ExifTags.IFD.IFD1)[0x0202] == len(thumbnail)  # the source has one
+    loaded = io.read_image(path)
+    exif = Image.Exif()
+    exif.load(loaded.exif)
+    assert exif[MAKE] == "abc" and not exif.get_ifd(ExifTags.IFD.IFD1)
 
 
 def test_mask_gets_the_same_exif_orientation_as_images(tmp_path):
@@ -611,11 +646,11 @@ def test_format_comes_from_extension_then_format_then_source(tmp_path, coffee_sm
     jpeg = tmp_path / "src.jpg"
     Image.fromarray(coffee_small).save(jpeg, quality=90)
     like = io.read_image(jpeg)
-    assert Image.open(io.write_image(tmp_path / "as.png", like.pixels, like=like)).format == "PNG"
-    assert Image.open(io.write_image(tmp_path / "noext", like.pixels, like=like)).format == "JPEG"
-    assert Image.open(io.write_image(tmp_path / "noext2", like.pixels, like=like, format="webp")).format == "WEBP"
-    assert Image.open(io.write_image(tmp_path / "plain", like.pixels)).format == "PNG"
-    assert Image.open(io.write_image(tmp_path / "x.JPEG", like.pixels, format="jpg")).format == "JPEG"
+    assert header(io.write_image(tmp_path / "as.png", like.pixels, like=like))[0] == "PNG"
+    assert header(io.write_image(tmp_path / "noext", like.pixels, like=like))[0] == "JPEG"
+    assert header(io.write_image(tmp_path / "noext2", like.pixels, like=like, format="webp"))[0] == "WEBP"
+    assert header(io.write_image(tmp_path / "plain", like.pixels))[0] == "PNG"
+    assert header(io.write_image(tmp_path / "x.JPEG", like.pixels, format="jpg"))[0] == "JPEG"
     with pytest.raises(InvalidInputError, match="contradicts"):
         io.write_image(tmp_path / "y.png", like.pixels, format="JPEG")
     with pytest.raises(InvalidInputError) as exc:
@@ -628,9 +663,9 @@ def test_tiff_keeps_the_source_compression(tmp_path, coffee_small):
     source = tmp_path / "src.tif"
     Image.fromarray(coffee_small).save(source, compression="tiff_lzw")
     loaded = io.read_image(source)
-    assert Image.open(io.write_image(tmp_path / "same.tif", loaded.pixels, like=loaded)).info["compression"] \
+    assert header(io.write_image(tmp_path / "same.tif", loaded.pixels, like=loaded))[1]["compression"] \
         == "tiff_lzw"
-    assert Image.open(io.write_image(tmp_path / "new.tif", loaded.pixels)).info["compression"] \
+    assert header(io.write_image(tmp_path / "new.tif", loaded.pixels))[1]["compression"] \
         == "tiff_adobe_deflate"
 
 

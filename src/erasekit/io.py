@@ -7,7 +7,8 @@ and encoding; this module holds the rules that say which Pillow call applies to 
 Images (:func:`read_image`)
     Sources: a path (str or Path), ``bytes``, a binary file object, a ``PIL.Image.Image`` or a numpy array.
     Any format Pillow reads; for animations and multi-page files the first frame is used. EXIF orientation is
-    applied to the pixels and the kept EXIF block says ``Orientation = 1`` from then on. Modes become RGB by these
+    applied to the pixels and the kept EXIF block says ``Orientation = 1`` from then on (its embedded thumbnail is
+    dropped: it would still show the removed object). Modes become RGB by these
     rules:
 
     ======================  ==============================================================================
@@ -67,6 +68,8 @@ import os
 import secrets
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -173,8 +176,24 @@ def _decode(image: Image.Image, what: str) -> Image.Image:
     return image
 
 
+@contextmanager
+def _decoded(source: Any, what: str, limit: int | None) -> Iterator[Image.Image]:
+    """A decoded Pillow image from any non-array source, size-checked first; closed afterwards if we opened it."""
+    if isinstance(source, Image.Image):
+        _check_pixels(source.width, source.height, limit, what)
+        yield _decode(source, what)
+        return
+    image = _open(source, what, limit)
+    try:
+        yield image
+    finally:
+        if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+            image.close()  # a caller's file object stays open: it is theirs
+
+
 def _open(source: Any, what: str, limit: int | None) -> Image.Image:
     """Open lazily (header only), check the pixel limit, then decode. Every failure is one InvalidInputError."""
+    owned = not hasattr(source, "read")
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = _io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
@@ -199,8 +218,13 @@ def _open(source: Any, what: str, limit: int | None) -> Image.Image:
         raise InvalidInputError(f"cannot read {what}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInputError(f"cannot read {what}: file is truncated or corrupt ({exc})") from None
-    _check_pixels(image.width, image.height, limit, what)
-    return _decode(image, what)
+    try:
+        _check_pixels(image.width, image.height, limit, what)
+        return _decode(image, what)
+    except BaseException:
+        if owned:
+            image.close()
+        raise
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -312,14 +336,16 @@ def _upright(image: Image.Image) -> tuple[Image.Image, bytes | None]:
 
 
 def _oriented_exif(image: Image.Image) -> bytes | None:
-    """The source's EXIF block, with Orientation reset to 1 because the pixels have been turned upright."""
-    raw = image.info.get("exif")
-    if not raw:
+    """The source's EXIF block for the edited pixels: Orientation reset to 1 (the pixels are upright now).
+
+    It is re-serialised by Pillow, which writes IFD0 with the Exif, GPS and Interop sub-IFDs but not IFD1, the
+    embedded thumbnail — good riddance here, since that thumbnail would still show the object we removed.
+    """
+    if not image.info.get("exif"):
         return None
     exif = image.getexif()
-    if exif.get(_ORIENTATION, 1) == 1:
-        return bytes(raw)  # nothing to change: keep the block byte for byte
-    exif[_ORIENTATION] = 1
+    if _ORIENTATION in exif:
+        exif[_ORIENTATION] = 1
     return exif.tobytes()
 
 
@@ -345,22 +371,17 @@ def read_image(source: ImageSource | LoadedImage, *, max_pixels: int | None = No
     limit = pixel_limit(max_pixels)
     if isinstance(source, np.ndarray):
         image, pixels, mode = _array_to_image(source, what)
-        height, width = source.shape[:2]
-        _check_pixels(width, height, limit, what)
+        _check_pixels(source.shape[1], source.shape[0], limit, what)
         if pixels is None:
             pixels, _ = _image_to_rgb(image, what)
         return LoadedImage(pixels=pixels, format=None, mode=mode)
-    if isinstance(source, Image.Image):
-        _check_pixels(source.width, source.height, limit, what)
-        image, path = _decode(source, what), None
-    else:
-        image = _open(source, what, limit)
-        path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    upright, exif = _upright(image)
-    pixels, icc = _image_to_rgb(upright, what)
-    compression = image.info.get("compression") if image.format == "TIFF" else None
-    return LoadedImage(pixels=pixels, format=image.format, exif=exif, icc_profile=icc, mode=image.mode,
-                       path=path, jpeg=_jpeg_settings(image), compression=compression)
+    path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+    with _decoded(source, what, limit) as image:
+        upright, exif = _upright(image)
+        pixels, icc = _image_to_rgb(upright, what)
+        compression = image.info.get("compression") if image.format == "TIFF" else None
+        return LoadedImage(pixels=pixels, format=image.format, exif=exif, icc_profile=icc, mode=image.mode,
+                           path=path, jpeg=_jpeg_settings(image), compression=compression)
 
 
 def _mask_from_channels(channels: np.ndarray, has_alpha: bool, threshold: float) -> np.ndarray:
@@ -424,16 +445,12 @@ def read_mask(source: ImageSource, *, shape: tuple[int, int] | None = None, resi
     what = _describe(source, "mask")
     limit = pixel_limit(max_pixels)
     if isinstance(source, np.ndarray):
-        _check_pixels(source.shape[1] if source.ndim > 1 else 1, source.shape[0], limit, what)
         binary = _mask_from_array(source, what)
+        _check_pixels(binary.shape[1], binary.shape[0], limit, what)
     else:
-        if isinstance(source, Image.Image):
-            _check_pixels(source.width, source.height, limit, what)
-            image = _decode(source, what)
-        else:
-            image = _open(source, what, limit)
-        threshold = 127 if image.format in _LOSSY_MASK_FORMATS else 0
-        binary = _mask_from_image(_upright(image)[0], threshold, what)
+        with _decoded(source, what, limit) as image:
+            threshold = 127 if image.format in _LOSSY_MASK_FORMATS else 0
+            binary = _mask_from_image(_upright(image)[0], threshold, what)
     if shape is not None and binary.shape != tuple(shape[:2]):
         height, width = shape[:2]
         if not resize:
