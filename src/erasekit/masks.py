@@ -23,7 +23,11 @@ def binarize(mask: np.ndarray, threshold: float = 0.5) -> np.ndarray:
 
 
 def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    """Euclidean disk {x² + y² <= r²} (scikit-image). OpenCV's MORPH_ELLIPSE is not one: at r = 3 it includes
+    (1, 3), which is sqrt(10) away, so "dilate by r pixels" would not mean "everything within distance r"."""
+    from skimage.morphology import disk
+
+    return disk(int(radius)).astype(np.uint8)
 
 
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -253,9 +257,10 @@ def _points_xy(points, what: str) -> np.ndarray:
 def stroke_to_mask(points, radius: int, shape: Sequence[int]) -> np.ndarray:
     """A scribble: the polyline through ``points`` ((x, y) pixel coordinates) drawn with a round brush.
 
-    Every pixel within about ``radius`` of the polyline is 1 (segments as thick lines, a disk at every vertex, so
-    caps and joints are round). A single point gives a disk. Points may lie outside the image; the stroke is
-    clipped. ``radius = 0`` draws a one-pixel line.
+    The one-pixel polyline (OpenCV) dilated by a Euclidean disk of ``radius``: every pixel within ``radius`` of a
+    drawn line pixel, so caps and joints are round and the brush is never wider than asked (OpenCV's own thick lines
+    overshoot by up to a pixel). A single point gives a disk. Points may lie outside the image; the stroke is
+    clipped. ``radius = 0`` draws the one-pixel line.
     """
     from .types import InvalidInputError
 
@@ -263,14 +268,14 @@ def stroke_to_mask(points, radius: int, shape: Sequence[int]) -> np.ndarray:
     if radius < 0:
         raise InvalidInputError(f"stroke radius must be >= 0, got {radius}")
     pts = _points_xy(points, "stroke")
-    canvas = np.zeros((h, w), np.uint8)
     r = int(round(radius))
-    for a, b in zip(pts[:-1], pts[1:]):
-        cv2.line(canvas, tuple(int(v) for v in a), tuple(int(v) for v in b), 1, thickness=2 * r + 1,
-                 lineType=cv2.LINE_8)
-    for p in pts:
-        cv2.circle(canvas, tuple(int(v) for v in p), r, 1, thickness=-1, lineType=cv2.LINE_8)
-    return canvas.astype(np.float32)
+    # Draw on a canvas padded by r so brush disks centred just outside the image still reach into it.
+    canvas = np.zeros((h + 2 * r, w + 2 * r), np.uint8)
+    cv2.polylines(canvas, [(pts + r).reshape(-1, 1, 2)], isClosed=False, color=1, thickness=1,
+                  lineType=cv2.LINE_8)
+    inside = (pts[:, 0] + r >= 0) & (pts[:, 0] < w + r) & (pts[:, 1] + r >= 0) & (pts[:, 1] < h + r)
+    canvas[pts[inside, 1] + r, pts[inside, 0] + r] = 1  # polylines draws nothing for a single vertex
+    return dilate(canvas.astype(np.float32), r)[r:r + h, r:r + w].copy()
 
 
 def polygon_to_mask(polygons, shape: Sequence[int]) -> np.ndarray:
@@ -323,7 +328,8 @@ def _hard_uint8(mask: np.ndarray) -> np.ndarray:
 
 
 def shrink(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.1, 0.5)) -> np.ndarray:
-    """Erode by ``f · R`` pixels, ``f ~ U(fraction)``, R = the largest inscribed radius (max distance transform).
+    """Erode by ``max(1, f · R)`` pixels, ``f ~ U(fraction)``, R = the largest inscribed radius (max distance
+    transform).
 
     Scaling by R (not by image size) keeps thin masks from vanishing: with ``f < 1`` the core survives. The image
     border does not erode (the object may continue beyond the frame). Result ⊆ mask (soft values are kept).
@@ -333,7 +339,8 @@ def shrink(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float,
     if not hard.any():
         return m.copy()
     inside = cv2.distanceTransform(hard, cv2.DIST_L2, 5)
-    radius = _span(rng, fraction) * float(inside.max())
+    # At least one pixel: a boundary pixel is at distance 1, so a sub-pixel radius would change nothing.
+    radius = max(1.0, _span(rng, fraction) * float(inside.max()))
     keep = inside > radius
     if not keep.any():  # f·R rounds up to R on a one-pixel-thin mask: keep its deepest pixels
         keep = inside >= inside.max()
