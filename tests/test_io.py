@@ -139,6 +139,7 @@ def test_png_photo_reads_exactly_from_path_bytes_file_pil_and_array(tmp_path, ch
             loaded = io.read_image(source)
             np.testing.assert_array_equal(loaded.pixels, chelsea)
             assert loaded.pixels.dtype == np.uint8 and loaded.pixels.flags.writeable
+        assert not stream.closed  # the caller's file object is the caller's to close
     loaded = io.read_image(path)
     assert (loaded.format, loaded.mode, loaded.path, loaded.size) == ("PNG", "RGB", path, (451, 300))
     assert io.read_image(loaded) is loaded
@@ -194,6 +195,14 @@ def test_stale_exif_thumbnail_is_not_carried_over(tmp_path, coffee_small):
     exif = Image.Exif()
     exif.load(loaded.exif)
     assert exif[MAKE] == "abc" and not exif.get_ifd(ExifTags.IFD.IFD1)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_corrupt_exif_does_not_make_a_photo_unreadable(coffee_small):
+    encoded = _jpeg_bytes(coffee_small, quality=95, exif=b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\xff\xff")
+    loaded = io.read_image(encoded)
+    np.testing.assert_array_equal(loaded.pixels, np.asarray(Image.open(_io.BytesIO(encoded))))
+    assert loaded.exif is None
 
 
 def test_mask_gets_the_same_exif_orientation_as_images(tmp_path):
@@ -381,6 +390,13 @@ def test_mask_any_nonzero_value_means_remove(tmp_path):
         mask = io.read_mask(source)
         assert mask.dtype == np.float32
         np.testing.assert_array_equal(mask, [[0, 1, 1, 1, 1]])
+
+
+def test_signed_and_float_masks_count_negative_values_as_nonzero():
+    np.testing.assert_array_equal(io.read_mask(np.array([[0, -3, 7]], np.int16)), [[0, 1, 1]])
+    np.testing.assert_array_equal(io.read_mask(np.array([[0.0, -0.25, 1e-6]])), [[0, 1, 1]])
+    image = Image.fromarray(np.array([[0, -5, 70000]], np.int32), "I")
+    np.testing.assert_array_equal(io.read_mask(image), [[0, 1, 1]])
 
 
 def test_rgba_mask_uses_alpha(tmp_path):

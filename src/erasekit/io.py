@@ -40,10 +40,11 @@ Masks (:func:`read_mask`)
     Any nonzero value means "remove". Which channel is read: RGBA / LA / PA masks and P masks with transparency
     use their alpha channel — unless that alpha is fully opaque everywhere (a black-and-white mask saved with a
     useless alpha channel, which would otherwise mean "remove everything"), then the colour channels are used.
-    RGB masks use the maximum over R, G and B, so any coloured stroke counts. JPEG masks are thresholded at 128
-    instead of at zero, because JPEG noise turns black into small nonzero values. EXIF orientation is applied to
-    masks exactly as to images. A mask of another size than the image is an error naming both sizes unless the
-    caller asks for a nearest-neighbour resize.
+    RGB masks use the maximum over R, G and B, so any coloured stroke counts. JPEG masks count values of 128 and
+    above instead of any nonzero value, because JPEG noise turns black into small nonzero values. EXIF
+    orientation is applied to masks exactly as to images. A mask of another size than the image is an error
+    naming both sizes unless the caller asks for a nearest-neighbour resize. Bool, integer and float arrays are
+    accepted (nonzero = remove; H×W×4 arrays follow the alpha rule).
 
 Limits
     A pixel limit guards against decompression bombs. It is checked on the header, before any pixel is decoded.
@@ -63,6 +64,7 @@ Writing (:func:`write_image`, :func:`write_mask`, :func:`encode_image`)
 
 from __future__ import annotations
 
+import functools
 import io as _io
 import os
 import secrets
@@ -168,9 +170,18 @@ def _describe(source: Any, kind: str) -> str:
     return f"{kind} ({type(source).__name__} input)"
 
 
+def _bomb(what: str) -> ResourceLimitError:
+    return ResourceLimitError(
+        f"{what} is larger than Pillow's decompression-bomb cap of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
+        f"pixels (raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
+    )
+
+
 def _decode(image: Image.Image, what: str) -> Image.Image:
     try:
         image.load()  # decode now, so a truncated file fails here with a clear message, not later
+    except Image.DecompressionBombError:
+        raise _bomb(what) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise InvalidInputError(f"cannot read {what}: file is truncated or corrupt ({exc})") from None
     return image
@@ -204,14 +215,12 @@ def _open(source: Any, what: str, limit: int | None) -> Image.Image:
             raise InvalidInputError(f"cannot read {what}: it is a directory, not an image file")
     try:
         # We check the size ourselves below with the erasekit limit; Pillow's softer warning would only add noise.
+        # (catch_warnings is process-wide; the worst a concurrent thread can see is that warning silenced too.)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source)
     except Image.DecompressionBombError:
-        raise ResourceLimitError(
-            f"{what} is larger than Pillow's decompression-bomb cap of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
-            f"pixels (raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
-        ) from None
+        raise _bomb(what) from None
     except UnidentifiedImageError:
         raise InvalidInputError(f"cannot read {what}: not an image file (or a format Pillow cannot read)") from None
     except PermissionError:
@@ -240,7 +249,9 @@ def _profile_space(icc: bytes | None) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def _srgb_bytes() -> bytes:
+    """LittleCMS's sRGB profile. Cached: its header holds the creation time, so one process writes one profile."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
@@ -344,6 +355,8 @@ def _oriented_exif(image: Image.Image) -> bytes | None:
     if not image.info.get("exif"):
         return None
     exif = image.getexif()
+    if not exif:
+        return None  # unreadable: Pillow parsed nothing worth keeping
     if _ORIENTATION in exif:
         exif[_ORIENTATION] = 1
     return exif.tobytes()
@@ -392,6 +405,8 @@ def _mask_from_channels(channels: np.ndarray, has_alpha: bool, threshold: float)
         if not np.all(alpha == opaque):
             return alpha > threshold
         channels = channels[..., :-1]  # a fully opaque alpha says nothing about the mask: read the colours
+    if channels.dtype.kind in "if":
+        channels = np.abs(channels)  # "nonzero" includes negative values of signed and float masks
     if channels.ndim == 3:
         channels = channels.max(axis=-1)
     return channels > threshold
