@@ -40,8 +40,18 @@ _CLIP_MAX_LEN = 77
 # --------------------------------------------------------------------------------------------------------------------
 # Tokenizers from a local vocabulary
 # --------------------------------------------------------------------------------------------------------------------
+# Whole-word tokens for the prompts erasekit uses, so they stay well under 77 tokens like with the real vocabulary.
+_WORDS = ("remove", "the", "instance", "of", "object", "empty", "background", "seamless", "continuation",
+          "surrounding", "scene", "natural", "lighting", "high", "quality", "person", "animal", "text", "watermark",
+          "logo", "frame", "shadow", "reflection", "duplicate", "blurry", "distorted", "artifacts", "low", "clean",
+          "monochrome", "lowres", "bad", "anatomy", "worst", "a", "photo")
+
+
 def _clip_tokenizer():
-    """A CLIPTokenizer over single characters (BPE with no merges): tiny, offline, real class and file format."""
+    """A CLIPTokenizer (byte-pair encoding) over characters plus merges that spell a few whole words.
+
+    Built in memory from a vocabulary and merge list written here: tiny, offline, the real class and file format.
+    """
     from transformers import CLIPTokenizer
 
     chars = string.ascii_lowercase + string.digits + string.punctuation
@@ -49,9 +59,19 @@ def _clip_tokenizer():
     for ch in chars:
         vocab[ch] = len(vocab)
         vocab[ch + "</w>"] = len(vocab)
+    merges: list[tuple[str, str]] = []
+    for word in _WORDS:  # merge left to right: "e m" -> "em", "em p" -> "emp", ..., "empt y</w>" -> "empty</w>"
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        left = symbols[0]
+        for right in symbols[1:]:
+            merged = left + right
+            if merged not in vocab:
+                vocab[merged] = len(vocab)
+                merges.append((left, right))
+            left = merged
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=_CLIP_MAX_LEN)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=_CLIP_MAX_LEN)
 
 
 def _t5_tokenizer():
@@ -59,9 +79,9 @@ def _t5_tokenizer():
     from transformers import T5TokenizerFast
 
     pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    for word in ("remove", "the", "instance", "of", "object", "background", "clean", "empty"):
+    for word in _WORDS:
         pieces.append(("▁" + word, -3.0))
-    for ch in string.ascii_lowercase + string.digits + string.punctuation:
+    for ch in string.ascii_letters + string.digits + string.punctuation:  # T5 is case-sensitive
         pieces.append((ch, -5.0))
         pieces.append(("▁" + ch, -6.0))
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)

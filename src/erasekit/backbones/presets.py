@@ -100,7 +100,7 @@ PRESETS: dict[str, BackbonePreset] = {p.name: p for p in (
         name="flux-fill", hub_id="black-forest-labs/FLUX.1-Fill-dev", pipeline_class="FluxFillPipeline",
         family="flux", task="inpaint", parametrization="flow",
         components=("scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer", "vae"),
-        description="FLUX.1 Fill [dev] (the OSOR FLUX backbone; gated on the Hub)", default_resolution=1024,
+        description="FLUX.1 Fill dev (the OSOR FLUX backbone; gated on the Hub)", default_resolution=1024,
         size_multiple=16, vae_scaling_factor=0.3611, vae_shift_factor=0.1159, gated=True, approx_download_gb=33.8),
     BackbonePreset(
         name="sd15", hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -362,14 +362,23 @@ def load_pipeline(preset: BackbonePreset | str | os.PathLike, *, path: str | os.
     kwargs = {k: v for k, v in kwargs.items() if k == "requires_safety_checker" or k in index}
     if "requires_safety_checker" in kwargs and "safety_checker" not in index:
         kwargs.pop("requires_safety_checker")
+    kwargs[_dtype_keyword()] = torch_dtype
     try:
-        pipe = pipeline_cls.from_pretrained(resolved.path, torch_dtype=torch_dtype, local_files_only=True,
-                                            variant=variant, **kwargs)
+        pipe = pipeline_cls.from_pretrained(resolved.path, local_files_only=True, variant=variant, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise InvalidInputError(f"cannot load {getattr(pipeline_cls, '__name__', pipeline_cls)} from "
                                 f"{resolved.path}: {_one_line(exc)}") from None
     place_pipeline(pipe, dev, placement or PlacementOptions())
     return pipe
+
+
+def _dtype_keyword() -> str:
+    """diffusers renamed ``torch_dtype`` to ``dtype`` (and warns on the old name); use what this version takes."""
+    try:
+        from diffusers.utils.deprecation_utils import _TORCH_DTYPE_DEPRECATION_MESSAGE  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
 
 
 def preset_for_class(class_name: str | None) -> BackbonePreset | None:

@@ -1,0 +1,242 @@
+"""Multi-step diffusion inpainting baselines: SD 1.5 / SD 2 / SDXL inpainting and FLUX.1 Fill.
+
+These are the comparison methods of OSOR's tables. Each remover wraps diffusers' own pipeline
+(``StableDiffusionInpaintPipeline``, ``StableDiffusionXLInpaintPipeline``, ``FluxFillPipeline``) and calls it with
+the image at its working size; the sampling loop is diffusers', unchanged. What erasekit adds is shared with every
+other method through the :class:`~erasekit.methods.base.Remover` base: mask checks and dilation, the HD strategy,
+paste-back (pixels outside the mask stay bit-identical) and metadata.
+
+Defaults are removal-friendly: a prompt asking for background, a negative prompt naming what must not appear, and
+each model card's recommended steps/guidance/strength. A per-call option overrides any of them::
+
+    remover = erasekit.load_remover("sdxl-inpaint", model="/models/sdxl-inpaint", device="cuda")
+    result = remover(RemovalRequest(image, mask, seed=0, options={"steps": 20, "progress": print}))
+
+Progress: diffusers' own tqdm bar over the denoising steps (``progress_bar=False`` hides it), and an optional
+``progress(step, total)`` callable — set ``remover.progress`` or pass ``options["progress"]`` per call — which the
+web server uses to stream progress. It is called after each denoising step.
+
+With a tiny checkpoint and a seed the result equals calling the diffusers pipeline directly with the same arguments
+(tests check this for every family).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ..backbones.device import PlacementOptions
+from ..backbones.presets import PRESETS, BackbonePreset, load_pipeline, locate_preset
+from ..hd import SizeConstraints
+from ..registry import MethodSpec, WeightRequirement, register_method
+from ..types import InvalidInputError, RemovalRequest
+from .base import Remover
+
+ProgressFn = Callable[[int, int], None]
+
+REMOVAL_PROMPT = "empty background, seamless continuation of the surrounding scene, natural lighting, high quality"
+REMOVAL_NEGATIVE_PROMPT = ("object, person, animal, text, watermark, logo, frame, shadow, reflection, duplicate, "
+                           "blurry, distorted, artifacts, low quality")
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    steps: int
+    guidance: float
+    strength: float
+    prompt: str = REMOVAL_PROMPT
+    negative_prompt: str | None = REMOVAL_NEGATIVE_PROMPT
+
+
+class DiffusersInpaintRemover(Remover):
+    """A remover that runs one of diffusers' inpainting pipelines. Subclasses name the preset and defaults."""
+
+    preset_name: ClassVar[str]
+    defaults: ClassVar[SamplingDefaults]
+    option_names: ClassVar[frozenset[str]] = frozenset(
+        {"steps", "guidance", "strength", "negative_prompt", "progress"})
+
+    def __init__(self, model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
+                 allow_download: bool = False, offload: str = "none", attention_slicing: bool | str | int = False,
+                 vae_tiling: bool = False, progress_bar: bool = True, pipeline: Any = None):
+        """Load the backbone (offline first). ``model``: a preset name, a local diffusers folder or a Hub id
+        (default: this method's preset). ``pipeline``: an already loaded pipeline to use instead (no loading)."""
+        self.preset: BackbonePreset = PRESETS[self.preset_name]
+        if pipeline is None:
+            pipeline = self._load(model, device=device, dtype=dtype, allow_download=allow_download,
+                                  placement=PlacementOptions(offload=offload,  # type: ignore[arg-type]
+                                                             attention_slicing=attention_slicing,
+                                                             vae_tiling=vae_tiling))
+        self.pipe = pipeline
+        self.model = str(model) if model is not None else self.preset.name
+        self.progress_bar = progress_bar
+        self.progress: ProgressFn | None = None
+        # diffusers pipelines keep per-call state on the object (guidance scale, step index): one call at a time.
+        self._lock = threading.Lock()
+
+    def _load(self, model, *, device, dtype, allow_download, placement):
+        import diffusers
+
+        cls = getattr(diffusers, self.preset.pipeline_class)
+        if model is None:
+            return load_pipeline(self.preset, device=device, dtype=dtype, allow_download=allow_download,
+                                 pipeline_cls=cls, placement=placement)
+        model = str(model)
+        if model in PRESETS or not Path(model).expanduser().exists():  # a preset name or a Hub id
+            return load_pipeline(model, device=device, dtype=dtype, allow_download=allow_download,
+                                 pipeline_cls=cls, placement=placement)
+        return load_pipeline(self.preset, path=model, device=device, dtype=dtype, pipeline_cls=cls,
+                             placement=placement)
+
+    def describe(self) -> dict[str, Any]:
+        d = self.defaults
+        return {**super().describe(), "backbone": self.preset.name, "hub_id": self.preset.hub_id,
+                "model": self.model, "pipeline": type(self.pipe).__name__, "device": str(self.pipe.device),
+                "dtype": str(self.pipe.dtype).replace("torch.", ""), "steps": d.steps, "guidance": d.guidance,
+                "strength": d.strength}
+
+    # ---- per-call settings --------------------------------------------------------------------------------------
+    def settings(self, request: RemovalRequest) -> dict[str, Any]:
+        """The sampling settings for ``request``: its options over this method's defaults, validated."""
+        o, d = request.options, self.defaults
+        try:
+            steps = int(o.get("steps", d.steps))
+            guidance = float(o.get("guidance", d.guidance))
+            strength = float(o.get("strength", d.strength))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"bad sampling option for {self.name}: {exc}") from None
+        if steps < 1:
+            raise InvalidInputError(f"steps must be >= 1, got {steps}")
+        if guidance < 0:
+            raise InvalidInputError(f"guidance must be >= 0, got {guidance}")
+        if not 0.0 < strength <= 1.0:
+            raise InvalidInputError(f"strength must be in (0, 1], got {strength}")
+        if steps * strength < 1:
+            raise InvalidInputError(f"steps × strength must be >= 1 (got {steps} × {strength})")
+        progress = o.get("progress", self.progress)
+        if progress is not None and not callable(progress):
+            raise InvalidInputError("option 'progress' must be a callable progress(step, total)")
+        prompt = request.prompt if request.prompt is not None else d.prompt
+        negative = o.get("negative_prompt", d.negative_prompt)
+        return {"steps": steps, "guidance": guidance, "strength": strength, "prompt": prompt,
+                "negative_prompt": negative, "progress": progress}
+
+    def pipeline_kwargs(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest) -> dict[str, Any]:
+        """The exact arguments this remover passes to the diffusers pipeline (also used by tests and benchmarks)."""
+        import torch
+        from PIL import Image
+
+        from ..convert import mask_to_uint8
+
+        s = self.settings(request)
+        h, w = mask.shape
+        # A CPU generator gives the same noise on every device (diffusers moves it to the pipeline's device).
+        generator = None if request.seed is None else torch.Generator("cpu").manual_seed(int(request.seed))
+        kwargs: dict[str, Any] = {
+            "prompt": s["prompt"], "image": Image.fromarray(image), "mask_image": Image.fromarray(mask_to_uint8(mask)),
+            "height": h, "width": w, "num_inference_steps": s["steps"], "guidance_scale": s["guidance"],
+            "strength": s["strength"], "generator": generator, "output_type": "pil",
+        }
+        if s["negative_prompt"] is not None and "negative_prompt" in self.option_names:
+            kwargs["negative_prompt"] = s["negative_prompt"]
+        return kwargs
+
+    # ---- the work ----------------------------------------------------------------------------------------------
+    def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
+        kwargs = self.pipeline_kwargs(image, mask, request)
+        progress = self.settings(request)["progress"]
+        if progress is not None:
+            kwargs["callback_on_step_end"] = _step_reporter(progress)
+        with self._lock:
+            self.pipe.set_progress_bar_config(disable=not self.progress_bar, desc=self.name, leave=False)
+            out = self.pipe(**kwargs).images[0]
+        # diffusers' own uint8 conversion (PIL output) so the pixels equal a direct pipeline call.
+        return np.asarray(out.convert("RGB"), dtype=np.uint8), None
+
+
+def _step_reporter(progress: ProgressFn):
+    def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        progress(step + 1, int(getattr(pipe, "num_timesteps", 0) or 0))
+        return callback_kwargs
+
+    return on_step_end
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The four baselines. Defaults follow each model card's recommended settings.
+# --------------------------------------------------------------------------------------------------------------------
+class SD15InpaintRemover(DiffusersInpaintRemover):
+    name: ClassVar[str] = "sd15-inpaint"
+    preset_name: ClassVar[str] = "sd15-inpaint"
+    constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=8, min_side=64, max_side=768)
+    defaults: ClassVar[SamplingDefaults] = SamplingDefaults(steps=50, guidance=7.5, strength=1.0)
+
+
+class SD2InpaintRemover(DiffusersInpaintRemover):
+    name: ClassVar[str] = "sd2-inpaint"
+    preset_name: ClassVar[str] = "sd2-inpaint"
+    constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=8, min_side=64, max_side=768)
+    defaults: ClassVar[SamplingDefaults] = SamplingDefaults(steps=50, guidance=7.5, strength=1.0)
+
+
+class SDXLInpaintRemover(DiffusersInpaintRemover):
+    name: ClassVar[str] = "sdxl-inpaint"
+    preset_name: ClassVar[str] = "sdxl-inpaint"
+    constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=8, min_side=64, max_side=1536)
+    # strength just below 1 keeps a trace of the input latent, as the model card recommends (0.99).
+    defaults: ClassVar[SamplingDefaults] = SamplingDefaults(steps=30, guidance=8.0, strength=0.99)
+
+
+class FluxFillRemover(DiffusersInpaintRemover):
+    name: ClassVar[str] = "flux-fill"
+    preset_name: ClassVar[str] = "flux-fill"
+    # 16 = the VAE's 8 × FLUX's 2×2 packing.
+    constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=16, min_side=64, max_side=2048)
+    # FLUX Fill is guidance-distilled: guidance 30 goes into its guidance embedding; it has no negative prompt.
+    defaults: ClassVar[SamplingDefaults] = SamplingDefaults(steps=50, guidance=30.0, strength=1.0,
+                                                            negative_prompt=None)
+    option_names: ClassVar[frozenset[str]] = frozenset({"steps", "guidance", "strength", "progress"})
+
+
+BASELINES: tuple[type[DiffusersInpaintRemover], ...] = (
+    SD15InpaintRemover, SD2InpaintRemover, SDXLInpaintRemover, FluxFillRemover)
+# auto picks the strongest baseline whose weights are here; all rank above the weight-free methods.
+_AUTO_PRIORITY = {"sd15-inpaint": 10, "sd2-inpaint": 20, "sdxl-inpaint": 30, "flux-fill": 40}
+_DESCRIPTIONS = {
+    "sd15-inpaint": "Stable Diffusion 1.5 inpainting, multi-step (diffusers pipeline)",
+    "sd2-inpaint": "Stable Diffusion 2 inpainting, multi-step (diffusers pipeline)",
+    "sdxl-inpaint": "SDXL inpainting 0.1, multi-step (diffusers pipeline; OSOR's SDXL baseline)",
+    "flux-fill": "FLUX.1 Fill dev, multi-step (diffusers pipeline; OSOR's FLUX baseline)",
+}
+_PAPERS = {
+    "sd15-inpaint": "Rombach et al., CVPR 2022", "sd2-inpaint": "Rombach et al., CVPR 2022",
+    "sdxl-inpaint": "Podell et al., ICLR 2024", "flux-fill": "Black Forest Labs, FLUX.1 Tools 2024",
+}
+
+
+def backbone_requirement(preset_name: str) -> WeightRequirement:
+    """The WeightRequirement for a backbone preset (shared by every method built on that backbone)."""
+    preset = PRESETS[preset_name]
+    return WeightRequirement(
+        name=preset.name, description=preset.description, locate=functools.partial(locate_preset, preset.name),
+        hub_id=preset.hub_id, fetch_hint=f"erasekit download {preset.name}")
+
+
+def register() -> None:
+    """Register the four baselines (called once by :mod:`erasekit.methods`)."""
+    for cls in BASELINES:
+        register_method(MethodSpec(
+            name=cls.name, description=_DESCRIPTIONS[cls.name], factory=cls,
+            weights=(backbone_requirement(cls.preset_name),), auto_priority=_AUTO_PRIORITY[cls.name],
+            family="diffusion", paper=_PAPERS[cls.name],
+        ))
+
+
+__all__ = ["BASELINES", "DiffusersInpaintRemover", "FluxFillRemover", "REMOVAL_NEGATIVE_PROMPT", "REMOVAL_PROMPT",
+           "SD15InpaintRemover", "SD2InpaintRemover", "SDXLInpaintRemover", "SamplingDefaults",
+           "backbone_requirement", "register"]
