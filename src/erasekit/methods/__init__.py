@@ -24,4 +24,8 @@ register_method(MethodSpec(
     factory=NavierStokesRemover, auto_priority=-1, paper="Bertalmio et al., CVPR 2001",
 ))
 
+from .baselines import register as _register_baselines  # noqa: E402  (diffusers loads lazily, at first use)
+
+_register_baselines()
+
 __all__ = ["Remover"]
