@@ -146,7 +146,9 @@ def load_remover(name: str = "auto", **options: Any):
         name = resolve_auto()
     spec = get_method(name)
     info = method_info(spec)
-    if not info.available:
+    # An explicit model/weights location is checked by the factory itself (it may be a local folder).
+    explicit = any(options.get(k) is not None for k in ("model", "weights"))
+    if not info.available and not explicit:
         raise MissingWeightsError(f"method {name!r} is unavailable: {info.reason}")
     unknown = set(options) - load_options(spec)
     if unknown:
