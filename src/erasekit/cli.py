@@ -24,6 +24,7 @@ console = Console(stderr=True)
 # Feature modules that contribute sub-commands (each has register(app)).
 COMMAND_MODULES: list[str] = [
     "erasekit.cli_core",
+    "erasekit.cli_models",
 ]
 
 _state = {"debug": False}
@@ -34,9 +35,15 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for
     _state["debug"] = debug
 
 
+_registered: set[str] = set()
+
+
 def _register_all() -> None:
+    # Idempotent: main() may run many times in one process (tests, embedding), each command registers once.
     for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(app)
+        if module_name not in _registered:
+            importlib.import_module(module_name).register(app)
+            _registered.add(module_name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        # Outside standalone mode click returns a command's `typer.Exit(code)` instead of raising it.
+        code = app(args=args, standalone_mode=False)
     except ErasekitError as exc:
         if debug:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # soft_wrap: the message stays one line whatever the terminal width (scripts grep it).
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -68,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             console.print_exception()
         console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for details)",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -1,4 +1,8 @@
-"""Core commands: remove, methods."""
+"""Core commands: remove, batch, demo, methods.
+
+Exit codes (shared by every command, see :mod:`erasekit.cli`): 0 success, 1 internal error, 2 bad input,
+3 missing weights, 4 resource limit; ``batch`` adds 5 when some images failed (see :mod:`erasekit.batch`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from rich.table import Table
 
 def register(app: typer.Typer) -> None:
     app.command("remove")(remove_command)
+    app.command("batch")(batch_command)
+    app.command("demo")(demo_command)
     app.command("methods")(methods_command)
 
 
@@ -24,15 +30,26 @@ def remove_command(
     hd_strategy: str = typer.Option(None, "--hd-strategy", help="original | resize[:LIMIT] | crop[:MARGIN]"),
     device: str = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion methods)"),
     resize_mask: bool = typer.Option(False, "--resize-mask", help="accept a mask of another size (nearest)"),
+    prompt: str = typer.Option(None, "--prompt", help="text prompt (diffusion and text-guided methods)"),
+    model: str = typer.Option(None, "--model", help="backbone preset, local diffusers folder or Hub id"),
+    steps: int = typer.Option(None, "--steps", help="denoising steps (diffusion methods)"),
+    guidance: float = typer.Option(None, "--guidance", help="guidance scale (diffusion methods)"),
+    allow_download: bool = typer.Option(False, "--allow-download", help="fetch missing weights from the Hub"),
+    option: list[str] = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)"),
 ) -> None:
     """Remove the masked object from IMAGE and write the result to OUT."""
     import erasekit
     from erasekit import io
 
     loaded = io.read_image(image)
-    options = {"device": device} if device else {}
-    result = erasekit.remove(loaded.pixels, mask, method=method, seed=seed, dilate=dilate, hd_strategy=hd_strategy,
-                             resize_mask=resize_mask, **options)
+    from erasekit.cli_models import parse_option_values
+
+    # Only the flags given are passed, so a method that does not take one reports it instead of ignoring it.
+    given = {"device": device, "model": model, "steps": steps, "guidance": guidance,
+             "allow_download": allow_download or None}
+    options = {**{k: v for k, v in given.items() if v is not None}, **parse_option_values(option)}
+    result = erasekit.remove(loaded.pixels, mask, method=method, prompt=prompt, seed=seed, dilate=dilate,
+                             hd_strategy=hd_strategy, resize_mask=resize_mask, **options)
     io.write_image(out, result.image, like=loaded)
     note = " (empty mask: unchanged)" if result.unchanged else ""
     Console(stderr=True).print(f"{result.method}: wrote {out} in {result.timings['total']:.2f}s{note}",
@@ -50,3 +67,53 @@ def methods_command() -> None:
         needs = ", ".join(f"{w.name} ({'ok' if w.present else 'missing'})" for w in info.weights) or "-"
         table.add_row(info.name, "yes" if info.available else "no", info.description, needs)
     Console().print(table)
+
+
+def batch_command(
+    images: list[str] = typer.Argument(..., help="image files, folders or glob patterns (quote globs: 'in/*.jpg')"),
+    masks: Path = typer.Option(..., "--masks", "-m", help="folder of masks: photo.jpg <- photo.png or photo_mask.png"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (same file names and formats as the inputs)"),
+    method: str = typer.Option("auto", "--method", help="method name (see `erasekit methods`)"),
+    dilate: int = typer.Option(0, "--dilate", help="grow every mask by this many pixels"),
+    seed: int = typer.Option(None, "--seed", help="random seed for stochastic methods"),
+    hd_strategy: str = typer.Option(None, "--hd-strategy", help="original | resize[:LIMIT] | crop[:MARGIN]"),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion methods)"),
+    resize_mask: bool = typer.Option(False, "--resize-mask", help="accept masks of another size (nearest)"),
+    skip_existing: bool = typer.Option(True, "--skip-existing/--overwrite",
+                                       help="skip images whose output exists (resume), or redo them"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Remove objects from many images; resumable. Writes OUT/batch_report.jsonl (one record per image).
+
+    Exit code 0 when every image succeeded or was skipped; when every image failed with the same error, that
+    error's code (2 bad input, 3 missing weights, 4 resource limit, 1 internal); otherwise 5.
+    """
+    from erasekit.batch import run_batch
+
+    console = Console(stderr=True)
+    summary = run_batch(images, masks, out, method=method, dilate=dilate, seed=seed, hd_strategy=hd_strategy,
+                        options={"device": device} if device else None, skip_existing=skip_existing,
+                        resize_mask=resize_mask, progress=progress, console=console)
+    if summary.stale_temps_removed:
+        console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")
+    for table in summary.tables():
+        console.print(table)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def demo_command(
+    out: Path = typer.Option(Path("demo"), "--out", "-o", help="folder for the demo images"),
+    method: str = typer.Option("auto", "--method", help="method name (see `erasekit methods`)"),
+    photos: str = typer.Option(None, "--photos",
+                               help="comma-separated subset of: astronaut, coffee, rocket, camera"),
+    seed: int = typer.Option(0, "--seed", help="random seed for stochastic methods"),
+) -> None:
+    """Remove objects from real photos bundled with scikit-image; writes before/after images and comparison.png."""
+    from erasekit.demo import run_demo
+
+    console = Console()
+    names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
+    run_demo(out, method=method, photos=names, seed=seed,
+             report=lambda record: console.print(record.summary_line(), highlight=False))
+    console.print(f"comparison sheet: {out / 'comparison.png'}", highlight=False)
