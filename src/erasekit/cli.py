@@ -19,7 +19,7 @@ from .types import ErasekitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Remove objects (and their shadows and reflections) from photos.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line on narrow terminals
 
 # Feature modules that contribute sub-commands (each has register(app)).
 COMMAND_MODULES: list[str] = [
