@@ -1,0 +1,358 @@
+"""Batch removal: many photos, masks matched by file stem, a per-image report, and resume after a kill.
+
+Inputs are files, folders (their image files, not recursive) or glob patterns (``**`` recurses). Each image
+``photo.jpg`` takes its mask from the mask folder, first match wins:
+
+1. ``photo.png``, 2. ``photo_mask.png``, 3. ``photo.<ext>``, 4. ``photo_mask.<ext>`` for any other image extension
+(in alphabetical order). A file that is the image itself never counts as its mask.
+
+The output is ``OUTDIR/photo.jpg`` (same name, same format as the input, EXIF/ICC kept by :mod:`erasekit.io`).
+
+Resume: outputs are written atomically (temp file + rename, :func:`erasekit.io.write_image`), so an output that
+exists is complete; a re-run skips it (unless ``skip_existing=False``). Temp files a killed run left behind are
+deleted when the next run starts. A lock on ``OUTDIR/.erasekit-batch.lock`` keeps two batches from writing into the
+same folder at once (the kernel drops the lock when a process dies, even on SIGKILL).
+
+Report: ``OUTDIR/batch_report.jsonl`` describes the latest run, one JSON record per image, written (and synced) as
+each image finishes, so a killed run's report is complete up to the kill. Failures (corrupt image, missing mask,
+size mismatch, ...) are recorded and the batch goes on.
+
+Exit code (:attr:`BatchSummary.exit_code`): 0 when nothing failed; when every image failed with the same error
+class, that class's code (2 bad input, 3 missing weights, 4 resource limit, 1 internal); otherwise
+:data:`PARTIAL_FAILURE_EXIT_CODE` (5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import io
+from .types import ErasekitError, InvalidInputError, RemovalRequest
+
+REPORT_NAME = "batch_report.jsonl"
+LOCK_NAME = ".erasekit-batch.lock"
+PARTIAL_FAILURE_EXIT_CODE = 5
+MASK_SUFFIXES = ("", "_mask")
+
+# The temp names erasekit.io's atomic writer uses: ".{name}.{12 hex digits}.tmp" beside the target.
+_TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")
+
+
+def image_extensions() -> frozenset[str]:
+    """Lower-case extensions (".jpg", ...) of every format Pillow can open here."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Finding the work
+# --------------------------------------------------------------------------------------------------------------------
+def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files, folders and glob patterns into image paths, in the order given, without duplicates.
+
+    A path that does not exist (or a pattern that matches nothing) is kept as it is, so the batch records it as a
+    failed item instead of silently doing less work.
+    """
+    extensions = image_extensions()
+    found: list[Path] = []
+    for item in inputs:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir()
+                                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions))
+        elif path.exists() or not glob.has_magic(text):
+            found.append(path)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            files = [m for m in matches if m.is_file() and m.suffix.lower() in extensions]
+            found.extend(files or [path])
+    unique: dict[str, Path] = {}
+    for path in found:
+        unique.setdefault(os.path.abspath(path), path)
+    return list(unique.values())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def find_mask(image: Path, mask_dir: Path) -> Path:
+    """The mask for ``image`` in ``mask_dir`` (rules in the module docstring), or InvalidInputError naming them."""
+    extensions = image_extensions()
+    stem = image.stem
+    candidates = [mask_dir / f"{stem}{suffix}.png" for suffix in MASK_SUFFIXES]
+    for suffix in MASK_SUFFIXES:
+        others = sorted(mask_dir.glob(f"{glob.escape(stem + suffix)}.*"))
+        candidates += [p for p in others if p.suffix.lower() in extensions and p.suffix.lower() != ".png"]
+    for candidate in candidates:
+        if candidate.is_file() and not _same_file(candidate, image):
+            return candidate
+    raise InvalidInputError(f"no mask for '{image.name}' in '{mask_dir}' "
+                            f"(looked for {stem}.png, {stem}_mask.png, {stem}[_mask].<other image extension>)")
+
+
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp files an interrupted atomic write left in ``folder``; returns what was removed."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        if path.is_file() and _TEMP_PATTERN.match(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _output_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the output folder for the whole run (POSIX advisory lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no fcntl; running two batches into one folder is then the user's business
+        yield
+        return
+    handle = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 (held for the duration of the context)
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ErasekitError(f"another erasekit batch is writing to '{out_dir}'; wait for it to finish") from None
+        yield
+    finally:
+        handle.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Records and summary
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass
+class BatchRecord:
+    """One image's line in the report."""
+
+    image: str
+    status: str  # "ok" | "skipped" | "failed"
+    output: str | None = None
+    mask: str | None = None
+    method: str | None = None
+    error: str | None = None  # exception class name
+    exit_code: int | None = None  # what that error class maps to on the command line
+    message: str | None = None
+    unchanged: bool = False  # empty mask: the output is a copy of the input
+    timings: dict[str, float] = field(default_factory=dict)
+    run: str = ""
+    finished_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+@dataclass
+class BatchSummary:
+    records: list[BatchRecord]
+    method: str
+    out_dir: Path
+    report_path: Path
+    seconds: float
+    stale_temps_removed: int = 0
+
+    def by_status(self, status: str) -> list[BatchRecord]:
+        return [r for r in self.records if r.status == status]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = Counter(r.status for r in self.records)
+        return {status: counts.get(status, 0) for status in ("ok", "skipped", "failed")}
+
+    @property
+    def exit_code(self) -> int:
+        """0 if nothing failed; the shared error class's code if every image failed the same way; else 5."""
+        failed = self.by_status("failed")
+        if not failed:
+            return 0
+        if len(failed) == len(self.records) and len({r.error for r in failed}) == 1:
+            return failed[0].exit_code or 1
+        return PARTIAL_FAILURE_EXIT_CODE
+
+    def tables(self):
+        """Rich tables: the counts, then one row per failure."""
+        from rich.table import Table
+
+        done = self.by_status("ok")
+        counts = Table(title=f"batch summary ({self.method}, {self.seconds:.1f} s)")
+        for col in ("ok", "skipped", "failed", "mean s / image", "report"):
+            counts.add_column(col)
+        mean = sum(r.timings.get("total", 0.0) for r in done) / len(done) if done else 0.0
+        c = self.counts
+        counts.add_row(str(c["ok"]), str(c["skipped"]), str(c["failed"]), f"{mean:.2f}", str(self.report_path))
+        tables = [counts]
+        failed = self.by_status("failed")
+        if failed:
+            failures = Table(title="failures")
+            for col in ("image", "error", "message"):
+                failures.add_column(col)
+            for r in failed:
+                failures.add_row(r.image, r.error or "", r.message or "")
+            tables.append(failures)
+        return tables
+
+
+def read_report(path: str | os.PathLike) -> list[BatchRecord]:
+    """Load a report; a last line cut short by a kill is ignored."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(BatchRecord(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return records
+
+
+class _ReportWriter:
+    """Appends one synced JSON line per record, so the report survives a kill up to the last finished image."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, record: BatchRecord) -> None:
+        self._stream.write(record.to_json() + "\n")
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------------------------
+def _failure(record: BatchRecord, exc: BaseException) -> BatchRecord:
+    record.status = "failed"
+    record.error = type(exc).__name__
+    record.exit_code = exc.exit_code if isinstance(exc, ErasekitError) else 1
+    record.message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return record
+
+
+def _process(remover, image_path: Path, mask_dir: Path, output: Path, request_args: dict[str, Any],
+             resize_mask: bool, record: BatchRecord) -> BatchRecord:
+    t0 = time.perf_counter()
+    if output.resolve() == image_path.resolve():
+        raise InvalidInputError(f"output '{output}' would overwrite the input; choose another output folder")
+    if not image_path.is_file():
+        raise InvalidInputError(f"image '{image_path}' does not exist")
+    loaded = io.read_image(image_path)
+    mask_path = find_mask(image_path, mask_dir)
+    record.mask = str(mask_path)
+    mask = io.read_mask(mask_path, shape=loaded.pixels.shape[:2], resize=resize_mask)
+    t1 = time.perf_counter()
+    result = remover(RemovalRequest(image=loaded.pixels, mask=mask, **request_args))
+    t2 = time.perf_counter()
+    io.write_image(output, result.image, like=loaded)
+    t3 = time.perf_counter()
+    record.status = "ok"
+    record.method = result.method
+    record.unchanged = result.unchanged
+    record.timings = {"read": t1 - t0, "remove": t2 - t1, "write": t3 - t2, "total": t3 - t0}
+    return record
+
+
+def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+              method: str = "auto", dilate: int = 0, seed: int | None = None, hd_strategy: Any = None,
+              options: dict[str, Any] | None = None, skip_existing: bool = True, resize_mask: bool = False, progress: bool = True,
+              console=None) -> BatchSummary:
+    """Remove the masked objects from every input image; see the module docstring for the rules.
+
+    The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the method's
+    factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...). Raises only for problems that stop the whole batch (no images at all, a missing mask folder,
+    an unavailable method); everything that concerns one image is recorded in the report instead.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from .hd import HDStrategy
+    from .registry import get_method, load_options, load_remover, resolve_auto
+
+    start = time.perf_counter()
+    images = collect_images(inputs)
+    if not images:
+        raise InvalidInputError("no images to process (give files, folders or glob patterns)")
+    masks_dir = Path(mask_dir)
+    if not masks_dir.is_dir():
+        raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
+    strategy = HDStrategy.parse(hd_strategy) if hd_strategy is not None else None  # bad value: fail before work
+    name = resolve_auto() if method == "auto" else method
+    accepted = load_options(get_method(name))
+    given = dict(options or {})
+    remover = load_remover(name, **{k: v for k, v in given.items() if k in accepted})  # once for the whole batch
+    call_options = {k: v for k, v in given.items() if k not in accepted}
+    known = getattr(remover, "option_names", None)
+    if known is not None and set(call_options) - set(known):
+        # Checked once here: otherwise every image would fail with the same message.
+        raise InvalidInputError(f"method {name!r} does not take option(s): "
+                                f"{', '.join(sorted(set(call_options) - set(known)))}")
+    request_args = {"seed": seed, "dilate": dilate, "hd_strategy": strategy, "options": call_options}
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ErasekitError(f"cannot create output folder '{out}': {exc.strerror or exc}") from None
+    run_id = uuid.uuid4().hex[:12]
+    console = console or Console(stderr=True)
+    records: list[BatchRecord] = []
+    with _output_lock(out):
+        stale = clean_stale_temps(out)
+        report = _ReportWriter(out / REPORT_NAME)
+        claimed: dict[str, Path] = {}
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        try:
+            with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+                task = bar.add_task(f"erasing ({name})", total=len(images))
+                for image_path in images:
+                    output = out / image_path.name
+                    record = BatchRecord(image=str(image_path), status="failed", output=str(output), run=run_id)
+                    first = claimed.setdefault(output.name, image_path)
+                    if first is not image_path:
+                        _failure(record, InvalidInputError(
+                            f"output name '{output.name}' is already taken by '{first}' in this batch"))
+                    elif skip_existing and output.exists():
+                        record.status = "skipped"
+                        record.message = "output exists"
+                    else:
+                        try:
+                            _process(remover, image_path, masks_dir, output, request_args, resize_mask, record)
+                        except Exception as exc:  # one image's failure never stops the batch
+                            _failure(record, exc)
+                    record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                    records.append(record)
+                    report.write(record)
+                    bar.advance(task)
+        finally:
+            report.close()
+    return BatchSummary(records=records, method=name, out_dir=out, report_path=out / REPORT_NAME,
+                        seconds=time.perf_counter() - start, stale_temps_removed=len(stale))
+
+
+__all__ = ["LOCK_NAME", "PARTIAL_FAILURE_EXIT_CODE", "REPORT_NAME", "BatchRecord", "BatchSummary",
+           "clean_stale_temps", "collect_images", "find_mask", "image_extensions", "read_report", "run_batch"]
