@@ -25,6 +25,7 @@ console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one lin
 COMMAND_MODULES: list[str] = [
     "erasekit.cli_core",
     "erasekit.cli_models",
+    "erasekit.server.cli",
 ]
 
 _state = {"debug": False}
@@ -46,11 +47,27 @@ def _register_all() -> None:
             _registered.add(module_name)
 
 
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """Click's usage-error classes: typer >= 0.20 raises its vendored copy of click's, older typer click's own."""
+    import click
+
+    types: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:
+        pass
+    else:
+        types.append(VendoredClickException)
+    return tuple(types)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the process exit code."""
     _register_all()
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if debug:  # a global option, also accepted after the sub-command (`erasekit remove ... --debug`)
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
         # Outside standalone mode click returns a command's `typer.Exit(code)` instead of raising it.
         code = app(args=args, standalone_mode=False)
@@ -68,10 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        if isinstance(exc, _usage_error_types()):  # click usage errors carry their own message and exit code
             exc.show()
             return exc.exit_code
         if debug:
