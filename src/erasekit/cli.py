@@ -48,16 +48,21 @@ def _register_all() -> None:
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:
-    """Click's usage-error classes: typer >= 0.20 raises its vendored copy of click's, older typer click's own."""
-    import click
-
-    types: list[type[Exception]] = [click.ClickException]
+    """Click's usage-error classes: recent typer raises its vendored copy of click's (and no longer depends on
+    click), older typer click's own. Whichever of the two is importable counts."""
+    types: list[type[Exception]] = []
     try:
         from typer._click.exceptions import ClickException as VendoredClickException
     except ImportError:
         pass
     else:
         types.append(VendoredClickException)
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        types.append(click.ClickException)
     return tuple(types)
 
 

@@ -70,9 +70,9 @@ def methods_command() -> None:
 
 
 def batch_command(
-    images: list[str] = typer.Argument(..., help="image files, folders or glob patterns (quote globs: 'in/*.jpg')"),
-    masks: Path = typer.Option(..., "--masks", "-m", help="folder of masks: photo.jpg <- photo.png or photo_mask.png"),
-    out: Path = typer.Option(..., "--out", "-o", help="output folder (same file names and formats as the inputs)"),
+    images: list[str] = typer.Argument(..., help="image files, folders or glob patterns ('in/*.jpg')"),
+    masks: Path = typer.Option(..., "--masks", "-m", help="mask folder: photo.jpg <- photo.png or photo_mask.png"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder (same names and formats as the inputs)"),
     method: str = typer.Option("auto", "--method", help="method name (see `erasekit methods`)"),
     dilate: int = typer.Option(0, "--dilate", help="grow every mask by this many pixels"),
     seed: int = typer.Option(None, "--seed", help="random seed for stochastic methods"),

@@ -1,0 +1,222 @@
+"""The `erasekit` command end to end on real photos: outputs, exit codes, one-line errors, --debug."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from erasekit import registry
+from erasekit.cli import main
+from erasekit.registry import MethodSpec, WeightRequirement
+
+CLASSICAL = ("patchmatch", "telea", "ns")
+
+
+def _photo(name: str, step: int = 3) -> np.ndarray:
+    """A real photo from scikit-image, subsampled so every test stays fast."""
+    return np.ascontiguousarray(getattr(skimage.data, name)()[::step, ::step])
+
+
+@pytest.fixture
+def scene(tmp_path: Path):
+    """The astronaut (171×171) as PNG with a mask over her mission patch, both on disk."""
+    image = _photo("astronaut")
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[112:145, 42:72] = 255  # the mission patch at 1/3 scale
+    image_path, mask_path = tmp_path / "astronaut.png", tmp_path / "astronaut_mask.png"
+    Image.fromarray(image).save(image_path)
+    Image.fromarray(mask).save(mask_path)
+    return image, mask > 0, image_path, mask_path
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected a one-line message, got:\n{stderr}"
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("method", CLASSICAL)
+def test_remove_each_classical_method_changes_only_the_mask(scene, tmp_path, method, capsys):
+    image, inside, image_path, mask_path = scene
+    out = tmp_path / f"out_{method}.png"
+    code = main(["remove", str(image_path), "--mask", str(mask_path), "-o", str(out), "--method", method,
+                 "--seed", "0"])
+    assert code == 0
+    result = np.asarray(Image.open(out).convert("RGB"))
+    assert result.shape == image.shape
+    np.testing.assert_array_equal(result[~inside], image[~inside])  # every pixel outside the mask, bit for bit
+    assert np.abs(result[inside].astype(int) - image[inside]).mean() > 5  # the patch is gone
+    assert f"{method}: wrote" in capsys.readouterr().err
+
+
+def test_remove_dilate_grows_the_changed_region_only_by_that_much(scene, tmp_path):
+    image, inside, image_path, mask_path = scene
+    out = tmp_path / "out.png"
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(out), "--method", "telea",
+                 "--dilate", "3"]) == 0
+    result = np.asarray(Image.open(out).convert("RGB"))
+    grown = np.zeros_like(inside)
+    ys, xs = np.nonzero(inside)
+    grown[ys.min() - 3: ys.max() + 4, xs.min() - 3: xs.max() + 4] = True  # a 3-px disk stays in this box
+    np.testing.assert_array_equal(result[~grown], image[~grown])
+
+
+def test_remove_as_a_subprocess_on_a_jpeg_keeps_format_and_size(tmp_path):
+    image = _photo("coffee", step=2)
+    src, mask_path, out = tmp_path / "coffee.jpg", tmp_path / "spoon.png", tmp_path / "clean.jpg"
+    Image.fromarray(image).save(src, quality=90)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[120:165, 163:205] = 255  # the spoon's bowl at 1/2 scale
+    Image.fromarray(mask).save(mask_path)
+    proc = subprocess.run([sys.executable, "-m", "erasekit", "remove", str(src), "--mask", str(mask_path),
+                           "-o", str(out)], check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "patchmatch: wrote" in proc.stderr
+    with Image.open(out) as written:
+        assert written.format == "JPEG" and written.size == (image.shape[1], image.shape[0])
+
+
+def test_corrupt_image_is_exit_2_with_one_line(scene, tmp_path, capsys):
+    _, _, image_path, mask_path = scene
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(image_path.read_bytes()[:400])
+    assert main(["remove", str(broken), "-m", str(mask_path), "-o", str(tmp_path / "o.png")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("error:") and "broken.png" in line and "corrupt" in line
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_missing_file_is_exit_2(scene, tmp_path, capsys):
+    _, _, _, mask_path = scene
+    assert main(["remove", str(tmp_path / "nope.jpg"), "-m", str(mask_path), "-o", str(tmp_path / "o.png")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "nope.jpg" in line
+
+
+def test_mask_size_mismatch_names_both_sizes(scene, tmp_path, capsys):
+    image, _, image_path, _ = scene
+    small = tmp_path / "small_mask.png"
+    Image.fromarray(np.full((50, 60), 255, np.uint8)).save(small)
+    assert main(["remove", str(image_path), "-m", str(small), "-o", str(tmp_path / "o.png")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "60×50" in line and f"{image.shape[1]}×{image.shape[0]}" in line
+
+
+def test_resize_mask_accepts_a_mask_of_another_size(scene, tmp_path):
+    _, _, image_path, _ = scene
+    small = np.zeros((57, 57), np.uint8)
+    small[37:48, 14:24] = 255
+    small_path = tmp_path / "small_mask.png"
+    Image.fromarray(small).save(small_path)
+    out = tmp_path / "o.png"
+    assert main(["remove", str(image_path), "-m", str(small_path), "-o", str(out), "--resize-mask",
+                 "--method", "telea"]) == 0
+    assert out.exists()
+
+
+def test_unknown_method_is_exit_2_and_lists_the_known_ones(scene, tmp_path, capsys):
+    _, _, image_path, mask_path = scene
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
+                 "--method", "magic-eraser"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "unknown method 'magic-eraser'" in line and "patchmatch" in line
+
+
+def test_full_mask_is_exit_2(scene, tmp_path, capsys):
+    image, _, image_path, _ = scene
+    full = tmp_path / "full.png"
+    Image.fromarray(np.full(image.shape[:2], 255, np.uint8)).save(full)
+    assert main(["remove", str(image_path), "-m", str(full), "-o", str(tmp_path / "o.png")]) == 2
+    assert "covers the whole image" in _one_error_line(capsys.readouterr().err)
+
+
+def test_empty_mask_writes_the_input_unchanged(scene, tmp_path, capsys):
+    image, _, image_path, _ = scene
+    empty = tmp_path / "empty.png"
+    Image.fromarray(np.zeros(image.shape[:2], np.uint8)).save(empty)
+    out = tmp_path / "o.png"
+    assert main(["remove", str(image_path), "-m", str(empty), "-o", str(out)]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), image)
+    assert "unchanged" in capsys.readouterr().err
+
+
+def test_pixel_limit_is_exit_4(scene, tmp_path, monkeypatch, capsys):
+    _, _, image_path, mask_path = scene
+    monkeypatch.setenv("ERASEKIT_MAX_PIXELS", "1000")
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png")]) == 4
+    _one_error_line(capsys.readouterr().err)
+
+
+@pytest.fixture
+def method_without_weights():
+    """A registered method whose only weight file is absent, as a user without the checkpoint sees it."""
+    name = "needs-weights-test"
+    registry.register_method(MethodSpec(
+        name=name, description="test method whose checkpoint is missing", factory=lambda: None,
+        weights=(WeightRequirement("tiny.ckpt", "a checkpoint", lambda: None, fetch_hint="erasekit download x"),),
+        auto_priority=None))
+    yield name
+    registry._REGISTRY.pop(name)
+
+
+def test_missing_weights_is_exit_3_with_the_fetch_hint(scene, tmp_path, method_without_weights, capsys):
+    _, _, image_path, mask_path = scene
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
+                 "--method", method_without_weights]) == 3
+    assert "erasekit download x" in _one_error_line(capsys.readouterr().err)
+
+
+def test_debug_is_a_global_option_that_prints_the_traceback(scene, tmp_path, capsys):
+    _, _, image_path, _ = scene
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(image_path.read_bytes()[:400])
+    assert main(["--debug", "remove", str(broken), "-m", str(image_path), "-o", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "read_image" in err
+    assert err.strip().splitlines()[-1].startswith("error:")
+
+
+def test_methods_lists_patchmatch_as_available(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["methods"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "patchmatch" in line]
+    assert rows and "yes" in rows[0].split("│")[2]
+
+
+def test_demo_command_lists_each_photo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--photos", "camera", "--method", "telea"]) == 0
+    stdout = capsys.readouterr().out
+    assert "camera" in stdout and "telea" in stdout and (out / "comparison.png").exists()
+
+
+def test_console_script_help_lists_the_commands():
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "erasekit", "--help"], check=False, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0
+    for command in ("remove", "batch", "demo", "methods"):
+        assert command in proc.stdout
+
+
+def test_debug_after_the_subcommand_also_works(scene, tmp_path, capsys):
+    _, _, image_path, _ = scene
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(image_path.read_bytes()[:400])
+    assert main(["remove", str(broken), "-m", str(image_path), "-o", str(tmp_path / "o.png"), "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_unknown_option_is_a_usage_error_not_an_internal_error(scene, tmp_path, capsys):
+    _, _, image_path, mask_path = scene
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option: --bogus" in err and "internal error" not in err
