@@ -1,0 +1,293 @@
+"""The FastAPI application: REST API, progress streams and the web UI.
+
+Endpoints (all JSON errors are ``{"error": {"type", "message"}}``)::
+
+    GET  /                         the web UI (static, no build step)
+    GET  /api/v1/health            liveness, queue state, limits (no token needed)
+    GET  /api/v1/methods           every registered method, whether it is available and why not
+    POST /api/v1/remove            image + mask -> result (JSON with base64, or raw bytes with ?format=image)
+    POST /api/v1/jobs              same body; returns 202 and a job id at once
+    GET  /api/v1/jobs/{id}         job status
+    GET  /api/v1/jobs/{id}/events  server-sent events: queued, started, progress {step, total}, done | error
+    GET  /api/v1/jobs/{id}/result  the finished job's result, like /remove
+
+Safety: request bodies are capped while they stream (413), decoded images by pixel count (413); a token, when
+set, is required on every API call except health; CORS is off unless origins are given; the web UI's files are read
+once at start-up and served from memory, so no path a client sends ever reaches the file system; uploads and
+results live in memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..registry import available_methods
+from ..types import ErasekitError
+from . import processing
+from .errors import install_error_handlers
+from .jobs import Job, JobStore
+from .schemas import (
+    MULTIPART_SCHEMA,
+    ErrorResponse,
+    HealthResponse,
+    JobCreated,
+    JobStatus,
+    MethodOut,
+    MethodsResponse,
+    QueueOut,
+    RemoveJSONRequest,
+    RemoveResponse,
+    WeightOut,
+)
+from .settings import ServerSettings
+from .uploads import read_remove_input
+from .workers import WorkQueue
+
+API = "/api/v1"
+
+_bearer = HTTPBearer(auto_error=False, description="the token given to `erasekit serve --token` (only when set)")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in {
+        400: "malformed request (JSON, base64 or multipart)",
+        401: "missing or wrong bearer token",
+        413: "request body or image too large",
+        415: "unsupported Content-Type",
+        422: "invalid input: unknown field, bad option, unreadable image, mask size mismatch, unknown method",
+        503: "queue full (see Retry-After) or the method's weights are missing",
+    }.items()
+}
+
+_REMOVE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+            "application/json": {"schema": RemoveJSONRequest.model_json_schema()},
+        },
+    }
+}
+
+_STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+_UI_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def _load_static() -> dict[str, bytes]:
+    root = resources.files("erasekit.server") / "static"
+    return {name: (root / name).read_bytes() for name in ("index.html", *_STATIC_FILES)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dependencies
+# ----------------------------------------------------------------------------------------------------------------
+def _settings(request: Request) -> ServerSettings:
+    return request.app.state.settings
+
+
+def require_token(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    token = _settings(request).token
+    if token is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not secrets.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _job(request: Request, job_id: str) -> Job:
+    job = request.app.state.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r} (unknown or expired)")
+    return job
+
+
+FormatParam = Annotated[Literal["json", "image"], Query(
+    description="json: a RemoveResponse with base64 images; image: the result's raw bytes "
+                "(timings in the X-Erasekit-Timings header)")]
+
+
+def _respond(result: processing.EncodedResult, fmt: str) -> Response:
+    if fmt == "image":
+        return Response(result.image, media_type=result.media_type,
+                        headers={**result.headers(), "X-Content-Type-Options": "nosniff"})
+    return JSONResponse(result.to_response().model_dump())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The app
+# ----------------------------------------------------------------------------------------------------------------
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """Build the app for ``settings`` (defaults: loopback, no token). Nothing is loaded until first use."""
+    settings = settings or ServerSettings()
+    settings.check_exposure()
+    static = _load_static()
+    queue = WorkQueue(settings.queue_size)
+    jobs = JobStore(settings.max_jobs, settings.job_ttl_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        queue.shutdown()
+
+    app = FastAPI(
+        title="erasekit", version=__version__, lifespan=lifespan,
+        summary="Remove objects from photos, with their shadows and reflections.",
+        description="REST API of `erasekit serve`. Send a photo and a mask; get the photo without the object. "
+                    "Errors are `{\"error\": {\"type\", \"message\"}}`.",
+        max_body_size=settings.max_upload_bytes,
+    )
+    app.state.settings = settings
+    app.state.queue = queue
+    app.state.jobs = jobs
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                           expose_headers=["Retry-After", "X-Erasekit-Method", "X-Erasekit-Timings"], max_age=600)
+
+    # ---- web UI ----------------------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return Response(static["index.html"], media_type="text/html; charset=utf-8", headers=_UI_HEADERS)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str) -> Response:
+        if name not in _STATIC_FILES:  # a fixed table, never a file-system lookup
+            raise HTTPException(404, "not found")
+        return Response(static[name], media_type=_STATIC_FILES[name], headers=_UI_HEADERS)
+
+    # ---- API -------------------------------------------------------------------------------------------------
+    api = APIRouter(prefix=API, responses=_ERRORS)
+    private = APIRouter(prefix=API, dependencies=[Depends(require_token)], responses=_ERRORS)
+
+    @api.get("/health", tags=["server"], summary="Liveness, queue state and limits")
+    async def health() -> HealthResponse:
+        return HealthResponse(version=__version__, auth=settings.token is not None,
+                              queue=QueueOut(capacity=queue.capacity, in_flight=queue.in_flight,
+                                             loaded_methods=queue.loaded()),
+                              limits={"max_upload_bytes": settings.max_upload_bytes,
+                                      "max_pixels": settings.max_pixels})
+
+    @private.get("/methods", tags=["methods"], summary="Every method, whether it can run here, and why not")
+    async def methods() -> MethodsResponse:
+        infos = await run_in_threadpool(available_methods)
+        default = settings.default_method
+        out = []
+        for info in infos:
+            worker = queue.loaded_worker(info.name)
+            out.append(MethodOut(
+                name=info.name, description=info.description, family=info.family,
+                requires_mask=info.requires_mask, available=info.available, reason=info.reason,
+                default=info.name == default, streams_progress=worker.streams_progress if worker else None,
+                # Weight locations stay on the server: they are local paths.
+                weights=[WeightOut(name=w.name, description=w.description, present=w.present, hub_id=w.hub_id,
+                                   fetch_hint=w.fetch_hint) for w in info.weights]))
+        return MethodsResponse(default=default, methods=out)
+
+    async def _prepare(request: Request) -> processing.PreparedJob:
+        upload = await read_remove_input(request, settings.max_upload_bytes)
+        return await run_in_threadpool(processing.prepare, upload, settings)
+
+    @private.post("/remove", tags=["remove"], summary="Remove the masked object and return the result",
+                  openapi_extra=_REMOVE_BODY,
+                  responses={200: {"model": RemoveResponse, "description": "the result (JSON, or raw bytes with "
+                                   "?format=image)",
+                                   "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+    async def remove(request: Request, format: FormatParam = "json") -> Response:
+        job = await _prepare(request)
+        outcome = await asyncio.wrap_future(queue.submit(job.method, job.request))
+        encoded = await run_in_threadpool(processing.encode, job, outcome.result, outcome.queue_seconds)
+        return _respond(encoded, format)
+
+    @private.post("/jobs", tags=["jobs"], status_code=202, openapi_extra=_REMOVE_BODY,
+                  summary="Submit a removal and follow its progress as server-sent events")
+    async def submit_job(request: Request) -> JobCreated:
+        prepared = await _prepare(request)
+        job = jobs.create(prepared.method)
+
+        def started() -> None:
+            job.publish("started", {"method": prepared.method}, status="running")
+
+        def progress(step: int, total: int) -> None:
+            job.progress = {"step": int(step), "total": int(total)}
+            job.publish("progress", dict(job.progress))
+
+        job.publish("queued", {"method": prepared.method})  # first, so it always precedes "started"
+        try:
+            future = queue.submit(prepared.method, prepared.request, progress=progress, on_start=started)
+        except ErasekitError:
+            jobs.discard(job.id)
+            raise
+
+        def finished(fut) -> None:
+            try:
+                outcome = fut.result()
+                job.response = processing.encode(prepared, outcome.result, outcome.queue_seconds)
+            except BaseException as exc:  # delivered to the client as an event, like any other outcome
+                status = exc.http_status if isinstance(exc, ErasekitError) else 500
+                kind = type(exc).__name__ if isinstance(exc, ErasekitError) else "InternalError"
+                message = str(exc) if isinstance(exc, ErasekitError) else f"internal error ({type(exc).__name__})"
+                job.error = {"type": kind, "message": " ".join(message.split()), "status": str(status)}
+                job.publish("error", {"type": kind, "message": job.error["message"], "status": status},
+                            status="error")
+                return
+            job.publish("done", {"method": job.response.method, "timings": job.response.timings,
+                                 "unchanged": job.response.unchanged,
+                                 "result_url": f"{API}/jobs/{job.id}/result"}, status="done")
+
+        future.add_done_callback(finished)
+        return JobCreated(id=job.id, status=job.status, events_url=f"{API}/jobs/{job.id}/events",
+                          result_url=f"{API}/jobs/{job.id}/result")
+
+    @private.get("/jobs/{job_id}", tags=["jobs"], summary="A job's status")
+    async def job_status(job: Annotated[Job, Depends(_job)]) -> JobStatus:
+        error = {k: v for k, v in job.error.items() if k != "status"} if job.error else None
+        return JobStatus(id=job.id, status=job.status, method=job.method, progress=job.progress, error=error)
+
+    @private.get("/jobs/{job_id}/events", tags=["jobs"], response_class=EventSourceResponse,
+                 summary="Server-sent events: queued, started, progress {step, total}, then done or error")
+    async def job_events(job: Annotated[Job, Depends(_job)],
+                         last_event_id: Annotated[int | None, Header(description="resume after this event id")] = None
+                         ) -> AsyncIterable[ServerSentEvent]:
+        async for index, event in job.follow():
+            if last_event_id is not None and index <= last_event_id:
+                continue
+            yield ServerSentEvent(event=event.name, data=event.data, id=str(index))
+
+    @private.get("/jobs/{job_id}/result", tags=["jobs"], summary="A finished job's result (like /remove)",
+                 responses={200: {"model": RemoveResponse, "content": {"image/png": {}, "image/jpeg": {},
+                                                                       "image/webp": {}}},
+                            409: {"model": ErrorResponse, "description": "the job has not finished yet"}})
+    async def job_result(job: Annotated[Job, Depends(_job)], format: FormatParam = "json") -> Response:
+        if job.error is not None:
+            return JSONResponse({"error": {"type": job.error["type"], "message": job.error["message"]}},
+                                status_code=int(job.error["status"]))
+        if job.response is None:
+            return JSONResponse({"error": {"type": "NotReady", "message": f"job {job.id} is {job.status}"}},
+                                status_code=409)
+        return _respond(job.response, format)
+
+    app.include_router(api)
+    app.include_router(private)
+    return app

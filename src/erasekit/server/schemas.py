@@ -1,0 +1,151 @@
+"""The API's request and response models. Every field is documented (it shows in /openapi.json and /docs) and
+every request model forbids unknown fields, so a misspelt option is a 422, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+# Per-call method options are scalars (steps, guidance, strength, patch_size, ...). Anything richer is a 422.
+OptionValue = bool | int | float | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RemoveOptions(_Strict):
+    """How to remove: the method and its settings. Shared by the JSON body and the multipart form."""
+
+    method: str | None = Field(None, max_length=64, description="method name from GET /api/v1/methods; 'auto' picks "
+                               "the best available; omitted: the server's default (`erasekit serve --method`)",
+                               examples=["patchmatch"])
+    dilate: int = Field(0, ge=0, le=512, description="grow the mask by this many pixels before removing")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="random seed; the same seed gives the same "
+                             "result on the same device")
+    prompt: str | None = Field(None, max_length=2000, description="text prompt (diffusion and text-guided methods)")
+    hd_strategy: str | None = Field(None, pattern=r"^(original|crop(:\d{1,5})?|resize(:\d{1,5})?)$",
+                                    description="large-image strategy: original | resize[:LIMIT] | crop[:MARGIN]; "
+                                    "omitted: the method's default")
+    resize_mask: bool = Field(False, description="accept a mask of another size than the image (nearest resize); "
+                              "otherwise a size mismatch is a 422")
+    output_format: OutputFormat = Field("png", description="encoding of the result image; the alpha is always PNG")
+    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default: the source's JPEG "
+                                "settings, else 95)")
+    options: dict[str, OptionValue] = Field(default_factory=dict, max_length=32,
+                                            description="method-specific per-call options, e.g. {\"steps\": 20} for "
+                                            "diffusion methods or {\"patch_size\": 5} for patchmatch; unknown ones are "
+                                            "a 422. Model-loading options (model, weights, device) are server-side "
+                                            "only.")
+
+
+class RemoveJSONRequest(RemoveOptions):
+    """POST /api/v1/remove (and /api/v1/jobs) with ``Content-Type: application/json``."""
+
+    image: str = Field(..., min_length=1, description="the photo: base64 (standard or URL-safe alphabet) or a data "
+                       "URL such as data:image/jpeg;base64,...; any format Pillow reads")
+    mask: str | None = Field(None, description="the mask, encoded like `image`; any nonzero pixel is removed (RGBA "
+                             "masks use their alpha). Required unless the method is mask-free")
+
+
+class RemoveResponse(BaseModel):
+    """The result of one removal."""
+
+    method: str = Field(..., description="the method that ran (after resolving 'auto')")
+    width: int = Field(..., description="result width in pixels (always the input's)")
+    height: int = Field(..., description="result height in pixels (always the input's)")
+    image: str = Field(..., description="the result, base64-encoded in `image_format`")
+    image_format: OutputFormat = Field(..., description="encoding of `image`")
+    alpha: str | None = Field(..., description="base64 PNG (8-bit grey) of the region the method edited: its "
+                              "effect-aware alpha where it has one, else the processed (dilated) mask")
+    unchanged: bool = Field(..., description="true when the mask was empty and the input came back unchanged")
+    timings: dict[str, float] = Field(..., description="seconds per stage: decode, queue (waiting for the method), "
+                                      "the method's own stages (prepare, inpaint, paste, total), encode")
+    metadata: dict[str, Any] = Field(..., description="settings that produced the result (seed, dilate, HD "
+                                     "strategy, method options, the remover's description)")
+
+
+class WeightOut(BaseModel):
+    name: str = Field(..., description="what the method needs")
+    description: str
+    present: bool = Field(..., description="whether it resolves on the server (locations are not disclosed)")
+    hub_id: str | None = Field(None, description="Hugging Face Hub id it comes from, if any")
+    fetch_hint: str | None = Field(None, description="the command that fetches it on the server")
+
+
+class MethodOut(BaseModel):
+    name: str = Field(..., description="the value to send as `method`")
+    description: str
+    family: str = Field(..., description="classical, diffusion, ...")
+    requires_mask: bool = Field(..., description="false for mask-free (text-guided) methods")
+    available: bool = Field(..., description="whether it can run on this server now")
+    reason: str | None = Field(None, description="why it is unavailable")
+    default: bool = Field(..., description="the method used when a request names none")
+    streams_progress: bool | None = Field(None, description="whether jobs of this method report per-step progress "
+                                          "(known once the method is loaded; null before)")
+    weights: list[WeightOut] = Field(default_factory=list)
+
+
+class MethodsResponse(BaseModel):
+    default: str = Field(..., description="the method a request without `method` gets")
+    methods: list[MethodOut]
+
+
+class QueueOut(BaseModel):
+    capacity: int = Field(..., description="jobs that may run or wait at once before the server answers 503")
+    in_flight: int = Field(..., description="jobs running or waiting now")
+    loaded_methods: list[str] = Field(..., description="methods whose model is in memory")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    auth: bool = Field(..., description="whether API calls need 'Authorization: Bearer <token>'")
+    queue: QueueOut
+    limits: dict[str, int] = Field(..., description="max_upload_bytes and max_pixels")
+
+
+class JobCreated(BaseModel):
+    id: str = Field(..., description="job id (unguessable)")
+    status: Literal["queued", "running", "done", "error"]
+    events_url: str = Field(..., description="GET: server-sent events (queued, started, progress, done, error)")
+    result_url: str = Field(..., description="GET: the RemoveResponse once done (?format=image for raw bytes)")
+
+
+class JobStatus(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "error"]
+    method: str
+    progress: dict[str, int] | None = Field(None, description="last {step, total} reported by a step-based method")
+    error: dict[str, str] | None = Field(None, description="{type, message} when status is error")
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(..., description="machine-readable kind, e.g. InvalidInputError, ResourceLimitError, "
+                      "ServerBusyError, Unauthorized, ValidationError")
+    message: str = Field(..., description="one line a person can act on")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# Multipart: the same options as form fields; files for image and mask; `options` as a JSON object string.
+MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["image"],
+    "additionalProperties": False,
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "the photo (any format Pillow reads)"},
+        "mask": {"type": "string", "format": "binary", "description": "the mask; any nonzero pixel is removed"},
+        **{name: {**schema, "description": schema.get("description", "")}
+           for name, schema in RemoveOptions.model_json_schema()["properties"].items() if name != "options"},
+        "options": {"type": "string", "description": "method-specific options as a JSON object, e.g. "
+                    "{\"steps\": 20}"},
+    },
+}

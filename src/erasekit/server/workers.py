@@ -1,0 +1,150 @@
+"""Running removals for many clients: one model instance per method, one call at a time per instance, and a
+bounded number of jobs in flight.
+
+Why a lock per method: a loaded model (a diffusers pipeline, the native PatchMatch library) keeps per-call state on
+the object, so two requests must never run through the same instance at once (IOPaint's shared-model race). Methods
+are independent of each other, so two different methods may run side by side.
+
+Why a bound: every admitted job holds its decoded image in memory while it waits. Past ``capacity`` jobs (running
+plus waiting) the server answers 503 with a Retry-After estimated from recent job durations, instead of queueing
+without limit.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..registry import load_remover
+from ..types import RemovalRequest, RemovalResult
+from .errors import ServerBusyError
+
+ProgressFn = Callable[[int, int], None]
+
+
+class MethodWorker:
+    """One loaded remover and the lock that serialises calls to it."""
+
+    def __init__(self, name: str, remover: Any):
+        self.name = name
+        self.remover = remover
+        self.lock = threading.Lock()
+
+    @property
+    def streams_progress(self) -> bool:
+        """Whether the remover reports per-step progress: a ``progress`` attribute (diffusion baselines) or a
+        ``progress`` per-call option."""
+        return hasattr(self.remover, "progress") or "progress" in getattr(self.remover, "option_names", ())
+
+    def run(self, request: RemovalRequest, progress: ProgressFn | None = None,
+            on_start: Callable[[], None] | None = None) -> RemovalResult:
+        with self.lock:
+            if on_start is not None:
+                on_start()
+            if progress is None or not self.streams_progress:
+                return self.remover(request)
+            if hasattr(self.remover, "progress"):
+                # Safe to set on the shared instance: we hold its lock for the whole call.
+                previous = self.remover.progress
+                self.remover.progress = progress
+                try:
+                    return self.remover(request)
+                finally:
+                    self.remover.progress = previous
+            request.options = {**request.options, "progress": progress}
+            return self.remover(request)
+
+
+@dataclass
+class Outcome:
+    result: RemovalResult
+    queue_seconds: float
+
+
+class WorkQueue:
+    """Admission control plus a thread pool; removers are loaded lazily, once, on first use."""
+
+    def __init__(self, capacity: int, loader: Callable[[str], Any] = load_remover):
+        self.capacity = capacity
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._workers: dict[str, MethodWorker] = {}
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._mean_seconds = 1.0  # exponential moving average of job durations, for Retry-After
+        # One thread per admitted job at most: a waiting job blocks on its method's lock, not on the pool.
+        self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="erasekit-job")
+
+    # ---- state -----------------------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def loaded(self) -> list[str]:
+        return sorted(self._workers)
+
+    def loaded_worker(self, name: str) -> MethodWorker | None:
+        return self._workers.get(name)
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: about one job's duration (clamped to 1..120)."""
+        return int(min(120, max(1, math.ceil(self._mean_seconds))))
+
+    # ---- loading ---------------------------------------------------------------------------------------------
+    def worker(self, name: str) -> MethodWorker:
+        """The worker for ``name``, loading its remover the first time (errors such as missing weights propagate)."""
+        worker = self._workers.get(name)
+        if worker is not None:
+            return worker
+        with self._lock:
+            load_lock = self._load_locks.setdefault(name, threading.Lock())
+        with load_lock:  # two first requests for the same method load it once
+            worker = self._workers.get(name)
+            if worker is None:
+                worker = MethodWorker(name, self._loader(name))
+                self._workers[name] = worker
+        return worker
+
+    # ---- running ---------------------------------------------------------------------------------------------
+    def submit(self, method: str, request: RemovalRequest, *, progress: ProgressFn | None = None,
+               on_start: Callable[[], None] | None = None) -> Future[Outcome]:
+        """Admit a job or raise :class:`ServerBusyError` (503) at once; the future holds the outcome or the error."""
+        with self._lock:
+            if self._in_flight >= self.capacity:
+                raise ServerBusyError(f"the server is busy ({self._in_flight} jobs running or waiting); retry later",
+                                      retry_after=self.retry_after())
+            self._in_flight += 1
+        submitted = time.perf_counter()
+
+        def job() -> Outcome:
+            started = [submitted]
+
+            def mark_started() -> None:
+                started[0] = time.perf_counter()
+                if on_start is not None:
+                    on_start()
+
+            try:
+                result = self.worker(method).run(request, progress, mark_started)
+                elapsed = time.perf_counter() - started[0]
+                with self._lock:
+                    self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
+                return Outcome(result, started[0] - submitted)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        try:
+            return self._pool.submit(job)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            with self._lock:
+                self._in_flight -= 1
+            raise ServerBusyError("the server is shutting down", retry_after=self.retry_after()) from None
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
