@@ -1,0 +1,305 @@
+"""OSOR's occupancy-guided multi-scale discriminator (Sec. 3.3, App. B.6, Fig. 10–11).
+
+A frozen CLIP ConvNeXt trunk φ gives four feature maps f_k (strides 4, 8, 16, 32); four trainable heads h_k map them
+to patch logits at strides 8, 16, 32, 64. D_k(x) = σ(h_k(f_k)); the losses (``losses.py``) work on the logits.
+
+The trunk. The paper uses OpenCLIP's ``convnext_xxlarge`` vision tower (``laion2b_s34b_b82k_augreg_soup``). open_clip
+builds that tower with timm, and both open_clip and timm import torchvision, which has no build for our torch here,
+so neither can be imported. The ConvNeXt architecture itself is in transformers (``ConvNextModel``, the same blocks:
+7×7 depthwise conv, LayerNorm, MLP ×4, layer scale), so we load the open_clip checkpoint into it with a key converter
+(:func:`convert_openclip_convnext`). The converter reads the architecture (depths, widths) off the tensor shapes, so
+any open_clip/timm ConvNeXt checkpoint works, and the tiny trunk in the tests goes through the same path.
+
+The heads: SN-Conv3×3 (C_k→512) → LeakyReLU(0.2) → BlurPool(stride 2) → SN-Conv1×1 (512→1).
+
+Patch targets w̃_k (Fig. 4, Table 3): ``occupancy`` (area pooling, exact fractional coverage; the paper's choice),
+``hard`` (nearest) and ``soft`` (Gaussian). The grid constructions are in :mod:`erasekit.masks`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from .. import masks as M
+from ..types import InvalidInputError, MissingWeightsError
+
+TargetMode = Literal["occupancy", "hard", "soft"]
+TARGET_MODES: tuple[str, ...] = ("occupancy", "hard", "soft")
+
+# OpenAI CLIP normalisation, which open_clip's ConvNeXt towers were trained with (App. B.6: "mapped to the CLIP image
+# space").
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The paper's trunk (DESIGN.md): OpenCLIP convnext_xxlarge, laion2b_s34b_b82k_augreg_soup, on the Hub as below.
+DEFAULT_TRUNK = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
+# File names open_clip uses for its weights on the Hub (newer uploads are safetensors).
+OPENCLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+# timm builds convnext_xxlarge with LayerNorm eps 1e-5 (every other ConvNeXt uses 1e-6). The eps is not stored in the
+# checkpoint, so it is part of the trunk's description.
+XXLARGE_NORM_EPS = 1e-5
+OPENCLIP_TRUNK_PREFIX = "visual.trunk."
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# open_clip / timm ConvNeXt -> transformers ConvNextModel
+# --------------------------------------------------------------------------------------------------------------------
+_BLOCK_KEYS = {  # timm block parameter -> transformers ConvNextLayer parameter
+    "conv_dw.weight": "dwconv.weight", "conv_dw.bias": "dwconv.bias",
+    "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias",
+    "mlp.fc1.weight": "pwconv1.weight", "mlp.fc1.bias": "pwconv1.bias",
+    "mlp.fc2.weight": "pwconv2.weight", "mlp.fc2.bias": "pwconv2.bias",
+    "gamma": "layer_scale_parameter",
+}
+_FIXED_KEYS = {
+    "stem.0.weight": "embeddings.patch_embeddings.weight", "stem.0.bias": "embeddings.patch_embeddings.bias",
+    "stem.1.weight": "embeddings.layernorm.weight", "stem.1.bias": "embeddings.layernorm.bias",
+    "head.norm.weight": "layernorm.weight", "head.norm.bias": "layernorm.bias",
+}
+_BLOCK_RE = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.(.+)$")
+_DOWN_RE = re.compile(r"^stages\.(\d+)\.downsample\.([01])\.(weight|bias)$")
+
+
+def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    trunk = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not trunk and "stem.0.weight" in state:  # a bare timm ConvNeXt state dict
+        trunk = dict(state)
+    if "stem.0.weight" not in trunk:
+        raise InvalidInputError(f"not an open_clip/timm ConvNeXt checkpoint: no '{prefix}stem.0.weight' key")
+    return trunk
+
+
+def convert_openclip_convnext(state: dict[str, torch.Tensor], *, prefix: str = OPENCLIP_TRUNK_PREFIX,
+                              norm_eps: float = 1e-6):
+    """An open_clip ConvNeXt tower state dict (timm key names under ``visual.trunk.``) -> (ConvNextConfig, state dict
+    for transformers' ``ConvNextModel``). Text tower and projection keys are ignored."""
+    from transformers import ConvNextConfig
+
+    trunk = _strip_prefix(state, prefix)
+    depths: dict[int, int] = {}
+    widths: dict[int, int] = {}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in trunk.items():
+        if key in _FIXED_KEYS:
+            out[_FIXED_KEYS[key]] = value
+        elif match := _BLOCK_RE.match(key):
+            stage, block, rest = int(match[1]), int(match[2]), match[3]
+            if rest not in _BLOCK_KEYS:
+                raise InvalidInputError(f"unsupported ConvNeXt block parameter {key!r} (only the timm "
+                                        "linear-MLP block layout, as in open_clip's towers, is supported)")
+            depths[stage] = max(depths.get(stage, 0), block + 1)
+            if rest == "conv_dw.weight":
+                widths[stage] = int(value.shape[0])
+            out[f"encoder.stages.{stage}.layers.{block}.{_BLOCK_KEYS[rest]}"] = value
+        elif match := _DOWN_RE.match(key):
+            out[f"encoder.stages.{match[1]}.downsampling_layer.{match[2]}.{match[3]}"] = value
+        # anything else (head.fc, norm_pre, text tower) is not part of the feature trunk
+    stages = sorted(depths)
+    if stages != list(range(len(stages))) or not stages:
+        raise InvalidInputError(f"ConvNeXt checkpoint has an unexpected stage layout: stages {stages}")
+    patch = int(trunk["stem.0.weight"].shape[-1])
+    config = ConvNextConfig(
+        num_channels=int(trunk["stem.0.weight"].shape[1]), patch_size=patch, num_stages=len(stages),
+        hidden_sizes=[widths[s] for s in stages], depths=[depths[s] for s in stages], hidden_act="gelu",
+        layer_scale_init_value=1e-6 if any("layer_scale" in k for k in out) else 0.0, drop_path_rate=0.0,
+        layer_norm_eps=norm_eps,
+    )
+    return config, out
+
+
+def _set_layernorm_eps(model: nn.Module, eps: float) -> None:
+    # transformers hard-codes eps=1e-6 in ConvNeXt's LayerNorms; convnext_xxlarge was trained with 1e-5.
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = eps
+
+
+def convnext_from_openclip_state(state: dict[str, torch.Tensor], *, norm_eps: float = 1e-6,
+                                 prefix: str = OPENCLIP_TRUNK_PREFIX):
+    """Build a transformers ``ConvNextModel`` holding an open_clip ConvNeXt tower's weights (strict: every trunk
+    weight must be present)."""
+    from transformers import ConvNextModel
+
+    config, converted = convert_openclip_convnext(state, prefix=prefix, norm_eps=norm_eps)
+    model = ConvNextModel(config)
+    _set_layernorm_eps(model, norm_eps)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    missing = [k for k in missing if not k.startswith("layernorm.")]  # the pooled-output norm is unused here
+    if missing or unexpected:
+        raise InvalidInputError(f"ConvNeXt checkpoint does not match its inferred architecture: missing {missing[:3]}"
+                                f", unexpected {unexpected[:3]}")
+    return model
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def resolve_trunk_file(source: str | os.PathLike, *, allow_download: bool = False) -> Path:
+    """A local open_clip weights file for ``source``: a file, a folder holding one, or a Hub id (local cache only
+    unless ``allow_download``)."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for name in OPENCLIP_WEIGHT_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise MissingWeightsError(f"no open_clip weights ({' or '.join(OPENCLIP_WEIGHT_FILES)}) in {path}")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    for name in OPENCLIP_WEIGHT_FILES:
+        try:
+            return Path(hf_hub_download(str(source), name, local_files_only=not allow_download))
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
+            continue
+    raise MissingWeightsError(
+        f"discriminator trunk {source!r} is not on this machine; fetch it with "
+        f"`huggingface-cli download {source} {OPENCLIP_WEIGHT_FILES[0]}` or pass a local file")
+
+
+class ConvNextTrunk(nn.Module):
+    """Frozen CLIP ConvNeXt φ: images in [-1, 1] -> the four stage outputs f_1..f_4 (App. B.6)."""
+
+    def __init__(self, convnext: nn.Module, *, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
+        super().__init__()
+        self.convnext = convnext
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def channels(self) -> list[int]:
+        return list(self.convnext.config.hidden_sizes)
+
+    def train(self, mode: bool = True) -> "ConvNextTrunk":  # frozen: stays in eval mode whatever the parent does
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = ((images + 1.0) * 0.5 - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        h = self.convnext.embeddings(x)
+        features = []
+        for stage in self.convnext.encoder.stages:  # stage outputs at strides 4, 8, 16, 32
+            h = stage(h)
+            features.append(h)
+        return features
+
+    @classmethod
+    def from_openclip(cls, source: str | os.PathLike = DEFAULT_TRUNK, *, norm_eps: float = XXLARGE_NORM_EPS,
+                      allow_download: bool = False) -> "ConvNextTrunk":
+        state = _read_state_dict(resolve_trunk_file(source, allow_download=allow_download))
+        return cls(convnext_from_openclip_state(state, norm_eps=norm_eps))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------------------------------
+class BlurPool2d(nn.Module):
+    """Anti-aliased downsampling (Zhang 2019): a fixed binomial low-pass, then stride.
+
+    Hand-written because the library that provides it (antialiased-cnns, kornia's BlurPool) is not installable here
+    (both pull torchvision); it is a fixed depthwise conv. Default 4 taps ([1,3,3,1]²/64) with (1, 2) padding, as in
+    antialiased-cnns, so the output is ceil(H/2) × ceil(W/2). Replicate padding works down to 1×1 maps.
+    """
+
+    def __init__(self, channels: int, *, taps: int = 4, stride: int = 2):
+        super().__init__()
+        row = torch.tensor([math.comb(taps - 1, i) for i in range(taps)], dtype=torch.float32)
+        kernel = torch.outer(row, row)
+        kernel = kernel / kernel.sum()
+        self.register_buffer("kernel", kernel.expand(channels, 1, taps, taps).contiguous(), persistent=False)
+        self.stride = stride
+        self.channels = channels
+        self.pad = ((taps - 1) // 2, taps // 2) * 2  # left, right, top, bottom
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, self.pad, mode="replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype), stride=self.stride, groups=self.channels)
+
+
+class PatchHead(nn.Module):
+    """h_k: SN-Conv3×3 (C_k→hidden) → LeakyReLU 0.2 → BlurPool stride 2 → SN-Conv1×1 (hidden→1) (Fig. 11).
+
+    Returns B×H_k/2×W_k/2 logits (the channel dimension removed)."""
+
+    def __init__(self, in_channels: int, hidden: int = 512):
+        super().__init__()
+        self.conv = spectral_norm(nn.Conv2d(in_channels, hidden, 3, padding=1))
+        self.act = nn.LeakyReLU(0.2)
+        self.blur = BlurPool2d(hidden)
+        self.out = spectral_norm(nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blur(self.act(self.conv(features))))[:, 0]
+
+
+class OccupancyDiscriminator(nn.Module):
+    """Frozen trunk + one trainable :class:`PatchHead` per trunk stage."""
+
+    def __init__(self, trunk: ConvNextTrunk, *, hidden: int = 512):
+        super().__init__()
+        self.trunk = trunk
+        self.heads = nn.ModuleList(PatchHead(c, hidden) for c in trunk.channels)
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.trunk(images)
+
+    def head_logits(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [head(f) for head, f in zip(self.heads, features)]
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Patch logits at four scales (strides 8, 16, 32, 64)."""
+        return self.head_logits(self.features(images))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Patch targets w̃_k
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PatchTargets:
+    """How a pixel mask becomes per-scale targets (Fig. 4): ``occupancy`` (OG, default), ``hard`` (HM), ``soft``
+    (SM, Gaussian with ``sigma`` in grid cells)."""
+
+    mode: TargetMode = "occupancy"
+    sigma: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in TARGET_MODES:
+            raise InvalidInputError(f"unknown patch-target mode {self.mode!r}; choose from {', '.join(TARGET_MODES)}")
+
+    def grid(self, mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+        if self.mode == "occupancy":
+            return M.occupancy_grid(mask, grid_hw)
+        if self.mode == "hard":
+            return M.nearest_grid(mask, grid_hw)
+        return M.gaussian_grid(mask, grid_hw, sigma=self.sigma)
+
+    def __call__(self, mask: torch.Tensor, grid_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+        """N×1×H×W (or N×H×W) mask in [0, 1] -> one N×h_k×w_k target per grid size."""
+        m = mask.detach().float().cpu().numpy()
+        m = m[:, 0] if m.ndim == 4 else m
+        return [torch.from_numpy(np.stack([self.grid(sample, tuple(hw)) for sample in m]))
+                .to(device=mask.device, dtype=torch.float32) for hw in grid_sizes]
+
+
+__all__ = ["BlurPool2d", "CLIP_MEAN", "CLIP_STD", "ConvNextTrunk", "DEFAULT_TRUNK", "OccupancyDiscriminator",
+           "PatchHead", "PatchTargets", "TARGET_MODES", "XXLARGE_NORM_EPS", "convert_openclip_convnext",
+           "convnext_from_openclip_state", "resolve_trunk_file"]

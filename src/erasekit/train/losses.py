@@ -1,0 +1,132 @@
+"""OSOR training objectives (Sec. 3.3–3.4, App. B.1, B.7).
+
+All adversarial terms work on logits: −log σ(l) = softplus(−l) and −log(1 − σ(l)) = softplus(l), which is the
+numerically stable way to write the paper's log D terms. Expectations E[·] are means over the batch and, inside the
+patch maps of Eq. 7, over patch positions. Targets w̃_k come from :class:`erasekit.train.discriminator.PatchTargets`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..backbones.latents import mask_to_latent
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Weights (App. B.1)
+# --------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossWeights:
+    """λ's of Eqs. 7, 10, 14. Defaults are the SDXL values of App. B.1; :meth:`for_backbone` gives FLUX's."""
+
+    l1: float = 0.25            # λ_rec (Eq. 9), "λ_ℓ1" in App. B.1
+    perceptual: float = 5.0     # λ_per (LPIPS)
+    adversarial: float = 0.3    # λ_adv (Eq. 8)
+    r1: float = 60000.0         # λ_r1 (Eq. 7, 16), "λ_gp" in App. B.1
+    bce: float = 1.0            # λ_bce (Eq. 14, Phase II only)
+    dice: float = 2.0           # λ_dice (Eq. 14, Phase II only)
+
+    @classmethod
+    def for_backbone(cls, family: Literal["sdxl", "flux"]) -> "LossWeights":
+        """App. B.1: SDXL L1 0.25 / LPIPS 5; FLUX L1 0.5 / LPIPS 3; adversarial 0.3, R1 60000, BCE 1, Dice 2 for both."""
+        if family == "flux":
+            return cls(l1=0.5, perceptual=3.0)
+        if family == "sdxl":
+            return cls()
+        raise ValueError(f"no paper loss weights for backbone {family!r} (sdxl or flux)")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Adversarial terms
+# --------------------------------------------------------------------------------------------------------------------
+def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor],
+                       targets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Eq. 7 without the R1 term: Σ_k E[−log D_k(x_bg)] + E[−(1−w̃_k) log D_k(x̂) − w̃_k log(1 − D_k(x̂))].
+
+    "Real" is 1: the paired background is real everywhere; a generated patch is real in proportion to how little of
+    it was synthesised (1 − w̃_k), so preserved context is not punished and boundary patches get fractional targets.
+    """
+    total = real_logits[0].new_zeros((), dtype=torch.float32)
+    for real, fake, w in zip(real_logits, fake_logits, targets, strict=True):
+        real, fake = real.float(), fake.float()
+        total = total + F.softplus(-real).mean() + ((1 - w) * F.softplus(-fake) + w * F.softplus(fake)).mean()
+    return total
+
+
+def generator_adversarial_loss(fake_logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], *,
+                               eps: float = 1e-6) -> torch.Tensor:
+    """Eq. 8: Σ_k E[ Σ_p w̃_k(p)·(−log D_k(x̂)_p) / (Σ_p w̃_k(p) + ε) ] — non-saturating, normalised by the occupied area
+    so the loss scale does not depend on mask size."""
+    total = fake_logits[0].new_zeros((), dtype=torch.float32)
+    for fake, w in zip(fake_logits, targets, strict=True):
+        per_sample = (w * F.softplus(-fake.float())).flatten(1).sum(1) / (w.flatten(1).sum(1) + eps)
+        total = total + per_sample.mean()
+    return total
+
+
+def r1_penalty(heads: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+               real_features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Eq. 16: (1/K) Σ_k E_x[ (1/|f_k|) ‖∇_{f_k} Σ_p h_k(f_k)_p‖² ] on real samples, on the head inputs (App. B.7).
+
+    The features are detached from the frozen trunk and made leaves; the graph of the gradient is kept
+    (``create_graph``) so the penalty trains the heads. Per sample, 1/|f_k| with |f_k| = C·H·W elements; the mean over
+    the batch then equals the mean of the squared gradient over the whole feature tensor.
+    """
+    terms = []
+    for head, feats in zip(heads, real_features, strict=True):
+        f = feats.detach().float().requires_grad_(True)
+        logits = head(f)
+        (grad,) = torch.autograd.grad(logits.sum(), f, create_graph=True)
+        terms.append(grad.pow(2).flatten(1).mean(1).mean())
+    return torch.stack(terms).mean()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reconstruction
+# --------------------------------------------------------------------------------------------------------------------
+def masked_l1(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *,
+              eps: float = 1e-6) -> torch.Tensor:
+    """Eq. 9: E[ ‖w ⊙ (x̂ − x_bg)‖₁ / (‖w‖₁ + ε) ].
+
+    ``weight`` is N×1×H×W and is broadcast over the image channels on both sides, so the term is the mean absolute
+    error per channel value inside the region (a full mask gives the plain L1 loss).
+    """
+    w = weight.float().expand_as(prediction)
+    diff = (w * (prediction.float() - target.float())).abs().flatten(1).sum(1)
+    return (diff / (w.flatten(1).sum(1) + eps)).mean()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Alpha supervision (Phase II)
+# --------------------------------------------------------------------------------------------------------------------
+def effect_mask_to_latent(effect_mask: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """m_gt^z: the effect-aware mask max-pooled to the latent grid (a latent cell is in the region if any pixel is),
+    the same rule the inference recipe uses for the conditioning mask (DESIGN.md)."""
+    return mask_to_latent(effect_mask.float(), latent_hw, mode="max")
+
+
+def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0) -> torch.Tensor:
+    """1 − (2 Σ p·m + s) / (Σ p + Σ m + s) per sample, averaged over the batch (Eq. 14's Dice term)."""
+    p = probabilities.float().flatten(1)
+    m = target.float().flatten(1)
+    return (1 - (2 * (p * m).sum(1) + smooth) / (p.sum(1) + m.sum(1) + smooth)).mean()
+
+
+def alpha_loss(alpha_logits: torch.Tensor, target: torch.Tensor, *, bce_weight: float = 1.0,
+               dice_weight: float = 2.0, smooth: float = 1.0) -> dict[str, torch.Tensor]:
+    """Eq. 14: λ_bce·BCE(ℓ_θ, m_gt^z) + λ_dice·Dice(σ(ℓ_θ), m_gt^z). ``target`` is already at latent size.
+
+    Returns the weighted total under ``"alpha"`` and the unweighted parts under ``"bce"`` and ``"dice"``.
+    """
+    logits = alpha_logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target.float())
+    dice = dice_loss(torch.sigmoid(logits), target, smooth=smooth)
+    return {"alpha": bce_weight * bce + dice_weight * dice, "bce": bce, "dice": dice}
+
+
+__all__ = ["LossWeights", "alpha_loss", "dice_loss", "discriminator_loss", "effect_mask_to_latent",
+           "generator_adversarial_loss", "masked_l1", "r1_penalty"]
