@@ -34,7 +34,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ def find_mask(image: Path, mask_dir: Path) -> Path:
         if candidate.is_file() and not _same_file(candidate, image):
             return candidate
     raise InvalidInputError(f"no mask for '{image.name}' in '{mask_dir}' "
-                            f"(looked for {stem}.png, {stem}_mask.png, {stem}[_mask].<other image extension>)")
+                            f"(expected {stem}.png or {stem}_mask.png)")
 
 
 def clean_stale_temps(folder: Path) -> list[Path]:
@@ -286,8 +286,14 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     an unavailable method); everything that concerns one image is recorded in the report instead.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from .hd import HDStrategy
     from .registry import get_method, load_options, load_remover, resolve_auto
@@ -342,9 +348,9 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
                     else:
                         try:
                             _process(remover, image_path, masks_dir, output, request_args, resize_mask, record)
-                        except Exception as exc:  # one image's failure never stops the batch
+                        except Exception as exc:  # noqa: BLE001 (one image's failure never stops the batch)
                             _failure(record, exc)
-                    record.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                    record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
                     records.append(record)
                     report.write(record)
                     bar.advance(task)
