@@ -1,0 +1,321 @@
+"""The paired removal dataset: shots, clean backgrounds, object-core and effect-aware masks, one JSONL manifest.
+
+Layout (every path in the manifest is relative to the dataset folder)::
+
+    DATASET/
+      manifest.jsonl          one JSON object per line, one line per sample
+      images/<id>.png         the shot I_shot (PNG or JPEG)
+      backgrounds/<id>.png    the paired clean target I_gt
+      object_masks/<id>.png   m_obj, the tight object-core mask (8-bit PNG, 255 = object)
+      effect_masks/<id>.png   m_gt, the effect-aware mask: object ∪ shadow ∪ reflection ∪ traces
+
+A record::
+
+    {"id": "000017", "image": "images/000017.png", "background": "backgrounds/000017.png",
+     "object_mask": "object_masks/000017.png", "effect_mask": "effect_masks/000017.png",
+     "phase2": true, "meta": {"source": "savp", "instruction": "Remove the red mug"}}
+
+``phase2`` marks the effect-heavy subset OSOR's Phase II trains on (osor.txt Eq. 2: ‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25).
+Masks are binary on disk and read as float32 {0, 1}.
+
+Writing is crash-safe: each file goes through :func:`erasekit.io.write_image` / :func:`erasekit.io.write_mask`
+(temp file + rename) and only then is the manifest line appended and fsynced, so a record never names a file that
+is not complete. A last line without its newline is an append interrupted by a crash; readers skip it and the
+writer cuts it off before appending. The writer knows which ids exist, so a re-run skips them (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .. import io
+from ..types import InvalidInputError
+
+MANIFEST_NAME = "manifest.jsonl"
+REQUIRED_FIELDS = ("id", "image", "background", "object_mask", "effect_mask", "phase2")
+PATH_FIELDS = ("image", "background", "object_mask", "effect_mask")
+IMAGE_FORMATS = {"PNG", "JPEG"}
+# Ids become file names: keep them portable and free of path separators.
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_FOLDERS = {"image": "images", "background": "backgrounds", "object_mask": "object_masks",
+            "effect_mask": "effect_masks"}
+
+
+@dataclass(frozen=True)
+class PairedRecord:
+    """One manifest line, paths relative to the dataset folder."""
+
+    id: str
+    image: str
+    background: str
+    object_mask: str
+    effect_mask: str
+    phase2: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        payload = {"id": self.id, "image": self.image, "background": self.background,
+                   "object_mask": self.object_mask, "effect_mask": self.effect_mask, "phase2": self.phase2}
+        if self.meta:
+            payload["meta"] = self.meta
+        return json.dumps(payload, ensure_ascii=False, sort_keys=False)
+
+
+@dataclass
+class PairedSample:
+    """One loaded sample: uint8 RGB H×W×3 images and float32 H×W {0, 1} masks of the same size."""
+
+    id: str
+    image: np.ndarray
+    background: np.ndarray
+    object_mask: np.ndarray
+    effect_mask: np.ndarray
+    phase2: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def check_id(sample_id: Any) -> str:
+    if not isinstance(sample_id, str) or not _ID_PATTERN.match(sample_id):
+        raise InvalidInputError(
+            f"sample id {sample_id!r} is not usable as a file name (letters, digits, '.', '_', '-'; at most 128)")
+    return sample_id
+
+
+def _parse_record(raw: Any, where: str, root: Path) -> PairedRecord:
+    if not isinstance(raw, Mapping):
+        raise InvalidInputError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    missing = [k for k in REQUIRED_FIELDS if k not in raw]
+    if missing:
+        raise InvalidInputError(f"{where}: missing field(s) {', '.join(missing)}")
+    check_id(raw["id"])
+    for key in PATH_FIELDS:
+        value = raw[key]
+        if not isinstance(value, str) or not value:
+            raise InvalidInputError(f"{where}: field {key!r} must be a relative path string")
+        if Path(value).is_absolute() or ".." in Path(value).parts:
+            raise InvalidInputError(f"{where}: field {key!r} must be a path inside the dataset folder, got {value!r}")
+        if not (root / value).is_file():
+            raise InvalidInputError(f"{where}: {key} file '{value}' does not exist in {root}")
+    if not isinstance(raw["phase2"], bool):
+        raise InvalidInputError(f"{where}: field 'phase2' must be true or false")
+    meta = raw.get("meta", {})
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, Mapping):
+        raise InvalidInputError(f"{where}: field 'meta' must be an object")
+    return PairedRecord(raw["id"], raw["image"], raw["background"], raw["object_mask"], raw["effect_mask"],
+                        raw["phase2"], dict(meta))
+
+
+def read_manifest(root: str | os.PathLike, *, check_files: bool = True) -> list[PairedRecord]:
+    """Parse and validate ``root/manifest.jsonl``: JSON per line, required fields, unique ids, files present."""
+    root = Path(root)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise InvalidInputError(f"'{root}' is not a paired dataset: {MANIFEST_NAME} not found")
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    if lines and lines[-1] != "":
+        # No trailing newline: the last append was interrupted (see module docstring).
+        warnings.warn(f"{path}: ignoring an incomplete last line (interrupted write)", stacklevel=2)
+    lines = lines[:-1]
+    records: list[PairedRecord] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {number}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{where}: not valid JSON ({exc.msg})") from None
+        record = _parse_record(raw, where, root) if check_files else _parse_record_unchecked(raw, where, root)
+        if record.id in seen:
+            raise InvalidInputError(f"{where}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+        seen[record.id] = number
+        records.append(record)
+    return records
+
+
+def _parse_record_unchecked(raw: Any, where: str, root: Path) -> PairedRecord:
+    # The writer only needs ids; a missing file there is reported when the dataset is read.
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
+        raise InvalidInputError(f"{where}: expected a JSON object with a string 'id'")
+    return PairedRecord(raw["id"], str(raw.get("image", "")), str(raw.get("background", "")),
+                        str(raw.get("object_mask", "")), str(raw.get("effect_mask", "")),
+                        bool(raw.get("phase2", False)), dict(raw.get("meta") or {}))
+
+
+def _header_size(path: Path, what: str) -> tuple[int, int]:
+    """(H, W) and format from the file header, without decoding pixels."""
+    try:
+        with Image.open(path) as image:
+            fmt, (width, height) = image.format, image.size
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise InvalidInputError(f"cannot read {what} '{path}': {exc}") from None
+    if fmt not in IMAGE_FORMATS:
+        raise InvalidInputError(f"{what} '{path}' is {fmt}; paired datasets hold PNG or JPEG files")
+    if what.endswith("mask") and fmt != "PNG":
+        raise InvalidInputError(f"{what} '{path}' must be an 8-bit PNG (JPEG compression corrupts mask edges)")
+    return height, width
+
+
+class PairedDataset:
+    """Read a paired dataset folder. ``len``, integer indexing, iteration and lookup by id.
+
+    The manifest and the presence of every file are checked when the dataset is opened; image sizes are checked
+    when a sample is loaded (or all at once with :meth:`validate`).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.records = read_manifest(self.root)
+        self._by_id = {r.id: i for i, r in enumerate(self.records)}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int | str) -> PairedSample:
+        if isinstance(index, str):
+            if index not in self._by_id:
+                raise KeyError(index)
+            index = self._by_id[index]
+        return self.load(self.records[index])
+
+    def __iter__(self) -> Iterator[PairedSample]:
+        for record in self.records:
+            yield self.load(record)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    def load(self, record: PairedRecord) -> PairedSample:
+        image = io.read_image(self.root / record.image).pixels
+        background = io.read_image(self.root / record.background).pixels
+        if background.shape != image.shape:
+            raise InvalidInputError(
+                f"sample {record.id!r}: background is {background.shape[1]}×{background.shape[0]} but the image is "
+                f"{image.shape[1]}×{image.shape[0]}")
+        masks = {}
+        for key in ("object_mask", "effect_mask"):
+            path = self.root / getattr(record, key)
+            _header_size(path, key.replace("_", " "))
+            try:
+                masks[key] = io.read_mask(path, shape=image.shape[:2])
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"sample {record.id!r}, {key}: {exc}") from None
+        return PairedSample(record.id, image, background, masks["object_mask"], masks["effect_mask"],
+                            record.phase2, dict(record.meta))
+
+    def validate(self) -> None:
+        """Check every file's format and that all four files of each sample have the same size (headers only)."""
+        for record in self.records:
+            sizes = {key: _header_size(self.root / getattr(record, key), key.replace("_", " "))
+                     for key in PATH_FIELDS}
+            if len(set(sizes.values())) != 1:
+                listing = ", ".join(f"{k} {w}×{h}" for k, (h, w) in sizes.items())
+                raise InvalidInputError(f"sample {record.id!r}: sizes differ ({listing})")
+
+    def phase2_ids(self) -> list[str]:
+        return [r.id for r in self.records if r.phase2]
+
+
+class PairedDatasetWriter:
+    """Append samples to a paired dataset folder (created if missing). Resumable: ``id in writer`` tells
+    whether a sample is already complete, and :meth:`add` refuses duplicates."""
+
+    def __init__(self, root: str | os.PathLike, *, image_format: str = "png"):
+        self.root = Path(root)
+        fmt = image_format.lower().lstrip(".")
+        if fmt not in ("png", "jpg", "jpeg"):
+            raise InvalidInputError(f"image_format must be png or jpg, got {image_format!r}")
+        self.image_suffix = ".jpg" if fmt in ("jpg", "jpeg") else ".png"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest = self.root / MANIFEST_NAME
+        self._repair_tail()
+        self._ids = {r.id for r in read_manifest(self.root, check_files=False)} if self.manifest.exists() else set()
+
+    def _repair_tail(self) -> None:
+        if not self.manifest.exists():
+            return
+        data = self.manifest.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1  # 0 when the only line is incomplete
+            with open(self.manifest, "r+b") as handle:
+                handle.truncate(keep)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def __contains__(self, sample_id: str) -> bool:
+        return sample_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def ids(self) -> set[str]:
+        return set(self._ids)
+
+    def add(self, sample_id: str, image: np.ndarray, background: np.ndarray, object_mask: np.ndarray,
+            effect_mask: np.ndarray, *, phase2: bool, meta: Mapping[str, Any] | None = None) -> PairedRecord:
+        check_id(sample_id)
+        if sample_id in self._ids:
+            raise InvalidInputError(f"sample id {sample_id!r} is already in {self.manifest}")
+        image = io.read_image(image).pixels
+        background = io.read_image(background).pixels
+        if image.shape != background.shape:
+            raise InvalidInputError(f"sample {sample_id!r}: image and background sizes differ "
+                                    f"({image.shape[1]}×{image.shape[0]} vs {background.shape[1]}×{background.shape[0]})")
+        for name, mask in (("object_mask", object_mask), ("effect_mask", effect_mask)):
+            if np.shape(mask) != image.shape[:2]:
+                raise InvalidInputError(f"sample {sample_id!r}: {name} shape {np.shape(mask)} differs from the "
+                                        f"image's {image.shape[:2]}")
+        paths = {
+            "image": f"{_FOLDERS['image']}/{sample_id}{self.image_suffix}",
+            "background": f"{_FOLDERS['background']}/{sample_id}{self.image_suffix}",
+            "object_mask": f"{_FOLDERS['object_mask']}/{sample_id}.png",
+            "effect_mask": f"{_FOLDERS['effect_mask']}/{sample_id}.png",
+        }
+        io.write_image(self.root / paths["image"], image)
+        io.write_image(self.root / paths["background"], background)
+        io.write_mask(self.root / paths["object_mask"], (np.asarray(object_mask) > 0.5).astype(np.float32))
+        io.write_mask(self.root / paths["effect_mask"], (np.asarray(effect_mask) > 0.5).astype(np.float32))
+        record = PairedRecord(sample_id, paths["image"], paths["background"], paths["object_mask"],
+                              paths["effect_mask"], bool(phase2), dict(meta or {}))
+        self._append(record.to_json())
+        self._ids.add(sample_id)
+        return record
+
+    def _append(self, line: str) -> None:
+        with open(self.manifest, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def __enter__(self) -> "PairedDatasetWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+__all__ = [
+    "MANIFEST_NAME",
+    "PairedDataset",
+    "PairedDatasetWriter",
+    "PairedRecord",
+    "PairedSample",
+    "check_id",
+    "read_manifest",
+]
