@@ -10,8 +10,14 @@ import pytest
 from PIL import Image
 
 from erasekit import io
-from erasekit.data import (FLUX_RESIZE, SDXL_RESIZE, PairedAugment, PairedDataset, PairedDatasetWriter,
-                           ResizeRule)
+from erasekit.data import (
+    FLUX_RESIZE,
+    SDXL_RESIZE,
+    PairedAugment,
+    PairedDataset,
+    PairedDatasetWriter,
+    ResizeRule,
+)
 from erasekit.data.loader import PairedTorchDataset, collate_paired
 from erasekit.data.readers import effect_ratio, import_samples, iter_corne, iter_rord
 from erasekit.types import InvalidInputError

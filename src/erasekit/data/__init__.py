@@ -5,7 +5,14 @@ Torch-dependent parts (:mod:`erasekit.data.loader`) and model adapters (:mod:`er
 imported from their modules, so ``import erasekit.data`` stays light.
 """
 
-from .paired import MANIFEST_NAME, PairedDataset, PairedDatasetWriter, PairedRecord, PairedSample, read_manifest
+from .paired import (
+    MANIFEST_NAME,
+    PairedDataset,
+    PairedDatasetWriter,
+    PairedRecord,
+    PairedSample,
+    read_manifest,
+)
 from .transforms import FLUX_RESIZE, RESIZE_RULES, SDXL_RESIZE, PairedAugment, ResizeRule
 
 __all__ = [

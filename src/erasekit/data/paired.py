@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from PIL import Image
@@ -303,10 +303,10 @@ class PairedDatasetWriter:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def __enter__(self) -> "PairedDatasetWriter":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
 

@@ -51,10 +51,10 @@ class ResizeRule:
         h, w = height * scale, width * scale
         if self.rounding == "up":
             # Round the scaled size to the nearest pixel first, so 512.0000001 does not become 528.
-            return (int(math.ceil(round(h, 6) / self.multiple) * self.multiple),
-                    int(math.ceil(round(w, 6) / self.multiple) * self.multiple))
-        return (max(self.multiple, int(math.floor(round(h, 6) / self.multiple)) * self.multiple),
-                max(self.multiple, int(math.floor(round(w, 6) / self.multiple)) * self.multiple))
+            return (math.ceil(round(h, 6) / self.multiple) * self.multiple,
+                    math.ceil(round(w, 6) / self.multiple) * self.multiple)
+        return (max(self.multiple, math.floor(round(h, 6) / self.multiple) * self.multiple),
+                max(self.multiple, math.floor(round(w, 6) / self.multiple) * self.multiple))
 
     def apply(self, sample: PairedSample) -> PairedSample:
         h, w = sample.image.shape[:2]
@@ -103,8 +103,8 @@ class PairedAugment:
         h, w = sample.image.shape[:2]
         flip = bool(rng.random() < self.flip_p)
         lo, hi = self.crop_scale
-        ch = max(1, int(round(h * rng.uniform(lo, hi))))
-        cw = max(1, int(round(w * rng.uniform(lo, hi))))
+        ch = max(1, round(h * rng.uniform(lo, hi)))
+        cw = max(1, round(w * rng.uniform(lo, hi)))
         top = self._offset(h, ch, rng, sample.effect_mask.any(axis=1))
         left = self._offset(w, cw, rng, sample.effect_mask.any(axis=0))
         window = (slice(top, top + ch), slice(left, left + cw))
