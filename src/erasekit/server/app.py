@@ -38,7 +38,7 @@ from .. import __version__
 from ..registry import available_methods
 from ..types import ErasekitError
 from . import processing
-from .errors import install_error_handlers
+from .errors import error_response, install_error_handlers
 from .jobs import Job, JobStore
 from .schemas import (
     MULTIPART_SCHEMA,
@@ -90,6 +90,35 @@ _UI_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+
+class _DeclaredSizeGuard:
+    """Answers 413 in the API's JSON shape when ``Content-Length`` already says the body is too large.
+
+    FastAPI's ``max_body_size`` counts the bytes as they stream (chunked uploads, lying headers) and reaches our
+    JSON error handler; for a declared length it answers before our handlers with plain text, so this guard
+    sits in front of it and answers first, without reading a byte of the body.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers", ())).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > self.limit:
+                response = error_response(413, "ResourceLimitError", f"request body of {int(declared):,} bytes is "
+                                          f"larger than the server's limit of {self.limit:,} bytes",
+                                          {"Connection": "close"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _ErasekitApp(FastAPI):
+    def build_middleware_stack(self):
+        return _DeclaredSizeGuard(super().build_middleware_stack(), self.state.settings.max_upload_bytes)
 
 
 def _load_static() -> dict[str, bytes]:
@@ -150,7 +179,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         yield
         queue.shutdown()
 
-    app = FastAPI(
+    app = _ErasekitApp(
         title="erasekit", version=__version__, lifespan=lifespan,
         summary="Remove objects from photos, with their shadows and reflections.",
         description="REST API of `erasekit serve`. Send a photo and a mask; get the photo without the object. "

@@ -76,10 +76,19 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     opts = upload.options
     method = choose_method(opts.method, settings, upload.mask is not None)
     spec = get_method(method)
-    server_side = set(opts.options) & (load_options(spec) | _SERVER_ONLY_OPTIONS)
+    # Factory options (model, weights, device, ...) can name server paths: clients may not set them, unless the
+    # remover also takes the same name per call (patchmatch's patch_size), which is plain data.
+    per_call = frozenset(getattr(spec.factory, "option_names", ()))
+    server_side = set(opts.options) & ((load_options(spec) - per_call) | _SERVER_ONLY_OPTIONS)
     if server_side:
         raise InvalidInputError(f"option(s) {', '.join(sorted(server_side))} of {method!r} are set when the server "
                                 "starts, not per request")
+    unknown = set(opts.options) - per_call
+    if hasattr(spec.factory, "option_names") and unknown:
+        # The remover would say the same, but only after loading its model: fail before taking a queue slot.
+        raise InvalidInputError(f"method {method!r} does not take option(s): {', '.join(sorted(unknown))}"
+                                + (f"; it takes: {', '.join(sorted(per_call - _SERVER_ONLY_OPTIONS))}"
+                                   if per_call - _SERVER_ONLY_OPTIONS else ""))
     source = io.read_image(upload.image, max_pixels=settings.max_pixels)
     mask = None
     if upload.mask is not None:
