@@ -28,4 +28,8 @@ from .baselines import register as _register_baselines  # noqa: E402  (diffusers
 
 _register_baselines()
 
+from .osor import register as _register_osor  # noqa: E402
+
+_register_osor()
+
 __all__ = ["Remover"]

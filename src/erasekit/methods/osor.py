@@ -620,3 +620,34 @@ class OsorFluxRemover(OsorRemover):
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return flux_working_size(height, width)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------------------------------------
+def _weights_requirement(family: str) -> Any:
+    import functools
+
+    from ..registry import WeightRequirement
+    from .osor_weights import HUB_FILES, HUB_REPO
+
+    return WeightRequirement(
+        name=f"osor-{family}-weights", description=f"OSOR {family} Phase II LoRA + alpha head ({HUB_FILES[(family, 2)]})",
+        locate=functools.partial(locate_weights, family, 2), hub_id=HUB_REPO, fetch_hint=fetch_hint(family))  # type: ignore[arg-type]
+
+
+def register() -> None:
+    """Register ``osor-sdxl`` and ``osor-flux`` (called once by :mod:`erasekit.methods`)."""
+    from ..registry import MethodSpec, register_method
+    from .baselines import backbone_requirement
+
+    paper = "Zhou et al., OSOR: One-Step Object Removal (2025)"
+    for cls, description, priority in (
+        (OsorSDXLRemover, "OSOR one-step effect-aware removal on SDXL-Inpainting (alpha head, t=400)", 50),
+        (OsorFluxRemover, "OSOR one-step effect-aware removal on FLUX.1 Fill (alpha head, s=0.4)", 60),
+    ):
+        register_method(MethodSpec(
+            name=cls.name, description=description, factory=cls,
+            weights=(backbone_requirement(cls.preset_name), _weights_requirement(cls.family)),
+            auto_priority=priority, family="diffusion", paper=paper,
+        ))
