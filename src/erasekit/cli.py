@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "erasekit.cli_core",
     "erasekit.cli_models",
     "erasekit.server.cli",
+    "erasekit.methods.osor_cli",
 ]
 
 _state = {"debug": False}

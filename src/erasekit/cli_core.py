@@ -36,6 +36,9 @@ def remove_command(
     guidance: float = typer.Option(None, "--guidance", help="guidance scale (diffusion methods)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="fetch missing weights from the Hub"),
     option: list[str] = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)"),
+    weights: str = typer.Option(None, "--weights", help="method weights file/folder (OSOR: *_phase2.pth or folder)"),
+    timestep: float = typer.Option(None, "--timestep", help="one-step noise level (OSOR: SDXL t, FLUX s)"),
+    save_alpha: Path = typer.Option(None, "--save-alpha", help="also write the edited-region alpha map (PNG)"),
 ) -> None:
     """Remove the masked object from IMAGE and write the result to OUT."""
     import erasekit
@@ -46,11 +49,13 @@ def remove_command(
 
     # Only the flags given are passed, so a method that does not take one reports it instead of ignoring it.
     given = {"device": device, "model": model, "steps": steps, "guidance": guidance,
-             "allow_download": allow_download or None}
+             "allow_download": allow_download or None, "weights": weights, "timestep": timestep}
     options = {**{k: v for k, v in given.items() if v is not None}, **parse_option_values(option)}
     result = erasekit.remove(loaded.pixels, mask, method=method, prompt=prompt, seed=seed, dilate=dilate,
                              hd_strategy=hd_strategy, resize_mask=resize_mask, **options)
     io.write_image(out, result.image, like=loaded)
+    if save_alpha is not None and result.alpha is not None:
+        io.write_mask(save_alpha, result.alpha)
     note = " (empty mask: unchanged)" if result.unchanged else ""
     Console(stderr=True).print(f"{result.method}: wrote {out} in {result.timings['total']:.2f}s{note}",
                                highlight=False)
