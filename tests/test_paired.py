@@ -235,3 +235,67 @@ def test_rord_reader_and_missing_pair(tmp_path):
     _save(tmp_path / "img" / "b.jpg", image)
     with pytest.raises(InvalidInputError, match="'b' has no background or mask"):
         list(iter_rord(tmp_path))
+
+
+# ---- Phase II incomplete-mask conditioning ------------------------------------------------------------------------
+def test_conditioning_mode_frequencies_match_the_authors():
+    from erasekit.data.conditioning import IncompleteMaskSampler
+
+    sampler = IncompleteMaskSampler(seed=0)
+    n = 20000
+    draws = [sampler.sample_mode() for _ in range(n)]
+    expected = {"shrink": 0.35, "expand": 0.2, "holes": 0.1, "shift": 0.05, "object_core": 0.3}
+    for mode, p in expected.items():
+        assert abs(draws.count(mode) / n - p) < 0.015, mode  # > 4 binomial standard deviations
+    without = [sampler.sample_mode(has_object_core=False) for _ in range(5000)]
+    assert "object_core" not in without
+    assert abs(without.count("shrink") / 5000 - 0.5) < 0.03  # 0.35 / 0.7 after renormalising
+
+
+def _relation(out, effect, obj):
+    if np.array_equal(out, obj):
+        return "object_core"
+    inside = np.all(out <= effect)
+    if inside and out.sum() < effect.sum():
+        return "smaller"
+    if np.all(out >= effect) and out.sum() > effect.sum():
+        return "expand"
+    return "shift"
+
+
+def test_a_batch_shares_one_mode():
+    from erasekit.data.conditioning import IncompleteMaskSampler
+
+    expected_relation = {"shrink": "smaller", "holes": "smaller", "expand": "expand", "shift": "shift",
+                         "object_core": "object_core"}
+    effects, objects = [], []
+    for k in range(4):
+        e = np.zeros((40, 40), np.float32)
+        e[8 + k:30, 6:32 - k] = 1
+        o = np.zeros_like(e)
+        o[12:20, 10:20] = 1
+        effects.append(e)
+        objects.append(o)
+    sampler = IncompleteMaskSampler(seed=1)
+    seen = set()
+    for _ in range(60):
+        mode, masks = sampler.condition(effects, objects)
+        seen.add(mode)
+        assert {_relation(m, e, o) for m, e, o in zip(masks, effects, objects)} == {expected_relation[mode]}
+    assert seen == set(expected_relation)
+    # a sample without an object-core mask rules object_core out for the whole batch
+    modes = {sampler.condition(effects, objects[:3] + [None])[0] for _ in range(40)}
+    assert "object_core" not in modes
+
+
+def test_conditioning_on_torch_batches(tmp_path):
+    from erasekit.data.conditioning import IncompleteMaskSampler
+
+    _write(tmp_path, n=2)
+    plain = PairedTorchDataset(tmp_path)
+    batch = collate_paired([plain[0], plain[1]])
+    mode, cond = IncompleteMaskSampler(probabilities={"object_core": 1.0}, seed=0).condition_batch(batch)
+    assert mode == "object_core" and cond.shape == batch["object_mask"].shape
+    assert bool((cond == batch["object_mask"]).all())
+    with pytest.raises(InvalidInputError, match="unknown conditioning mode"):
+        IncompleteMaskSampler(probabilities={"blur": 1.0})

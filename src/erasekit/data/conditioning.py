@@ -1,0 +1,80 @@
+"""Phase II incomplete-mask conditioning: which mask the model sees while it is supervised with the full one.
+
+OSOR Phase II (osor.txt Sec. 3.1 "Effect decomposition for incomplete-mask conditioning", Alg. 2 last step) feeds
+a *conservative* conditioning mask m_in while the alpha head and the loss use the effect-aware target m_gt. One
+mode is drawn per batch (the authors' training code; DESIGN.md) with probabilities shrink 0.35, expand 0.2,
+holes 0.1, shift 0.05 and object-core 0.3, where object-core means m_in = m_obj, the SAVP object mask.
+
+The perturbations themselves live in :mod:`erasekit.masks` (``perturb_mask``, ``sample_perturbation_mode``,
+``PERTURBATION_PROBABILITIES``); this module only decides the mode per batch and applies it to every sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..masks import PERTURBATION_PROBABILITIES, perturb_mask
+from ..types import InvalidInputError
+
+
+@dataclass
+class IncompleteMaskSampler:
+    """Draws one mode per batch and builds the conditioning masks.
+
+    ``probabilities`` default to the authors' (:data:`erasekit.masks.PERTURBATION_PROBABILITIES`). When a batch
+    holds a sample without an object-core mask, ``object_core`` is impossible for that batch and the remaining
+    modes are renormalised (the batch still shares one mode).
+    """
+
+    probabilities: Mapping[str, float] = field(default_factory=lambda: dict(PERTURBATION_PROBABILITIES))
+    seed: int | None = None
+    rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.probabilities) - set(PERTURBATION_PROBABILITIES)
+        if unknown:
+            raise InvalidInputError(f"unknown conditioning mode(s) {sorted(unknown)}; "
+                                    f"choose from {', '.join(PERTURBATION_PROBABILITIES)}")
+        if any(p < 0 for p in self.probabilities.values()) or sum(self.probabilities.values()) <= 0:
+            raise InvalidInputError("conditioning probabilities must be >= 0 and not all zero")
+        self.rng = np.random.default_rng(self.seed)
+
+    def sample_mode(self, *, has_object_core: bool = True) -> str:
+        modes = [m for m, p in self.probabilities.items() if p > 0 and (has_object_core or m != "object_core")]
+        if not modes:
+            raise InvalidInputError("no conditioning mode is possible for this batch (only object_core is enabled "
+                                    "and a sample has no object-core mask)")
+        p = np.array([self.probabilities[m] for m in modes], np.float64)
+        return modes[int(self.rng.choice(len(modes), p=p / p.sum()))]
+
+    def condition(self, effect_masks: Sequence[np.ndarray],
+                  object_masks: Sequence[np.ndarray | None] | None = None) -> tuple[str, list[np.ndarray]]:
+        """(mode, conditioning masks) for one batch of effect-aware masks m_gt (and object-core masks m_obj)."""
+        if len(effect_masks) == 0:
+            raise InvalidInputError("cannot condition an empty batch")
+        objects = list(object_masks) if object_masks is not None else [None] * len(effect_masks)
+        if len(objects) != len(effect_masks):
+            raise InvalidInputError("effect and object mask lists differ in length")
+        has_core = all(o is not None and np.any(np.asarray(o) > 0) for o in objects)
+        mode = self.sample_mode(has_object_core=has_core)
+        out = [perturb_mask(np.asarray(m, np.float32), mode, self.rng, object_core=o)
+               for m, o in zip(effect_masks, objects)]
+        return mode, out
+
+    def condition_batch(self, batch: dict[str, Any]) -> tuple[str, Any]:
+        """Torch batches from :func:`erasekit.data.loader.collate_paired`: returns (mode, N×1×H×W mask tensor)."""
+        from ..convert import mask_to_tensor, tensor_to_mask
+
+        effect = tensor_to_mask(batch["effect_mask"])
+        objects = tensor_to_mask(batch["object_mask"]) if "object_mask" in batch else None
+        mode, masks = self.condition(list(effect), list(objects) if objects is not None else None)
+        tensor = mask_to_tensor(np.stack(masks)).to(device=batch["effect_mask"].device,
+                                                   dtype=batch["effect_mask"].dtype)
+        return mode, tensor
+
+
+__all__ = ["IncompleteMaskSampler"]
