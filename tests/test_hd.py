@@ -213,3 +213,26 @@ def test_parse_forms():
 def test_parse_errors_are_invalid_input(bad):
     with pytest.raises(InvalidInputError):
         HDStrategy.parse(bad)
+
+
+def _paste_reference(original, generated, region, feather):
+    """paste_back written naively over the whole image (the bounding-box version must equal it exactly)."""
+    weight = np.clip(region.astype(np.float32), 0, 1)
+    if feather:
+        weight = np.minimum(weight, M.feather(region, feather, inward=True))
+    blended = original.astype(np.float32) * (1 - weight[..., None]) + generated.astype(np.float32) * weight[..., None]
+    return np.where((weight > 0)[..., None], np.clip(np.rint(blended), 0, 255).astype(np.uint8), original)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("feather", [0, 2, 6])
+def test_paste_back_equals_the_whole_image_reference(seed, feather):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(8, 60, 2)
+    original, generated = photo(h, w, seed), photo(h, w, seed + 100)
+    region = np.zeros((h, w), np.float32)
+    for _ in range(rng.integers(0, 3)):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        region[y0:y0 + rng.integers(1, h), x0:x0 + rng.integers(1, w)] = rng.choice([1.0, 0.5, 0.25])
+    assert np.array_equal(paste_back(original, generated, region, feather),
+                          _paste_reference(original, generated, region, feather))

@@ -135,14 +135,24 @@ def paste_back(original: np.ndarray, generated: np.ndarray, region: np.ndarray, 
         raise ValueError(f"paste_back shapes differ: original {original.shape}, generated {generated.shape}, "
                          f"region {np.shape(region)}")
     # A soft region (an effect alpha) blends proportionally; feathering only lowers weights inside the region.
-    weight = np.clip(np.asarray(region, dtype=np.float32), 0.0, 1.0)
-    if feather:
-        weight = np.minimum(weight, M.feather(region, feather, inward=True))
+    # Work inside the region's bounding box only: on a 4096² photo with a small mask, full-size float temporaries
+    # would cost more memory than the method itself (the crop strategy exists to avoid exactly that).
     out = original.copy()
+    rows, cols = np.flatnonzero(np.any(region > 0, axis=1)), np.flatnonzero(np.any(region > 0, axis=0))
+    if rows.size == 0:
+        return out
+    box = M.Box(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+    if feather:  # the feather ramp needs the region's zeros around it: one pixel of margin is enough
+        box = box.expand(1, region.shape)
+    ys, xs = box.slices
+    weight = np.clip(np.asarray(region[ys, xs], dtype=np.float32), 0.0, 1.0)
+    if feather:
+        weight = np.minimum(weight, M.feather(region[ys, xs], feather, inward=True))
     inside = weight > 0  # blend only where the region is; the rest is the original, bit for bit
     w = weight[inside][:, None]
-    blended = original[inside].astype(np.float32) * (1.0 - w) + generated[inside].astype(np.float32) * w
-    out[inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    orig, gen = original[ys, xs], generated[ys, xs]
+    blended = orig[inside].astype(np.float32) * (1.0 - w) + gen[inside].astype(np.float32) * w
+    out[ys, xs][inside] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
 
 
@@ -166,13 +176,13 @@ def run_strategy(image: np.ndarray, mask: np.ndarray, fn: InpaintFn, strategy: H
     if not boxes:  # nothing to crop around (a mask-free, text-guided request): the method sees the whole image
         return _fit(image, mask, constraints, fn)
     out = image.copy()
-    alpha_full = np.zeros((h, w), dtype=np.float32)
-    any_alpha = False
+    alpha_full = None  # allocated only for methods that return an alpha
     for box in boxes:
         ys, xs = box.slices
         crop_out, crop_alpha = _fit(image[ys, xs], mask[ys, xs], constraints, fn)
         out[ys, xs] = crop_out
         if crop_alpha is not None:
-            any_alpha = True
+            if alpha_full is None:
+                alpha_full = np.zeros((h, w), dtype=np.float32)
             alpha_full[ys, xs] = np.maximum(alpha_full[ys, xs], crop_alpha)
-    return out, (alpha_full if any_alpha else None)
+    return out, alpha_full
