@@ -273,7 +273,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             try:
                 outcome = fut.result()
                 job.response = processing.encode(prepared, outcome.result, outcome.queue_seconds)
-            except BaseException as exc:  # delivered to the client as an event, like any other outcome
+            except BaseException as exc:  # noqa: BLE001 - every outcome, cancellation included, becomes an event
                 status = exc.http_status if isinstance(exc, ErasekitError) else 500
                 kind = type(exc).__name__ if isinstance(exc, ErasekitError) else "InternalError"
                 message = str(exc) if isinstance(exc, ErasekitError) else f"internal error ({type(exc).__name__})"

@@ -48,7 +48,7 @@ class ServerSettings(BaseModel):
     @classmethod
     def _no_wildcard_with_auth(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
         for origin in origins:
-            if not (origin.startswith("http://") or origin.startswith("https://")) or origin.endswith("/"):
+            if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
                 raise ValueError(f"CORS origin must look like https://example.org (no path), got {origin!r}")
         return origins
 
