@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "erasekit.cli_models",
     "erasekit.server.cli",
     "erasekit.methods.osor_cli",
+    "erasekit.eval.cli",
 ]
 
 _state = {"debug": False}

@@ -1,0 +1,113 @@
+"""``erasekit bench`` (run methods over a dataset and score them) and ``erasekit report`` (rebuild the HTML report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ..types import InvalidInputError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)
+    app.command("report")(report_command)
+
+
+def _per_method(items: list[str] | None, flag: str) -> dict[str, dict]:
+    """``["sd15-inpaint:steps=2", "sd15-inpaint:model=/m"]`` -> {"sd15-inpaint": {"steps": 2, "model": "/m"}}."""
+    from ..cli_models import parse_option_values
+
+    out: dict[str, dict] = {}
+    for item in items or []:
+        method, sep, rest = item.partition(":")
+        if not sep or not method or "=" not in rest:
+            raise InvalidInputError(f"{flag} expects METHOD:KEY=VALUE, got {item!r}")
+        out.setdefault(method.strip(), {}).update(parse_option_values([rest]))
+    return out
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise InvalidInputError(f"{flag} expects KEY=PATH, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def bench_command(
+    dataset: Path = typer.Option(None, "--dataset", "-d", help="dataset folder (paired format or a benchmark layout)"),
+    methods: str = typer.Option("patchmatch,telea", "--methods", help="comma-separated method names"),
+    mask: str = typer.Option("both", "--mask", help="object | effect | both"),
+    metrics: str = typer.Option("fid,cmmd,lpips,psnr,ssim,cfd", "--metrics",
+                                help="comma-separated: psnr,ssim,psnr_mask,ssim_mask,lpips,fid,kid,local_fid,cmmd,"
+                                     "cfd,clip"),
+    out: Path = typer.Option(None, "--out", "-o", help="results folder (reused: finished outputs are cached)"),
+    layout: str = typer.Option("auto", "--layout", help="auto | paired | corne | rord | removalbench | omnipaint"),
+    limit: int = typer.Option(None, "--limit", help="only the first N samples"),
+    seed: int = typer.Option(0, "--seed", help="seed passed to every method"),
+    warmup: int = typer.Option(1, "--warmup", help="untimed calls before timing each method"),
+    device: str = typer.Option("cpu", "--device", help="device for the metric networks"),
+    load: list[str] = typer.Option(None, "--load", help="method load option METHOD:KEY=VALUE (e.g. "
+                                                         "sd15-inpaint:model=/models/sd15)"),
+    option: list[str] = typer.Option(None, "--option", "-O", help="method call option METHOD:KEY=VALUE"),
+    weights: list[str] = typer.Option(None, "--weights", help="metric weights KEY=PATH (see --list-metrics)"),
+    cfd_reference_quirks: bool = typer.Option(False, "--cfd-reference-quirks",
+                                              help="reproduce the OmniPaint CFD reference code's quirks"),
+    clip_classes: str = typer.Option(None, "--clip-classes", help="comma-separated classes for CLIP acc@k"),
+    report: bool = typer.Option(True, "--report/--no-report", help="also write report/index.html"),
+    tracemalloc: bool = typer.Option(True, "--tracemalloc/--no-tracemalloc", help="trace Python allocations"),
+    list_metrics: bool = typer.Option(False, "--list-metrics", help="show metric weight files and where they "
+                                                                     "resolve, then exit"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Benchmark removal methods on a paired dataset: per-image CSV, summary JSON, Table-1 Markdown, HTML report."""
+    if list_metrics:
+        _print_weights(_key_values(weights, "--weights"))
+        return
+    if dataset is None or out is None:
+        raise InvalidInputError("--dataset and --out are required")
+    from .report import build_report
+    from .runner import BenchConfig, run_benchmark
+
+    cfg = BenchConfig(
+        dataset=str(dataset), out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
+        mask=mask, metrics=[m.strip() for m in metrics.split(",") if m.strip()], layout=layout, seed=seed,
+        warmup=warmup, limit=limit, device=device, load_options=_per_method(load, "--load"),
+        call_options=_per_method(option, "--option"), weights=_key_values(weights, "--weights"),
+        cfd_reference_quirks=cfd_reference_quirks,
+        clip_classes=[c.strip() for c in clip_classes.split(",")] if clip_classes else None,
+        trace_python_memory=tracemalloc, progress=not quiet)
+    result = run_benchmark(cfg)
+    typer.echo((result.out / "table.md").read_text())
+    if report:
+        typer.echo(f"report: {build_report(result.out)}")
+    typer.echo(f"results: {result.out}")
+
+
+def report_command(
+    results: Path = typer.Argument(..., help="a results folder written by `erasekit bench`"),
+    samples: int = typer.Option(8, "--samples", help="how many samples get comparison grids"),
+) -> None:
+    """Rebuild the static HTML report (grids + charts) of a benchmark results folder."""
+    from .report import build_report
+
+    typer.echo(str(build_report(results, max_samples=samples)))
+
+
+def _print_weights(explicit: dict[str, str]) -> None:
+    from ..types import MissingWeightsError
+    from .weights import resolve, weights_table
+
+    rows = []
+    for row in weights_table():
+        try:
+            r = resolve(row["key"], explicit.get(row["key"]))
+            where = f"{r.path} ({r.source}, {r.verified})"
+        except MissingWeightsError as exc:
+            where = f"missing: {exc}"
+        rows.append({**row, "resolves_to": where})
+    typer.echo(json.dumps(rows, indent=1))

@@ -1,0 +1,175 @@
+"""Benchmark datasets: erasekit's paired format plus adapters for the published removal benchmarks' layouts.
+
+Everything becomes a sequence of :class:`EvalRecord` (input image, ground-truth background or None, object mask,
+effect-aware mask, optional class label). Supported layouts (``--layout auto`` picks by what the folder contains):
+
+``paired``  erasekit's paired format (``manifest.jsonl``; :mod:`erasekit.data.paired`) — the synthetic effect
+            scenes (``erasekit.data.synthetic.generate_synthetic_dataset``) are written in it.
+``corne``   CORNE / CORNE-Val (OSOR): ``shot/``, ``bg/``, ``masks/mask_<stem>.png`` (effect-aware),
+            ``mask_sam/`` (object core) — read by :func:`erasekit.data.readers.iter_corne`.
+``rord``    RORD / RORD-Val: ``img|image|images|input/``, ``gt|bg|background/``, ``mask|masks|multi_mask/`` —
+            :func:`erasekit.data.readers.iter_rord`; one mask serves as object and effect mask.
+``removalbench``  RemovalBench (OmniEraser): ``input|image|images/``, ``mask|masks/`` (object masks),
+            ``gt|target|background/``. Assumed layout (the benchmark ships as plain folders of same-stem files).
+``omnipaint``  OmniPaint-Bench (removal split): ``images|input/``, ``masks|mask/``, ``gt|background|target/``.
+            Assumed layout, as for RemovalBench. Both have object masks only: the effect mask equals the object mask
+            (the papers evaluate them "under object-only masks", OSOR Table 4).
+
+Labels (for CLIP acc@k) come from ``meta.label`` / ``meta.class`` or an instruction "Remove the <label>".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import io
+from ..types import InvalidInputError
+
+LAYOUTS = ("auto", "paired", "corne", "rord", "removalbench", "omnipaint")
+_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class EvalRecord:
+    id: str
+    image: np.ndarray
+    background: np.ndarray | None
+    object_mask: np.ndarray
+    effect_mask: np.ndarray
+    label: str | None = None
+
+    def mask(self, kind: str) -> np.ndarray:
+        if kind not in ("object", "effect"):
+            raise InvalidInputError(f"mask kind must be 'object' or 'effect', got {kind!r}")
+        return self.object_mask if kind == "object" else self.effect_mask
+
+
+def label_from_meta(meta: dict) -> str | None:
+    for key in ("label", "class", "category"):
+        if isinstance(meta.get(key), str) and meta[key].strip():
+            return meta[key].strip()
+    instruction = meta.get("instruction")
+    if isinstance(instruction, str) and instruction.lower().startswith("remove the "):
+        return instruction[len("remove the "):].strip().rstrip(".") or None
+    return None
+
+
+class EvalDataset:
+    """Ids plus a loader per id (records are read on demand, one at a time)."""
+
+    def __init__(self, name: str, root: Path, loaders: dict[str, Callable[[], EvalRecord]]):
+        self.name, self.root, self._loaders = name, root, loaders
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+    def __getitem__(self, sample_id: str) -> EvalRecord:
+        return self._loaders[sample_id]()
+
+    def __iter__(self) -> Iterator[EvalRecord]:
+        for sample_id in self._loaders:
+            yield self[sample_id]
+
+    def subset(self, limit: int | None) -> EvalDataset:
+        if limit is None:
+            return self
+        return EvalDataset(self.name, self.root, dict(list(self._loaders.items())[:limit]))
+
+
+def _from_samples(name: str, root: Path, samples) -> EvalDataset:
+    # Published-layout readers yield loaded samples; keep them (benchmark sets are a few hundred images).
+    records = {s.id: EvalRecord(s.id, s.image, s.background, s.object_mask, s.effect_mask,
+                                label_from_meta(s.meta)) for s in samples}
+    return EvalDataset(name, root, {k: (lambda r=r: r) for k, r in records.items()})
+
+
+def _paired(root: Path) -> EvalDataset:
+    from ..data.paired import PairedDataset
+
+    ds = PairedDataset(root)
+
+    def load(sample_id: str) -> EvalRecord:
+        s = ds[sample_id]
+        return EvalRecord(s.id, s.image, s.background, s.object_mask, s.effect_mask, label_from_meta(s.meta))
+
+    return EvalDataset("paired", root, {i: (lambda i=i: load(i)) for i in ds.ids})
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in _SUFFIXES}
+
+
+def _pick(root: Path, names: tuple[str, ...], what: str, required: bool = True) -> Path | None:
+    for n in names:
+        if (root / n).is_dir():
+            return root / n
+    if required:
+        raise InvalidInputError(f"'{root}' has no {what} folder (looked for {', '.join(names)})")
+    return None
+
+
+def _folder_triplets(name: str, root: Path, images: tuple[str, ...], masks: tuple[str, ...],
+                     targets: tuple[str, ...]) -> EvalDataset:
+    image_files = _files(_pick(root, images, "image"))
+    mask_files = _files(_pick(root, masks, "mask"))
+    target_dir = _pick(root, targets, "ground-truth", required=False)
+    target_files = _files(target_dir) if target_dir else {}
+    missing = sorted(set(image_files) - set(mask_files))
+    if missing:
+        raise InvalidInputError(f"{name}: image {missing[0]!r} has no mask in '{root}'")
+
+    def load(stem: str) -> EvalRecord:
+        image = io.read_image(image_files[stem]).pixels
+        mask = io.read_mask(mask_files[stem], shape=image.shape[:2], resize=True)
+        target = io.read_image(target_files[stem]).pixels if stem in target_files else None
+        if target is not None and target.shape != image.shape:
+            raise InvalidInputError(f"{name} sample {stem!r}: ground truth and input differ in size")
+        return EvalRecord(stem, image, target, mask, mask.copy())
+
+    return EvalDataset(name, root, {s: (lambda s=s: load(s)) for s in image_files})
+
+
+def detect_layout(root: Path) -> str:
+    if (root / "manifest.jsonl").is_file():
+        return "paired"
+    if (root / "shot").is_dir() and (root / "bg").is_dir():
+        return "corne"
+    if any((root / n).is_dir() for n in ("img", "multi_mask")):
+        return "rord"
+    if (root / "input").is_dir() or (root / "images").is_dir():
+        return "removalbench"
+    raise InvalidInputError(f"cannot tell the layout of '{root}'; pass --layout ({', '.join(LAYOUTS[1:])})")
+
+
+def open_dataset(root: str | os.PathLike, layout: str = "auto") -> EvalDataset:
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidInputError(f"dataset folder '{root}' does not exist")
+    if layout not in LAYOUTS:
+        raise InvalidInputError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout == "paired":
+        return _paired(root)
+    if layout == "corne":
+        from ..data.readers import iter_corne
+
+        return _from_samples("corne", root, iter_corne(root))
+    if layout == "rord":
+        from ..data.readers import iter_rord
+
+        return _from_samples("rord", root, iter_rord(root))
+    if layout == "removalbench":
+        return _folder_triplets("removalbench", root, ("input", "image", "images"), ("mask", "masks"),
+                                ("gt", "target", "background"))
+    return _folder_triplets("omnipaint", root, ("images", "input"), ("masks", "mask"),
+                            ("gt", "background", "target"))

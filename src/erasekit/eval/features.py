@@ -1,0 +1,172 @@
+"""Loading the metric feature networks from local files, and the preprocessing each metric prescribes.
+
+Every loader takes an optional explicit path and otherwise resolves through :mod:`erasekit.eval.weights`; a missing
+file raises :class:`~erasekit.types.MissingWeightsError`, which the benchmark reports as "unavailable: <reason>".
+Hugging Face models are read with ``local_files_only=True`` and the preprocessing is done here with torch/PIL (the
+transformers "fast" image processors need torchvision), following each metric's reference code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..types import MissingWeightsError
+from . import weights as W
+from .networks import FIDInceptionV3, LPIPSAlex
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PathLike = str | os.PathLike | None
+
+
+def _torch_load(path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MissingWeightsError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass
+class Loaded:
+    """A loaded network with the weight records that produced it (for reports and cache keys)."""
+
+    model: Any
+    weights: list[W.ResolvedWeight]
+    settings: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        return "+".join(w.fingerprint for w in self.weights)
+
+
+def load_lpips(trunk: PathLike = None, heads: PathLike = None, *, device: str = "cpu") -> Loaded:
+    """LPIPS v0.1 (AlexNet). ``trunk``: torchvision's alexnet-owt file; ``heads``: lpips' v0.1 alex.pth."""
+    rt, rh = W.resolve("alexnet", trunk), W.resolve("lpips-alex-v0.1", heads)
+    try:
+        net = LPIPSAlex().load_weights(_torch_load(rt.path), _torch_load(rh.path))
+    except (KeyError, RuntimeError) as exc:
+        raise MissingWeightsError(f"LPIPS weights do not fit the AlexNet/v0.1 layout: {exc}") from None
+    return Loaded(net.to(device), [rt, rh], {"net": "alex", "version": "0.1", "input": "RGB in [-1, 1]"})
+
+
+def load_fid_inception(path: PathLike = None, *, device: str = "cpu") -> Loaded:
+    r = W.resolve("inception-fid", path)
+    try:
+        net = FIDInceptionV3().load_weights(_torch_load(r.path))
+    except (KeyError, RuntimeError) as exc:
+        raise MissingWeightsError(f"{r.path}: {exc}") from None
+    return Loaded(net.to(device), [r], fid_settings())
+
+
+def fid_settings() -> dict[str, Any]:
+    """What every report states about the FID features."""
+    return {"network": "TF Inception-v3 2015-12-05 (pt_inception layout), pool3 2048-d",
+            "resize": "TF1.x-compatible bilinear to 299x299 (align_corners=False, no half-pixel offset)",
+            "antialias": False, "input": "uint8 RGB, scaled (x-128)/128 after resizing"}
+
+
+def _hf_folder(key: str, path: PathLike) -> W.ResolvedWeight:
+    return W.resolve(key, path)
+
+
+def load_clip(key: str, path: PathLike = None, *, device: str = "cpu", with_text: bool = False) -> Loaded:
+    """A CLIP model from a local Hugging Face folder: vision tower with projection, or the full model (+tokenizer)."""
+    r = _hf_folder(key, path)
+    try:
+        import transformers
+
+        if with_text:
+            model = transformers.CLIPModel.from_pretrained(r.path, local_files_only=True)
+            tokenizer = transformers.CLIPTokenizer.from_pretrained(r.path, local_files_only=True)
+        else:
+            model = transformers.CLIPVisionModelWithProjection.from_pretrained(r.path, local_files_only=True)
+            tokenizer = None
+    except (OSError, ValueError) as exc:
+        raise MissingWeightsError(f"{r.path} is not a usable CLIP folder: {str(exc).splitlines()[0]}") from None
+    model = model.eval().requires_grad_(False).to(device)
+    vision = model.config.vision_config if with_text else model.config
+    return Loaded(model, [r], {"model": key, "image_size": vision.image_size}, {"tokenizer": tokenizer})
+
+
+def load_dinov2(path: PathLike = None, *, device: str = "cpu") -> Loaded:
+    r = _hf_folder("dinov2-giant", path)
+    try:
+        from transformers import Dinov2Model
+
+        model = Dinov2Model.from_pretrained(r.path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise MissingWeightsError(f"{r.path} is not a usable DINOv2 folder: {str(exc).splitlines()[0]}") from None
+    return Loaded(model.eval().requires_grad_(False).to(device), [r], {"model": "dinov2"})
+
+
+def load_sam(path: PathLike = None, *, device: str = "cpu") -> Loaded:
+    r = _hf_folder("sam-vit-huge", path)
+    try:
+        from transformers import SamModel
+        from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+
+        model = SamModel.from_pretrained(r.path, local_files_only=True)
+        processor = (SamImageProcessorPil.from_pretrained(r.path, local_files_only=True)
+                     if (r.path / "preprocessor_config.json").is_file() else SamImageProcessorPil())
+    except (OSError, ValueError) as exc:
+        raise MissingWeightsError(f"{r.path} is not a usable SAM folder: {str(exc).splitlines()[0]}") from None
+    return Loaded(model.eval().requires_grad_(False).to(device), [r], {"model": "sam"}, {"processor": processor})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Preprocessing
+# --------------------------------------------------------------------------------------------------------------------
+def to_uint8_tensor(images: np.ndarray | list[np.ndarray], device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 H×W×3 (or a list of same-size images) -> uint8 N×3×H×W."""
+    batch = np.stack(images) if isinstance(images, list) else (images[None] if images.ndim == 3 else images)
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(device)
+
+
+def clip_cmmd_pixels(images: list[np.ndarray], size: int, device="cpu") -> torch.Tensor:
+    """CMMD's preprocessing (Jayasumana et al. 2024 reference code): the whole image resized to size×size with
+    bicubic interpolation (no crop, no antialias), values in [0, 1], CLIP mean/std normalisation."""
+    out = []
+    for img in images:
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().to(device) / 255.0
+        out.append(F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=False))
+    x = torch.cat(out)
+    mean = torch.tensor(OPENAI_CLIP_MEAN, device=device)[None, :, None, None]
+    std = torch.tensor(OPENAI_CLIP_STD, device=device)[None, :, None, None]
+    return (x - mean) / std
+
+
+def clip_eval_pixels(crops: list[np.ndarray], size: int, device="cpu") -> torch.Tensor:
+    """OpenAI CLIP's own preprocessing (as used by Inst-Inpaint): PIL bicubic resize of the short side to ``size``,
+    centre crop size×size, CLIP mean/std."""
+    from PIL import Image
+
+    out = []
+    for crop in crops:
+        im = Image.fromarray(crop)
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        out.append(np.asarray(im, dtype=np.float32) / 255.0)
+    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device)
+    mean = torch.tensor(OPENAI_CLIP_MEAN, device=device)[None, :, None, None]
+    std = torch.tensor(OPENAI_CLIP_STD, device=device)[None, :, None, None]
+    return (x - mean) / std
+
+
+def imagenet_pixels(images: list[np.ndarray], device="cpu") -> torch.Tensor:
+    x = torch.from_numpy(np.stack(images).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(device)
+    mean = torch.tensor(IMAGENET_MEAN, device=device)[None, :, None, None]
+    std = torch.tensor(IMAGENET_STD, device=device)[None, :, None, None]
+    return (x - mean) / std
