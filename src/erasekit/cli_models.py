@@ -80,18 +80,26 @@ def models_command(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="erasekit backbones")
-    for col in ("preset", "hub id", "here", "from", "size", "used by"):
-        table.add_column(col)
+    table.add_column("preset", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("size", no_wrap=True)
+    table.add_column("used by")
+    table.add_column("hub id")
     for r in rows:
-        size = _human_size(r["size_bytes"]) if r["present"] else f"~{r['download_gb']:.1f} GB to download"
-        where = f"{r['source']}: {r['path']}" if r["present"] else f"erasekit download {r['name']}"
-        table.add_row(r["name"], r["hub_id"] + (" (gated)" if r["gated"] else ""), "yes" if r["present"] else "no",
-                      where, size, ", ".join(r["methods"]) or "-")
+        status = f"ok ({r['source']})" if r["present"] else "missing"
+        size = _human_size(r["size_bytes"]) if r["present"] else f"~{r['download_gb']:.1f} GB"
+        table.add_row(r["name"], status, size, ", ".join(r["methods"]) or "-",
+                      r["hub_id"] + (" (gated)" if r["gated"] else ""))
     console = Console()
     console.print(table)
-    root = models_dir()
-    console.print(f"searched: --model PATH, $ERASEKIT_MODELS_DIR ({root or 'unset'}), "
-                  f"Hugging Face cache ({hf_cache_dir()})", highlight=False)
+    for r in rows:
+        if r["present"]:
+            console.print(f"{r['name']}: {r['path']}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"{r['name']}: fetch with `erasekit download {r['name']}`", highlight=False,
+                          soft_wrap=True)
+    console.print(f"searched: --model PATH, $ERASEKIT_MODELS_DIR ({models_dir() or 'unset'}), "
+                  f"Hugging Face cache ({hf_cache_dir()})", highlight=False, soft_wrap=True)
 
 
 def download_command(

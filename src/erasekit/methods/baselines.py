@@ -116,8 +116,9 @@ class DiffusersInpaintRemover(Remover):
             raise InvalidInputError(f"guidance must be >= 0, got {guidance}")
         if not 0.0 < strength <= 1.0:
             raise InvalidInputError(f"strength must be in (0, 1], got {strength}")
-        if steps * strength < 1:
-            raise InvalidInputError(f"steps × strength must be >= 1 (got {steps} × {strength})")
+        if int(steps * strength) < 1:  # diffusers runs int(steps × strength) steps
+            raise InvalidInputError(f"steps × strength leaves no denoising step ({steps} × {strength}); "
+                                    f"raise steps or strength")
         progress = o.get("progress", self.progress)
         if progress is not None and not callable(progress):
             raise InvalidInputError("option 'progress' must be a callable progress(step, total)")
