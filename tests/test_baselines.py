@@ -90,9 +90,6 @@ def test_baseline_equals_diffusers_pipeline_exactly(name, tiny):
     total = steps_seen[-1][1]
     assert [s for s, _ in steps_seen] == list(range(1, total + 1)) and total >= 1
     assert result.method == name and result.metadata["remover"]["backbone"] == name
-    # same seed, same output; the remover is reusable
-    again = remover(RemovalRequest(image, mask, seed=3, hd_strategy="original", options={"steps": 2}))
-    assert np.array_equal(again.image, result.image)
 
 
 @pytest.fixture(scope="module")
