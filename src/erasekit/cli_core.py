@@ -117,8 +117,10 @@ def demo_command(
     """Remove objects from real photos bundled with scikit-image; writes before/after images and comparison.png."""
     from erasekit.demo import run_demo
 
-    console = Console()
+    console = Console(soft_wrap=True)
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
-    run_demo(out, method=method, photos=names, seed=seed,
-             report=lambda record: console.print(record.summary_line(), highlight=False))
-    console.print(f"comparison sheet: {out / 'comparison.png'}", highlight=False)
+    records = run_demo(out, method=method, photos=names, seed=seed,
+                       report=lambda record: console.print(record.summary_line(), highlight=False))
+    total = sum(r.seconds for r in records)
+    console.print(f"{len(records)} photos in {total:.1f} s; results in {out}/, side by side in "
+                  f"{out / 'comparison.png'}", highlight=False)

@@ -78,8 +78,8 @@ class DemoRecord:
     files: dict[str, Path] = field(default_factory=dict)
 
     def summary_line(self) -> str:
-        return (f"{self.photo:<10} {self.method:<11} {self.seconds:6.2f}s  removed {', '.join(self.objects)} "
-                f"({100 * self.masked_fraction:.1f}% of the image) -> {self.files['result']}")
+        return (f"{self.photo:<10} {self.method:<11} {self.seconds:6.2f} s  {', '.join(self.objects)} "
+                f"({100 * self.masked_fraction:.1f}% of the image)")
 
 
 def demo_photos() -> list[DemoPhoto]:
