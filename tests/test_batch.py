@@ -253,3 +253,15 @@ def test_resume_after_sigkill_loses_and_corrupts_nothing(tmp_path):
     assert third.counts == {"ok": 0, "skipped": 8, "failed": 0} and third.exit_code == 0
     assert {name: (out / name).stat().st_mtime_ns for name in names} == stamps
     assert [json.loads(line)["status"] for line in (out / REPORT_NAME).read_text().splitlines()] == ["skipped"] * 8
+
+
+def test_outputs_keep_the_input_format_and_masks_may_use_the_mask_suffix(tmp_path):
+    images, masks = _write_set(tmp_path, 2, 48, 12, ext=".jpg")
+    for mask in masks.iterdir():  # photo.jpg <- photo_mask.png
+        mask.rename(mask.with_name(f"{mask.stem}_mask.png"))
+    summary = run_batch([str(images / "*.jpg")], masks, tmp_path / "out", method="telea", progress=False)
+    assert summary.counts["ok"] == 2
+    for record in summary.records:
+        assert Path(record.mask).name.endswith("_mask.png")
+        with Image.open(record.output) as written:
+            assert written.format == "JPEG" and written.size == (48, 48)
