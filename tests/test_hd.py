@@ -92,7 +92,7 @@ def test_resize_scales_long_side_to_the_limit_with_a_conservative_mask():
     mask = np.zeros((400, 1000), np.float32)
     mask[200, 500] = 1  # one pixel must survive the 4× downscale
     run_strategy(image, mask, fn, HDStrategy("resize", resize_limit=250), c)
-    seen_image, seen_mask = fn.calls[0]
+    _, seen_mask = fn.calls[0]
     assert seen_mask.shape == (100, 250)
     assert seen_mask.sum() >= 1
     # Small images are not upscaled.

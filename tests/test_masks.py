@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -254,7 +256,7 @@ def test_stroke_contains_its_points_and_stays_near_the_line(points, radius):
     q = np.stack([xs, ys], 1).astype(float)
     pts = np.asarray(points, float)
     dist = np.linalg.norm(q - pts[0], axis=1)
-    for a, b in zip(pts[:-1], pts[1:]):
+    for a, b in itertools.pairwise(pts):
         ab = b - a
         t = np.clip(((q - a) @ ab) / max(float(ab @ ab), 1e-12), 0, 1)
         dist = np.minimum(dist, np.linalg.norm(q - (a + t[:, None] * ab), axis=1))

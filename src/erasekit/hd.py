@@ -14,8 +14,9 @@ outside it are bit-identical to the input. ``feather`` softens the paste inside 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Literal
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -55,7 +56,7 @@ class HDStrategy:
             raise InvalidInputError("HD strategy sizes must be positive (resize_limit >= 8, margin/feather >= 0)")
 
     @classmethod
-    def parse(cls, value: "HDStrategy | str | dict | None") -> "HDStrategy":
+    def parse(cls, value: HDStrategy | str | dict | None) -> HDStrategy:
         """Accept an HDStrategy, a name (``"crop"``), ``"resize:1024"`` / ``"crop:64"`` or a dict of fields."""
         if value is None:
             return cls()

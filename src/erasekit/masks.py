@@ -11,8 +11,8 @@ occupancy "OG" / nearest "HM" / Gaussian "SM" targets) · drawing (strokes, poly
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -84,21 +84,21 @@ class Box:
     def area(self) -> int:
         return max(self.height, 0) * max(self.width, 0)
 
-    def expand(self, margin: int, shape: tuple[int, int]) -> "Box":
+    def expand(self, margin: int, shape: tuple[int, int]) -> Box:
         """Grow by ``margin`` on every side, clipped to an image of ``shape`` (H, W)."""
         h, w = shape
         return Box(max(self.top - margin, 0), max(self.left - margin, 0), min(self.bottom + margin, h),
                    min(self.right + margin, w))
 
-    def union(self, other: "Box") -> "Box":
+    def union(self, other: Box) -> Box:
         return Box(min(self.top, other.top), min(self.left, other.left), max(self.bottom, other.bottom),
                    max(self.right, other.right))
 
-    def intersects(self, other: "Box") -> bool:
+    def intersects(self, other: Box) -> bool:
         return not (self.bottom <= other.top or other.bottom <= self.top or self.right <= other.left
                     or other.right <= self.left)
 
-    def iou(self, other: "Box") -> float:
+    def iou(self, other: Box) -> float:
         inter = Box(max(self.top, other.top), max(self.left, other.left), min(self.bottom, other.bottom),
                     min(self.right, other.right))
         i = inter.area if inter.height > 0 and inter.width > 0 else 0
@@ -125,7 +125,7 @@ def connected_components(mask: np.ndarray, *, connectivity: int = 2) -> tuple[np
 
 def component_boxes(mask: np.ndarray, *, connectivity: int = 2) -> list[Box]:
     """Tight boxes of each connected component, largest area first."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats(_nonzero_u8(mask),
+    _, _, stats, _ = cv2.connectedComponentsWithStats(_nonzero_u8(mask),
                                                           connectivity=8 if connectivity == 2 else 4,
                                                           ltype=cv2.CV_32S)
     boxes = [Box(int(y), int(x), int(y + h), int(x + w)) for x, y, w, h in stats[1:, :4]]  # row 0: background
@@ -264,7 +264,7 @@ def _points_xy(points, what: str) -> np.ndarray:
     return np.rint(pts).astype(np.int32)
 
 
-def stroke_to_mask(points, radius: int, shape: Sequence[int]) -> np.ndarray:
+def stroke_to_mask(points, radius: float, shape: Sequence[int]) -> np.ndarray:
     """A scribble: the polyline through ``points`` ((x, y) pixel coordinates) drawn with a round brush.
 
     The one-pixel polyline (OpenCV) dilated by a Euclidean disk of ``radius``: every pixel within ``radius`` of a
@@ -278,7 +278,7 @@ def stroke_to_mask(points, radius: int, shape: Sequence[int]) -> np.ndarray:
     if radius < 0:
         raise InvalidInputError(f"stroke radius must be >= 0, got {radius}")
     pts = _points_xy(points, "stroke")
-    r = int(round(radius))
+    r = round(radius)
     # Draw on a canvas padded by r so brush disks centred just outside the image still reach into it.
     canvas = np.zeros((h + 2 * r, w + 2 * r), np.uint8)
     cv2.polylines(canvas, [(pts + r).reshape(-1, 1, 2)], isClosed=False, color=1, thickness=1,
@@ -366,7 +366,7 @@ def expand(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float,
     area = float(_hard_uint8(m).sum())
     if area == 0:
         return m.copy()
-    pixels = max(1, int(round(_span(rng, fraction) * np.sqrt(area / np.pi))))
+    pixels = max(1, round(_span(rng, fraction) * np.sqrt(area / np.pi)))
     return np.maximum(dilate(m, pixels), m)
 
 
@@ -386,7 +386,7 @@ def punch_holes(mask: np.ndarray, rng: np.random.Generator, *, count: tuple[int,
     holes = np.zeros_like(hard)
     for _ in range(n):
         k = int(rng.integers(len(ys)))
-        r = max(1, int(round(_span(rng, radius_fraction) * big_r)))
+        r = max(1, round(_span(rng, radius_fraction) * big_r))
         cv2.circle(holes, (int(xs[k]), int(ys[k])), r, 1, thickness=-1)
     out = m * (1 - holes)
     return out.astype(np.float32) if out.any() else m.copy()
@@ -403,8 +403,8 @@ def shift(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, 
     if len(ys) == 0:
         return m.copy()
     bh, bw = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    dy = int(round(_span(rng, fraction) * bh)) * int(rng.choice((-1, 1)))
-    dx = int(round(_span(rng, fraction) * bw)) * int(rng.choice((-1, 1)))
+    dy = round(_span(rng, fraction) * float(bh)) * int(rng.choice((-1, 1)))
+    dx = round(_span(rng, fraction) * float(bw)) * int(rng.choice((-1, 1)))
     if dy == 0 and dx == 0:
         dx = int(rng.choice((-1, 1)))
     # order=0 with an integer offset is an exact copy of the values (no interpolation).
