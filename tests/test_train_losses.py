@@ -122,3 +122,27 @@ def test_r1_matches_definition_on_tiny_patch_head():
     got.backward()
     weights = [p for n, p in heads[0].named_parameters() if n.endswith("weight.original")]
     assert len(weights) == 2 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
+
+
+def test_lpips_vgg_loads_published_layout_and_is_a_distance(tmp_path, monkeypatch):
+    from erasekit.train.perceptual import LPIPSVGG, load_lpips_vgg
+    from erasekit.types import MissingWeightsError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("ERASEKIT_WEIGHTS_DIR", raising=False)
+    with pytest.raises(MissingWeightsError, match="vgg16-397923af.pth"):
+        load_lpips_vgg()
+    # a VGG16 trunk file in torchvision's key layout (random values) loads with the bundled lpips heads
+    torch.manual_seed(0)
+    trunk = tmp_path / "vgg16-397923af.pth"
+    torch.save({f"features.{k}": v for k, v in LPIPSVGG().net.features.state_dict().items()}, trunk)
+    try:
+        lpips = load_lpips_vgg(trunk=trunk)
+    except MissingWeightsError:
+        pytest.skip("no installed package bundles the lpips v0.1 VGG heads")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    y = (x + 0.3 * torch.randn_like(x)).requires_grad_(True)
+    assert lpips.distance(x, x).abs().max() < 1e-6
+    d = lpips(y, x)
+    d.backward()
+    assert d > 0 and y.grad.abs().sum() > 0 and all(p.grad is None for p in lpips.parameters())

@@ -1,0 +1,48 @@
+"""``erasekit train osor --config FILE.yaml``: OSOR Phase I / II training from a YAML config.
+
+``--config`` takes a file or the name of a packaged config (``osor_sdxl_phase1``, ``osor_sdxl_phase2``,
+``osor_flux_phase1``, ``osor_flux_phase2``); ``--set KEY=VALUE`` overrides any field (dotted for sections, e.g.
+``--set optim.lr_generator=2e-5 --set data.path=/data/corne``). A run resumes from the newest checkpoint in its
+output folder. Multi-GPU: ``accelerate launch -m erasekit train osor --config ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+train_app = typer.Typer(help="Train removal models (OSOR Phase I / II).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
+
+
+@train_app.command("osor")
+def osor_command(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config file or packaged config name"),
+    overrides: list[str] = typer.Option(None, "--set", help="override a setting: KEY=VALUE (dotted keys)"),
+    output_dir: str | None = typer.Option(None, "--output-dir", "-o", help="where checkpoints and weights go"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="optimizer steps (default: the paper's)"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+) -> None:
+    """Train OSOR (one phase, one backbone); writes erasekit-format weights to OUTPUT/osor."""
+    from .config import load_config, packaged_config, parse_overrides
+
+    path = Path(config).expanduser()
+    if not path.is_file() and not config.endswith((".yaml", ".yml")):
+        path = packaged_config(config)
+    extra = parse_overrides(list(overrides or []))
+    if output_dir is not None:
+        extra["output_dir"] = output_dir
+    if max_steps is not None:
+        extra["max_steps"] = max_steps
+    cfg = load_config(path, extra)
+    from .osor import train_osor
+
+    result = train_osor(cfg, progress=not no_progress)
+    Console(stderr=True).print(f"OSOR {cfg.backbone} phase {cfg.phase}: step {result.step}"
+                               f"{f' (resumed from {result.resumed_from})' if result.resumed_from else ''}; "
+                               f"weights {result.weights_dir}; metrics {result.metrics_path}", highlight=False)

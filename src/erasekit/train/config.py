@@ -1,0 +1,235 @@
+"""OSOR training configuration: pydantic models loadable from YAML; defaults are the paper's (App. B.1, B.6).
+
+``erasekit train osor --config FILE.yaml [--set key.sub=value ...]``. The packaged configs
+(``erasekit/configs/osor_{sdxl,flux}_phase{1,2}.yaml``) spell out every paper setting; fields left out of a YAML file
+take the per-backbone/per-phase defaults resolved in :meth:`OsorTrainConfig.resolved`:
+
+=====================  =====================  =====================
+setting                SDXL-Inpainting        FLUX Fill
+=====================  =====================  =====================
+LoRA rank (= alpha)    256 (+convs, proj)     64
+L1 / LPIPS weight      0.25 / 5               0.5 / 3
+adversarial / R1       0.3 / 60000            0.3 / 60000
+BCE / Dice (Phase II)  1 / 2                  1 / 2
+noise level            t = 400                s = 0.4
+resize rule            short side 512, ↑16    long side ≤ 1024, ↓16
+global batch           16 (4 GPUs × 4)        16 (8 GPUs × 2)
+learning rate G / D    1e-5 / 1e-5            1e-5 / 1e-5
+steps                  15K (I), 5K (II)       15K (I), 5K (II)
+=====================  =====================  =====================
+
+The optimiser's other settings (AdamW β, ε, weight decay, clipping) are not given in the paper; we use AdamW with
+β = (0.9, 0.999), ε = 1e-8, no weight decay and gradient clipping at 1.0, and say so in the configs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..types import InvalidInputError
+
+Backbone = Literal["sdxl", "flux"]
+PAPER_STEPS = {1: 15000, 2: 5000}
+PAPER_PER_DEVICE_BATCH = {"sdxl": 4, "flux": 2}   # global 16 on 4 (SDXL) / 8 (FLUX) A100s
+PAPER_RANK = {"sdxl": 256, "flux": 64}
+PAPER_TIMESTEP = {"sdxl": 400.0, "flux": 0.4}
+PAPER_RESOLUTION = {"sdxl": 512, "flux": 1024}
+PROMPT = "Remove the instance of object"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """A paired dataset folder (``manifest.jsonl``, see :mod:`erasekit.data.paired`)."""
+
+    path: str
+    resolution: int | None = Field(None, description="target of the backbone's resize rule (SDXL short side 512, "
+                                                      "FLUX long-side cap 1024)")
+    flip_p: float = 0.5
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    phase2_only: bool | None = Field(None, description="train only on the effect-heavy subset (default: Phase II)")
+    num_workers: int = 0
+
+
+class LoraSettings(_Strict):
+    rank: int | None = None                 # 256 SDXL / 64 FLUX
+    alpha: float | None = None              # lora_alpha = rank
+    init: Literal["gaussian", "default"] = "gaussian"
+    target_modules: list[str] | None = None  # default: the authors' targets (erasekit.methods.osor_weights)
+
+
+class OptimConfig(_Strict):
+    lr_generator: float = 1e-5
+    lr_discriminator: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+
+
+class DiscriminatorConfig(_Strict):
+    trunk: str = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
+    norm_eps: float = 1e-5                   # timm's convnext_xxlarge LayerNorm eps
+    hidden: int = 512
+    targets: Literal["occupancy", "hard", "soft"] = "occupancy"   # Table 3: OG (paper), HM, SM
+    sigma: float = 1.0                       # SM bandwidth in grid cells
+
+
+class LossConfig(_Strict):
+    l1: float | None = None                  # 0.25 SDXL / 0.5 FLUX
+    perceptual: float | None = None          # 5 SDXL / 3 FLUX
+    adversarial: float = 0.3
+    r1: float = 60000.0
+    bce: float = 1.0
+    dice: float = 2.0
+    lpips_trunk: str | None = None           # torchvision vgg16-397923af.pth (default: searched locally)
+    lpips_heads: str | None = None           # lpips v0.1 vgg.pth (default: searched locally)
+
+
+class OsorTrainConfig(_Strict):
+    backbone: Backbone
+    phase: Literal[1, 2]
+    model: str = Field(description="diffusers checkpoint: a local folder, a preset name or a Hub id")
+    output_dir: str
+    data: DataConfig
+    init_weights: str | None = Field(None, description="Phase II: the Phase I checkpoint to start from")
+    lora: LoraSettings = LoraSettings()
+    optim: OptimConfig = OptimConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    loss: LossConfig = LossConfig()
+    max_steps: int | None = None             # 15K Phase I, 5K Phase II
+    global_batch_size: int = 16
+    per_device_batch_size: int | None = None  # 4 SDXL / 2 FLUX; accumulation fills the rest
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
+    timestep: float | None = None            # t = 400 (SDXL) / s = 0.4 (FLUX)
+    prompt: str = PROMPT
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    report_to: list[str] = Field(default_factory=list, description="accelerate trackers, e.g. [tensorboard]")
+    gradient_checkpointing: bool = True
+    allow_download: bool = False
+    device: str | None = None                # None: accelerate's choice; "cpu" forces CPU
+
+    @model_validator(mode="after")
+    def _check(self) -> "OsorTrainConfig":
+        if self.global_batch_size < 1 or (self.per_device_batch_size is not None and self.per_device_batch_size < 1):
+            raise ValueError("batch sizes must be >= 1")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("log_every and checkpoint_every must be >= 1")
+        return self
+
+    def resolved(self) -> "OsorTrainConfig":
+        """A copy with every per-backbone/per-phase default filled in (what the trainer runs and records)."""
+        b = self.backbone
+        data = self.data.model_copy(update={
+            "resolution": self.data.resolution or PAPER_RESOLUTION[b],
+            "phase2_only": self.phase == 2 if self.data.phase2_only is None else self.data.phase2_only})
+        rank = self.lora.rank or PAPER_RANK[b]
+        lora = self.lora.model_copy(update={"rank": rank, "alpha": self.lora.alpha or float(rank)})
+        loss = self.loss.model_copy(update={
+            "l1": self.loss.l1 if self.loss.l1 is not None else {"sdxl": 0.25, "flux": 0.5}[b],
+            "perceptual": self.loss.perceptual if self.loss.perceptual is not None else {"sdxl": 5.0, "flux": 3.0}[b]})
+        return self.model_copy(update={
+            "data": data, "lora": lora, "loss": loss,
+            "max_steps": self.max_steps or PAPER_STEPS[self.phase],
+            "per_device_batch_size": self.per_device_batch_size or min(PAPER_PER_DEVICE_BATCH[b],
+                                                                       self.global_batch_size),
+            "timestep": self.timestep if self.timestep is not None else PAPER_TIMESTEP[b]})
+
+    def accumulation_steps(self, num_processes: int) -> int:
+        """Gradient-accumulation steps so that per-device batch × processes × steps = the global batch."""
+        per_step = (self.per_device_batch_size or 1) * num_processes
+        if self.global_batch_size % per_step:
+            raise InvalidInputError(f"global batch {self.global_batch_size} is not a multiple of per-device batch "
+                                    f"{self.per_device_batch_size} × {num_processes} processes")
+        return self.global_batch_size // per_step
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise InvalidInputError(f"cannot set {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr_generator=2e-5", "max_steps=10"]`` -> a nested dict (values parsed as YAML scalars)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"override {item!r} is not KEY=VALUE")
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    return f"{where}: {err['msg']}" + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> OsorTrainConfig:
+    """Read a YAML config, apply ``overrides`` and validate. Errors are one-line :class:`InvalidInputError`s.
+
+    Relative ``data.path`` / ``model`` / ``init_weights`` are taken relative to the config file's folder when they
+    exist there (a config beside its data), else relative to the working directory, like ``output_dir``."""
+    path = Path(path).expanduser()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"config {path} must be a mapping of settings")
+    raw = _merge(raw, overrides or {})
+    try:
+        config = OsorTrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInputError(f"config {path}: {_first_error(exc)}") from None
+    return _relative_to(config, path.parent)
+
+
+def _relative_to(config: OsorTrainConfig, folder: Path) -> OsorTrainConfig:
+    def fix(value: str | None) -> str | None:
+        if value is None or Path(value).expanduser().is_absolute():
+            return value
+        candidate = folder / value
+        return str(candidate) if candidate.exists() else value
+
+    data = config.data.model_copy(update={"path": fix(config.data.path)})
+    return config.model_copy(update={"data": data, "model": fix(config.model), "init_weights": fix(config.init_weights)})
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped with erasekit (``osor_sdxl_phase1`` ...)."""
+    from importlib.resources import files
+
+    path = Path(str(files("erasekit") / "configs" / f"{name.removesuffix('.yaml')}.yaml"))
+    if not path.is_file():
+        raise InvalidInputError(f"no packaged config {name!r}")
+    return path
+
+
+__all__ = ["DataConfig", "DiscriminatorConfig", "LoraSettings", "LossConfig", "OptimConfig", "OsorTrainConfig",
+           "PROMPT", "load_config", "packaged_config", "parse_overrides"]
