@@ -214,8 +214,11 @@ def test_gaussian_grid_is_blurred_nearest_grid():
     hm = M.nearest_grid(m, (8, 8))
     assert set(np.unique(hm)) == {0.0, 1.0}
     sm = M.gaussian_grid(m, (8, 8), sigma=1.0)
-    # SciPy's 'nearest' border = repeat the edge cell; truncate=4 sigma with the same kernel radius as OpenCV's.
-    np.testing.assert_allclose(sm, gaussian_filter(hm, 1.0, mode="nearest", truncate=3.0), atol=2e-3)
+    # SciPy's 'nearest' border repeats the edge cell; OpenCV's float kernel spans 4 sigma, like truncate=4.
+    np.testing.assert_allclose(sm, gaussian_filter(hm, 1.0, mode="nearest", truncate=4.0), atol=1e-6)
+    hm16 = M.nearest_grid(m, (16, 16))
+    np.testing.assert_allclose(M.gaussian_grid(m, (16, 16), sigma=2.5),
+                               gaussian_filter(hm16, 2.5, mode="nearest", truncate=4.0), atol=1e-6)
     assert np.array_equal(M.gaussian_grid(m, (8, 8), sigma=0), hm)
     assert 0 < sm[0, 2] < 1  # boundary cells become soft
     with pytest.raises(ValueError):
