@@ -28,6 +28,8 @@ COMMAND_MODULES: list[str] = [
     "erasekit.server.cli",
     "erasekit.methods.osor_cli",
     "erasekit.eval.cli",
+    "erasekit.train.cli",
+    "erasekit.data.cli",
 ]
 
 _state = {"debug": False}

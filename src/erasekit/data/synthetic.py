@@ -73,8 +73,8 @@ class SceneConfig:
     object_radius: tuple[float, float] = (0.12, 0.2)
     crop_fraction: tuple[float, float] = (0.35, 0.9)
     shadow_strength: tuple[float, float] = (0.4, 0.7)
-    shadow_squash: tuple[float, float] = (0.25, 0.5)
-    shadow_shear: tuple[float, float] = (0.8, 1.6)
+    shadow_squash: tuple[float, float] = (0.2, 0.45)
+    shadow_shear: tuple[float, float] = (0.5, 1.3)
     shadow_blur: tuple[float, float] = (0.01, 0.03)
     reflection_strength: tuple[float, float] = (0.35, 0.6)
     reflection_length: tuple[float, float] = (0.5, 1.0)  # fade length as a fraction of the object height
