@@ -288,9 +288,13 @@ class OsorTrainer:
         self.engine.release_text_encoders()
 
         # discriminator, targets, perceptual loss
-        self.disc = discriminator or OccupancyDiscriminator(
-            ConvNextTrunk.from_openclip(cfg.discriminator.trunk, norm_eps=cfg.discriminator.norm_eps,
-                                        allow_download=cfg.allow_download), hidden=cfg.discriminator.hidden)
+        if discriminator is None:
+            trunk = ConvNextTrunk.from_openclip(cfg.discriminator.trunk, norm_eps=cfg.discriminator.norm_eps,
+                                                allow_download=cfg.allow_download)
+            with torch.random.fork_rng(devices=[]):  # the heads' initialisation depends on the seed only
+                torch.manual_seed(cfg.seed)
+                discriminator = OccupancyDiscriminator(trunk, hidden=cfg.discriminator.hidden)
+        self.disc = discriminator
         self.disc.to(self.device)
         self.disc.trunk.to(dtype=weight_dtype)
         self.targets = PatchTargets(cfg.discriminator.targets, cfg.discriminator.sigma)

@@ -1,0 +1,168 @@
+"""OSOR trainer on tiny models: what is trained, Phase II from Phase I, CLI end to end, exact resume, inference load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("peft")
+pytest.importorskip("accelerate")
+
+from erasekit.testing import TinyCheckpoints  # noqa: E402
+from erasekit.train.config import OsorTrainConfig, load_config  # noqa: E402
+from erasekit.train.osor import OsorTrainer, collate_common_size, latest_checkpoint, train_osor  # noqa: E402
+from erasekit.train.tiny import TinyPerceptual, write_tiny_openclip_convnext  # noqa: E402
+from erasekit.types import InvalidInputError  # noqa: E402
+
+SIZE = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny convolutions are far slower with 2 threads on a loaded 2-core machine; restore afterwards.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from erasekit.data.synthetic import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("osor-train")
+    model = TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny").path("sdxl-inpaint")
+    data = generate_synthetic_dataset(root / "data", 4, size=SIZE, seed=0)
+    trunk = write_tiny_openclip_convnext(root / "trunk")
+    return {"root": root, "model": model, "data": data, "trunk": trunk}
+
+
+def tiny_settings(env, output_dir: Path, **extra) -> dict:
+    settings = {
+        "backbone": "sdxl", "phase": 1, "model": str(env["model"]), "output_dir": str(output_dir),
+        "data": {"path": str(env["data"]), "resolution": SIZE, "phase2_only": False},
+        "lora": {"rank": 4}, "discriminator": {"trunk": str(env["trunk"]), "hidden": 8},
+        "loss": {"perceptual": 0.0}, "max_steps": 2, "global_batch_size": 2, "per_device_batch_size": 1,
+        "mixed_precision": "no", "device": "cpu", "gradient_checkpointing": False, "log_every": 1,
+        "checkpoint_every": 1,
+    }
+    for key, value in extra.items():
+        settings[key] = {**settings[key], **value} if isinstance(value, dict) else value
+    return settings
+
+
+# --------------------------------------------------------------------------------------------------------------------
+def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_path):
+    from erasekit.methods.osor_weights import load_osor_weights
+    from erasekit.testing_osor import write_tiny_osor_weights
+
+    phase1 = write_tiny_osor_weights("sdxl", tmp_path / "tiny_phase1.pth", phase=1, rank=4)
+    cfg = OsorTrainConfig(**tiny_settings(env, tmp_path / "out", phase=2, init_weights=str(phase1),
+                                          loss={"perceptual": 5.0}))
+    trainer = OsorTrainer(cfg, perceptual_loss=TinyPerceptual())
+    unet = trainer.denoiser
+
+    # Phase II starts from Phase I: LoRA values and the native head rows are the Phase I weights
+    ref = load_osor_weights(phase1, "sdxl")
+    module = dict(unet.named_modules())
+    for key, value in ref.lora.items():
+        name, part = key.rsplit(".", 2)[0], key.rsplit(".", 2)[1]
+        torch.testing.assert_close(getattr(module[name], part)["osor"].weight.detach(), value)
+    assert unet.conv_out.out_channels == 5
+    torch.testing.assert_close(unet.conv_out.weight[:4].detach(), ref.head["weight"])
+    assert all(p.dtype == torch.float32 for p in trainer.trainable)
+
+    batch = collate_common_size([trainer._loader(0).dataset[(0, i)] for i in range(2)])
+    logs = trainer._micro_step(batch, step=0, micro=0)
+    assert {"l1", "lpips", "adv", "bce", "dice", "loss_d", "r1"} <= set(logs)
+
+    trained = {n for n, p in unet.named_parameters() if p.requires_grad}
+    assert trained and all(".osor." in n or n.startswith("conv_out.") for n in trained)
+    for name, p in unet.named_parameters():
+        if name in trained:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            if ".lora_B." in name or name.startswith("conv_out."):
+                assert p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    assert unet.conv_out.weight.grad[4].abs().sum() > 0          # the alpha channel learns
+    assert all(p.grad is None for p in trainer.vae.parameters())
+    assert all(p.grad is None for p in trainer.disc.trunk.parameters())
+    for name, p in trainer.disc.heads.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_cli_train_resume_and_load_for_inference(env, tmp_path):
+    from erasekit import load_remover
+    from erasekit.cli import main
+
+    out = tmp_path / "run"
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_settings(env, out)))
+
+    # an interrupted run: stopped after step 1 (its checkpoint is complete, the final weights are not written)
+    first = train_osor(load_config(config_file), stop_after=1, progress=False)
+    assert first.step == 1 and latest_checkpoint(out).name == "step-0000001"
+    assert not (out / "osor").exists()
+
+    # the CLI picks it up and continues from the saved step
+    assert main(["train", "osor", "--config", str(config_file), "--no-progress"]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    assert latest_checkpoint(out).name == "step-0000002"
+
+    # the resumed run ends exactly where an uninterrupted run ends
+    straight = train_osor(load_config(config_file, {"output_dir": str(tmp_path / "straight")}), progress=False)
+    assert straight.resumed_from == 0 and straight.step == 2
+    from safetensors.torch import load_file
+
+    resumed = load_file(str(out / "osor" / "osor_weights.safetensors"))
+    uninterrupted = load_file(str(tmp_path / "straight" / "osor" / "osor_weights.safetensors"))
+    assert resumed.keys() == uninterrupted.keys()
+    for key in resumed:
+        torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=0, atol=1e-6, msg=key)
+    initial = load_file(str(first.output_dir / "checkpoints" / "step-0000001" / "osor" / "osor_weights.safetensors"))
+    assert any(not torch.equal(initial[k], resumed[k]) for k in resumed)  # step 2 changed the weights
+
+    # the checkpoint is in the inference method's format
+    remover = load_remover("osor-sdxl", model=str(env["model"]), weights=str(out / "osor"), device="cpu")
+    assert remover.describe()["phase"] == 1 and remover.load_report.lora_modules > 0
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    mask = np.zeros((SIZE, SIZE), np.float32)
+    mask[8:20, 8:20] = 1
+    result = remover(__import__("erasekit").types.RemovalRequest(image=image, mask=mask))
+    assert result.image.shape == image.shape
+    np.testing.assert_array_equal(result.image[mask == 0][:10], image[mask == 0][:10])
+
+
+def test_config_errors_are_one_line(tmp_path, env):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**tiny_settings(env, tmp_path), "phase": 3}))
+    with pytest.raises(InvalidInputError, match="phase"):
+        load_config(bad)
+    cfg = OsorTrainConfig(**tiny_settings(env, tmp_path, global_batch_size=3, per_device_batch_size=2))
+    with pytest.raises(InvalidInputError, match="global batch"):
+        cfg.resolved().accumulation_steps(1)
+
+
+def test_packaged_configs_equal_the_paper():
+    from erasekit.train.config import packaged_config
+
+    expect = {"sdxl": (256, 0.25, 5.0, 4, 400.0, 512), "flux": (64, 0.5, 3.0, 2, 0.4, 1024)}
+    for backbone in ("sdxl", "flux"):
+        for phase, steps in ((1, 15000), (2, 5000)):
+            c = load_config(packaged_config(f"osor_{backbone}_phase{phase}")).resolved()
+            rank, l1, per, pdb, t, res = expect[backbone]
+            assert (c.lora.rank, c.lora.alpha, c.loss.l1, c.loss.perceptual, c.per_device_batch_size, c.timestep,
+                    c.data.resolution, c.max_steps) == (rank, rank, l1, per, pdb, t, res, steps)
+            assert (c.loss.adversarial, c.loss.r1, c.loss.bce, c.loss.dice) == (0.3, 60000.0, 1.0, 2.0)
+            assert (c.optim.lr_generator, c.optim.lr_discriminator, c.global_batch_size) == (1e-5, 1e-5, 16)
+            assert c.discriminator.targets == "occupancy" and c.discriminator.trunk.startswith("laion/CLIP-convnext")
+            assert (c.init_weights is not None) == (phase == 2)
