@@ -167,6 +167,9 @@ class OsorEngine(ABC):
                                             "encoded; load the pipeline with its text encoders")
                 import torch
 
+                for name in ("text_encoder", "text_encoder_2"):  # no dropout in the fixed embedding
+                    if getattr(self.pipe, name, None) is not None:
+                        getattr(self.pipe, name).eval()
                 with torch.no_grad():
                     _PROMPT_CACHE[key] = {k: v.to(self.dtype) for k, v in self._encode_prompt().items()}
             return _PROMPT_CACHE[key]

@@ -192,7 +192,15 @@ def split_state_dict(state: dict[str, torch.Tensor], backbone: Backbone | None =
             head[key.split(".", 1)[1]] = value
         else:
             other[raw] = value
-    backbone = backbone or _guess_backbone(raw_keys, head)
+    try:
+        guessed: Backbone | None = _guess_backbone(raw_keys, head)
+    except InvalidInputError:
+        if backbone is None:
+            raise
+        guessed = None
+    if backbone is not None and guessed is not None and guessed != backbone:
+        raise InvalidInputError(f"{source or 'these weights'} holds OSOR weights for {guessed}, not {backbone}")
+    backbone = backbone or guessed
     rank, pattern = _ranks(lora)
     return OsorWeights(backbone=backbone, phase=_phase_from_head(backbone, head), rank=rank, lora_alpha=float(rank),
                        lora=lora, head=head, other=other, rank_pattern=pattern, source=source,
