@@ -11,12 +11,12 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from erasekit.backbones import device as D  # noqa: E402
-from erasekit.backbones import latents as L  # noqa: E402
-from erasekit.backbones import presets as P  # noqa: E402
-from erasekit.backbones import schedule as S  # noqa: E402
-from erasekit.testing import TinyCheckpoints, tiny_pipeline  # noqa: E402
-from erasekit.types import InvalidInputError, MissingWeightsError  # noqa: E402
+from erasekit.backbones import device as D
+from erasekit.backbones import latents as L
+from erasekit.backbones import presets as P
+from erasekit.backbones import schedule as S
+from erasekit.testing import TinyCheckpoints, tiny_pipeline
+from erasekit.types import InvalidInputError, MissingWeightsError
 
 
 @pytest.fixture(scope="session")

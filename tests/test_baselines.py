@@ -10,13 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-import erasekit  # noqa: E402
-from erasekit.backbones import presets as P  # noqa: E402
-from erasekit.cli import main  # noqa: E402
-from erasekit.hd import paste_back  # noqa: E402
-from erasekit.methods.baselines import REMOVAL_NEGATIVE_PROMPT, REMOVAL_PROMPT  # noqa: E402
-from erasekit.testing import TinyCheckpoints  # noqa: E402
-from erasekit.types import InvalidInputError, MissingWeightsError, RemovalRequest  # noqa: E402
+import erasekit
+from erasekit.backbones import presets as P
+from erasekit.cli import main
+from erasekit.hd import paste_back
+from erasekit.methods.baselines import REMOVAL_NEGATIVE_PROMPT, REMOVAL_PROMPT
+from erasekit.testing import TinyCheckpoints
+from erasekit.types import InvalidInputError, MissingWeightsError, RemovalRequest
 
 PIPELINES = {"sd15-inpaint": "StableDiffusionInpaintPipeline", "sd2-inpaint": "StableDiffusionInpaintPipeline",
              "sdxl-inpaint": "StableDiffusionXLInpaintPipeline", "flux-fill": "FluxFillPipeline"}
@@ -65,10 +65,10 @@ def _direct(name, path, image, mask, *, steps, seed):
     pipe = getattr(diffusers, PIPELINES[name]).from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
     guidance, strength = DEFAULTS[name]
-    kwargs = dict(prompt=REMOVAL_PROMPT, image=Image.fromarray(image),
-                  mask_image=Image.fromarray((mask * 255).astype(np.uint8)), height=image.shape[0],
-                  width=image.shape[1], num_inference_steps=steps, guidance_scale=guidance, strength=strength,
-                  generator=torch.Generator().manual_seed(seed))
+    kwargs = {"prompt": REMOVAL_PROMPT, "image": Image.fromarray(image),
+              "mask_image": Image.fromarray((mask * 255).astype(np.uint8)), "height": image.shape[0],
+              "width": image.shape[1], "num_inference_steps": steps, "guidance_scale": guidance,
+              "strength": strength, "generator": torch.Generator().manual_seed(seed)}
     if name != "flux-fill":
         kwargs["negative_prompt"] = REMOVAL_NEGATIVE_PROMPT
     return np.asarray(pipe(**kwargs).images[0])
@@ -243,10 +243,9 @@ def test_cli_download_uses_snapshot_download_with_allow_patterns(offline, tiny, 
 
 
 def test_cli_download_gated_repo_is_a_clear_error(offline, monkeypatch, capsys):
+    import httpx
     import huggingface_hub
     from huggingface_hub.errors import GatedRepoError
-
-    import httpx
 
     def gated(repo_id, **kwargs):
         url = f"https://huggingface.co/{repo_id}"

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from erasekit.backbones.presets import PRESETS, checkpoint_problem  # noqa: E402
-from erasekit.testing import TINY_NAMES, TinyCheckpoints, build_tiny_pipeline, tiny_pipeline  # noqa: E402
+from erasekit.backbones.presets import PRESETS, checkpoint_problem
+from erasekit.testing import TINY_NAMES, TinyCheckpoints, build_tiny_pipeline, tiny_pipeline
 
 
 @pytest.fixture(scope="session")

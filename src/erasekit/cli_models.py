@@ -102,10 +102,12 @@ def models_command(
                   f"Hugging Face cache ({hf_cache_dir()})", highlight=False, soft_wrap=True)
 
 
+_TO_HELP = "download into this folder instead of the Hugging Face cache (default: $ERASEKIT_MODELS_DIR/NAME if set)"
+
+
 def download_command(
     name: str = typer.Argument(..., help="backbone preset (see `erasekit models`) or a diffusers Hub id org/repo"),
-    local_dir: Path = typer.Option(None, "--to", help="download into this folder instead of the Hugging Face "
-                                                      "cache (default: $ERASEKIT_MODELS_DIR/NAME when set)"),
+    local_dir: Path = typer.Option(None, "--to", help=_TO_HELP),  # noqa: B008  (typer's declaration style)
     revision: str = typer.Option(None, "--revision", help="branch, tag or commit on the Hub"),
 ) -> None:
     """Fetch a backbone from the Hugging Face Hub (only the files diffusers needs; resumes if interrupted)."""

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import functools
 import string
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 TINY_NAMES = ("sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "flux-fill", "sd15", "sd21-base")
 
@@ -137,8 +138,8 @@ def _sd_components(*, inpaint: bool, sd2: bool) -> dict[str, Any]:
     # SD 2 uses OpenCLIP ViT-H (gelu, linear projections in the UNet); SD 1.x uses OpenAI CLIP ViT-L (quick_gelu).
     text_encoder = CLIPTextModel(_clip_text_config(len(tokenizer), hidden_act="gelu" if sd2 else "quick_gelu"))
     unet = _sd_unet(in_channels=9 if inpaint else 4, linear_projection=sd2)
-    sched_kwargs = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                        num_train_timesteps=1000)
+    sched_kwargs = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1,
+                    "num_train_timesteps": 1000}
     # The real checkpoints ship PNDM (SD 1.5) and DDIM (SD 2) scheduler configs.
     scheduler = (DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **sched_kwargs) if sd2
                  else PNDMScheduler(skip_prk_steps=True, **sched_kwargs))
@@ -235,7 +236,7 @@ def write_tiny_pipeline(name: str, path: str | Path, *, seed: int = 0) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny_pipeline_cached(name: str, seed: int):
     return build_tiny_pipeline(name, seed=seed)
 

@@ -29,7 +29,7 @@ _DTYPE_NAMES = {
 }
 
 
-def resolve_device(name: "str | torch.device | None" = None) -> "torch.device":
+def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` -> the best device here; an explicit name is checked to exist."""
     import torch
 
@@ -52,8 +52,8 @@ def resolve_device(name: "str | torch.device | None" = None) -> "torch.device":
     return device
 
 
-def resolve_dtype(dtype: "str | torch.dtype | None", device: "torch.device", *,
-                  family: str = "sd") -> "torch.dtype":
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, *,
+                  family: str = "sd") -> torch.dtype:
     """Parse ``fp32``/``fp16``/``bf16`` (and torch dtypes); ``None``/``auto`` picks per device and family."""
     import torch
 
@@ -84,8 +84,9 @@ class PlacementOptions:
             raise InvalidInputError(f"offload must be none, model or sequential, got {self.offload!r}")
 
 
-def place_pipeline(pipe: Any, device: "torch.device", options: PlacementOptions = PlacementOptions()) -> Any:
+def place_pipeline(pipe: Any, device: torch.device, options: PlacementOptions | None = None) -> Any:
     """Move ``pipe`` to ``device`` (or install CPU-offload hooks) and apply the memory options. Returns ``pipe``."""
+    options = options or PlacementOptions()
     if options.offload != "none":
         if device.type == "cpu":
             raise InvalidInputError("CPU offload needs a GPU device; on the CPU the model already lives in RAM")

@@ -15,7 +15,8 @@ A float16 VAE whose config says ``force_upcast`` (SDXL's) is run in float32 for 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Iterator, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +27,7 @@ def vae_scale_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def _latent_stats(vae, like: "torch.Tensor"):
+def _latent_stats(vae, like: torch.Tensor):
     """(mean, std) as N×C×1×1 tensors when the VAE config defines them, else (None, None)."""
     import torch
 
@@ -40,7 +41,7 @@ def _latent_stats(vae, like: "torch.Tensor"):
 
 
 @contextlib.contextmanager
-def _compute_dtype(vae) -> Iterator["torch.dtype"]:
+def _compute_dtype(vae) -> Iterator[torch.dtype]:
     """Yield the dtype to run ``vae`` in; temporarily upcasts a float16 VAE that asks for it (SDXL)."""
     import torch
 
@@ -55,8 +56,8 @@ def _compute_dtype(vae) -> Iterator["torch.dtype"]:
         yield original
 
 
-def encode(vae, images: "torch.Tensor", *, generator: "torch.Generator | None" = None,
-           sample: bool = False) -> "torch.Tensor":
+def encode(vae, images: torch.Tensor, *, generator: torch.Generator | None = None,
+           sample: bool = False) -> torch.Tensor:
     """NCHW images in [-1, 1] -> scaled (and shifted) latents, in the images' dtype.
 
     ``sample=False`` takes the mean of the posterior (deterministic); ``sample=True`` draws from it with
@@ -77,7 +78,7 @@ def encode(vae, images: "torch.Tensor", *, generator: "torch.Generator | None" =
     return cfg.scaling_factor * latents
 
 
-def decode(vae, latents: "torch.Tensor") -> "torch.Tensor":
+def decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents -> NCHW images in (roughly) [-1, 1], in the latents' dtype. Inverse of :func:`encode`."""
     cfg = vae.config
     mean, std = _latent_stats(vae, latents)
@@ -98,7 +99,7 @@ def decode(vae, latents: "torch.Tensor") -> "torch.Tensor":
 # FLUX packing. diffusers keeps these as private static methods of FluxPipeline; they are re-stated here in terms of
 # latent sizes (not pixel sizes) so latent-space methods need no pipeline object. Tests pin them to diffusers'.
 # --------------------------------------------------------------------------------------------------------------------
-def pack_latents(latents: "torch.Tensor") -> "torch.Tensor":
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
     """N×C×H×W -> N×(H/2·W/2)×(4C): 2×2 patches flattened into tokens (FluxPipeline._pack_latents)."""
     n, c, h, w = latents.shape
     if h % 2 or w % 2:
@@ -107,7 +108,7 @@ def pack_latents(latents: "torch.Tensor") -> "torch.Tensor":
     return x.reshape(n, (h // 2) * (w // 2), c * 4)
 
 
-def unpack_latents(packed: "torch.Tensor", latent_hw: tuple[int, int]) -> "torch.Tensor":
+def unpack_latents(packed: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
     """N×L×(4C) tokens -> N×C×H×W latents of size ``latent_hw`` (FluxPipeline._unpack_latents)."""
     n, length, channels = packed.shape
     h, w = latent_hw
@@ -117,7 +118,7 @@ def unpack_latents(packed: "torch.Tensor", latent_hw: tuple[int, int]) -> "torch
     return x.reshape(n, channels // 4, h, w)
 
 
-def fill_mask_tokens(mask: "torch.Tensor", vae_scale: int = 8) -> "torch.Tensor":
+def fill_mask_tokens(mask: torch.Tensor, vae_scale: int = 8) -> torch.Tensor:
     """FLUX Fill's mask conditioning: a pixel mask N×1×H×W pixel-unshuffled to (s·s) channels, then packed.
 
     Equals the mask half of ``FluxFillPipeline.prepare_mask_latents`` (the 8×8 unshuffle is written as a view and a
@@ -132,8 +133,8 @@ def fill_mask_tokens(mask: "torch.Tensor", vae_scale: int = 8) -> "torch.Tensor"
 # --------------------------------------------------------------------------------------------------------------------
 # Masks to the latent grid
 # --------------------------------------------------------------------------------------------------------------------
-def mask_to_latent(mask: "torch.Tensor", latent_hw: tuple[int, int],
-                   mode: Literal["max", "nearest"] = "max") -> "torch.Tensor":
+def mask_to_latent(mask: torch.Tensor, latent_hw: tuple[int, int],
+                   mode: Literal["max", "nearest"] = "max") -> torch.Tensor:
     """Pixel mask N×1×H×W -> N×1×h×w on the latent grid.
 
     ``max``: a latent cell is masked when any pixel it covers is (OSOR's ``maxpool8``; adaptive pooling when the size

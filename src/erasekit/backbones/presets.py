@@ -287,7 +287,11 @@ def download(preset_or_id: BackbonePreset | str, *, local_dir: str | os.PathLike
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
-        GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
     )
 
     preset = preset_or_id if isinstance(preset_or_id, BackbonePreset) else PRESETS.get(str(preset_or_id))
@@ -334,7 +338,7 @@ def _read_index(folder: Path) -> dict[str, Any]:
 
 
 def load_pipeline(preset: BackbonePreset | str | os.PathLike, *, path: str | os.PathLike | None = None,
-                  device: "str | torch.device | None" = None, dtype: "str | torch.dtype | None" = None,
+                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                   allow_download: bool = False, pipeline_cls: Any = None, variant: str | None = None,
                   placement: PlacementOptions | None = None):
     """Resolve (offline first) and load a diffusers pipeline with diffusers' own classes, placed on ``device``.
@@ -398,6 +402,22 @@ def folder_size(folder: Path) -> int:
     return total
 
 
-__all__ = ["BackbonePreset", "MODELS_DIR_ENV", "PRESETS", "Resolved", "checkpoint_problem", "download",
-           "find_local", "folder_size", "get_preset", "hf_cache_dir", "load_pipeline", "locate_preset",
-           "models_dir", "preset_for_class", "preset_for_hub_id", "resolve", "resolve_model_path"]
+__all__ = [
+    "MODELS_DIR_ENV",
+    "PRESETS",
+    "BackbonePreset",
+    "Resolved",
+    "checkpoint_problem",
+    "download",
+    "find_local",
+    "folder_size",
+    "get_preset",
+    "hf_cache_dir",
+    "load_pipeline",
+    "locate_preset",
+    "models_dir",
+    "preset_for_class",
+    "preset_for_hub_id",
+    "resolve",
+    "resolve_model_path",
+]

@@ -22,7 +22,7 @@ Parametrization = Literal["epsilon", "v_prediction", "flow"]
 PARAMETRIZATIONS: tuple[str, ...] = ("epsilon", "v_prediction", "flow")
 
 
-def alphas_cumprod(schedule: Any) -> "torch.Tensor":
+def alphas_cumprod(schedule: Any) -> torch.Tensor:
     """ᾱ_t of a DDPM-family scheduler (anything with ``alphas_cumprod``), or the tensor itself."""
     import torch
 
@@ -34,13 +34,13 @@ def alphas_cumprod(schedule: Any) -> "torch.Tensor":
     return table
 
 
-def _timesteps(t: Any, device) -> "torch.Tensor":
+def _timesteps(t: Any, device) -> torch.Tensor:
     import torch
 
     return torch.as_tensor(t, device=device, dtype=torch.long)
 
 
-def _per_sample(values: "torch.Tensor", like: "torch.Tensor") -> "torch.Tensor":
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a per-sample vector (or a scalar) over the remaining dimensions of ``like``."""
     values = values.flatten()
     while values.ndim < like.ndim:
@@ -48,7 +48,7 @@ def _per_sample(values: "torch.Tensor", like: "torch.Tensor") -> "torch.Tensor":
     return values
 
 
-def add_noise(schedule: Any, x0: "torch.Tensor", noise: "torch.Tensor", t: Any) -> "torch.Tensor":
+def add_noise(schedule: Any, x0: torch.Tensor, noise: torch.Tensor, t: Any) -> torch.Tensor:
     """Forward diffusion to integer timestep(s) ``t`` (DDPMScheduler/DDIMScheduler.add_noise)."""
     acp = alphas_cumprod(schedule).to(device=x0.device).to(dtype=x0.dtype)
     steps = _timesteps(t, x0.device)
@@ -57,7 +57,7 @@ def add_noise(schedule: Any, x0: "torch.Tensor", noise: "torch.Tensor", t: Any) 
     return sqrt_alpha * x0 + sqrt_one_minus * noise
 
 
-def flow_noise(x0: "torch.Tensor", noise: "torch.Tensor", s: Any) -> "torch.Tensor":
+def flow_noise(x0: torch.Tensor, noise: torch.Tensor, s: Any) -> torch.Tensor:
     """Flow-matching interpolation ``s·noise + (1-s)·x0`` at noise level ``s`` in [0, 1] (scalar or per sample)."""
     import torch
 
@@ -65,9 +65,9 @@ def flow_noise(x0: "torch.Tensor", noise: "torch.Tensor", s: Any) -> "torch.Tens
     return sigma * noise + (1.0 - sigma) * x0
 
 
-def predict_x0(model_output: "torch.Tensor", z_t: "torch.Tensor", t: Any,
+def predict_x0(model_output: torch.Tensor, z_t: torch.Tensor, t: Any,
                parametrization: Parametrization = "epsilon", *, schedule: Any = None,
-               clip_sample_range: float | None = None) -> "torch.Tensor":
+               clip_sample_range: float | None = None) -> torch.Tensor:
     """The one-step clean-latent estimate x̂0 from a model output at ``t``.
 
     ``epsilon`` / ``v_prediction``: ``t`` is an integer timestep (or one per sample) and ``schedule`` the scheduler

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -238,6 +239,16 @@ def register() -> None:
         ))
 
 
-__all__ = ["BASELINES", "DiffusersInpaintRemover", "FluxFillRemover", "REMOVAL_NEGATIVE_PROMPT", "REMOVAL_PROMPT",
-           "SD15InpaintRemover", "SD2InpaintRemover", "SDXLInpaintRemover", "SamplingDefaults",
-           "backbone_requirement", "register"]
+__all__ = [
+    "BASELINES",
+    "REMOVAL_NEGATIVE_PROMPT",
+    "REMOVAL_PROMPT",
+    "DiffusersInpaintRemover",
+    "FluxFillRemover",
+    "SD2InpaintRemover",
+    "SD15InpaintRemover",
+    "SDXLInpaintRemover",
+    "SamplingDefaults",
+    "backbone_requirement",
+    "register",
+]
