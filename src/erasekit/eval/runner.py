@@ -304,6 +304,9 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
                 values[col] = _mean([r.get(col) for r in run_rows])
             for name, metric in metrics.items():
                 values.update({k: (None if v is None or math.isnan(v) else v) for k, v in metric.compute().items()})
+            for factory in suite.values():  # unavailable metrics stay visible as missing values
+                for col in factory.columns:
+                    values.setdefault(col, None)
             runs[f"{method}/{mode}"] = {"method": method, "mask": mode, "n": len(run_rows), "values": values,
                                         "cached": sum(bool(r["cached"]) for r in run_rows)}
             rows += run_rows
