@@ -11,7 +11,6 @@ import io
 import json
 import tempfile
 import threading
-import time
 import uuid
 from typing import ClassVar
 
@@ -23,16 +22,16 @@ from skimage.transform import resize
 
 pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-import erasekit  # noqa: E402
-from erasekit import masks as M  # noqa: E402
-from erasekit import registry  # noqa: E402
-from erasekit.methods.base import Remover  # noqa: E402
-from erasekit.registry import MethodSpec, WeightRequirement  # noqa: E402
-from erasekit.server import ServerSettings, create_app  # noqa: E402
-from erasekit.server.settings import is_loopback  # noqa: E402
-from erasekit.types import InvalidInputError  # noqa: E402
+import erasekit
+from erasekit import masks as M
+from erasekit import registry
+from erasekit.methods.base import Remover
+from erasekit.registry import MethodSpec, WeightRequirement
+from erasekit.server import ServerSettings, create_app
+from erasekit.server.settings import is_loopback
+from erasekit.types import InvalidInputError
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -417,6 +416,8 @@ def test_queue_full_is_503_with_retry_after_and_one_instance_runs_one_call_at_a_
         expect_error(busy, 503, "ServerBusyError", "busy")
         assert int(busy.headers["retry-after"]) >= 1
         expect_error(c.post("/api/v1/jobs", files=files()), 503, "ServerBusyError")
+        # The slot is taken before decoding: a full server does not even decode (so memory stays bounded).
+        expect_error(c.post("/api/v1/remove", json=json_body(image=b64(b"not an image"))), 503, "ServerBusyError")
         # Not finished yet: the result is a 409, its status says running or queued.
         expect_error(c.get(first.json()["result_url"]), 409, "NotReady")
         assert c.get(f"/api/v1/jobs/{first.json()['id']}").json()["status"] in ("running", "queued")

@@ -55,7 +55,7 @@ from .schemas import (
 )
 from .settings import ServerSettings
 from .uploads import read_remove_input
-from .workers import WorkQueue
+from .workers import Slot, WorkQueue
 
 API = "/api/v1"
 
@@ -234,9 +234,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                                    fetch_hint=w.fetch_hint) for w in info.weights]))
         return MethodsResponse(default=default, methods=out)
 
-    async def _prepare(request: Request) -> processing.PreparedJob:
+    async def _admit_and_prepare(request: Request) -> tuple[Slot, processing.PreparedJob]:
+        """Parse the body, take a queue slot (503 when full), then decode: decoded images never exceed the bound."""
         upload = await read_remove_input(request, settings.max_upload_bytes)
-        return await run_in_threadpool(processing.prepare, upload, settings)
+        slot = queue.admit()
+        try:
+            return slot, await run_in_threadpool(processing.prepare, upload, settings)
+        except BaseException:
+            slot.release()
+            raise
 
     @private.post("/remove", tags=["remove"], summary="Remove the masked object and return the result",
                   openapi_extra=_REMOVE_BODY,
@@ -244,16 +250,20 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                                    "?format=image)",
                                    "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
     async def remove(request: Request, format: FormatParam = "json") -> Response:
-        job = await _prepare(request)
-        outcome = await asyncio.wrap_future(queue.submit(job.method, job.request))
+        slot, job = await _admit_and_prepare(request)
+        outcome = await asyncio.wrap_future(queue.submit(slot, job.method, job.request))
         encoded = await run_in_threadpool(processing.encode, job, outcome.result, outcome.queue_seconds)
         return _respond(encoded, format)
 
     @private.post("/jobs", tags=["jobs"], status_code=202, openapi_extra=_REMOVE_BODY,
                   summary="Submit a removal and follow its progress as server-sent events")
     async def submit_job(request: Request) -> JobCreated:
-        prepared = await _prepare(request)
-        job = jobs.create(prepared.method)
+        slot, prepared = await _admit_and_prepare(request)
+        try:
+            job = jobs.create(prepared.method)
+        except BaseException:
+            slot.release()
+            raise
 
         def started() -> None:
             job.publish("started", {"method": prepared.method}, status="running")
@@ -264,7 +274,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
         job.publish("queued", {"method": prepared.method})  # first, so it always precedes "started"
         try:
-            future = queue.submit(prepared.method, prepared.request, progress=progress, on_start=started)
+            future = queue.submit(slot, prepared.method, prepared.request, progress=progress, on_start=started)
         except ErasekitError:
             jobs.discard(job.id)
             raise

@@ -60,6 +60,22 @@ class MethodWorker:
             return self.remover(request)
 
 
+class Slot:
+    """One admitted job's place in the queue; releasing it twice is harmless."""
+
+    def __init__(self, queue: WorkQueue):
+        self._queue = queue
+        self._held = True
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        self._queue._release()
+
+
 @dataclass
 class Outcome:
     result: RemovalResult
@@ -111,14 +127,26 @@ class WorkQueue:
         return worker
 
     # ---- running ---------------------------------------------------------------------------------------------
-    def submit(self, method: str, request: RemovalRequest, *, progress: ProgressFn | None = None,
-               on_start: Callable[[], None] | None = None) -> Future[Outcome]:
-        """Admit a job or raise :class:`ServerBusyError` (503) at once; the future holds the outcome or the error."""
+    def admit(self) -> Slot:
+        """Reserve a place for one job or raise :class:`ServerBusyError` (503) at once.
+
+        The slot is taken before the upload is decoded, so decoded images in memory are bounded by ``capacity``
+        too; release it if the job never gets submitted (bad input).
+        """
         with self._lock:
             if self._in_flight >= self.capacity:
                 raise ServerBusyError(f"the server is busy ({self._in_flight} jobs running or waiting); retry later",
                                       retry_after=self.retry_after())
             self._in_flight += 1
+        return Slot(self)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def submit(self, slot: Slot, method: str, request: RemovalRequest, *, progress: ProgressFn | None = None,
+               on_start: Callable[[], None] | None = None) -> Future[Outcome]:
+        """Run ``request`` with ``method`` in the pool; the slot is released when the job ends."""
         submitted = time.perf_counter()
 
         def job() -> Outcome:
@@ -136,14 +164,12 @@ class WorkQueue:
                     self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
                 return Outcome(result, started[0] - submitted)
             finally:
-                with self._lock:
-                    self._in_flight -= 1
+                slot.release()
 
         try:
             return self._pool.submit(job)
         except RuntimeError:  # the pool is shut down: the server is stopping
-            with self._lock:
-                self._in_flight -= 1
+            slot.release()
             raise ServerBusyError("the server is shutting down", retry_after=self.retry_after()) from None
 
     def shutdown(self) -> None:
