@@ -96,7 +96,8 @@ class Remover(ABC):
         out = paste_back(image, raw, region, strategy.feather)
         t_end = time.perf_counter()
         return RemovalResult(
-            image=out, alpha=(alpha if alpha is not None else work_mask).astype(np.float32), method=self.name,
+            image=out, alpha=(alpha if alpha is not None else work_mask).astype(np.float32, copy=False),
+            method=self.name,
             timings={"prepare": t_prep - t_start, "inpaint": t_run - t_prep, "paste": t_end - t_run,
                      "total": t_end - t_start},
             metadata=metadata,
