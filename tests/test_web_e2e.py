@@ -30,7 +30,7 @@ if CHROMIUM is None:
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'erasekit[server]')")
 
-from erasekit.server import ServerSettings, create_app  # noqa: E402
+from erasekit.server import ServerSettings, create_app
 
 pytestmark = pytest.mark.browser
 
