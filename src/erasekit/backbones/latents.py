@@ -56,7 +56,7 @@ def _compute_dtype(vae) -> Iterator[torch.dtype]:
         yield original
 
 
-def encode(vae, images: torch.Tensor, *, generator: torch.Generator | None = None,
+def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None,
            sample: bool = False) -> torch.Tensor:
     """NCHW images in [-1, 1] -> scaled (and shifted) latents, in the images' dtype.
 
