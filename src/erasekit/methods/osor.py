@@ -208,22 +208,23 @@ class OsorEngine(ABC):
         if blend not in BLENDS:
             raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
         timings: dict[str, float] = {}
+        device, dtype = self.device, self.dtype  # diffusers computes these by walking the modules: ask once
         with torch.no_grad():
-            images = images.to(device=self.device, dtype=self.dtype)
-            masks = masks.to(device=self.device, dtype=self.dtype)
-            start = _tick(self.device)
+            images = images.to(device=device, dtype=dtype)
+            masks = masks.to(device=device, dtype=dtype)
+            start = _tick(device)
             z_lq = L.encode(self.vae, images)
-            timings["vae_encode"] = _tick(self.device) - start
-            noise = seeded_noise(z_lq.shape, seeds, device=self.device, dtype=z_lq.dtype)
-            start = _tick(self.device)
+            timings["vae_encode"] = _tick(device) - start
+            noise = seeded_noise(z_lq.shape, seeds, device=device, dtype=z_lq.dtype)
+            start = _tick(device)
             z_t, x0, logits = self.denoise(z_lq, noise, masks, timestep, **denoise_options)
-            timings["denoiser"] = _tick(self.device) - start
+            timings["denoiser"] = _tick(device) - start
             alpha = alpha_from_logits(logits) if logits is not None else None
             weight = alpha if blend == "alpha" else L.mask_to_latent(masks, z_lq.shape[-2:], "max")
             z_out = composite(x0, z_lq, weight)  # Eq. 13 (alpha) / Eq. 6 (mask)
-            start = _tick(self.device)
+            start = _tick(device)
             decoded = L.decode(self.vae, z_out)
-            timings["vae_decode"] = _tick(self.device) - start
+            timings["vae_decode"] = _tick(device) - start
         return OsorOutput(decoded, weight.float(), alpha, x0, z_lq, z_t, z_out, timings)
 
 
@@ -572,8 +573,12 @@ class OsorRemover(Remover):
         images, masks = [], []
         for j in jobs:
             pad = ((0, ph - j.work_hw[0]), (0, pw - j.work_hw[1]))
-            images.append(np.pad(j.work_image, pad + ((0, 0),), mode="edge"))
-            masks.append(np.pad(j.work_mask, pad))
+            if pad == ((0, 0), (0, 0)):
+                images.append(j.work_image)
+                masks.append(j.work_mask)
+            else:  # edge padding: the border context continues instead of a black frame
+                images.append(np.pad(j.work_image, pad + ((0, 0),), mode="edge"))
+                masks.append(np.pad(j.work_mask, pad))
         settings = jobs[0].settings
         with self._lock:
             out = self.engine.run(image_to_tensor(np.stack(images)), mask_to_tensor(np.stack(masks)),
