@@ -2,7 +2,8 @@
 
 Starts the server as a subprocess (the weight-free method by default), sends bounded batches of real removal
 requests (a real photo and a mask, multipart, ``?format=image``) from 1, 4 and 8 concurrent httpx clients, and
-prints one row per concurrency level: requests/s, p50/p95 latency, successes, 503s (queue full), other errors and
+prints one row per concurrency level: requests/s, p50/p95 latency, successes, 503s (queue full; the clients wait
+``Retry-After`` and retry, as a polite client does, unless --no-retry), other errors and
 the server's peak resident memory (the kernel's high-water mark, VmHWM, so short peaks are not missed).
 
     python benchmarks/server_load.py                       # defaults: patchmatch, 256 px photo, 24 requests/level
@@ -74,7 +75,7 @@ class Level:
 
 
 async def run_level(url: str, clients: int, total: int, photo: bytes, mask: bytes, method: str,
-                    deadline: float, pid: int) -> Level:
+                    deadline: float, pid: int, retry_busy: bool) -> Level:
     latencies: list[float] = []
     counts = {"ok": 0, "busy": 0, "errors": 0}
     next_index = iter(range(total))
@@ -85,20 +86,26 @@ async def run_level(url: str, clients: int, total: int, photo: bytes, mask: byte
             if time.monotonic() > deadline:
                 return
             start = time.perf_counter()
-            try:
-                response = await http.post("/api/v1/remove", params={"format": "image"}, files=files,
-                                           data={"method": method, "seed": "0"})
-            except httpx.HTTPError:
-                counts["errors"] += 1
-                continue
-            elapsed = time.perf_counter() - start
-            if response.status_code == 200 and response.headers["content-type"] == "image/png":
-                counts["ok"] += 1
-                latencies.append(elapsed)
-            elif response.status_code == 503:
-                counts["busy"] += 1
-            else:
-                counts["errors"] += 1
+            while True:
+                try:
+                    response = await http.post("/api/v1/remove", params={"format": "image"}, files=files,
+                                               data={"method": method, "seed": "0"})
+                except httpx.HTTPError:
+                    counts["errors"] += 1
+                    break
+                if response.status_code == 503 and retry_busy and time.monotonic() < deadline:
+                    # A well-behaved client: wait as long as the server asks, then try again (latency keeps running).
+                    counts["busy"] += 1
+                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                    continue
+                if response.status_code == 200 and response.headers["content-type"] == "image/png":
+                    counts["ok"] += 1
+                    latencies.append(time.perf_counter() - start)
+                elif response.status_code == 503:
+                    counts["busy"] += 1
+                else:
+                    counts["errors"] += 1
+                break
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(300.0), limits=limits) as http:
@@ -123,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=24, help="requests per level")
     parser.add_argument("--size", type=int, default=256, help="photo side in pixels")
     parser.add_argument("--queue-size", type=int, default=16, help="server queue bound (--queue-size of serve)")
+    parser.add_argument("--no-retry", dest="retry_busy", action="store_false",
+                        help="count a 503 as final instead of waiting Retry-After and retrying")
     parser.add_argument("--deadline-s", type=float, default=600.0, help="stop sending after this many seconds")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.clients.split(",")]
@@ -152,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         idle_mb = peak_rss_mb(server.pid)
         photo, mask = photo_and_mask(args.size)
         deadline = time.monotonic() + args.deadline_s
-        results = [asyncio.run(run_level(url, n, args.requests, photo, mask, args.method, deadline, server.pid))
+        results = [asyncio.run(run_level(url, n, args.requests, photo, mask, args.method, deadline, server.pid,
+                                     args.retry_busy))
                    for n in levels]
     finally:
         server.terminate()
