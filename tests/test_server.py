@@ -432,6 +432,24 @@ def test_queue_full_is_503_with_retry_after_and_one_instance_runs_one_call_at_a_
         assert c.post("/api/v1/remove", files=files()).status_code == 200  # room again
 
 
+def test_queue_slots_are_released_exactly_once_and_on_shutdown():
+    from erasekit.server.errors import ServerBusyError
+    from erasekit.server.workers import WorkQueue
+
+    queue = WorkQueue(1, loader=lambda name: GatedRemover())
+    slot = queue.admit()
+    with pytest.raises(ServerBusyError):
+        queue.admit()
+    slot.release()
+    slot.release()  # idempotent: the count never goes below zero
+    assert queue.in_flight == 0
+    queue.shutdown()
+    request = erasekit.RemovalRequest(PHOTO, MASK.astype(np.float32) / 255)
+    with pytest.raises(ServerBusyError, match="shutting down"):
+        queue.submit(queue.admit(), "gated", request)
+    assert queue.in_flight == 0
+
+
 def _drain(c: TestClient, url: str, headers: dict | None = None) -> list[tuple[str, dict, str]]:
     events, name, data, event_id = [], None, None, None
     with c.stream("GET", url, headers=headers or {}) as stream:

@@ -167,10 +167,13 @@ class WorkQueue:
                 slot.release()
 
         try:
-            return self._pool.submit(job)
+            future = self._pool.submit(job)
         except RuntimeError:  # the pool is shut down: the server is stopping
             slot.release()
             raise ServerBusyError("the server is shutting down", retry_after=self.retry_after()) from None
+        # A job cancelled before it started (client gone, shutdown) never runs its `finally`: free the slot here.
+        future.add_done_callback(lambda _: slot.release())
+        return future
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
