@@ -83,4 +83,18 @@ def write_tiny_osor_weights(backbone: Literal["sdxl", "flux"], path: str | Path,
     return save_erasekit(weights, path)
 
 
-__all__ = ["TINY_BACKBONE", "official_state_dict_for", "write_tiny_osor_weights"]
+def tiny_osor_remover(backbone: Literal["sdxl", "flux"], *, weights: Any = "none", seed: int = 0, **kwargs: Any):
+    """An ``osor-sdxl`` / ``osor-flux`` remover on a private copy of the tiny backbone (OSOR edits its denoiser).
+
+    ``weights="none"`` gives the bare tiny backbone with a fresh alpha head; pass a fixture path for trained-like
+    weights. Other keyword arguments go to the remover (``timestep``, ``blend``, ``batch_size``, ...).
+    """
+    from .methods.osor import OsorFluxRemover, OsorSDXLRemover
+    from .testing import tiny_pipeline
+
+    cls = OsorSDXLRemover if backbone == "sdxl" else OsorFluxRemover
+    pipeline = copy.deepcopy(tiny_pipeline(TINY_BACKBONE[backbone], seed=seed))
+    return cls(pipeline=pipeline, weights=weights, **kwargs)
+
+
+__all__ = ["TINY_BACKBONE", "official_state_dict_for", "tiny_osor_remover", "write_tiny_osor_weights"]
