@@ -148,7 +148,8 @@ class OsorEngine(ABC):
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.device
+        # With CPU offload the denoiser sits on the CPU between calls; inputs go where it will run.
+        return getattr(self.pipe, "_execution_device", None) or self.denoiser.device
 
     @property
     def dtype(self) -> torch.dtype:
