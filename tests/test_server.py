@@ -139,6 +139,22 @@ class SteppingRemover(Remover):
         return out, mask
 
 
+class OptionSteppingRemover(Remover):
+    """A step-based method that takes the progress hook as a per-call option instead of an attribute."""
+
+    name: ClassVar[str] = "option-stepping"
+    option_names: ClassVar[frozenset[str]] = frozenset({"steps", "progress"})
+
+    def inpaint(self, image, mask, request):
+        steps = int(request.options.get("steps", 3))
+        for i in range(steps):
+            if request.options.get("progress") is not None:
+                request.options["progress"](i + 1, steps)
+        out = image.copy()
+        out[mask > 0] = 255
+        return out, mask
+
+
 class FailingRemover(Remover):
     name: ClassVar[str] = "failing"
 
@@ -471,8 +487,9 @@ def _drain(c: TestClient, url: str, headers: dict | None = None) -> list[tuple[s
 # --------------------------------------------------------------------------------------------------------------------
 # Jobs and progress streams
 # --------------------------------------------------------------------------------------------------------------------
-def test_step_based_methods_stream_progress_events(fake_method):
-    name, _, _ = fake_method(SteppingRemover)
+@pytest.mark.parametrize("remover_cls", [SteppingRemover, OptionSteppingRemover], ids=["attribute", "option"])
+def test_step_based_methods_stream_progress_events(fake_method, remover_cls):
+    name, _, _ = fake_method(remover_cls)
     with TestClient(create_app(ServerSettings())) as c:
         job = c.post("/api/v1/jobs", json=json_body(method=name, options={"steps": 4}))
         assert job.status_code == 202
