@@ -38,7 +38,7 @@ from .. import __version__
 from ..registry import available_methods
 from ..types import ErasekitError
 from . import processing
-from .errors import error_response, install_error_handlers
+from .errors import error_response, install_error_handlers, log
 from .jobs import Job, JobStore
 from .schemas import (
     MULTIPART_SCHEMA,
@@ -287,6 +287,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 status = exc.http_status if isinstance(exc, ErasekitError) else 500
                 kind = type(exc).__name__ if isinstance(exc, ErasekitError) else "InternalError"
                 message = str(exc) if isinstance(exc, ErasekitError) else f"internal error ({type(exc).__name__})"
+                if not isinstance(exc, ErasekitError):
+                    log.error("job %s failed", job.id, exc_info=exc)
                 job.error = {"type": kind, "message": " ".join(message.split()), "status": str(status)}
                 job.publish("error", {"type": kind, "message": job.error["message"], "status": status},
                             status="error")
