@@ -393,16 +393,20 @@ class OsorRemover(Remover):
     def __init__(self, model: str | Path | None = None, weights: str | Path | None = None, device: str | None = None,
                  dtype: str | None = None, allow_download: bool = False, offload: str = "none",
                  attention_slicing: bool | str | int = False, vae_tiling: bool = False, pipeline: Any = None,
-                 prompt: str = DEFAULT_PROMPT, timestep: float | None = None, blend: Blend | None = None,
-                 alpha_head: bool = True, batch_size: int = 4, merge_lora: bool = True,
-                 release_text_encoders: bool | None = None):
+                 prompt: str = DEFAULT_PROMPT, alpha_head: bool = True, batch_size: int = 4,
+                 merge_lora: bool = True, release_text_encoders: bool | None = None):
         """``model``: backbone preset, local diffusers folder or Hub id (default: this method's preset).
         ``weights``: OSOR weights (authors' ``.pth`` or an erasekit folder); default: the released Phase II file
         found locally; ``"none"``: no OSOR weights (the bare backbone, with a fresh alpha head if ``alpha_head``) —
         for plumbing checks and benchmarks only. ``pipeline``: an already loaded diffusers pipeline (its denoiser
-        is modified in place). ``timestep``/``blend``: defaults for every call. ``batch_size``: images per forward
-        pass in :meth:`inpaint_batch`. ``release_text_encoders``: drop them after caching the prompt (default:
-        yes when this remover loaded the pipeline)."""
+        is modified in place). ``batch_size``: images per forward pass in :meth:`inpaint_batch`. ``release_text_encoders``: drop them after caching the prompt (default:
+        yes when this remover loaded the pipeline).
+
+        ``timestep``, ``blend`` (and FLUX's ``guidance``) are per-call options (``RemovalRequest.options``); their
+        defaults are the weights' training timestep (paper: t = 400 / s = 0.4), ``alpha`` blending when the model
+        has the alpha head (else ``mask``), and guidance 30."""
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         self.osor_weights: OsorWeights | None = self._read_weights(weights)
         if pipeline is None:
             pipeline = self._load(model, device=device, dtype=dtype, allow_download=allow_download,
@@ -412,7 +416,7 @@ class OsorRemover(Remover):
             release_text_encoders = True if release_text_encoders is None else release_text_encoders
         self.pipe = pipeline
         self.model = str(model) if model is not None else self.preset_name
-        self.engine = self._engine(pipeline, prompt)
+        self.engine = self.engine_cls(pipeline, prompt=prompt)
         denoiser = self.engine.denoiser
         self.load_report: LoadReport | None = None
         if self.osor_weights is not None:
@@ -420,11 +424,8 @@ class OsorRemover(Remover):
         elif alpha_head:
             add_alpha_head(denoiser)
         denoiser.eval()
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        default_t = timestep if timestep is not None else (self.osor_weights.timestep if self.osor_weights else None)
-        self.defaults = self._settings({"timestep": default_t, "blend": blend})
+        self.defaults = self._settings({"timestep": self.osor_weights.timestep if self.osor_weights else None})
         if release_text_encoders:
             self.engine.release_text_encoders()
         self._lock = threading.Lock()
@@ -453,9 +454,6 @@ class OsorRemover(Remover):
                                  pipeline_cls=cls, placement=placement)
         return load_pipeline(preset, path=model, device=device, dtype=dtype, pipeline_cls=cls, placement=placement)
 
-    def _engine(self, pipeline, prompt) -> OsorEngine:
-        return self.engine_cls(pipeline, prompt=prompt)
-
     def describe(self) -> dict[str, Any]:
         w = self.osor_weights
         return {**super().describe(), "backbone": self.preset_name, "model": self.model,
@@ -473,8 +471,8 @@ class OsorRemover(Remover):
         if blend not in BLENDS:
             raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
         if blend == "alpha" and not has_alpha_head(self.engine.denoiser):
-            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); these weights are "
-                                    "Phase I — use blend='mask'")
+            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); this model has none "
+                                    "(Phase I weights or alpha_head=False) — use blend='mask'")
         try:
             timestep = self.engine.check_timestep(options.get("timestep"))
         except (TypeError, ValueError):
@@ -619,13 +617,6 @@ class OsorFluxRemover(OsorRemover):
     preset_name: ClassVar[str] = "flux-fill"
     engine_cls: ClassVar[type[OsorEngine]] = FluxEngine
     option_names: ClassVar[frozenset[str]] = frozenset({"timestep", "blend", "guidance"})
-
-    def __init__(self, *args: Any, guidance: float = 30.0, **kwargs: Any):
-        self._guidance = float(guidance)
-        super().__init__(*args, **kwargs)
-
-    def _engine(self, pipeline, prompt) -> OsorEngine:
-        return FluxEngine(pipeline, prompt=prompt, guidance=self._guidance)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return flux_working_size(height, width)
