@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import time
 
@@ -94,6 +95,16 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+class _CallCounter:
+    """A forward hook counting network calls."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, *args) -> None:
+        self.n += 1
+
+
 def speed(size: int, repeats: int, device: str | None) -> tuple[list[dict], list[dict]]:
     from erasekit.methods.baselines import FluxFillRemover, SDXLInpaintRemover
     from erasekit.methods.osor import OsorFluxRemover, OsorSDXLRemover
@@ -109,17 +120,17 @@ def speed(size: int, repeats: int, device: str | None) -> tuple[list[dict], list
             pipe.to(device)
         osor = osor_cls(pipeline=copy.deepcopy(pipe), weights="none")
         base = base_cls(pipeline=pipe, progress_bar=False)
-        calls = {"n": 0}
+        counter = _CallCounter()
         denoiser = pipe.unet if tiny == "sdxl-inpaint" else pipe.transformer
-        hook = denoiser.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+        hook = denoiser.register_forward_hook(counter)
         request = RemovalRequest(image, mask, seed=0, hd_strategy="original")
         base_request = RemovalRequest(image, mask, seed=0, hd_strategy="original",
                                       options={"steps": 50, "strength": 1.0})
-        t_osor, result = _median_time(lambda: osor(request), repeats)
-        calls["n"] = 0
-        t_base, _ = _median_time(lambda: base(base_request), repeats)
+        t_osor, result = _median_time(functools.partial(osor, request), repeats)
+        counter.n = 0
+        t_base, _ = _median_time(functools.partial(base, base_request), repeats)
         hook.remove()
-        net_calls = calls["n"] // (repeats + 1)
+        net_calls = counter.n // (repeats + 1)
         speed_rows.append({"backbone": tiny, "osor_s": t_osor, "baseline_s": t_base, "ratio": t_base / t_osor,
                            "baseline_net_calls": net_calls})
         inside = osor.last_timings
