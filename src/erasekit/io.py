@@ -622,10 +622,17 @@ def write_image(path: str | os.PathLike, pixels: Any, *, like: LoadedImage | Non
 
 
 def encode_image(pixels: Any, format: str = "PNG", like: LoadedImage | None = None,
-                 quality: int | None = None) -> bytes:
-    """The bytes :func:`write_image` would write, for sending over the network."""
+                 quality: int | None = None, png_compress_level: int | None = None) -> bytes:
+    """The bytes :func:`write_image` would write, for sending over the network.
+
+    ``png_compress_level`` (0-9) trades PNG size for speed; a server answering interactively wants 1.
+    """
     fmt = _normalise_format(format)
     options = _save_options(fmt, like, quality)
+    if fmt == "PNG" and png_compress_level is not None:
+        if not 0 <= int(png_compress_level) <= 9:
+            raise InvalidInputError(f"png_compress_level must be between 0 and 9, got {png_compress_level}")
+        options["compress_level"] = int(png_compress_level)
     buffer = _io.BytesIO()
     _encode(_as_pil(pixels, "image"), buffer, fmt, options, "image")
     return buffer.getvalue()

@@ -115,14 +115,19 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
+_PNG_COMPRESS_LEVEL = 1
+
+
 def encode(job: PreparedJob, result: RemovalResult, queue_seconds: float) -> EncodedResult:
     t0 = time.perf_counter()
     fmt = job.output_format
-    image = io.encode_image(result.image, fmt.upper(), like=job.source, quality=job.quality)
+    # Fast PNG compression: an interactive answer matters more than a few percent of bytes.
+    image = io.encode_image(result.image, fmt.upper(), like=job.source, quality=job.quality,
+                            png_compress_level=_PNG_COMPRESS_LEVEL)
     alpha_png = None
     if result.alpha is not None:
         buffer = _io.BytesIO()
-        result.alpha_pil().save(buffer, format="PNG")
+        result.alpha_pil().save(buffer, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
         alpha_png = buffer.getvalue()
     timings = {**job.timings, "queue": queue_seconds, **{k: float(v) for k, v in result.timings.items()},
                "encode": time.perf_counter() - t0}
