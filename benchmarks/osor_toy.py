@@ -12,7 +12,7 @@ OSOR fine-tunes a *pretrained* inpainting backbone; LoRA on a random network can
 
 Honest differences from the paper (toy scale, no weights can be downloaded here): 64-px images; the discriminator
 trunk is a tiny *random* ConvNeXt in open_clip's layout (no CLIP weights); the perceptual term is off (no LPIPS-VGG
-weights); learning rates are 1e-4 instead of 1e-5 and LoRA rank 8 (the tiny UNet has 16–32 channels); a few hundred
+weights); learning rates are 5e-4 (G) / 2e-4 (D) instead of 1e-5 and LoRA rank 8 (the tiny UNet has 16–32 channels); a few hundred
 steps. Reported: PSNR/SSIM on the whole image and inside the effect region (effect mask minus object mask), and the
 IoU of the edited region (thresholded alpha) with the effect mask vs the IoU of the object mask with it.
 
@@ -34,8 +34,8 @@ import torch
 PROMPT = "Remove the instance of object"
 SETTINGS = {
     #            vae   unet  phase1 phase2 batch train test
-    "quick": dict(vae=300, unet=300, phase1=40, phase2=40, batch=8, train=64, test=24),
-    "full": dict(vae=2000, unet=2500, phase1=300, phase2=300, batch=8, train=400, test=100),
+    "quick": dict(vae=300, unet=300, phase1=40, phase2=60, batch=8, train=64, test=24),
+    "full": dict(vae=800, unet=1000, phase1=200, phase2=250, batch=8, train=400, test=100),
 }
 
 
@@ -168,7 +168,7 @@ def train_phase(phase: int, *, model: Path, data: Path, trunk: Path, out: Path, 
     cfg = OsorTrainConfig(
         backbone="sdxl", phase=phase, model=str(model), output_dir=str(out), init_weights=str(init) if init else None,
         data={"path": str(data), "resolution": 64, "phase2_only": phase == 2, "crop_scale": (1.0, 1.0)},
-        lora={"rank": 8}, optim={"lr_generator": 1e-4, "lr_discriminator": 1e-4},
+        lora={"rank": 8}, optim={"lr_generator": 5e-4, "lr_discriminator": 2e-4},
         discriminator={"trunk": str(trunk), "hidden": 32}, loss={"perceptual": 0.0},
         max_steps=steps, global_batch_size=batch, per_device_batch_size=batch, mixed_precision="no", device="cpu",
         gradient_checkpointing=False, log_every=max(1, steps // 10), checkpoint_every=max(1, steps // 3), seed=seed)

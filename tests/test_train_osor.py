@@ -37,16 +37,17 @@ def env(tmp_path_factory):
     from erasekit.data.synthetic import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("osor-train")
-    model = TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny").path("sdxl-inpaint")
+    tiny = TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny")
+    model = tiny.path("sdxl-inpaint")
     data = generate_synthetic_dataset(root / "data", 4, size=SIZE, seed=0)
     trunk = write_tiny_openclip_convnext(root / "trunk")
-    return {"root": root, "model": model, "data": data, "trunk": trunk}
+    return {"root": root, "model": model, "data": data, "trunk": trunk, "tiny": tiny}
 
 
 def tiny_settings(env, output_dir: Path, **extra) -> dict:
     settings = {
         "backbone": "sdxl", "phase": 1, "model": str(env["model"]), "output_dir": str(output_dir),
-        "data": {"path": str(env["data"]), "resolution": SIZE, "phase2_only": False},
+        "data": {"path": str(env["data"]), "resolution": SIZE, "phase2_only": False, "crop_scale": (1.0, 1.0)},
         "lora": {"rank": 4}, "discriminator": {"trunk": str(env["trunk"]), "hidden": 8},
         "loss": {"perceptual": 0.0}, "max_steps": 2, "global_batch_size": 2, "per_device_batch_size": 1,
         "mixed_precision": "no", "device": "cpu", "gradient_checkpointing": False, "log_every": 1,
@@ -58,24 +59,29 @@ def tiny_settings(env, output_dir: Path, **extra) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_path):
-    from erasekit.methods.osor_weights import load_osor_weights
+@pytest.mark.parametrize("backbone", ["sdxl", "flux"])
+def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_path, backbone):
+    from erasekit.methods.osor_weights import HEADS, load_osor_weights
     from erasekit.testing_osor import write_tiny_osor_weights
 
-    phase1 = write_tiny_osor_weights("sdxl", tmp_path / "tiny_phase1.pth", phase=1, rank=4)
-    cfg = OsorTrainConfig(**tiny_settings(env, tmp_path / "out", phase=2, init_weights=str(phase1),
-                                          loss={"perceptual": 5.0}))
+    phase1 = write_tiny_osor_weights(backbone, tmp_path / "tiny_phase1.pth", phase=1, rank=4)
+    model = env["model"] if backbone == "sdxl" else env["tiny"].path("flux-fill")
+    cfg = OsorTrainConfig(**tiny_settings(env, tmp_path / "out", backbone=backbone, model=str(model), phase=2,
+                                          init_weights=str(phase1), loss={"perceptual": 5.0}))
     trainer = OsorTrainer(cfg, perceptual_loss=TinyPerceptual())
     unet = trainer.denoiser
+    head_name = HEADS[backbone].attribute
+    head = getattr(unet, head_name)
 
     # Phase II starts from Phase I: LoRA values and the native head rows are the Phase I weights
-    ref = load_osor_weights(phase1, "sdxl")
+    ref = load_osor_weights(phase1, backbone)
     module = dict(unet.named_modules())
     for key, value in ref.lora.items():
         name, part = key.rsplit(".", 2)[0], key.rsplit(".", 2)[1]
         torch.testing.assert_close(getattr(module[name], part)["osor"].weight.detach(), value)
-    assert unet.conv_out.out_channels == 5
-    torch.testing.assert_close(unet.conv_out.weight[:4].detach(), ref.head["weight"])
+    native = HEADS[backbone].native
+    assert head.weight.shape[0] == HEADS[backbone].expanded
+    torch.testing.assert_close(head.weight[:native].detach(), ref.head["weight"])
     assert all(p.dtype == torch.float32 for p in trainer.trainable)
 
     batch = collate_common_size([trainer._loader(0).dataset[(0, i)] for i in range(2)])
@@ -83,15 +89,15 @@ def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_
     assert {"l1", "lpips", "adv", "bce", "dice", "loss_d", "r1"} <= set(logs)
 
     trained = {n for n, p in unet.named_parameters() if p.requires_grad}
-    assert trained and all(".osor." in n or n.startswith("conv_out.") for n in trained)
+    assert trained and all(".osor." in n or n.startswith(head_name + ".") for n in trained)
     for name, p in unet.named_parameters():
         if name in trained:
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
-            if ".lora_B." in name or name.startswith("conv_out."):
+            if ".lora_B." in name or name.startswith(head_name + "."):
                 assert p.grad.abs().sum() > 0, name
         else:
             assert p.grad is None, name
-    assert unet.conv_out.weight.grad[4].abs().sum() > 0          # the alpha channel learns
+    assert head.weight.grad[native:].abs().sum() > 0          # the alpha channels learn
     assert all(p.grad is None for p in trainer.vae.parameters())
     assert all(p.grad is None for p in trainer.disc.trunk.parameters())
     for name, p in trainer.disc.heads.named_parameters():

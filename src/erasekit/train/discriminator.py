@@ -194,6 +194,10 @@ class ConvNextTrunk(nn.Module):
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        stride = self.convnext.config.patch_size * 2 ** (len(self.convnext.encoder.stages) - 1)
+        if min(images.shape[-2:]) < stride:
+            raise InvalidInputError(f"the discriminator trunk needs images of at least {stride}×{stride} pixels, "
+                                    f"got {images.shape[-1]}×{images.shape[-2]}")
         x = ((images + 1.0) * 0.5 - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         h = self.convnext.embeddings(x)
         features = []

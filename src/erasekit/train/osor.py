@@ -359,6 +359,7 @@ class OsorTrainer:
                           noise_gen: torch.Generator) -> dict[str, torch.Tensor]:
         """The inference method's one-step restoration, differentiable: returns x̂ (decoded), the blend weight and
         the alpha logits (Phase II)."""
+        from ..methods.alpha_head import alpha_from_logits
         from ..methods.osor import composite
 
         images = batch["image"].to(self.device)
@@ -368,7 +369,7 @@ class OsorTrainer:
         z_t, x0, logits = self.engine.denoise(z_lq, noise, cond_mask.to(self.device, z_lq.dtype), self.timestep)
         x0 = x0.float()
         if self.config.phase == 2:
-            weight = torch.sigmoid(logits.float())                                     # Eq. 12
+            weight = alpha_from_logits(logits)                                         # Eq. 12
         else:
             weight = L.mask_to_latent(cond_mask.to(self.device).float(), z_lq.shape[-2:], "max")
         z_out = composite(x0, z_lq, weight)                                            # Eq. 13 / Eq. 6
