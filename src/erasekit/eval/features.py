@@ -128,7 +128,10 @@ def load_sam(path: PathLike = None, *, device: str = "cpu") -> Loaded:
 def to_uint8_tensor(images: np.ndarray | list[np.ndarray], device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 H×W×3 (or a list of same-size images) -> uint8 N×3×H×W."""
     batch = np.stack(images) if isinstance(images, list) else (images[None] if images.ndim == 3 else images)
-    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(device)
+    batch = np.ascontiguousarray(batch)
+    if not batch.flags.writeable:  # arrays from PIL are read-only; torch wants to own writable memory
+        batch = batch.copy()
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).to(device)
 
 
 def clip_cmmd_pixels(images: list[np.ndarray], size: int, device="cpu") -> torch.Tensor:

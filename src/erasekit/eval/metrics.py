@@ -215,27 +215,50 @@ def kid_from_features(real, fake, *, subsets: int = 100, subset_size: int = 1000
 
 
 class _FeatureSetMetric(Metric):
-    """Collects one feature vector per real and per fake image, then compares the two sets."""
+    """Collects one feature vector per real and per fake image, then compares the two sets.
+
+    Images are queued by size and embedded in batches of ``batch_size`` (the set statistic does not depend on the
+    order); ground-truth features are cached by key in ``real_cache``, which the benchmark shares between methods.
+    """
 
     def __init__(self, extractor: nn.Module, device: str = "cpu", fingerprint: str = "none", *,
-                 real_cache: dict | None = None, which: tuple[str, ...] | None = None):
+                 real_cache: dict | None = None, which: tuple[str, ...] | None = None, batch_size: int = 8):
         self.extractor, self.device, self.fingerprint = extractor, device, fingerprint
-        # Ground-truth features are the same for every method: a cache shared between runs computes them once.
         self.real_cache = real_cache if real_cache is not None else {}
-        self.which = which
+        self.which, self.batch_size = which, batch_size
         self.real: list[torch.Tensor] = []
         self.fake: list[torch.Tensor] = []
+        self._pending: dict[tuple, list[tuple[str, tuple | None, np.ndarray]]] = {}
 
-    def features(self, image: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return self.extractor(to_uint8_tensor(image, self.device)).double().cpu()
+    def add(self, kind: str, image: np.ndarray, key: tuple | None = None) -> None:
+        if kind == "real" and key is not None and key in self.real_cache:
+            self.real.append(self.real_cache[key])
+            return
+        group = self._pending.setdefault(image.shape, [])
+        group.append((kind, key, np.ascontiguousarray(image)))
+        if len(group) >= self.batch_size:
+            self._flush(image.shape)
 
-    def real_features(self, key: tuple, image: np.ndarray) -> torch.Tensor:
-        if key not in self.real_cache:
-            self.real_cache[key] = self.features(image)
-        return self.real_cache[key]
+    def _flush(self, shape: tuple | None = None) -> None:
+        for shp in [shape] if shape is not None else list(self._pending):
+            group = self._pending.pop(shp, [])
+            if not group:
+                continue
+            with torch.no_grad():
+                feats = self.extractor(to_uint8_tensor([img for _, _, img in group], self.device)).double().cpu()
+            for (kind, key, _), f in zip(group, feats):
+                f = f[None]
+                if kind == "fake":
+                    self.fake.append(f)
+                    continue
+                self.real.append(f)
+                if key is not None:
+                    self.real_cache[key] = f
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self._flush()
+        if not self.real:
+            return torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
         return torch.cat(self.real), torch.cat(self.fake)
 
 
@@ -246,15 +269,15 @@ class FIDMetric(_FeatureSetMetric):
     name = "fid"
 
     def update(self, s: Sample) -> dict[str, float]:
-        self.real.append(self.real_features(("full", s.id), s.target))
-        self.fake.append(self.features(s.output))
+        self.add("real", s.target, ("full", s.id))
+        self.add("fake", s.output)
         return {}
 
     def compute(self) -> dict[str, float]:
         which = self.which or ("fid", "kid")
-        if len(self.real) < 2:
-            return {k: float("nan") for k in which}
         real, fake = self.stacked()
+        if len(real) < 2:
+            return {k: float("nan") for k in which}
         out = {}
         if "fid" in which:
             out["fid"] = fid_from_features(real, fake)
@@ -299,15 +322,14 @@ class LocalFIDMetric(_FeatureSetMetric):
 
     def update(self, s: Sample) -> dict[str, float]:
         y0, x0, y1, x1 = local_crop_box(s.mask)
-        self.real.append(self.real_features(("crop", s.id, y0, x0, y1, x1),
-                                            np.ascontiguousarray(s.target[y0:y1, x0:x1])))
-        self.fake.append(self.features(np.ascontiguousarray(s.output[y0:y1, x0:x1])))
+        self.add("real", s.target[y0:y1, x0:x1], ("crop", s.id, y0, x0, y1, x1))
+        self.add("fake", s.output[y0:y1, x0:x1])
         return {}
 
     def compute(self) -> dict[str, float]:
-        if len(self.real) < 2:
-            return {"local_fid": float("nan")}
         real, fake = self.stacked()
+        if len(real) < 2:
+            return {"local_fid": float("nan")}
         return {"local_fid": fid_from_features(real, fake)}
 
     def settings(self) -> dict:
