@@ -188,7 +188,13 @@ def order_pair(original: np.ndarray, edited: np.ndarray, instruction: str) -> tu
     return (edited, original, kind) if kind == "add" else (original, edited, kind)
 
 
+# Differences below this are floating-point noise (one 8-bit step moves Lab by ~0.3 units or more), not change; without the floor
+# the percentile normalisation would blow rounding noise up to 1 on a channel that did not change at all.
+_NOISE_FLOOR = 0.05
+
+
 def _normalise(values: np.ndarray, percentile: float) -> np.ndarray:
+    values = np.where(values > _NOISE_FLOOR, values, 0.0)
     positive = values[values > 0]
     if positive.size == 0:
         return np.zeros_like(values, dtype=np.float32)
@@ -208,8 +214,8 @@ def difference_heatmap(shot: np.ndarray, gt: np.ndarray, config: SAVPConfig = SA
     """H = w_L·ΔL_log + w_ab·Δab + w_T·ΔTex (Alg. 1), float32 H×W in [0, 1]."""
     from skimage.color import rgb2gray, rgb2lab
 
-    a = shot.astype(np.float32) / 255.0
-    b = gt.astype(np.float32) / 255.0
+    a = shot.astype(np.float64) / 255.0
+    b = gt.astype(np.float64) / 255.0
     lab_a, lab_b = rgb2lab(a), rgb2lab(b)
     d_l = np.abs(np.log1p(lab_a[..., 0]) - np.log1p(lab_b[..., 0]))
     d_ab = np.linalg.norm(lab_a[..., 1:] - lab_b[..., 1:], axis=-1)
@@ -378,7 +384,7 @@ class SAVP:
     def _verify(self, result: SAVPResult, original: np.ndarray, edited: np.ndarray, instruction: str) -> None:
         cfg = self.config
         result.kind = instruction_kind(instruction)
-        shot, gt, kind = order_pair(original, edited, instruction)
+        shot, gt, _ = order_pair(original, edited, instruction)
         result.shot, result.gt = shot, gt
         result.heatmap = difference_heatmap(shot, gt, cfg)
         result.diff_mask = clean_difference(result.heatmap > cfg.tau_h, cfg)

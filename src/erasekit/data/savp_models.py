@@ -124,10 +124,15 @@ def _box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
 
 # ---- transformers adapters --------------------------------------------------------------------------------------
 def _missing(kind: str, name: str, hub_id: str, exc: Exception | None = None) -> MissingWeightsError:
-    hint = f"hf download {hub_id} --local-dir <folder>" if not Path(name).exists() else "check the folder contents"
-    detail = f" ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})" if exc else ""
-    return MissingWeightsError(f"{kind} checkpoint '{name}' is not available locally{detail}; fetch it with `{hint}` "
-                               f"and pass the folder")
+    looks_like_path = Path(name).is_absolute() or name.startswith(".") or name.count("/") != 1
+    if looks_like_path and not Path(name).exists():
+        return MissingWeightsError(f"{kind} checkpoint folder '{name}' does not exist; fetch the weights with "
+                                   f"`hf download {hub_id} --local-dir {name}`")
+    if looks_like_path:
+        detail = f": {str(exc).splitlines()[0][:160]}" if exc else ""
+        return MissingWeightsError(f"{kind} checkpoint folder '{name}' cannot be loaded{detail}")
+    return MissingWeightsError(f"{kind} checkpoint '{name}' is not in the local Hugging Face cache; fetch it with "
+                               f"`hf download {name}` (or pass a local folder)")
 
 
 def _torch_device(device: str | None):

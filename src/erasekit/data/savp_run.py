@@ -233,8 +233,13 @@ def run_local(triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, *, w
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    # fork starts workers in milliseconds; the driver loads no models, so there is no state to corrupt.
-    context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    # Plain fork is unsafe once the driver has run torch/OpenMP (a forked child can inherit a held lock and hang);
+    # forkserver forks from a clean server that has imported this module once, so workers still start fast.
+    if "forkserver" in mp.get_all_start_methods():
+        context = mp.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+    else:
+        context = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_process,
                              initargs=(spec, config, debug_dir)) as pool:
         yield from pool.map(_process, triplets, chunksize=max(1, min(8, len(triplets) // (workers * 4) or 1)))
