@@ -19,6 +19,15 @@ from erasekit.testing import TinyCheckpoints, tiny_pipeline
 from erasekit.types import InvalidInputError, MissingWeightsError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared CPU extra threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> TinyCheckpoints:
     """Tiny checkpoints written once per session (shared by every test file through the same base temp dir)."""

@@ -77,6 +77,7 @@ class DiffusersInpaintRemover(Remover):
         self.model = str(model) if model is not None else self.preset.name
         self.progress_bar = progress_bar
         self.progress: ProgressFn | None = None
+        self._description: dict[str, Any] | None = None
         # diffusers pipelines keep per-call state on the object (guidance scale, step index): one call at a time.
         self._lock = threading.Lock()
 
@@ -95,11 +96,15 @@ class DiffusersInpaintRemover(Remover):
                              placement=placement)
 
     def describe(self) -> dict[str, Any]:
-        d = self.defaults
-        return {**super().describe(), "backbone": self.preset.name, "hub_id": self.preset.hub_id,
+        # Computed once: pipe.device / pipe.dtype walk every module, which costs milliseconds on each call.
+        if self._description is None:
+            d = self.defaults
+            self._description = {
+                **super().describe(), "backbone": self.preset.name, "hub_id": self.preset.hub_id,
                 "model": self.model, "pipeline": type(self.pipe).__name__, "device": str(self.pipe.device),
                 "dtype": str(self.pipe.dtype).replace("torch.", ""), "steps": d.steps, "guidance": d.guidance,
                 "strength": d.strength}
+        return dict(self._description)
 
     # ---- per-call settings --------------------------------------------------------------------------------------
     def settings(self, request: RemovalRequest) -> dict[str, Any]:
