@@ -277,8 +277,10 @@ class OsorTrainer:
         self.timestep = self.engine.check_timestep(cfg.timestep)
         self.vae = pipeline.vae.to(self.device, torch.float32).requires_grad_(False)  # fp32, as diffusers' scripts
         self.denoiser = self.engine.denoiser
-        self.denoiser.to(self.device, weight_dtype)
-        self.trainable = prepare_denoiser(self.denoiser, cfg, seed=cfg.seed)
+        self.trainable = prepare_denoiser(self.denoiser, cfg, seed=cfg.seed)  # loads init weights in fp32
+        self.denoiser.to(self.device, weight_dtype)  # frozen weights in the compute dtype ...
+        for p in self.trainable:                     # ... trainable ones stay float32 (App. B.5)
+            p.data = p.data.float()
         self.denoiser.train()
         if cfg.gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
@@ -476,9 +478,12 @@ class OsorTrainer:
         if acc.is_main_process:
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         start = step = self.resume()
+        metrics_path = self.output_dir / "metrics.jsonl"
+        if acc.is_main_process and metrics_path.is_file():  # drop lines logged after the checkpoint we resume from
+            kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= start]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
         if cfg.report_to:
             acc.init_trackers("osor", config=cfg.model_dump(mode="json"))
-        metrics_path = self.output_dir / "metrics.jsonl"
         end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
         window: list[dict[str, float]] = []
         tick = time.perf_counter()
