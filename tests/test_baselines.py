@@ -183,7 +183,8 @@ def test_cli_missing_weights_exit_code_3(offline, tmp_path, capsys):
     assert "erasekit download sdxl-inpaint" in err and "Traceback" not in err
 
 
-def test_weights_in_models_dir_make_methods_available_and_auto_prefers_strongest(offline, tiny):
+def test_weights_in_models_dir_make_methods_available_and_auto_prefers_strongest(offline, tiny, monkeypatch):
+    monkeypatch.setattr(erasekit, "_cache", {})  # keep the remover loaded here out of other tests' way
     models = offline / "models"
     models.mkdir()
     (models / "sd15-inpaint").symlink_to(tiny("sd15-inpaint"), target_is_directory=True)
