@@ -356,11 +356,12 @@ def test_stats_rows_follow_table_7():
     assert rows["Rejected — semantic: collapse"] == (1, "25.00% of source")
 
 
+@pytest.mark.slow  # starting a local Ray instance takes tens of seconds
 def test_ray_executor_matches_local(tmp_path):
     ray = pytest.importorskip("ray")
     from erasekit.data.savp_run import ModelSpec
 
-    manifest = write_synthetic_triplets(tmp_path / "t", 2, size=256, seed=3)
+    manifest = write_synthetic_triplets(tmp_path / "t", 2, size=256, seed=0)
     spec = ModelSpec(detector="oracle-truth", segmenter="oracle-truth")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
@@ -368,7 +369,7 @@ def test_ray_executor_matches_local(tmp_path):
     finally:
         ray.shutdown()
     local_stats = run_savp(manifest, tmp_path / "local", spec=spec, executor="local", progress=False)
-    assert ray_stats == local_stats
+    assert ray_stats == local_stats and local_stats.retained >= 1
     assert (tmp_path / "ray" / "manifest.jsonl").read_bytes() == (tmp_path / "local" / "manifest.jsonl").read_bytes()
     for name in (tmp_path / "local" / "effect_masks").iterdir():
         assert (tmp_path / "ray" / "effect_masks" / name.name).read_bytes() == name.read_bytes()

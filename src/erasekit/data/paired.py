@@ -243,8 +243,9 @@ class PairedDatasetWriter:
         self.image_suffix = ".jpg" if fmt in ("jpg", "jpeg") else ".png"
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest = self.root / MANIFEST_NAME
+        self.manifest.touch(exist_ok=True)  # an empty dataset is still a dataset (a run may accept nothing)
         self._repair_tail()
-        self._ids = {r.id for r in read_manifest(self.root, check_files=False)} if self.manifest.exists() else set()
+        self._ids = {r.id for r in read_manifest(self.root, check_files=False)}
 
     def _repair_tail(self) -> None:
         if not self.manifest.exists():
