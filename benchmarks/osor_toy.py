@@ -33,9 +33,8 @@ import torch
 
 PROMPT = "Remove the instance of object"
 SETTINGS = {
-    #            vae   unet  phase1 phase2 batch train test
-    "quick": dict(vae=300, unet=300, phase1=40, phase2=60, batch=8, train=64, test=24),
-    "full": dict(vae=800, unet=1000, phase1=200, phase2=250, batch=8, train=400, test=100),
+    "quick": {"vae": 300, "unet": 300, "phase1": 40, "phase2": 60, "batch": 8, "train": 64, "test": 24},
+    "full": {"vae": 800, "unet": 1000, "phase1": 200, "phase2": 250, "batch": 8, "train": 400, "test": 100},
 }
 
 

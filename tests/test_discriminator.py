@@ -8,10 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import torch.nn.functional as F  # noqa: E402
+import torch.nn.functional as F
 
-from erasekit.train import discriminator as D  # noqa: E402
-from erasekit.types import InvalidInputError, MissingWeightsError  # noqa: E402
+from erasekit.train import discriminator as D
+from erasekit.types import InvalidInputError, MissingWeightsError
 
 # A tiny open_clip ConvNeXt tower: timm key names under visual.trunk., two blocks in stage 0, one elsewhere.
 DIMS, DEPTHS, EPS = (8, 16, 24, 32), (2, 1, 1, 1), 1e-5

@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch import nn  # noqa: E402
+from torch import nn
 
-from erasekit.train import losses as L  # noqa: E402
-from erasekit.train.discriminator import PatchHead  # noqa: E402
+from erasekit.train import losses as L
+from erasekit.train.discriminator import PatchHead
 
 
 def _nll_real(logit):  # −log σ(l), written the naive way as the reference

@@ -14,11 +14,11 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
-from erasekit.testing import TinyCheckpoints  # noqa: E402
-from erasekit.train.config import OsorTrainConfig, load_config  # noqa: E402
-from erasekit.train.osor import OsorTrainer, collate_common_size, latest_checkpoint, train_osor  # noqa: E402
-from erasekit.train.tiny import TinyPerceptual, write_tiny_openclip_convnext  # noqa: E402
-from erasekit.types import InvalidInputError  # noqa: E402
+from erasekit.testing import TinyCheckpoints
+from erasekit.train.config import OsorTrainConfig, load_config
+from erasekit.train.osor import OsorTrainer, collate_common_size, latest_checkpoint, train_osor
+from erasekit.train.tiny import TinyPerceptual, write_tiny_openclip_convnext
+from erasekit.types import InvalidInputError
 
 SIZE = 32
 

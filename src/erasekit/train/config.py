@@ -120,14 +120,14 @@ class OsorTrainConfig(_Strict):
     device: str | None = None                # None: accelerate's choice; "cpu" forces CPU
 
     @model_validator(mode="after")
-    def _check(self) -> "OsorTrainConfig":
+    def _check(self) -> OsorTrainConfig:
         if self.global_batch_size < 1 or (self.per_device_batch_size is not None and self.per_device_batch_size < 1):
             raise ValueError("batch sizes must be >= 1")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ValueError("log_every and checkpoint_every must be >= 1")
         return self
 
-    def resolved(self) -> "OsorTrainConfig":
+    def resolved(self) -> OsorTrainConfig:
         """A copy with every per-backbone/per-phase default filled in (what the trainer runs and records)."""
         b = self.backbone
         data = self.data.model_copy(update={
@@ -231,5 +231,15 @@ def packaged_config(name: str) -> Path:
     return path
 
 
-__all__ = ["DataConfig", "DiscriminatorConfig", "LoraSettings", "LossConfig", "OptimConfig", "OsorTrainConfig",
-           "PROMPT", "load_config", "packaged_config", "parse_overrides"]
+__all__ = [
+    "PROMPT",
+    "DataConfig",
+    "DiscriminatorConfig",
+    "LoraSettings",
+    "LossConfig",
+    "OptimConfig",
+    "OsorTrainConfig",
+    "load_config",
+    "packaged_config",
+    "parse_overrides",
+]

@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -190,7 +191,7 @@ class ConvNextTrunk(nn.Module):
     def channels(self) -> list[int]:
         return list(self.convnext.config.hidden_sizes)
 
-    def train(self, mode: bool = True) -> "ConvNextTrunk":  # frozen: stays in eval mode whatever the parent does
+    def train(self, mode: bool = True) -> ConvNextTrunk:  # frozen: stays in eval mode whatever the parent does
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -208,7 +209,7 @@ class ConvNextTrunk(nn.Module):
 
     @classmethod
     def from_openclip(cls, source: str | os.PathLike = DEFAULT_TRUNK, *, norm_eps: float = XXLARGE_NORM_EPS,
-                      allow_download: bool = False) -> "ConvNextTrunk":
+                      allow_download: bool = False) -> ConvNextTrunk:
         state = _read_state_dict(resolve_trunk_file(source, allow_download=allow_download))
         return cls(convnext_from_openclip_state(state, norm_eps=norm_eps))
 
@@ -304,6 +305,18 @@ class PatchTargets:
                 .to(device=mask.device, dtype=torch.float32) for hw in grid_sizes]
 
 
-__all__ = ["BlurPool2d", "CLIP_MEAN", "CLIP_STD", "ConvNextTrunk", "DEFAULT_TRUNK", "OccupancyDiscriminator",
-           "PatchHead", "PatchTargets", "TARGET_MODES", "XXLARGE_NORM_EPS", "convert_openclip_convnext",
-           "convnext_from_openclip_state", "resolve_trunk_file"]
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "DEFAULT_TRUNK",
+    "TARGET_MODES",
+    "XXLARGE_NORM_EPS",
+    "BlurPool2d",
+    "ConvNextTrunk",
+    "OccupancyDiscriminator",
+    "PatchHead",
+    "PatchTargets",
+    "convert_openclip_convnext",
+    "convnext_from_openclip_state",
+    "resolve_trunk_file",
+]

@@ -7,8 +7,9 @@ patch maps of Eq. 7, over patch positions. Targets w̃_k come from :class:`erase
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ class LossWeights:
     dice: float = 2.0           # λ_dice (Eq. 14, Phase II only)
 
     @classmethod
-    def for_backbone(cls, family: Literal["sdxl", "flux"]) -> "LossWeights":
+    def for_backbone(cls, family: Literal["sdxl", "flux"]) -> LossWeights:
         """App. B.1: SDXL L1 0.25 / LPIPS 5; FLUX L1 0.5 / LPIPS 3; adversarial 0.3, R1 60000, BCE 1, Dice 2 for both."""
         if family == "flux":
             return cls(l1=0.5, perceptual=3.0)

@@ -33,9 +33,10 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -368,7 +369,7 @@ class OsorTrainer:
         with torch.no_grad():
             z_lq = L.encode(self.vae, images)
         noise = torch.randn(z_lq.shape, generator=noise_gen).to(self.device, z_lq.dtype)
-        z_t, x0, logits = self.engine.denoise(z_lq, noise, cond_mask.to(self.device, z_lq.dtype), self.timestep)
+        _z_t, x0, logits = self.engine.denoise(z_lq, noise, cond_mask.to(self.device, z_lq.dtype), self.timestep)
         x0 = x0.float()
         if self.config.phase == 2:
             weight = alpha_from_logits(logits)                                         # Eq. 12

@@ -90,10 +90,10 @@ class LPIPSVGG(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPSVGG":  # frozen: dropout stays off
+    def train(self, mode: bool = True) -> LPIPSVGG:  # frozen: dropout stays off
         return super().train(False)
 
-    def load_weights(self, trunk_state: dict, heads_state: dict) -> "LPIPSVGG":
+    def load_weights(self, trunk_state: dict, heads_state: dict) -> LPIPSVGG:
         self.net.load_state_dict({k: v for k, v in trunk_state.items() if k.startswith("features.")}, strict=True)
         heads = {k: v for k, v in heads_state.items() if k.startswith("lin")}
         missing = {f"lin{i}.model.1.weight" for i in range(5)} - set(heads)

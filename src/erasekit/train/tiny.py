@@ -8,8 +8,8 @@ conv feature distance for the perceptual slot (honestly *not* LPIPS) for tests a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
