@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 PROMPT = "Remove the instance of object"
+LR_G, LR_D = 5e-4, 2e-4  # toy learning rates (the paper's 1e-5 is for billion-parameter backbones)
 SETTINGS = {
     "quick": {"vae": 300, "unet": 300, "phase1": 40, "phase2": 60, "batch": 8, "train": 64, "test": 24},
     "full": {"vae": 800, "unet": 1000, "phase1": 200, "phase2": 250, "batch": 8, "train": 400, "test": 100},
@@ -167,7 +168,7 @@ def train_phase(phase: int, *, model: Path, data: Path, trunk: Path, out: Path, 
     cfg = OsorTrainConfig(
         backbone="sdxl", phase=phase, model=str(model), output_dir=str(out), init_weights=str(init) if init else None,
         data={"path": str(data), "resolution": 64, "phase2_only": phase == 2, "crop_scale": (1.0, 1.0)},
-        lora={"rank": 8}, optim={"lr_generator": 5e-4, "lr_discriminator": 2e-4},
+        lora={"rank": 8}, optim={"lr_generator": LR_G, "lr_discriminator": LR_D},
         discriminator={"trunk": str(trunk), "hidden": 32}, loss={"perceptual": 0.0},
         max_steps=steps, global_batch_size=batch, per_device_batch_size=batch, mixed_precision="no", device="cpu",
         gradient_checkpointing=False, log_every=max(1, steps // 10), checkpoint_every=max(1, steps // 3), seed=seed)
@@ -255,10 +256,12 @@ def main() -> None:
     model = pretrain_backbone(root / "backbone", size=64, vae_steps=s["vae"], unet_steps=s["unet"],
                               batch=s["batch"], seed=args.seed, log=log)
     log("backbone prior ready")
-    w1 = train_phase(1, model=model, data=train_data, trunk=trunk, out=root / "phase1", steps=s["phase1"],
-                     batch=s["batch"], init=None, seed=args.seed, log=log)
-    w2 = train_phase(2, model=model, data=train_data, trunk=trunk, out=root / "phase2", steps=s["phase2"],
-                     batch=s["batch"], init=w1, seed=args.seed, log=log)
+    tag = f"lr{LR_G:g}-{LR_D:g}"  # cached phases are reused only with the same settings
+    w1 = train_phase(1, model=model, data=train_data, trunk=trunk, out=root / f"phase1-{s['phase1']}-{tag}",
+                     steps=s["phase1"], batch=s["batch"], init=None, seed=args.seed, log=log)
+    w2 = train_phase(2, model=model, data=train_data, trunk=trunk,
+                     out=root / f"phase2-{s['phase1']}-{s['phase2']}-{tag}", steps=s["phase2"], batch=s["batch"],
+                     init=w1, seed=args.seed, log=log)
 
     test = list(PairedDataset(test_data))
     results = [evaluate("input (no removal)", [(t.image, None) for t in test], test),

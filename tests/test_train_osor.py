@@ -153,6 +153,10 @@ def test_config_errors_are_one_line(tmp_path, env):
     bad.write_text(yaml.safe_dump({**tiny_settings(env, tmp_path), "phase": 3}))
     with pytest.raises(InvalidInputError, match="phase"):
         load_config(bad)
+    from erasekit.cli import main
+
+    assert main(["train", "osor", "--config", str(bad)]) == 2          # bad input: exit code 2, one line
+    assert main(["train", "osor", "--config", str(bad), "--set", "phase"]) == 2
     cfg = OsorTrainConfig(**tiny_settings(env, tmp_path, global_batch_size=3, per_device_batch_size=2))
     with pytest.raises(InvalidInputError, match="global batch"):
         cfg.resolved().accumulation_steps(1)
