@@ -248,6 +248,20 @@ def tiny_models(tmp_path_factory):
         mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=32, num_hidden_layers=2,
                                                   num_attention_heads=2, iou_head_hidden_dim=32))
     Sam2Model(sam2).save_pretrained(root / "sam2")
+    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel,
+                              SamPromptEncoderConfig, SamProcessor, SamVisionConfig)
+
+    sam1 = SamConfig(
+        vision_config=SamVisionConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=1, image_size=64,
+                                      patch_size=8, output_channels=16, global_attn_indexes=[1], mlp_dim=16,
+                                      window_size=4, num_pos_feats=8),
+        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8,
+                                                     mask_input_channels=4),
+        mask_decoder_config=SamMaskDecoderConfig(hidden_size=16, mlp_dim=16, num_hidden_layers=2,
+                                                 num_attention_heads=2, iou_head_hidden_dim=16))
+    SamModel(sam1).save_pretrained(root / "sam1")
+    SamProcessor(image_processor=SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+                 ).save_pretrained(root / "sam1")
     return root
 
 
@@ -280,6 +294,14 @@ def test_sam2_adapter_segments_boxes(tiny_models):
     again = segmenter.segment(image, [Box(10, 20, 60, 80), Box(0, 0, 30, 30)])
     assert all(np.array_equal(a, b) for a, b in zip(masks, again))
     assert segmenter.segment(image, []) == []
+
+
+def test_sam_v1_adapter_through_transformers_processor(tiny_models):
+    image = np.random.default_rng(2).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    segmenter = SamSegmenter(str(tiny_models / "sam1"), device="cpu")
+    assert segmenter.kind == "sam"
+    masks = segmenter.segment(image, [Box(5, 5, 40, 40), Box(0, 10, 20, 60)])
+    assert [m.shape for m in masks] == [(50, 70), (50, 70)] and all(m.dtype == bool for m in masks)
 
 
 def test_missing_checkpoints_are_clear(tmp_path):

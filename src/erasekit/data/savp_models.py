@@ -266,7 +266,10 @@ class SamSegmenter:
                 inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
                 outputs = self.model(**{k: v for k, v in inputs.items() if k in ("pixel_values", "input_boxes")},
                                      multimask_output=False)
-                masks = self.processor.post_process_masks(outputs.pred_masks.cpu(), inputs["original_sizes"].cpu())[0]
+                sizes = [inputs["original_sizes"].cpu()]
+                if "reshaped_input_sizes" in inputs:  # SAM v1 pads to a square and needs the unpadded size
+                    sizes.append(inputs["reshaped_input_sizes"].cpu())
+                masks = self.processor.post_process_masks(outputs.pred_masks.cpu(), *sizes)[0]
                 return [m[0].numpy().astype(bool) for m in masks]
             logits = self._sam2_forward(image, xyxy)
         up = torch.nn.functional.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
