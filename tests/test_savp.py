@@ -11,10 +11,26 @@ import numpy as np
 import pytest
 
 from erasekit.data import PairedDataset
-from erasekit.data.savp import (SAVP, SAVPConfig, SAVPResult, clean_difference, difference_heatmap,
-                                effect_aware_masks, grow_area, instruction_kind, keep_supported, semantic_boxes)
-from erasekit.data.savp_models import (Detection, GrabCutSegmenter, GroundingDinoDetector, OracleDetector,
-                                       OracleSegmenter, SamSegmenter)
+from erasekit.data.savp import (
+    SAVP,
+    SAVPConfig,
+    SAVPResult,
+    clean_difference,
+    difference_heatmap,
+    effect_aware_masks,
+    grow_area,
+    instruction_kind,
+    keep_supported,
+    semantic_boxes,
+)
+from erasekit.data.savp_models import (
+    Detection,
+    GrabCutSegmenter,
+    GroundingDinoDetector,
+    OracleDetector,
+    OracleSegmenter,
+    SamSegmenter,
+)
 from erasekit.data.savp_run import SAVPStats, run_savp
 from erasekit.data.synthetic import SceneConfig, make_scene, scene_rng, write_synthetic_triplets
 from erasekit.masks import Box
@@ -215,10 +231,21 @@ def test_full_pipeline_on_synthetic_triplets(kind):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     import torch
-    from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, Sam2Config,
-                              Sam2HieraDetConfig, Sam2MaskDecoderConfig, Sam2Model, Sam2PromptEncoderConfig,
-                              Sam2VisionConfig, SwinConfig)
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        Sam2Config,
+        Sam2HieraDetConfig,
+        Sam2MaskDecoderConfig,
+        Sam2Model,
+        Sam2PromptEncoderConfig,
+        Sam2VisionConfig,
+        SwinConfig,
+    )
 
     root = tmp_path_factory.mktemp("tiny")
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "the", "add", "remove", "red", "ball",
@@ -248,8 +275,15 @@ def tiny_models(tmp_path_factory):
         mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=32, num_hidden_layers=2,
                                                   num_attention_heads=2, iou_head_hidden_dim=32))
     Sam2Model(sam2).save_pretrained(root / "sam2")
-    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel,
-                              SamPromptEncoderConfig, SamProcessor, SamVisionConfig)
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
 
     sam1 = SamConfig(
         vision_config=SamVisionConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=1, image_size=64,
