@@ -95,3 +95,13 @@ def test_triplets_have_add_and_remove_orders(tmp_path):
     assert add["instruction"].startswith("Add a ") and remove["instruction"].startswith("Remove the ")
     assert add["original"] == remove["edited"] and add["edited"] == remove["original"]
     assert (tmp_path / add["truth"]["effect_mask"]).is_file()
+
+
+def test_cli_synth_writes_a_paired_dataset(tmp_path):
+    from erasekit.cli import main
+
+    assert main(["synth", "-o", str(tmp_path / "ds"), "-n", "2", "--size", "32", "--seed", "4"]) == 0
+    ds = PairedDataset(tmp_path / "ds")
+    truth = make_scene(scene_rng(4, 1), SceneConfig(size=32))
+    np.testing.assert_array_equal(ds[1].background, truth.background)
+    assert main(["synth", "-o", str(tmp_path / "ds"), "-n", "2", "--size", "8"]) == 2  # too small: clear error
