@@ -82,12 +82,16 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
                 suite[name] = MetricFactory(name, lambda m=loaded: LPIPSMetric(m.model, device, m.fingerprint()),
                                             cols, weights=[w.as_dict() for w in loaded.weights],
                                             settings={"net": "alex", "version": "0.1"})
+            elif name == "kid" and "fid" in names:
+                # One feature pass serves both: the fid metric also reports kid (see the fid entry).
+                suite[name] = MetricFactory(name, None, cols, settings={"computed_with": "fid"})
             elif name in ("fid", "kid", "local_fid"):
                 loaded = net("inception-fid", lambda: FT.load_fid_inception(weights.get("inception-fid"),
                                                                              device=device))
                 cls = LocalFIDMetric if name == "local_fid" else FIDMetric
+                which = ("fid", "kid") if name == "fid" and "kid" in names else (name,)
                 suite[name] = MetricFactory(
-                    name, lambda m=loaded, cls=cls, which=(name,): cls(m.model, device, m.fingerprint(),
+                    name, lambda m=loaded, cls=cls, which=which: cls(m.model, device, m.fingerprint(),
                                                                         real_cache=fid_real_cache, which=which),
                     cols, weights=[w.as_dict() for w in loaded.weights],
                     settings=cls(loaded.model).settings())
@@ -122,4 +126,7 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
                                             settings={"classes": len(clip_classes)}, needs_target=False)
         except ErasekitError as exc:
             suite[name] = MetricFactory(name, None, cols, unavailable=str(exc))
+    if "kid" in suite and suite["kid"].settings.get("computed_with") == "fid":
+        fid = suite["fid"]
+        suite["kid"].unavailable, suite["kid"].weights = fid.unavailable, fid.weights
     return suite
