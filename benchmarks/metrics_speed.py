@@ -133,7 +133,7 @@ def main() -> None:
     real, fake = _images(args.n, args.size, 0)
     print(f"{args.n} pairs of {args.size}x{args.size} images, device {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(f"| metric | path | images/s | value |\n|---|---|---|---|")
+    print("| metric | path | images/s | value |\n|---|---|---|---|")
     for name, fn in (("FID", bench_fid), ("LPIPS", bench_lpips)):
         (t_ours, v_ours), (t_direct, v_direct) = fn(real, fake, args.device, args.batch)
         images = 2 * args.n if name == "FID" else args.n  # FID embeds real and fake images

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from erasekit.cli import main
@@ -66,7 +67,8 @@ def test_bench_end_to_end_with_resume_and_report(dataset, lpips_trunk, tmp_path)
     networks = {"inception-fid": Loaded(TinyFeatures(), [], {})}
     result = run_benchmark(cfg, networks=networks)
 
-    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    with open(out / "per_image.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert len(rows) == 3 * 2 * N
     assert {r["method"] for r in rows} == {"patchmatch", "telea", "sd15-inpaint"}
     assert all(float(r["latency_s"]) > 0 and float(r["peak_rss_mb"]) > 0 for r in rows)
@@ -75,7 +77,7 @@ def test_bench_end_to_end_with_resume_and_report(dataset, lpips_trunk, tmp_path)
     # The per-image PSNR is the metric of the cached output against the ground truth.
     ds = open_dataset(dataset)
     rec = ds[ds.ids[0]]
-    saved = np.asarray(__import__("PIL.Image").Image.open(out / "outputs/telea/effect" / f"{rec.id}.png"))
+    saved = np.asarray(Image.open(out / "outputs/telea/effect" / f"{rec.id}.png"))
     row = next(r for r in rows if r["method"] == "telea" and r["mask"] == "effect" and r["id"] == rec.id)
     assert float(row["psnr"]) == pytest.approx(psnr(saved, rec.background))
     # Pixels outside the effect mask are the input's, so the method only changed what it was asked to.

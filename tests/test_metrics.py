@@ -19,8 +19,17 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from erasekit.eval import features as FT
 from erasekit.eval import weights as W
 from erasekit.eval.cfd import RegionFeatures, _box_nms, cfd_score, filter_segments, sam_automatic_masks
-from erasekit.eval.metrics import (CMMDMetric, Sample, fid_from_features, kid_from_features, local_crop_box,
-                                   mask_box, mmd_rbf, psnr, ssim)
+from erasekit.eval.metrics import (
+    CMMDMetric,
+    Sample,
+    fid_from_features,
+    kid_from_features,
+    local_crop_box,
+    mask_box,
+    mmd_rbf,
+    psnr,
+    ssim,
+)
 from erasekit.eval.networks import AlexNetTrunk, FIDInceptionV3, LPIPSAlex, resize_bilinear_tf1
 from erasekit.eval.suite import build_suite
 from erasekit.types import InvalidInputError, MissingWeightsError
@@ -91,7 +100,7 @@ def test_kid_equals_hand_computed_unbiased_polynomial_mmd():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(9, 5)), rng.normal(0.5, 1.0, size=(9, 5))
     d = x.shape[1]
-    k = lambda a, b: (a @ b.T / d + 1.0) ** 3  # noqa: E731
+    k = lambda a, b: (a @ b.T / d + 1.0) ** 3
     m = len(x)
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     expected = ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))

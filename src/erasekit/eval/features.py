@@ -29,9 +29,11 @@ PathLike = str | os.PathLike | None
 
 
 def _torch_load(path) -> dict:
+    import pickle
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise MissingWeightsError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
 
 

@@ -303,7 +303,7 @@ def local_crop_box(mask: np.ndarray, *, context: float = 0.5, min_side: int = 64
     if inside.any():
         rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
         top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        side = int(math.ceil(max(bottom - top, right - left) * (1.0 + context)))
+        side = math.ceil(max(bottom - top, right - left) * (1.0 + context))
         cy, cx = (top + bottom) / 2.0, (left + right) / 2.0
     else:
         side, cy, cx = limit, H / 2.0, W / 2.0

@@ -119,10 +119,10 @@ def build_report(results: str | Path, *, max_samples: int = 8) -> Path:
                 for n, m in summary["metrics"].items()}
     body = [
         "<!doctype html><html><head><meta charset='utf-8'><title>erasekit benchmark</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>",
-        f"<h1>erasekit benchmark — {html.escape(summary['dataset']['layout'])} "
-        f"({summary['dataset']['n']} images)</h1>",
+        ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>"),
+        (f"<h1>erasekit benchmark — {html.escape(summary['dataset']['layout'])} "
+         f"({summary['dataset']['n']} images)</h1>"),
         "<h2>Results</h2>", _markdown_table_to_html(table),
         "<h2>Charts</h2>", *[f"<img src='{p.name}' alt='{p.stem}'>" for p in charts],
         "<h2>Comparisons</h2>", *[f"<p>{p.stem}</p><img src='{p.name}' alt='{p.stem}'>" for p in grids],

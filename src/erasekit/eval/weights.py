@@ -154,7 +154,7 @@ def _hf_snapshot(hub_id: str) -> Path | None:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(hub_id, local_files_only=True))
-    except Exception:  # not cached, or huggingface_hub absent: both mean "not here"
+    except (ImportError, OSError, ValueError):  # not cached (LocalEntryNotFoundError), or no huggingface_hub
         return None
 
 
