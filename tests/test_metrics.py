@@ -425,3 +425,57 @@ def test_sam_automatic_masks_run_through_a_tiny_sam(tmp_path):
     masks = sam_automatic_masks(img, loaded.model, loaded.extra["processor"],
                                 SamSettings(points_per_side=2, pred_iou_thresh=-1e9, stability_score_thresh=-1e9))
     assert masks and all(m.shape == img.shape[:2] and m.dtype == bool for m in masks)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CLIP distance / accuracy@k (Inst-Inpaint procedure) through a tiny CLIP folder
+# --------------------------------------------------------------------------------------------------------------------
+def _tiny_clip_full(path: Path) -> Path:
+    from transformers import CLIPConfig, CLIPModel
+
+    from erasekit.testing import _clip_tokenizer
+
+    tok = _clip_tokenizer()
+    torch.manual_seed(0)
+    cfg = CLIPConfig(
+        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": len(tok) - 2,
+                     "eos_token_id": len(tok) - 1, "pad_token_id": len(tok) - 1},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16)
+    CLIPModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_clip_distance_and_accuracy_by_hand(tmp_path):
+    from erasekit.eval.datasets import label_from_meta
+    from erasekit.eval.metrics import CLIPRemovalMetric, inst_inpaint_crop
+
+    loaded = FT.load_clip("clip-vit-b32", _tiny_clip_full(tmp_path / "clip"), with_text=True)
+    classes = ["cat", "dog", "car", "tree", "cup", "lamp"]
+    metric = CLIPRemovalMetric(loaded.model, loaded.extra["tokenizer"], classes)
+    img = _photos()["chelsea"]
+    mask = _mask(img.shape[:2])
+    same = metric.update(Sample("a", img, None, mask, img))
+    assert same["clip_dist"] == pytest.approx(0.0, abs=1e-6)
+    assert same["clip_acc@1"] == same["clip_acc@5"] == 0.0  # nothing changed: the object is "still there"
+
+    out = _degraded(img, 3)
+    got = metric.update(Sample("b", out, None, mask, img))
+    # By hand: crops, CLIP preprocessing, embeddings, prompts, rankings.
+    box = (35, 25, 100, 70)
+    crops = [inst_inpaint_crop(img, box), inst_inpaint_crop(out, box)]
+    with torch.no_grad():
+        e = loaded.model.get_image_features(pixel_values=FT.clip_eval_pixels(crops, 32)).pooler_output
+        tokens = loaded.extra["tokenizer"]([f"a photo of a {c}" for c in classes], padding=True, return_tensors="pt")
+        t = loaded.model.get_text_features(**tokens).pooler_output
+    e, t = e / e.norm(dim=-1, keepdim=True), t / t.norm(dim=-1, keepdim=True)
+    assert got["clip_dist"] == pytest.approx(float(1 - (e[0] * e[1]).sum()), abs=1e-6)
+    top1 = int((e[0] @ t.T).argmax())
+    ranked = torch.argsort(e[1] @ t.T, descending=True).tolist()
+    for k in (1, 3, 5):
+        assert got[f"clip_acc@{k}"] == (100.0 if top1 not in ranked[:k] else 0.0)
+    assert label_from_meta({"instruction": "Remove the red ball"}) == "red ball"
+    assert label_from_meta({"class": "cup"}) == "cup" and label_from_meta({}) is None
