@@ -245,6 +245,27 @@ def test_batch_equals_single_calls_and_mixed_sizes_keep_the_invariants():
     assert batch[3].unchanged and np.array_equal(batch[3].image, image)
 
 
+def test_batch_runs_the_shared_hd_crops_together():
+    from erasekit.hd import HDStrategy
+
+    remover = _remover("flux", batch_size=4)
+    image, _ = _scene(48, 96)
+    mask = np.zeros((48, 96), np.float32)
+    mask[16:24, 8:24] = 1  # two equal components far apart -> two equal crops
+    mask[16:24, 72:88] = 1
+    crop = HDStrategy(name="crop", crop_trigger=32, crop_margin=8)
+    request = RemovalRequest(image, mask, seed=3, hd_strategy=crop)
+    calls, _, hooks = _capture(remover.engine.denoiser)
+    [batched] = remover.inpaint_batch([request])
+    assert len(calls) == 1 and calls[0]["hidden_states"].shape[0] == 2  # both crops in one forward pass
+    for h in hooks:
+        h.remove()
+    single = remover(request)
+    assert np.abs(batched.image.astype(int) - single.image.astype(int)).max() <= 1
+    untouched = batched.alpha == 0  # between the crops: never processed, bit-identical
+    assert untouched.any() and np.array_equal(batched.image[untouched], image[untouched])
+
+
 def test_options_are_validated_and_prompt_is_encoded_once():
     remover = _remover("sdxl")
     image, mask = _scene()
