@@ -419,11 +419,10 @@ def test_ray_executor_matches_local(tmp_path):
 
     manifest = write_synthetic_triplets(tmp_path / "t", 2, size=256, seed=0)
     spec = ModelSpec(detector="oracle-truth", segmenter="oracle-truth")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        ray_stats = run_savp(manifest, tmp_path / "ray", spec=spec, executor="ray", workers=1, progress=False)
-    finally:
-        ray.shutdown()
+    assert not ray.is_initialized()
+    # run_savp starts a local instance, ray.init(num_cpus=workers, include_dashboard=False), and stops it after
+    ray_stats = run_savp(manifest, tmp_path / "ray", spec=spec, executor="ray", workers=1, progress=False)
+    assert not ray.is_initialized()
     local_stats = run_savp(manifest, tmp_path / "local", spec=spec, executor="local", progress=False)
     assert ray_stats == local_stats and local_stats.retained >= 1
     assert (tmp_path / "ray" / "manifest.jsonl").read_bytes() == (tmp_path / "local" / "manifest.jsonl").read_bytes()

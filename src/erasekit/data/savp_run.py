@@ -268,8 +268,18 @@ def run_ray(triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, *, wor
         raise InvalidInputError("the ray executor needs Ray: pip install 'erasekit[cluster]'") from None
     if not triplets:
         return
-    if not ray.is_initialized():
+    started_here = not ray.is_initialized()
+    if started_here:
         ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+    try:
+        yield from _ray_outcomes(ray, triplets, spec, config, workers, debug_dir)
+    finally:
+        if started_here:  # a cluster the caller connected to stays up; a local one we started does not
+            ray.shutdown()
+
+
+def _ray_outcomes(ray, triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, workers: int,
+                  debug_dir: str | None) -> Iterator[Outcome]:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
