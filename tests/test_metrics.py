@@ -479,3 +479,17 @@ def test_clip_distance_and_accuracy_by_hand(tmp_path):
         assert got[f"clip_acc@{k}"] == (100.0 if top1 not in ranked[:k] else 0.0)
     assert label_from_meta({"instruction": "Remove the red ball"}) == "red ball"
     assert label_from_meta({"class": "cup"}) == "cup" and label_from_meta({}) is None
+
+
+def test_cfd_quirk_pixels_equal_the_dinov2_image_processor():
+    """The reference feeds DINOv2 through its AutoImageProcessor (BitImageProcessor: short side 256 bicubic, centre
+    crop 224, ImageNet mean/std) after a 224×224 resize; quirk mode reproduces those pixels."""
+    from PIL import Image
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    processor = BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
+                                     resample=3, image_mean=list(FT.IMAGENET_MEAN), image_std=list(FT.IMAGENET_STD))
+    img = Image.fromarray(_photos()["astronaut"])
+    expected = processor(images=img.resize((224, 224)), return_tensors="pt")["pixel_values"]
+    got = RegionFeatures(None, reference_quirks=True).pixels(img)
+    assert torch.allclose(got, expected, atol=1e-5)

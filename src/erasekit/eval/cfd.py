@@ -150,7 +150,8 @@ class RegionFeatures:
                  processor_size: int = 256):
         self.model, self.quirks, self.device, self.processor_size = model, reference_quirks, device, processor_size
 
-    def _tokens(self, pil: Image.Image) -> np.ndarray:
+    def pixels(self, pil: Image.Image) -> torch.Tensor:
+        """The DINOv2 input for an image region (1×3×224×224, ImageNet-normalised)."""
         im = pil.resize((_SIZE, _SIZE))  # PIL's default filter (bicubic), as the reference
         if self.quirks:  # BitImageProcessor of dinov2: shortest edge -> 256 (bicubic), centre crop 224
             s = self.processor_size
@@ -158,9 +159,11 @@ class RegionFeatures:
             off = (s - _SIZE) // 2
             im = im.crop((off, off, off + _SIZE, off + _SIZE))
         x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-        x = (x - torch.tensor(IMAGENET_MEAN)[None, :, None, None]) / torch.tensor(IMAGENET_STD)[None, :, None, None]
+        return (x - torch.tensor(IMAGENET_MEAN)[None, :, None, None]) / torch.tensor(IMAGENET_STD)[None, :, None, None]
+
+    def _tokens(self, pil: Image.Image) -> np.ndarray:
         with torch.no_grad():
-            h = self.model(pixel_values=x.to(self.device)).last_hidden_state
+            h = self.model(pixel_values=self.pixels(pil).to(self.device)).last_hidden_state
         h = h / h.norm(p=2, dim=-1, keepdim=True)
         return h[0].double().cpu().numpy()
 
