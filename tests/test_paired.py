@@ -299,3 +299,14 @@ def test_conditioning_on_torch_batches(tmp_path):
     assert bool((cond == batch["object_mask"]).all())
     with pytest.raises(InvalidInputError, match="unknown conditioning mode"):
         IncompleteMaskSampler(probabilities={"blur": 1.0})
+
+
+def test_conditioning_with_an_external_generator_is_reproducible():
+    from erasekit.data.conditioning import IncompleteMaskSampler
+
+    effect = [np.pad(np.ones((10, 12), np.float32), 6)]
+    sampler = IncompleteMaskSampler(seed=0)
+    a = [sampler.condition(effect, rng=np.random.default_rng([3, k])) for k in range(6)]
+    b = [sampler.condition(effect, rng=np.random.default_rng([3, k])) for k in range(6)]
+    assert [m for m, _ in a] == [m for m, _ in b]
+    assert all(np.array_equal(x[1][0], y[1][0]) for x, y in zip(a, b))

@@ -43,35 +43,39 @@ class IncompleteMaskSampler:
             raise InvalidInputError("conditioning probabilities must be >= 0 and not all zero")
         self.rng = np.random.default_rng(self.seed)
 
-    def sample_mode(self, *, has_object_core: bool = True) -> str:
+    def sample_mode(self, *, has_object_core: bool = True, rng: np.random.Generator | None = None) -> str:
         modes = [m for m, p in self.probabilities.items() if p > 0 and (has_object_core or m != "object_core")]
         if not modes:
             raise InvalidInputError("no conditioning mode is possible for this batch (only object_core is enabled "
                                     "and a sample has no object-core mask)")
         p = np.array([self.probabilities[m] for m in modes], np.float64)
-        return modes[int(self.rng.choice(len(modes), p=p / p.sum()))]
+        return modes[int((rng or self.rng).choice(len(modes), p=p / p.sum()))]
 
-    def condition(self, effect_masks: Sequence[np.ndarray],
-                  object_masks: Sequence[np.ndarray | None] | None = None) -> tuple[str, list[np.ndarray]]:
-        """(mode, conditioning masks) for one batch of effect-aware masks m_gt (and object-core masks m_obj)."""
+    def condition(self, effect_masks: Sequence[np.ndarray], object_masks: Sequence[np.ndarray | None] | None = None,
+                  *, rng: np.random.Generator | None = None) -> tuple[str, list[np.ndarray]]:
+        """(mode, conditioning masks) for one batch of effect-aware masks m_gt (and object-core masks m_obj).
+
+        ``rng`` (optional) replaces the sampler's own generator for this batch, e.g. one keyed by the training step
+        so a resumed run draws the same modes."""
+        rng = rng or self.rng
         if len(effect_masks) == 0:
             raise InvalidInputError("cannot condition an empty batch")
         objects = list(object_masks) if object_masks is not None else [None] * len(effect_masks)
         if len(objects) != len(effect_masks):
             raise InvalidInputError("effect and object mask lists differ in length")
         has_core = all(o is not None and np.any(np.asarray(o) > 0) for o in objects)
-        mode = self.sample_mode(has_object_core=has_core)
-        out = [perturb_mask(np.asarray(m, np.float32), mode, self.rng, object_core=o)
+        mode = self.sample_mode(has_object_core=has_core, rng=rng)
+        out = [perturb_mask(np.asarray(m, np.float32), mode, rng, object_core=o)
                for m, o in zip(effect_masks, objects)]
         return mode, out
 
-    def condition_batch(self, batch: dict[str, Any]) -> tuple[str, Any]:
+    def condition_batch(self, batch: dict[str, Any], *, rng: np.random.Generator | None = None) -> tuple[str, Any]:
         """Torch batches from :func:`erasekit.data.loader.collate_paired`: returns (mode, N×1×H×W mask tensor)."""
         from ..convert import mask_to_tensor, tensor_to_mask
 
         effect = tensor_to_mask(batch["effect_mask"])
         objects = tensor_to_mask(batch["object_mask"]) if "object_mask" in batch else None
-        mode, masks = self.condition(list(effect), list(objects) if objects is not None else None)
+        mode, masks = self.condition(list(effect), list(objects) if objects is not None else None, rng=rng)
         tensor = mask_to_tensor(np.stack(masks)).to(device=batch["effect_mask"].device,
                                                    dtype=batch["effect_mask"].dtype)
         return mode, tensor
