@@ -31,6 +31,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import io
+from . import io, jsonl
 from .types import ErasekitError, InvalidInputError, RemovalRequest
 
 REPORT_NAME = "batch_report.jsonl"
@@ -216,13 +217,9 @@ class BatchSummary:
 
 def read_report(path: str | os.PathLike) -> list[BatchRecord]:
     """Load a report; a last line cut short by a kill is ignored."""
-    records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(BatchRecord(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            continue
-    return records
+    with warnings.catch_warnings():  # a torn last line is expected after a kill, not news
+        warnings.simplefilter("ignore")
+        return [BatchRecord(**record) for _, record in jsonl.read_lines(path)]
 
 
 class _ReportWriter:
@@ -233,9 +230,7 @@ class _ReportWriter:
         self._stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def write(self, record: BatchRecord) -> None:
-        self._stream.write(record.to_json() + "\n")
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        jsonl.append_line(self._stream, record.to_json())
 
     def close(self) -> None:
         self._stream.close()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any, Self
 import numpy as np
 from PIL import Image
 
-from .. import io
+from .. import io, jsonl
 from ..types import InvalidInputError
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -123,22 +122,10 @@ def read_manifest(root: str | os.PathLike, *, check_files: bool = True) -> list[
     path = root / MANIFEST_NAME
     if not path.is_file():
         raise InvalidInputError(f"'{root}' is not a paired dataset: {MANIFEST_NAME} not found")
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] != "":
-        # No trailing newline: the last append was interrupted (see module docstring).
-        warnings.warn(f"{path}: ignoring an incomplete last line (interrupted write)", stacklevel=2)
-    lines = lines[:-1]
     records: list[PairedRecord] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, raw in jsonl.read_lines(path):
         where = f"{path.name} line {number}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{where}: not valid JSON ({exc.msg})") from None
         record = _parse_record(raw, where, root) if check_files else _parse_record_unchecked(raw, where, root)
         if record.id in seen:
             raise InvalidInputError(f"{where}: duplicate id {record.id!r} (first on line {seen[record.id]})")
@@ -244,19 +231,8 @@ class PairedDatasetWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest = self.root / MANIFEST_NAME
         self.manifest.touch(exist_ok=True)  # an empty dataset is still a dataset (a run may accept nothing)
-        self._repair_tail()
+        jsonl.repair_torn_tail(self.manifest)
         self._ids = {r.id for r in read_manifest(self.root, check_files=False)}
-
-    def _repair_tail(self) -> None:
-        if not self.manifest.exists():
-            return
-        data = self.manifest.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1  # 0 when the only line is incomplete
-            with open(self.manifest, "r+b") as handle:
-                handle.truncate(keep)
-                handle.flush()
-                os.fsync(handle.fileno())
 
     def __contains__(self, sample_id: str) -> bool:
         return sample_id in self._ids
@@ -294,15 +270,10 @@ class PairedDatasetWriter:
         io.write_mask(self.root / paths["effect_mask"], (np.asarray(effect_mask) > 0.5).astype(np.float32))
         record = PairedRecord(sample_id, paths["image"], paths["background"], paths["object_mask"],
                               paths["effect_mask"], bool(phase2), dict(meta or {}))
-        self._append(record.to_json())
+        with open(self.manifest, "a", encoding="utf-8") as handle:
+            jsonl.append_line(handle, record.to_json())
         self._ids.add(sample_id)
         return record
-
-    def _append(self, line: str) -> None:
-        with open(self.manifest, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
 
     def __enter__(self) -> Self:
         return self

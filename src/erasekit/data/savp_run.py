@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import io
+from .. import io, jsonl
 from ..masks import Box
 from ..types import InvalidInputError
 from .paired import PairedDatasetWriter, check_id
@@ -71,16 +71,8 @@ def read_triplets(manifest: str | os.PathLike) -> list[Triplet]:
     base = path.parent
     out: list[Triplet] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, raw in jsonl.read_lines(path):
         where = f"{path.name} line {number}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(raw, dict):
-            raise InvalidInputError(f"{where}: expected a JSON object")
         missing = [k for k in ("original", "edited", "instruction") if not isinstance(raw.get(k), str)]
         if missing:
             raise InvalidInputError(f"{where}: missing or non-string field(s) {', '.join(missing)}")
@@ -298,20 +290,8 @@ EXECUTORS = {"local": run_local, "ray": run_ray}
 def _read_decisions(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):  # an interrupted append: drop it
-        with open(path, "r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
-        data = path.read_bytes()
-    out = {}
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise InvalidInputError(f"{path.name} line {number} is not valid JSON; fix or delete it") from None
-            out[record["id"]] = record
-    return out
+    jsonl.repair_torn_tail(path)  # an interrupted append: drop it
+    return {record["id"]: record for _, record in jsonl.read_lines(path)}
 
 
 @dataclass
@@ -396,9 +376,7 @@ def run_savp(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, spec: M
                            a["effect_mask"].astype(np.float32), phase2=bool(outcome.decision.get("phase2")),
                            meta=outcome.meta)
             line = {"id": outcome.id, **outcome.decision}
-            log.write(json.dumps(line) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+            jsonl.append_line(log, line)
             decisions[outcome.id] = line
     known = {t.id for t in triplets}
     stats = SAVPStats.from_decisions(d for i, d in decisions.items() if i in known)
