@@ -138,6 +138,8 @@ def test_weight_errors_are_clear(official, tmp_path):
         _remover("sdxl", weights=tmp_path / "missing_phase2.pth")
     with pytest.raises(MissingWeightsError, match="hf download QinmingZhou/OSOR"):
         OsorSDXLRemover(pipeline=copy.deepcopy(tiny_pipeline("sdxl-inpaint")))  # nothing given, nothing cached
+    with pytest.raises(InvalidInputError, match="SDXL inpainting UNet"):
+        OsorSDXLRemover(pipeline=copy.deepcopy(tiny_pipeline("sd15-inpaint")), weights="none")
     bad = tmp_path / "bad.pth"
     torch.save({"unet.conv_out.weight": torch.zeros(7, 16, 3, 3)}, bad)
     with pytest.raises(InvalidInputError, match="7 output rows"):

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..types import InvalidInputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -110,7 +112,7 @@ def add_alpha_head(model: Any, *, seed: int = 0) -> Any:
     spec = spec_of(model)
     layer = getattr(model, spec.attribute)
     if _out_width(layer) != spec.native:
-        raise ValueError(f"{spec.attribute} has {_out_width(layer)} outputs; OSOR's {spec.family} head expects "
+        raise InvalidInputError(f"{spec.attribute} has {_out_width(layer)} outputs; OSOR's {spec.family} head expects "
                          f"{spec.native} (or {spec.expanded} with the alpha head)")
     generator = torch.Generator("cpu").manual_seed(seed)
     setattr(model, spec.attribute, _widened(layer, spec.alpha, generator))

@@ -246,6 +246,11 @@ class SDXLEngine(OsorEngine):
         from diffusers import DDPMScheduler
 
         super().__init__(pipe, prompt=prompt)
+        cfg = pipe.unet.config
+        if cfg.in_channels != 9 or cfg.addition_embed_type != "text_time":
+            raise InvalidInputError(f"osor-sdxl needs an SDXL inpainting UNet (9 input channels: z_t, mask, z̄, and "
+                                    f"SDXL's text_time conditioning); this one has {cfg.in_channels} input channels "
+                                    f"and addition_embed_type={cfg.addition_embed_type!r}")
         # The authors build a DDPMScheduler from the checkpoint's scheduler config; from_config does the same.
         self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
@@ -302,6 +307,10 @@ class FluxEngine(OsorEngine):
 
     def __init__(self, pipe: Any, *, prompt: str = DEFAULT_PROMPT, guidance: float = 30.0):
         super().__init__(pipe, prompt=prompt)
+        channels = pipe.transformer.config.in_channels
+        if channels != 384:
+            raise InvalidInputError(f"osor-flux needs FLUX.1 Fill (384 input channels: 64 latent + 64 image + 256 "
+                                    f"mask); this transformer has {channels}")
         self.guidance = guidance
 
     @property
