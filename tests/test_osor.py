@@ -272,7 +272,11 @@ def test_options_are_validated_and_prompt_is_encoded_once():
     for bad in ({"timestep": 1000}, {"timestep": 40.5}, {"blend": "soft"}, {"guidance": 3.0}, {"steps": 4}):
         with pytest.raises(InvalidInputError):
             remover(RemovalRequest(image, mask, options=bad))
+    flux_bad = ({"timestep": 1.5}, {"timestep": 0}, {"timestep": "x"}, {"guidance": -1}, {"blend": "alpha "})
     flux = _remover("flux")
+    for bad in flux_bad:
+        with pytest.raises(InvalidInputError):
+            flux(RemovalRequest(image, mask, options=bad))
     calls = []
     original = flux.pipe.encode_prompt
     flux.pipe.encode_prompt = lambda *a, **k: calls.append(1) or original(*a, **k)

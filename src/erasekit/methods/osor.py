@@ -328,7 +328,7 @@ class FluxEngine(OsorEngine):
         s = DEFAULT_TIMESTEP["flux"] if value is None else value
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
             raise InvalidInputError(f"osor-flux timestep must be a number, got {value!r}")
-        if 1 <= s < 1000:
+        if 1 <= s < 1000 and float(s).is_integer():  # the authors' CLI takes t = 400 and divides by 1000
             s = s / 1000.0
         if not 0 < s < 1:
             raise InvalidInputError(f"osor-flux timestep must be a noise level in (0, 1) (or t in [1, 999]), "
