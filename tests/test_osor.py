@@ -171,6 +171,21 @@ def test_zero_alpha_keeps_input_latents_and_pixels_outside_the_mask(family):
     assert not np.array_equal(result.image[mask == 1], image[mask == 1])
 
 
+def test_paste_back_off_returns_the_decoded_image_everywhere():
+    """paste_back=False is the authors' setting: the VAE round trip shows outside mask ∪ alpha too."""
+    remover = _remover("sdxl")
+    head = remover.engine.denoiser.conv_out
+    with torch.no_grad():  # α = 0 everywhere, so the default paste region is the mask alone
+        head.weight[4:] = 0
+        head.bias[4:] = -200
+    image, mask = _scene(37, 53)
+    pasted = remover(RemovalRequest(image, mask, seed=0))
+    raw = remover(RemovalRequest(image, mask, seed=0, options={"paste_back": False}))
+    assert np.array_equal(pasted.image[mask == 0], image[mask == 0])
+    assert not np.array_equal(raw.image[mask == 0], image[mask == 0])
+    assert np.array_equal(raw.image[mask == 1], pasted.image[mask == 1])
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Alpha head
 # --------------------------------------------------------------------------------------------------------------------

@@ -49,6 +49,13 @@ class Remover(ABC):
         return {"name": self.name, "size_multiple": c.size_multiple, "min_side": c.min_side,
                 "max_side": c.max_side, "requires_mask": self.requires_mask}
 
+    def paste_region(self, mask: np.ndarray, alpha: np.ndarray | None, request: RemovalRequest) -> np.ndarray:
+        """Where the output replaces the input: the mask, united with the method's alpha when the method edits
+        beyond the mask on purpose (or works without a mask). Methods override this to offer other rules."""
+        if alpha is not None and (self.edits_outside_mask or request.mask is None):
+            return np.maximum(mask, np.clip(alpha, 0.0, 1.0))
+        return mask
+
     # ---- shared work -------------------------------------------------------------------------------------------
     def prepare_mask(self, request: RemovalRequest) -> np.ndarray | None:
         """The binary, dilated mask the method will fill (None for a mask-free request)."""
@@ -90,10 +97,7 @@ class Remover(ABC):
         raw, alpha = run_strategy(image, work_mask, lambda im, m: self.inpaint(im, m, request), strategy,
                                   self.constraints)
         t_run = time.perf_counter()
-        region = work_mask
-        if alpha is not None and (self.edits_outside_mask or mask is None):
-            region = np.maximum(region, np.clip(alpha, 0.0, 1.0))
-        out = paste_back(image, raw, region, strategy.feather)
+        out = paste_back(image, raw, self.paste_region(work_mask, alpha, request), strategy.feather)
         t_end = time.perf_counter()
         return RemovalResult(
             image=out, alpha=(alpha if alpha is not None else work_mask).astype(np.float32, copy=False),

@@ -397,7 +397,14 @@ class OsorRemover(Remover):
     engine_cls: ClassVar[type[OsorEngine]]
     edits_outside_mask: ClassVar[bool] = True  # the alpha map extends the paste region (shadows, reflections)
     constraints: ClassVar[SizeConstraints] = SizeConstraints()  # the paper's resizing happens inside inpaint
-    option_names: ClassVar[frozenset[str]] = frozenset({"timestep", "blend"})
+    option_names: ClassVar[frozenset[str]] = frozenset({"timestep", "blend", "paste_back"})
+
+    def paste_region(self, mask: np.ndarray, alpha: np.ndarray | None, request: RemovalRequest) -> np.ndarray:
+        """``paste_back=False`` (per call) returns the decoded image everywhere, as the authors' scripts do;
+        the default pastes through mask ∪ alpha so everything else stays bit-identical."""
+        if not request.options.get("paste_back", True):
+            return np.ones_like(mask)
+        return super().paste_region(mask, alpha, request)
 
     def __init__(self, model: str | Path | None = None, weights: str | Path | None = None, device: str | None = None,
                  dtype: str | None = None, allow_download: bool = False, offload: str = "none",
@@ -625,7 +632,7 @@ class OsorFluxRemover(OsorRemover):
     family: ClassVar[str] = "flux"
     preset_name: ClassVar[str] = "flux-fill"
     engine_cls: ClassVar[type[OsorEngine]] = FluxEngine
-    option_names: ClassVar[frozenset[str]] = frozenset({"timestep", "blend", "guidance"})
+    option_names: ClassVar[frozenset[str]] = OsorRemover.option_names | {"guidance"}
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return flux_working_size(height, width)
