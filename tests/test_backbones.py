@@ -15,23 +15,8 @@ from erasekit.backbones import device as D
 from erasekit.backbones import latents as L
 from erasekit.backbones import presets as P
 from erasekit.backbones import schedule as S
-from erasekit.testing import TinyCheckpoints, tiny_pipeline
+from erasekit.testing import tiny_pipeline
 from erasekit.types import InvalidInputError, MissingWeightsError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared CPU extra threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> TinyCheckpoints:
-    """Tiny checkpoints written once per session (shared by every test file through the same base temp dir)."""
-    return TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny")
 
 
 def _gen(seed=0):

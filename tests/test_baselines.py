@@ -25,20 +25,6 @@ DEFAULTS = {"sd15-inpaint": (7.5, 1.0), "sd2-inpaint": (7.5, 1.0), "sdxl-inpaint
             "flux-fill": (30.0, 1.0)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared CPU extra threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> TinyCheckpoints:
-    return TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny")
-
-
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """Empty models dir and HF cache, offline mode; any non-local snapshot_download call fails the test."""

@@ -14,20 +14,6 @@ from erasekit.backbones.presets import PRESETS, checkpoint_problem
 from erasekit.testing import TINY_NAMES, TinyCheckpoints, build_tiny_pipeline, tiny_pipeline
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared CPU extra threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> TinyCheckpoints:
-    return TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny")
-
-
 @pytest.fixture
 def no_network(monkeypatch):
     def refuse(*args, **kwargs):
