@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from ..hd import SizeConstraints
+from ..registry import MethodSpec, WeightRequirement, register_method
 from ..types import InvalidInputError, MissingWeightsError, RemovalRequest
 from .base import Remover
 
@@ -113,3 +114,24 @@ class TeleaRemover(OpenCVRemover):
 class NavierStokesRemover(OpenCVRemover):
     name: ClassVar[str] = "ns"
     flag: ClassVar[int] = cv2.INPAINT_NS
+
+
+def register() -> None:
+    """Register the weight-free methods (called once by :mod:`erasekit.methods`)."""
+    register_method(MethodSpec(
+        name="patchmatch",
+        description="PatchMatch exemplar fill (weight-free, the default on a fresh machine)",
+        factory=PatchMatchRemover,
+        weights=(WeightRequirement("pypatchmatch", "compiled PatchMatch library", patchmatch_location,
+                                   fetch_hint="pip install pypatchmatch"),),
+        auto_priority=0,
+        paper="Barnes et al., SIGGRAPH 2009",
+    ))
+    register_method(MethodSpec(
+        name="telea", description="OpenCV fast-marching inpainting (Telea 2004); fastest, blurry on large holes",
+        factory=TeleaRemover, auto_priority=-2, paper="Telea, JGT 2004",
+    ))
+    register_method(MethodSpec(
+        name="ns", description="OpenCV Navier-Stokes inpainting (Bertalmio et al. 2001); smooth fills",
+        factory=NavierStokesRemover, auto_priority=-1, paper="Bertalmio et al., CVPR 2001",
+    ))
