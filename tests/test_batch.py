@@ -160,6 +160,22 @@ def test_cli_batch_prints_a_summary_and_exits_5_on_partial_failure(tmp_path, cap
     assert "batch summary" in err and "failures" in err and "orphan.png" in err
 
 
+def test_cli_batch_passes_method_options_and_rejects_unknown_ones(tmp_path):
+    images, masks = _write_set(tmp_path, 2, 48, 12)
+    code = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "small"), "--method", "telea",
+                 "-O", "radius=1", "--no-progress"])
+    assert code == 0
+    code = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "large"), "--method", "telea",
+                 "-O", "radius=9", "--no-progress"])
+    assert code == 0
+    name = sorted(p.name for p in images.iterdir())[0]
+    assert not np.array_equal(_pixels(tmp_path / "small" / name), _pixels(tmp_path / "large" / name))
+    bad = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "bad"), "--method", "telea",
+                "-O", "bogus=1", "--no-progress"])
+    assert bad == 2  # refused before any image is processed
+    assert not any((tmp_path / "bad").glob("*.png"))
+
+
 def test_every_image_failing_the_same_way_gives_that_error_code(tmp_path):
     images, _ = _write_set(tmp_path, 3, 32, 8)
     empty_masks = tmp_path / "no_masks"

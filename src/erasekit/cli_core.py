@@ -6,11 +6,15 @@ Exit codes (shared by every command, see :mod:`erasekit.cli`): 0 success, 1 inte
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from .types import InvalidInputError
 
 
 def register(app: typer.Typer) -> None:
@@ -18,6 +22,29 @@ def register(app: typer.Typer) -> None:
     app.command("batch")(batch_command)
     app.command("demo")(demo_command)
     app.command("methods")(methods_command)
+
+
+def parse_option_values(items: list[str] | None) -> dict[str, Any]:
+    """``--option KEY=VALUE`` values: ``["steps=4", "negative_prompt=blurry"]`` -> typed dict (JSON literals,
+    else strings)."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise InvalidInputError(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)  # numbers, true/false, null, quoted strings, lists
+        except ValueError:
+            value = raw
+        options[key] = value
+    return options
+
+
+def method_options(*, option: list[str] | None = None, **flags: Any) -> dict[str, Any]:
+    """Options for a method from the CLI: only the flags given, so a method that does not take one reports it
+    instead of ignoring it, then every ``--option KEY=VALUE``."""
+    return {**{k: v for k, v in flags.items() if v is not None}, **parse_option_values(option)}
 
 
 def remove_command(
@@ -45,12 +72,8 @@ def remove_command(
     from erasekit import io
 
     loaded = io.read_image(image)
-    from erasekit.cli_models import parse_option_values
-
-    # Only the flags given are passed, so a method that does not take one reports it instead of ignoring it.
-    given = {"device": device, "model": model, "steps": steps, "guidance": guidance,
-             "allow_download": allow_download or None, "weights": weights, "timestep": timestep}
-    options = {**{k: v for k, v in given.items() if v is not None}, **parse_option_values(option)}
+    options = method_options(option=option, device=device, model=model, steps=steps, guidance=guidance,
+                             allow_download=allow_download or None, weights=weights, timestep=timestep)
     result = erasekit.remove(loaded.pixels, mask, method=method, prompt=prompt, seed=seed, dilate=dilate,
                              hd_strategy=hd_strategy, resize_mask=resize_mask, **options)
     io.write_image(out, result.image, like=loaded)
@@ -83,6 +106,10 @@ def batch_command(
     seed: int = typer.Option(None, "--seed", help="random seed for stochastic methods"),
     hd_strategy: str = typer.Option(None, "--hd-strategy", help="original | resize[:LIMIT] | crop[:MARGIN]"),
     device: str = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion methods)"),
+    model: str = typer.Option(None, "--model", help="backbone preset, local diffusers folder or Hub id"),
+    weights: str = typer.Option(None, "--weights", help="method weights file/folder (OSOR)"),
+    steps: int = typer.Option(None, "--steps", help="denoising steps (diffusion methods)"),
+    option: list[str] = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)"),
     resize_mask: bool = typer.Option(False, "--resize-mask", help="accept masks of another size (nearest)"),
     skip_existing: bool = typer.Option(True, "--skip-existing/--overwrite",
                                        help="skip images whose output exists (resume), or redo them"),
@@ -97,7 +124,8 @@ def batch_command(
 
     console = Console(stderr=True)
     summary = run_batch(images, masks, out, method=method, dilate=dilate, seed=seed, hd_strategy=hd_strategy,
-                        options={"device": device} if device else None, skip_existing=skip_existing,
+                        options=method_options(option=option, device=device, model=model, weights=weights,
+                                               steps=steps), skip_existing=skip_existing,
                         resize_mask=resize_mask, progress=progress, console=console)
     if summary.stale_temps_removed:
         console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")

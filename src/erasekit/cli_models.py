@@ -1,14 +1,11 @@
 """Backbone commands: ``erasekit models`` (what is here, from where, how big, used by which methods) and
 ``erasekit download NAME`` (the one place, with ``--allow-download``, where weights are fetched).
-
-Also :func:`parse_option_values`, the ``--option KEY=VALUE`` parser the ``remove`` command uses.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -20,22 +17,6 @@ from .types import InvalidInputError
 def register(app: typer.Typer) -> None:
     app.command("models")(models_command)
     app.command("download")(download_command)
-
-
-def parse_option_values(items: list[str] | None) -> dict[str, Any]:
-    """``["steps=4", "guidance=7.5", "negative_prompt=blurry"]`` -> typed dict (JSON literals, else strings)."""
-    options: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise InvalidInputError(f"--option expects KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)  # numbers, true/false, null, quoted strings, lists
-        except ValueError:
-            value = raw
-        options[key] = value
-    return options
 
 
 def _human_size(n: int) -> str:

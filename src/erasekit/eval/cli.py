@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 def _per_method(items: list[str] | None, flag: str) -> dict[str, dict]:
     """``["sd15-inpaint:steps=2", "sd15-inpaint:model=/m"]`` -> {"sd15-inpaint": {"steps": 2, "model": "/m"}}."""
-    from ..cli_models import parse_option_values
+    from ..cli_core import parse_option_values
 
     out: dict[str, dict] = {}
     for item in items or []:
