@@ -37,7 +37,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -126,6 +126,7 @@ class OsorOutput:
     z_t: torch.Tensor
     z_out: torch.Tensor
     timings: dict[str, float] = field(default_factory=dict)
+    logits: torch.Tensor | None = None  # the alpha head's raw logits (the Eq. 14 losses want them, not α̂)
 
 
 _PROMPT_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}
@@ -208,25 +209,38 @@ class OsorEngine(ABC):
             raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); use blend='mask'")
         if blend not in BLENDS:
             raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-        timings: dict[str, float] = {}
         device, dtype = self.device, self.dtype  # diffusers computes these by walking the modules: ask once
         with torch.no_grad():
-            images = images.to(device=device, dtype=dtype)
-            masks = masks.to(device=device, dtype=dtype)
-            start = _tick(device)
+            return self.forward(images.to(device=device, dtype=dtype), masks.to(device=device, dtype=dtype),
+                                lambda shape: seeded_noise(shape, seeds, device=device, dtype=dtype),
+                                timestep=timestep, blend=blend, **denoise_options)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor, make_noise: Callable[[torch.Size], torch.Tensor],
+                *, timestep: float, blend: Blend, **denoise_options: Any) -> OsorOutput:
+        """The one-step restoration on prepared tensors (validated timestep and blend, the engine's device/dtype).
+
+        Differentiable through the denoiser and the VAE decoder, so the trainer's generator step is this very
+        code; :meth:`run` wraps it in ``no_grad``. The frozen VAE encoder never needs gradients.
+        ``make_noise(latent_shape)`` draws ε."""
+        import torch
+
+        device = images.device
+        timings: dict[str, float] = {}
+        start = _tick(device)
+        with torch.no_grad():
             z_lq = L.encode(self.vae, images)
-            timings["vae_encode"] = _tick(device) - start
-            noise = seeded_noise(z_lq.shape, seeds, device=device, dtype=z_lq.dtype)
-            start = _tick(device)
-            z_t, x0, logits = self.denoise(z_lq, noise, masks, timestep, **denoise_options)
-            timings["denoiser"] = _tick(device) - start
-            alpha = alpha_from_logits(logits) if logits is not None else None
-            weight = alpha if blend == "alpha" else L.mask_to_latent(masks, z_lq.shape[-2:], "max")
-            z_out = composite(x0, z_lq, weight)  # Eq. 13 (alpha) / Eq. 6 (mask)
-            start = _tick(device)
-            decoded = L.decode(self.vae, z_out)
-            timings["vae_decode"] = _tick(device) - start
-        return OsorOutput(decoded, weight.float(), alpha, x0, z_lq, z_t, z_out, timings)
+        timings["vae_encode"] = _tick(device) - start
+        noise = make_noise(z_lq.shape).to(device=device, dtype=z_lq.dtype)
+        start = _tick(device)
+        z_t, x0, logits = self.denoise(z_lq, noise, masks, timestep, **denoise_options)
+        timings["denoiser"] = _tick(device) - start
+        alpha = alpha_from_logits(logits) if logits is not None else None                # Eq. 12
+        weight = alpha if blend == "alpha" else L.mask_to_latent(masks, z_lq.shape[-2:], "max")
+        z_out = composite(x0, z_lq, weight)  # Eq. 13 (alpha) / Eq. 6 (mask)
+        start = _tick(device)
+        decoded = L.decode(self.vae, z_out)
+        timings["vae_decode"] = _tick(device) - start
+        return OsorOutput(decoded, weight.float(), alpha, x0, z_lq, z_t, z_out, timings, logits)
 
 
 def _tick(device) -> float:

@@ -42,7 +42,6 @@ import numpy as np
 import torch
 import yaml
 
-from ..backbones import latents as L
 from ..types import InvalidInputError
 from .config import OsorTrainConfig
 from .discriminator import ConvNextTrunk, OccupancyDiscriminator, PatchTargets
@@ -362,21 +361,11 @@ class OsorTrainer:
                           noise_gen: torch.Generator) -> dict[str, torch.Tensor]:
         """The inference method's one-step restoration, differentiable: returns x̂ (decoded), the blend weight and
         the alpha logits (Phase II)."""
-        from ..methods.alpha_head import alpha_from_logits
-        from ..methods.osor import composite
-
-        images = batch["image"].to(self.device)
-        with torch.no_grad():
-            z_lq = L.encode(self.vae, images)
-        noise = torch.randn(z_lq.shape, generator=noise_gen).to(self.device, z_lq.dtype)
-        _z_t, x0, logits = self.engine.denoise(z_lq, noise, cond_mask.to(self.device, z_lq.dtype), self.timestep)
-        x0 = x0.float()
-        if self.config.phase == 2:
-            weight = alpha_from_logits(logits)                                         # Eq. 12
-        else:
-            weight = L.mask_to_latent(cond_mask.to(self.device).float(), z_lq.shape[-2:], "max")
-        z_out = composite(x0, z_lq, weight)                                            # Eq. 13 / Eq. 6
-        return {"x_hat": L.decode(self.vae, z_out).float(), "weight": weight, "logits": logits}
+        blend = "alpha" if self.config.phase == 2 else "mask"                     # Eq. 13 / Eq. 6
+        out = self.engine.forward(batch["image"].to(self.device), cond_mask.to(self.device),
+                                  lambda shape: torch.randn(shape, generator=noise_gen),
+                                  timestep=self.timestep, blend=blend)
+        return {"x_hat": out.images.float(), "weight": out.weight, "logits": out.logits}
 
     def _micro_step(self, batch, step: int, micro: int) -> dict[str, float]:
         cfg, acc, w = self.config, self.accelerator, self.config.loss
