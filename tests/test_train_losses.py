@@ -125,7 +125,8 @@ def test_r1_matches_definition_on_tiny_patch_head():
 
 
 def test_lpips_vgg_loads_published_layout_and_is_a_distance(tmp_path, monkeypatch):
-    from erasekit.train.perceptual import LPIPSVGG, load_lpips_vgg
+    from erasekit.eval.networks import LPIPSVGG
+    from erasekit.train.perceptual import load_lpips_vgg
     from erasekit.types import MissingWeightsError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))

@@ -1,4 +1,5 @@
-"""The two metric networks written here: LPIPS (AlexNet, v0.1) and the TF-Inception used by FID.
+"""The feature networks written here: LPIPS v0.1 (AlexNet for the metric, VGG16 for training) and the TF-Inception
+used by FID.
 
 Why in-house: the reference implementations (the ``lpips`` package, torch-fidelity, pytorch-fid) build their
 networks from ``torchvision.models``, and torchvision has no wheel that installs beside the CPU torch build we pin
@@ -6,8 +7,9 @@ networks from ``torchvision.models``, and torchvision has no wheel that installs
 imports it at ``import torchmetrics`` time and that import fails without torchvision. So the two networks are written
 here with the exact module names of the reference state dicts, so the published weight files load unchanged:
 
-* AlexNet trunk: torchvision's ``features.{0,3,6,8,10}`` conv layout (``alexnet-owt-7be5be79.pth``);
-* LPIPS heads: the lpips package's ``lin{0..4}.model.1.weight`` layout (``weights/v0.1/alex.pth``);
+* AlexNet / VGG16 trunks: torchvision's ``features.*`` indices (``alexnet-owt-7be5be79.pth``,
+  ``vgg16-397923af.pth``);
+* LPIPS heads: the lpips package's ``lin{0..4}.model.1.weight`` layout (``weights/v0.1/alex.pth`` / ``vgg.pth``);
 * FID Inception: the ``pt_inception-2015-12-05`` layout (``Conv2d_1a_3x3.conv.weight``, ``Mixed_5b.branch1x1...``),
   with the TensorFlow graph's quirks (average pools that ignore padding, a max pool in the last block, the TF 1.x
   bilinear resize to 299 and the ``(x - 128) / 128`` scaling).
@@ -66,8 +68,36 @@ class _LinearHead(nn.Module):
         return self.model(x)
 
 
-class LPIPSAlex(nn.Module):
-    """LPIPS v0.1, AlexNet trunk. Inputs N×3×H×W in [-1, 1]; output N (one distance per pair).
+# torchvision's VGG16 "D" configuration: conv widths, "M" = 2×2 max pool.
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class VGG16Trunk(nn.Module):
+    """torchvision's ``vgg16().features`` (same indices, so ``vgg16-397923af.pth`` loads unchanged); returns
+    relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 — the LPIPS-VGG taps (OSOR's perceptual training loss)."""
+
+    TAPS = (4, 9, 16, 23, 30)
+    CHANNELS = (64, 128, 256, 512, 512)
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for v in _VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
+                channels = v
+        self.features = nn.Sequential(*layers)
+
+    forward = AlexNetTrunk.forward  # same tap walk over ``features``
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 over a trunk that returns its tap activations (:class:`AlexNetTrunk` for the metric,
+    :class:`VGG16Trunk` for training). Frozen (dropout stays off), differentiable in its inputs.
+    Inputs N×3×H×W in [-1, 1]; output N (one distance per pair).
 
     d(x, y) = Σ_l mean_hw( w_l · (f̂_l(x) − f̂_l(y))² ), f̂ = channel-unit-normalised activations of layer l of the
     trunk applied to the input shifted/scaled by the v0.1 ScalingLayer constants.
@@ -77,22 +107,25 @@ class LPIPSAlex(nn.Module):
     SCALE = (0.458, 0.448, 0.450)
     EPS = 1e-10  # the lpips package's normalize_tensor epsilon
 
-    def __init__(self) -> None:
+    def __init__(self, trunk: nn.Module) -> None:
         super().__init__()
         self.register_buffer("shift", torch.tensor(self.SHIFT)[None, :, None, None], persistent=False)
         self.register_buffer("scale", torch.tensor(self.SCALE)[None, :, None, None], persistent=False)
-        self.net = AlexNetTrunk()
-        for i, ch in enumerate(AlexNetTrunk.CHANNELS):
+        self.net = trunk
+        for i, ch in enumerate(trunk.CHANNELS):
             self.add_module(f"lin{i}", _LinearHead(ch))
         self.requires_grad_(False)
         self.eval()
 
-    def load_weights(self, trunk_state: dict, heads_state: dict) -> LPIPSAlex:
-        """Load torchvision AlexNet weights (``features.*`` used, classifier ignored) and lpips v0.1 heads."""
+    def train(self, mode: bool = True) -> LPIPS:  # a fixed metric: dropout never turns on
+        return super().train(False)
+
+    def load_weights(self, trunk_state: dict, heads_state: dict) -> LPIPS:
+        """Load torchvision trunk weights (``features.*`` used, classifier ignored) and lpips v0.1 heads."""
         trunk = {k: v for k, v in trunk_state.items() if k.startswith("features.")}
         self.net.load_state_dict(trunk, strict=True)
         heads = {k: v for k, v in heads_state.items() if k.startswith("lin")}
-        missing = {f"lin{i}.model.1.weight" for i in range(5)} - set(heads)
+        missing = {f"lin{i}.model.1.weight" for i in range(len(self.net.CHANNELS))} - set(heads)
         if missing:
             raise KeyError(f"LPIPS heads file lacks {sorted(missing)}")
         self.load_state_dict(heads, strict=False)
@@ -102,13 +135,28 @@ class LPIPSAlex(nn.Module):
         return f / (torch.sqrt(torch.sum(f ** 2, dim=1, keepdim=True)) + self.EPS)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        fx = self.net((x - self.shift) / self.scale)
-        fy = self.net((y - self.shift) / self.scale)
+        shift, scale = self.shift.to(x.dtype), self.scale.to(x.dtype)
+        fx = self.net((x - shift) / scale)
+        fy = self.net((y - shift) / scale)
         total = 0.0
         for i, (a, b) in enumerate(zip(fx, fy)):
             diff = (self._normalize(a) - self._normalize(b)) ** 2
             total = total + getattr(self, f"lin{i}")(diff).mean(dim=(2, 3), keepdim=True)
         return total.flatten()
+
+
+class LPIPSAlex(LPIPS):
+    """LPIPS v0.1 with the AlexNet trunk: the evaluation metric."""
+
+    def __init__(self) -> None:
+        super().__init__(AlexNetTrunk())
+
+
+class LPIPSVGG(LPIPS):
+    """LPIPS v0.1 with the VGG16 trunk: OSOR's perceptual training loss (App. B.1)."""
+
+    def __init__(self) -> None:
+        super().__init__(VGG16Trunk())
 
 
 # --------------------------------------------------------------------------------------------------------------------

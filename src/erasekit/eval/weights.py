@@ -1,4 +1,5 @@
-"""Where the metric feature networks come from: local files only, never the network.
+"""Where the feature networks (metrics, and the LPIPS-VGG training loss) come from: local files only, never the
+network.
 
 Search order for every entry of :data:`METRIC_WEIGHTS` (first hit wins):
 
@@ -62,6 +63,14 @@ METRIC_WEIGHTS: dict[str, WeightSpec] = {s.key: s for s in (
                url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
                package_files=(("torchmetrics", "functional/image/lpips_models/alex.pth"),
                               ("lpips", "weights/v0.1/alex.pth"))),
+    WeightSpec("vgg16", "LPIPS-VGG trunk for OSOR training (torchvision VGG16, ImageNet)",
+               filename="vgg16-397923af.pth", sha256_prefix="397923af",
+               url="https://download.pytorch.org/models/vgg16-397923af.pth"),
+    WeightSpec("lpips-vgg-v0.1", "LPIPS v0.1 linear heads (VGG16), OSOR training", filename="vgg.pth",
+               sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+               url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
+               package_files=(("torchmetrics", "functional/image/lpips_models/vgg.pth"),
+                              ("lpips", "weights/v0.1/vgg.pth"))),
     WeightSpec("inception-fid", "FID/KID/Local FID (TF Inception 2015-12-05, ported to PyTorch)",
                filename="pt_inception-2015-12-05-6726825d.pth", sha256_prefix="6726825d",
                url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
