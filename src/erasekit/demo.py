@@ -19,16 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from . import io, masks
-from .hd import HDStrategy
 from .types import InvalidInputError
 
 MASKS_RESOURCE = "demo_masks.json"
 
-# PatchMatch searches the whole image for source patches, so on a portrait it happily copies the sitter's face into
-# the backdrop behind a removed object. Restricting the search to the object's neighbourhood (the crop strategy,
-# applied at every image size) keeps the fill made of what surrounds the object. 48 px of context worked on every
-# demo photo; larger margins start pulling in unrelated structure.
-DEMO_HD_STRATEGY = HDStrategy(name="crop", crop_trigger=1, crop_margin=48)
 # Polygons are drawn on the object's outline; a few pixels of dilation catch the anti-aliased edge and halo.
 DEMO_DILATE = 4
 
@@ -170,8 +164,8 @@ def run_demo(out_dir: str | Path, *, method: str = "auto", photos: Sequence[str]
         image = photo.pixels()
         mask = photo.mask(image.shape[:2])
         start = time.perf_counter()
-        result = remover(RemovalRequest(image=image, mask=mask, seed=seed, dilate=DEMO_DILATE,
-                                        hd_strategy=DEMO_HD_STRATEGY))
+        # Each method's own HD strategy (PatchMatch's keeps its patch search near the object).
+        result = remover(RemovalRequest(image=image, mask=mask, seed=seed, dilate=DEMO_DILATE))
         seconds = time.perf_counter() - start
         files = {
             "input": io.write_image(out / f"{photo.name}_input.png", image),
@@ -214,5 +208,5 @@ def _write_json(path: Path, payload) -> None:
         raise
 
 
-__all__ = ["DEMO_DILATE", "DEMO_HD_STRATEGY", "DemoObject", "DemoPhoto", "DemoRecord", "comparison_sheet",
+__all__ = ["DEMO_DILATE", "DemoObject", "DemoPhoto", "DemoRecord", "comparison_sheet",
            "demo_photos", "mask_overlay", "run_demo", "select_photos"]

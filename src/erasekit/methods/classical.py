@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from ..hd import SizeConstraints
+from ..hd import HDStrategy, SizeConstraints
 from ..registry import MethodSpec, WeightRequirement, register_method
 from ..types import InvalidInputError, MissingWeightsError, RemovalRequest
 from .base import Remover
@@ -67,6 +67,10 @@ class PatchMatchRemover(Remover):
 
     name: ClassVar[str] = "patchmatch"
     constraints: ClassVar[SizeConstraints] = SizeConstraints(min_side=8)
+    # Always work on a crop around each object, whatever the image size: patches then come from the object's
+    # surroundings, not from far regions (a whole-image search on the astronaut photo pasted part of her face where
+    # the shuttle was). 48 px of context worked on every demo photo; much larger margins pull that structure back in.
+    default_hd_strategy: ClassVar[HDStrategy] = HDStrategy(name="crop", crop_trigger=1, crop_margin=48)
     option_names: ClassVar[frozenset[str]] = frozenset({"patch_size"})
 
     def __init__(self, patch_size: int = 3):
