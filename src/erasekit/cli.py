@@ -32,12 +32,9 @@ COMMAND_MODULES: list[str] = [
     "erasekit.data.cli",
 ]
 
-_state = {"debug": False}
-
-
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
-    _state["debug"] = debug
+    """Declares the global --debug flag for --help; main() reads it from the arguments itself."""
 
 
 _registered: set[str] = set()
