@@ -142,6 +142,7 @@ class OsorEngine(ABC):
         self.pipe = pipe
         self.prompt = prompt
         self.vae = pipe.vae
+        self._device: tuple[Any, torch.device] | None = None  # (where the denoiser's weights were, the answer)
 
     @property
     @abstractmethod
@@ -149,8 +150,14 @@ class OsorEngine(ABC):
 
     @property
     def device(self) -> torch.device:
-        # With CPU offload the denoiser sits on the CPU between calls; inputs go where it will run.
-        return getattr(self.pipe, "_execution_device", None) or self.denoiser.device
+        """Where inputs go. With CPU offload the denoiser sits on the CPU between calls, so this is the pipeline's
+        execution device; diffusers finds it by walking every module (about a tiny model's whole forward pass on a
+        CPU), so the answer is kept until the denoiser's weights move."""
+        anchor = next(self.denoiser.parameters())
+        where = (anchor.device, anchor.dtype)
+        if self._device is None or self._device[0] != where:
+            self._device = (where, getattr(self.pipe, "_execution_device", None) or anchor.device)
+        return self._device[1]
 
     @property
     def dtype(self) -> torch.dtype:
