@@ -142,7 +142,7 @@ class OsorEngine(ABC):
         self.pipe = pipe
         self.prompt = prompt
         self.vae = pipe.vae
-        self._device: tuple[Any, torch.device] | None = None  # (where the denoiser's weights were, the answer)
+        self._placed: tuple[Any, tuple[torch.device, torch.dtype]] | None = None  # see _placement()
 
     @property
     @abstractmethod
@@ -151,17 +151,22 @@ class OsorEngine(ABC):
     @property
     def device(self) -> torch.device:
         """Where inputs go. With CPU offload the denoiser sits on the CPU between calls, so this is the pipeline's
-        execution device; diffusers finds it by walking every module (about a tiny model's whole forward pass on a
-        CPU), so the answer is kept until the denoiser's weights move."""
-        anchor = next(self.denoiser.parameters())
-        where = (anchor.device, anchor.dtype)
-        if self._device is None or self._device[0] != where:
-            self._device = (where, getattr(self.pipe, "_execution_device", None) or anchor.device)
-        return self._device[1]
+        execution device."""
+        return self._placement()[0]
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.denoiser.dtype
+        return self._placement()[1]
+
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        # diffusers finds both by walking every module (on a CPU, about as long as a tiny model's forward pass),
+        # so the answer is kept until the denoiser's weights move or change type.
+        anchor = next(self.denoiser.parameters())
+        where = (anchor.device, anchor.dtype)
+        if self._placed is None or self._placed[0] != where:
+            device = getattr(self.pipe, "_execution_device", None) or anchor.device
+            self._placed = (where, (device, self.denoiser.dtype))
+        return self._placed[1]
 
     # ---- the fixed prompt, encoded once per backbone ------------------------------------------------------------
     def prompt_embeddings(self) -> dict[str, torch.Tensor]:
@@ -216,7 +221,7 @@ class OsorEngine(ABC):
             raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); use blend='mask'")
         if blend not in BLENDS:
             raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-        device, dtype = self.device, self.dtype  # diffusers computes these by walking the modules: ask once
+        device, dtype = self._placement()
         with torch.no_grad():
             return self.forward(images.to(device=device, dtype=dtype), masks.to(device=device, dtype=dtype),
                                 lambda shape: seeded_noise(shape, seeds, device=device, dtype=dtype),
