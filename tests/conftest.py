@@ -25,3 +25,22 @@ def tiny(tmp_path_factory):
     from erasekit.testing import TinyCheckpoints
 
     return TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny")
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path):
+    """No weights anywhere and no network: an empty ``$ERASEKIT_MODELS_DIR`` (``tmp_path/models``) and Hugging Face
+    cache (``tmp_path/hf-cache``), offline mode, and any non-local ``snapshot_download`` fails the test."""
+    import huggingface_hub
+
+    monkeypatch.setenv("ERASEKIT_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    real = huggingface_hub.snapshot_download
+
+    def guarded(*args, **kwargs):
+        assert kwargs.get("local_files_only"), "a download was attempted"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", guarded)
+    return tmp_path

@@ -181,24 +181,6 @@ def test_mask_to_latent_nearest_equals_sd_inpaint_and_max_is_conservative():
 # --------------------------------------------------------------------------------------------------------------------
 # presets: resolution order, missing weights, no network
 # --------------------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def offline_env(monkeypatch, tmp_path):
-    """No models dir, an empty HF cache in tmp, offline mode, and any download attempt fails the test."""
-    monkeypatch.delenv(P.MODELS_DIR_ENV, raising=False)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub
-
-    real = huggingface_hub.snapshot_download
-
-    def guarded(*args, **kwargs):
-        assert kwargs.get("local_files_only"), "a download was attempted"
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", guarded)
-    return tmp_path
-
-
 def _fake_hf_cache(cache: Path, hub_id: str, source: Path) -> Path:
     """The hub cache layout: models--org--repo/{refs/main, snapshots/<commit>/...} (files as symlinks to blobs)."""
     repo = cache / ("models--" + hub_id.replace("/", "--"))
@@ -219,7 +201,7 @@ def _fake_hf_cache(cache: Path, hub_id: str, source: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", list(P.PRESETS))
-def test_missing_weights_message_names_preset_hub_id_and_command(offline_env, name):
+def test_missing_weights_message_names_preset_hub_id_and_command(offline_hub, name):
     with pytest.raises(MissingWeightsError) as err:
         P.resolve_model_path(name)
     msg = str(err.value)
@@ -228,15 +210,15 @@ def test_missing_weights_message_names_preset_hub_id_and_command(offline_env, na
     assert P.locate_preset(name) is None
 
 
-def test_resolution_order_explicit_then_models_dir_then_hf_cache(offline_env, tiny, monkeypatch):
+def test_resolution_order_explicit_then_models_dir_then_hf_cache(offline_hub, tiny, monkeypatch):
     src = tiny("sd15-inpaint")
     hub_id = P.PRESETS["sd15-inpaint"].hub_id
-    snap = _fake_hf_cache(offline_env / "hf-cache", hub_id, src)
+    snap = _fake_hf_cache(offline_hub / "hf-cache", hub_id, src)
     found = P.resolve("sd15-inpaint")
     assert found.source == "hf_cache" and found.path == snap
     assert P.locate_preset("sd15-inpaint") == str(snap)
 
-    models = offline_env / "models"
+    models = offline_hub / "models"
     by_hub_layout = models.joinpath(*hub_id.split("/"))
     by_hub_layout.parent.mkdir(parents=True)
     by_hub_layout.symlink_to(src, target_is_directory=True)
@@ -252,9 +234,9 @@ def test_resolution_order_explicit_then_models_dir_then_hf_cache(offline_env, ti
     assert P.resolve_model_path(hub_id) == by_name  # a Hub id of a preset resolves like the preset
 
 
-def test_incomplete_cache_snapshot_is_not_accepted(offline_env, tiny):
+def test_incomplete_cache_snapshot_is_not_accepted(offline_hub, tiny):
     src = tiny("sd15-inpaint")
-    snap = _fake_hf_cache(offline_env / "hf-cache", P.PRESETS["sd15-inpaint"].hub_id, src)
+    snap = _fake_hf_cache(offline_hub / "hf-cache", P.PRESETS["sd15-inpaint"].hub_id, src)
     for f in (snap / "unet").iterdir():
         if f.name.endswith(".safetensors"):
             f.unlink()
@@ -262,7 +244,7 @@ def test_incomplete_cache_snapshot_is_not_accepted(offline_env, tiny):
         P.resolve_model_path("sd15-inpaint")
 
 
-def test_bad_explicit_paths_are_invalid_input(offline_env, tmp_path):
+def test_bad_explicit_paths_are_invalid_input(offline_hub, tmp_path):
     with pytest.raises(InvalidInputError, match="does not exist"):
         P.resolve_model_path("sd15-inpaint", path=tmp_path / "nope")
     (tmp_path / "empty").mkdir()
@@ -272,12 +254,12 @@ def test_bad_explicit_paths_are_invalid_input(offline_env, tmp_path):
         P.resolve_model_path("no-such-preset")
 
 
-def test_unknown_hub_id_missing_offline(offline_env):
+def test_unknown_hub_id_missing_offline(offline_hub):
     with pytest.raises(MissingWeightsError, match="someone/some-model"):
         P.resolve_model_path("someone/some-model")
 
 
-def test_allow_download_calls_snapshot_download_with_patterns(offline_env, tiny, monkeypatch):
+def test_allow_download_calls_snapshot_download_with_patterns(offline_hub, tiny, monkeypatch):
     import huggingface_hub
 
     calls = []
@@ -296,7 +278,7 @@ def test_allow_download_calls_snapshot_download_with_patterns(offline_env, tiny,
     assert "unet/*.safetensors" in kwargs["allow_patterns"] and "*.fp16.*" in kwargs["ignore_patterns"]
 
 
-def test_load_pipeline_reads_tiny_checkpoint_like_a_real_one(tiny, offline_env):
+def test_load_pipeline_reads_tiny_checkpoint_like_a_real_one(tiny, offline_hub):
     path = tiny("sdxl-inpaint")
     index = json.loads((path / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionXLInpaintPipeline"
@@ -311,7 +293,7 @@ def test_load_pipeline_reads_tiny_checkpoint_like_a_real_one(tiny, offline_env):
     assert type(P.load_pipeline(path)).__name__ == "StableDiffusionXLInpaintPipeline"
 
 
-def test_load_pipeline_sd_preset_skips_safety_checker(tiny, offline_env):
+def test_load_pipeline_sd_preset_skips_safety_checker(tiny, offline_hub):
     pipe = P.load_pipeline("sd15-inpaint", path=tiny("sd15-inpaint"), dtype="fp32")
     assert pipe.safety_checker is None
 

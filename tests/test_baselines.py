@@ -25,24 +25,6 @@ DEFAULTS = {"sd15-inpaint": (7.5, 1.0), "sd2-inpaint": (7.5, 1.0), "sdxl-inpaint
             "flux-fill": (30.0, 1.0)}
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """Empty models dir and HF cache, offline mode; any non-local snapshot_download call fails the test."""
-    monkeypatch.setenv(P.MODELS_DIR_ENV, str(tmp_path / "models"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub
-
-    real = huggingface_hub.snapshot_download
-
-    def guarded(*args, **kwargs):
-        assert kwargs.get("local_files_only"), "a download was attempted"
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", guarded)
-    return tmp_path
-
-
 def _scene(h=64, w=64):
     """A smooth synthetic photo with an 'object' in it, and the object's mask."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -145,7 +127,7 @@ def test_flux_fill_has_no_negative_prompt(tiny):
 # weights: missing, resolved, auto
 # --------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(PIPELINES))
-def test_missing_weights_error_and_no_network(offline, name):
+def test_missing_weights_error_and_no_network(offline_hub, name):
     info = {i.name: i for i in erasekit.available_methods()}[name]
     assert not info.available and f"erasekit download {name}" in info.reason
     with pytest.raises(MissingWeightsError, match=f"erasekit download {name}"):
@@ -156,7 +138,7 @@ def test_missing_weights_error_and_no_network(offline, name):
     assert P.PRESETS[name].hub_id in str(err.value)
 
 
-def test_cli_missing_weights_exit_code_3(offline, tmp_path, capsys):
+def test_cli_missing_weights_exit_code_3(offline_hub, tmp_path, capsys):
     from PIL import Image
 
     image, mask = _scene()
@@ -169,9 +151,9 @@ def test_cli_missing_weights_exit_code_3(offline, tmp_path, capsys):
     assert "erasekit download sdxl-inpaint" in err and "Traceback" not in err
 
 
-def test_weights_in_models_dir_make_methods_available_and_auto_prefers_strongest(offline, tiny, monkeypatch):
+def test_weights_in_models_dir_make_methods_available_and_auto_prefers_strongest(offline_hub, tiny, monkeypatch):
     monkeypatch.setattr(erasekit, "_cache", {})  # keep the remover loaded here out of other tests' way
-    models = offline / "models"
+    models = offline_hub / "models"
     models.mkdir()
     (models / "sd15-inpaint").symlink_to(tiny("sd15-inpaint"), target_is_directory=True)
     assert erasekit.resolve_auto() == "sd15-inpaint"
@@ -201,8 +183,8 @@ def test_cli_remove_with_tiny_checkpoint(tiny, tmp_path, capsys):
     assert code == 2 and "steps" in capsys.readouterr().err
 
 
-def test_cli_models_json_reports_location_size_and_users(offline, tiny, capsys):
-    models = offline / "models"
+def test_cli_models_json_reports_location_size_and_users(offline_hub, tiny, capsys):
+    models = offline_hub / "models"
     models.mkdir()
     (models / "flux-fill").symlink_to(tiny("flux-fill"), target_is_directory=True)
     assert main(["models", "--json"]) == 0
@@ -214,10 +196,10 @@ def test_cli_models_json_reports_location_size_and_users(offline, tiny, capsys):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "sdxl-inpaint: fetch with `erasekit download sdxl-inpaint`" in lines
-    assert f"flux-fill: {offline / 'models' / 'flux-fill'}" in lines
+    assert f"flux-fill: {offline_hub / 'models' / 'flux-fill'}" in lines
 
 
-def test_cli_download_uses_snapshot_download_with_allow_patterns(offline, tiny, monkeypatch, capsys):
+def test_cli_download_uses_snapshot_download_with_allow_patterns(offline_hub, tiny, monkeypatch, capsys):
     import huggingface_hub
 
     calls = []
@@ -230,15 +212,15 @@ def test_cli_download_uses_snapshot_download_with_allow_patterns(offline, tiny, 
     assert main(["download", "sd2-inpaint"]) == 0
     repo_id, kwargs = calls[0]
     assert repo_id == "stabilityai/stable-diffusion-2-inpainting"
-    assert kwargs["local_dir"] == str(offline / "models" / "sd2-inpaint")  # $ERASEKIT_MODELS_DIR/NAME
+    assert kwargs["local_dir"] == str(offline_hub / "models" / "sd2-inpaint")  # $ERASEKIT_MODELS_DIR/NAME
     assert "model_index.json" in kwargs["allow_patterns"] and "unet/*.safetensors" in kwargs["allow_patterns"]
     assert "*.ckpt" in kwargs["ignore_patterns"]
-    assert main(["download", "sd2-inpaint", "--to", str(offline / "elsewhere")]) == 0
-    assert calls[1][1]["local_dir"] == str(offline / "elsewhere")
+    assert main(["download", "sd2-inpaint", "--to", str(offline_hub / "elsewhere")]) == 0
+    assert calls[1][1]["local_dir"] == str(offline_hub / "elsewhere")
     assert main(["download", "not-a-model"]) == 2
 
 
-def test_cli_download_gated_repo_is_a_clear_error(offline, monkeypatch, capsys):
+def test_cli_download_gated_repo_is_a_clear_error(offline_hub, monkeypatch, capsys):
     import httpx
     import huggingface_hub
     from huggingface_hub.errors import GatedRepoError
