@@ -9,6 +9,7 @@ Feature areas add their own sub-commands in their own modules: each module in ``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 
@@ -52,17 +53,13 @@ def _usage_error_types() -> tuple[type[Exception], ...]:
     """Click's usage-error classes: recent typer raises its vendored copy of click's (and no longer depends on
     click), older typer click's own. Whichever of the two is importable counts."""
     types: list[type[Exception]] = []
-    try:
+    with contextlib.suppress(ImportError):
         from typer._click.exceptions import ClickException as VendoredClickException
-    except ImportError:
-        pass
-    else:
+
         types.append(VendoredClickException)
-    try:
+    with contextlib.suppress(ImportError):
         import click
-    except ImportError:
-        pass
-    else:
+
         types.append(click.ClickException)
     return tuple(types)
 

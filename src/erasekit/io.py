@@ -64,6 +64,7 @@ Writing (:func:`write_image`, :func:`write_mask`, :func:`encode_image`)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io as _io
 import os
@@ -601,10 +602,8 @@ def _atomic_write(path: Path, write: Any) -> Path:
             os.fsync(stream.fileno())
         os.replace(temp, path)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
         if isinstance(exc, OSError):
             raise ErasekitError(f"cannot write '{path}': {exc.strerror or exc}") from exc
         raise
