@@ -15,7 +15,6 @@ from erasekit.backbones import presets as P
 from erasekit.cli import main
 from erasekit.hd import paste_back
 from erasekit.methods.baselines import REMOVAL_NEGATIVE_PROMPT, REMOVAL_PROMPT
-from erasekit.testing import TinyCheckpoints
 from erasekit.types import InvalidInputError, MissingWeightsError, RemovalRequest
 
 PIPELINES = {"sd15-inpaint": "StableDiffusionInpaintPipeline", "sd2-inpaint": "StableDiffusionInpaintPipeline",
@@ -70,9 +69,9 @@ def test_baseline_equals_diffusers_pipeline_exactly(name, tiny):
 
 
 @pytest.fixture(scope="module")
-def sd15(tmp_path_factory):
+def sd15(tiny):
     """One tiny SD 1.5 inpainting remover shared by the light tests of this module."""
-    path = TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny")("sd15-inpaint")
+    path = tiny("sd15-inpaint")
     return erasekit.load_remover("sd15-inpaint", model=str(path), progress_bar=False)
 
 

@@ -53,10 +53,8 @@ def lpips_trunk(tmp_path_factory) -> Path:
     return path
 
 
-def test_bench_end_to_end_with_resume_and_report(dataset, lpips_trunk, tmp_path):
-    from erasekit.testing import TinyCheckpoints
-
-    tiny_sd15 = TinyCheckpoints(tmp_path / "tiny")("sd15-inpaint")
+def test_bench_end_to_end_with_resume_and_report(dataset, lpips_trunk, tmp_path, tiny):
+    tiny_sd15 = tiny("sd15-inpaint")
     out = tmp_path / "results"
     cfg = BenchConfig(
         dataset=str(dataset), out=str(out), methods=["patchmatch", "telea", "sd15-inpaint"], mask="both",

@@ -14,7 +14,6 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
-from erasekit.testing import TinyCheckpoints
 from erasekit.train.config import OsorTrainConfig, load_config
 from erasekit.train.osor import OsorTrainer, collate_common_size, latest_checkpoint, train_osor
 from erasekit.train.tiny import TinyPerceptual, write_tiny_openclip_convnext
@@ -23,21 +22,11 @@ from erasekit.types import InvalidInputError
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions are far slower with 2 threads on a loaded 2-core machine; restore afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, tiny):
     from erasekit.data.synthetic import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("osor-train")
-    tiny = TinyCheckpoints(tmp_path_factory.getbasetemp() / "erasekit-tiny")
     model = tiny.path("sdxl-inpaint")
     data = generate_synthetic_dataset(root / "data", 4, size=SIZE, seed=0)
     trunk = write_tiny_openclip_convnext(root / "trunk")
