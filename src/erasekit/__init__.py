@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from .hd import HDStrategy, SizeConstraints
-from .registry import available_methods, load_options, load_remover, get_method, resolve_auto
+from .registry import available_methods, get_method, load_remover, resolve_auto, split_options
 from .types import (
     ErasekitError,
     InvalidInputError,
@@ -65,9 +65,7 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     mask_array = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2], resize=resize_mask)
     name = resolve_auto(mask_given=mask is not None) if method == "auto" else method
     spec = get_method(name)
-    accepted = load_options(spec)
-    load_opts = {k: v for k, v in options.items() if k in accepted}
-    call_opts = {k: v for k, v in options.items() if k not in accepted}
+    load_opts, call_opts = split_options(spec, options)
     remover = _cached_remover(name, load_opts)
     request = RemovalRequest(image=pixels, mask=mask_array, prompt=prompt, seed=seed, dilate=dilate,
                              hd_strategy=hd_strategy, options=call_opts)

@@ -291,7 +291,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     )
 
     from .hd import HDStrategy
-    from .registry import get_method, load_options, load_remover, resolve_auto
+    from .registry import get_method, load_remover, resolve_auto, split_options
 
     start = time.perf_counter()
     images = collect_images(inputs)
@@ -302,15 +302,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
         raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
     strategy = HDStrategy.parse(hd_strategy) if hd_strategy is not None else None  # bad value: fail before work
     name = resolve_auto() if method == "auto" else method
-    accepted = load_options(get_method(name))
-    given = dict(options or {})
-    remover = load_remover(name, **{k: v for k, v in given.items() if k in accepted})  # once for the whole batch
-    call_options = {k: v for k, v in given.items() if k not in accepted}
-    known = getattr(remover, "option_names", None)
-    if known is not None and set(call_options) - set(known):
-        # Checked once here: otherwise every image would fail with the same message.
-        raise InvalidInputError(f"method {name!r} does not take option(s): "
-                                f"{', '.join(sorted(set(call_options) - set(known)))}")
+    load_opts, call_options = split_options(get_method(name), dict(options or {}))
+    remover = load_remover(name, **load_opts)  # once for the whole batch
+    if hasattr(remover, "check_options"):
+        remover.check_options(call_options)  # once here: otherwise every image would fail with the same message
     request_args = {"seed": seed, "dilate": dilate, "hd_strategy": strategy, "options": call_options}
 
     out = Path(out_dir)

@@ -140,6 +140,13 @@ def load_options(spec: MethodSpec) -> set[str]:
     return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
+def split_options(spec: MethodSpec, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(load options the factory takes, per-call options): how ``remove()`` and ``batch`` route one option dict."""
+    accepted = load_options(spec)
+    return ({k: v for k, v in options.items() if k in accepted},
+            {k: v for k, v in options.items() if k not in accepted})
+
+
 def load_remover(name: str = "auto", **options: Any):
     """Build a remover once and reuse it across calls. ``options`` go to the method's factory."""
     if name == "auto":

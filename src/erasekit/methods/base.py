@@ -57,6 +57,15 @@ class Remover(ABC):
         return mask
 
     # ---- shared work -------------------------------------------------------------------------------------------
+    @classmethod
+    def check_options(cls, options: Any) -> None:
+        """Reject per-call options this method does not understand (they are never silently dropped)."""
+        unknown = set(options) - cls.option_names
+        if unknown:
+            raise InvalidInputError(f"method {cls.name!r} does not take option(s): {', '.join(sorted(unknown))}"
+                                    + (f"; it takes: {', '.join(sorted(cls.option_names))}" if cls.option_names
+                                       else ""))
+
     def prepare_mask(self, request: RemovalRequest) -> np.ndarray | None:
         """The binary, dilated mask the method will fill (None for a mask-free request)."""
         if request.mask is None:
@@ -71,11 +80,7 @@ class Remover(ABC):
 
     def __call__(self, request: RemovalRequest) -> RemovalResult:
         t_start = time.perf_counter()
-        unknown = set(request.options) - self.option_names
-        if unknown:
-            raise InvalidInputError(f"method {self.name!r} does not take option(s): {', '.join(sorted(unknown))}"
-                                    + (f"; it takes: {', '.join(sorted(self.option_names))}" if self.option_names
-                                       else ""))
+        self.check_options(request.options)
         mask = self.prepare_mask(request)
         strategy = HDStrategy.parse(request.hd_strategy) if request.hd_strategy is not None \
             else self.default_hd_strategy
