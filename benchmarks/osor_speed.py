@@ -59,7 +59,7 @@ def alpha_head_overhead() -> list[dict]:
     from accelerate import init_empty_weights
     from diffusers import FluxTransformer2DModel, UNet2DConditionModel
 
-    from erasekit.methods.alpha_head import add_alpha_head, alpha_head_parameter_count
+    from erasekit.methods.osor.alpha_head import add_alpha_head, alpha_head_parameter_count
 
     rows = []
     for family, cls, config in (("sdxl", UNet2DConditionModel, SDXL_INPAINT_UNET_CONFIG),

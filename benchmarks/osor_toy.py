@@ -6,7 +6,7 @@ OSOR fine-tunes a *pretrained* inpainting backbone; LoRA on a random network can
    AutoencoderKL) a prior: full-parameter training of the VAE (L1 reconstruction + a small KL) and then of the
    9-channel UNet (standard diffusion inpainting: ε-prediction on ``cat[z_t, mask, E(masked image)]`` with random
    rectangle/ellipse masks), on random crops of the photos bundled with scikit-image. Cached on disk: runs once.
-2. trains OSOR Phase I, then Phase II (initialised from Phase I), with ``erasekit.train`` on synthetic effect scenes
+2. trains OSOR Phase I, then Phase II (initialised from Phase I), with ``erasekit.methods.osor.train`` on synthetic effect scenes
    (``erasekit.data.synthetic``: objects with cast shadows and mirror reflections on photo crops);
 3. evaluates both on held-out scenes with **object-only** conditioning masks, as the paper's Table 8 second block.
 
@@ -161,8 +161,8 @@ def pretrain_backbone(out: Path, *, size: int, vae_steps: int, unet_steps: int, 
 # --------------------------------------------------------------------------------------------------------------------
 def train_phase(phase: int, *, model: Path, data: Path, trunk: Path, out: Path, steps: int, batch: int,
                 init: Path | None, seed: int, log):
-    from erasekit.train.config import OsorTrainConfig
-    from erasekit.train.osor import train_osor
+    from erasekit.methods.osor.train.config import OsorTrainConfig
+    from erasekit.methods.osor.train.trainer import train_osor
 
     if (out / "osor" / "osor_config.json").is_file():
         log(f"phase {phase}: cached at {out}")
@@ -269,7 +269,7 @@ def main() -> None:
     from erasekit.data.paired import PairedDataset
     from erasekit.data.synthetic import generate_synthetic_dataset
     from erasekit.masks import max_pool_to_grid_ceil
-    from erasekit.train.tiny import write_tiny_openclip_convnext
+    from erasekit.testing.training import write_tiny_openclip_convnext
 
     train_data = generate_synthetic_dataset(root / "scenes-train", s["train"], size=64, seed=args.seed + 1)
     test_data = generate_synthetic_dataset(root / "scenes-test", s["test"], size=64, seed=args.seed + 2)

@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 
 import torch.nn.functional as F
 
-from erasekit.train import discriminator as D
+from erasekit.methods.osor.train import discriminator as D
 from erasekit.types import InvalidInputError, MissingWeightsError
 
 # A tiny open_clip ConvNeXt tower: timm key names under visual.trunk., two blocks in stage 0, one elsewhere.

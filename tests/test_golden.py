@@ -106,7 +106,7 @@ def test_diffusion_methods_on_tiny_checkpoints(golden, small_photo, tiny, method
 
     args = ["--model", str(tiny(backbone))]
     if method.startswith("osor-"):
-        from erasekit.testing_osor import write_tiny_osor_weights
+        from erasekit.testing.osor import write_tiny_osor_weights
 
         family = method.removeprefix("osor-")
         weights = write_tiny_osor_weights(family, tmp_path / f"tiny_{family}_phase2.pth", phase=2)

@@ -433,7 +433,7 @@ def test_sam_automatic_masks_run_through_a_tiny_sam(tmp_path):
 def _tiny_clip_full(path: Path) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
-    from erasekit.testing import _clip_tokenizer
+    from erasekit.testing.pipelines import _clip_tokenizer
 
     tok = _clip_tokenizer()
     torch.manual_seed(0)

@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from erasekit.methods.alpha_head import add_alpha_head, alpha_head_parameter_count, has_alpha_head
+from erasekit.methods.osor.alpha_head import add_alpha_head, alpha_head_parameter_count, has_alpha_head
 from erasekit.methods.osor import DEFAULT_PROMPT, flux_working_size, sdxl_working_size
 from erasekit.testing import tiny_pipeline, write_tiny_pipeline
-from erasekit.testing_osor import tiny_osor_remover, write_tiny_osor_weights
+from erasekit.testing.osor import tiny_osor_remover, write_tiny_osor_weights
 from erasekit.types import InvalidInputError, RemovalRequest
 
 TINY = {"sdxl": "sdxl-inpaint", "flux": "flux-fill"}
@@ -335,7 +335,7 @@ def test_cli_remove_with_weights_timestep_and_alpha(sdxl_weights, tmp_path):
 
 
 def test_alpha_overlay_marks_alpha_and_outlines_the_mask():
-    from erasekit.methods.osor_viz import alpha_overlay
+    from erasekit.methods.osor.viz import alpha_overlay
 
     image = np.full((20, 30, 3), 128, np.uint8)
     alpha = np.zeros((20, 30), np.float32)

@@ -1,4 +1,4 @@
-"""OSOR weights: the authors' .pth layout (built independently by erasekit.testing_osor the way their training code
+"""OSOR weights: the authors' .pth layout (built independently by erasekit.testing.osor the way their training code
 saves it), erasekit's safetensors format, conversion both ways, non-strict peft loading with clear reports."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from erasekit.methods.alpha_head import has_alpha_head
+from erasekit.methods.osor.alpha_head import has_alpha_head
 from erasekit.methods.osor import OsorSDXLRemover
-from erasekit.methods.osor_weights import split_state_dict
+from erasekit.methods.osor.weights import split_state_dict
 from erasekit.testing import tiny_pipeline
-from erasekit.testing_osor import official_state_dict_for, tiny_osor_remover, write_tiny_osor_weights
+from erasekit.testing.osor import official_state_dict_for, tiny_osor_remover, write_tiny_osor_weights
 from erasekit.types import InvalidInputError, MissingWeightsError, RemovalRequest
 
 
@@ -71,7 +71,7 @@ def _authors_reference_unet(state_dict):
     from peft import LoraConfig
     from torch import nn
 
-    from erasekit.methods.osor_weights import OFFICIAL_TARGETS
+    from erasekit.methods.osor.weights import OFFICIAL_TARGETS
 
     wrapper = nn.Module()
     wrapper.unet = copy.deepcopy(tiny_pipeline("sdxl-inpaint").unet)
@@ -102,7 +102,7 @@ def test_official_sdxl_weights_equal_the_authors_loading_and_change_the_output(o
 
 @pytest.mark.parametrize("family", ["sdxl", "flux"])
 def test_weight_formats_convert_both_ways_and_load_the_same(official, family, tmp_path):
-    from erasekit.methods.osor_weights import convert_weights, load_osor_weights
+    from erasekit.methods.osor.weights import convert_weights, load_osor_weights
 
     src = official[(family, 2)]
     folder = convert_weights(src, tmp_path / "ours")

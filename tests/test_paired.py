@@ -239,7 +239,7 @@ def test_rord_reader_and_missing_pair(tmp_path):
 
 # ---- Phase II incomplete-mask conditioning ------------------------------------------------------------------------
 def test_conditioning_mode_frequencies_match_the_authors():
-    from erasekit.data.conditioning import IncompleteMaskSampler
+    from erasekit.methods.osor.train.conditioning import IncompleteMaskSampler
 
     sampler = IncompleteMaskSampler(seed=0)
     n = 20000
@@ -264,7 +264,7 @@ def _relation(out, effect, obj):
 
 
 def test_a_batch_shares_one_mode():
-    from erasekit.data.conditioning import IncompleteMaskSampler
+    from erasekit.methods.osor.train.conditioning import IncompleteMaskSampler
 
     expected_relation = {"shrink": "smaller", "holes": "smaller", "expand": "expand", "shift": "shift",
                          "object_core": "object_core"}
@@ -289,7 +289,7 @@ def test_a_batch_shares_one_mode():
 
 
 def test_conditioning_on_torch_batches(tmp_path):
-    from erasekit.data.conditioning import IncompleteMaskSampler
+    from erasekit.methods.osor.train.conditioning import IncompleteMaskSampler
 
     _write(tmp_path, n=2)
     plain = PairedTorchDataset(tmp_path)
@@ -302,7 +302,7 @@ def test_conditioning_on_torch_batches(tmp_path):
 
 
 def test_conditioning_with_an_external_generator_is_reproducible():
-    from erasekit.data.conditioning import IncompleteMaskSampler
+    from erasekit.methods.osor.train.conditioning import IncompleteMaskSampler
 
     effect = [np.pad(np.ones((10, 12), np.float32), 6)]
     sampler = IncompleteMaskSampler(seed=0)

@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 
 from torch import nn
 
-from erasekit.train import losses as L
-from erasekit.train.discriminator import PatchHead
+from erasekit.methods.osor.train import losses as L
+from erasekit.methods.osor.train.discriminator import PatchHead
 
 
 def _nll_real(logit):  # −log σ(l), written the naive way as the reference
@@ -126,7 +126,7 @@ def test_r1_matches_definition_on_tiny_patch_head():
 
 def test_lpips_vgg_loads_published_layout_and_is_a_distance(tmp_path, monkeypatch):
     from erasekit.eval.networks import LPIPSVGG
-    from erasekit.train.perceptual import load_lpips_vgg
+    from erasekit.training.perceptual import load_lpips_vgg
     from erasekit.types import MissingWeightsError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))

@@ -14,9 +14,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
-from erasekit.train.config import OsorTrainConfig, load_config
-from erasekit.train.osor import OsorTrainer, collate_common_size, latest_checkpoint, train_osor
-from erasekit.train.tiny import TinyPerceptual, write_tiny_openclip_convnext
+from erasekit.methods.osor.train.config import OsorTrainConfig, load_config
+from erasekit.methods.osor.train.trainer import OsorTrainer, collate_common_size, latest_checkpoint, train_osor
+from erasekit.testing.training import TinyPerceptual, write_tiny_openclip_convnext
 from erasekit.types import InvalidInputError
 
 SIZE = 32
@@ -50,8 +50,8 @@ def tiny_settings(env, output_dir: Path, **extra) -> dict:
 # --------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backbone", ["sdxl", "flux"])
 def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_path, backbone):
-    from erasekit.methods.osor_weights import HEADS, load_osor_weights
-    from erasekit.testing_osor import write_tiny_osor_weights
+    from erasekit.methods.osor.weights import HEADS, load_osor_weights
+    from erasekit.testing.osor import write_tiny_osor_weights
 
     phase1 = write_tiny_osor_weights(backbone, tmp_path / "tiny_phase1.pth", phase=1, rank=4)
     model = env["model"] if backbone == "sdxl" else env["tiny"].path("flux-fill")
@@ -152,7 +152,7 @@ def test_config_errors_are_one_line(tmp_path, env):
 
 
 def test_packaged_configs_equal_the_paper():
-    from erasekit.train.config import packaged_config
+    from erasekit.methods.osor.train.config import packaged_config
 
     expect = {"sdxl": (256, 0.25, 5.0, 4, 400.0, 512), "flux": (64, 0.5, 3.0, 2, 0.4, 1024)}
     for backbone in ("sdxl", "flux"):

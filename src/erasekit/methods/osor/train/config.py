@@ -1,7 +1,7 @@
 """OSOR training configuration: pydantic models loadable from YAML; defaults are the paper's (App. B.1, B.6).
 
 ``erasekit train osor --config FILE.yaml [--set key.sub=value ...]``. The packaged configs
-(``erasekit/configs/osor_{sdxl,flux}_phase{1,2}.yaml``) spell out every paper setting; fields left out of a YAML file
+(``erasekit/methods/osor/train/configs/{sdxl,flux}_phase{1,2}.yaml``, named ``osor_sdxl_phase1`` ...) spell out every paper setting; fields left out of a YAML file
 take the per-backbone/per-phase defaults resolved in :meth:`OsorTrainConfig.resolved`:
 
 =====================  =====================  =====================
@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..types import InvalidInputError
+from ....types import InvalidInputError
 
 Backbone = Literal["sdxl", "flux"]
 PAPER_STEPS = {1: 15000, 2: 5000}
@@ -62,7 +62,7 @@ class LoraSettings(_Strict):
     rank: int | None = None                 # 256 SDXL / 64 FLUX
     alpha: float | None = None              # lora_alpha = rank
     init: Literal["gaussian", "default"] = "gaussian"
-    target_modules: list[str] | None = None  # default: the authors' targets (erasekit.methods.osor_weights)
+    target_modules: list[str] | None = None  # default: the authors' targets (erasekit.methods.osor.weights)
 
 
 class OptimConfig(_Strict):
@@ -222,10 +222,11 @@ def _relative_to(config: OsorTrainConfig, folder: Path) -> OsorTrainConfig:
 
 
 def packaged_config(name: str) -> Path:
-    """Path of a config shipped with erasekit (``osor_sdxl_phase1`` ...)."""
+    """Path of a config shipped with erasekit: ``osor_sdxl_phase1`` ... (the ``osor_`` prefix is optional)."""
     from importlib.resources import files
 
-    path = Path(str(files("erasekit") / "configs" / f"{name.removesuffix('.yaml')}.yaml"))
+    stem = name.removesuffix(".yaml").removeprefix("osor_")
+    path = Path(str(files("erasekit.methods.osor.train") / "configs" / f"{stem}.yaml"))
     if not path.is_file():
         raise InvalidInputError(f"no packaged config {name!r}")
     return path

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .discriminator import OPENCLIP_WEIGHT_FILES
+from ..methods.osor.train.discriminator import OPENCLIP_WEIGHT_FILES
 
 
 def tiny_openclip_convnext_state(dims: Sequence[int] = (8, 16, 24, 32), depths: Sequence[int] = (1, 1, 1, 1), *,

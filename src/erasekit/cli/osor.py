@@ -22,7 +22,7 @@ def convert_command(
     timestep: float = typer.Option(None, "--timestep", help="training noise level to record (t / s)"),
 ) -> None:
     """Convert OSOR weights between the authors' release format and erasekit's safetensors format."""
-    from erasekit.methods.osor_weights import convert_weights, load_osor_weights
+    from erasekit.methods.osor.weights import convert_weights, load_osor_weights
     from erasekit.types import InvalidInputError
 
     if backbone not in (None, "sdxl", "flux"):
@@ -46,7 +46,7 @@ def overlay_command(
     """Draw an alpha map over the photo (with the mask outline), like OSOR's Fig. 8."""
     from erasekit import io
     from erasekit.convert import uint8_to_mask
-    from erasekit.methods.osor_viz import write_alpha_overlay
+    from erasekit.methods.osor.viz import write_alpha_overlay
     from erasekit.types import InvalidInputError
 
     pixels = io.read_image(image).pixels

@@ -10,7 +10,7 @@ One step, as in the paper:
   blended in latent space with the max-pooled conditioning mask (Phase I, Eq. 6) or the predicted alpha (Phase II,
   Eq. 13), decoded to x̂; loss L_G(m_gt) = λ_rec·Eq. 9 + λ_per·LPIPS + λ_adv·Eq. 8 (Eq. 10), plus Eq. 14 in Phase II.
   Phase I conditions on m_gt; Phase II on an incomplete mask m_in (one perturbation mode per batch, drawn by
-  :class:`erasekit.data.conditioning.IncompleteMaskSampler`), while the losses always use m_gt.
+  :class:`erasekit.methods.osor.train.conditioning.IncompleteMaskSampler`), while the losses always use m_gt.
 * **discriminator** — Eq. 7 with occupancy targets and λ_r1·R1 on the head inputs (Eq. 16), on x̂ detached.
 
 Engineering: Accelerate gives the device, mixed precision (bf16/fp16 autocast, fp16 loss scaling), the process
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..types import InvalidInputError
+from ....types import InvalidInputError
 from .config import OsorTrainConfig
 from .discriminator import ConvNextTrunk, OccupancyDiscriminator, PatchTargets
 from .losses import (
@@ -129,7 +129,7 @@ def _window(extent: np.ndarray, size: int, crop: int) -> int:
 def collate_common_size(items: list[dict[str, Any]], multiple: int = 16) -> dict[str, Any]:
     """Stack samples of different sizes by cropping all to the batch's smallest H×W (a multiple of ``multiple``),
     each window centred on its effect mask. Same-size batches are stacked unchanged."""
-    from ..data.loader import collate_paired
+    from ....data.loader import collate_paired
 
     h = min(item["image"].shape[-2] for item in items) // multiple * multiple
     w = min(item["image"].shape[-1] for item in items) // multiple * multiple
@@ -149,7 +149,7 @@ def collate_common_size(items: list[dict[str, Any]], multiple: int = 16) -> dict
 # Model set-up
 # --------------------------------------------------------------------------------------------------------------------
 def _engine_for(config: OsorTrainConfig, pipe):
-    from ..methods.osor import FluxEngine, SDXLEngine
+    from .. import FluxEngine, SDXLEngine
 
     return (SDXLEngine if config.backbone == "sdxl" else FluxEngine)(pipe, prompt=config.prompt)
 
@@ -159,8 +159,8 @@ def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> lis
     head for Phase II, unfreeze the terminal layer and return the trainable parameters (all cast to float32)."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    from ..methods.alpha_head import add_alpha_head, spec_of
-    from ..methods.osor_weights import ADAPTER_NAME, OFFICIAL_TARGETS, apply_osor_weights, load_osor_weights
+    from ..alpha_head import add_alpha_head, spec_of
+    from ..weights import ADAPTER_NAME, OFFICIAL_TARGETS, apply_osor_weights, load_osor_weights
 
     denoiser.requires_grad_(False)
     if config.init_weights:
@@ -192,12 +192,12 @@ def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> lis
 
 
 def export_weights(denoiser, config: OsorTrainConfig, timestep: float):
-    """The trained parameters as :class:`erasekit.methods.osor_weights.OsorWeights` (LoRA in peft's adapter-free
+    """The trained parameters as :class:`erasekit.methods.osor.weights.OsorWeights` (LoRA in peft's adapter-free
     key names, the terminal layer in full), ready for ``save_erasekit`` / ``save_official``."""
     from peft import get_peft_model_state_dict
 
-    from ..methods.alpha_head import spec_of
-    from ..methods.osor_weights import ADAPTER_NAME, OsorWeights
+    from ..alpha_head import spec_of
+    from ..weights import ADAPTER_NAME, OsorWeights
 
     lora = {k: v.detach().float().cpu().clone()
             for k, v in get_peft_model_state_dict(denoiser, adapter_name=ADAPTER_NAME).items()}
@@ -301,7 +301,7 @@ class OsorTrainer:
         self.disc.trunk.to(dtype=weight_dtype)
         self.targets = PatchTargets(cfg.discriminator.targets, cfg.discriminator.sigma)
         if perceptual_loss is None and cfg.loss.perceptual:
-            from .perceptual import load_lpips_vgg
+            from ....training.perceptual import load_lpips_vgg
 
             perceptual_loss = load_lpips_vgg(cfg.loss.lpips_trunk, cfg.loss.lpips_heads)
         if isinstance(perceptual_loss, torch.nn.Module):
@@ -319,7 +319,7 @@ class OsorTrainer:
         self.state = _TrainableState({names[id(p)]: p for p in self.trainable}, self.disc.heads)
         acc.register_for_checkpointing(self.state)
 
-        from ..data.conditioning import IncompleteMaskSampler
+        from .conditioning import IncompleteMaskSampler
 
         self.mask_sampler = IncompleteMaskSampler(seed=cfg.seed) if cfg.phase == 2 else None
 
@@ -327,7 +327,7 @@ class OsorTrainer:
     def _load_pipeline(cfg: OsorTrainConfig):
         import diffusers
 
-        from ..backbones.presets import PRESETS, load_pipeline
+        from ....backbones.presets import PRESETS, load_pipeline
 
         preset = PRESETS["sdxl-inpaint" if cfg.backbone == "sdxl" else "flux-fill"]
         cls = getattr(diffusers, preset.pipeline_class)
@@ -338,8 +338,8 @@ class OsorTrainer:
 
     # ---- data ------------------------------------------------------------------------------------------------
     def _loader(self, start_micro: int):
-        from ..data.loader import PairedTorchDataset
-        from ..data.transforms import RESIZE_RULES, PairedAugment
+        from ....data.loader import PairedTorchDataset
+        from ....data.transforms import RESIZE_RULES, PairedAugment
 
         cfg, acc = self.config, self.accelerator
         rule = dataclasses.replace(RESIZE_RULES[cfg.backbone], target=cfg.data.resolution)
@@ -430,7 +430,7 @@ class OsorTrainer:
 
     # ---- checkpoints -----------------------------------------------------------------------------------------
     def save_weights(self, folder: Path) -> Path:
-        from ..methods.osor_weights import save_erasekit
+        from ..weights import save_erasekit
 
         return save_erasekit(export_weights(self.denoiser, self.config, self.timestep), folder)
 

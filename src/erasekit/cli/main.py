@@ -16,7 +16,7 @@ import sys
 import typer
 from rich.console import Console
 
-from .types import ErasekitError
+from ..types import ErasekitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Remove objects (and their shadows and reflections) from photos.")
@@ -24,13 +24,13 @@ console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one lin
 
 # Feature modules that contribute sub-commands (each has register(app)).
 COMMAND_MODULES: list[str] = [
-    "erasekit.cli_core",
-    "erasekit.cli_models",
-    "erasekit.server.cli",
-    "erasekit.methods.osor_cli",
-    "erasekit.eval.cli",
-    "erasekit.train.cli",
-    "erasekit.data.cli",
+    "erasekit.cli.core",
+    "erasekit.cli.models",
+    "erasekit.cli.serve",
+    "erasekit.cli.osor",
+    "erasekit.cli.bench",
+    "erasekit.cli.train",
+    "erasekit.cli.data",
 ]
 
 @app.callback()

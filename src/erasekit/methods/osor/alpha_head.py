@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..types import InvalidInputError
+from ...types import InvalidInputError
 
 if TYPE_CHECKING:
     import torch

@@ -8,7 +8,7 @@ parameters under the wrapper's names. The LoRA ``B`` matrices get random values 
 zero) so loaded weights visibly change the output. Nothing here shares code with erasekit's loader, so a test that
 loads these files checks the loader against an independent construction::
 
-    from erasekit.testing_osor import write_tiny_osor_weights
+    from erasekit.testing.osor import write_tiny_osor_weights
     pth = write_tiny_osor_weights("sdxl", "/tmp/osor_sdxl_phase2.pth", phase=2)              # official format
     folder = write_tiny_osor_weights("flux", "/tmp/osor-flux", phase=2, fmt="erasekit")    # erasekit format
 """
@@ -19,13 +19,13 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from .methods.osor_weights import OFFICIAL_TARGETS, save_erasekit, split_state_dict
+from ..methods.osor.weights import OFFICIAL_TARGETS, save_erasekit, split_state_dict
 
 TINY_BACKBONE = {"sdxl": "sdxl-inpaint", "flux": "flux-fill"}
 
 
 def _denoiser(backbone: str, seed: int):
-    from .testing import tiny_pipeline
+    from .pipelines import tiny_pipeline
 
     pipe = tiny_pipeline(TINY_BACKBONE[backbone], seed=seed)
     return copy.deepcopy(pipe.unet if backbone == "sdxl" else pipe.transformer)
@@ -38,7 +38,7 @@ def official_state_dict_for(backbone: Literal["sdxl", "flux"], *, phase: int = 2
     from peft import LoraConfig, get_peft_model
     from torch import nn
 
-    from .methods.alpha_head import add_alpha_head
+    from ..methods.osor.alpha_head import add_alpha_head
 
     model = copy.deepcopy(model) if model is not None else _denoiser(backbone, seed)
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
@@ -89,8 +89,8 @@ def tiny_osor_remover(backbone: Literal["sdxl", "flux"], *, weights: Any = "none
     ``weights="none"`` gives the bare tiny backbone with a fresh alpha head; pass a fixture path for trained-like
     weights. Other keyword arguments go to the remover (``timestep``, ``blend``, ``batch_size``, ...).
     """
-    from .methods.osor import OsorFluxRemover, OsorSDXLRemover
-    from .testing import tiny_pipeline
+    from ..methods.osor import OsorFluxRemover, OsorSDXLRemover
+    from .pipelines import tiny_pipeline
 
     cls = OsorSDXLRemover if backbone == "sdxl" else OsorFluxRemover
     pipeline = copy.deepcopy(tiny_pipeline(TINY_BACKBONE[backbone], seed=seed))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..types import InvalidInputError
+from ...types import InvalidInputError
 
 
 def alpha_overlay(image: np.ndarray, alpha: np.ndarray, mask: np.ndarray | None = None, *,
@@ -45,7 +45,7 @@ def alpha_overlay(image: np.ndarray, alpha: np.ndarray, mask: np.ndarray | None 
 def write_alpha_overlay(path: str | Path, image: np.ndarray, alpha: np.ndarray, mask: np.ndarray | None = None,
                         **kwargs) -> Path:
     """Write :func:`alpha_overlay` to ``path`` (atomically, through :mod:`erasekit.io`)."""
-    from .. import io
+    from ... import io
 
     return io.write_image(path, alpha_overlay(image, alpha, mask, **kwargs))
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..types import InvalidInputError, MissingWeightsError
+from ...types import InvalidInputError, MissingWeightsError
 from .alpha_head import FLUX_HEAD, SDXL_HEAD, add_alpha_head, family_of, has_alpha_head
 
 if TYPE_CHECKING:
@@ -437,7 +437,7 @@ def _merge_and_unload(model: Any) -> None:
 def locate_weights(backbone: Backbone, phase: int = 2) -> str | None:
     """Where the released weights are on this machine, without the network: ``$ERASEKIT_MODELS_DIR/osor/<file>``
     or the Hugging Face cache of ``QinmingZhou/OSOR``. None when absent."""
-    from ..backbones.presets import models_dir
+    from ...backbones.presets import models_dir
 
     filename = HUB_FILES[(backbone, phase)]
     root = models_dir()

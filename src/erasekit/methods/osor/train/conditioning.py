@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..masks import PERTURBATION_PROBABILITIES, perturb_mask
-from ..types import InvalidInputError
+from ....masks import PERTURBATION_PROBABILITIES, perturb_mask
+from ....types import InvalidInputError
 
 
 @dataclass
@@ -71,7 +71,7 @@ class IncompleteMaskSampler:
 
     def condition_batch(self, batch: dict[str, Any], *, rng: np.random.Generator | None = None) -> tuple[str, Any]:
         """Torch batches from :func:`erasekit.data.loader.collate_paired`: returns (mode, N×1×H×W mask tensor)."""
-        from ..convert import mask_to_tensor, tensor_to_mask
+        from ....convert import mask_to_tensor, tensor_to_mask
 
         effect = tensor_to_mask(batch["effect_mask"])
         objects = tensor_to_mask(batch["object_mask"]) if "object_mask" in batch else None

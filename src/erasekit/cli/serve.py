@@ -31,7 +31,7 @@ def serve_command(
 
     from ..io import pixel_limit
     from ..types import ErasekitError, InvalidInputError
-    from .settings import ServerSettings
+    from ..server.settings import ServerSettings
 
     try:
         import fastapi  # noqa: F401
@@ -45,13 +45,13 @@ def serve_command(
                                   max_pixels=max_pixels or pixel_limit() or 2**62, queue_size=queue_size,
                                   cors_origins=tuple(cor for cor in (cors_origin or ())), preload=preload)
     except ValidationError as exc:
-        from .errors import validation_message
+        from ..server.errors import validation_message
 
         raise InvalidInputError(f"bad server option: {validation_message(exc.errors())}") from None
     settings.check_exposure()
 
     from ..registry import resolve_auto
-    from .app import create_app
+    from ..server.app import create_app
 
     app = create_app(settings)
     console = Console(stderr=True)

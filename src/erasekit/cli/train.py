@@ -29,7 +29,7 @@ def osor_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
     """Train OSOR (one phase, one backbone); writes erasekit-format weights to OUTPUT/osor."""
-    from .config import load_config, packaged_config, parse_overrides
+    from ..methods.osor.train.config import load_config, packaged_config, parse_overrides
 
     path = Path(config).expanduser()
     if not path.is_file() and not config.endswith((".yaml", ".yml")):
@@ -40,7 +40,7 @@ def osor_command(
     if max_steps is not None:
         extra["max_steps"] = max_steps
     cfg = load_config(path, extra)
-    from .osor import train_osor
+    from ..methods.osor.train.trainer import train_osor
 
     result = train_osor(cfg, progress=not no_progress)
     Console(stderr=True).print(f"OSOR {cfg.backbone} phase {cfg.phase}: step {result.step}"

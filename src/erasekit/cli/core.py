@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .types import InvalidInputError
+from ..types import InvalidInputError
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,7 @@
 
 All adversarial terms work on logits: −log σ(l) = softplus(−l) and −log(1 − σ(l)) = softplus(l), which is the
 numerically stable way to write the paper's log D terms. Expectations E[·] are means over the batch and, inside the
-patch maps of Eq. 7, over patch positions. Targets w̃_k come from :class:`erasekit.train.discriminator.PatchTargets`.
+patch maps of Eq. 7, over patch positions. Targets w̃_k come from :class:`erasekit.methods.osor.train.discriminator.PatchTargets`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..backbones.latents import mask_to_latent
+from ....backbones.latents import mask_to_latent
 
 
 # --------------------------------------------------------------------------------------------------------------------

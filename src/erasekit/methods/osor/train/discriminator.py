@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .. import masks as M
-from ..types import InvalidInputError, MissingWeightsError
+from .... import masks as M
+from ....types import InvalidInputError, MissingWeightsError
 
 TargetMode = Literal["occupancy", "hard", "soft"]
 TARGET_MODES: tuple[str, ...] = ("occupancy", "hard", "soft")

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .types import InvalidInputError
+from ..types import InvalidInputError
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def _human_size(n: int) -> str:
 
 def _methods_by_backbone() -> dict[str, list[str]]:
     """Preset name -> methods whose weight requirements name it."""
-    from . import registry
+    from .. import registry
 
     users: dict[str, list[str]] = {}
     for name in registry.method_names():
@@ -43,7 +43,7 @@ def models_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """List the diffusion backbone presets: Hub id, where each resolves locally, size on disk, which methods use it."""
-    from .backbones.presets import PRESETS, find_local, folder_size, hf_cache_dir, models_dir
+    from ..backbones.presets import PRESETS, find_local, folder_size, hf_cache_dir, models_dir
 
     users = _methods_by_backbone()
     rows = []
@@ -92,7 +92,7 @@ def download_command(
     revision: str = typer.Option(None, "--revision", help="branch, tag or commit on the Hub"),
 ) -> None:
     """Fetch a backbone from the Hugging Face Hub (only the files diffusers needs; resumes if interrupted)."""
-    from .backbones.presets import PRESETS, download, folder_size, models_dir
+    from ..backbones.presets import PRESETS, download, folder_size, models_dir
 
     if name not in PRESETS and name.count("/") != 1:
         raise InvalidInputError(f"unknown backbone {name!r}; choose one of {', '.join(PRESETS)} or a Hub id org/repo")

@@ -26,7 +26,7 @@ def synth_command(
                                        "dataset"),
 ) -> None:
     """Generate synthetic effect scenes (photo crops + objects with shadows and reflections)."""
-    from .synthetic import generate_synthetic_dataset, write_synthetic_triplets
+    from ..data.synthetic import generate_synthetic_dataset, write_synthetic_triplets
 
     console = Console(stderr=True)
     if count < 0 or size < 16:
@@ -55,9 +55,9 @@ def savp_command(
     config: Path = typer.Option(None, "--config", help="YAML with SAVP constants to override (Table 6 names)"),
 ) -> None:
     """Verify instruction-edit triplets and write effect-aware removal pairs (OSOR's SAVP)."""
-    from .savp import SAVPConfig
-    from .savp_models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
-    from .savp_run import ModelSpec, run_savp
+    from ..data.savp import SAVPConfig
+    from ..data.savp_models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+    from ..data.savp_run import ModelSpec, run_savp
 
     spec = ModelSpec(detector=detector or DEFAULT_DETECTOR, segmenter=segmenter or DEFAULT_SEGMENTER, device=device)
     cfg = SAVPConfig.from_yaml(config) if config else SAVPConfig()

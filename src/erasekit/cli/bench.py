@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 def _per_method(items: list[str] | None, flag: str) -> dict[str, dict]:
     """``["sd15-inpaint:steps=2", "sd15-inpaint:model=/m"]`` -> {"sd15-inpaint": {"steps": 2, "model": "/m"}}."""
-    from ..cli_core import parse_option_values
+    from .core import parse_option_values
 
     out: dict[str, dict] = {}
     for item in items or []:
@@ -70,8 +70,8 @@ def bench_command(
         return
     if dataset is None or out is None:
         raise InvalidInputError("--dataset and --out are required")
-    from .report import build_report
-    from .runner import BenchConfig, run_benchmark
+    from ..eval.report import build_report
+    from ..eval.runner import BenchConfig, run_benchmark
 
     cfg = BenchConfig(
         dataset=str(dataset), out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
@@ -93,14 +93,14 @@ def report_command(
     samples: int = typer.Option(8, "--samples", help="how many samples get comparison grids"),
 ) -> None:
     """Rebuild the static HTML report (grids + charts) of a benchmark results folder."""
-    from .report import build_report
+    from ..eval.report import build_report
 
     typer.echo(str(build_report(results, max_samples=samples)))
 
 
 def _print_weights(explicit: dict[str, str]) -> None:
     from ..types import MissingWeightsError
-    from .weights import resolve, weights_table
+    from ..eval.weights import resolve, weights_table
 
     rows = []
     for row in weights_table():
