@@ -1,52 +1,46 @@
-"""The ``erasekit`` command.
+"""The ``erasekit`` command: the Typer app, error handling and exit codes.
 
 Errors map to exit codes through the exception hierarchy (``ErasekitError.exit_code``): 2 bad input, 3 missing
 weights, 4 resource limit, 1 internal error. Messages are one line; ``--debug`` shows the traceback.
 
-Feature areas add their own sub-commands in their own modules: each module in ``COMMAND_MODULES`` exposes
-``register(app: typer.Typer)``. This keeps this file about the core commands only.
+Each verb group is a module of this package with a ``register(app)`` function, wired in :data:`VERB_MODULES`.
+Verb modules import torch, diffusers and transformers inside their commands only, so ``erasekit --help``,
+``--version`` and ``methods`` start without them (tests/test_cli_startup.py checks it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 
 import typer
 from rich.console import Console
 
 from ..types import ErasekitError
+from . import bench, core, data, models, osor, serve, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Remove objects (and their shadows and reflections) from photos.")
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line on narrow terminals
+# The verb groups, in the order `erasekit --help` lists them.
+VERB_MODULES = (core, models, serve, osor, bench, train, data)
+for _verbs in VERB_MODULES:
+    _verbs.register(app)
 
-# Feature modules that contribute sub-commands (each has register(app)).
-COMMAND_MODULES: list[str] = [
-    "erasekit.cli.core",
-    "erasekit.cli.models",
-    "erasekit.cli.serve",
-    "erasekit.cli.osor",
-    "erasekit.cli.bench",
-    "erasekit.cli.train",
-    "erasekit.cli.data",
-]
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"erasekit {__version__}")
+        raise typer.Exit()
+
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors"),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
     """Declares the global --debug flag for --help; main() reads it from the arguments itself."""
-
-
-_registered: set[str] = set()
-
-
-def _register_all() -> None:
-    # Idempotent: main() may run many times in one process (tests, embedding), each command registers once.
-    for module_name in COMMAND_MODULES:
-        if module_name not in _registered:
-            importlib.import_module(module_name).register(app)
-            _registered.add(module_name)
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:
@@ -66,7 +60,6 @@ def _usage_error_types() -> tuple[type[Exception], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the process exit code."""
-    _register_all()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:  # a global option, also accepted after the sub-command (`erasekit remove ... --debug`)
