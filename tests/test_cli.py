@@ -244,18 +244,18 @@ def test_unknown_refiner_is_exit_2_and_lists_the_known_ones(scene, tmp_path, cap
     assert not (tmp_path / "o.png").exists()
 
 
-def test_batch_refine_refines_every_image_and_an_unknown_one_stops_it_before_any_work(scene, tmp_path, capsys):
+def test_batch_refine_refines_every_image_and_an_unknown_one_stops_it_early(scene, tmp_path, capsys):
     image, inside, image_path, mask_path = scene
     masks = tmp_path / "masks"
     masks.mkdir()
     (masks / "astronaut.png").write_bytes(mask_path.read_bytes())
-    assert main(["batch", str(image_path), "--masks", str(masks), "-o", str(tmp_path / "out"), "--method", "telea",
-                 "--refine", "color-match", "--no-progress"]) == 0
+    assert main(["batch", str(image_path), "--masks", str(masks), "-o", str(tmp_path / "out"),
+                 "--method", "telea", "--refine", "color-match", "--no-progress"]) == 0
     expected = erasekit.remove(image, inside.astype(np.float32), method="telea", refine="color-match")
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "astronaut.png").convert("RGB")),
                                   expected.image)
     capsys.readouterr()
-    assert main(["batch", str(image_path), "--masks", str(masks), "-o", str(tmp_path / "bad"), "--method", "telea",
-                 "--refine", "nope", "--no-progress"]) == 2
+    assert main(["batch", str(image_path), "--masks", str(masks), "-o", str(tmp_path / "bad"),
+                 "--method", "telea", "--refine", "nope", "--no-progress"]) == 2
     assert "unknown refiner 'nope'" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()

@@ -1,7 +1,7 @@
 """Refiners: the contract, the registry, ``poisson`` and ``color-match``, and how the remover base runs them.
 
-References are independent of the implementation: ``cv2.seamlessClone`` called directly, scikit-image's dilation and
-L*a*b* conversion, and :func:`erasekit.hd.paste_back` for what the base must produce.
+References are independent of the implementation: ``cv2.seamlessClone`` called directly, scikit-image's
+dilation and L*a*b* conversion, and :func:`erasekit.hd.paste_back` for what the base must produce.
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ class Recorder(Refiner):
         return marked
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The contract, via the remover base
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("refine", CHAINS)
 @pytest.mark.parametrize("method", ["telea", "patchmatch"])
 def test_pixels_outside_the_paste_region_are_unchanged_with_every_refiner(method, refine):
@@ -196,9 +196,9 @@ def test_an_empty_mask_skips_the_refiners_but_records_them():
     assert result.metadata["refine"] == [{"name": "poisson"}]
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Errors
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("refine, needle", [
     ("sharpen", "unknown refiner 'sharpen'; known: color-match, poisson"),
     ("color-match,nope", "unknown refiner 'nope'"),
@@ -230,7 +230,8 @@ def test_an_unknown_refiner_fails_before_the_method_runs():
         Counting()(RemovalRequest(ASTRONAUT, _ellipse(ASTRONAUT.shape[:2], 60, 50, 20, 28), refine="nope"))
     assert calls == []
     with pytest.raises(InvalidInputError, match="known: color-match, poisson"):
-        erasekit.remove(ASTRONAUT, _ellipse(ASTRONAUT.shape[:2], 60, 50, 20, 28), method="telea", refine="nope")
+        erasekit.remove(ASTRONAUT, _ellipse(ASTRONAUT.shape[:2], 60, 50, 20, 28), method="telea",
+                        refine="nope")
 
 
 def test_the_refiner_base_checks_its_inputs_and_what_a_refiner_returns():
@@ -259,9 +260,9 @@ def test_the_refiner_base_checks_its_inputs_and_what_a_refiner_returns():
     assert np.array_equal(out, raw) and out is not raw
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Registry
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_the_built_in_refiners_are_registered_with_descriptions():
     assert set(BUILT_IN) <= set(refiner_names())
     for name in BUILT_IN:
@@ -301,9 +302,9 @@ def test_register_refiner_refuses_duplicates_and_a_replacement_is_not_served_fro
         refiner_registry._REGISTRY.pop("test-identity", None)  # no public unregister: clean up after the test
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # poisson
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_poisson_equals_cv2_seamless_clone_called_directly():
     region = _ellipse(ASTRONAUT.shape[:2], 64, 60, 22, 30)
     raw = _drift(ASTRONAUT)
@@ -314,16 +315,18 @@ def test_poisson_equals_cv2_seamless_clone_called_directly():
 
 
 def test_poisson_clones_each_component_as_if_alone():
-    first, second = _ellipse(ASTRONAUT.shape[:2], 25, 25, 10, 12), _ellipse(ASTRONAUT.shape[:2], 95, 100, 12, 14)
+    first = _ellipse(ASTRONAUT.shape[:2], 25, 25, 10, 12)
+    second = _ellipse(ASTRONAUT.shape[:2], 95, 100, 12, 14)
     raw = _drift(ASTRONAUT)
     refined = PoissonRefiner()(ASTRONAUT, raw, np.maximum(first, second))
     for component in (first > 0, second > 0):
-        np.testing.assert_array_equal(refined[component], _clone_reference(ASTRONAUT, raw, component)[component])
+        alone = _clone_reference(ASTRONAUT, raw, component)
+        np.testing.assert_array_equal(refined[component], alone[component])
 
 
 def test_poisson_removes_the_seam_a_colour_drift_leaves_after_paste_back():
-    # A diffusion-like output: the right content everywhere, shifted in colour. Paste-back alone leaves a step at
-    # the region's edge; Poisson blending carries the input's colours into the fill and the step goes.
+    # A diffusion-like output: the right content everywhere, shifted in colour. Paste-back alone leaves a step
+    # at the region's edge; Poisson blending carries the input's colours into the fill and the step goes.
     region = _ellipse(ASTRONAUT.shape[:2], 64, 60, 22, 30)
     inside = region > 0
     raw = _drift(ASTRONAUT)
@@ -339,8 +342,8 @@ def test_poisson_removes_the_seam_a_colour_drift_leaves_after_paste_back():
 
 def test_poisson_keeps_the_object_out_at_the_region_edges_and_the_image_border():
     # A black object in a corner, touching two image edges; the method's fill is the true background, drifted.
-    # Cloning with the region itself as the mask (and no padding) would leave black on the box border and at the
-    # image edge: the refiner's grown, padded clone mask must not.
+    # Cloning with the region itself as the mask (and no padding) would leave black on the box border and at
+    # the image edge: the refiner's grown, padded clone mask must not.
     truth = ASTRONAUT
     region = np.zeros(truth.shape[:2], np.float32)
     region[:30, :40] = 1
@@ -351,11 +354,12 @@ def test_poisson_keeps_the_object_out_at_the_region_edges_and_the_image_border()
     inside = region > 0
     drift_error = np.abs(raw.astype(int) - truth)[inside]
     error = np.abs(refined.astype(int) - truth)[inside]
-    # No pixel is further from the truth than the fill's own drift (a black pixel would be up to 240 off); at the
-    # image edges, with no input to blend towards, the fill keeps its own values; towards the input it corrects.
+    # No pixel is further from the truth than the fill's own drift (a black pixel would be up to 240 off): at
+    # the image edges, with no input to blend towards, the fill keeps its own values; towards the input it
+    # corrects.
     assert error.max() <= drift_error.max() and error.mean() < drift_error.mean() * 0.6
     naive = cv2.seamlessClone(raw, image, (region * 255).astype(np.uint8), (20, 15), cv2.NORMAL_CLONE)
-    assert np.abs(naive.astype(int) - truth)[inside].max() > 100  # what the refiner avoids, on the same inputs
+    assert np.abs(naive.astype(int) - truth)[inside].max() > 100  # what the refiner avoids, same inputs
 
 
 def test_poisson_leaves_a_fill_that_already_agrees_with_its_surroundings():
@@ -364,9 +368,9 @@ def test_poisson_leaves_a_fill_that_already_agrees_with_its_surroundings():
     assert np.abs(refined.astype(int) - ASTRONAUT)[region > 0].max() <= 1  # the solve's float rounding
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # color-match
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _lab_stats(rgb: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lab = color.rgb2lab(rgb)[where]
     return lab.mean(axis=0), lab.std(axis=0)
@@ -374,7 +378,8 @@ def _lab_stats(rgb: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def test_color_match_moves_the_fills_lab_mean_and_std_to_the_rings():
     # The fill is another part of the photo, colour-shifted; afterwards its L*a*b* statistics (scikit-image's
-    # conversion) equal the input's 16-pixel ring's within 0.25 units: what rounding the result to uint8 leaves.
+    # conversion) equal the input's 16-pixel ring's within 0.25 units: what rounding the result to uint8
+    # leaves.
     image = CHELSEA
     region = _ellipse(image.shape[:2], 55, 68, 14, 27)
     inside = region > 0
@@ -422,5 +427,6 @@ def test_color_match_corrects_the_surroundings_too_so_a_following_refiner_sees_a
     box = np.zeros(region.shape, bool)
     ys, xs = np.nonzero(region)
     box[ys.min() - 8:ys.max() + 9, xs.min() - 8:xs.max() + 9] = True
-    assert np.abs(refined.astype(int) - image)[box].mean() < np.abs(output.astype(int) - image)[box].mean() / 3
+    drift_error = np.abs(output.astype(int) - image)[box].mean()
+    assert np.abs(refined.astype(int) - image)[box].mean() < drift_error / 3
     np.testing.assert_array_equal(refined[~box], output[~box])  # beyond the measured box: untouched

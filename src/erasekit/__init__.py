@@ -7,7 +7,7 @@ The small public API::
     result.to_pil().save("clean.png")
 
     remover = erasekit.load_remover("patchmatch")          # build once, reuse across calls
-    result = erasekit.remove("photo.jpg", "mask.png", refine="color-match,poisson")  # refiners before paste-back
+    result = erasekit.remove("photo.jpg", "mask.png", refine="color-match,poisson")  # then paste-back
     for info in erasekit.available_methods(): print(info.name, info.available, info.reason)
 """
 
@@ -57,9 +57,9 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     ``image``: a path, bytes, PIL image or uint8 RGB array. ``mask``: the same kinds; any nonzero pixel means remove
     (an RGBA mask uses its alpha). A mask of another size is an error unless ``resize_mask=True``. Options the
     method's factory takes (``device``, ``model``, ``weights`` ...) load the model (cached across calls); all others
-    are per-call options (``steps``, ``timestep`` ...). ``refine`` names refiners that run on the method's output
-    before paste-back, in order (``"poisson"``, ``"color-match,poisson"``, a list; see :mod:`erasekit.refiners`).
-    An empty mask returns the input unchanged with ``result.unchanged = True``.
+    are per-call options (``steps``, ``timestep`` ...). ``refine`` names refiners that run on the method's
+    output before paste-back, in order (``"poisson"``, ``"color-match,poisson"``, a list; see
+    :mod:`erasekit.refiners`). An empty mask returns the input unchanged with ``result.unchanged = True``.
     """
     from . import io
 

@@ -56,10 +56,10 @@ class RemovalRequest:
 
     ``image`` is uint8 RGB H×W×3, ``mask`` float32 H×W in [0, 1] (1 = remove) or ``None`` for mask-free methods.
     ``dilate`` grows the mask by that many pixels before anything else; ``hd_strategy`` (an
-    :class:`erasekit.hd.HDStrategy`) decides how large images are processed; ``refine`` names the refiners that run
-    on the method's output before paste-back (``"color-match,poisson"``, a list, or None; read by
-    :func:`erasekit.refiners.parse_refine`); ``options`` holds method-specific per-call settings (steps, guidance,
-    timestep, ...).
+    :class:`erasekit.hd.HDStrategy`) decides how large images are processed; ``refine`` names the refiners
+    that run on the method's output before paste-back (``"color-match,poisson"``, a list, or None; read by
+    :func:`erasekit.refiners.parse_refine`); ``options`` holds method-specific per-call settings (steps,
+    guidance, timestep, ...).
     """
 
     image: np.ndarray

@@ -9,10 +9,10 @@ Paste-back rule: pixels outside the paste region are bit-identical to the input.
 mask, united with the method's alpha when the method edits beyond the mask on purpose (``edits_outside_mask``, e.g.
 OSOR's effect-aware alpha removing a shadow).
 
-Refiners (:mod:`erasekit.refiners`) run after the HD strategy and before paste-back, on the full image at its
-original size: they see the method's raw output as paste-back will use it and the final paste region, whatever
-strategy ran and whatever the method's size constraints (the contract is in :mod:`erasekit.refiners.base`). Paste-back
-comes after them, so the rule above holds with any refiner.
+Refiners (:mod:`erasekit.refiners`) run after the HD strategy and before paste-back, on the full image at
+its original size: they see the method's raw output as paste-back will use it and the final paste region,
+whatever strategy ran and whatever the method's size constraints (the contract is in
+:mod:`erasekit.refiners.base`). Paste-back comes after them, so the rule above holds with any refiner.
 """
 
 from __future__ import annotations

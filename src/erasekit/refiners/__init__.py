@@ -13,5 +13,5 @@ from .registry import RefinerSpec, get_refiner, load_refiner, parse_refine, refi
 for _module in (poisson, color_match):
     _module.register()
 
-__all__ = ["Refiner", "RefinerSpec", "apply_refiners", "get_refiner", "load_refiner", "parse_refine", "refiner_names",
-           "register_refiner"]
+__all__ = ["Refiner", "RefinerSpec", "apply_refiners", "get_refiner", "load_refiner", "parse_refine",
+           "refiner_names", "register_refiner"]

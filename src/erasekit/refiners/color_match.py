@@ -1,14 +1,15 @@
 """``color-match``: the fill's colour statistics matched to the input's ring just outside the region.
 
 Reinhard et al., "Color Transfer between Images", IEEE CG&A 2001: per channel, the fill's mean and standard
-deviation are moved to the reference's, ``l' = (l − μ_fill) · σ_ring / σ_fill + μ_ring``. The source statistics are
-the method output's inside the region; the reference statistics are the input's in a ring ``ring`` pixels wide
-around the region — the surroundings the fill must blend into.
+deviation are moved to the reference's, ``l' = (l − μ_fill) · σ_ring / σ_fill + μ_ring``. The source
+statistics are the method output's inside the region; the reference statistics are the input's in a ring
+``ring`` pixels wide around the region — the surroundings the fill must blend into.
 
-Colour space: CIE L*a*b* (D65) through OpenCV's float conversion. Reinhard et al. use Ruderman's lαβ, which neither
-OpenCV nor kornia provides; L*a*b* serves the same purpose (an achromatic axis and two opponent-colour axes, close to
-decorrelated on natural images, so channels can be matched independently) and is the usual substitute. OpenCV over
-kornia because it works on numpy arrays in place: no torch import or tensor round trip for a CPU-side step.
+Colour space: CIE L*a*b* (D65) through OpenCV's float conversion. Reinhard et al. use Ruderman's lαβ, which
+neither OpenCV nor kornia provides; L*a*b* serves the same purpose (an achromatic axis and two opponent-colour
+axes, close to decorrelated on natural images, so channels can be matched independently) and is the usual
+substitute. OpenCV over kornia because it works on numpy arrays in place: no torch import or tensor round trip
+for a CPU-side step.
 
 The correction is applied to the region's box grown by the ring, not only inside the region, so a refiner that
 follows in a chain (``color-match,poisson``) sees a fill consistent with its corrected surroundings.
@@ -26,8 +27,8 @@ from ..types import InvalidInputError
 from .base import Refiner
 from .registry import RefinerSpec, register_refiner
 
-# σ_ring / σ_fill is capped: a nearly flat fill (Telea over a wide hole) has σ near 0, and the uncapped ratio would
-# blow its quantisation noise up into grain. A flat fill (σ = 0) is only shifted.
+# σ_ring / σ_fill is capped: a nearly flat fill (Telea over a wide hole) has σ near 0, and the uncapped ratio
+# would blow its quantisation noise up into grain. A flat fill (σ = 0) is only shifted.
 _MAX_GAIN = 4.0
 
 

@@ -1,28 +1,32 @@
-"""``poisson``: Poisson blending of the method output into the input at the seam, with OpenCV's ``seamlessClone``.
+"""``poisson``: Poisson blending of the method output into the input at the seam (``cv2.seamlessClone``).
 
-Poisson image editing (Pérez, Gangnet & Blake, SIGGRAPH 2003, Eq. 10 with the source gradient as the guidance
-field, OpenCV's ``NORMAL_CLONE``): inside the region the result keeps the output's gradients while its values meet
-the input at the boundary, so a colour offset between the fill and its surroundings — a diffusion output's drift, a
-VAE round trip — is spread smoothly over the fill instead of showing as an edge after paste-back. Where the output
-already agrees with the input around the region (a classical fill), the blend leaves it as it is.
+Poisson image editing (Pérez, Gangnet & Blake, SIGGRAPH 2003, Sec. 3, importing gradients: the source's
+gradient is the guidance field, OpenCV's ``NORMAL_CLONE``): inside the region the result keeps the output's
+gradients while its values meet the input at the boundary, so a colour offset between the fill and its
+surroundings — a diffusion output's drift, a VAE round trip — is spread smoothly over the fill instead of
+showing as an edge after paste-back. Where the output already agrees with the input around the region (a
+classical fill), the blend leaves it as it is.
 
-What ``cv2.seamlessClone`` requires, and how each is met here (OpenCV ``modules/photo/src/seamless_cloning*.cpp``):
+What ``cv2.seamlessClone`` requires, and how each is met here (OpenCV
+``modules/photo/src/seamless_cloning*.cpp``):
 
 * **It solves over the mask's bounding box with that box's border as the fixed boundary**, and it takes the
-  source's gradients only on the mask eroded by three 3×3 iterations (elsewhere the destination's). A mask equal to
-  the region would leave the object's own pixels on the box border and its gradients in a 3-pixel inner band. So the
-  clone mask is the region grown by 4 pixels (3 for that erosion, 1 so the forward differences across the region's
-  edge come from the output): every region pixel is an unknown driven by the output's gradients.
-* **It zeroes the mask's one-pixel frame**, so a mask touching the array border loses pixels. Each crop is padded
-  by ``_PAD`` pixels (the 4 of growth plus that frame). Beyond the image there is no input to blend towards, so the
-  padding of *both* images is the output, reflected: at the image border the fill keeps its own values.
-* **The clone lands centred on the point given**: the centre of the clone mask's bounding box, rounded as OpenCV
-  rounds it (``p - size / 2`` in integers), so the blend is not shifted.
-* **Several components**: one solve per component box (boxes merged where they would overlap), so two small marks
-  in opposite corners of a large photo are two small solves, not one over the whole photo. Each solve depends only
-  on its box, so this equals cloning each component alone.
-* **An empty region** never reaches :meth:`PoissonRefiner.refine` (the base returns the output as it is); OpenCV
-  would return its destination untouched for an empty mask.
+  source's gradients only on the mask eroded by three 3×3 iterations (elsewhere the destination's). A mask
+  equal to the region would leave the object's own pixels on the box border and its gradients in a 3-pixel
+  inner band. So the clone mask is the region grown by 4 pixels (3 for that erosion, 1 so the forward
+  differences across the region's edge come from the output): every region pixel is an unknown driven by the
+  output's gradients.
+* **It zeroes the mask's one-pixel frame**, so a mask touching the array border loses pixels. Each crop is
+  padded by ``_PAD`` pixels (the 4 of growth plus that frame). Beyond the image there is no input to blend
+  towards, so the padding of *both* images is the output, reflected: at the image border the fill keeps its
+  own values.
+* **The clone lands centred on the point given**: the centre of the clone mask's bounding box, rounded as
+  OpenCV rounds it (``p - size / 2`` in integers), so the blend is not shifted.
+* **Several components**: one solve per component box (boxes merged where they would overlap), so two small
+  marks in opposite corners of a large photo are two small solves, not one over the whole photo. Each solve
+  depends only on its box, so this equals cloning each component alone.
+* **An empty region** never reaches :meth:`PoissonRefiner.refine` (the base returns the output as it is);
+  OpenCV would return its destination untouched for an empty mask.
 """
 
 from __future__ import annotations
@@ -34,13 +38,13 @@ from .. import masks as M
 from .base import Refiner
 from .registry import RefinerSpec, register_refiner
 
-_CLONE_GROWTH = 4  # OpenCV's 3 erosions of the clone mask + 1 for the forward differences at the region's edge
+_CLONE_GROWTH = 4  # OpenCV's 3 erosions of the clone mask + 1 for the forward differences at the edge
 _PAD = _CLONE_GROWTH + 1  # + OpenCV's zeroed one-pixel mask frame
 _SQUARE_3X3 = np.ones((3, 3), np.uint8)  # the structuring element OpenCV erodes with
 
 
 class PoissonRefiner(Refiner):
-    """Poisson blending (``cv2.seamlessClone``, ``NORMAL_CLONE``) of the output into the input over the region."""
+    """Poisson blending (``cv2.seamlessClone``, ``NORMAL_CLONE``) of the output into the input."""
 
     name = "poisson"
 
@@ -54,7 +58,7 @@ class PoissonRefiner(Refiner):
 
 
 def seamless_clone(image: np.ndarray, output: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """``output`` Poisson-blended into ``image`` over the boolean ``inside`` (all three of one crop's size)."""
+    """``output`` Poisson-blended into ``image`` over the boolean ``inside`` (all three one crop's size)."""
     p = _PAD
     source = cv2.copyMakeBorder(output, p, p, p, p, cv2.BORDER_REFLECT_101)
     target = source.copy()  # beyond the image the boundary values come from the output itself

@@ -1,13 +1,14 @@
 """Refiner registry: name -> factory, and the one parser of a request's ``refine`` value.
 
 Mirrors :mod:`erasekit.registry` for methods: refiners register a :class:`RefinerSpec` when
-:mod:`erasekit.refiners` is imported (which importing this module always does first). A request names refiners as
+:mod:`erasekit.refiners` is imported (which importing this module always does first). A request names refiners
+as
 
 * ``None`` or ``""`` — no refiner (the method's output is pasted back as it is);
-* ``"poisson"`` — one refiner with its defaults; ``"color-match:ring=24"`` — with options (``KEY=VALUE`` after the
-  name, separated by ``:``; values are JSON literals, else strings);
-* ``"color-match,poisson"`` or ``["color-match", "poisson"]`` — a chain, run in that order; a list may also hold
-  :class:`~erasekit.refiners.base.Refiner` instances.
+* ``"poisson"`` — one refiner with its defaults; ``"color-match:ring=24"`` — with options (``KEY=VALUE`` after
+  the name, separated by ``:``; values are JSON literals, else strings);
+* ``"color-match,poisson"`` or ``["color-match", "poisson"]`` — a chain, run in that order; a list may also
+  hold :class:`~erasekit.refiners.base.Refiner` instances.
 
 Built refiners are cached by name and options, so a refiner that loads weights (PixPerfect) loads them once.
 """
@@ -70,7 +71,7 @@ def _build(name: str, options_json: str) -> Refiner:
 
 
 def load_refiner(name: str, **options: OptionValue) -> Refiner:
-    """The refiner registered as ``name``, built with ``options`` (cached: refiners hold no per-call state)."""
+    """The refiner registered as ``name`` built with ``options`` (cached: refiners hold no per-call state)."""
     spec = get_refiner(name)
     unknown = set(options) - option_names(spec)
     if unknown:
@@ -118,5 +119,6 @@ def parse_refine(value: str | Refiner | Sequence[str | Refiner] | None) -> tuple
         elif isinstance(item, str):
             chain.extend(_parse_one(part) for part in item.split(",") if part.strip())
         else:
-            raise InvalidInputError(f"refine entries must be refiner names or Refiner instances, got {item!r}")
+            raise InvalidInputError(f"refine entries must be refiner names or Refiner instances, got "
+                                    f"{item!r}")
     return tuple(chain)
