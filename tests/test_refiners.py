@@ -430,3 +430,9 @@ def test_color_match_corrects_the_surroundings_too_so_a_following_refiner_sees_a
     drift_error = np.abs(output.astype(int) - image)[box].mean()
     assert np.abs(refined.astype(int) - image)[box].mean() < drift_error / 3
     np.testing.assert_array_equal(refined[~box], output[~box])  # beyond the measured box: untouched
+
+
+def test_color_match_leaves_a_region_without_surroundings_as_it_is():
+    raw = _drift(CHELSEA)
+    refined = ColorMatchRefiner()(CHELSEA, raw, np.ones(CHELSEA.shape[:2], np.float32))
+    np.testing.assert_array_equal(refined, raw)
