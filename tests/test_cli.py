@@ -12,6 +12,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+import erasekit
 from erasekit import registry
 from erasekit.cli import main
 from erasekit.registry import MethodSpec, WeightRequirement
@@ -220,3 +221,41 @@ def test_unknown_option_is_a_usage_error_not_an_internal_error(scene, tmp_path, 
     assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--bogus"]) == 2
     err = capsys.readouterr().err
     assert "No such option: --bogus" in err and "internal error" not in err
+
+
+def test_remove_refine_writes_what_the_api_returns_and_changes_only_the_mask(scene, tmp_path):
+    image, inside, image_path, mask_path = scene
+    for refine in ("poisson", "color-match,poisson"):
+        out = tmp_path / "refined.png"
+        assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(out), "--method", "telea",
+                     "--refine", refine]) == 0
+        result = np.asarray(Image.open(out).convert("RGB"))
+        np.testing.assert_array_equal(result[~inside], image[~inside])
+        expected = erasekit.remove(image, inside.astype(np.float32), method="telea", refine=refine)
+        np.testing.assert_array_equal(result, expected.image)
+
+
+def test_unknown_refiner_is_exit_2_and_lists_the_known_ones(scene, tmp_path, capsys):
+    _, _, image_path, mask_path = scene
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
+                 "--method", "telea", "--refine", "sharpen"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "unknown refiner 'sharpen'" in line and "color-match, poisson" in line
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_batch_refine_refines_every_image_and_an_unknown_one_stops_it_early(scene, tmp_path, capsys):
+    image, inside, image_path, mask_path = scene
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "astronaut.png").write_bytes(mask_path.read_bytes())
+    assert main(["batch", str(image_path), "--masks", str(masks), "-o", str(tmp_path / "out"),
+                 "--method", "telea", "--refine", "color-match", "--no-progress"]) == 0
+    expected = erasekit.remove(image, inside.astype(np.float32), method="telea", refine="color-match")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "astronaut.png").convert("RGB")),
+                                  expected.image)
+    capsys.readouterr()
+    assert main(["batch", str(image_path), "--masks", str(masks), "-o", str(tmp_path / "bad"),
+                 "--method", "telea", "--refine", "nope", "--no-progress"]) == 2
+    assert "unknown refiner 'nope'" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()

@@ -281,6 +281,24 @@ def test_output_format_and_method_options_are_honoured(client):
     assert meta["metadata"]["options"] == {"patch_size": 2}
 
 
+def test_refine_returns_the_library_result_and_records_the_refiners(client):
+    for send in ({"files": files(), "data": {"method": "telea", "refine": "color-match,poisson"}},
+                 {"json": json_body(method="telea", refine="color-match,poisson")}):
+        response = client.post("/api/v1/remove", **send)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        expected = erasekit.remove(PHOTO, MASK, method="telea", refine="color-match,poisson")
+        np.testing.assert_array_equal(decode(body["image"]), expected.image)
+        assert body["metadata"]["refine"] == [{"name": "color-match", "ring": 16}, {"name": "poisson"}]
+        assert {"refine:color-match", "refine:poisson"} <= set(body["timings"])
+
+
+def test_methods_lists_the_refiners(client):
+    refiners = {r["name"]: r for r in client.get("/api/v1/methods").json()["refiners"]}
+    assert {"poisson", "color-match"} <= set(refiners)
+    assert all(r["description"] for r in refiners.values())
+
+
 def test_empty_mask_comes_back_unchanged(client):
     body = client.post("/api/v1/remove", files=files(mask=png(np.zeros_like(MASK)))).json()
     assert body["unchanged"] is True
@@ -350,6 +368,8 @@ def test_422_for_unknown_form_fields_and_files(client):
     ({"mask": b64(png(np.full_like(MASK, 255)))}, "whole image"),
     ({"method": "no-such-method"}, "unknown method"),
     ({"method": "patchmatch", "options": {"steps": 3}}, "does not take option"),
+    ({"refine": "sharpen"}, "unknown refiner 'sharpen'; known: color-match, poisson"),
+    ({"refine": "poisson:strength=2"}, "does not take option(s): strength"),
 ])
 def test_422_for_invalid_images_masks_methods_and_options(client, change, needle):
     expect_error(client.post("/api/v1/remove", json=json_body(**change)), 422, None, needle)

@@ -121,6 +121,8 @@ def test_paint_remove_compare_download(page, tmp_path):
     assert page.input_value("#method") == "patchmatch"  # the server's default is preselected
     assert {"patchmatch", "telea", "ns"} <= set(options)
     assert not {"sd15-inpaint", "sdxl-inpaint", "flux-fill"} & set(options)  # unavailable here: not offered
+    refiners = page.eval_on_selector_all("#refine option", "els => els.map(e => e.value)")
+    assert refiners[0] == "" and {"poisson", "color-match"} <= set(refiners)  # "none", then the registry
 
     # Keyboard: ] grows the brush, B/E switch tools.
     page.keyboard.press("]")
@@ -183,6 +185,7 @@ def test_large_photo_is_shown_downscaled_but_masked_and_processed_at_full_resolu
     assert shown[0] == 2048 and shown[1] == round(1600 * 2048 / 2400) and shown[2] == 2400
 
     page.select_option("#method", "telea")  # the method selector reaches the server
+    page.select_option("#refine", "poisson")  # so does the refiner selector
     page.fill("#dilate", "0")
     page.dispatch_event("#dilate", "input")
     _stroke(page, [(1500, 700), (1700, 760)])

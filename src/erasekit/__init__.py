@@ -7,6 +7,7 @@ The small public API::
     result.to_pil().save("clean.png")
 
     remover = erasekit.load_remover("patchmatch")          # build once, reuse across calls
+    result = erasekit.remove("photo.jpg", "mask.png", refine="color-match,poisson")  # then paste-back
     for info in erasekit.available_methods(): print(info.name, info.available, info.reason)
 """
 
@@ -50,14 +51,15 @@ def _cached_remover(name: str, load_opts: dict[str, Any]):
 
 def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | None = None,
            seed: int | None = None, dilate: int = 0, hd_strategy: HDStrategy | str | None = None,
-           resize_mask: bool = False, **options: Any) -> RemovalResult:
+           refine: Any = None, resize_mask: bool = False, **options: Any) -> RemovalResult:
     """Remove what ``mask`` marks (or what ``prompt`` names, for mask-free methods) from ``image``.
 
     ``image``: a path, bytes, PIL image or uint8 RGB array. ``mask``: the same kinds; any nonzero pixel means remove
     (an RGBA mask uses its alpha). A mask of another size is an error unless ``resize_mask=True``. Options the
     method's factory takes (``device``, ``model``, ``weights`` ...) load the model (cached across calls); all others
-    are per-call options (``steps``, ``timestep`` ...). An empty mask returns the input unchanged with
-    ``result.unchanged = True``.
+    are per-call options (``steps``, ``timestep`` ...). ``refine`` names refiners that run on the method's
+    output before paste-back, in order (``"poisson"``, ``"color-match,poisson"``, a list; see
+    :mod:`erasekit.refiners`). An empty mask returns the input unchanged with ``result.unchanged = True``.
     """
     from . import io
 
@@ -68,7 +70,7 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     load_opts, call_opts = split_options(spec, options)
     remover = _cached_remover(name, load_opts)
     request = RemovalRequest(image=pixels, mask=mask_array, prompt=prompt, seed=seed, dilate=dilate,
-                             hd_strategy=hd_strategy, options=call_opts)
+                             hd_strategy=hd_strategy, refine=refine, options=call_opts)
     return remover(request)
 
 

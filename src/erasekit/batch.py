@@ -273,8 +273,10 @@ def _process(remover, image_path: Path, mask_dir: Path, output: Path, request_ar
 def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
               method: str = "auto", dilate: int = 0, seed: int | None = None, hd_strategy: Any = None,
               options: dict[str, Any] | None = None, skip_existing: bool = True, resize_mask: bool = False, progress: bool = True,
-              console=None) -> BatchSummary:
+              console=None, refine: Any = None) -> BatchSummary:
     """Remove the masked objects from every input image; see the module docstring for the rules.
+
+    ``refine`` names the refiners every image gets, as in :func:`erasekit.remove`.
 
     The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the method's
     factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...). Raises only for problems that stop the whole batch (no images at all, a missing mask folder,
@@ -291,6 +293,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     )
 
     from .hd import HDStrategy
+    from .refiners import parse_refine
     from .registry import get_method, load_remover, resolve_auto, split_options
 
     start = time.perf_counter()
@@ -301,12 +304,14 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     if not masks_dir.is_dir():
         raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
     strategy = HDStrategy.parse(hd_strategy) if hd_strategy is not None else None  # bad value: fail before work
+    refiners = parse_refine(refine)  # an unknown refiner fails the batch once, not every image
     name = resolve_auto() if method == "auto" else method
     load_opts, call_options = split_options(get_method(name), dict(options or {}))
     remover = load_remover(name, **load_opts)  # once for the whole batch
     if hasattr(remover, "check_options"):
         remover.check_options(call_options)  # once here: otherwise every image would fail with the same message
-    request_args = {"seed": seed, "dilate": dilate, "hd_strategy": strategy, "options": call_options}
+    request_args = {"seed": seed, "dilate": dilate, "hd_strategy": strategy, "refine": refiners,
+                    "options": call_options}
 
     out = Path(out_dir)
     try:

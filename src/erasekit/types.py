@@ -56,8 +56,10 @@ class RemovalRequest:
 
     ``image`` is uint8 RGB H×W×3, ``mask`` float32 H×W in [0, 1] (1 = remove) or ``None`` for mask-free methods.
     ``dilate`` grows the mask by that many pixels before anything else; ``hd_strategy`` (an
-    :class:`erasekit.hd.HDStrategy`) decides how large images are processed; ``options`` holds method-specific
-    per-call settings (steps, guidance, timestep, ...).
+    :class:`erasekit.hd.HDStrategy`) decides how large images are processed; ``refine`` names the refiners
+    that run on the method's output before paste-back (``"color-match,poisson"``, a list, or None; read by
+    :func:`erasekit.refiners.parse_refine`); ``options`` holds method-specific per-call settings (steps,
+    guidance, timestep, ...).
     """
 
     image: np.ndarray
@@ -66,6 +68,7 @@ class RemovalRequest:
     seed: int | None = None
     dilate: int = 0
     hd_strategy: Any = None  # erasekit.hd.HDStrategy; Any avoids an import cycle
+    refine: Any = None  # str | Refiner | a sequence of them; Any avoids an import cycle
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

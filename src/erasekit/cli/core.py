@@ -16,6 +16,9 @@ from rich.table import Table
 
 from ..types import InvalidInputError
 
+REFINE_HELP = ("refiner(s) run on the method's output before paste-back, in order, e.g. poisson or "
+               "color-match,poisson; options as NAME:KEY=VALUE (color-match:ring=24)")
+
 
 def register(app: typer.Typer) -> None:
     app.command("remove")(remove_command)
@@ -66,6 +69,7 @@ def remove_command(
     weights: str = typer.Option(None, "--weights", help="method weights file/folder (OSOR: *_phase2.pth or folder)"),
     timestep: float = typer.Option(None, "--timestep", help="one-step noise level (OSOR: SDXL t, FLUX s)"),
     save_alpha: Path = typer.Option(None, "--save-alpha", help="also write the edited-region alpha map (PNG)"),
+    refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
 ) -> None:
     """Remove the masked object from IMAGE and write the result to OUT."""
     import erasekit
@@ -75,7 +79,7 @@ def remove_command(
     options = method_options(option=option, device=device, model=model, steps=steps, guidance=guidance,
                              allow_download=allow_download or None, weights=weights, timestep=timestep)
     result = erasekit.remove(loaded.pixels, mask, method=method, prompt=prompt, seed=seed, dilate=dilate,
-                             hd_strategy=hd_strategy, resize_mask=resize_mask, **options)
+                             hd_strategy=hd_strategy, refine=refine, resize_mask=resize_mask, **options)
     io.write_image(out, result.image, like=loaded)
     if save_alpha is not None and result.alpha is not None:
         io.write_mask(save_alpha, result.alpha)
@@ -114,6 +118,7 @@ def batch_command(
     skip_existing: bool = typer.Option(True, "--skip-existing/--overwrite",
                                        help="skip images whose output exists (resume), or redo them"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
 ) -> None:
     """Remove objects from many images; resumable. Writes OUT/batch_report.jsonl (one record per image).
 
@@ -126,7 +131,7 @@ def batch_command(
     summary = run_batch(images, masks, out, method=method, dilate=dilate, seed=seed, hd_strategy=hd_strategy,
                         options=method_options(option=option, device=device, model=model, weights=weights,
                                                steps=steps), skip_existing=skip_existing,
-                        resize_mask=resize_mask, progress=progress, console=console)
+                        resize_mask=resize_mask, progress=progress, console=console, refine=refine)
     if summary.stale_temps_removed:
         console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")
     for table in summary.tables():

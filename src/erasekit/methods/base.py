@@ -2,11 +2,17 @@
 
 A concrete method implements :meth:`Remover.inpaint` on an input that already satisfies its
 :class:`~erasekit.hd.SizeConstraints`. The base does the rest, identically for every method: mask validation and
-dilation, the empty-mask shortcut, the HD strategy, paste-back, timings and metadata.
+dilation, the empty-mask shortcut, the HD strategy, the refiners a request names, paste-back, timings and
+metadata.
 
 Paste-back rule: pixels outside the paste region are bit-identical to the input. The paste region is the (dilated)
 mask, united with the method's alpha when the method edits beyond the mask on purpose (``edits_outside_mask``, e.g.
 OSOR's effect-aware alpha removing a shadow).
+
+Refiners (:mod:`erasekit.refiners`) run after the HD strategy and before paste-back, on the full image at
+its original size: they see the method's raw output as paste-back will use it and the final paste region,
+whatever strategy ran and whatever the method's size constraints (the contract is in
+:mod:`erasekit.refiners.base`). Paste-back comes after them, so the rule above holds with any refiner.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 
 from .. import masks as M
 from ..hd import HDStrategy, SizeConstraints, paste_back, run_strategy
+from ..refiners import apply_refiners, parse_refine
 from ..types import InvalidInputError, RemovalRequest, RemovalResult
 
 
@@ -81,12 +88,14 @@ class Remover(ABC):
     def __call__(self, request: RemovalRequest) -> RemovalResult:
         t_start = time.perf_counter()
         self.check_options(request.options)
+        refiners = parse_refine(request.refine)  # an unknown refiner fails before the method runs
         mask = self.prepare_mask(request)
         strategy = HDStrategy.parse(request.hd_strategy) if request.hd_strategy is not None \
             else self.default_hd_strategy
         metadata: dict[str, Any] = {
             "method": self.name, "seed": request.seed, "prompt": request.prompt, "dilate": request.dilate,
             "hd_strategy": strategy.name, "options": dict(request.options), "remover": self.describe(),
+            "refine": [refiner.describe() for refiner in refiners],
         }
         image = request.image
         if mask is not None:
@@ -102,12 +111,15 @@ class Remover(ABC):
         raw, alpha = run_strategy(image, work_mask, lambda im, m: self.inpaint(im, m, request), strategy,
                                   self.constraints)
         t_run = time.perf_counter()
-        out = paste_back(image, raw, self.paste_region(work_mask, alpha, request), strategy.feather)
+        region = self.paste_region(work_mask, alpha, request)
+        raw, refine_timings = apply_refiners(refiners, image, raw, region)
+        t_refined = time.perf_counter()
+        out = paste_back(image, raw, region, strategy.feather)
         t_end = time.perf_counter()
         return RemovalResult(
             image=out, alpha=(alpha if alpha is not None else work_mask).astype(np.float32, copy=False),
             method=self.name,
-            timings={"prepare": t_prep - t_start, "inpaint": t_run - t_prep, "paste": t_end - t_run,
-                     "total": t_end - t_start},
+            timings={"prepare": t_prep - t_start, "inpaint": t_run - t_prep, **refine_timings,
+                     "paste": t_end - t_refined, "total": t_end - t_start},
             metadata=metadata,
         )

@@ -4,7 +4,7 @@ Endpoints (all JSON errors are ``{"error": {"type", "message"}}``)::
 
     GET  /                         the web UI (static, no build step)
     GET  /api/v1/health            liveness, queue state, limits (no token needed)
-    GET  /api/v1/methods           every registered method, whether it is available and why not
+    GET  /api/v1/methods           every registered method, whether it is available and why not; the refiners
     POST /api/v1/remove            image + mask -> result (JSON with base64, or raw bytes with ?format=image)
     POST /api/v1/jobs              same body; returns 202 and a job id at once
     GET  /api/v1/jobs/{id}         job status
@@ -35,6 +35,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
 
 from .. import __version__
+from ..refiners import get_refiner, refiner_names
 from ..registry import available_methods
 from ..types import ErasekitError
 from . import processing
@@ -49,6 +50,7 @@ from .schemas import (
     MethodOut,
     MethodsResponse,
     QueueOut,
+    RefinerOut,
     RemoveJSONRequest,
     RemoveResponse,
     WeightOut,
@@ -232,7 +234,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 # Weight locations stay on the server: they are local paths.
                 weights=[WeightOut(name=w.name, description=w.description, present=w.present, hub_id=w.hub_id,
                                    fetch_hint=w.fetch_hint) for w in info.weights]))
-        return MethodsResponse(default=default, methods=out)
+        refiners = [RefinerOut(name=spec.name, description=spec.description)
+                    for spec in map(get_refiner, refiner_names())]
+        return MethodsResponse(default=default, methods=out, refiners=refiners)
 
     async def _admit_and_prepare(request: Request) -> tuple[Slot, processing.PreparedJob]:
         """Parse the body, take a queue slot (503 when full), then decode: decoded images never exceed the bound."""

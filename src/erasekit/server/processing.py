@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from ..refiners import parse_refine
 from ..registry import get_method, load_options, resolve_auto
 from ..types import InvalidInputError, RemovalRequest, RemovalResult
 from .schemas import MEDIA_TYPES, RemoveResponse
@@ -89,6 +90,7 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
         raise InvalidInputError(f"method {method!r} does not take option(s): {', '.join(sorted(unknown))}"
                                 + (f"; it takes: {', '.join(sorted(per_call - _SERVER_ONLY_OPTIONS))}"
                                    if per_call - _SERVER_ONLY_OPTIONS else ""))
+    refiners = parse_refine(opts.refine)  # an unknown refiner is a 422 before anything is decoded
     source = io.read_image(upload.image, max_pixels=settings.max_pixels)
     mask = None
     if upload.mask is not None:
@@ -97,7 +99,7 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     elif spec.requires_mask:
         raise InvalidInputError(f"method {method!r} needs a mask (send a 'mask' along with the image)")
     request = RemovalRequest(image=source.pixels, mask=mask, prompt=opts.prompt, seed=opts.seed, dilate=opts.dilate,
-                             hd_strategy=opts.hd_strategy, options=dict(opts.options))
+                             hd_strategy=opts.hd_strategy, refine=refiners, options=dict(opts.options))
     return PreparedJob(method, request, source, opts.output_format, opts.quality,
                        {"decode": time.perf_counter() - t0})
 

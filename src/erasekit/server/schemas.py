@@ -32,6 +32,9 @@ class RemoveOptions(_Strict):
     hd_strategy: str | None = Field(None, pattern=r"^(original|crop(:\d{1,5})?|resize(:\d{1,5})?)$",
                                     description="large-image strategy: original | resize[:LIMIT] | crop[:MARGIN]; "
                                     "omitted: the method's default")
+    refine: str | None = Field(None, max_length=256, description="refiner(s) from GET /api/v1/methods run on "
+                               "the method's output before paste-back, comma-separated, in order; options as "
+                               "NAME:KEY=VALUE; an unknown name is a 422", examples=["color-match,poisson"])
     resize_mask: bool = Field(False, description="accept a mask of another size than the image (nearest resize); "
                               "otherwise a size mismatch is a 422")
     output_format: OutputFormat = Field("png", description="encoding of the result image; the alpha is always PNG")
@@ -65,9 +68,11 @@ class RemoveResponse(BaseModel):
                               "effect-aware alpha where it has one, else the processed (dilated) mask")
     unchanged: bool = Field(..., description="true when the mask was empty and the input came back unchanged")
     timings: dict[str, float] = Field(..., description="seconds per stage: decode, queue (waiting for the method), "
-                                      "the method's own stages (prepare, inpaint, paste, total), encode")
+                                      "the method's own stages (prepare, inpaint, refine:NAME per refiner, "
+                                      "paste, total), encode")
     metadata: dict[str, Any] = Field(..., description="settings that produced the result (seed, dilate, HD "
-                                     "strategy, method options, the remover's description)")
+                                     "strategy, method options, the remover's description, the refiners' "
+                                     "descriptions under `refine`)")
 
 
 class WeightOut(BaseModel):
@@ -91,9 +96,16 @@ class MethodOut(BaseModel):
     weights: list[WeightOut] = Field(default_factory=list)
 
 
+class RefinerOut(BaseModel):
+    name: str = Field(..., description="the value to send in `refine`")
+    description: str
+
+
 class MethodsResponse(BaseModel):
     default: str = Field(..., description="the method a request without `method` gets")
     methods: list[MethodOut]
+    refiners: list[RefinerOut] = Field(default_factory=list,
+                                       description="refiners a request may name in `refine`")
 
 
 class QueueOut(BaseModel):

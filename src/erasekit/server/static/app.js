@@ -77,6 +77,13 @@ async function loadMethods() {
       select.append(option);
     }
     select.value = data.default;
+    const refine = $("refine");
+    refine.replaceChildren(new Option("none", ""));
+    for (const r of data.refiners || []) {
+      const option = new Option(r.name, r.name);
+      option.title = r.description;
+      refine.append(option);
+    }
     setStatus(`${select.options.length} method(s) available.`);
   } catch (error) {
     setStatus(`Cannot list methods: ${error.message}`, "error");
@@ -500,6 +507,8 @@ async function run() {
     const method = $("method").value;
     if (method) form.append("method", method);
     form.append("dilate", $("dilate").value);
+    const refine = $("refine").value;
+    if (refine) form.append("refine", refine);
     form.append("seed", "0");
     const job = await (await api("/jobs", {method: "POST", body: form})).json();
     setStatus("Queued…");
