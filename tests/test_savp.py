@@ -102,9 +102,9 @@ def _picture(rows: str) -> np.ndarray:
 
 
 def test_clean_difference_filtering_on_a_known_answer():
-    """No morphology (r_morph = 0), A_min = 5, A_hole = 3, worked out by hand: the diagonal is one 8-connected
-    component of 5 px (kept), the 2×2 blob has 4 px (dropped), the 3-px hole is filled, the 4-px hole is not, and
-    the 1-px notch at the bottom border is background open to the border, not a hole."""
+    """No morphology (r_morph = 0), A_min = 5, A_hole = 3, worked out by hand: the diagonal is one
+    8-connected component of 5 px (kept), the 2×2 blob has 4 px (dropped), the 3-px hole is filled, the 4-px
+    hole is not, and the 1-px notch at the bottom border is background open to the border, not a hole."""
     raw = _picture("""
         #.....#####.....
         .#....#...#.....

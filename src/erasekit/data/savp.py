@@ -244,9 +244,9 @@ def clean_difference(raw: np.ndarray, config: SAVPConfig = SAVPConfig()) -> np.n
         pad = config.r_morph
         mask = ndimage.binary_closing(np.pad(mask, pad), selem)[pad:-pad, pad:-pad]
     mask = remove_small_objects(mask, max_size=config.a_min - 1, connectivity=2)  # 8-connected, keeps ≥ A_min
-    # Holes are 4-connected background regions (the dual of 8-connected objects). remove_small_holes also fills
-    # small background regions that touch the image border; intersecting with binary_fill_holes keeps only the
-    # enclosed ones (a border notch is not a hole).
+    # Holes are 4-connected background regions (the dual of 8-connected objects). remove_small_holes also
+    # fills small background regions that touch the image border; intersecting with binary_fill_holes keeps
+    # only the enclosed ones (a border notch is not a hole).
     return remove_small_holes(mask, max_size=config.a_hole, connectivity=1) & ndimage.binary_fill_holes(mask)
 
 
