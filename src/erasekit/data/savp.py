@@ -1,4 +1,4 @@
-"""SAVP, the semantic-anchored verification pipeline (osor.txt Sec. 3.1, App. A, Algorithms 1–2, Table 6).
+"""SAVP, the semantic-anchored verification pipeline (arXiv:2606.28094 Sec. 3.1, App. A, Alg. 1–2, Table 6).
 
 From an instruction-edit triplet (I_orig, I_edit, p) SAVP either rejects the pair, with a reason and the stage
 that rejected it, or returns a removal pair (I_shot, I_gt) with an object-core mask m_obj, an effect-aware target
@@ -46,7 +46,7 @@ from .savp_models import Detection, Detector, Segmenter
 # ---- Table 6 ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SAVPConfig:
-    """SAVP constants; defaults equal osor.txt Table 6 (names follow the table's symbols)."""
+    """SAVP constants; defaults equal OSOR arXiv:2606.28094 Table 6 (names follow the table's symbols)."""
 
     w_l: float = 0.6          # w_L, weight of the log-luminance difference
     w_ab: float = 0.3         # w_ab, weight of the chromaticity difference

@@ -40,7 +40,9 @@ from ....types import InvalidInputError, MissingWeightsError
 TargetMode = Literal["occupancy", "hard", "soft"]
 TARGET_MODES: tuple[str, ...] = ("occupancy", "hard", "soft")
 
-# The paper's trunk (DESIGN.md): OpenCLIP convnext_xxlarge, laion2b_s34b_b82k_augreg_soup, on the Hub as below.
+# The paper's trunk: OpenCLIP convnext_xxlarge (arXiv:2606.28094 App. B.6, stages of 384–3072 channels)
+# with the laion2b_s34b_b82k_augreg_soup weights the authors' public code (Zhouqm-Git/osor) uses; on the Hub
+# as below.
 DEFAULT_TRUNK = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
 # File names open_clip uses for its weights on the Hub (newer uploads are safetensors).
 OPENCLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
