@@ -1,4 +1,4 @@
-"""Toy reproduction of OSOR's alpha-head result (osor.txt Table 5 / Table 8, "object-only mask" rows) on CPU.
+"""Toy reproduction of OSOR's alpha-head result (arXiv:2606.28094 Table 5, "object-only" rows) on CPU.
 
 OSOR fine-tunes a *pretrained* inpainting backbone; LoRA on a random network can show nothing. So this script:
 

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import torch.nn.functional as F
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from erasekit.methods.osor.train import discriminator as D
 from erasekit.types import InvalidInputError, MissingWeightsError
@@ -121,8 +122,8 @@ def test_openclip_checkpoint_converts_to_transformers_convnext(trunk_file):
     trunk = D.ConvNextTrunk.from_openclip(trunk_file, norm_eps=EPS)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     got = trunk(x)
-    mean = torch.tensor(D.CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(D.CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
     expected = timm_reference_features(tiny_openclip_state(), ((x + 1) / 2 - mean) / std)
     assert [tuple(f.shape[1:]) for f in got] == [(8, 16, 16), (16, 8, 8), (24, 4, 4), (32, 2, 2)]
     for a, b in zip(got, expected):
@@ -154,6 +155,21 @@ def test_blurpool_is_a_normalised_binomial_lowpass():
     assert out.shape == (1, 3, 4, 3)                      # ceil(H/2) × ceil(W/2)
     torch.testing.assert_close(out, torch.full_like(out, 2.5))
     assert pool(torch.ones(1, 3, 1, 1)).shape == (1, 3, 1, 1)
+
+
+def test_blurpool_equals_kornia_away_from_the_border():
+    """Same kernel, padding amounts and stride as kornia's blur_pool2d: where no tap reaches the padding the
+    outputs are identical; at the border kornia's zero padding darkens a constant map, replicate padding does
+    not."""
+    from kornia.filters import blur_pool2d
+
+    x = torch.randn(2, 5, 16, 12, generator=torch.Generator().manual_seed(0))
+    ours, theirs = D.BlurPool2d(5)(x), blur_pool2d(x, 4)
+    assert ours.shape == theirs.shape == (2, 5, 8, 6)
+    assert torch.equal(ours[..., 1:-1, 1:-1], theirs[..., 1:-1, 1:-1])
+    const = torch.ones(1, 5, 8, 8)
+    assert torch.equal(D.BlurPool2d(5)(const), torch.ones(1, 5, 4, 4))
+    assert blur_pool2d(const, 4)[0, 0, 0, 0] < 1
 
 
 def test_discriminator_scales_and_frozen_trunk(trunk_file):

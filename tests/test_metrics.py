@@ -15,6 +15,13 @@ import scipy.linalg
 import skimage.data
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from transformers import CLIPImageProcessorPil
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+)
 
 from erasekit.eval import features as FT
 from erasekit.eval import weights as W
@@ -136,12 +143,16 @@ def test_cmmd_metric_through_a_tiny_clip_folder(tmp_path):
     photos = list(_photos().values())
     for i, p in enumerate(photos):
         metric.update(Sample(str(i), _degraded(p, i), p, _mask(p.shape[:2]), p))
-    # The same embeddings computed by hand: bicubic resize of the whole image, CLIP normalisation, projection.
+    # The CMMD reference code's steps (embedding.py): images in [0, 1], torch bicubic resize of the whole
+    # image to the crop size, transformers' CLIP image processor with resize/crop/rescale off, the projection.
+    processor = CLIPImageProcessorPil(crop_size={"height": 32, "width": 32})
+
     def emb(img):
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
-        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bicubic", align_corners=False)
-        x = (x - torch.tensor(FT.OPENAI_CLIP_MEAN)[:, None, None]) / torch.tensor(FT.OPENAI_CLIP_STD)[:, None, None]
-        e = loaded.model(pixel_values=x).image_embeds.double()
+        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bicubic")
+        pixels = processor(images=x.permute(0, 2, 3, 1).numpy(), do_normalize=True, do_center_crop=False,
+                           do_resize=False, do_rescale=False, return_tensors="pt")["pixel_values"]
+        e = loaded.model(pixel_values=pixels).image_embeds.double()
         return (e / e.norm(dim=-1, keepdim=True))[0].detach().numpy()
     real = np.stack([emb(p) for p in photos])
     fake = np.stack([emb(_degraded(p, i)) for i, p in enumerate(photos)])
@@ -371,8 +382,8 @@ def test_region_features_quirks_and_aligned_modes():
 
     # Aligned mode by hand: resize to 224, ImageNet normalisation, patch tokens 1..256 under the 16×16 mask.
     x = np.asarray(Image.fromarray(img).resize((224, 224)), np.float32) / 255
-    t = (torch.from_numpy(x).permute(2, 0, 1)[None] - torch.tensor(FT.IMAGENET_MEAN)[:, None, None]) / \
-        torch.tensor(FT.IMAGENET_STD)[:, None, None]
+    t = (torch.from_numpy(x).permute(2, 0, 1)[None] - torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None]) / \
+        torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
     with torch.no_grad():
         h = model(pixel_values=t).last_hidden_state[0].double().numpy()
     h = h / np.linalg.norm(h, axis=-1, keepdims=True)
@@ -450,6 +461,8 @@ def _tiny_clip_full(path: Path) -> Path:
 
 
 def test_clip_distance_and_accuracy_by_hand(tmp_path):
+    from PIL import Image
+
     from erasekit.eval.datasets import label_from_meta
     from erasekit.eval.metrics import CLIPRemovalMetric, inst_inpaint_crop
 
@@ -466,9 +479,11 @@ def test_clip_distance_and_accuracy_by_hand(tmp_path):
     got = metric.update(Sample("b", out, None, mask, img))
     # By hand: crops, CLIP preprocessing, embeddings, prompts, rankings.
     box = (35, 25, 100, 70)
-    crops = [inst_inpaint_crop(img, box), inst_inpaint_crop(out, box)]
+    crops = [Image.fromarray(inst_inpaint_crop(img, box)), Image.fromarray(inst_inpaint_crop(out, box))]
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     with torch.no_grad():
-        e = loaded.model.get_image_features(pixel_values=FT.clip_eval_pixels(crops, 32)).pooler_output
+        pixels = processor(images=crops, return_tensors="pt")["pixel_values"]
+        e = loaded.model.get_image_features(pixel_values=pixels).pooler_output
         tokens = loaded.extra["tokenizer"]([f"a photo of a {c}" for c in classes], padding=True, return_tensors="pt")
         t = loaded.model.get_text_features(**tokens).pooler_output
     e, t = e / e.norm(dim=-1, keepdim=True), t / t.norm(dim=-1, keepdim=True)
@@ -481,6 +496,36 @@ def test_clip_distance_and_accuracy_by_hand(tmp_path):
     assert label_from_meta({"class": "cup"}) == "cup" and label_from_meta({}) is None
 
 
+@pytest.mark.parametrize("shape", [(67, 101, 3), (101, 67, 3), (3, 50, 3), (1, 7, 3), (224, 224, 3)])
+def test_clip_eval_pixels_equal_the_clip_image_processor(shape):
+    """Crops of any shape (also 1 or 3 px high, which would look channels-first) give the pixels of
+    transformers' CLIP processor on the PIL image."""
+    from PIL import Image
+
+    crop = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    expected = processor(images=Image.fromarray(crop), return_tensors="pt")["pixel_values"]
+    assert torch.equal(FT.clip_eval_pixels([crop], 224), expected)
+
+
+def test_clip_eval_pixels_follow_openai_clip_preprocessing():
+    """OpenAI's CLIP transform, written from torchvision's definitions: Resize(224, bicubic) makes the short
+    side 224 and the long side int(224 · long / short), truncated (101×67 -> 337×224, where rounding would
+    give 338); CenterCrop(224) starts at int(round((337 - 224) / 2)) = 56; ToTensor; Normalize(CLIP mean,
+    std)."""
+    from PIL import Image
+
+    crop = np.random.default_rng(1).integers(0, 256, (67, 101, 3), dtype=np.uint8)
+    long_side = int(224 * 101 / 67)
+    assert (long_side, round(224 * 101 / 67)) == (337, 338)
+    im = Image.fromarray(crop).resize((long_side, 224), Image.BICUBIC)
+    left = int(round((long_side - 224) / 2.0))
+    x = torch.from_numpy(np.asarray(im.crop((left, 0, left + 224, 224)), np.float32) / 255).permute(2, 0, 1)
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN), torch.tensor(OPENAI_CLIP_STD)
+    expected = (x - mean[:, None, None]) / std[:, None, None]
+    torch.testing.assert_close(FT.clip_eval_pixels([crop], 224)[0], expected, rtol=0, atol=1e-6)
+
+
 def test_cfd_quirk_pixels_equal_the_dinov2_image_processor():
     """The reference feeds DINOv2 through its AutoImageProcessor (BitImageProcessor: short side 256 bicubic, centre
     crop 224, ImageNet mean/std) after a 224×224 resize; quirk mode reproduces those pixels."""
@@ -488,7 +533,8 @@ def test_cfd_quirk_pixels_equal_the_dinov2_image_processor():
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
     processor = BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
-                                     resample=3, image_mean=list(FT.IMAGENET_MEAN), image_std=list(FT.IMAGENET_STD))
+                                     resample=3, image_mean=IMAGENET_DEFAULT_MEAN,
+                                     image_std=IMAGENET_DEFAULT_STD)
     img = Image.fromarray(_photos()["astronaut"])
     expected = processor(images=img.resize((224, 224)), return_tensors="pt")["pixel_values"]
     got = RegionFeatures(None, reference_quirks=True).pixels(img)

@@ -313,10 +313,10 @@ def _is_point_list(value) -> bool:
         return False
 
 
-# ---- incomplete-mask perturbations (OSOR Phase II, Sec. 3.3 "Incomplete-mask conditioning", Fig. 6) ---------------
-# Phase II conditions on a conservative mask m_in derived from the effect-aware target m_gt. One mode is sampled per
-# batch with these probabilities (authors' training code; DESIGN.md). "object_core" is not a perturbation of m_gt but
-# the SAVP object-core mask m_obj, so it is only possible when the sample has one.
+# ---- incomplete-mask perturbations (OSOR Phase II, Sec. 3.4 "Incomplete-mask conditioning", Fig. 6) --------
+# Phase II conditions on a conservative mask m_in derived from the effect-aware target m_gt. One mode is
+# sampled per batch with these probabilities (the authors' public code, Zhouqm-Git/osor). "object_core" is not
+# a perturbation of m_gt but the SAVP object-core mask m_obj, so it is only possible when the sample has one.
 PERTURBATION_PROBABILITIES: dict[str, float] = {
     "shrink": 0.35,
     "expand": 0.2,

@@ -1,6 +1,6 @@
 """Requests, results and the one exception hierarchy shared by every part of erasekit.
 
-Conventions (DESIGN.md): images at the API edge are ``uint8`` RGB ``H×W×3`` arrays; masks are ``float32`` ``H×W``
+Conventions: images at the API edge are ``uint8`` RGB ``H×W×3`` arrays; masks are ``float32`` ``H×W``
 arrays in [0, 1] where 1 means "remove". Nothing in this module touches models or files.
 """
 

@@ -15,7 +15,8 @@ A record::
      "object_mask": "object_masks/000017.png", "effect_mask": "effect_masks/000017.png",
      "phase2": true, "meta": {"source": "savp", "instruction": "Remove the red mug"}}
 
-``phase2`` marks the effect-heavy subset OSOR's Phase II trains on (osor.txt Eq. 2: ‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25).
+``phase2`` marks the effect-heavy subset OSOR's Phase II trains on (arXiv:2606.28094 Eq. 2 and Table 6:
+‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25).
 Masks are binary on disk and read as float32 {0, 1}.
 
 Writing is crash-safe: each file goes through :func:`erasekit.io.write_image` / :func:`erasekit.io.write_mask`

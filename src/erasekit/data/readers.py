@@ -41,7 +41,7 @@ from ..types import InvalidInputError
 from .paired import PairedDatasetWriter, PairedSample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-PHASE2_THRESHOLD = 0.25  # τ_eff, osor.txt Table 6
+PHASE2_THRESHOLD = 0.25  # τ_eff, OSOR arXiv:2606.28094 Table 6
 
 
 def _files_by_stem(folder: Path, *, prefix: str = "") -> dict[str, Path]:

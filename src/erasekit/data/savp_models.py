@@ -30,9 +30,6 @@ from ..types import InvalidInputError, MissingWeightsError
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
-# SAM2's image processor normalisation (ImageNet statistics), used when its config file does not say otherwise.
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -240,9 +237,13 @@ class SamSegmenter:
         return Sam2Processor.from_pretrained(self.name, local_files_only=True)
 
     def _sam2_settings(self) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+        from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
         size = self.model.config.vision_config.backbone_config.image_size
         size = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
-        mean, std = _IMAGENET_MEAN, _IMAGENET_STD
+        # SAM2's image processor normalises with the ImageNet statistics unless its config file says
+        # otherwise.
+        mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
         folder = Path(self.name)
         if (folder / "preprocessor_config.json").is_file():
             cfg = json.loads((folder / "preprocessor_config.json").read_text())

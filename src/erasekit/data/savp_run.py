@@ -337,7 +337,7 @@ class SAVPStats:
     def table(self):
         from rich.table import Table
 
-        table = Table(title="SAVP statistics (osor.txt Table 7 layout)")
+        table = Table(title="SAVP statistics (OSOR arXiv:2606.28094 Table 7 layout)")
         table.add_column("Statistic")
         table.add_column("Count", justify="right")
         table.add_column("Ratio", justify="right")

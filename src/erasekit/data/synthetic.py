@@ -22,7 +22,8 @@ How a scene is made (all randomness from one ``numpy.random.Generator``, so a se
 set to 0, so a penumbra ends instead of fading into one-grey-level changes across the image. The effect mask is
 then exactly ``object ∪ {pixels whose value changed}``: outside it the shot equals the background bit for bit.
 
-``phase2`` uses Eq. 2 of osor.txt: ‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25 with m_fuse the effect mask and m_eff = m_fuse \\ m_obj.
+``phase2`` uses Eq. 2 of OSOR (arXiv:2606.28094): ‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25 with m_fuse the effect mask
+and m_eff = m_fuse \\ m_obj.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from .paired import PairedDatasetWriter
 BACKGROUND_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "brick", "grass", "gravel",
                      "camera", "coins", "moon")
 EFFECT_PROBABILITIES = {"shadow": 0.35, "reflection": 0.25, "both": 0.3, "none": 0.1}
-PHASE2_THRESHOLD = 0.25  # τ_eff, osor.txt Table 6
+PHASE2_THRESHOLD = 0.25  # τ_eff, OSOR arXiv:2606.28094 Table 6
 _SHAPES = ("ellipse", "polygon", "blob")
 _HUE_NAMES = ((15, "red"), (40, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"), (260, "blue"),
               (300, "purple"), (340, "pink"), (360, "red"))

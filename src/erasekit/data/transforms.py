@@ -1,6 +1,6 @@
 """Resizing rules and paired augmentation for training samples.
 
-OSOR resizes per backbone (osor.txt App. B.1 and the authors' loaders, DESIGN.md):
+OSOR resizes per backbone (OSOR arXiv:2606.28094 App. B.1 and the authors' public code (Zhouqm-Git/osor)):
 
 * SDXL-Inpainting: the shorter side becomes 512, then each side is rounded **up** to a multiple of 16.
 * FLUX Fill: the longer side is capped at 1024 (never upscaled), then each side is **floored** to a multiple of 16.

@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .features import IMAGENET_MEAN, IMAGENET_STD
 from .metrics import Metric, Sample
 
 _PATCHES = 16
@@ -159,7 +159,8 @@ class RegionFeatures:
             off = (s - _SIZE) // 2
             im = im.crop((off, off, off + _SIZE, off + _SIZE))
         x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-        return (x - torch.tensor(IMAGENET_MEAN)[None, :, None, None]) / torch.tensor(IMAGENET_STD)[None, :, None, None]
+        mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN), torch.tensor(IMAGENET_DEFAULT_STD)
+        return (x - mean[None, :, None, None]) / std[None, :, None, None]
 
     def _tokens(self, pil: Image.Image) -> np.ndarray:
         with torch.no_grad():

@@ -2,12 +2,14 @@
 
 Every loader takes an optional explicit path and otherwise resolves through :mod:`erasekit.eval.weights`; a missing
 file raises :class:`~erasekit.types.MissingWeightsError`, which the benchmark reports as "unavailable: <reason>".
-Hugging Face models are read with ``local_files_only=True`` and the preprocessing is done here with torch/PIL (the
-transformers "fast" image processors need torchvision), following each metric's reference code.
+Hugging Face models are read with ``local_files_only=True``. Preprocessing follows each metric's reference
+code; CLIP images go through transformers' PIL-backend ``CLIPImageProcessorPil`` (the default backend needs
+torchvision, and would resample differently).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,11 +21,6 @@ import torch.nn.functional as F
 from ..types import MissingWeightsError
 from . import weights as W
 from .networks import FIDInceptionV3, LPIPSAlex
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 PathLike = str | os.PathLike | None
 
@@ -136,42 +133,36 @@ def to_uint8_tensor(images: np.ndarray | list[np.ndarray], device: str | torch.d
     return torch.from_numpy(batch).permute(0, 3, 1, 2).to(device)
 
 
+@functools.cache
+def clip_image_processor(size: int):
+    """OpenAI CLIP's preprocessing at ``size`` px, as transformers implements it without torchvision
+    (``CLIPImageProcessorPil``): PIL bicubic resize of the short side to ``size``, the long side truncated to
+    an integer as torchvision's ``Resize`` in OpenAI's code does, centre crop size×size, [0, 1], CLIP
+    mean/std."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
 def clip_cmmd_pixels(images: list[np.ndarray], size: int, device="cpu") -> torch.Tensor:
-    """CMMD's preprocessing (Jayasumana et al. 2024 reference code): the whole image resized to size×size with
-    bicubic interpolation (no crop, no antialias), values in [0, 1], CLIP mean/std normalisation."""
-    out = []
+    """CMMD's preprocessing, as its reference code (Jayasumana et al. 2024, ``embedding.py``) does it: the
+    whole image in [0, 1] resized to size×size by torch's bicubic interpolation (no crop, no antialias), then
+    the CLIP image processor with resizing, cropping and rescaling off: only its mean/std normalisation."""
+    resized = []
     for img in images:
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().to(device) / 255.0
-        out.append(F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=False))
-    x = torch.cat(out)
-    mean = torch.tensor(OPENAI_CLIP_MEAN, device=device)[None, :, None, None]
-    std = torch.tensor(OPENAI_CLIP_STD, device=device)[None, :, None, None]
-    return (x - mean) / std
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=False)
+        resized.append(x[0].permute(1, 2, 0).numpy())
+    processed = clip_image_processor(size)(images=resized, do_resize=False, do_center_crop=False,
+                                           do_rescale=False, input_data_format="channels_last",
+                                           return_tensors="pt")
+    return processed["pixel_values"].to(device)
 
 
 def clip_eval_pixels(crops: list[np.ndarray], size: int, device="cpu") -> torch.Tensor:
-    """OpenAI CLIP's own preprocessing (as used by Inst-Inpaint): PIL bicubic resize of the short side to ``size``,
-    centre crop size×size, CLIP mean/std."""
-    from PIL import Image
-
-    out = []
-    for crop in crops:
-        im = Image.fromarray(crop)
-        w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.BICUBIC)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-        out.append(np.asarray(im, dtype=np.float32) / 255.0)
-    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device)
-    mean = torch.tensor(OPENAI_CLIP_MEAN, device=device)[None, :, None, None]
-    std = torch.tensor(OPENAI_CLIP_STD, device=device)[None, :, None, None]
-    return (x - mean) / std
-
-
-def imagenet_pixels(images: list[np.ndarray], device="cpu") -> torch.Tensor:
-    x = torch.from_numpy(np.stack(images).astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(device)
-    mean = torch.tensor(IMAGENET_MEAN, device=device)[None, :, None, None]
-    std = torch.tensor(IMAGENET_STD, device=device)[None, :, None, None]
-    return (x - mean) / std
+    """OpenAI CLIP's own preprocessing (as used by Inst-Inpaint) of uint8 H×W×3 crops, through
+    :func:`clip_image_processor`. The channel axis is given explicitly: a crop 1 or 3 pixels high would
+    otherwise be read as channels-first."""
+    processed = clip_image_processor(size)(images=list(crops), input_data_format="channels_last",
+                                           return_tensors="pt")
+    return processed["pixel_values"].to(device)

@@ -386,7 +386,8 @@ class CMMDMetric(Metric):
 
     def settings(self) -> dict:
         return {"embedding": "CLIP image_embeds, L2-normalised", "resize": f"bicubic {self.size}x{self.size}, "
-                "whole image, no antialias", "sigma": CMMD_SIGMA, "scale": CMMD_SCALE, "estimator": "biased"}
+                "whole image, no antialias", "normalisation": "transformers CLIPImageProcessorPil",
+                "sigma": CMMD_SIGMA, "scale": CMMD_SCALE, "estimator": "biased"}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -464,5 +465,6 @@ class CLIPRemovalMetric(Metric):
 
     def settings(self) -> dict:
         return {"model": "CLIP ViT-B/32", "crop": "image resized to 256x256 bilinear, mask bbox scaled and cut, "
-                "CLIP bicubic short-side resize + centre crop", "prompt": "a photo of a {class}",
+                "CLIP bicubic short-side resize (long side truncated) + centre crop",
+                "preprocessing": "transformers CLIPImageProcessorPil", "prompt": "a photo of a {class}",
                 "classes": len(self.classes)}

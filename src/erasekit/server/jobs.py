@@ -35,7 +35,7 @@ class Job:
     method: str
     status: Status = "queued"
     events: list[Event] = field(default_factory=list)
-    response: Any = None  # PreparedResult once done
+    response: Any = None  # processing.EncodedResult once done
     error: dict[str, str] | None = None
     progress: dict[str, int] | None = None
     finished_at: float | None = None

@@ -46,7 +46,9 @@ class ServerSettings(BaseModel):
 
     @field_validator("cors_origins")
     @classmethod
-    def _no_wildcard_with_auth(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+    def _origins_are_scheme_and_host(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        """Each origin starts with ``http://`` or ``https://`` and has no trailing slash, the form browsers
+        send in ``Origin``; this also refuses the ``*`` wildcard."""
         for origin in origins:
             if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
                 raise ValueError(f"CORS origin must look like https://example.org (no path), got {origin!r}")

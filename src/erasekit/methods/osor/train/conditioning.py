@@ -1,9 +1,10 @@
 """Phase II incomplete-mask conditioning: which mask the model sees while it is supervised with the full one.
 
-OSOR Phase II (osor.txt Sec. 3.1 "Effect decomposition for incomplete-mask conditioning", Alg. 2 last step) feeds
-a *conservative* conditioning mask m_in while the alpha head and the loss use the effect-aware target m_gt. One
-mode is drawn per batch (the authors' training code; DESIGN.md) with probabilities shrink 0.35, expand 0.2,
-holes 0.1, shift 0.05 and object-core 0.3, where object-core means m_in = m_obj, the SAVP object mask.
+OSOR Phase II (arXiv:2606.28094 Sec. 3.1 "Effect decomposition for incomplete-mask conditioning", Alg. 2
+last step) feeds a *conservative* conditioning mask m_in while the alpha head and the loss use the
+effect-aware target m_gt. One mode is drawn per batch (the authors' public code, Zhouqm-Git/osor) with
+probabilities shrink 0.35, expand 0.2, holes 0.1, shift 0.05 and object-core 0.3, where object-core means
+m_in = m_obj, the SAVP object mask.
 
 The perturbations themselves live in :mod:`erasekit.masks` (``perturb_mask``, ``sample_perturbation_mode``,
 ``PERTURBATION_PROBABILITIES``); this module only decides the mode per batch and applies it to every sample.

@@ -18,7 +18,6 @@ Patch targets w̃_k (Fig. 4, Table 3): ``occupancy`` (area pooling, exact fracti
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -29,8 +28,11 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.enhance import Normalize
+from kornia.filters.kernels import get_pascal_kernel_2d
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .... import masks as M
 from ....types import InvalidInputError, MissingWeightsError
@@ -38,12 +40,9 @@ from ....types import InvalidInputError, MissingWeightsError
 TargetMode = Literal["occupancy", "hard", "soft"]
 TARGET_MODES: tuple[str, ...] = ("occupancy", "hard", "soft")
 
-# OpenAI CLIP normalisation, which open_clip's ConvNeXt towers were trained with (App. B.6: "mapped to the CLIP image
-# space").
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-# The paper's trunk (DESIGN.md): OpenCLIP convnext_xxlarge, laion2b_s34b_b82k_augreg_soup, on the Hub as below.
+# The paper's trunk: OpenCLIP convnext_xxlarge (arXiv:2606.28094 App. B.6, stages of 384–3072 channels)
+# with the laion2b_s34b_b82k_augreg_soup weights the authors' public code (Zhouqm-Git/osor) uses; on the Hub
+# as below.
 DEFAULT_TRUNK = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
 # File names open_clip uses for its weights on the Hub (newer uploads are safetensors).
 OPENCLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -177,13 +176,16 @@ def resolve_trunk_file(source: str | os.PathLike, *, allow_download: bool = Fals
 
 
 class ConvNextTrunk(nn.Module):
-    """Frozen CLIP ConvNeXt φ: images in [-1, 1] -> the four stage outputs f_1..f_4 (App. B.6)."""
+    """Frozen CLIP ConvNeXt φ: images in [-1, 1] -> the four stage outputs f_1..f_4 (App. B.6).
 
-    def __init__(self, convnext: nn.Module, *, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
+    Inputs are normalised with OpenAI CLIP's mean/std, which open_clip's ConvNeXt towers were trained with
+    (App. B.6: "mapped to the CLIP image space")."""
+
+    def __init__(self, convnext: nn.Module, *, mean: Sequence[float] = OPENAI_CLIP_MEAN,
+                 std: Sequence[float] = OPENAI_CLIP_STD):
         super().__init__()
         self.convnext = convnext
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize(torch.tensor(mean), torch.tensor(std))
         self.requires_grad_(False)
         self.eval()
 
@@ -199,7 +201,7 @@ class ConvNextTrunk(nn.Module):
         if min(images.shape[-2:]) < stride:
             raise InvalidInputError(f"the discriminator trunk needs images of at least {stride}×{stride} pixels, "
                                     f"got {images.shape[-1]}×{images.shape[-2]}")
-        x = ((images + 1.0) * 0.5 - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        x = self.normalize((images + 1.0) * 0.5)
         h = self.convnext.embeddings(x)
         features = []
         for stage in self.convnext.encoder.stages:  # stage outputs at strides 4, 8, 16, 32
@@ -220,16 +222,15 @@ class ConvNextTrunk(nn.Module):
 class BlurPool2d(nn.Module):
     """Anti-aliased downsampling (Zhang 2019): a fixed binomial low-pass, then stride.
 
-    Hand-written because the library that provides it (antialiased-cnns, kornia's BlurPool) is not installable here
-    (both pull torchvision); it is a fixed depthwise conv. Default 4 taps ([1,3,3,1]²/64) with (1, 2) padding, as in
-    antialiased-cnns, so the output is ceil(H/2) × ceil(W/2). Replicate padding works down to 1×1 maps.
+    The kernel is kornia's normalised Pascal kernel (4 taps: [1,3,3,1]²/64), padded (1, 2) as in
+    antialiased-cnns, so the output is ceil(H/2) × ceil(W/2). The padding and the strided depthwise conv are
+    written here because kornia's ``BlurPool2D`` zero-pads, which darkens the map's border; replicate padding
+    keeps a constant map constant and, unlike antialiased-cnns' reflect padding, works down to 1×1 maps.
     """
 
     def __init__(self, channels: int, *, taps: int = 4, stride: int = 2):
         super().__init__()
-        row = torch.tensor([math.comb(taps - 1, i) for i in range(taps)], dtype=torch.float32)
-        kernel = torch.outer(row, row)
-        kernel = kernel / kernel.sum()
+        kernel = get_pascal_kernel_2d(taps, norm=True)
         self.register_buffer("kernel", kernel.expand(channels, 1, taps, taps).contiguous(), persistent=False)
         self.stride = stride
         self.channels = channels
@@ -306,8 +307,6 @@ class PatchTargets:
 
 
 __all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
     "DEFAULT_TRUNK",
     "TARGET_MODES",
     "XXLARGE_NORM_EPS",

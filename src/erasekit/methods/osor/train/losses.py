@@ -105,8 +105,9 @@ def masked_l1(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tens
 # Alpha supervision (Phase II)
 # --------------------------------------------------------------------------------------------------------------------
 def effect_mask_to_latent(effect_mask: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
-    """m_gt^z: the effect-aware mask max-pooled to the latent grid (a latent cell is in the region if any pixel is),
-    the same rule the inference recipe uses for the conditioning mask (DESIGN.md)."""
+    """m_gt^z: the effect-aware mask max-pooled to the latent grid (a latent cell is in the region if any
+    pixel is), the same rule the inference recipe uses for the conditioning mask (the authors' public code,
+    Zhouqm-Git/osor)."""
     return mask_to_latent(effect_mask.float(), latent_hw, mode="max")
 
 
