@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from erasekit.methods.osor.alpha_head import add_alpha_head, alpha_head_parameter_count, has_alpha_head
 from erasekit.methods.osor import flux_working_size, sdxl_working_size
+from erasekit.methods.osor.alpha_head import add_alpha_head, alpha_head_parameter_count, has_alpha_head
 from erasekit.methods.osor.recipe import PROMPT
 from erasekit.testing import tiny_pipeline, write_tiny_pipeline
 from erasekit.testing.osor import tiny_osor_remover, write_tiny_osor_weights
@@ -246,8 +246,8 @@ def test_working_sizes_follow_the_authors_rules():
 
 @pytest.mark.parametrize("family", ["sdxl", "flux"])
 def test_an_image_in_a_batch_gets_its_own_noise_and_output(family):
-    """Each image's ε comes from its own seed: in a batch of three it is the noise a lone run of it draws, and its
-    output is that run's up to the float rounding of batched kernels."""
+    """Each image's ε comes from its own seed: in a batch of three it is the noise a lone run of it draws,
+    and its output is that run's up to the float rounding of batched kernels."""
     remover = _remover(family)
     images, masks = zip(*(_tensors(*_scene(seed=i)) for i in range(3)))
     batch = remover.engine.run(torch.cat(images), torch.cat(masks), [4, 5, 6])

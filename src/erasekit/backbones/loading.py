@@ -1,9 +1,9 @@
-"""A method's backbone, loaded one way: the load options every diffusion method takes, and what they resolve to.
+"""A method's backbone, loaded one way: the load options every diffusion method takes, and their pipeline.
 
-Diffusion removers and trainers all start from one diffusers checkpoint of a known preset. :class:`BackboneOptions`
-holds the user's load options (``model``, ``device``, ``dtype``, ``allow_download`` on top of the placement options
-of :class:`~erasekit.backbones.device.PlacementOptions`); :func:`load_backbone` turns them into a placed pipeline of the
-preset's diffusers class, offline first (:func:`~erasekit.backbones.presets.load_pipeline`).
+Diffusion removers and trainers all start from one diffusers checkpoint of a known preset.
+:class:`BackboneOptions` holds the user's load options (``model``, ``device``, ``dtype``, ``allow_download``,
+on top of :class:`~erasekit.backbones.device.PlacementOptions`); :func:`load_backbone` turns them into a
+placed pipeline of the preset's diffusers class, offline first (:func:`.presets.load_pipeline`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from .presets import PRESETS, get_preset, load_pipeline
 
 @dataclass(frozen=True, kw_only=True)
 class BackboneOptions(PlacementOptions):
-    """Where a backbone comes from and where it runs: the placement options plus the checkpoint and device.
+    """Where a backbone comes from and where it runs: the placement options plus checkpoint and device.
 
-    ``model``: a preset name, a local diffusers folder or a Hub id ``org/repo`` (None: the method's own preset).
-    ``device``/``dtype``: ``auto`` or None picks per machine (:func:`~erasekit.backbones.device.resolve_device`,
-    :func:`~erasekit.backbones.device.resolve_dtype`). ``allow_download``: fetch from the Hub if nothing local has
-    the weights. The fields are the keyword load options of every diffusion method, by the same names.
+    ``model``: a preset name, a local diffusers folder or a Hub id ``org/repo`` (None: the method's preset).
+    ``device``/``dtype``: ``auto`` or None picks per machine (see :mod:`erasekit.backbones.device`).
+    ``allow_download``: fetch from the Hub if nothing local has the weights. The fields are the keyword load
+    options of every diffusion method, by the same names.
     """
 
     model: str | os.PathLike | None = None
@@ -34,11 +34,11 @@ class BackboneOptions(PlacementOptions):
 
 
 def load_backbone(preset_name: str, options: BackboneOptions) -> Any:
-    """Load ``options.model`` (default: preset ``preset_name``) as that preset's diffusers pipeline class, placed.
+    """Load ``options.model`` (default: preset ``preset_name``) as that preset's pipeline class, placed.
 
-    A local folder is read with the preset's loading rules (its class, its optional components); another preset's
-    name or a Hub id is resolved offline first and loaded into this preset's class, so for example an SD 2 checkpoint
-    can serve a method written for SD 1.5.
+    A local folder is read with the preset's loading rules (its class, its optional components); another
+    preset's name or a Hub id is resolved offline first and loaded into this preset's class, so for example an
+    SD 2 checkpoint can serve a method written for SD 1.5.
     """
     import diffusers
 

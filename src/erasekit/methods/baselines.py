@@ -103,7 +103,7 @@ class DiffusersInpaintRemover(DiffusionRemover):
 
         s = self.settings(request)
         h, w = mask.shape
-        # One CPU generator per image: the same noise on every device (diffusers moves it to the pipeline's device).
+        # One CPU generator per image: the same noise on every device (diffusers moves it to the device).
         generator = None if request.seed is None else self.generators([request.seed])
         kwargs: dict[str, Any] = {
             "prompt": s["prompt"], "image": Image.fromarray(image), "mask_image": Image.fromarray(mask_to_uint8(mask)),

@@ -89,8 +89,9 @@ def tiny_osor_remover(backbone: Literal["sdxl", "flux"], *, weights: Any = "none
     """An ``osor-sdxl`` / ``osor-flux`` remover on a private copy of the tiny backbone (OSOR edits its denoiser).
 
     ``weights="none"`` gives the bare tiny backbone with a fresh alpha head; pass a fixture path for trained-like
-    weights. Other keyword arguments are the remover's load options (``prompt``, ``alpha_head``, ``merge_lora``,
-    ``release_text_encoders``); ``timestep`` and ``blend`` are per call, in ``RemovalRequest.options``.
+    weights. Other keyword arguments are the remover's load options (``prompt``, ``alpha_head``,
+    ``merge_lora``, ``release_text_encoders``); ``timestep`` and ``blend`` are per call
+    (``RemovalRequest.options``).
     """
     from .pipelines import tiny_pipeline
 

@@ -25,9 +25,9 @@ and everything else stays bit-identical. Larger images also go through the share
 
 Determinism: the only randomness is ε, drawn per image at the unpacked latent shape (1×C×h×w) by diffusers'
 ``randn_tensor`` from one ``torch.Generator("cpu").manual_seed(seed)`` per image
-(:func:`erasekit.diffusion.remover.per_image_noise`) and moved to the device, so a seed gives the same noise on every
-machine and whatever else is in the batch. ``seed=None`` means seed 0. The VAE posterior's mode is used (the authors sample it; the mode is
-deterministic and is the sample's expectation).
+(:func:`~erasekit.diffusion.remover.per_image_noise`) and moved to the device, so a seed gives the same noise
+on every machine and whatever else is in the batch. ``seed=None`` means seed 0. The VAE posterior's mode is
+used (the authors sample it; the mode is deterministic and is the sample's expectation).
 """
 
 from __future__ import annotations

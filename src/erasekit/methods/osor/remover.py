@@ -70,7 +70,8 @@ class OsorRemover(DiffusionRemover):
                  pipeline: Any = None, prompt: str = PROMPT, alpha_head: bool = True, merge_lora: bool = True,
                  release_text_encoders: bool | None = None):
         """``model`` … ``pipeline``: the backbone, as for every diffusion method (see
-        :class:`~erasekit.diffusion.remover.DiffusionRemover`; a given ``pipeline``'s denoiser is modified in place).
+        :class:`~erasekit.diffusion.remover.DiffusionRemover`); a given ``pipeline``'s denoiser is modified in
+        place.
         ``weights``: OSOR weights (authors' ``.pth`` or an erasekit folder); default: the released Phase II file
         found locally; ``"none"``: no OSOR weights (the bare backbone, with a fresh alpha head if ``alpha_head``) —
         for plumbing checks and benchmarks only. ``release_text_encoders``: drop them after caching the prompt
@@ -111,7 +112,8 @@ class OsorRemover(DiffusionRemover):
 
     def describe(self) -> dict[str, Any]:
         w = self.osor_weights
-        return {**super().describe(), "weights": (w.source if w else NO_WEIGHTS), "phase": (w.phase if w else None),
+        return {**super().describe(), "weights": (w.source if w else NO_WEIGHTS),
+                "phase": (w.phase if w else None),
                 "alpha_head": has_alpha_head(self.engine.denoiser), "timestep": self.defaults.timestep,
                 "blend": self.defaults.blend, "prompt": self.engine.prompt,
                 "weights_report": self.load_report.summary() if self.load_report else None,
@@ -154,9 +156,9 @@ class OsorRemover(DiffusionRemover):
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The paper's working size for an input of this size (multiples of 16)."""
 
-    # ---- the work ----------------------------------------------------------------------------------------------
+    # ---- the work ------------------------------------------------------------------------------------
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
-        """Resize to the paper's working size, run the one step, resize back; returns (pixels, paste weight)."""
+        """Resize to the paper's working size, run the one step, resize back: (pixels, paste weight)."""
         import torch.nn.functional as F
         from PIL import Image
 
@@ -171,7 +173,7 @@ class OsorRemover(DiffusionRemover):
             work_image = np.asarray(Image.fromarray(image).resize((ww, wh), Image.BICUBIC))
             mask_u8 = Image.fromarray((mask > 0).astype(np.uint8) * 255)
             work_mask = (np.asarray(mask_u8.resize((ww, wh), Image.NEAREST)) > 0).astype(np.float32)
-        images = image_to_tensor(np.stack([work_image]))  # a writable copy: torch.from_numpy warns on read-only input
+        images = image_to_tensor(np.stack([work_image]))  # a copy: torch.from_numpy warns on read-only arrays
         with self.lock:
             out = self.engine.run(images, mask_to_tensor(work_mask), [seed],
                                   timestep=settings.timestep, blend=settings.blend,
@@ -183,7 +185,8 @@ class OsorRemover(DiffusionRemover):
         weight = F.interpolate(out.weight, size=(wh, ww), mode=mode).clamp(0, 1).cpu().numpy()[0, 0]
         if (wh, ww) != (h, w):
             pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BICUBIC))
-            weight = np.asarray(Image.fromarray(weight.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
+            weight_image = Image.fromarray(weight.astype(np.float32), mode="F")
+            weight = np.asarray(weight_image.resize((w, h), Image.BILINEAR))
         return np.ascontiguousarray(pixels), np.clip(weight, 0.0, 1.0).astype(np.float32)
 
 
@@ -208,7 +211,7 @@ class OsorFluxRemover(OsorRemover):
         return flux_working_size(height, width)
 
 
-# One remover class per OSOR backbone: its preset and engine (the trainer and the test fixtures look them up here).
+# One remover class per OSOR backbone: its preset and engine (the trainer and the fixtures look them up here).
 REMOVERS: dict[str, type[OsorRemover]] = {cls.family: cls for cls in (OsorSDXLRemover, OsorFluxRemover)}
 
 

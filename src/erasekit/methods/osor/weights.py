@@ -56,7 +56,7 @@ HUB_FILES = {
     ("flux", 1): "osor-fluxfill/weights/fluxfill_phase1.pth",
     ("flux", 2): "osor-fluxfill/weights/fluxfill_phase2.pth",
 }
-# The authors' LoRA targets (peft module-name suffixes; ranks: recipe.LORA_RANK), used by the trainer and fixtures.
+# The authors' LoRA targets (peft module-name suffixes; ranks in recipe.LORA_RANK), for trainer and fixtures.
 OFFICIAL_TARGETS: dict[str, tuple[str, ...]] = {
     "sdxl": ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "proj_in", "proj_out",
              "ff.net.2", "ff.net.0.proj"),
@@ -354,9 +354,9 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
 
     Phase II weights first add the alpha head. LoRA modules the model does not have, and keys that are neither
     LoRA nor head, are reported as unexpected (a warning names them); a LoRA module missing half its pair is
-    reported as missing. ``merge=True`` folds the LoRA into the base weights (diffusers' ``fuse_lora``, i.e. peft's
-    ``merge`` per layer) and removes the adapter wrappers (``unload_lora``), so inference costs exactly what the
-    plain backbone costs.
+    reported as missing. ``merge=True`` folds the LoRA into the base weights (diffusers' ``fuse_lora``,
+    i.e. peft's ``merge`` per layer) and removes the adapter wrappers (``unload_lora``), so inference costs
+    exactly what the plain backbone costs.
     """
     import torch
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict

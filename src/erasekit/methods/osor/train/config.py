@@ -32,7 +32,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ....types import InvalidInputError
-from ..recipe import LORA_RANK, LOSS_WEIGHTS, PROMPT, RESOLUTION, TIMESTEP, Backbone
+from ..recipe import (
+    BACKBONE_LOSS_WEIGHTS,
+    LORA_RANK,
+    PROMPT,
+    RESOLUTION,
+    SHARED_LOSS_WEIGHTS,
+    TIMESTEP,
+    Backbone,
+)
 
 PAPER_STEPS = {1: 15000, 2: 5000}
 PAPER_PER_DEVICE_BATCH = {"sdxl": 4, "flux": 2}   # global 16 on 4 (SDXL) / 8 (FLUX) A100s
@@ -79,14 +87,14 @@ class DiscriminatorConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """The λ's of Eqs. 7-10 and 14; unset ones take the paper's per-backbone values (recipe.LOSS_WEIGHTS)."""
+    """The λ's of Eqs. 7-10 and 14, by default the paper's (:mod:`erasekit.methods.osor.recipe`)."""
 
-    l1: float | None = None                  # 0.25 SDXL / 0.5 FLUX
-    perceptual: float | None = None          # 5 SDXL / 3 FLUX
-    adversarial: float | None = None         # 0.3
-    r1: float | None = None                  # 60000
-    bce: float | None = None                 # 1 (Phase II)
-    dice: float | None = None                # 2 (Phase II)
+    l1: float | None = None                  # per backbone: 0.25 SDXL / 0.5 FLUX
+    perceptual: float | None = None          # per backbone: 5 SDXL / 3 FLUX
+    adversarial: float = SHARED_LOSS_WEIGHTS["adversarial"]
+    r1: float = SHARED_LOSS_WEIGHTS["r1"]
+    bce: float = SHARED_LOSS_WEIGHTS["bce"]
+    dice: float = SHARED_LOSS_WEIGHTS["dice"]
     lpips_trunk: str | None = None           # torchvision vgg16-397923af.pth (default: searched locally)
     lpips_heads: str | None = None           # lpips v0.1 vgg.pth (default: searched locally)
 
@@ -133,7 +141,7 @@ class OsorTrainConfig(_Strict):
             "phase2_only": self.phase == 2 if self.data.phase2_only is None else self.data.phase2_only})
         rank = self.lora.rank or LORA_RANK[b]
         lora = self.lora.model_copy(update={"rank": rank, "alpha": self.lora.alpha or float(rank)})
-        loss = self.loss.model_copy(update={k: v for k, v in LOSS_WEIGHTS[b].items()
+        loss = self.loss.model_copy(update={k: v for k, v in BACKBONE_LOSS_WEIGHTS[b].items()
                                             if getattr(self.loss, k) is None})
         return self.model_copy(update={
             "data": data, "lora": lora, "loss": loss,

@@ -182,7 +182,8 @@ def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> lis
         add_alpha_head(denoiser, seed=seed)
     head = getattr(denoiser, spec_of(denoiser).attribute)
     head.requires_grad_(True)
-    cast_training_params(denoiser, dtype=torch.float32)  # LoRA and the terminal layer train in float32 (App. B.5)
+    # LoRA and the terminal layer train in float32 (App. B.5).
+    cast_training_params(denoiser, dtype=torch.float32)
     trainable = []
     for name, p in denoiser.named_parameters():
         if p.requires_grad:
@@ -330,7 +331,8 @@ class OsorTrainer:
         from ..remover import REMOVERS
 
         # Loaded in float32 on the CPU; the trainer then places each part on the device in its training dtype.
-        options = BackboneOptions(model=cfg.model, device="cpu", dtype="fp32", allow_download=cfg.allow_download)
+        options = BackboneOptions(model=cfg.model, device="cpu", dtype="fp32",
+                                  allow_download=cfg.allow_download)
         return load_backbone(REMOVERS[cfg.backbone].preset_name, options)
 
     # ---- data ------------------------------------------------------------------------------------------------
