@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 import torch
 
-PROMPT = "Remove the instance of object"
+from erasekit.methods.osor.recipe import PROMPT
+
 LR_G, LR_D = 5e-4, 2e-4  # toy learning rates (the paper's 1e-5 is for billion-parameter backbones)
 SETTINGS = {
     "quick": {"vae": 300, "unet": 300, "phase1": 40, "phase2": 60, "batch": 8, "train": 64, "test": 24},

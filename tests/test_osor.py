@@ -1,5 +1,5 @@
 """OSOR on tiny SDXL-Inpainting / FLUX Fill backbones: the recipe's exact conditioning, Eq. 5/6/13, the alpha head,
-determinism, batching, weights and the CLI. Expected values are computed independently with diffusers' own
+determinism, batches, weights and the CLI. Expected values are computed independently with diffusers' own
 components (DDPMScheduler, FlowMatchEulerDiscreteScheduler, FluxFillPipeline helpers, encode_prompt)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from erasekit.methods.osor import flux_working_size, sdxl_working_size
 from erasekit.methods.osor.alpha_head import add_alpha_head, alpha_head_parameter_count, has_alpha_head
-from erasekit.methods.osor import DEFAULT_PROMPT, flux_working_size, sdxl_working_size
+from erasekit.methods.osor.recipe import PROMPT
 from erasekit.testing import tiny_pipeline, write_tiny_pipeline
 from erasekit.testing.osor import tiny_osor_remover, write_tiny_osor_weights
 from erasekit.types import InvalidInputError, RemovalRequest
@@ -77,7 +78,7 @@ def test_sdxl_unet_receives_the_recipe_and_x0_is_the_ddpm_estimate():
     z_t = ddpm.add_noise(z_lq, noise, t)
     expected_sample = torch.cat([z_t, F.max_pool2d(masks, 8), z_lq], dim=1)  # cat[z_t, maxpool8(m), z̄]
     with torch.no_grad():
-        embeds, _, pooled, _ = pipe.encode_prompt(DEFAULT_PROMPT, device="cpu", do_classifier_free_guidance=False)
+        embeds, _, pooled, _ = pipe.encode_prompt(PROMPT, device="cpu", do_classifier_free_guidance=False)
 
     torch.testing.assert_close(got["sample"], expected_sample, rtol=0, atol=1e-6)
     assert got["sample"].shape == (1, 9, 4, 6)
@@ -127,7 +128,7 @@ def test_flux_transformer_receives_fill_layout_and_x0_is_the_euler_estimate():
     assert torch.equal(got["timestep"], torch.full((1,), 0.4))  # the transformer multiplies by 1000
     assert torch.equal(got["guidance"], torch.full((1,), 30.0))
     with torch.no_grad():
-        embeds, pooled, text_ids = pipe.encode_prompt(DEFAULT_PROMPT, DEFAULT_PROMPT, device="cpu")
+        embeds, pooled, text_ids = pipe.encode_prompt(PROMPT, PROMPT, device="cpu")
     torch.testing.assert_close(got["encoder_hidden_states"], embeds)
     torch.testing.assert_close(got["pooled_projections"], pooled)
     assert torch.equal(got["txt_ids"], text_ids)
@@ -243,42 +244,18 @@ def test_working_sizes_follow_the_authors_rules():
     assert flux_working_size(5, 7) == (16, 16)
 
 
-def test_batch_equals_single_calls_and_mixed_sizes_keep_the_invariants():
-    remover = _remover("flux", batch_size=3)
-    image, mask = _scene(40, 56)
-    image2, mask2 = _scene(40, 56, seed=1)
-    small, small_mask = _scene(21, 35, seed=2)
-    requests = [RemovalRequest(image, mask, seed=1), RemovalRequest(image2, mask2, seed=2),
-                RemovalRequest(small, small_mask, seed=3),
-                RemovalRequest(image, np.zeros_like(mask), seed=4)]  # empty mask: unchanged
-    batch = remover.inpaint_batch(requests)
-    singles = [remover(r) for r in requests[:2]]
-    for got, ref in zip(batch[:2], singles):
-        assert np.abs(got.image.astype(int) - ref.image.astype(int)).max() <= 1
-        np.testing.assert_allclose(got.alpha, ref.alpha, atol=1e-5)
-    assert batch[2].image.shape == small.shape and batch[2].alpha.shape == small_mask.shape
-    assert batch[3].unchanged and np.array_equal(batch[3].image, image)
-
-
-def test_batch_runs_the_shared_hd_crops_together():
-    from erasekit.hd import HDStrategy
-
-    remover = _remover("flux", batch_size=4)
-    image, _ = _scene(48, 96)
-    mask = np.zeros((48, 96), np.float32)
-    mask[16:24, 8:24] = 1  # two equal components far apart -> two equal crops
-    mask[16:24, 72:88] = 1
-    crop = HDStrategy(name="crop", crop_trigger=32, crop_margin=8)
-    request = RemovalRequest(image, mask, seed=3, hd_strategy=crop)
-    calls, _, hooks = _capture(remover.engine.denoiser)
-    [batched] = remover.inpaint_batch([request])
-    assert len(calls) == 1 and calls[0]["hidden_states"].shape[0] == 2  # both crops in one forward pass
-    for h in hooks:
-        h.remove()
-    single = remover(request)
-    assert np.abs(batched.image.astype(int) - single.image.astype(int)).max() <= 1
-    untouched = batched.alpha == 0  # between the crops: never processed, bit-identical
-    assert untouched.any() and np.array_equal(batched.image[untouched], image[untouched])
+@pytest.mark.parametrize("family", ["sdxl", "flux"])
+def test_an_image_in_a_batch_gets_its_own_noise_and_output(family):
+    """Each image's ε comes from its own seed: in a batch of three it is the noise a lone run of it draws,
+    and its output is that run's up to the float rounding of batched kernels."""
+    remover = _remover(family)
+    images, masks = zip(*(_tensors(*_scene(seed=i)) for i in range(3)))
+    batch = remover.engine.run(torch.cat(images), torch.cat(masks), [4, 5, 6])
+    alone = remover.engine.run(images[1], masks[1], [5])
+    # z_t = noised z̄: equal latents and equal noise give equal z_t
+    torch.testing.assert_close(batch.z_t[1:2], alone.z_t, rtol=0, atol=1e-5)
+    torch.testing.assert_close(batch.images[1:2], alone.images, rtol=0, atol=1e-4)
+    assert not torch.allclose(batch.z_t[0], batch.z_t[2])
 
 
 def test_options_are_validated_and_prompt_is_encoded_once():

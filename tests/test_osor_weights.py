@@ -152,3 +152,29 @@ def test_weight_errors_are_clear(official, tmp_path):
     assert report.unexpected_keys == ("not_a_block.to_q.lora_A.weight", "not_a_block.to_q.lora_B.weight")
 
 
+
+
+@pytest.mark.parametrize("family", ["sdxl", "flux"])
+def test_merged_lora_is_the_base_weight_plus_scaled_b_times_a_and_leaves_no_adapter(official, family):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from torch import nn
+
+    from erasekit.methods.osor.weights import apply_osor_weights, load_osor_weights
+
+    weights = load_osor_weights(official[(family, 2)])
+    pipe = tiny_pipeline("sdxl-inpaint" if family == "sdxl" else "flux-fill")
+    base = copy.deepcopy(pipe.unet if family == "sdxl" else pipe.transformer)
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    apply_osor_weights(base, weights, merge=True)
+    assert not any(isinstance(m, BaseTunerLayer) for m in base.modules()) and not hasattr(base, "peft_config")
+    modules = dict(base.named_modules())
+    scale = weights.lora_alpha / weights.rank
+    checked = 0
+    for name in weights.target_modules:
+        if not isinstance(modules[name], nn.Linear):
+            continue  # convolutions: checked through the output, against the authors' loading, above
+        a, b = weights.lora[f"{name}.lora_A.weight"], weights.lora[f"{name}.lora_B.weight"]
+        expected = original[f"{name}.weight"] + (b @ a) * scale
+        torch.testing.assert_close(modules[name].weight.detach(), expected, rtol=0, atol=1e-7)
+        checked += 1
+    assert checked > 0

@@ -23,11 +23,17 @@ def _nll_fake(logit):  # −log(1 − σ(l))
 
 
 def test_loss_weights_are_the_papers():
-    sdxl, flux = L.LossWeights.for_backbone("sdxl"), L.LossWeights.for_backbone("flux")
+    from erasekit.methods.osor.train.config import OsorTrainConfig
+
+    def resolved(backbone, **loss):
+        return OsorTrainConfig(backbone=backbone, phase=1, model="m", output_dir="o", data={"path": "d"},
+                               loss=loss).resolved().loss
+
+    sdxl, flux = resolved("sdxl"), resolved("flux")  # App. B.1
     assert (sdxl.l1, sdxl.perceptual, sdxl.adversarial, sdxl.r1, sdxl.bce, sdxl.dice) == (0.25, 5, 0.3, 60000, 1, 2)
     assert (flux.l1, flux.perceptual, flux.adversarial, flux.r1, flux.bce, flux.dice) == (0.5, 3, 0.3, 60000, 1, 2)
-    with pytest.raises(ValueError):
-        L.LossWeights.for_backbone("sd15")
+    set_here = resolved("flux", l1=0.0, r1=10.0)  # a value the config sets wins, even 0
+    assert (set_here.l1, set_here.r1, set_here.perceptual) == (0.0, 10.0, 3)
 
 
 def test_discriminator_loss_eq7_fractional_targets():
@@ -80,7 +86,7 @@ def test_bce_and_dice_on_known_inputs():
     assert torch.allclose(out["dice"], torch.tensor(dice))
     assert torch.allclose(out["alpha"], out["bce"] + 2 * out["dice"])
     # a perfect, confident prediction drives both to ~0
-    perfect = L.alpha_loss((target * 2 - 1) * 50, target, smooth=1e-6)
+    perfect = L.alpha_loss((target * 2 - 1) * 50, target, bce_weight=1.0, dice_weight=2.0, smooth=1e-6)
     assert perfect["bce"] < 1e-6 and perfect["dice"] < 1e-6
 
 

@@ -1,8 +1,8 @@
 """Method registry: name -> factory, with the weights each method needs and whether they are here.
 
-Methods register a :class:`MethodSpec` at import time of :mod:`erasekit.methods`. ``auto`` picks the available
-method with the highest ``auto_priority`` (weight-free methods have the lowest priority, so any method whose weights
-resolve locally wins over them).
+Methods register a :class:`MethodSpec` at import time of :mod:`erasekit.methods.builtin`. ``auto`` picks
+the available method with the highest ``auto_priority`` (weight-free methods have the lowest priority, so any
+method whose weights resolve locally wins over them).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
 
 
 def _ensure_loaded() -> None:
-    from . import methods  # noqa: F401  (registers the built-in methods)
+    from .methods import builtin  # noqa: F401  (registers the built-in methods)
 
 
 def method_names() -> list[str]:

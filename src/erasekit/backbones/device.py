@@ -71,7 +71,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, *,
     return getattr(torch, key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlacementOptions:
     """How to put a pipeline on its device. ``attention_slicing``: False, True/"auto", "max" or a slice size."""
 

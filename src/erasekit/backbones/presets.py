@@ -10,7 +10,7 @@ locally, in this order, and the network is used only when the caller explicitly 
    ``huggingface_hub.snapshot_download(local_files_only=True)`` — never a network request.
 
 If none has the weights, :class:`~erasekit.types.MissingWeightsError` names the preset, the Hub id and the command
-that fetches it (``erasekit download NAME``). Downloads happen only in :func:`download_preset` (the ``download``
+that fetches it (``erasekit download NAME``). Downloads happen only in :func:`download` (the ``download``
 command) or when ``allow_download=True`` (``--allow-download``).
 """
 
@@ -51,13 +51,8 @@ class BackbonePreset:
     pipeline_class: str                 # diffusers class that loads it (StableDiffusionXLInpaintPipeline, ...)
     family: Family
     task: Literal["inpaint", "text2image"]
-    parametrization: Literal["epsilon", "v_prediction", "flow"]
     components: tuple[str, ...]         # sub-folders to fetch (model_index.json lists them)
     description: str
-    default_resolution: int = 512
-    size_multiple: int = 8              # pixels: VAE factor 8 (16 for FLUX: 8 × the 2×2 packing)
-    vae_scaling_factor: float = 0.18215
-    vae_shift_factor: float | None = None
     gated: bool = False                 # the Hub requires accepting a licence and a token
     approx_download_gb: float = 0.0
     load_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -82,34 +77,33 @@ def _sd_components(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
 PRESETS: dict[str, BackbonePreset] = {p.name: p for p in (
     BackbonePreset(
         name="sd15-inpaint", hub_id="botp/stable-diffusion-v1-5-inpainting",
-        pipeline_class="StableDiffusionInpaintPipeline", family="sd", task="inpaint", parametrization="epsilon",
+        pipeline_class="StableDiffusionInpaintPipeline", family="sd", task="inpaint",
         components=_sd_components(), description="Stable Diffusion 1.5 inpainting (9-channel UNet)",
         approx_download_gb=2.1, load_kwargs=_SD_LOAD_KWARGS),
     BackbonePreset(
         name="sd2-inpaint", hub_id="stabilityai/stable-diffusion-2-inpainting",
-        pipeline_class="StableDiffusionInpaintPipeline", family="sd", task="inpaint", parametrization="epsilon",
+        pipeline_class="StableDiffusionInpaintPipeline", family="sd", task="inpaint",
         components=_sd_components(), description="Stable Diffusion 2 inpainting (512 px, OpenCLIP ViT-H)",
         approx_download_gb=2.6, load_kwargs=_SD_LOAD_KWARGS),
     BackbonePreset(
         name="sdxl-inpaint", hub_id="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
-        pipeline_class="StableDiffusionXLInpaintPipeline", family="sdxl", task="inpaint", parametrization="epsilon",
+        pipeline_class="StableDiffusionXLInpaintPipeline", family="sdxl", task="inpaint",
         components=_sd_components(("text_encoder_2", "tokenizer_2")),
-        description="SDXL 1.0 inpainting 0.1 (the OSOR SDXL backbone)", default_resolution=1024,
-        vae_scaling_factor=0.13025, approx_download_gb=10.3),
+        description="SDXL 1.0 inpainting 0.1 (the OSOR SDXL backbone)", approx_download_gb=10.3),
     BackbonePreset(
         name="flux-fill", hub_id="black-forest-labs/FLUX.1-Fill-dev", pipeline_class="FluxFillPipeline",
-        family="flux", task="inpaint", parametrization="flow",
+        family="flux", task="inpaint",
         components=("scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer", "vae"),
-        description="FLUX.1 Fill dev (the OSOR FLUX backbone; gated on the Hub)", default_resolution=1024,
-        size_multiple=16, vae_scaling_factor=0.3611, vae_shift_factor=0.1159, gated=True, approx_download_gb=33.8),
+        description="FLUX.1 Fill dev (the OSOR FLUX backbone; gated on the Hub)", gated=True,
+        approx_download_gb=33.8),
     BackbonePreset(
         name="sd15", hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        pipeline_class="StableDiffusionPipeline", family="sd", task="text2image", parametrization="epsilon",
+        pipeline_class="StableDiffusionPipeline", family="sd", task="text2image",
         components=_sd_components(), description="Stable Diffusion 1.5 text-to-image (mask-free methods)",
         approx_download_gb=2.1, load_kwargs=_SD_LOAD_KWARGS),
     BackbonePreset(
         name="sd21-base", hub_id="stabilityai/stable-diffusion-2-1-base",
-        pipeline_class="StableDiffusionPipeline", family="sd", task="text2image", parametrization="epsilon",
+        pipeline_class="StableDiffusionPipeline", family="sd", task="text2image",
         components=_sd_components(), description="Stable Diffusion 2.1 base text-to-image, 512 px",
         approx_download_gb=2.6, load_kwargs=_SD_LOAD_KWARGS),
 )}

@@ -45,6 +45,9 @@ MANIFEST_NAME = "manifest.jsonl"
 REQUIRED_FIELDS = ("id", "image", "background", "object_mask", "effect_mask", "phase2")
 PATH_FIELDS = ("image", "background", "object_mask", "effect_mask")
 IMAGE_FORMATS = {"PNG", "JPEG"}
+# τ_eff: a sample is effect-heavy (``phase2``, OSOR's Phase II subset) when its effects ratio
+# r_eff = ‖m_eff‖₁ / ‖m_fuse‖₁ (m_eff of Eq. 2) is at least this (arXiv:2606.28094, App. A.1 Alg. 2, Table 6).
+PHASE2_THRESHOLD = 0.25
 # Ids become file names: keep them portable and free of path separators.
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _FOLDERS = {"image": "images", "background": "backgrounds", "object_mask": "object_masks",

@@ -38,10 +38,9 @@ import numpy as np
 
 from .. import io
 from ..types import InvalidInputError
-from .paired import PairedDatasetWriter, PairedSample
+from .paired import PHASE2_THRESHOLD, PairedDatasetWriter, PairedSample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-PHASE2_THRESHOLD = 0.25  # τ_eff, OSOR arXiv:2606.28094 Table 6
 
 
 def _files_by_stem(folder: Path, *, prefix: str = "") -> dict[str, Path]:

@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from ..masks import Box
 from ..types import InvalidInputError
+from .paired import PHASE2_THRESHOLD
 from .savp_models import Detection, Detector, Segmenter
 
 
@@ -64,7 +65,7 @@ class SAVPConfig:
     tau_scale: float = 2.0    # τ_scale, candidate/semantic box area ratio bound (above: collapse)
     tau_keep: float = 0.5     # τ_keep, component support inside validated boxes
     r_dilate: float = 1.2     # r_dilate, area growth ratio of m_fuse → m_gt
-    tau_eff: float = 0.25     # τ_eff, effects ratio for the Phase II subset
+    tau_eff: float = PHASE2_THRESHOLD  # τ_eff, effects ratio for the Phase II subset
     # Not in Table 6 (implementation choices, see the module docstring):
     normalise_percentile: float = 99.0
     segment_prompt: Literal["difference", "semantic"] = "difference"

@@ -43,13 +43,12 @@ import numpy as np
 from .. import io
 from ..masks import Box
 from ..types import InvalidInputError
-from .paired import PairedDatasetWriter
+from .paired import PHASE2_THRESHOLD, PairedDatasetWriter
 
 # Photos (not synthetic test patterns) from skimage.data that load without pooch downloads.
 BACKGROUND_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "brick", "grass", "gravel",
                      "camera", "coins", "moon")
 EFFECT_PROBABILITIES = {"shadow": 0.35, "reflection": 0.25, "both": 0.3, "none": 0.1}
-PHASE2_THRESHOLD = 0.25  # τ_eff, OSOR arXiv:2606.28094 Table 6
 _SHAPES = ("ellipse", "polygon", "blob")
 _HUE_NAMES = ((15, "red"), (40, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"), (260, "blue"),
               (300, "purple"), (340, "pink"), (360, "red"))

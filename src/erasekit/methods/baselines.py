@@ -23,22 +23,16 @@ With a tiny checkpoint and a seed the result equals calling the diffusers pipeli
 from __future__ import annotations
 
 import functools
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..backbones.device import PlacementOptions
-from ..backbones.presets import PRESETS, BackbonePreset, load_pipeline, locate_preset
+from ..backbones.presets import PRESETS, locate_preset
+from ..diffusion.remover import DiffusionRemover
 from ..hd import SizeConstraints
 from ..registry import MethodSpec, WeightRequirement, register_method
 from ..types import InvalidInputError, RemovalRequest
-from .base import Remover
-
-ProgressFn = Callable[[int, int], None]
 
 REMOVAL_PROMPT = "empty background, seamless continuation of the surrounding scene, natural lighting, high quality"
 REMOVAL_NEGATIVE_PROMPT = ("object, person, animal, text, watermark, logo, frame, shadow, reflection, duplicate, "
@@ -54,57 +48,25 @@ class SamplingDefaults:
     negative_prompt: str | None = REMOVAL_NEGATIVE_PROMPT
 
 
-class DiffusersInpaintRemover(Remover):
-    """A remover that runs one of diffusers' inpainting pipelines. Subclasses name the preset and defaults."""
+class DiffusersInpaintRemover(DiffusionRemover):
+    """A remover that runs one of diffusers' inpainting pipelines. Subclasses name the preset and defaults.
 
-    preset_name: ClassVar[str]
+    Load options (backbone, device, placement, ``pipeline``, ``progress_bar``) are the diffusion base's."""
+
     defaults: ClassVar[SamplingDefaults]
     option_names: ClassVar[frozenset[str]] = frozenset(
         {"steps", "guidance", "strength", "negative_prompt", "progress"})
 
-    def __init__(self, model: str | Path | None = None, device: str | None = None, dtype: str | None = None,
-                 allow_download: bool = False, offload: str = "none", attention_slicing: bool | str | int = False,
-                 vae_tiling: bool = False, progress_bar: bool = True, pipeline: Any = None):
-        """Load the backbone (offline first). ``model``: a preset name, a local diffusers folder or a Hub id
-        (default: this method's preset). ``pipeline``: an already loaded pipeline to use instead (no loading)."""
-        self.preset: BackbonePreset = PRESETS[self.preset_name]
-        if pipeline is None:
-            pipeline = self._load(model, device=device, dtype=dtype, allow_download=allow_download,
-                                  placement=PlacementOptions(offload=offload,  # type: ignore[arg-type]
-                                                             attention_slicing=attention_slicing,
-                                                             vae_tiling=vae_tiling))
-        self.pipe = pipeline
-        self.model = str(model) if model is not None else self.preset.name
-        self.progress_bar = progress_bar
-        self.progress: ProgressFn | None = None
-        self._description: dict[str, Any] | None = None
-        # diffusers pipelines keep per-call state on the object (guidance scale, step index): one call at a time.
-        self._lock = threading.Lock()
-
-    def _load(self, model, *, device, dtype, allow_download, placement):
-        import diffusers
-
-        cls = getattr(diffusers, self.preset.pipeline_class)
-        if model is None:
-            return load_pipeline(self.preset, device=device, dtype=dtype, allow_download=allow_download,
-                                 pipeline_cls=cls, placement=placement)
-        model = str(model)
-        if model in PRESETS or not Path(model).expanduser().exists():  # a preset name or a Hub id
-            return load_pipeline(model, device=device, dtype=dtype, allow_download=allow_download,
-                                 pipeline_cls=cls, placement=placement)
-        return load_pipeline(self.preset, path=model, device=device, dtype=dtype, pipeline_cls=cls,
-                             placement=placement)
-
     def describe(self) -> dict[str, Any]:
-        # Computed once: pipe.device / pipe.dtype walk every module, which costs milliseconds on each call.
-        if self._description is None:
-            d = self.defaults
-            self._description = {
-                **super().describe(), "backbone": self.preset.name, "hub_id": self.preset.hub_id,
-                "model": self.model, "pipeline": type(self.pipe).__name__, "device": str(self.pipe.device),
-                "dtype": str(self.pipe.dtype).replace("torch.", ""), "steps": d.steps, "guidance": d.guidance,
-                "strength": d.strength}
         return dict(self._description)
+
+    @functools.cached_property
+    def _description(self) -> dict[str, Any]:
+        # Computed once: pipe.device / pipe.dtype walk every module, which costs milliseconds on each call.
+        d = self.defaults
+        return {**super().describe(), "hub_id": self.preset.hub_id, "pipeline": type(self.pipe).__name__,
+                "device": str(self.pipe.device), "dtype": str(self.pipe.dtype).replace("torch.", ""),
+                "steps": d.steps, "guidance": d.guidance, "strength": d.strength}
 
     # ---- per-call settings --------------------------------------------------------------------------------------
     def settings(self, request: RemovalRequest) -> dict[str, Any]:
@@ -135,15 +97,14 @@ class DiffusersInpaintRemover(Remover):
 
     def pipeline_kwargs(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest) -> dict[str, Any]:
         """The exact arguments this remover passes to the diffusers pipeline (also used by tests and benchmarks)."""
-        import torch
         from PIL import Image
 
         from ..convert import mask_to_uint8
 
         s = self.settings(request)
         h, w = mask.shape
-        # A CPU generator gives the same noise on every device (diffusers moves it to the pipeline's device).
-        generator = None if request.seed is None else torch.Generator("cpu").manual_seed(int(request.seed))
+        # One CPU generator per image: the same noise on every device (diffusers moves it to the device).
+        generator = None if request.seed is None else self.generators([request.seed])
         kwargs: dict[str, Any] = {
             "prompt": s["prompt"], "image": Image.fromarray(image), "mask_image": Image.fromarray(mask_to_uint8(mask)),
             "height": h, "width": w, "num_inference_steps": s["steps"], "guidance_scale": s["guidance"],
@@ -156,22 +117,9 @@ class DiffusersInpaintRemover(Remover):
     # ---- the work ----------------------------------------------------------------------------------------------
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
         kwargs = self.pipeline_kwargs(image, mask, request)
-        progress = self.settings(request)["progress"]
-        if progress is not None:
-            kwargs["callback_on_step_end"] = _step_reporter(progress)
-        with self._lock:
-            self.pipe.set_progress_bar_config(disable=not self.progress_bar, desc=self.name, leave=False)
-            out = self.pipe(**kwargs).images[0]
+        out = self.run_pipeline(progress=self.settings(request)["progress"], **kwargs).images[0]
         # diffusers' own uint8 conversion (PIL output) so the pixels equal a direct pipeline call.
         return np.asarray(out.convert("RGB"), dtype=np.uint8), None
-
-
-def _step_reporter(progress: ProgressFn):
-    def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-        progress(step + 1, int(getattr(pipe, "num_timesteps", 0) or 0))
-        return callback_kwargs
-
-    return on_step_end
 
 
 # --------------------------------------------------------------------------------------------------------------------

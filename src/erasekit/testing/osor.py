@@ -19,9 +19,11 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
+from ..methods.osor.remover import REMOVERS
 from ..methods.osor.weights import OFFICIAL_TARGETS, save_erasekit, split_state_dict
 
-TINY_BACKBONE = {"sdxl": "sdxl-inpaint", "flux": "flux-fill"}
+# The backbone preset of each OSOR family (its tiny model has the same name).
+TINY_BACKBONE = {family: cls.preset_name for family, cls in REMOVERS.items()}
 
 
 def _denoiser(backbone: str, seed: int):
@@ -87,14 +89,14 @@ def tiny_osor_remover(backbone: Literal["sdxl", "flux"], *, weights: Any = "none
     """An ``osor-sdxl`` / ``osor-flux`` remover on a private copy of the tiny backbone (OSOR edits its denoiser).
 
     ``weights="none"`` gives the bare tiny backbone with a fresh alpha head; pass a fixture path for trained-like
-    weights. Other keyword arguments go to the remover (``timestep``, ``blend``, ``batch_size``, ...).
+    weights. Other keyword arguments are the remover's load options (``prompt``, ``alpha_head``,
+    ``merge_lora``, ``release_text_encoders``); ``timestep`` and ``blend`` are per call
+    (``RemovalRequest.options``).
     """
-    from ..methods.osor import OsorFluxRemover, OsorSDXLRemover
     from .pipelines import tiny_pipeline
 
-    cls = OsorSDXLRemover if backbone == "sdxl" else OsorFluxRemover
     pipeline = copy.deepcopy(tiny_pipeline(TINY_BACKBONE[backbone], seed=seed))
-    return cls(pipeline=pipeline, weights=weights, **kwargs)
+    return REMOVERS[backbone](pipeline=pipeline, weights=weights, **kwargs)
 
 
 __all__ = ["TINY_BACKBONE", "official_state_dict_for", "tiny_osor_remover", "write_tiny_osor_weights"]

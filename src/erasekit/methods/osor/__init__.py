@@ -7,6 +7,7 @@ Everything OSOR-specific lives in this package, readable top to bottom:
 ``remover``     ``osor-sdxl`` / ``osor-flux``: the remover contract around the engine (working sizes, settings,
                 paste region) and their registration.
 ``alpha_head``  the extra output channel(s) of SDXL's ``conv_out`` / FLUX's ``proj_out`` (Sec. 3.4).
+``recipe``      the paper's settings, stored once: prompt, timestep, LoRA rank, resolution, loss weights.
 ``weights``     the authors' ``*_phase{1,2}.pth`` files and erasekit's folder format: read, convert, apply (LoRA + head).
 ``viz``         the alpha overlay of the paper's Fig. 8.
 ``train/``      Phase I/II training: config (+ packaged YAML configs), trainer, losses, occupancy-guided
@@ -16,7 +17,6 @@ Everything OSOR-specific lives in this package, readable top to bottom:
 from __future__ import annotations
 
 from .engine import (
-    DEFAULT_PROMPT,
     FluxEngine,
     OsorEngine,
     OsorOutput,
@@ -28,6 +28,6 @@ from .engine import (
 from .remover import OsorFluxRemover, OsorRemover, OsorSDXLRemover, OsorSettings, register
 
 __all__ = [
-    "DEFAULT_PROMPT", "FluxEngine", "OsorEngine", "OsorFluxRemover", "OsorOutput", "OsorRemover", "OsorSDXLRemover",
+    "FluxEngine", "OsorEngine", "OsorFluxRemover", "OsorOutput", "OsorRemover", "OsorSDXLRemover",
     "OsorSettings", "SDXLEngine", "composite", "flux_working_size", "register", "sdxl_working_size",
 ]

@@ -23,17 +23,16 @@ with PIL (bicubic; masks nearest), the output is resized back to the input size,
 the input through ``max(mask, α̂)`` (``edits_outside_mask``), so the effect region the alpha found is replaced too
 and everything else stays bit-identical. Larger images also go through the shared HD strategies first.
 
-Determinism: the only randomness is ε, drawn per image as
-``torch.randn(latent.shape, generator=torch.Generator("cpu").manual_seed(seed))`` at the unpacked latent shape
-(1×C×h×w) and moved to the device, so a seed gives the same noise on every machine and whatever else is in the
-batch. ``seed=None`` means seed 0. The VAE posterior's mode is used (the authors sample it; the mode is
-deterministic and is the sample's expectation).
+Determinism: the only randomness is ε, drawn per image at the unpacked latent shape (1×C×h×w) by diffusers'
+``randn_tensor`` from one ``torch.Generator("cpu").manual_seed(seed)`` per image
+(:func:`~erasekit.diffusion.remover.per_image_noise`) and moved to the device, so a seed gives the same noise
+on every machine and whatever else is in the batch. ``seed=None`` means seed 0. The VAE posterior's mode is
+used (the authors sample it; the mode is deterministic and is the sample's expectation).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -42,16 +41,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ...backbones import latents as L
 from ...backbones import schedule as S
+from ...diffusion.remover import PromptEmbeddingCache, per_image_noise
 from ...types import InvalidInputError
 from .alpha_head import alpha_from_logits, has_alpha_head, split_output
-from .weights import (
-    DEFAULT_TIMESTEP,
-)
+from .recipe import FLUX_GUIDANCE, PROMPT, RESOLUTION, TIMESTEP
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_PROMPT = "Remove the instance of object"
 Blend = Literal["alpha", "mask"]
 BLENDS: tuple[str, ...] = ("alpha", "mask")
 NO_WEIGHTS = "none"
@@ -60,7 +57,7 @@ NO_WEIGHTS = "none"
 # --------------------------------------------------------------------------------------------------------------------
 # Working sizes (the authors' inference scripts)
 # --------------------------------------------------------------------------------------------------------------------
-def sdxl_working_size(height: int, width: int, resolution: int = 512) -> tuple[int, int]:
+def sdxl_working_size(height: int, width: int, resolution: int = RESOLUTION["sdxl"]) -> tuple[int, int]:
     """Short side scaled to ``resolution`` (never up), then both sides rounded up to a multiple of 16."""
     if min(height, width) >= resolution:
         if width < height:
@@ -70,7 +67,7 @@ def sdxl_working_size(height: int, width: int, resolution: int = 512) -> tuple[i
     return -(-height // 16) * 16, -(-width // 16) * 16
 
 
-def flux_working_size(height: int, width: int, max_side: int = 1024) -> tuple[int, int]:
+def flux_working_size(height: int, width: int, max_side: int = RESOLUTION["flux"]) -> tuple[int, int]:
     """Long side capped at ``max_side`` (aspect kept), then both sides floored to a multiple of 16 (at least 16)."""
     if max(height, width) > max_side:
         scale = max_side / float(max(height, width))
@@ -85,15 +82,6 @@ def composite(x0: torch.Tensor, z: torch.Tensor, weight: torch.Tensor) -> torch.
     """``weight·x̂0 + (1-weight)·z̄``: Eq. 13 with the alpha map, Eq. 6 with the max-pooled mask."""
     weight = weight.to(x0.dtype)
     return weight * x0 + (1 - weight) * z
-
-
-def seeded_noise(shape: Sequence[int], seeds: Sequence[int], *, device=None, dtype=None) -> torch.Tensor:
-    """ε for a batch: one ``torch.randn(1×C×h×w, generator=Generator("cpu").manual_seed(seed))`` per image."""
-    import torch
-
-    per_image = (1, *shape[1:])
-    noise = [torch.randn(per_image, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds]
-    return torch.cat(noise).to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -115,8 +103,9 @@ class OsorOutput:
     logits: torch.Tensor | None = None  # the alpha head's raw logits (the Eq. 14 losses want them, not α̂)
 
 
-_PROMPT_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}
-_PROMPT_LOCK = threading.Lock()
+# Shared by every engine in the process: a second remover on the same backbone (or one whose pipeline's text
+# encoders were already released) finds the fixed prompt encoded.
+_PROMPT_EMBEDDINGS = PromptEmbeddingCache()
 
 
 class OsorEngine(ABC):
@@ -124,7 +113,7 @@ class OsorEngine(ABC):
 
     family: ClassVar[str]
 
-    def __init__(self, pipe: Any, *, prompt: str = DEFAULT_PROMPT):
+    def __init__(self, pipe: Any, *, prompt: str = PROMPT):
         self.pipe = pipe
         self.prompt = prompt
         self.vae = pipe.vae
@@ -160,19 +149,19 @@ class OsorEngine(ABC):
         per (backbone, prompt, device, dtype) for the life of the process."""
         key = (self.family, getattr(self.pipe, "name_or_path", None) or id(self.denoiser), self.prompt,
                str(self.device), str(self.dtype))
-        with _PROMPT_LOCK:
-            if key not in _PROMPT_CACHE:
-                if getattr(self.pipe, "text_encoder", None) is None:
-                    raise InvalidInputError("the backbone's text encoders were released before the OSOR prompt was "
-                                            "encoded; load the pipeline with its text encoders")
-                import torch
+        return _PROMPT_EMBEDDINGS.get(key, self._encode_fixed_prompt)
 
-                for name in ("text_encoder", "text_encoder_2"):  # no dropout in the fixed embedding
-                    if getattr(self.pipe, name, None) is not None:
-                        getattr(self.pipe, name).eval()
-                with torch.no_grad():
-                    _PROMPT_CACHE[key] = {k: v.to(self.dtype) for k, v in self._encode_prompt().items()}
-            return _PROMPT_CACHE[key]
+    def _encode_fixed_prompt(self) -> dict[str, torch.Tensor]:
+        if getattr(self.pipe, "text_encoder", None) is None:
+            raise InvalidInputError("the backbone's text encoders were released before the OSOR prompt was "
+                                    "encoded; load the pipeline with its text encoders")
+        import torch
+
+        for name in ("text_encoder", "text_encoder_2"):  # no dropout in the fixed embedding
+            if getattr(self.pipe, name, None) is not None:
+                getattr(self.pipe, name).eval()
+        with torch.no_grad():
+            return {k: v.to(self.dtype) for k, v in self._encode_prompt().items()}
 
     def release_text_encoders(self) -> None:
         """Drop the text encoders once the prompt is cached (the prompt never changes; T5-XXL alone is ~9 GB)."""
@@ -210,7 +199,7 @@ class OsorEngine(ABC):
         device, dtype = self._placement()
         with torch.no_grad():
             return self.forward(images.to(device=device, dtype=dtype), masks.to(device=device, dtype=dtype),
-                                lambda shape: seeded_noise(shape, seeds, device=device, dtype=dtype),
+                                lambda shape: per_image_noise(shape, seeds, device=device, dtype=dtype),
                                 timestep=timestep, blend=blend, **denoise_options)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, make_noise: Callable[[torch.Size], torch.Tensor],
@@ -254,7 +243,7 @@ class SDXLEngine(OsorEngine):
 
     family = "sdxl"
 
-    def __init__(self, pipe: Any, *, prompt: str = DEFAULT_PROMPT):
+    def __init__(self, pipe: Any, *, prompt: str = PROMPT):
         from diffusers import DDPMScheduler
 
         super().__init__(pipe, prompt=prompt)
@@ -276,7 +265,7 @@ class SDXLEngine(OsorEngine):
         return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
 
     def check_timestep(self, value):
-        t = DEFAULT_TIMESTEP["sdxl"] if value is None else value
+        t = TIMESTEP["sdxl"] if value is None else value
         n = self.scheduler.config.num_train_timesteps
         if isinstance(t, bool) or not float(t).is_integer() or not 0 <= int(t) < n:
             raise InvalidInputError(f"osor-sdxl timestep must be an integer in [0, {n - 1}], got {value!r}")
@@ -317,7 +306,7 @@ class FluxEngine(OsorEngine):
 
     family = "flux"
 
-    def __init__(self, pipe: Any, *, prompt: str = DEFAULT_PROMPT, guidance: float = 30.0):
+    def __init__(self, pipe: Any, *, prompt: str = PROMPT, guidance: float = FLUX_GUIDANCE):
         super().__init__(pipe, prompt=prompt)
         channels = pipe.transformer.config.in_channels
         if channels != 384:
@@ -337,7 +326,7 @@ class FluxEngine(OsorEngine):
 
     def check_timestep(self, value):
         """s in (0, 1); values in [1, 1000) are read as the authors' integer t and divided by 1000."""
-        s = DEFAULT_TIMESTEP["flux"] if value is None else value
+        s = TIMESTEP["flux"] if value is None else value
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
             raise InvalidInputError(f"osor-flux timestep must be a number, got {value!r}")
         if 1 <= s < 1000 and float(s).is_integer():  # the authors' CLI takes t = 400 and divides by 1000

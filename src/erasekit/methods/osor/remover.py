@@ -5,25 +5,19 @@
 from __future__ import annotations
 
 import math
-import threading
+import os
 from abc import abstractmethod
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ...backbones.device import PlacementOptions
-from ...backbones.presets import PRESETS, load_pipeline
+from ...diffusion.remover import DiffusionRemover
 from ...hd import SizeConstraints
-from ...types import InvalidInputError, MissingWeightsError, RemovalRequest, RemovalResult
-from ..base import Remover
+from ...types import InvalidInputError, MissingWeightsError, RemovalRequest
 from .alpha_head import add_alpha_head, has_alpha_head
 from .engine import (
     BLENDS,
-    DEFAULT_PROMPT,
     NO_WEIGHTS,
     Blend,
     FluxEngine,
@@ -32,6 +26,7 @@ from .engine import (
     flux_working_size,
     sdxl_working_size,
 )
+from .recipe import PROMPT
 from .weights import (
     LoadReport,
     OsorWeights,
@@ -52,18 +47,7 @@ class OsorSettings:
     guidance: float | None = None
 
 
-@dataclass
-class _Job:
-    image: np.ndarray
-    mask: np.ndarray
-    settings: OsorSettings
-    seed: int
-    work_hw: tuple[int, int] = (0, 0)
-    work_image: np.ndarray | None = None
-    work_mask: np.ndarray | None = None
-
-
-class OsorRemover(Remover):
+class OsorRemover(DiffusionRemover):
     """OSOR on one backbone. Build once (loads the backbone and weights), call many times; thread-safe."""
 
     family: ClassVar[str]
@@ -80,33 +64,26 @@ class OsorRemover(Remover):
             return np.ones_like(mask)
         return super().paste_region(mask, alpha, request)
 
-    def __init__(self, model: str | Path | None = None, weights: str | Path | None = None, device: str | None = None,
-                 dtype: str | None = None, allow_download: bool = False, offload: str = "none",
-                 attention_slicing: bool | str | int = False, vae_tiling: bool = False, pipeline: Any = None,
-                 prompt: str = DEFAULT_PROMPT, alpha_head: bool = True, batch_size: int = 4,
-                 merge_lora: bool = True, release_text_encoders: bool | None = None):
-        """``model``: backbone preset, local diffusers folder or Hub id (default: this method's preset).
+    def __init__(self, model: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+                 device: str | None = None, dtype: str | None = None, allow_download: bool = False,
+                 offload: str = "none", attention_slicing: bool | str | int = False, vae_tiling: bool = False,
+                 pipeline: Any = None, prompt: str = PROMPT, alpha_head: bool = True, merge_lora: bool = True,
+                 release_text_encoders: bool | None = None):
+        """``model`` … ``pipeline``: the backbone, as for every diffusion method (see
+        :class:`~erasekit.diffusion.remover.DiffusionRemover`); a given ``pipeline``'s denoiser is modified in
+        place.
         ``weights``: OSOR weights (authors' ``.pth`` or an erasekit folder); default: the released Phase II file
         found locally; ``"none"``: no OSOR weights (the bare backbone, with a fresh alpha head if ``alpha_head``) —
-        for plumbing checks and benchmarks only. ``pipeline``: an already loaded diffusers pipeline (its denoiser
-        is modified in place). ``batch_size``: images per forward pass in :meth:`inpaint_batch`. ``release_text_encoders``: drop them after caching the prompt (default:
-        yes when this remover loaded the pipeline).
+        for plumbing checks and benchmarks only. ``release_text_encoders``: drop them after caching the prompt
+        (default: yes when this remover loaded the pipeline).
 
         ``timestep``, ``blend`` (and FLUX's ``guidance``) are per-call options (``RemovalRequest.options``); their
         defaults are the weights' training timestep (paper: t = 400 / s = 0.4), ``alpha`` blending when the model
         has the alpha head (else ``mask``), and guidance 30."""
-        if batch_size < 1:
-            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
-        self.osor_weights: OsorWeights | None = self._read_weights(weights)
-        if pipeline is None:
-            pipeline = self._load(model, device=device, dtype=dtype, allow_download=allow_download,
-                                  placement=PlacementOptions(offload=offload,  # type: ignore[arg-type]
-                                                             attention_slicing=attention_slicing,
-                                                             vae_tiling=vae_tiling))
-            release_text_encoders = True if release_text_encoders is None else release_text_encoders
-        self.pipe = pipeline
-        self.model = str(model) if model is not None else self.preset_name
-        self.engine = self.engine_cls(pipeline, prompt=prompt)
+        self.osor_weights: OsorWeights | None = self._read_weights(weights)  # before loading: fail fast
+        super().__init__(model, device=device, dtype=dtype, allow_download=allow_download, offload=offload,
+                         attention_slicing=attention_slicing, vae_tiling=vae_tiling, pipeline=pipeline)
+        self.engine = self.engine_cls(self.pipe, prompt=prompt)
         denoiser = self.engine.denoiser
         self.load_report: LoadReport | None = None
         if self.osor_weights is not None:
@@ -114,12 +91,11 @@ class OsorRemover(Remover):
         elif alpha_head:
             add_alpha_head(denoiser)
         denoiser.eval()
-        self.batch_size = batch_size
         self.defaults = self._settings({"timestep": self.osor_weights.timestep if self.osor_weights else None})
+        if release_text_encoders is None:
+            release_text_encoders = self.loaded_pipeline
         if release_text_encoders:
             self.engine.release_text_encoders()
-        self._lock = threading.Lock()
-        self._local = threading.local()
 
     # ---- construction --------------------------------------------------------------------------------------
     def _read_weights(self, weights) -> OsorWeights | None:
@@ -134,20 +110,10 @@ class OsorRemover(Remover):
             weights = found
         return load_osor_weights(weights, self.family)  # type: ignore[arg-type]
 
-    def _load(self, model, *, device, dtype, allow_download, placement):
-        import diffusers
-
-        preset = PRESETS[self.preset_name]
-        cls = getattr(diffusers, preset.pipeline_class)
-        if model is None or str(model) in PRESETS or not Path(str(model)).expanduser().exists():
-            return load_pipeline(model or preset, device=device, dtype=dtype, allow_download=allow_download,
-                                 pipeline_cls=cls, placement=placement)
-        return load_pipeline(preset, path=model, device=device, dtype=dtype, pipeline_cls=cls, placement=placement)
-
     def describe(self) -> dict[str, Any]:
         w = self.osor_weights
-        return {**super().describe(), "backbone": self.preset_name, "model": self.model,
-                "weights": (w.source if w else NO_WEIGHTS), "phase": (w.phase if w else None),
+        return {**super().describe(), "weights": (w.source if w else NO_WEIGHTS),
+                "phase": (w.phase if w else None),
                 "alpha_head": has_alpha_head(self.engine.denoiser), "timestep": self.defaults.timestep,
                 "blend": self.defaults.blend, "prompt": self.engine.prompt,
                 "weights_report": self.load_report.summary() if self.load_report else None,
@@ -190,105 +156,38 @@ class OsorRemover(Remover):
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The paper's working size for an input of this size (multiples of 16)."""
 
-    # ---- single requests (the Remover contract) --------------------------------------------------------------
+    # ---- the work ------------------------------------------------------------------------------------
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
-        mode = getattr(self._local, "mode", None)
-        job = _Job(image, mask, self.settings(request), 0 if request.seed is None else int(request.seed))
-        if mode == "collect":  # first pass of inpaint_batch: record what the shared HD strategy asks for
-            self._local.jobs.append(job)
-            return image, np.zeros(mask.shape, np.float32)
-        if mode == "replay":  # second pass: hand back the batched results in the same order
-            return self._local.results.popleft()
-        return self._run_jobs([job])[0]
-
-    # ---- many requests in batches --------------------------------------------------------------------------
-    def inpaint_batch(self, requests: Sequence[RemovalRequest]) -> list[RemovalResult]:
-        """Process several requests with batched forward passes (``batch_size`` images each, padded to a common
-        size). Each result equals what ``self(request)`` gives, up to the padding's effect on border context; HD
-        strategy, paste-back and empty-mask handling are the base's, unchanged."""
-        self._local.mode, self._local.jobs = "collect", []
-        try:
-            for request in requests:
-                self(request)
-            jobs = self._local.jobs
-        finally:
-            self._local.mode = None
-        results = self._run_jobs(jobs)
-        self._local.mode, self._local.results = "replay", deque(results)
-        try:
-            return [self(request) for request in requests]
-        finally:
-            self._local.mode = None
-
-    def _prepare(self, job: _Job) -> None:
-        from PIL import Image
-
-        h, w = job.mask.shape
-        job.work_hw = self.working_size(h, w)
-        wh, ww = job.work_hw
-        if (wh, ww) == (h, w):
-            job.work_image, job.work_mask = job.image, job.mask
-        else:
-            job.work_image = np.asarray(Image.fromarray(job.image).resize((ww, wh), Image.BICUBIC))
-            mask_u8 = Image.fromarray((job.mask > 0).astype(np.uint8) * 255)
-            job.work_mask = (np.asarray(mask_u8.resize((ww, wh), Image.NEAREST)) > 0).astype(np.float32)
-
-    def _run_jobs(self, jobs: list[_Job]) -> list[tuple[np.ndarray, np.ndarray]]:
-        for job in jobs:
-            self._prepare(job)
-        order = sorted(range(len(jobs)), key=lambda i: (repr(jobs[i].settings), jobs[i].work_hw))
-        results: list[Any] = [None] * len(jobs)
-        start = 0
-        while start < len(order):
-            first = jobs[order[start]].settings
-            chunk = [order[start]]
-            while (len(chunk) < self.batch_size and start + len(chunk) < len(order)
-                   and jobs[order[start + len(chunk)]].settings == first):
-                chunk.append(order[start + len(chunk)])
-            for index, result in zip(chunk, self._run_chunk([jobs[i] for i in chunk])):
-                results[index] = result
-            start += len(chunk)
-        return results
-
-    def _run_chunk(self, jobs: list[_Job]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One forward pass: pad to the chunk's common working size, run, crop, resize back to each input."""
+        """Resize to the paper's working size, run the one step, resize back: (pixels, paste weight)."""
         import torch.nn.functional as F
         from PIL import Image
 
         from ...convert import image_to_tensor, mask_to_tensor, tensor_to_image
 
-        ph = max(j.work_hw[0] for j in jobs)
-        pw = max(j.work_hw[1] for j in jobs)
-        images, masks = [], []
-        for j in jobs:
-            pad = ((0, ph - j.work_hw[0]), (0, pw - j.work_hw[1]))
-            if pad == ((0, 0), (0, 0)):
-                images.append(j.work_image)
-                masks.append(j.work_mask)
-            else:  # edge padding: the border context continues instead of a black frame
-                images.append(np.pad(j.work_image, pad + ((0, 0),), mode="edge"))
-                masks.append(np.pad(j.work_mask, pad))
-        settings = jobs[0].settings
-        with self._lock:
-            out = self.engine.run(image_to_tensor(np.stack(images)), mask_to_tensor(np.stack(masks)),
-                                  [j.seed for j in jobs], timestep=settings.timestep, blend=settings.blend,
+        settings = self.settings(request)
+        seed = 0 if request.seed is None else int(request.seed)
+        h, w = mask.shape
+        wh, ww = self.working_size(h, w)
+        work_image, work_mask = image, mask
+        if (wh, ww) != (h, w):
+            work_image = np.asarray(Image.fromarray(image).resize((ww, wh), Image.BICUBIC))
+            mask_u8 = Image.fromarray((mask > 0).astype(np.uint8) * 255)
+            work_mask = (np.asarray(mask_u8.resize((ww, wh), Image.NEAREST)) > 0).astype(np.float32)
+        images = image_to_tensor(np.stack([work_image]))  # a copy: torch.from_numpy warns on read-only arrays
+        with self.lock:
+            out = self.engine.run(images, mask_to_tensor(work_mask), [seed],
+                                  timestep=settings.timestep, blend=settings.blend,
                                   **({"guidance": settings.guidance} if settings.guidance is not None else {}))
-        self.last_timings = out.timings
-        pixels = tensor_to_image(out.images)
+        [pixels] = tensor_to_image(out.images)
         # The paste weight at pixel resolution: α̂ upsampled bilinearly (as the authors do), the hard latent mask
         # nearest (it is exactly the region Eq. 6 replaced).
         mode = "bilinear" if settings.blend == "alpha" else "nearest"
-        weight = F.interpolate(out.weight, size=(ph, pw), mode=mode).clamp(0, 1).cpu().numpy()[:, 0]
-        results = []
-        for j, px, wt in zip(jobs, pixels, weight):
-            wh, ww = j.work_hw
-            px, wt = px[:wh, :ww], wt[:wh, :ww]
-            h, w = j.mask.shape
-            if (wh, ww) != (h, w):
-                px = np.asarray(Image.fromarray(px).resize((w, h), Image.BICUBIC))
-                wt = np.asarray(Image.fromarray(wt.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR))
-            results.append((np.ascontiguousarray(px), np.clip(wt, 0.0, 1.0).astype(np.float32)))
-        return results
+        weight = F.interpolate(out.weight, size=(wh, ww), mode=mode).clamp(0, 1).cpu().numpy()[0, 0]
+        if (wh, ww) != (h, w):
+            pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BICUBIC))
+            weight_image = Image.fromarray(weight.astype(np.float32), mode="F")
+            weight = np.asarray(weight_image.resize((w, h), Image.BILINEAR))
+        return np.ascontiguousarray(pixels), np.clip(weight, 0.0, 1.0).astype(np.float32)
 
 
 class OsorSDXLRemover(OsorRemover):
@@ -310,6 +209,10 @@ class OsorFluxRemover(OsorRemover):
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return flux_working_size(height, width)
+
+
+# One remover class per OSOR backbone: its preset and engine (the trainer and the fixtures look them up here).
+REMOVERS: dict[str, type[OsorRemover]] = {cls.family: cls for cls in (OsorSDXLRemover, OsorFluxRemover)}
 
 
 # --------------------------------------------------------------------------------------------------------------------

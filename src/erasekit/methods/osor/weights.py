@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ...types import InvalidInputError, MissingWeightsError
 from .alpha_head import FLUX_HEAD, SDXL_HEAD, add_alpha_head, family_of, has_alpha_head
+from .recipe import TIMESTEP, Backbone
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
 
-Backbone = Literal["sdxl", "flux"]
 WeightFormat = Literal["official", "erasekit"]
 
 FORMAT_NAME = "erasekit-osor"
@@ -56,16 +56,14 @@ HUB_FILES = {
     ("flux", 1): "osor-fluxfill/weights/fluxfill_phase1.pth",
     ("flux", 2): "osor-fluxfill/weights/fluxfill_phase2.pth",
 }
-# The authors' LoRA recipe (peft target-module suffixes and ranks), used by the tiny fixtures and recorded in configs.
+# The authors' LoRA targets (peft module-name suffixes; ranks in recipe.LORA_RANK), for trainer and fixtures.
 OFFICIAL_TARGETS: dict[str, tuple[str, ...]] = {
     "sdxl": ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "proj_in", "proj_out",
              "ff.net.2", "ff.net.0.proj"),
     "flux": ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "ff.net.0.proj", "ff.net.2", "proj_mlp"),
 }
-OFFICIAL_RANK = {"sdxl": 256, "flux": 64}
 # Prefix of the backbone inside the authors' wrapper module (see the module docstring).
 OFFICIAL_PREFIX = {"sdxl": "unet.", "flux": "transformer.base_model.model."}
-DEFAULT_TIMESTEP: dict[str, float] = {"sdxl": 400, "flux": 0.4}
 HEADS = {"sdxl": SDXL_HEAD, "flux": FLUX_HEAD}
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -104,7 +102,7 @@ class OsorWeights:
         return {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "backbone": self.backbone, "phase": self.phase,
             "rank": self.rank, "lora_alpha": self.lora_alpha, "rank_pattern": self.rank_pattern,
-            "timestep": self.timestep if self.timestep is not None else DEFAULT_TIMESTEP[self.backbone],
+            "timestep": self.timestep if self.timestep is not None else TIMESTEP[self.backbone],
             "prompt": self.prompt, "target_modules": self.target_modules,
             "head": {"layer": head.attribute, "out_channels": int(self.head["weight"].shape[0]) if self.head else None},
             "source": self.source,
@@ -204,7 +202,7 @@ def split_state_dict(state: dict[str, torch.Tensor], backbone: Backbone | None =
     rank, pattern = _ranks(lora)
     return OsorWeights(backbone=backbone, phase=_phase_from_head(backbone, head), rank=rank, lora_alpha=float(rank),
                        lora=lora, head=head, other=other, rank_pattern=pattern, source=source,
-                       timestep=DEFAULT_TIMESTEP[backbone])
+                       timestep=TIMESTEP[backbone])
 
 
 def read_official(path: str | os.PathLike, backbone: Backbone | None = None) -> OsorWeights:
@@ -356,8 +354,9 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
 
     Phase II weights first add the alpha head. LoRA modules the model does not have, and keys that are neither
     LoRA nor head, are reported as unexpected (a warning names them); a LoRA module missing half its pair is
-    reported as missing. ``merge=True`` folds the LoRA into the base weights (peft's ``merge``) and removes the
-    adapter wrappers, so inference costs exactly what the plain backbone costs.
+    reported as missing. ``merge=True`` folds the LoRA into the base weights (diffusers' ``fuse_lora``,
+    i.e. peft's ``merge`` per layer) and removes the adapter wrappers (``unload_lora``), so inference costs
+    exactly what the plain backbone costs.
     """
     import torch
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
@@ -405,30 +404,14 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
         result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME)
         unexpected += list(result.unexpected_keys)
         missing += [k for k in result.missing_keys if f".{ADAPTER_NAME}." in k and "lora_" in k]
-        if merge:
-            _merge_and_unload(model)
+        if merge:  # diffusers' own fold of every LoRA layer into its base layer, then the wrappers removed
+            model.fuse_lora()
+            model.unload_lora()
     report = LoadReport(len(usable), f"{spec.attribute} {tuple(layer.weight.shape)}", tuple(missing),
                         tuple(unexpected), merge and bool(usable))
     if missing or unexpected:
         logger.warning("OSOR weights loaded non-strictly: %s", report.summary())
     return report
-
-
-def _merge_and_unload(model: Any) -> None:
-    """Fold every peft LoRA layer into its base layer and put the base layer back (peft's merge_and_unload for a
-    model injected with ``inject_adapter_in_model``, which has no PeftModel wrapper to call it on)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
-    if hasattr(model, "peft_config"):
-        del model.peft_config
-    if hasattr(model, "_hf_peft_config_loaded"):
-        model._hf_peft_config_loaded = False
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -463,11 +446,9 @@ def fetch_hint(backbone: Backbone) -> str:
 __all__ = [
     "ADAPTER_NAME",
     "CONFIG_FILE",
-    "DEFAULT_TIMESTEP",
     "HUB_FILES",
     "HUB_REPO",
     "OFFICIAL_PREFIX",
-    "OFFICIAL_RANK",
     "OFFICIAL_TARGETS",
     "WEIGHTS_FILE",
     "LoadReport",

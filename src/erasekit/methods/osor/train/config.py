@@ -32,14 +32,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ....types import InvalidInputError
+from ..recipe import (
+    BACKBONE_LOSS_WEIGHTS,
+    LORA_RANK,
+    PROMPT,
+    RESOLUTION,
+    SHARED_LOSS_WEIGHTS,
+    TIMESTEP,
+    Backbone,
+)
 
-Backbone = Literal["sdxl", "flux"]
 PAPER_STEPS = {1: 15000, 2: 5000}
 PAPER_PER_DEVICE_BATCH = {"sdxl": 4, "flux": 2}   # global 16 on 4 (SDXL) / 8 (FLUX) A100s
-PAPER_RANK = {"sdxl": 256, "flux": 64}
-PAPER_TIMESTEP = {"sdxl": 400.0, "flux": 0.4}
-PAPER_RESOLUTION = {"sdxl": 512, "flux": 1024}
-PROMPT = "Remove the instance of object"
 
 
 class _Strict(BaseModel):
@@ -83,12 +87,14 @@ class DiscriminatorConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    l1: float | None = None                  # 0.25 SDXL / 0.5 FLUX
-    perceptual: float | None = None          # 5 SDXL / 3 FLUX
-    adversarial: float = 0.3
-    r1: float = 60000.0
-    bce: float = 1.0
-    dice: float = 2.0
+    """The λ's of Eqs. 7-10 and 14, by default the paper's (:mod:`erasekit.methods.osor.recipe`)."""
+
+    l1: float | None = None                  # per backbone: 0.25 SDXL / 0.5 FLUX
+    perceptual: float | None = None          # per backbone: 5 SDXL / 3 FLUX
+    adversarial: float = SHARED_LOSS_WEIGHTS["adversarial"]
+    r1: float = SHARED_LOSS_WEIGHTS["r1"]
+    bce: float = SHARED_LOSS_WEIGHTS["bce"]
+    dice: float = SHARED_LOSS_WEIGHTS["dice"]
     lpips_trunk: str | None = None           # torchvision vgg16-397923af.pth (default: searched locally)
     lpips_heads: str | None = None           # lpips v0.1 vgg.pth (default: searched locally)
 
@@ -131,19 +137,18 @@ class OsorTrainConfig(_Strict):
         """A copy with every per-backbone/per-phase default filled in (what the trainer runs and records)."""
         b = self.backbone
         data = self.data.model_copy(update={
-            "resolution": self.data.resolution or PAPER_RESOLUTION[b],
+            "resolution": self.data.resolution or RESOLUTION[b],
             "phase2_only": self.phase == 2 if self.data.phase2_only is None else self.data.phase2_only})
-        rank = self.lora.rank or PAPER_RANK[b]
+        rank = self.lora.rank or LORA_RANK[b]
         lora = self.lora.model_copy(update={"rank": rank, "alpha": self.lora.alpha or float(rank)})
-        loss = self.loss.model_copy(update={
-            "l1": self.loss.l1 if self.loss.l1 is not None else {"sdxl": 0.25, "flux": 0.5}[b],
-            "perceptual": self.loss.perceptual if self.loss.perceptual is not None else {"sdxl": 5.0, "flux": 3.0}[b]})
+        loss = self.loss.model_copy(update={k: v for k, v in BACKBONE_LOSS_WEIGHTS[b].items()
+                                            if getattr(self.loss, k) is None})
         return self.model_copy(update={
             "data": data, "lora": lora, "loss": loss,
             "max_steps": self.max_steps or PAPER_STEPS[self.phase],
             "per_device_batch_size": self.per_device_batch_size or min(PAPER_PER_DEVICE_BATCH[b],
                                                                        self.global_batch_size),
-            "timestep": self.timestep if self.timestep is not None else PAPER_TIMESTEP[b]})
+            "timestep": self.timestep if self.timestep is not None else float(TIMESTEP[b])})
 
     def accumulation_steps(self, num_processes: int) -> int:
         """Gradient-accumulation steps so that per-device batch × processes × steps = the global batch."""
@@ -233,7 +238,6 @@ def packaged_config(name: str) -> Path:
 
 
 __all__ = [
-    "PROMPT",
     "DataConfig",
     "DiscriminatorConfig",
     "LoraSettings",

@@ -8,37 +8,11 @@ patch maps of Eq. 7, over patch positions. Targets w̃_k come from :class:`erase
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from ....backbones.latents import mask_to_latent
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Weights (App. B.1)
-# --------------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LossWeights:
-    """λ's of Eqs. 7, 10, 14. Defaults are the SDXL values of App. B.1; :meth:`for_backbone` gives FLUX's."""
-
-    l1: float = 0.25            # λ_rec (Eq. 9), "λ_ℓ1" in App. B.1
-    perceptual: float = 5.0     # λ_per (LPIPS)
-    adversarial: float = 0.3    # λ_adv (Eq. 8)
-    r1: float = 60000.0         # λ_r1 (Eq. 7, 16), "λ_gp" in App. B.1
-    bce: float = 1.0            # λ_bce (Eq. 14, Phase II only)
-    dice: float = 2.0           # λ_dice (Eq. 14, Phase II only)
-
-    @classmethod
-    def for_backbone(cls, family: Literal["sdxl", "flux"]) -> LossWeights:
-        """App. B.1: SDXL L1 0.25 / LPIPS 5; FLUX L1 0.5 / LPIPS 3; adversarial 0.3, R1 60000, BCE 1, Dice 2 for both."""
-        if family == "flux":
-            return cls(l1=0.5, perceptual=3.0)
-        if family == "sdxl":
-            return cls()
-        raise ValueError(f"no paper loss weights for backbone {family!r} (sdxl or flux)")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -118,8 +92,8 @@ def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: floa
     return (1 - (2 * (p * m).sum(1) + smooth) / (p.sum(1) + m.sum(1) + smooth)).mean()
 
 
-def alpha_loss(alpha_logits: torch.Tensor, target: torch.Tensor, *, bce_weight: float = 1.0,
-               dice_weight: float = 2.0, smooth: float = 1.0) -> dict[str, torch.Tensor]:
+def alpha_loss(alpha_logits: torch.Tensor, target: torch.Tensor, *, bce_weight: float, dice_weight: float,
+               smooth: float = 1.0) -> dict[str, torch.Tensor]:
     """Eq. 14: λ_bce·BCE(ℓ_θ, m_gt^z) + λ_dice·Dice(σ(ℓ_θ), m_gt^z). ``target`` is already at latent size.
 
     Returns the weighted total under ``"alpha"`` and the unweighted parts under ``"bce"`` and ``"dice"``.
@@ -130,5 +104,5 @@ def alpha_loss(alpha_logits: torch.Tensor, target: torch.Tensor, *, bce_weight: 
     return {"alpha": bce_weight * bce + dice_weight * dice, "bce": bce, "dice": dice}
 
 
-__all__ = ["LossWeights", "alpha_loss", "dice_loss", "discriminator_loss", "effect_mask_to_latent",
+__all__ = ["alpha_loss", "dice_loss", "discriminator_loss", "effect_mask_to_latent",
            "generator_adversarial_loss", "masked_l1", "r1_penalty"]

@@ -149,14 +149,15 @@ def collate_common_size(items: list[dict[str, Any]], multiple: int = 16) -> dict
 # Model set-up
 # --------------------------------------------------------------------------------------------------------------------
 def _engine_for(config: OsorTrainConfig, pipe):
-    from .. import FluxEngine, SDXLEngine
+    from ..remover import REMOVERS
 
-    return (SDXLEngine if config.backbone == "sdxl" else FluxEngine)(pipe, prompt=config.prompt)
+    return REMOVERS[config.backbone].engine_cls(pipe, prompt=config.prompt)
 
 
 def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> list[torch.nn.Parameter]:
     """Freeze ``denoiser``, add the LoRA (fresh, or Phase I weights for Phase II via ``init_weights``), add the alpha
     head for Phase II, unfreeze the terminal layer and return the trainable parameters (all cast to float32)."""
+    from diffusers.training_utils import cast_training_params
     from peft import LoraConfig, inject_adapter_in_model
 
     from ..alpha_head import add_alpha_head, spec_of
@@ -181,12 +182,13 @@ def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> lis
         add_alpha_head(denoiser, seed=seed)
     head = getattr(denoiser, spec_of(denoiser).attribute)
     head.requires_grad_(True)
+    # LoRA and the terminal layer train in float32 (App. B.5).
+    cast_training_params(denoiser, dtype=torch.float32)
     trainable = []
     for name, p in denoiser.named_parameters():
         if p.requires_grad:
             if not (f".{ADAPTER_NAME}." in name or name.startswith(spec_of(denoiser).attribute + ".")):
                 raise RuntimeError(f"unexpected trainable parameter {name}")
-            p.data = p.data.float()  # LoRA and the terminal layer train in float32 (App. B.5)
             trainable.append(p)
     return trainable
 
@@ -257,6 +259,7 @@ class OsorTrainer:
         from accelerate import Accelerator
         from accelerate.state import PartialState
         from accelerate.utils import ProjectConfiguration
+        from diffusers.training_utils import cast_training_params
 
         self.config = cfg = config.resolved()
         self.output_dir = Path(cfg.output_dir)
@@ -279,8 +282,7 @@ class OsorTrainer:
         self.denoiser = self.engine.denoiser
         self.trainable = prepare_denoiser(self.denoiser, cfg, seed=cfg.seed)  # loads init weights in fp32
         self.denoiser.to(self.device, weight_dtype)  # frozen weights in the compute dtype ...
-        for p in self.trainable:                     # ... trainable ones stay float32 (App. B.5)
-            p.data = p.data.float()
+        cast_training_params(self.denoiser, dtype=torch.float32)  # ... trainable ones stay float32 (App. B.5)
         self.denoiser.train()
         if cfg.gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
@@ -325,16 +327,13 @@ class OsorTrainer:
 
     @staticmethod
     def _load_pipeline(cfg: OsorTrainConfig):
-        import diffusers
+        from ....backbones.loading import BackboneOptions, load_backbone
+        from ..remover import REMOVERS
 
-        from ....backbones.presets import PRESETS, load_pipeline
-
-        preset = PRESETS["sdxl-inpaint" if cfg.backbone == "sdxl" else "flux-fill"]
-        cls = getattr(diffusers, preset.pipeline_class)
-        if Path(cfg.model).expanduser().exists():
-            return load_pipeline(preset, path=cfg.model, device="cpu", dtype="fp32", pipeline_cls=cls)
-        return load_pipeline(cfg.model, device="cpu", dtype="fp32", pipeline_cls=cls,
-                             allow_download=cfg.allow_download)
+        # Loaded in float32 on the CPU; the trainer then places each part on the device in its training dtype.
+        options = BackboneOptions(model=cfg.model, device="cpu", dtype="fp32",
+                                  allow_download=cfg.allow_download)
+        return load_backbone(REMOVERS[cfg.backbone].preset_name, options)
 
     # ---- data ------------------------------------------------------------------------------------------------
     def _loader(self, start_micro: int):
@@ -442,6 +441,9 @@ class OsorTrainer:
         if acc.is_main_process:
             self.save_weights(folder / "osor")
             (folder / STATE_FILE).write_text(json.dumps({"step": step}) + "\n")  # written last: marks it complete
+            # Rotation by hand: Accelerate's ProjectConfiguration(total_limit=...) deletes the oldest folders
+            # before the new checkpoint is written, complete or not (with a limit of 1 a crash while saving
+            # leaves none), and names folders by save count, not by step.
             done = sorted((p for p in folder.parent.glob(CHECKPOINT_PREFIX + "*") if (p / STATE_FILE).is_file()),
                           key=lambda p: p.name)
             for old in done[:-max(1, self.config.keep_checkpoints)]:

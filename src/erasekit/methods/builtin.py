@@ -1,0 +1,8 @@
+"""Importing this module registers the built-in methods, once (the registry imports it on first use)."""
+
+from __future__ import annotations
+
+from . import baselines, classical, osor
+
+for _module in (classical, baselines, osor):
+    _module.register()
