@@ -1,4 +1,5 @@
-"""erasekit.diffusion.attention: layer selection, install/restore, the explicit processor, the attention store."""
+"""erasekit.diffusion.attention: layer selection, install/restore, the explicit processor, the attention
+store."""
 
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ def explicit(store=None, rule=None):
     return lambda layer: ExplicitAttnProcessor(layer, rule=rule, store=store)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Selection
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 def test_selector_picks_exactly_the_layers_asked_for_in_forward_order(unet):
     assert LayerSelector(kind="self").select(unet) == [key(b, "attn1") for b in (DOWN, MID, UP0, UP1)]
     assert LayerSelector(kind="cross").select(unet) == [key(b, "attn2") for b in (DOWN, MID, UP0, UP1)]
@@ -79,14 +80,15 @@ def test_selector_errors_name_the_problem(unet, selector, message):
         selector.select(unet)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Install / restore
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 def test_install_then_restore_leaves_the_model_bit_identical(unet, unet_inputs):
     before_processors = unet.attn_processors
     before = run(unet, unet_inputs)
-    chosen = LayerSelector(kind="self", blocks=("up",)).select(unet)
-    with installed_processors(unet, LayerSelector(kind="self", blocks=("up",)), factory=explicit()) as installed:
+    up_self = LayerSelector(kind="self", blocks=("up",))
+    chosen = up_self.select(unet)
+    with installed_processors(unet, up_self, factory=explicit()) as installed:
         assert sorted(installed) == sorted(chosen)
         now = unet.attn_processors
         for name, processor in now.items():
@@ -118,25 +120,26 @@ def test_install_needs_exactly_one_of_processor_or_factory(unet):
         pass
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # The explicit processor against diffusers' own
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 def test_without_rule_or_store_the_unet_output_equals_diffusers(unet, unet_inputs):
     stock = run(unet, unet_inputs)
     with installed_processors(unet, LayerSelector(), factory=explicit()):
-        assert torch.equal(run(unet, unet_inputs), stock)  # SDPA path: the very computation of AttnProcessor2_0
+        assert torch.equal(run(unet, unet_inputs), stock)  # SDPA path: AttnProcessor2_0's very computation
     with installed_processors(unet, LayerSelector(), factory=explicit(store=AttentionStore())):
         torch.testing.assert_close(run(unet, unet_inputs), stock, **FP32)  # explicit softmax path
 
 
 @pytest.mark.parametrize("record", [False, True])
 def test_processor_follows_attn_processor_semantics(record):
-    """Group norm, cross-attention norm, residual, rescale_output_factor and an attention mask, on 4-D input."""
+    """Group norm, cross-attention norm, residual, rescale_output_factor and an attention mask, on 4-D
+    input."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         attn = Attention(query_dim=16, cross_attention_dim=12, heads=2, dim_head=8, norm_num_groups=4,
-                         cross_attention_norm="layer_norm", residual_connection=True, rescale_output_factor=2.0,
-                         bias=True)
+                         cross_attention_norm="layer_norm", residual_connection=True,
+                         rescale_output_factor=2.0, bias=True)
         hidden = torch.randn(2, 16, 4, 5)
         context = torch.randn(2, 7, 12)
         mask = torch.zeros(2, 1, 7)
@@ -150,9 +153,9 @@ def test_processor_follows_attn_processor_semantics(record):
         assert store is not None and store.maps[0]["layer"][..., 5:].max() < 1e-6  # masked keys get no weight
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # The attention store
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 def layer_inputs(unet, names):
     """A forward pre-hook on each named Attention module captures what it receives."""
     captured: dict[str, tuple] = {}
@@ -161,7 +164,8 @@ def layer_inputs(unet, names):
         module = unet.get_submodule(name.removesuffix(".processor"))
 
         def grab(module, args, kwargs, name=name):
-            captured[name] = (args[0] if args else kwargs["hidden_states"], kwargs.get("encoder_hidden_states"))
+            hidden = args[0] if args else kwargs["hidden_states"]
+            captured[name] = (hidden, kwargs.get("encoder_hidden_states"))
 
         handles.append(module.register_forward_pre_hook(grab, with_kwargs=True))
     return captured, handles
@@ -226,9 +230,9 @@ def test_store_can_keep_the_graph_for_guidance(unet, unet_inputs):
     assert grad.abs().sum() > 0
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # Rules: an additive bias, and the fallback for rows with no allowed key
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 class FixedBias:
     def __init__(self, bias):
         self.bias_tensor = bias

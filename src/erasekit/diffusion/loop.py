@@ -1,5 +1,6 @@
-"""A denoising loop over a diffusers scheduler with per-step hooks, and the text-to-image and inpainting set-ups
-that make it reproduce diffusers' ``StableDiffusionPipeline`` / ``StableDiffusionInpaintPipeline`` exactly.
+"""A denoising loop over a diffusers scheduler with per-step hooks, and the text-to-image and inpainting
+set-ups that make it reproduce diffusers' ``StableDiffusionPipeline`` / ``StableDiffusionInpaintPipeline``
+exactly.
 
 One step reads::
 
@@ -12,8 +13,8 @@ One step reads::
     z_{t−1} = scheduler.step(noise_pred, t, z_t)
     hooks.after_step(state)         # latent edits of z_{t−1}
 
-Hooks are :class:`StepHook` objects; each gets the mutable :class:`StepState` of the step and edits it in place.
-The loop runs under ``torch.no_grad()``; a hook that needs gradients (attention guidance) opens
+Hooks are :class:`StepHook` objects; each gets the mutable :class:`StepState` of the step and edits it in
+place. The loop runs under ``torch.no_grad()``; a hook that needs gradients (attention guidance) opens
 ``torch.enable_grad()`` itself, as diffusers' guided pipelines (e.g. Attend-and-Excite) do.
 """
 
@@ -25,12 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-SDPipeline = StableDiffusionPipeline | StableDiffusionInpaintPipeline
+# diffusers' pipelines register their components at run time and its models are called through hooks that mypy
+# cannot see, so these are Any here, as elsewhere in erasekit; the names say what is expected.
+SDPipeline = Any  # a StableDiffusionPipeline (text to image) or StableDiffusionInpaintPipeline
+Scheduler = Any   # a diffusers scheduler: set_timesteps, timesteps, init_noise_sigma, scale_model_input, step
+UNet = Any        # a UNet2DConditionModel
 Generator = torch.Generator | list[torch.Generator] | None
 
 
@@ -42,7 +45,7 @@ class PromptEmbeddings:
     negative: torch.Tensor | None = None
 
     def for_unet(self, guided: bool) -> torch.Tensor:
-        """The UNet's ``encoder_hidden_states``: ``[negative; positive]`` under guidance, as diffusers batches."""
+        """The UNet's ``encoder_hidden_states``: ``[negative; positive]`` under guidance, diffusers' order."""
         if not guided:
             return self.positive
         if self.negative is None:
@@ -53,7 +56,8 @@ class PromptEmbeddings:
 @dataclass
 class StepState:
     """What one denoising step works on; hooks edit it in place. ``encoder_hidden_states`` starts each step as
-    the prompt embeddings (an edit lasts one step); ``latents`` is z_t until the scheduler step, then z_{t−1}."""
+    the prompt embeddings (an edit lasts one step); ``latents`` is z_t until the scheduler step, then
+    z_{t−1}."""
 
     step: int
     timestep: torch.Tensor
@@ -79,12 +83,12 @@ class StepHook:
 
 
 @torch.no_grad()
-def denoise(unet: UNet2DConditionModel, scheduler: SchedulerMixin, latents: torch.Tensor,
+def denoise(unet: UNet, scheduler: Scheduler, latents: torch.Tensor,
             embeddings: PromptEmbeddings, *, guidance_scale: float, hooks: Sequence[StepHook] = (),
             timesteps: torch.Tensor | None = None, step_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
     """Run ``scheduler``'s steps (``timesteps``, by default all of ``scheduler.timesteps``: call
-    ``set_timesteps`` first) from ``latents``; return the final latents. Guidance is on when
-    ``guidance_scale > 1``, as in diffusers. ``step_kwargs`` go to ``scheduler.step`` (see :func:`step_kwargs`)."""
+    ``set_timesteps`` first) from ``latents``; return the final latents. Guidance is on when ``guidance_scale
+    > 1``, as in diffusers. ``step_kwargs`` go to ``scheduler.step`` (see :func:`step_kwargs`)."""
     guided = guidance_scale > 1.0
     context = embeddings.for_unet(guided)
     for step, t in enumerate(scheduler.timesteps if timesteps is None else timesteps):
@@ -108,7 +112,7 @@ def denoise(unet: UNet2DConditionModel, scheduler: SchedulerMixin, latents: torc
     return latents
 
 
-def step_kwargs(scheduler: SchedulerMixin, generator: Generator = None, eta: float = 0.0) -> dict[str, Any]:
+def step_kwargs(scheduler: Scheduler, generator: Generator = None, eta: float = 0.0) -> dict[str, Any]:
     """``eta`` and ``generator`` for the schedulers whose ``step`` takes them (DDIM, DDPM…), as the pipelines'
     ``prepare_extra_step_kwargs`` does, but for any scheduler rather than the pipeline's own."""
     accepted = inspect.signature(scheduler.step).parameters
@@ -116,13 +120,13 @@ def step_kwargs(scheduler: SchedulerMixin, generator: Generator = None, eta: flo
     return {name: value for name, value in kwargs.items() if name in accepted}
 
 
-def fresh_scheduler(pipe: SDPipeline) -> SchedulerMixin:
+def fresh_scheduler(pipe: SDPipeline) -> Scheduler:
     """A new scheduler from the pipeline's config, so a loop never changes the state of ``pipe.scheduler``."""
     return type(pipe.scheduler).from_config(pipe.scheduler.config)
 
 
-def encode_prompt(pipe: SDPipeline, prompt: str | list[str], negative_prompt: str | list[str] | None = None, *,
-                  guided: bool) -> PromptEmbeddings:
+def encode_prompt(pipe: SDPipeline, prompt: str | list[str], negative_prompt: str | list[str] | None = None,
+                  *, guided: bool) -> PromptEmbeddings:
     """The prompt (and, when ``guided``, the negative prompt) through the pipeline's own ``encode_prompt``."""
     with torch.no_grad():
         positive, negative = pipe.encode_prompt(prompt, pipe._execution_device, 1, guided, negative_prompt)
@@ -139,12 +143,13 @@ class InpaintingInput(StepHook):
 
     @classmethod
     @torch.no_grad()
-    def from_pipeline(cls, pipe: StableDiffusionInpaintPipeline, image: Image.Image, mask_image: Image.Image, *,
-                      batch_size: int, height: int, width: int, dtype: torch.dtype, generator: Generator,
+    def from_pipeline(cls, pipe: SDPipeline, image: Image.Image, mask_image: Image.Image, *, batch_size: int,
+                      height: int, width: int, dtype: torch.dtype, generator: Generator,
                       guided: bool) -> InpaintingInput:
-        """Preprocess ``image`` and ``mask_image`` and encode the masked image with the pipeline's own helpers.
-        The VAE samples with ``generator``: call this after drawing the initial noise, as the pipeline does."""
-        init_image = pipe.image_processor.preprocess(image, height=height, width=width).to(dtype=torch.float32)
+        """Preprocess ``image`` and ``mask_image`` and encode the masked image with the pipeline's own
+        helpers. The VAE samples with ``generator``: call this after drawing the initial noise, as the
+        pipeline does."""
+        init_image = pipe.image_processor.preprocess(image, height=height, width=width).float()
         mask = pipe.mask_processor.preprocess(mask_image, height=height, width=width)
         masked_image = init_image * (mask < 0.5)  # the pipeline's rule: pixels with mask ≥ ½ are hidden
         mask, masked_latents = pipe.prepare_mask_latents(mask, masked_image, batch_size, height, width, dtype,
@@ -155,13 +160,14 @@ class InpaintingInput(StepHook):
         state.model_input = torch.cat([state.model_input, self.mask, self.masked_image_latents], dim=1)
 
 
-def _initial_noise(pipe: SDPipeline, scheduler: SchedulerMixin, embeddings: PromptEmbeddings, height: int,
+def _initial_noise(pipe: SDPipeline, scheduler: Scheduler, embeddings: PromptEmbeddings, height: int,
                    width: int, generator: Generator) -> torch.Tensor:
-    """Gaussian noise scaled by the scheduler's initial sigma (call after ``set_timesteps``: Euler's depends on
-    it), drawn like the pipelines' ``prepare_latents``."""
+    """Gaussian noise scaled by the scheduler's initial sigma (call after ``set_timesteps``: Euler's depends
+    on it), drawn like the pipelines' ``prepare_latents``."""
     shape = (embeddings.positive.shape[0], pipe.vae.config.latent_channels,
              height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-    noise = randn_tensor(shape, generator=generator, device=pipe._execution_device, dtype=embeddings.positive.dtype)
+    noise = randn_tensor(shape, generator=generator, device=pipe._execution_device,
+                         dtype=embeddings.positive.dtype)
     return noise * scheduler.init_noise_sigma
 
 
@@ -171,10 +177,10 @@ def _default_size(pipe: SDPipeline, height: int | None, width: int | None) -> tu
 
 
 @torch.no_grad()
-def text_to_image(pipe: StableDiffusionPipeline, prompt: str | list[str], *, num_inference_steps: int = 50,
+def text_to_image(pipe: SDPipeline, prompt: str | list[str], *, num_inference_steps: int = 50,
                   guidance_scale: float = 7.5, negative_prompt: str | list[str] | None = None,
                   height: int | None = None, width: int | None = None, generator: Generator = None,
-                  eta: float = 0.0, scheduler: SchedulerMixin | None = None,
+                  eta: float = 0.0, scheduler: Scheduler | None = None,
                   hooks: Sequence[StepHook] = ()) -> torch.Tensor:
     """Text-to-image latents; with no hooks equal to ``pipe(..., output_type="latent")``'s. ``scheduler``
     defaults to a fresh copy of the pipeline's (``pipe`` is never changed)."""
@@ -188,15 +194,16 @@ def text_to_image(pipe: StableDiffusionPipeline, prompt: str | list[str], *, num
 
 
 @torch.no_grad()
-def inpaint(pipe: StableDiffusionInpaintPipeline, prompt: str | list[str], image: Image.Image,
-            mask_image: Image.Image, *, num_inference_steps: int = 50, guidance_scale: float = 7.5,
-            negative_prompt: str | list[str] | None = None, height: int | None = None, width: int | None = None,
-            generator: Generator = None, eta: float = 0.0, scheduler: SchedulerMixin | None = None,
-            hooks: Sequence[StepHook] = ()) -> torch.Tensor:
-    """Inpainting latents with a 9-channel inpainting UNet (SD1.5-/SD2-Inpainting) from pure noise (strength 1);
-    with no hooks equal to ``pipe(..., output_type="latent")``'s. The :class:`InpaintingInput` hook runs first."""
+def inpaint(pipe: SDPipeline, prompt: str | list[str], image: Image.Image, mask_image: Image.Image, *,
+            num_inference_steps: int = 50, guidance_scale: float = 7.5,
+            negative_prompt: str | list[str] | None = None, height: int | None = None,
+            width: int | None = None, generator: Generator = None, eta: float = 0.0,
+            scheduler: Scheduler | None = None, hooks: Sequence[StepHook] = ()) -> torch.Tensor:
+    """Inpainting latents from pure noise (strength 1) with a 9-channel UNet (SD1.5-/SD2-Inpainting); with
+    no hooks equal to ``pipe(..., output_type="latent")``'s. The :class:`InpaintingInput` hook runs first."""
     if pipe.unet.config.in_channels != 9:
-        raise ValueError(f"inpaint needs a 9-channel inpainting UNet, this one takes {pipe.unet.config.in_channels}")
+        raise ValueError("inpaint needs a 9-channel inpainting UNet; this one takes "
+                         f"{pipe.unet.config.in_channels} channels")
     scheduler = scheduler or fresh_scheduler(pipe)
     height, width = _default_size(pipe, height, width)
     guided = guidance_scale > 1.0
@@ -214,4 +221,5 @@ def inpaint(pipe: StableDiffusionInpaintPipeline, prompt: str | list[str], image
 def decode(pipe: SDPipeline, latents: torch.Tensor, output_type: str = "pil") -> Any:
     """Latents to images through the VAE and the pipeline's image processor, as the pipelines decode."""
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    return pipe.image_processor.postprocess(image, output_type=output_type, do_denormalize=[True] * image.shape[0])
+    return pipe.image_processor.postprocess(image, output_type=output_type,
+                                            do_denormalize=[True] * image.shape[0])
