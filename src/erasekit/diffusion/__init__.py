@@ -1,1 +1,2 @@
-"""What diffusion methods share: attention processors and store, a denoising loop with hooks, DDIM inversion, a remover base."""
+"""What diffusion methods share: attention processors and an attention store, a denoising loop with
+per-step hooks, DDIM inversion, and a remover base."""
