@@ -380,3 +380,16 @@ def test_sample_perturbation_mode_follows_the_probabilities():
     no_core = [M.sample_perturbation_mode(rng, has_object_core=False) for _ in range(2000)]
     assert "object_core" not in no_core
     assert no_core.count("shrink") / 2000 == pytest.approx(0.35 / 0.7, abs=0.03)
+
+
+@pytest.mark.parametrize("where", [(0, 0), (0, 11), (11, 0), (11, 11), (0, 5), (5, 11)])
+def test_shift_never_pushes_a_border_mask_out_of_the_image(where):
+    """A 1-2 px mask at the border stays non-empty for every seed (it used to vanish: an empty training mask)."""
+    for size in (1, 2):
+        mask = np.zeros((12, 12), np.float32)
+        y, x = min(where[0], 12 - size), min(where[1], 12 - size)
+        mask[y:y + size, x:x + size] = 1
+        for seed in range(300):
+            out = M.perturb_mask(mask, "shift", np.random.default_rng(seed))
+            assert out.any(), (where, size, seed)
+            assert not np.array_equal(out, mask), (where, size, seed)  # it did move

@@ -395,7 +395,7 @@ def punch_holes(mask: np.ndarray, rng: np.random.Generator, *, count: tuple[int,
 def shift(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)) -> np.ndarray:
     """Translate by a whole-pixel offset of ``f ·`` the mask's bounding-box height/width per axis (random signs,
     at least 1 pixel on one axis). Pixels pushed past the border are dropped, so the area is preserved unless the
-    mask is clipped."""
+    mask is clipped; the offset never moves the whole mask out of the image."""
     from scipy.ndimage import shift as nd_shift
 
     m = np.asarray(mask, dtype=np.float32)
@@ -405,8 +405,15 @@ def shift(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, 
     bh, bw = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
     dy = round(_span(rng, fraction) * float(bh)) * int(rng.choice((-1, 1)))
     dx = round(_span(rng, fraction) * float(bw)) * int(rng.choice((-1, 1)))
+    # Never push the whole mask out of the image (a 1-2 px mask at the border would vanish and leave an empty
+    # training mask): each offset keeps at least the mask's extreme pixel on that axis inside.
+    h, w = m.shape
+    dy = int(np.clip(dy, -ys.max(), h - 1 - ys.min()))
+    dx = int(np.clip(dx, -xs.max(), w - 1 - xs.min()))
     if dy == 0 and dx == 0:
         dx = int(rng.choice((-1, 1)))
+        if not -xs.max() <= dx <= w - 1 - xs.min():
+            dx = -dx
     # order=0 with an integer offset is an exact copy of the values (no interpolation).
     return nd_shift(m, (dy, dx), order=0, mode="constant", cval=0.0, prefilter=False).astype(np.float32)
 
