@@ -277,7 +277,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     """Remove the masked objects from every input image; see the module docstring for the rules.
 
     The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the method's
-    factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...). Raises only for problems that stop the whole batch (no images at all, a missing mask folder,
+    factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...), checked
+    against the method's declaration before anything runs. Raises only for problems that stop the whole batch (no images at all, a missing mask folder,
     an unavailable method); everything that concerns one image is recorded in the report instead.
     """
     from rich.console import Console
@@ -302,10 +303,9 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
         raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
     strategy = HDStrategy.parse(hd_strategy) if hd_strategy is not None else None  # bad value: fail before work
     name = resolve_auto() if method == "auto" else method
+    # Per-call options are checked here, before the model loads: otherwise every image would fail alike.
     load_opts, call_options = split_options(get_method(name), dict(options or {}))
     remover = load_remover(name, **load_opts)  # once for the whole batch
-    if hasattr(remover, "check_options"):
-        remover.check_options(call_options)  # once here: otherwise every image would fail with the same message
     request_args = {"seed": seed, "dilate": dilate, "hd_strategy": strategy, "options": call_options}
 
     out = Path(out_dir)

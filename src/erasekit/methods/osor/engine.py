@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 DEFAULT_PROMPT = "Remove the instance of object"
 Blend = Literal["alpha", "mask"]
 BLENDS: tuple[str, ...] = ("alpha", "mask")
+FLUX_GUIDANCE = 30.0  # FLUX Fill's distilled guidance embedding, as its model card uses it
 NO_WEIGHTS = "none"
 
 
@@ -194,6 +195,11 @@ class OsorEngine(ABC):
                 timestep: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Eq. 3–5 (and 12): returns (z_t, x̂0, alpha logits or None), latents unpacked N×C×h×w."""
 
+    @property
+    def default_blend(self) -> Blend:
+        """``alpha`` (Eq. 13) where the model has the alpha head, else the hard latent mask (Eq. 6)."""
+        return "alpha" if has_alpha_head(self.denoiser) else "mask"
+
     def run(self, images: torch.Tensor, masks: torch.Tensor, seeds: Sequence[int], *,
             timestep: float | None = None, blend: Blend | None = None, **denoise_options: Any) -> OsorOutput:
         """Remove ``masks`` (N×1×H×W, {0,1}) from ``images`` (N×3×H×W in [-1, 1]); H, W multiples of 16.
@@ -202,7 +208,7 @@ class OsorEngine(ABC):
         import torch
 
         timestep = self.check_timestep(timestep)
-        blend = blend or ("alpha" if has_alpha_head(self.denoiser) else "mask")
+        blend = blend or self.default_blend
         if blend == "alpha" and not has_alpha_head(self.denoiser):
             raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); use blend='mask'")
         if blend not in BLENDS:
@@ -317,7 +323,7 @@ class FluxEngine(OsorEngine):
 
     family = "flux"
 
-    def __init__(self, pipe: Any, *, prompt: str = DEFAULT_PROMPT, guidance: float = 30.0):
+    def __init__(self, pipe: Any, *, prompt: str = DEFAULT_PROMPT, guidance: float = FLUX_GUIDANCE):
         super().__init__(pipe, prompt=prompt)
         channels = pipe.transformer.config.in_channels
         if channels != 384:

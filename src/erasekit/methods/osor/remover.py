@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from abc import abstractmethod
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,12 +17,14 @@ import numpy as np
 from ...backbones.device import PlacementOptions
 from ...backbones.presets import PRESETS, load_pipeline
 from ...hd import SizeConstraints
+from ...options import Option, OptionSet, Range
 from ...types import InvalidInputError, MissingWeightsError, RemovalRequest, RemovalResult
 from ..base import Remover
 from .alpha_head import add_alpha_head, has_alpha_head
 from .engine import (
     BLENDS,
     DEFAULT_PROMPT,
+    FLUX_GUIDANCE,
     NO_WEIGHTS,
     Blend,
     FluxEngine,
@@ -63,6 +64,15 @@ class _Job:
     work_mask: np.ndarray | None = None
 
 
+# Options both backbones take; each remover adds its own timestep (and FLUX its guidance).
+_BLEND = Option("blend", str, choices=BLENDS, default_note="alpha when the weights have the alpha head, else mask",
+                help="alpha: blend latents by the predicted alpha (Eq. 13; needs Phase II weights); "
+                     "mask: the hard max-pooled mask (Eq. 6)")
+_PASTE_BACK = Option("paste_back", bool, default=True,
+                     help="paste through mask ∪ alpha so every other pixel stays bit-identical; false returns "
+                          "the decoded image everywhere, as the authors' scripts do")
+
+
 class OsorRemover(Remover):
     """OSOR on one backbone. Build once (loads the backbone and weights), call many times; thread-safe."""
 
@@ -71,12 +81,11 @@ class OsorRemover(Remover):
     engine_cls: ClassVar[type[OsorEngine]]
     edits_outside_mask: ClassVar[bool] = True  # the alpha map extends the paste region (shadows, reflections)
     constraints: ClassVar[SizeConstraints] = SizeConstraints()  # the paper's resizing happens inside inpaint
-    option_names: ClassVar[frozenset[str]] = frozenset({"timestep", "blend", "paste_back"})
 
     def paste_region(self, mask: np.ndarray, alpha: np.ndarray | None, request: RemovalRequest) -> np.ndarray:
         """``paste_back=False`` (per call) returns the decoded image everywhere, as the authors' scripts do;
         the default pastes through mask ∪ alpha so everything else stays bit-identical."""
-        if not request.options.get("paste_back", True):
+        if not request.options["paste_back"]:
             return np.ones_like(mask)
         return super().paste_region(mask, alpha, request)
 
@@ -115,7 +124,7 @@ class OsorRemover(Remover):
             add_alpha_head(denoiser)
         denoiser.eval()
         self.batch_size = batch_size
-        self.defaults = self._settings({"timestep": self.osor_weights.timestep if self.osor_weights else None})
+        self.call_options = self.bind_options(self.osor_weights.timestep if self.osor_weights else None)
         if release_text_encoders:
             self.engine.release_text_encoders()
         self._lock = threading.Lock()
@@ -154,37 +163,27 @@ class OsorRemover(Remover):
                 "device": str(self.engine.device), "dtype": str(self.engine.dtype).replace("torch.", "")}
 
     # ---- settings ----------------------------------------------------------------------------------------------
-    def _settings(self, options: dict[str, Any]) -> OsorSettings:
-        blend = options.get("blend")
-        if blend is None:
-            blend = "alpha" if has_alpha_head(self.engine.denoiser) else "mask"
-        if blend not in BLENDS:
-            raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-        if blend == "alpha" and not has_alpha_head(self.engine.denoiser):
-            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); this model has none "
-                                    "(Phase I weights or alpha_head=False) — use blend='mask'")
-        try:
-            timestep = self.engine.check_timestep(options.get("timestep"))
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"bad timestep {options.get('timestep')!r}") from None
-        guidance = options.get("guidance")
-        if guidance is not None:
-            if self.family != "flux":
-                raise InvalidInputError("guidance applies to osor-flux only (SDXL's OSOR runs without guidance)")
-            try:
-                guidance = float(guidance)
-            except (TypeError, ValueError):
-                raise InvalidInputError(f"guidance must be a number, got {guidance!r}") from None
-            if not math.isfinite(guidance) or guidance < 0:
-                raise InvalidInputError(f"guidance must be >= 0, got {guidance}")
-        return OsorSettings(timestep, blend, guidance)
+    def bind_options(self, weights_timestep: float | None) -> OptionSet:
+        """The declaration with the defaults the loaded model decides: the weights' training timestep (else the
+        paper's) and the blend its alpha head allows."""
+        return self.declared_options().with_defaults(
+            owner=self.name, timestep=self.engine.check_timestep(weights_timestep), blend=self.engine.default_blend)
+
+    def declared_options(self) -> OptionSet:
+        """The class's declaration, narrowed to what the loaded model allows."""
+        return type(self).call_options
+
+    @property
+    def defaults(self) -> OsorSettings:
+        return self._as_settings(self.call_options.defaults())
 
     def settings(self, request: RemovalRequest) -> OsorSettings:
-        """This request's settings: its options over the remover's defaults, validated."""
-        merged = {"timestep": self.defaults.timestep, "blend": self.defaults.blend,
-                  "guidance": self.defaults.guidance}
-        merged.update({k: v for k, v in request.options.items() if v is not None})
-        return self._settings(merged)
+        """This request's settings (its options as :meth:`inpaint` gets them: validated and complete)."""
+        return self._as_settings(request.options)
+
+    @staticmethod
+    def _as_settings(options: Mapping[str, Any]) -> OsorSettings:
+        return OsorSettings(options["timestep"], options["blend"], options.get("guidance"))
 
     @abstractmethod
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -296,6 +295,16 @@ class OsorSDXLRemover(OsorRemover):
     family: ClassVar[str] = "sdxl"
     preset_name: ClassVar[str] = "sdxl-inpaint"
     engine_cls: ClassVar[type[OsorEngine]] = SDXLEngine
+    call_options: OptionSet = OptionSet(
+        # SDXL's DDPM schedule has 1000 training timesteps; the loaded scheduler narrows this if it has fewer.
+        Option("timestep", int, range=Range(0, 999),
+               default_note="the weights' training timestep (paper: t = 400)",
+               help="DDPM timestep t of the one denoising step (Sec. 3.2)"),
+        _BLEND, _PASTE_BACK)
+
+    def declared_options(self) -> OptionSet:
+        n = self.engine.scheduler.config.num_train_timesteps
+        return type(self).call_options.replace(timestep={"range": Range(0, n - 1)})
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return sdxl_working_size(height, width)
@@ -306,7 +315,15 @@ class OsorFluxRemover(OsorRemover):
     family: ClassVar[str] = "flux"
     preset_name: ClassVar[str] = "flux-fill"
     engine_cls: ClassVar[type[OsorEngine]] = FluxEngine
-    option_names: ClassVar[frozenset[str]] = OsorRemover.option_names | {"guidance"}
+    call_options: OptionSet = OptionSet(
+        # The declaration bounds the value; the engine reads an integer in [1, 999] as the authors' t / 1000.
+        Option("timestep", float, range=Range(0, 1000, low_inclusive=False, high_inclusive=False),
+               default_note="the weights' training timestep (paper: s = 0.4)",
+               help="flow-matching noise level s in (0, 1) of the one step (Sec. 3.2); an integer in [1, 999] "
+                    "is the authors' t and means s = t / 1000"),
+        _BLEND, _PASTE_BACK,
+        Option("guidance", float, default=FLUX_GUIDANCE, range=Range(0, 100),
+               help="FLUX Fill's guidance embedding"))
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return flux_working_size(height, width)
