@@ -367,8 +367,8 @@ def test_model_loading_options_never_reach_the_server_file_system(client, fake_m
         error = expect_error(client.post("/api/v1/remove", json=json_body(method="sd15-inpaint",
                                                                            options={option: "/etc"})), 422)
         assert "set when the server starts" in error["message"] or "does not take" in error["message"], error
-    expect_error(client.post("/api/v1/remove", json=json_body(method="sd15-inpaint", options={"progress": "x"})),
-                 422, None, "progress can only be set from Python")
+    body = json_body(method="sd15-inpaint", options={"progress": "x"})
+    expect_error(client.post("/api/v1/remove", json=body), 422, None, "progress can only be set from Python")
 
 
 def test_413_for_bodies_over_the_limit_while_streaming():

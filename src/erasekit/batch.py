@@ -277,9 +277,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     """Remove the masked objects from every input image; see the module docstring for the rules.
 
     The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the method's
-    factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...), checked
-    against the method's declaration before anything runs. Raises only for problems that stop the whole batch (no images at all, a missing mask folder,
-    an unavailable method); everything that concerns one image is recorded in the report instead.
+    factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...),
+    checked against the method's declaration before anything runs. Raises only for problems that stop the
+    whole batch (no images at all, a missing mask folder, an unavailable method); everything that concerns one
+    image is recorded in the report instead.
     """
     from rich.console import Console
     from rich.progress import (

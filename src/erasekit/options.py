@@ -1,20 +1,21 @@
-"""Typed per-call options: each method declares them once, and every entry point validates through that one
+"""Typed per-call options: each method declares them once; every entry point validates through that one
 declaration.
 
-A remover lists its per-call options as an :class:`OptionSet` class attribute (``call_options``): for each option
-its type, default, allowed range or choices and help. The same declaration then
+A remover lists its per-call options as an :class:`OptionSet` class attribute (``call_options``): for each
+option its type, default, allowed range or choices and help. The same declaration then
 
-* validates Python values (``erasekit.remove(steps=20)``, ``RemovalRequest.options``) and hands the method typed
-  values with the defaults filled in (:meth:`OptionSet.resolve`);
-* parses text (``erasekit remove -O paste_back=no``, form fields): a string given for a non-string option is read
-  by the option's type, so ``"no"`` is ``False`` and ``"3.5"`` is no integer;
+* validates Python values (``erasekit.remove(steps=20)``, ``RemovalRequest.options``) and hands the method
+  typed values with the defaults filled in (:meth:`OptionSet.resolve`);
+* parses text (``erasekit remove -O paste_back=no``, form fields): a string given for a non-string option is
+  read by the option's type, so ``"no"`` is ``False`` and ``"3.5"`` is no integer;
 * describes itself for ``erasekit methods --options NAME`` and the server's ``GET /api/v1/methods``.
 
-Defaults that depend on loaded weights (OSOR's training timestep, its blend) are declared as ``default=None`` with
-a ``default_note`` saying where they come from; the loaded remover binds them with :meth:`OptionSet.with_defaults`.
+Defaults that depend on loaded weights (OSOR's training timestep, its blend) are declared as ``default=None``
+with a ``default_note`` saying where they come from; the loaded remover binds them with
+:meth:`OptionSet.with_defaults`.
 
-Every error is an :class:`~erasekit.types.InvalidInputError` naming the method, the option, the value and what is
-allowed, so the CLI exits 2 and the server answers 422 with the same sentence.
+Every error is an :class:`~erasekit.types.InvalidInputError` naming the method, the option, the value and what
+is allowed, so the CLI exits 2 and the server answers 422 with the same sentence.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .types import InvalidInputError
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 _INTEGER_TEXT = re.compile(r"[+-]?\d+")
-_TYPE_NAMES: dict[type, str] = {bool: "bool", int: "int", float: "float", str: "str", Callable: "callable"}  # type: ignore[dict-item]
+_TYPE_NAMES: dict[Any, str] = {bool: "bool", int: "int", float: "float", str: "str", Callable: "callable"}
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,14 @@ def _number(value: float) -> str:
 class Option:
     """One per-call option.
 
-    ``type`` is ``bool``, ``int``, ``float``, ``str`` or ``collections.abc.Callable``. Numbers need a ``range``;
-    strings may name ``choices``. ``default=None`` means "off" for a ``nullable`` option, otherwise "resolved by
-    the loaded remover" (say how in ``default_note``). ``python_only`` options (callables) cannot come from text
-    or over the network. ``allow_nonfinite`` lets a float be nan or ±inf (outside any range check).
+    ``type`` is ``bool``, ``int``, ``float``, ``str`` or ``collections.abc.Callable``. Numbers need a
+    ``range``; strings may name ``choices``. ``default=None`` means "off" for a ``nullable`` option, otherwise
+    "resolved by the loaded remover" (say how in ``default_note``). ``python_only`` options (callables) cannot
+    come from text or over the network. ``allow_nonfinite`` lets a float be nan or ±inf (outside any range).
     """
 
     name: str
-    type: type
+    type: Any  # bool, int, float, str or collections.abc.Callable
     help: str
     default: Any = None
     range: Range | None = None
@@ -89,7 +90,7 @@ class Option:
             raise TypeError(f"option {self.name!r}: a number needs a range")
         if self.choices is not None and self.type is not str:
             raise TypeError(f"option {self.name!r}: choices apply to strings only")
-        if self.type is Callable and not self.python_only:  # type: ignore[comparison-overlap]
+        if self.type is Callable and not self.python_only:
             raise TypeError(f"option {self.name!r}: a callable cannot come from text, declare it python_only")
         if self.default is not None:
             try:
@@ -97,13 +98,13 @@ class Option:
             except InvalidInputError as exc:
                 raise TypeError(str(exc)) from None
 
-    # ---- what the option allows, in words (error messages and listings) -------------------------------------
+    # ---- what the option allows, in words (error messages and listings) ------------------------------------
     @property
     def type_name(self) -> str:
         return _TYPE_NAMES[self.type]
 
     def allowed(self) -> str:
-        """``an integer in [1, 1000]``, ``one of alpha, mask``, ``a boolean (true/false, yes/no, on/off, 1/0)``."""
+        """In words: ``an integer in [1, 1000]``, ``one of alpha, mask``, ``a boolean (true/false, ...)``."""
         if self.type is bool:
             text = "a boolean (true/false, yes/no, on/off, 1/0)"
         elif self.type is int:
@@ -118,9 +119,9 @@ class Option:
             text = "a callable"
         return text + (" or null" if self.nullable else "")
 
-    # ---- checking one value ---------------------------------------------------------------------------------
+    # ---- checking one value --------------------------------------------------------------------------------
     def check(self, value: Any, *, owner: str, from_python: bool = True) -> Any:
-        """``value`` as this option's type, or an InvalidInputError naming ``owner``, the option and the range.
+        """``value`` as this option's type, or an InvalidInputError naming ``owner``, the option and range.
 
         A string given for a non-string option is parsed as text. ``from_python=False`` (CLI, server) refuses
         ``python_only`` options."""
@@ -157,19 +158,16 @@ class Option:
             if isinstance(value, bool) or _is_numpy_bool(value):
                 return bool(value)
         elif kind is int:
-            # bool is an int subclass, but True is no patch size; 4.0 is 4 (JSON clients send floats), 3.5 is not.
-            if isinstance(value, numbers.Real) and not isinstance(value, bool) and not _is_numpy_bool(value):
-                if isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer()):
-                    number = int(value)
-                    if number in self.range:  # type: ignore[operator]
-                        return number
+            # 4.0 is 4 (JSON clients may send floats), 3.5 is not.
+            if _is_number(value) and (isinstance(value, numbers.Integral) or float(value).is_integer()):
+                if int(value) in self._range:
+                    return int(value)
         elif kind is float:
-            if isinstance(value, numbers.Real) and not isinstance(value, bool) and not _is_numpy_bool(value):
+            if _is_number(value):
                 number = float(value)
-                if not math.isfinite(number):
-                    if self.allow_nonfinite:
-                        return number
-                elif number in self.range:  # type: ignore[operator]
+                if math.isfinite(number) and number in self._range:
+                    return number
+                if not math.isfinite(number) and self.allow_nonfinite:
                     return number
         elif kind is str:
             if isinstance(value, str) and (self.choices is None or value in self.choices):
@@ -177,6 +175,11 @@ class Option:
         elif callable(value):
             return value
         raise self._error(shown, owner)
+
+    @property
+    def _range(self) -> Range:
+        assert self.range is not None, "numbers are declared with a range (__post_init__)"
+        return self.range
 
     def _error(self, value: Any, owner: str) -> InvalidInputError:
         return InvalidInputError(f"{owner} option {self.name} must be {self.allowed()}, got {value!r}")
@@ -189,13 +192,18 @@ class Option:
                 "choices": None if self.choices is None else list(self.choices), "help": self.help}
 
 
+def _is_number(value: Any) -> bool:
+    """A real number that is no boolean: bool is an int subclass, but True is no patch size."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not _is_numpy_bool(value)
+
+
 def _is_numpy_bool(value: Any) -> bool:
-    # numpy's bool is neither a bool nor registered with numbers; checked by name to keep this module numpy-free.
+    # numpy's bool is neither a bool nor registered with numbers; checked by name to keep numpy out of here.
     return type(value).__name__ == "bool_" and type(value).__module__ == "numpy"
 
 
 class OptionSet(Mapping[str, Option]):
-    """A method's per-call options, in declaration order. Immutable: the ``with_*`` methods return new sets."""
+    """A method's per-call options, in declaration order. Immutable: ``with_defaults``/``replace`` copy."""
 
     def __init__(self, *options: Option):
         self._options: dict[str, Option] = {}
@@ -223,18 +231,18 @@ class OptionSet(Mapping[str, Option]):
         """The options a client can send as text or JSON (not the python_only ones)."""
         return [o for o in self.values() if not o.python_only]
 
-    # ---- validation -----------------------------------------------------------------------------------------
+    # ---- validation ----------------------------------------------------------------------------------------
     def validate(self, values: Mapping[str, Any], *, owner: str, from_python: bool = True) -> dict[str, Any]:
         """The given options as typed values; an unknown name or a bad value is an InvalidInputError.
 
-        ``owner`` is the method's name (it starts every message). ``from_python=False`` is for text and network
-        input: python_only options are refused there."""
+        ``owner`` is the method's name (it starts every message). ``from_python=False`` is for text and
+        network input: python_only options are refused there."""
         unknown = set(values) - set(self._options)
         if unknown:
             names = [o.name for o in (self.values() if from_python else self.public())]
             takes = f"it takes: {', '.join(names)}" if names else "it takes no per-call options"
-            raise InvalidInputError(f"method {owner!r} does not take option(s): {', '.join(sorted(unknown))}; "
-                                    f"{takes}")
+            raise InvalidInputError(f"method {owner!r} does not take option(s): "
+                                    f"{', '.join(sorted(unknown))}; {takes}")
         return {name: self._options[name].check(value, owner=owner, from_python=from_python)
                 for name, value in values.items()}
 
@@ -245,7 +253,7 @@ class OptionSet(Mapping[str, Option]):
         """Every declared option: the defaults, overridden by ``values`` (validated)."""
         return {**self.defaults(), **self.validate(values, owner=owner)}
 
-    # ---- binding what only a loaded remover knows -----------------------------------------------------------
+    # ---- binding what only a loaded remover knows ----------------------------------------------------------
     def with_defaults(self, *, owner: str, **defaults: Any) -> OptionSet:
         """The same options with these defaults, each checked against its declaration (a remover binds the
         defaults its weights or constructor arguments decide)."""

@@ -160,12 +160,13 @@ def check_call(spec: MethodSpec, options: dict[str, Any], *, prompt: str | None 
 
 def split_options(spec: MethodSpec, options: dict[str, Any], *, prompt: str | None = None,
                   ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(load options the factory takes, per-call options): how ``remove()`` and ``batch`` route one option dict.
+    """(load options the factory takes, per-call options): how ``remove()`` and ``batch`` route one option
+    dict.
 
     A name the method declares per call is a per-call option even where the factory takes it too (patchmatch's
     ``patch_size`` sets the loaded remover's default): no model is reloaded for it. Per-call options come back
     validated and typed by :func:`check_call`, so a bad one fails before the model loads."""
-    declared = spec.call_options or {}
+    declared: set[str] = set(spec.call_options or ())
     accepted = load_options(spec)
     load = {k: v for k, v in options.items() if k in accepted and k not in declared}
     call = {k: v for k, v in options.items() if k not in load}

@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _per_method(items: list[str] | None, flag: str) -> dict[str, dict[str, str]]:
-    """``["sd15-inpaint:steps=2", "sd15-inpaint:model=/m"]`` -> {"sd15-inpaint": {"steps": "2", "model": "/m"}}
-    (values still text)."""
+    """``["sd15-inpaint:steps=2", "sd15-inpaint:model=/m"]`` ->
+    ``{"sd15-inpaint": {"steps": "2", "model": "/m"}}`` (values still text)."""
     from .core import parse_option_values
 
     out: dict[str, dict[str, str]] = {}

@@ -48,12 +48,12 @@ def literal(text: str) -> Any:
 
 def typed_options(method: str, texts: dict[str, str]) -> dict[str, Any]:
     """``-O KEY=VALUE`` texts for ``method``: per-call options parsed by the method's declared types
-    (``paste_back=no`` is False, ``steps=3.5`` an error naming the range), load options read by :func:`literal`.
-    A name that is neither is refused here, with the names the method takes."""
+    (``paste_back=no`` is False, ``steps=3.5`` an error naming the range), load options read by
+    :func:`literal`. A name that is neither is refused here, with the names the method takes."""
     from ..registry import check_call, get_method, load_options
 
     spec = get_method(method)
-    declared = spec.call_options or {}
+    declared: set[str] = set(spec.call_options or ())
     loads = load_options(spec)
     per_call = {k: v for k, v in texts.items() if k in declared or k not in loads}
     return {**{k: literal(v) for k, v in texts.items() if k not in per_call},
@@ -111,7 +111,8 @@ def remove_command(
 
 def methods_command(
     options: str = typer.Option(None, "--options", metavar="METHOD",
-                                help="show METHOD's per-call options (-O KEY=VALUE): type, range, default, help"),
+                                help="show METHOD's per-call options (-O KEY=VALUE): type, range, default, "
+                                     "help"),
 ) -> None:
     """List every method, what it needs and whether it is available here."""
     import erasekit
@@ -137,7 +138,8 @@ def _print_options(method: str) -> None:
     declared = spec.call_options
     if declared is None:
         raise InvalidInputError(f"method {method!r} declares no per-call options ahead of loading")
-    prompt = "takes a prompt (--prompt)" if getattr(spec.factory, "takes_prompt", False) else "takes no prompt"
+    takes_prompt = getattr(spec.factory, "takes_prompt", False)
+    prompt = "takes a prompt (--prompt)" if takes_prompt else "takes no prompt"
     table = Table(title=f"{method}: per-call options (-O KEY=VALUE); {prompt}")
     for col in ("option", "type", "allowed", "default", "help"):
         table.add_column(col)

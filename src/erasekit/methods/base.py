@@ -4,9 +4,10 @@ A concrete method implements :meth:`Remover.inpaint` on an input that already sa
 :class:`~erasekit.hd.SizeConstraints`. The base does the rest, identically for every method: mask validation and
 dilation, the empty-mask shortcut, the HD strategy, paste-back, timings and metadata.
 
-Per-call options are declared once per method as ``call_options`` (an :class:`~erasekit.options.OptionSet`);
-the base validates a request's options against it once and hands :meth:`Remover.inpaint` typed values with every
-default filled in. A method whose output does not depend on a text prompt refuses one (``takes_prompt``).
+Per-call options are declared once per method as ``call_options`` (an
+:class:`~erasekit.options.OptionSet`); the base validates a request's options against it once and hands
+:meth:`Remover.inpaint` typed values with every default filled in. A method whose output does not depend on a
+text prompt refuses one (``takes_prompt``).
 
 Paste-back rule: pixels outside the paste region are bit-identical to the input. The paste region is the (dilated)
 mask, united with the method's alpha when the method edits beyond the mask on purpose (``edits_outside_mask``, e.g.
@@ -50,8 +51,8 @@ class Remover(ABC):
         """Fill ``mask`` (binary float32 H×W) in ``image`` (uint8 H×W×3, constraints already met).
 
         Returns (uint8 H×W×3, alpha float32 H×W or None). The output may differ from the input anywhere; the base
-        pastes back. ``request`` carries prompt, seed and per-call options (validated, typed and complete: every
-        option of ``call_options`` is present).
+        pastes back. ``request`` carries prompt, seed and per-call options (validated, typed and complete:
+        every option of ``call_options`` is present).
         """
 
     def describe(self) -> dict[str, Any]:
@@ -81,8 +82,9 @@ class Remover(ABC):
     def check_prompt(cls, prompt: str | None) -> None:
         """Refuse a prompt this method would ignore, as an unknown option is refused."""
         if prompt is not None and not cls.takes_prompt:
-            raise InvalidInputError(f"method {cls.name!r} takes no prompt (its result does not depend on one): "
-                                    "drop the prompt, or choose a method that takes one (erasekit methods)")
+            raise InvalidInputError(f"method {cls.name!r} takes no prompt (its result does not depend on "
+                                    "one): drop the prompt, or choose a method that takes one "
+                                    "(erasekit methods)")
 
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Every declared option for one call: this remover's defaults overridden by ``options`` (validated).
@@ -115,7 +117,8 @@ class Remover(ABC):
             else self.default_hd_strategy
         metadata: dict[str, Any] = {
             "method": self.name, "seed": request.seed, "prompt": request.prompt, "dilate": request.dilate,
-            "hd_strategy": strategy.name, "options": {k: request.options[k] for k in given},  # as given, typed
+            "hd_strategy": strategy.name,
+            "options": {k: request.options[k] for k in given},  # the options given, typed
             "remover": self.describe(),
         }
         image = request.image

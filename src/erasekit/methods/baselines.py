@@ -7,8 +7,8 @@ other method through the :class:`~erasekit.methods.base.Remover` base: mask chec
 paste-back (pixels outside the mask stay bit-identical) and metadata.
 
 Defaults are removal-friendly: a prompt asking for background, a negative prompt naming what must not appear, and
-each model card's recommended steps/guidance/strength, declared as each class's ``call_options``. A per-call option
-overrides any of them::
+each model card's recommended steps/guidance/strength, declared as each class's ``call_options``. A per-call
+option overrides any of them::
 
     remover = erasekit.load_remover("sdxl-inpaint", model="/models/sdxl-inpaint", device="cuda")
     result = remover(RemovalRequest(image, mask, seed=0, options={"steps": 20, "progress": print}))
@@ -47,14 +47,15 @@ REMOVAL_NEGATIVE_PROMPT = ("object, person, animal, text, watermark, logo, frame
 
 
 
-def sampling_options(*, steps: int, guidance: float, strength: float, negative_prompt: bool = True) -> OptionSet:
+def sampling_options(*, steps: int, guidance: float, strength: float,
+                     negative_prompt: bool = True) -> OptionSet:
     """The per-call options of a diffusers inpainting pipeline, with one model card's defaults."""
     options = [
         # Every backbone here is trained on 1000 timesteps; diffusers' schedulers cannot sample more distinct
         # steps than that (DDPM/DDIM refuse), so 1000 is the most steps that mean anything.
         Option("steps", int, default=steps, range=Range(1, 1000), help="denoising steps"),
-        # Classifier-free guidance past ~20 saturates SD's colours; FLUX Fill's distilled guidance embedding is
-        # used at 30. 100 leaves room for both and still catches a slipped decimal point (750 for 7.5).
+        # Classifier-free guidance past ~20 saturates SD's colours; FLUX Fill's distilled guidance embedding
+        # is used at 30. 100 leaves room for both and still catches a slipped decimal point (750 for 7.5).
         Option("guidance", float, default=guidance, range=Range(0, 100), help="guidance scale"),
         Option("strength", float, default=strength, range=Range(0, 1, low_inclusive=False),
                help="how far the masked region is noised: 1 starts from pure noise"),
@@ -62,7 +63,7 @@ def sampling_options(*, steps: int, guidance: float, strength: float, negative_p
     if negative_prompt:
         options.append(Option("negative_prompt", str, default=REMOVAL_NEGATIVE_PROMPT, nullable=True,
                               help="what must not appear in the fill (null: none)"))
-    options.append(Option("progress", Callable, nullable=True, python_only=True,  # type: ignore[type-abstract]
+    options.append(Option("progress", Callable, nullable=True, python_only=True,
                           help="a callable progress(step, total), called after each denoising step"))
     return OptionSet(*options)
 
@@ -127,8 +128,9 @@ class DiffusersInpaintRemover(Remover):
         return resolved
 
     def pipeline_kwargs(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest) -> dict[str, Any]:
-        """The exact arguments this remover passes to the diffusers pipeline (also used by tests and benchmarks);
-        ``request`` as :meth:`inpaint` gets it (see :meth:`~erasekit.methods.base.Remover.resolve_request`)."""
+        """The exact arguments this remover passes to the diffusers pipeline (also used by tests and
+        benchmarks), for ``request`` as :meth:`inpaint` gets it (see
+        :meth:`~erasekit.methods.base.Remover.resolve_request`)."""
         import torch
         from PIL import Image
 
@@ -140,7 +142,8 @@ class DiffusersInpaintRemover(Remover):
         # A CPU generator gives the same noise on every device (diffusers moves it to the pipeline's device).
         generator = None if request.seed is None else torch.Generator("cpu").manual_seed(int(request.seed))
         kwargs: dict[str, Any] = {
-            "prompt": prompt, "image": Image.fromarray(image), "mask_image": Image.fromarray(mask_to_uint8(mask)),
+            "prompt": prompt, "image": Image.fromarray(image),
+            "mask_image": Image.fromarray(mask_to_uint8(mask)),
             "height": h, "width": w, "num_inference_steps": s["steps"], "guidance_scale": s["guidance"],
             "strength": s["strength"], "generator": generator, "output_type": "pil",
         }

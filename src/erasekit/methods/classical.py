@@ -59,10 +59,11 @@ class PatchMatchRemover(Remover):
     # the shuttle was). 48 px of context worked on every demo photo; much larger margins pull that structure back in.
     default_hd_strategy: ClassVar[HDStrategy] = HDStrategy(name="crop", crop_trigger=1, crop_margin=48)
     call_options: OptionSet = OptionSet(
-        # 3 is the radius pypatchmatch's own examples use ((2·3+1)² = 49-pixel patches). The cost grows with the
-        # patch area: at 32 (65×65 patches) a patch is wider than the 48 px context the crop strategy keeps.
+        # 3 is the radius pypatchmatch's own examples use ((2·3+1)² = 49-pixel patches). The cost grows with
+        # the patch area: at 32 (65×65 patches) a patch is wider than the 48 px context of the crop strategy.
         Option("patch_size", int, default=3, range=Range(1, 32),
-               help="patch radius in pixels: patches of (2r+1)² pixels; larger follows larger structures, slower"),
+               help="patch radius in pixels: patches of (2r+1)² pixels; larger follows larger structures, "
+                    "slower"),
     )
 
     def __init__(self, patch_size: int = 3):
@@ -88,8 +89,8 @@ class OpenCVRemover(Remover):
 
     constraints: ClassVar[SizeConstraints] = SizeConstraints()
     call_options: OptionSet = OptionSet(
-        # OpenCV's inpaintRadius: the neighbourhood each filled pixel averages over. The cost grows with its area;
-        # 64 px is already far beyond the few pixels where the fill is a smooth continuation of the border.
+        # OpenCV's inpaintRadius: the neighbourhood each filled pixel averages over. The cost grows with its
+        # area; 64 px is far beyond the few pixels where the fill is a smooth continuation of the border.
         Option("radius", int, default=5, range=Range(1, 64),
                help="neighbourhood radius in pixels that each filled pixel is computed from"),
     )

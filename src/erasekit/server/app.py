@@ -236,7 +236,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 weights=[WeightOut(name=w.name, description=w.description, present=w.present, hub_id=w.hub_id,
                                    fetch_hint=w.fetch_hint) for w in info.weights],
                 takes_prompt=getattr(spec.factory, "takes_prompt", None),
-                options=None if declared is None else [OptionOut(**o) for o in declared.describe(public=True)]))
+                options=(None if declared is None
+                         else [OptionOut(**o) for o in declared.describe(public=True)])))
         return MethodsResponse(default=default, methods=out)
 
     async def _admit_and_prepare(request: Request) -> tuple[Slot, processing.PreparedJob]:

@@ -79,8 +79,9 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     if server_side:
         raise InvalidInputError(f"option(s) {', '.join(sorted(server_side))} of {method!r} are set when the server "
                                 "starts, not per request")
-    # The method's own declaration, as for the CLI and the API; checked before the job takes a queue slot (the
-    # remover would say the same, but only after loading its model). Python-only options (progress) are refused.
+    # The method's own declaration, as for the CLI and the API; checked before the job takes a queue slot
+    # (the remover would say the same, but only after loading its model). Python-only options (progress) are
+    # refused.
     options = check_call(spec, dict(opts.options), prompt=opts.prompt, from_python=False)
     source = io.read_image(upload.image, max_pixels=settings.max_pixels)
     mask = None

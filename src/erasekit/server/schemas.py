@@ -103,11 +103,12 @@ class MethodOut(BaseModel):
     streams_progress: bool | None = Field(None, description="whether jobs of this method report per-step progress "
                                           "(known once the method is loaded; null before)")
     weights: list[WeightOut] = Field(default_factory=list)
-    takes_prompt: bool | None = Field(None, description="whether `prompt` reaches the method (a prompt sent to one "
-                                      "that ignores it is a 422); null when the method declares nothing")
-    options: list[OptionOut] | None = Field(None, description="the per-call options it takes; an unknown one or a "
-                                            "value outside its range is a 422. Null when the method declares none "
-                                            "ahead of loading")
+    takes_prompt: bool | None = Field(
+        None, description="whether `prompt` reaches the method (a prompt sent to one that ignores it is a 422); "
+        "null when the method declares nothing")
+    options: list[OptionOut] | None = Field(
+        None, description="the per-call options it takes; an unknown one or a value outside its range is a 422. "
+        "Null when the method declares none ahead of loading")
 
 
 class MethodsResponse(BaseModel):

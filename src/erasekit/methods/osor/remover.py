@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -65,12 +65,13 @@ class _Job:
 
 
 # Options both backbones take; each remover adds its own timestep (and FLUX its guidance).
-_BLEND = Option("blend", str, choices=BLENDS, default_note="alpha when the weights have the alpha head, else mask",
+_BLEND = Option("blend", str, choices=BLENDS,
+                default_note="alpha when the weights have the alpha head, else mask",
                 help="alpha: blend latents by the predicted alpha (Eq. 13; needs Phase II weights); "
                      "mask: the hard max-pooled mask (Eq. 6)")
 _PASTE_BACK = Option("paste_back", bool, default=True,
-                     help="paste through mask ∪ alpha so every other pixel stays bit-identical; false returns "
-                          "the decoded image everywhere, as the authors' scripts do")
+                     help="paste through mask ∪ alpha so every other pixel stays bit-identical; false "
+                          "returns the decoded image everywhere, as the authors' scripts do")
 
 
 class OsorRemover(Remover):
@@ -164,10 +165,11 @@ class OsorRemover(Remover):
 
     # ---- settings ----------------------------------------------------------------------------------------------
     def bind_options(self, weights_timestep: float | None) -> OptionSet:
-        """The declaration with the defaults the loaded model decides: the weights' training timestep (else the
-        paper's) and the blend its alpha head allows."""
-        return self.declared_options().with_defaults(
-            owner=self.name, timestep=self.engine.check_timestep(weights_timestep), blend=self.engine.default_blend)
+        """The declaration with the defaults the loaded model decides: the weights' training timestep (else
+        the paper's) and the blend its alpha head allows."""
+        return self.declared_options().with_defaults(owner=self.name,
+                                                     timestep=self.engine.check_timestep(weights_timestep),
+                                                     blend=self.engine.default_blend)
 
     def declared_options(self) -> OptionSet:
         """The class's declaration, narrowed to what the loaded model allows."""
@@ -303,7 +305,7 @@ class OsorSDXLRemover(OsorRemover):
         _BLEND, _PASTE_BACK)
 
     def declared_options(self) -> OptionSet:
-        n = self.engine.scheduler.config.num_train_timesteps
+        n = cast(SDXLEngine, self.engine).scheduler.config.num_train_timesteps
         return type(self).call_options.replace(timestep={"range": Range(0, n - 1)})
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -319,8 +321,8 @@ class OsorFluxRemover(OsorRemover):
         # The declaration bounds the value; the engine reads an integer in [1, 999] as the authors' t / 1000.
         Option("timestep", float, range=Range(0, 1000, low_inclusive=False, high_inclusive=False),
                default_note="the weights' training timestep (paper: s = 0.4)",
-               help="flow-matching noise level s in (0, 1) of the one step (Sec. 3.2); an integer in [1, 999] "
-                    "is the authors' t and means s = t / 1000"),
+               help="flow-matching noise level s in (0, 1) of the one step (Sec. 3.2); an integer in "
+                    "[1, 999] is the authors' t and means s = t / 1000"),
         _BLEND, _PASTE_BACK,
         Option("guidance", float, default=FLUX_GUIDANCE, range=Range(0, 100),
                help="FLUX Fill's guidance embedding"))
