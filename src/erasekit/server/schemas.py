@@ -104,11 +104,11 @@ class MethodOut(BaseModel):
                                           "(known once the method is loaded; null before)")
     weights: list[WeightOut] = Field(default_factory=list)
     takes_prompt: bool | None = Field(
-        None, description="whether `prompt` reaches the method (a prompt sent to one that ignores it is a 422); "
-        "null when the method declares nothing")
+        None, description="whether `prompt` reaches the method (a prompt sent to one that ignores it is a "
+        "422); null when the method declares nothing")
     options: list[OptionOut] | None = Field(
-        None, description="the per-call options it takes; an unknown one or a value outside its range is a 422. "
-        "Null when the method declares none ahead of loading")
+        None, description="the per-call options it takes; an unknown one or a value outside its range is a "
+        "422. Null when the method declares none ahead of loading")
 
 
 class MethodsResponse(BaseModel):
