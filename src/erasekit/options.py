@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .types import InvalidInputError
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -155,7 +157,7 @@ class Option:
     def _check_number_or_bool(self, value: Any, shown: Any, owner: str) -> Any:
         kind = self.type
         if kind is bool:
-            if isinstance(value, bool) or _is_numpy_bool(value):
+            if isinstance(value, (bool, np.bool_)):
                 return bool(value)
         elif kind is int:
             # 4.0 is 4 (JSON clients may send floats), 3.5 is not.
@@ -194,12 +196,7 @@ class Option:
 
 def _is_number(value: Any) -> bool:
     """A real number that is no boolean: bool is an int subclass, but True is no patch size."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not _is_numpy_bool(value)
-
-
-def _is_numpy_bool(value: Any) -> bool:
-    # numpy's bool is neither a bool nor registered with numbers; checked by name to keep numpy out of here.
-    return type(value).__name__ == "bool_" and type(value).__module__ == "numpy"
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 class OptionSet(Mapping[str, Option]):
