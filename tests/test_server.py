@@ -315,9 +315,9 @@ def test_methods_list_each_declared_option_with_its_range(client):
     methods = {m["name"]: m for m in client.get("/api/v1/methods").json()["methods"]}
     assert methods["telea"]["takes_prompt"] is False and methods["sd15-inpaint"]["takes_prompt"] is True
     radius_help = erasekit.get_method("telea").call_options["radius"].help
-    assert methods["telea"]["options"] == [{"name": "radius", "type": "int", "default": 5, "default_note": None,
-                                            "allowed": "an integer in [1, 64]", "range": "[1, 64]",
-                                            "choices": None, "help": radius_help}]
+    assert methods["telea"]["options"] == [{"name": "radius", "type": "int", "default": 5,
+                                            "default_note": None, "allowed": "an integer in [1, 64]",
+                                            "range": "[1, 64]", "choices": None, "help": radius_help}]
     sd15 = {o["name"]: o for o in methods["sd15-inpaint"]["options"]}
     assert set(sd15) == {"steps", "guidance", "strength", "negative_prompt"}  # progress is the server's own
     assert sd15["strength"]["range"] == "(0, 1]" and sd15["steps"]["default"] == 50
