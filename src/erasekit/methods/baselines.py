@@ -46,7 +46,6 @@ REMOVAL_NEGATIVE_PROMPT = ("object, person, animal, text, watermark, logo, frame
                            "blurry, distorted, artifacts, low quality")
 
 
-
 def sampling_options(*, steps: int, guidance: float, strength: float,
                      negative_prompt: bool = True) -> OptionSet:
     """The per-call options of a diffusers inpainting pipeline, with one model card's defaults."""
@@ -69,7 +68,8 @@ def sampling_options(*, steps: int, guidance: float, strength: float,
 
 
 class DiffusersInpaintRemover(Remover):
-    """A remover that runs one of diffusers' inpainting pipelines. Subclasses name the preset and defaults."""
+    """A remover that runs one of diffusers' inpainting pipelines. Subclasses name the preset and declare
+    their ``call_options`` with the model card's defaults (:func:`sampling_options`)."""
 
     preset_name: ClassVar[str]
     takes_prompt: ClassVar[bool] = True

@@ -210,7 +210,8 @@ class OsorEngine(ABC):
         timestep = self.check_timestep(timestep)
         blend = blend or self.default_blend
         if blend == "alpha" and not has_alpha_head(self.denoiser):
-            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); use blend='mask'")
+            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); this model has none "
+                                    "(Phase I weights or alpha_head=False): use blend='mask'")
         if blend not in BLENDS:
             raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
         device, dtype = self._placement()
