@@ -48,7 +48,8 @@ def _bench(name: str, root: Path, size: int, steps: int, repeats: int) -> dict:
     request = RemovalRequest(image, mask, seed=0, hd_strategy="original", options={"steps": steps})
 
     def raw():
-        kwargs = remover.pipeline_kwargs(image, mask, request)  # the very arguments the remover uses
+        # the very arguments the remover uses, for the request as its inpaint gets it (options resolved)
+        kwargs = remover.pipeline_kwargs(image, mask, remover.resolve_request(request))
         return np.asarray(pipe(**kwargs).images[0])
 
     inner: list[float] = []

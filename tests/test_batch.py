@@ -281,3 +281,20 @@ def test_outputs_keep_the_input_format_and_masks_may_use_the_mask_suffix(tmp_pat
         assert Path(record.mask).name.endswith("_mask.png")
         with Image.open(record.output) as written:
             assert written.format == "JPEG" and written.size == (48, 48)
+
+
+def test_batch_options_are_typed_once_and_out_of_range_is_exit_2_before_any_image(tmp_path, capsys):
+    images, masks = _write_set(tmp_path, 2, 48, 12)
+    typed = run_batch([images], masks, tmp_path / "typed", method="telea", options={"radius": 3},
+                      progress=False)
+    text = run_batch([images], masks, tmp_path / "text", method="telea", options={"radius": "3"},
+                     progress=False)
+    assert typed.exit_code == text.exit_code == 0
+    for name in sorted(p.name for p in images.iterdir()):
+        assert np.array_equal(_pixels(tmp_path / "typed" / name), _pixels(tmp_path / "text" / name))
+    capsys.readouterr()
+    code = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "bad"),
+                 "--method", "telea", "-O", "radius=65", "--no-progress"])
+    assert code == 2
+    assert "telea option radius must be an integer in [1, 64], got '65'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before the output folder is even created

@@ -150,3 +150,22 @@ def test_dataset_layouts(tmp_path):
         open_dataset(tmp_path)
     with pytest.raises(InvalidInputError, match="unknown layout"):
         open_dataset(root, "coco")
+
+
+def test_bench_call_options_are_typed_by_the_declaration(dataset, tmp_path, capsys):
+    out = tmp_path / "typed"
+    base = ["bench", "--dataset", str(dataset), "--methods", "ns", "--mask", "object", "--metrics", "psnr",
+            "-o", str(out), "--quiet", "--limit", "2"]
+    assert main([*base, "-O", "ns:radius=3"]) == 0
+    # The same option given as a number from Python reuses every cached output: one canonical cache key.
+    cfg = BenchConfig(dataset=str(dataset), out=str(out), methods=["ns"], mask="object", metrics=["psnr"],
+                      limit=2, call_options={"ns": {"radius": 3}}, progress=False, trace_python_memory=False)
+    run_benchmark(cfg)
+    with open(out / "per_image.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 and all(r["cached"] == "True" for r in rows)
+    capsys.readouterr()
+    assert main([*base, "-O", "ns:radius=0"]) == 2
+    assert "ns option radius must be an integer in [1, 64], got '0'" in capsys.readouterr().err
+    assert main([*base, "-O", "ns:stepz=3"]) == 2
+    assert "method 'ns' does not take option(s): stepz; it takes: radius" in capsys.readouterr().err

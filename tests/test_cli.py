@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from PIL import Image
 import erasekit
 from erasekit import registry
 from erasekit.cli import main
+from erasekit.methods.base import Remover
+from erasekit.options import Option, OptionSet, Range
 from erasekit.registry import MethodSpec, WeightRequirement
 
 CLASSICAL = ("patchmatch", "telea", "ns")
@@ -259,3 +262,118 @@ def test_batch_refine_refines_every_image_and_an_unknown_one_stops_it_early(scen
                  "--method", "telea", "--refine", "nope", "--no-progress"]) == 2
     assert "unknown refiner 'nope'" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Per-call options: -O KEY=VALUE parsed by the method's declared types, prompts and devices checked alike
+# ------------------------------------------------------------------------------------------------------------
+class _RecordingRemover(Remover):
+    """Fills with black and records the options each call received."""
+
+    name: ClassVar[str] = "recording-test"
+    call_options = OptionSet(Option("paste_back", bool, default=True, help="paste back"),
+                             Option("radius", int, default=2, range=Range(1, 8), help="a radius"))
+    calls: ClassVar[list[dict]] = []
+
+    def inpaint(self, image, mask, request):
+        type(self).calls.append(dict(request.options))
+        out = image.copy()
+        out[mask > 0] = 0
+        return out, None
+
+
+@pytest.fixture
+def recording_method():
+    registry.register_method(MethodSpec(name=_RecordingRemover.name, description="records its options",
+                                        factory=_RecordingRemover, auto_priority=None))
+    _RecordingRemover.calls.clear()
+    yield _RecordingRemover
+    registry._REGISTRY.pop(_RecordingRemover.name)
+
+
+@pytest.mark.parametrize("text, expected", [("False", False), ("false", False), ("no", False), ("NO", False),
+                                            ("0", False), ("off", False), ("True", True), ("yes", True),
+                                            ("1", True), ("on", True)])
+def test_option_values_are_parsed_by_the_declared_type(scene, tmp_path, recording_method, text, expected):
+    _, _, image_path, mask_path = scene
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
+                 "--method", recording_method.name, "-O", f"paste_back={text}", "-O", "radius=3"]) == 0
+    assert recording_method.calls == [{"paste_back": expected, "radius": 3}]
+
+
+@pytest.mark.parametrize("item, needle", [
+    ("paste_back=maybe", "recording-test option paste_back must be a boolean (true/false, yes/no, on/off, "
+                         "1/0), got 'maybe'"),
+    ("radius=9", "recording-test option radius must be an integer in [1, 8], got '9'"),
+    ("radius=2.5", "recording-test option radius must be an integer in [1, 8], got '2.5'"),
+    ("bogus=1", "method 'recording-test' does not take option(s): bogus; it takes: paste_back, radius"),
+])
+def test_bad_option_values_are_exit_2_naming_the_range(scene, tmp_path, recording_method, capsys, item,
+                                                       needle):
+    _, _, image_path, mask_path = scene
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
+                 "--method", recording_method.name, "-O", item]) == 2
+    assert needle in _one_error_line(capsys.readouterr().err)
+    assert not recording_method.calls and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("method", CLASSICAL)
+def test_prompt_to_a_method_that_ignores_it_is_refused_like_steps(scene, tmp_path, method, capsys):
+    _, _, image_path, mask_path = scene
+    args = ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
+            "--method", method]
+    assert main([*args, "--steps", "4"]) == 2
+    assert f"method {method!r} does not take option(s): steps" in _one_error_line(capsys.readouterr().err)
+    assert main([*args, "--prompt", "a brick wall"]) == 2
+    assert f"method {method!r} takes no prompt" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("method, item, needle", [
+    ("telea", "radius=0", "telea option radius must be an integer in [1, 64], got '0'"),
+    ("patchmatch", "patch_size=33", "patchmatch option patch_size must be an integer in [1, 32], got '33'"),
+    ("sd15-inpaint", "steps=1001", "sd15-inpaint option steps must be an integer in [1, 1000], got '1001'"),
+    ("sd15-inpaint", "strength=0", "sd15-inpaint option strength must be a number in (0, 1], got '0'"),
+    ("sdxl-inpaint", "guidance=-1", "sdxl-inpaint option guidance must be a number in [0, 100], got '-1'"),
+    ("osor-sdxl", "timestep=1000", "osor-sdxl option timestep must be an integer in [0, 999], got '1000'"),
+    ("osor-flux", "blend=soft", "osor-flux option blend must be one of alpha, mask, got 'soft'"),
+    ("sd15-inpaint", "progress=print", "sd15-inpaint option progress can only be set from Python"),
+])
+def test_out_of_range_options_are_exit_2_before_any_model_loads(scene, tmp_path, capsys, method, item,
+                                                                needle):
+    # No weights are on this machine for the diffusion methods: the option is refused before loading is tried.
+    _, _, image_path, mask_path = scene
+    assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
+                 "--method", method, "-O", item]) == 2
+    assert needle in _one_error_line(capsys.readouterr().err)
+
+
+def test_unknown_device_is_exit_2_with_the_devices_erasekit_knows(scene, tmp_path, tiny, capsys):
+    _, _, image_path, mask_path = scene
+    model = str(tiny("sd15-inpaint"))
+    capsys.readouterr()  # writing the tiny checkpoint is not the command's output
+    for device in ("tpu", "xla"):  # torch parses 'xla', but erasekit places pipelines on cpu/cuda/mps only
+        assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
+                     "--method", "sd15-inpaint", "--model", model, "--device", device]) == 2
+        assert (f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps"
+                in _one_error_line(capsys.readouterr().err))
+
+
+def test_methods_options_shows_type_range_default_and_help(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["methods", "--options", "telea"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "radius" in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[:4] == ["radius", "int", "an integer in [1, 64]", "5"] and "neighbourhood" in cells[4]
+    assert main(["methods", "--options", "osor-sdxl"]) == 0
+    out = capsys.readouterr().out
+    assert "takes no prompt" in out and "the weights' training timestep" in out and "[0, 999]" in out
+    assert main(["methods", "--options", "no-such-method"]) == 2
+
+
+def test_methods_options_imports_no_torch():
+    code = ("import sys; from erasekit.cli import main; main(['methods', '--options', 'osor-flux']); "
+            "assert not {'torch', 'diffusers', 'transformers'} & set(sys.modules), 'heavy import'")
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr

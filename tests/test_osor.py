@@ -311,6 +311,34 @@ def test_cli_remove_with_weights_timestep_and_alpha(sdxl_weights, tmp_path):
     assert main(missing) == 3  # MissingWeightsError
 
 
+def test_cli_paste_back_text_is_read_as_a_boolean(sdxl_weights, tmp_path):
+    """-O paste_back=False / =no / =0 all turn paste-back off (JSON parsing once read "no" as a truthy string)."""
+    from PIL import Image
+
+    import erasekit
+    from erasekit.cli import main
+
+    model = write_tiny_pipeline("sdxl-inpaint", tmp_path / "tiny-sdxl")
+    image, mask = _scene(40, 56)
+    Image.fromarray(image).save(tmp_path / "in.png")
+    Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+
+    def run(*extra: str) -> np.ndarray:
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}.png"
+        assert main(["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--method",
+                     "osor-sdxl", "--model", str(model), "--weights", str(sdxl_weights), "--seed", "1", *extra,
+                     "-o", str(out)]) == 0
+        return np.asarray(Image.open(out))
+
+    off = [run("-O", f"paste_back={text}") for text in ("False", "no", "0", "OFF")]
+    on = [run("-O", f"paste_back={text}") for text in ("True", "yes")] + [run()]
+    api = erasekit.remove(image, mask, method="osor-sdxl", model=str(model), weights=str(sdxl_weights), seed=1,
+                          paste_back=False).image
+    assert all(np.array_equal(o, api) for o in off)
+    assert all(np.array_equal(o, on[-1]) for o in on)
+    assert not np.array_equal(off[0], on[0])  # outside mask ∪ alpha, paste-back keeps the input's pixels
+
+
 def test_alpha_overlay_marks_alpha_and_outlines_the_mask():
     from erasekit.methods.osor.viz import alpha_overlay
 

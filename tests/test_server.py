@@ -12,6 +12,7 @@ import json
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -28,6 +29,7 @@ import erasekit
 from erasekit import masks as M
 from erasekit import registry
 from erasekit.methods.base import Remover
+from erasekit.options import Option, OptionSet, Range
 from erasekit.registry import MethodSpec, WeightRequirement
 from erasekit.server import ServerSettings, create_app
 from erasekit.server.settings import is_loopback
@@ -119,18 +121,21 @@ class GatedRemover(Remover):
         return out, None
 
 
+STEPS = Option("steps", int, default=3, range=Range(1, 100), help="steps to report")
+
+
 class SteppingRemover(Remover):
     """A step-based method: reports progress(step, total) through a ``progress`` attribute, like the diffusion
     baselines do."""
 
     name: ClassVar[str] = "stepping"
-    option_names: ClassVar[frozenset[str]] = frozenset({"steps"})
+    call_options = OptionSet(STEPS)
 
     def __init__(self):
         self.progress = None
 
     def inpaint(self, image, mask, request):
-        steps = int(request.options.get("steps", 3))
+        steps = request.options["steps"]
         for i in range(steps):
             if self.progress is not None:
                 self.progress(i + 1, steps)
@@ -143,12 +148,13 @@ class OptionSteppingRemover(Remover):
     """A step-based method that takes the progress hook as a per-call option instead of an attribute."""
 
     name: ClassVar[str] = "option-stepping"
-    option_names: ClassVar[frozenset[str]] = frozenset({"steps", "progress"})
+    call_options = OptionSet(STEPS, Option("progress", Callable, nullable=True, python_only=True,
+                                           help="progress(step, total)"))
 
     def inpaint(self, image, mask, request):
-        steps = int(request.options.get("steps", 3))
+        steps = request.options["steps"]
         for i in range(steps):
-            if request.options.get("progress") is not None:
+            if request.options["progress"] is not None:
                 request.options["progress"](i + 1, steps)
         out = image.copy()
         out[mask > 0] = 255
@@ -299,6 +305,45 @@ def test_methods_lists_the_refiners(client):
     assert all(r["description"] for r in refiners.values())
 
 
+@pytest.mark.parametrize("method, options, prompt", [
+    ("telea", {"radius": 65}, None), ("patchmatch", {"patch_size": 0}, None),
+    ("patchmatch", {"steps": 3}, None),
+    ("sd15-inpaint", {"strength": 1.5}, None), ("osor-sdxl", {"timestep": 40.5}, None),
+    ("osor-flux", {"paste_back": "maybe"}, None), ("ns", {}, "a brick wall"),
+])
+def test_bad_options_and_ignored_prompts_are_422_with_the_apis_own_message(client, method, options, prompt):
+    with pytest.raises(InvalidInputError) as api:  # the Python API, checked before any model loads
+        erasekit.remove(PHOTO, MASK, method=method, prompt=prompt, **options)
+    body = json_body(method=method, options=options, prompt=prompt)
+    error = expect_error(client.post("/api/v1/remove", json=body), 422, "InvalidInputError")
+    assert error["message"] == str(api.value)
+
+
+def test_option_values_sent_as_text_are_read_by_the_declared_type(client):
+    as_text = client.post("/api/v1/remove", files=files(), data={"method": "patchmatch", "seed": "3",
+                                                                 "options": json.dumps({"patch_size": "2"})})
+    as_number = client.post("/api/v1/remove",
+                            json=json_body(method="patchmatch", seed=3, options={"patch_size": 2}))
+    assert as_text.status_code == as_number.status_code == 200, as_text.text
+    assert as_text.json()["metadata"]["options"] == {"patch_size": 2}
+    np.testing.assert_array_equal(decode(as_text.json()["image"]), decode(as_number.json()["image"]))
+
+
+def test_methods_list_each_declared_option_with_its_range(client):
+    methods = {m["name"]: m for m in client.get("/api/v1/methods").json()["methods"]}
+    assert methods["telea"]["takes_prompt"] is False and methods["sd15-inpaint"]["takes_prompt"] is True
+    radius_help = erasekit.get_method("telea").call_options["radius"].help
+    assert methods["telea"]["options"] == [{"name": "radius", "type": "int", "default": 5,
+                                            "default_note": None, "allowed": "an integer in [1, 64]",
+                                            "range": "[1, 64]", "choices": None, "help": radius_help}]
+    sd15 = {o["name"]: o for o in methods["sd15-inpaint"]["options"]}
+    assert set(sd15) == {"steps", "guidance", "strength", "negative_prompt"}  # progress is the server's own
+    assert sd15["strength"]["range"] == "(0, 1]" and sd15["steps"]["default"] == 50
+    blend = {o["name"]: o for o in methods["osor-sdxl"]["options"]}["blend"]
+    assert blend["choices"] == ["alpha", "mask"] and blend["default"] is None
+    assert "alpha head" in blend["default_note"]
+
+
 def test_empty_mask_comes_back_unchanged(client):
     body = client.post("/api/v1/remove", files=files(mask=png(np.zeros_like(MASK)))).json()
     assert body["unchanged"] is True
@@ -381,8 +426,8 @@ def test_model_loading_options_never_reach_the_server_file_system(client, fake_m
         error = expect_error(client.post("/api/v1/remove", json=json_body(method="sd15-inpaint",
                                                                            options={option: "/etc"})), 422)
         assert "set when the server starts" in error["message"] or "does not take" in error["message"], error
-    expect_error(client.post("/api/v1/remove", json=json_body(method="patchmatch", options={"progress": "x"})), 422,
-                 None, "set when the server starts")
+    body = json_body(method="sd15-inpaint", options={"progress": "x"})
+    expect_error(client.post("/api/v1/remove", json=body), 422, None, "progress can only be set from Python")
 
 
 def test_413_for_bodies_over_the_limit_while_streaming():

@@ -57,8 +57,9 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     ``image``: a path, bytes, PIL image or uint8 RGB array. ``mask``: the same kinds; any nonzero pixel means remove
     (an RGBA mask uses its alpha). A mask of another size is an error unless ``resize_mask=True``. Options the
     method's factory takes (``device``, ``model``, ``weights`` ...) load the model (cached across calls); all others
-    are per-call options (``steps``, ``timestep`` ...). ``refine`` names refiners that run on the method's
-    output before paste-back, in order (``"poisson"``, ``"color-match,poisson"``, a list; see
+    are per-call options (``steps``, ``timestep`` ...), checked against the method's declaration before the
+    model loads (``erasekit methods --options NAME`` lists them). ``refine`` names refiners that run on the
+    method's output before paste-back, in order (``"poisson"``, ``"color-match,poisson"``, a list; see
     :mod:`erasekit.refiners`). An empty mask returns the input unchanged with ``result.unchanged = True``.
     """
     from . import io
@@ -67,7 +68,7 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     mask_array = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2], resize=resize_mask)
     name = resolve_auto(mask_given=mask is not None) if method == "auto" else method
     spec = get_method(name)
-    load_opts, call_opts = split_options(spec, options)
+    load_opts, call_opts = split_options(spec, options, prompt=prompt)
     remover = _cached_remover(name, load_opts)
     request = RemovalRequest(image=pixels, mask=mask_array, prompt=prompt, seed=seed, dilate=dilate,
                              hd_strategy=hd_strategy, refine=refine, options=call_opts)

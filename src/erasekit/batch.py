@@ -279,8 +279,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     ``refine`` names the refiners every image gets, as in :func:`erasekit.remove`.
 
     The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the method's
-    factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...). Raises only for problems that stop the whole batch (no images at all, a missing mask folder,
-    an unavailable method); everything that concerns one image is recorded in the report instead.
+    factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...),
+    checked against the method's declaration before anything runs. Raises only for problems that stop the
+    whole batch (no images at all, a missing mask folder, an unavailable method); everything that concerns one
+    image is recorded in the report instead.
     """
     from rich.console import Console
     from rich.progress import (
@@ -306,10 +308,9 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     strategy = HDStrategy.parse(hd_strategy) if hd_strategy is not None else None  # bad value: fail before work
     refiners = parse_refine(refine)  # an unknown refiner fails the batch once, not every image
     name = resolve_auto() if method == "auto" else method
+    # Per-call options are checked here, before the model loads: otherwise every image would fail alike.
     load_opts, call_options = split_options(get_method(name), dict(options or {}))
     remover = load_remover(name, **load_opts)  # once for the whole batch
-    if hasattr(remover, "check_options"):
-        remover.check_options(call_options)  # once here: otherwise every image would fail with the same message
     request_args = {"seed": seed, "dilate": dilate, "hd_strategy": strategy, "refine": refiners,
                     "options": call_options}
 

@@ -11,6 +11,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .options import OptionSet
 from .types import InvalidInputError, MissingWeightsError, UnknownMethodError
 
 
@@ -39,6 +40,13 @@ class MethodSpec:
     requires_mask: bool = True
     family: str = "classical"
     paper: str | None = None
+
+    @property
+    def call_options(self) -> OptionSet | None:
+        """The per-call options the method's remover class declares; None when the factory is not a remover
+        class (then only the loaded remover can check them)."""
+        declared = getattr(self.factory, "call_options", None)
+        return declared if isinstance(declared, OptionSet) else None
 
 
 @dataclass(frozen=True)
@@ -140,11 +148,29 @@ def load_options(spec: MethodSpec) -> set[str]:
     return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-def split_options(spec: MethodSpec, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(load options the factory takes, per-call options): how ``remove()`` and ``batch`` route one option dict."""
+def check_call(spec: MethodSpec, options: dict[str, Any], *, prompt: str | None = None,
+               from_python: bool = True) -> dict[str, Any]:
+    """Per-call options checked against the method's declaration before anything loads (typed values), and a
+    prompt refused if the method takes none. ``from_python=False`` for text and network input."""
+    check = getattr(spec.factory, "check_call", None)
+    if check is None:  # a plain factory function: the remover it builds checks each call
+        return dict(options)
+    return check(options, prompt=prompt, from_python=from_python)
+
+
+def split_options(spec: MethodSpec, options: dict[str, Any], *, prompt: str | None = None,
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(load options the factory takes, per-call options): how ``remove()`` and ``batch`` route one option
+    dict.
+
+    A name the method declares per call is a per-call option even where the factory takes it too (patchmatch's
+    ``patch_size`` sets the loaded remover's default): no model is reloaded for it. Per-call options come back
+    validated and typed by :func:`check_call`, so a bad one fails before the model loads."""
+    declared: set[str] = set(spec.call_options or ())
     accepted = load_options(spec)
-    return ({k: v for k, v in options.items() if k in accepted},
-            {k: v for k, v in options.items() if k not in accepted})
+    load = {k: v for k, v in options.items() if k in accepted and k not in declared}
+    call = {k: v for k, v in options.items() if k not in load}
+    return load, check_call(spec, call, prompt=prompt)
 
 
 def load_remover(name: str = "auto", **options: Any):

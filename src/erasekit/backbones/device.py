@@ -44,6 +44,9 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
+        device = None
+    # torch also parses device types erasekit never places a pipeline on (xla, meta, hpu, ...): refused alike.
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
         raise InvalidInputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device 'cuda' was requested but no CUDA GPU is available (use --device cpu)")

@@ -15,17 +15,34 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report_command)
 
 
-def _per_method(items: list[str] | None, flag: str) -> dict[str, dict]:
-    """``["sd15-inpaint:steps=2", "sd15-inpaint:model=/m"]`` -> {"sd15-inpaint": {"steps": 2, "model": "/m"}}."""
+def _per_method(items: list[str] | None, flag: str) -> dict[str, dict[str, str]]:
+    """``["sd15-inpaint:steps=2", "sd15-inpaint:model=/m"]`` ->
+    ``{"sd15-inpaint": {"steps": "2", "model": "/m"}}`` (values still text)."""
     from .core import parse_option_values
 
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, str]] = {}
     for item in items or []:
         method, sep, rest = item.partition(":")
         if not sep or not method or "=" not in rest:
             raise InvalidInputError(f"{flag} expects METHOD:KEY=VALUE, got {item!r}")
-        out.setdefault(method.strip(), {}).update(parse_option_values([rest]))
+        out.setdefault(method.strip(), {}).update(parse_option_values([rest], flag))
     return out
+
+
+def _load_options(items: list[str] | None) -> dict[str, dict]:
+    """``--load METHOD:KEY=VALUE``: factory keyword arguments, read as JSON literals (else strings)."""
+    from .core import literal
+
+    return {method: {k: literal(v) for k, v in texts.items()}
+            for method, texts in _per_method(items, "--load").items()}
+
+
+def _call_options(items: list[str] | None) -> dict[str, dict]:
+    """``-O METHOD:KEY=VALUE``: per-call options parsed by each method's declared types."""
+    from ..registry import check_call, get_method
+
+    return {method: check_call(get_method(method), texts, from_python=False)
+            for method, texts in _per_method(items, "--option").items()}
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -76,8 +93,8 @@ def bench_command(
     cfg = BenchConfig(
         dataset=str(dataset), out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
         mask=mask, metrics=[m.strip() for m in metrics.split(",") if m.strip()], layout=layout, seed=seed,
-        warmup=warmup, limit=limit, device=device, load_options=_per_method(load, "--load"),
-        call_options=_per_method(option, "--option"), weights=_key_values(weights, "--weights"),
+        warmup=warmup, limit=limit, device=device, load_options=_load_options(load),
+        call_options=_call_options(option), weights=_key_values(weights, "--weights"),
         cfd_reference_quirks=cfd_reference_quirks,
         clip_classes=[c.strip() for c in clip_classes.split(",")] if clip_classes else None,
         trace_python_memory=tracemalloc, progress=not quiet)

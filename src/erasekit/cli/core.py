@@ -27,27 +27,51 @@ def register(app: typer.Typer) -> None:
     app.command("methods")(methods_command)
 
 
-def parse_option_values(items: list[str] | None) -> dict[str, Any]:
-    """``--option KEY=VALUE`` values: ``["steps=4", "negative_prompt=blurry"]`` -> typed dict (JSON literals,
-    else strings)."""
-    options: dict[str, Any] = {}
+def parse_option_values(items: list[str] | None, flag: str = "--option") -> dict[str, str]:
+    """``KEY=VALUE`` items -> {key: raw text}; ``-`` in keys reads as ``_``. Values stay text: their meaning
+    depends on the option (see :func:`typed_options`)."""
+    texts: dict[str, str] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise InvalidInputError(f"--option expects KEY=VALUE, got {item!r}")
-        try:
-            value = json.loads(raw)  # numbers, true/false, null, quoted strings, lists
-        except ValueError:
-            value = raw
-        options[key] = value
-    return options
+            raise InvalidInputError(f"{flag} expects KEY=VALUE, got {item!r}")
+        texts[key] = raw
+    return texts
 
 
-def method_options(*, option: list[str] | None = None, **flags: Any) -> dict[str, Any]:
+def literal(text: str) -> Any:
+    """A load option's text as a JSON literal (numbers, true/false, null, quoted strings), else the string.
+    Load options (``offload``, ``dtype`` ...) are the factory's keyword arguments, not a typed declaration."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def typed_options(method: str, texts: dict[str, str]) -> dict[str, Any]:
+    """``-O KEY=VALUE`` texts for ``method``: per-call options parsed by the method's declared types
+    (``paste_back=no`` is False, ``steps=3.5`` an error naming the range), load options read by
+    :func:`literal`. A name that is neither is refused here, with the names the method takes."""
+    from ..registry import check_call, get_method, load_options
+
+    spec = get_method(method)
+    declared: set[str] = set(spec.call_options or ())
+    loads = load_options(spec)
+    per_call = {k: v for k, v in texts.items() if k in declared or k not in loads}
+    return {**{k: literal(v) for k, v in texts.items() if k not in per_call},
+            **check_call(spec, per_call, from_python=False)}
+
+
+def method_options(method: str, *, mask_given: bool = True, option: list[str] | None = None,
+                   **flags: Any) -> dict[str, Any]:
     """Options for a method from the CLI: only the flags given, so a method that does not take one reports it
-    instead of ignoring it, then every ``--option KEY=VALUE``."""
-    return {**{k: v for k, v in flags.items() if v is not None}, **parse_option_values(option)}
+    instead of ignoring it, then every ``--option KEY=VALUE`` (see :func:`typed_options`)."""
+    from ..registry import resolve_auto
+
+    name = resolve_auto(mask_given=mask_given) if method == "auto" else method
+    return {**{k: v for k, v in flags.items() if v is not None},
+            **typed_options(name, parse_option_values(option))}
 
 
 def remove_command(
@@ -76,8 +100,9 @@ def remove_command(
     from erasekit import io
 
     loaded = io.read_image(image)
-    options = method_options(option=option, device=device, model=model, steps=steps, guidance=guidance,
-                             allow_download=allow_download or None, weights=weights, timestep=timestep)
+    options = method_options(method, mask_given=mask is not None, option=option, device=device, model=model,
+                             steps=steps, guidance=guidance, allow_download=allow_download or None,
+                             weights=weights, timestep=timestep)
     result = erasekit.remove(loaded.pixels, mask, method=method, prompt=prompt, seed=seed, dilate=dilate,
                              hd_strategy=hd_strategy, refine=refine, resize_mask=resize_mask, **options)
     io.write_image(out, result.image, like=loaded)
@@ -88,16 +113,44 @@ def remove_command(
                                highlight=False)
 
 
-def methods_command() -> None:
+def methods_command(
+    options: str = typer.Option(None, "--options", metavar="METHOD",
+                                help="show METHOD's per-call options (-O KEY=VALUE): type, range, default, "
+                                     "help"),
+) -> None:
     """List every method, what it needs and whether it is available here."""
     import erasekit
 
+    if options is not None:
+        _print_options(options)
+        return
     table = Table(title="erasekit methods")
-    for col in ("method", "available", "description", "needs"):
+    for col in ("method", "available", "description", "needs", "options"):
         table.add_column(col)
     for info in erasekit.available_methods():
         needs = ", ".join(f"{w.name} ({'ok' if w.present else 'missing'})" for w in info.weights) or "-"
-        table.add_row(info.name, "yes" if info.available else "no", info.description, needs)
+        declared = erasekit.get_method(info.name).call_options
+        names = "?" if declared is None else ", ".join(o.name for o in declared.public()) or "-"
+        table.add_row(info.name, "yes" if info.available else "no", info.description, needs, names)
+    Console().print(table)
+
+
+def _print_options(method: str) -> None:
+    import erasekit
+
+    spec = erasekit.get_method(method)
+    declared = spec.call_options
+    if declared is None:
+        raise InvalidInputError(f"method {method!r} declares no per-call options ahead of loading")
+    takes_prompt = getattr(spec.factory, "takes_prompt", False)
+    prompt = "takes a prompt (--prompt)" if takes_prompt else "takes no prompt"
+    table = Table(title=f"{method}: per-call options (-O KEY=VALUE); {prompt}")
+    for col in ("option", "type", "allowed", "default", "help"):
+        table.add_column(col)
+    for o in declared.values():
+        default = o.default_note if o.default is None and o.default_note else json.dumps(o.default)
+        kind = f"{o.type_name} (Python API only)" if o.python_only else o.type_name
+        table.add_row(o.name, kind, o.allowed(), default, o.help)
     Console().print(table)
 
 
@@ -129,8 +182,8 @@ def batch_command(
 
     console = Console(stderr=True)
     summary = run_batch(images, masks, out, method=method, dilate=dilate, seed=seed, hd_strategy=hd_strategy,
-                        options=method_options(option=option, device=device, model=model, weights=weights,
-                                               steps=steps), skip_existing=skip_existing,
+                        options=method_options(method, option=option, device=device, model=model,
+                                               weights=weights, steps=steps), skip_existing=skip_existing,
                         resize_mask=resize_mask, progress=progress, console=console, refine=refine)
     if summary.stale_temps_removed:
         console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")

@@ -243,7 +243,7 @@ def _mean(values: list[float]) -> float | None:
 def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchResult:
     """Run every method on every record under each mask setting, then score the outputs. ``networks``: preloaded
     metric networks by weight key (tests pass tiny ones)."""
-    from ..registry import load_remover
+    from ..registry import check_call, get_method, load_remover
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,6 +273,8 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
         except ErasekitError as exc:
             methods_unavailable[method] = str(exc)
             continue
+        # Checked once, not per sample; typed values also make the cache key canonical ("2" and 2 alike).
+        call_opts = check_call(get_method(method), call_opts)
         warmed = False
         for mode in modes:
             metrics = {name: f.make() for name, f in suite.items() if f.make is not None}

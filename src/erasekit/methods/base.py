@@ -5,6 +5,11 @@ A concrete method implements :meth:`Remover.inpaint` on an input that already sa
 dilation, the empty-mask shortcut, the HD strategy, the refiners a request names, paste-back, timings and
 metadata.
 
+Per-call options are declared once per method as ``call_options`` (an
+:class:`~erasekit.options.OptionSet`); the base validates a request's options against it once and hands
+:meth:`Remover.inpaint` typed values with every default filled in. A method whose output does not depend on a
+text prompt refuses one (``takes_prompt``).
+
 Paste-back rule: pixels outside the paste region are bit-identical to the input. The paste region is the (dilated)
 mask, united with the method's alpha when the method edits beyond the mask on purpose (``edits_outside_mask``, e.g.
 OSOR's effect-aware alpha removing a shadow).
@@ -17,14 +22,17 @@ whatever strategy ran and whatever the method's size constraints (the contract i
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from .. import masks as M
 from ..hd import HDStrategy, SizeConstraints, paste_back, run_strategy
+from ..options import OptionSet
 from ..refiners import apply_refiners, parse_refine
 from ..types import InvalidInputError, RemovalRequest, RemovalResult
 
@@ -38,7 +46,10 @@ class Remover(ABC):
     edits_outside_mask: ClassVar[bool] = False
     default_hd_strategy: ClassVar[HDStrategy] = HDStrategy()
     # Per-call options this method understands; anything else in request.options is rejected, never dropped.
-    option_names: ClassVar[frozenset[str]] = frozenset()
+    # A loaded remover may shadow this with an instance attribute that binds weight-dependent defaults.
+    call_options: OptionSet = OptionSet()
+    # Whether request.prompt reaches the method; a prompt given to a method that ignores it is refused.
+    takes_prompt: ClassVar[bool] = False
 
     # ---- what a method implements -----------------------------------------------------------------------------
     @abstractmethod
@@ -47,7 +58,8 @@ class Remover(ABC):
         """Fill ``mask`` (binary float32 H×W) in ``image`` (uint8 H×W×3, constraints already met).
 
         Returns (uint8 H×W×3, alpha float32 H×W or None). The output may differ from the input anywhere; the base
-        pastes back. ``request`` carries prompt, seed and per-call options.
+        pastes back. ``request`` carries prompt, seed and per-call options (validated, typed and complete:
+        every option of ``call_options`` is present).
         """
 
     def describe(self) -> dict[str, Any]:
@@ -65,13 +77,31 @@ class Remover(ABC):
 
     # ---- shared work -------------------------------------------------------------------------------------------
     @classmethod
-    def check_options(cls, options: Any) -> None:
-        """Reject per-call options this method does not understand (they are never silently dropped)."""
-        unknown = set(options) - cls.option_names
-        if unknown:
-            raise InvalidInputError(f"method {cls.name!r} does not take option(s): {', '.join(sorted(unknown))}"
-                                    + (f"; it takes: {', '.join(sorted(cls.option_names))}" if cls.option_names
-                                       else ""))
+    def check_call(cls, options: Mapping[str, Any], *, prompt: str | None = None,
+                   from_python: bool = True) -> dict[str, Any]:
+        """Check the per-call part of a request against the class's declaration, before any model loads (the
+        API, CLI, batch and server call this early): the given options as typed values. ``from_python=False``
+        is for text and network input (python-only options such as callables are refused)."""
+        cls.check_prompt(prompt)
+        return cls.call_options.validate(options, owner=cls.name, from_python=from_python)
+
+    @classmethod
+    def check_prompt(cls, prompt: str | None) -> None:
+        """Refuse a prompt this method would ignore, as an unknown option is refused."""
+        if prompt is not None and not cls.takes_prompt:
+            raise InvalidInputError(f"method {cls.name!r} takes no prompt (its result does not depend on "
+                                    "one): drop the prompt, or choose a method that takes one "
+                                    "(erasekit methods)")
+
+    def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Every declared option for one call: this remover's defaults overridden by ``options`` (validated).
+        Methods extend this for checks that span several options."""
+        return self.call_options.resolve(options, owner=self.name)
+
+    def resolve_request(self, request: RemovalRequest) -> RemovalRequest:
+        """``request`` as :meth:`inpaint` sees it: prompt checked, options validated, typed and complete."""
+        self.check_prompt(request.prompt)
+        return dataclasses.replace(request, options=self.resolve_options(request.options))
 
     def prepare_mask(self, request: RemovalRequest) -> np.ndarray | None:
         """The binary, dilated mask the method will fill (None for a mask-free request)."""
@@ -87,14 +117,17 @@ class Remover(ABC):
 
     def __call__(self, request: RemovalRequest) -> RemovalResult:
         t_start = time.perf_counter()
-        self.check_options(request.options)
+        given = request.options
+        request = self.resolve_request(request)
         refiners = parse_refine(request.refine)  # an unknown refiner fails before the method runs
         mask = self.prepare_mask(request)
         strategy = HDStrategy.parse(request.hd_strategy) if request.hd_strategy is not None \
             else self.default_hd_strategy
         metadata: dict[str, Any] = {
             "method": self.name, "seed": request.seed, "prompt": request.prompt, "dilate": request.dilate,
-            "hd_strategy": strategy.name, "options": dict(request.options), "remover": self.describe(),
+            "hd_strategy": strategy.name,
+            "options": {k: request.options[k] for k in given},  # the options given, typed
+            "remover": self.describe(),
             "refine": [refiner.describe() for refiner in refiners],
         }
         image = request.image

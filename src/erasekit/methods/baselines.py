@@ -7,7 +7,8 @@ other method through the :class:`~erasekit.methods.base.Remover` base: mask chec
 paste-back (pixels outside the mask stay bit-identical) and metadata.
 
 Defaults are removal-friendly: a prompt asking for background, a negative prompt naming what must not appear, and
-each model card's recommended steps/guidance/strength. A per-call option overrides any of them::
+each model card's recommended steps/guidance/strength, declared as each class's ``call_options``. A per-call
+option overrides any of them::
 
     remover = erasekit.load_remover("sdxl-inpaint", model="/models/sdxl-inpaint", device="cuda")
     result = remover(RemovalRequest(image, mask, seed=0, options={"steps": 20, "progress": print}))
@@ -23,7 +24,7 @@ With a tiny checkpoint and a seed the result equals calling the diffusers pipeli
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +32,7 @@ import numpy as np
 from ..backbones.presets import PRESETS, locate_preset
 from ..diffusion.remover import DiffusionRemover
 from ..hd import SizeConstraints
+from ..options import Option, OptionSet, Range
 from ..registry import MethodSpec, WeightRequirement, register_method
 from ..types import InvalidInputError, RemovalRequest
 
@@ -39,23 +41,35 @@ REMOVAL_NEGATIVE_PROMPT = ("object, person, animal, text, watermark, logo, frame
                            "blurry, distorted, artifacts, low quality")
 
 
-@dataclass(frozen=True)
-class SamplingDefaults:
-    steps: int
-    guidance: float
-    strength: float
-    prompt: str = REMOVAL_PROMPT
-    negative_prompt: str | None = REMOVAL_NEGATIVE_PROMPT
+def sampling_options(*, steps: int, guidance: float, strength: float,
+                     negative_prompt: bool = True) -> OptionSet:
+    """The per-call options of a diffusers inpainting pipeline, with one model card's defaults."""
+    options = [
+        # Every backbone here is trained on 1000 timesteps; diffusers' schedulers cannot sample more distinct
+        # steps than that (DDPM/DDIM refuse), so 1000 is the most steps that mean anything.
+        Option("steps", int, default=steps, range=Range(1, 1000), help="denoising steps"),
+        # Classifier-free guidance past ~20 saturates SD's colours; FLUX Fill's distilled guidance embedding
+        # is used at 30. 100 leaves room for both and still catches a slipped decimal point (750 for 7.5).
+        Option("guidance", float, default=guidance, range=Range(0, 100), help="guidance scale"),
+        Option("strength", float, default=strength, range=Range(0, 1, low_inclusive=False),
+               help="how far the masked region is noised: 1 starts from pure noise"),
+    ]
+    if negative_prompt:
+        options.append(Option("negative_prompt", str, default=REMOVAL_NEGATIVE_PROMPT, nullable=True,
+                              help="what must not appear in the fill (null: none)"))
+    options.append(Option("progress", Callable, nullable=True, python_only=True,
+                          help="a callable progress(step, total), called after each denoising step"))
+    return OptionSet(*options)
 
 
 class DiffusersInpaintRemover(DiffusionRemover):
-    """A remover that runs one of diffusers' inpainting pipelines. Subclasses name the preset and defaults.
+    """A remover that runs one of diffusers' inpainting pipelines. Subclasses name the preset and declare
+    their ``call_options`` with the model card's defaults (:func:`sampling_options`).
 
     Load options (backbone, device, placement, ``pipeline``, ``progress_bar``) are the diffusion base's."""
 
-    defaults: ClassVar[SamplingDefaults]
-    option_names: ClassVar[frozenset[str]] = frozenset(
-        {"steps", "guidance", "strength", "negative_prompt", "progress"})
+    takes_prompt: ClassVar[bool] = True
+    default_prompt: ClassVar[str] = REMOVAL_PROMPT  # used when a request gives no prompt
 
     def describe(self) -> dict[str, Any]:
         return dict(self._description)
@@ -63,61 +77,47 @@ class DiffusersInpaintRemover(DiffusionRemover):
     @functools.cached_property
     def _description(self) -> dict[str, Any]:
         # Computed once: pipe.device / pipe.dtype walk every module, which costs milliseconds on each call.
-        d = self.defaults
+        d = self.call_options.defaults()
         return {**super().describe(), "hub_id": self.preset.hub_id, "pipeline": type(self.pipe).__name__,
                 "device": str(self.pipe.device), "dtype": str(self.pipe.dtype).replace("torch.", ""),
-                "steps": d.steps, "guidance": d.guidance, "strength": d.strength}
+                "steps": d["steps"], "guidance": d["guidance"], "strength": d["strength"]}
 
     # ---- per-call settings --------------------------------------------------------------------------------------
-    def settings(self, request: RemovalRequest) -> dict[str, Any]:
-        """The sampling settings for ``request``: its options over this method's defaults, validated."""
-        o, d = request.options, self.defaults
-        try:
-            steps = int(o.get("steps", d.steps))
-            guidance = float(o.get("guidance", d.guidance))
-            strength = float(o.get("strength", d.strength))
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"bad sampling option for {self.name}: {exc}") from None
-        if steps < 1:
-            raise InvalidInputError(f"steps must be >= 1, got {steps}")
-        if guidance < 0:
-            raise InvalidInputError(f"guidance must be >= 0, got {guidance}")
-        if not 0.0 < strength <= 1.0:
-            raise InvalidInputError(f"strength must be in (0, 1], got {strength}")
-        if int(steps * strength) < 1:  # diffusers runs int(steps × strength) steps
-            raise InvalidInputError(f"steps × strength leaves no denoising step ({steps} × {strength}); "
-                                    f"raise steps or strength")
-        progress = o.get("progress", self.progress)
-        if progress is not None and not callable(progress):
-            raise InvalidInputError("option 'progress' must be a callable progress(step, total)")
-        prompt = request.prompt if request.prompt is not None else d.prompt
-        negative = o.get("negative_prompt", d.negative_prompt)
-        return {"steps": steps, "guidance": guidance, "strength": strength, "prompt": prompt,
-                "negative_prompt": negative, "progress": progress}
+    def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        resolved = super().resolve_options(options)
+        if int(resolved["steps"] * resolved["strength"]) < 1:  # diffusers runs int(steps × strength) steps
+            raise InvalidInputError(f"steps × strength leaves no denoising step ({resolved['steps']} × "
+                                    f"{resolved['strength']}); raise steps or strength")
+        return resolved
 
     def pipeline_kwargs(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest) -> dict[str, Any]:
-        """The exact arguments this remover passes to the diffusers pipeline (also used by tests and benchmarks)."""
+        """The exact arguments this remover passes to the diffusers pipeline (also used by tests and
+        benchmarks), for ``request`` as :meth:`inpaint` gets it (see
+        :meth:`~erasekit.methods.base.Remover.resolve_request`)."""
         from PIL import Image
 
         from ..convert import mask_to_uint8
 
-        s = self.settings(request)
+        s = request.options
+        prompt = request.prompt if request.prompt is not None else self.default_prompt
         h, w = mask.shape
         # One CPU generator per image: the same noise on every device (diffusers moves it to the device).
         generator = None if request.seed is None else self.generators([request.seed])
         kwargs: dict[str, Any] = {
-            "prompt": s["prompt"], "image": Image.fromarray(image), "mask_image": Image.fromarray(mask_to_uint8(mask)),
+            "prompt": prompt, "image": Image.fromarray(image),
+            "mask_image": Image.fromarray(mask_to_uint8(mask)),
             "height": h, "width": w, "num_inference_steps": s["steps"], "guidance_scale": s["guidance"],
             "strength": s["strength"], "generator": generator, "output_type": "pil",
         }
-        if s["negative_prompt"] is not None and "negative_prompt" in self.option_names:
+        if s.get("negative_prompt") is not None:
             kwargs["negative_prompt"] = s["negative_prompt"]
         return kwargs
 
     # ---- the work ----------------------------------------------------------------------------------------------
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
         kwargs = self.pipeline_kwargs(image, mask, request)
-        out = self.run_pipeline(progress=self.settings(request)["progress"], **kwargs).images[0]
+        progress = request.options["progress"] if request.options["progress"] is not None else self.progress
+        out = self.run_pipeline(progress=progress, **kwargs).images[0]
         # diffusers' own uint8 conversion (PIL output) so the pixels equal a direct pipeline call.
         return np.asarray(out.convert("RGB"), dtype=np.uint8), None
 
@@ -129,14 +129,14 @@ class SD15InpaintRemover(DiffusersInpaintRemover):
     name: ClassVar[str] = "sd15-inpaint"
     preset_name: ClassVar[str] = "sd15-inpaint"
     constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=8, min_side=64, max_side=768)
-    defaults: ClassVar[SamplingDefaults] = SamplingDefaults(steps=50, guidance=7.5, strength=1.0)
+    call_options: OptionSet = sampling_options(steps=50, guidance=7.5, strength=1.0)
 
 
 class SD2InpaintRemover(DiffusersInpaintRemover):
     name: ClassVar[str] = "sd2-inpaint"
     preset_name: ClassVar[str] = "sd2-inpaint"
     constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=8, min_side=64, max_side=768)
-    defaults: ClassVar[SamplingDefaults] = SamplingDefaults(steps=50, guidance=7.5, strength=1.0)
+    call_options: OptionSet = sampling_options(steps=50, guidance=7.5, strength=1.0)
 
 
 class SDXLInpaintRemover(DiffusersInpaintRemover):
@@ -144,7 +144,7 @@ class SDXLInpaintRemover(DiffusersInpaintRemover):
     preset_name: ClassVar[str] = "sdxl-inpaint"
     constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=8, min_side=64, max_side=1536)
     # strength just below 1 keeps a trace of the input latent, as the model card recommends (0.99).
-    defaults: ClassVar[SamplingDefaults] = SamplingDefaults(steps=30, guidance=8.0, strength=0.99)
+    call_options: OptionSet = sampling_options(steps=30, guidance=8.0, strength=0.99)
 
 
 class FluxFillRemover(DiffusersInpaintRemover):
@@ -153,9 +153,7 @@ class FluxFillRemover(DiffusersInpaintRemover):
     # 16 = the VAE's 8 × FLUX's 2×2 packing.
     constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=16, min_side=64, max_side=2048)
     # FLUX Fill is guidance-distilled: guidance 30 goes into its guidance embedding; it has no negative prompt.
-    defaults: ClassVar[SamplingDefaults] = SamplingDefaults(steps=50, guidance=30.0, strength=1.0,
-                                                            negative_prompt=None)
-    option_names: ClassVar[frozenset[str]] = frozenset({"steps", "guidance", "strength", "progress"})
+    call_options: OptionSet = sampling_options(steps=50, guidance=30.0, strength=1.0, negative_prompt=False)
 
 
 BASELINES: tuple[type[DiffusersInpaintRemover], ...] = (
@@ -201,7 +199,7 @@ __all__ = [
     "SD2InpaintRemover",
     "SD15InpaintRemover",
     "SDXLInpaintRemover",
-    "SamplingDefaults",
     "backbone_requirement",
     "register",
+    "sampling_options",
 ]

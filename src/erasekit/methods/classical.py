@@ -7,33 +7,20 @@ these classes only adapt the libraries to the remover contract.
 from __future__ import annotations
 
 import threading
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
 from ..hd import HDStrategy, SizeConstraints
+from ..options import Option, OptionSet, Range
 from ..registry import MethodSpec, WeightRequirement, register_method
-from ..types import InvalidInputError, MissingWeightsError, RemovalRequest
+from ..types import MissingWeightsError, RemovalRequest
 from .base import Remover
 
 # The native PatchMatch library keeps its random seed in one process-wide variable: seeding and inpainting must
 # happen together, or two threads (the web server) would each run with the other's seed.
 _PATCHMATCH_LOCK = threading.Lock()
-
-
-def _positive_int(value: Any, what: str) -> int:
-    """An integer >= 1 from a user option, or an InvalidInputError naming it."""
-    if isinstance(value, bool):
-        raise InvalidInputError(f"{what} must be an integer >= 1, got {value!r}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{what} must be an integer >= 1, got {value!r}") from None
-    fractional = not isinstance(value, str) and number != value  # 3.5 must not silently become 3
-    if fractional or number < 1:
-        raise InvalidInputError(f"{what} must be an integer >= 1, got {value!r}")
-    return number
 
 
 def _hole(mask: np.ndarray) -> np.ndarray:
@@ -71,18 +58,25 @@ class PatchMatchRemover(Remover):
     # surroundings, not from far regions (a whole-image search on the astronaut photo pasted part of her face where
     # the shuttle was). 48 px of context worked on every demo photo; much larger margins pull that structure back in.
     default_hd_strategy: ClassVar[HDStrategy] = HDStrategy(name="crop", crop_trigger=1, crop_margin=48)
-    option_names: ClassVar[frozenset[str]] = frozenset({"patch_size"})
+    call_options: OptionSet = OptionSet(
+        # 3 is the radius pypatchmatch's own examples use ((2·3+1)² = 49-pixel patches). The cost grows with
+        # the patch area: at 32 (65×65 patches) a patch is wider than the 48 px context of the crop strategy.
+        Option("patch_size", int, default=3, range=Range(1, 32),
+               help="patch radius in pixels: patches of (2r+1)² pixels; larger follows larger structures, "
+                    "slower"),
+    )
 
     def __init__(self, patch_size: int = 3):
-        # 3 is the radius pypatchmatch's own examples use ((2·3+1)² = 49-pixel patches); larger is much slower.
-        self.patch_size = _positive_int(patch_size, "patchmatch patch_size")
+        """``patch_size``: this remover's default for the per-call option of the same name."""
+        self.call_options = type(self).call_options.with_defaults(owner=self.name, patch_size=patch_size)
+        self.patch_size: int = self.call_options["patch_size"].default
         self._lib = patchmatch_library()
 
     def describe(self):
         return {**super().describe(), "patch_size": self.patch_size}
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
-        patch_size = _positive_int(request.options.get("patch_size", self.patch_size), "patchmatch patch_size")
+        patch_size = request.options["patch_size"]
         # Seed every call (seed None -> 0) so results never depend on call order; see _PATCHMATCH_LOCK.
         with _PATCHMATCH_LOCK:
             self._lib.set_random_seed(0 if request.seed is None else int(request.seed))
@@ -94,17 +88,24 @@ class OpenCVRemover(Remover):
     """Diffusion-style fill from the mask border (Telea 2004 fast marching, or Navier-Stokes). Cheap, blurry."""
 
     constraints: ClassVar[SizeConstraints] = SizeConstraints()
-    option_names: ClassVar[frozenset[str]] = frozenset({"radius"})
+    call_options: OptionSet = OptionSet(
+        # OpenCV's inpaintRadius: the neighbourhood each filled pixel averages over. The cost grows with its
+        # area; 64 px is far beyond the few pixels where the fill is a smooth continuation of the border.
+        Option("radius", int, default=5, range=Range(1, 64),
+               help="neighbourhood radius in pixels that each filled pixel is computed from"),
+    )
     flag: ClassVar[int]
 
     def __init__(self, radius: int = 5):
-        self.radius = _positive_int(radius, f"{self.name} radius")
+        """``radius``: this remover's default for the per-call option of the same name."""
+        self.call_options = type(self).call_options.with_defaults(owner=self.name, radius=radius)
+        self.radius: int = self.call_options["radius"].default
 
     def describe(self):
         return {**super().describe(), "radius": self.radius}
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
-        radius = _positive_int(request.options.get("radius", self.radius), f"{self.name} radius")
+        radius = request.options["radius"]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         filled = cv2.inpaint(bgr, _hole(mask), float(radius), self.flag)
         return cv2.cvtColor(filled, cv2.COLOR_BGR2RGB), None

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..refiners import get_refiner, refiner_names
-from ..registry import available_methods
+from ..registry import available_methods, get_method
 from ..types import ErasekitError
 from . import processing
 from .errors import error_response, install_error_handlers, log
@@ -49,6 +49,7 @@ from .schemas import (
     JobStatus,
     MethodOut,
     MethodsResponse,
+    OptionOut,
     QueueOut,
     RefinerOut,
     RemoveJSONRequest,
@@ -227,15 +228,20 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         out = []
         for info in infos:
             worker = queue.loaded_worker(info.name)
+            spec = get_method(info.name)
+            declared = spec.call_options
             out.append(MethodOut(
                 name=info.name, description=info.description, family=info.family,
                 requires_mask=info.requires_mask, available=info.available, reason=info.reason,
                 default=info.name == default, streams_progress=worker.streams_progress if worker else None,
                 # Weight locations stay on the server: they are local paths.
                 weights=[WeightOut(name=w.name, description=w.description, present=w.present, hub_id=w.hub_id,
-                                   fetch_hint=w.fetch_hint) for w in info.weights]))
-        refiners = [RefinerOut(name=spec.name, description=spec.description)
-                    for spec in map(get_refiner, refiner_names())]
+                                   fetch_hint=w.fetch_hint) for w in info.weights],
+                takes_prompt=getattr(spec.factory, "takes_prompt", None),
+                options=(None if declared is None
+                         else [OptionOut(**o) for o in declared.describe(public=True)])))
+        refiners = [RefinerOut(name=r.name, description=r.description)
+                    for r in map(get_refiner, refiner_names())]
         return MethodsResponse(default=default, methods=out, refiners=refiners)
 
     async def _admit_and_prepare(request: Request) -> tuple[Slot, processing.PreparedJob]:

@@ -15,14 +15,11 @@ import numpy as np
 
 from .. import io
 from ..refiners import parse_refine
-from ..registry import get_method, load_options, resolve_auto
+from ..registry import check_call, get_method, load_options, resolve_auto
 from ..types import InvalidInputError, RemovalRequest, RemovalResult
 from .schemas import MEDIA_TYPES, RemoveResponse
 from .settings import ServerSettings
 from .uploads import RemoveInput
-
-# Per-call options a client may never set: the progress hook is the server's, not data.
-_SERVER_ONLY_OPTIONS = frozenset({"progress"})
 
 
 @dataclass
@@ -78,18 +75,15 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     method = choose_method(opts.method, settings, upload.mask is not None)
     spec = get_method(method)
     # Factory options (model, weights, device, ...) can name server paths: clients may not set them, unless the
-    # remover also takes the same name per call (patchmatch's patch_size), which is plain data.
-    per_call = frozenset(getattr(spec.factory, "option_names", ()))
-    server_side = set(opts.options) & ((load_options(spec) - per_call) | _SERVER_ONLY_OPTIONS)
+    # method also declares the same name per call (patchmatch's patch_size), which is plain data.
+    server_side = set(opts.options) & (load_options(spec) - set(spec.call_options or ()))
     if server_side:
         raise InvalidInputError(f"option(s) {', '.join(sorted(server_side))} of {method!r} are set when the server "
                                 "starts, not per request")
-    unknown = set(opts.options) - per_call
-    if hasattr(spec.factory, "option_names") and unknown:
-        # The remover would say the same, but only after loading its model: fail before taking a queue slot.
-        raise InvalidInputError(f"method {method!r} does not take option(s): {', '.join(sorted(unknown))}"
-                                + (f"; it takes: {', '.join(sorted(per_call - _SERVER_ONLY_OPTIONS))}"
-                                   if per_call - _SERVER_ONLY_OPTIONS else ""))
+    # The method's own declaration, as for the CLI and the API; checked before the job takes a queue slot
+    # (the remover would say the same, but only after loading its model). Python-only options (progress) are
+    # refused.
+    options = check_call(spec, dict(opts.options), prompt=opts.prompt, from_python=False)
     refiners = parse_refine(opts.refine)  # an unknown refiner is a 422 before anything is decoded
     source = io.read_image(upload.image, max_pixels=settings.max_pixels)
     mask = None
@@ -99,7 +93,7 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     elif spec.requires_mask:
         raise InvalidInputError(f"method {method!r} needs a mask (send a 'mask' along with the image)")
     request = RemovalRequest(image=source.pixels, mask=mask, prompt=opts.prompt, seed=opts.seed, dilate=opts.dilate,
-                             hd_strategy=opts.hd_strategy, refine=refiners, options=dict(opts.options))
+                             hd_strategy=opts.hd_strategy, refine=refiners, options=options)
     return PreparedJob(method, request, source, opts.output_format, opts.quality,
                        {"decode": time.perf_counter() - t0})
 

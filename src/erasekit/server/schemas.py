@@ -83,6 +83,20 @@ class WeightOut(BaseModel):
     fetch_hint: str | None = Field(None, description="the command that fetches it on the server")
 
 
+class OptionOut(BaseModel):
+    """One per-call option a method declares (send it in `options`)."""
+
+    name: str
+    type: Literal["bool", "int", "float", "str"]
+    default: OptionValue | None = Field(None, description="the value used when the option is not sent; null "
+                                        "when the loaded model decides it (see default_note) or it is off")
+    default_note: str | None = Field(None, description="how the default is chosen when the model decides it")
+    allowed: str = Field(..., description="what the option accepts, in words: its range or choices")
+    range: str | None = Field(None, description="allowed interval, e.g. '[1, 1000]' or '(0, 1]'")
+    choices: list[str] | None = Field(None, description="allowed values of a string option")
+    help: str
+
+
 class MethodOut(BaseModel):
     name: str = Field(..., description="the value to send as `method`")
     description: str
@@ -94,6 +108,12 @@ class MethodOut(BaseModel):
     streams_progress: bool | None = Field(None, description="whether jobs of this method report per-step progress "
                                           "(known once the method is loaded; null before)")
     weights: list[WeightOut] = Field(default_factory=list)
+    takes_prompt: bool | None = Field(
+        None, description="whether `prompt` reaches the method (a prompt sent to one that ignores it is a "
+        "422); null when the method declares nothing")
+    options: list[OptionOut] | None = Field(
+        None, description="the per-call options it takes; an unknown one or a value outside its range is a "
+        "422. Null when the method declares none ahead of loading")
 
 
 class RefinerOut(BaseModel):

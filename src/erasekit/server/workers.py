@@ -39,7 +39,7 @@ class MethodWorker:
     def streams_progress(self) -> bool:
         """Whether the remover reports per-step progress: a ``progress`` attribute (diffusion baselines) or a
         ``progress`` per-call option."""
-        return hasattr(self.remover, "progress") or "progress" in getattr(self.remover, "option_names", ())
+        return hasattr(self.remover, "progress") or "progress" in getattr(self.remover, "call_options", ())
 
     def run(self, request: RemovalRequest, progress: ProgressFn | None = None,
             on_start: Callable[[], None] | None = None) -> RemovalResult:

@@ -183,6 +183,11 @@ class OsorEngine(ABC):
                 timestep: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Eq. 3–5 (and 12): returns (z_t, x̂0, alpha logits or None), latents unpacked N×C×h×w."""
 
+    @property
+    def default_blend(self) -> Blend:
+        """``alpha`` (Eq. 13) where the model has the alpha head, else the hard latent mask (Eq. 6)."""
+        return "alpha" if has_alpha_head(self.denoiser) else "mask"
+
     def run(self, images: torch.Tensor, masks: torch.Tensor, seeds: Sequence[int], *,
             timestep: float | None = None, blend: Blend | None = None, **denoise_options: Any) -> OsorOutput:
         """Remove ``masks`` (N×1×H×W, {0,1}) from ``images`` (N×3×H×W in [-1, 1]); H, W multiples of 16.
@@ -191,9 +196,10 @@ class OsorEngine(ABC):
         import torch
 
         timestep = self.check_timestep(timestep)
-        blend = blend or ("alpha" if has_alpha_head(self.denoiser) else "mask")
+        blend = blend or self.default_blend
         if blend == "alpha" and not has_alpha_head(self.denoiser):
-            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); use blend='mask'")
+            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); this model has none "
+                                    "(Phase I weights or alpha_head=False): use blend='mask'")
         if blend not in BLENDS:
             raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
         device, dtype = self._placement()

@@ -4,17 +4,18 @@
 
 from __future__ import annotations
 
-import math
 import os
 from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
 from ...diffusion.remover import DiffusionRemover
 from ...hd import SizeConstraints
-from ...types import InvalidInputError, MissingWeightsError, RemovalRequest
+from ...options import Option, OptionSet, Range
+from ...types import MissingWeightsError, RemovalRequest
 from .alpha_head import add_alpha_head, has_alpha_head
 from .engine import (
     BLENDS,
@@ -26,7 +27,7 @@ from .engine import (
     flux_working_size,
     sdxl_working_size,
 )
-from .recipe import PROMPT
+from .recipe import FLUX_GUIDANCE, PROMPT
 from .weights import (
     LoadReport,
     OsorWeights,
@@ -47,6 +48,16 @@ class OsorSettings:
     guidance: float | None = None
 
 
+# Options both backbones take; each remover adds its own timestep (and FLUX its guidance).
+_BLEND = Option("blend", str, choices=BLENDS,
+                default_note="alpha when the weights have the alpha head, else mask",
+                help="alpha: blend latents by the predicted alpha (Eq. 13; needs Phase II weights); "
+                     "mask: the hard max-pooled mask (Eq. 6)")
+_PASTE_BACK = Option("paste_back", bool, default=True,
+                     help="paste through mask ∪ alpha so every other pixel stays bit-identical; false "
+                          "returns the decoded image everywhere, as the authors' scripts do")
+
+
 class OsorRemover(DiffusionRemover):
     """OSOR on one backbone. Build once (loads the backbone and weights), call many times; thread-safe."""
 
@@ -55,12 +66,11 @@ class OsorRemover(DiffusionRemover):
     engine_cls: ClassVar[type[OsorEngine]]
     edits_outside_mask: ClassVar[bool] = True  # the alpha map extends the paste region (shadows, reflections)
     constraints: ClassVar[SizeConstraints] = SizeConstraints()  # the paper's resizing happens inside inpaint
-    option_names: ClassVar[frozenset[str]] = frozenset({"timestep", "blend", "paste_back"})
 
     def paste_region(self, mask: np.ndarray, alpha: np.ndarray | None, request: RemovalRequest) -> np.ndarray:
         """``paste_back=False`` (per call) returns the decoded image everywhere, as the authors' scripts do;
         the default pastes through mask ∪ alpha so everything else stays bit-identical."""
-        if not request.options.get("paste_back", True):
+        if not request.options["paste_back"]:
             return np.ones_like(mask)
         return super().paste_region(mask, alpha, request)
 
@@ -91,7 +101,7 @@ class OsorRemover(DiffusionRemover):
         elif alpha_head:
             add_alpha_head(denoiser)
         denoiser.eval()
-        self.defaults = self._settings({"timestep": self.osor_weights.timestep if self.osor_weights else None})
+        self.call_options = self.bind_options(self.osor_weights.timestep if self.osor_weights else None)
         if release_text_encoders is None:
             release_text_encoders = self.loaded_pipeline
         if release_text_encoders:
@@ -120,37 +130,28 @@ class OsorRemover(DiffusionRemover):
                 "device": str(self.engine.device), "dtype": str(self.engine.dtype).replace("torch.", "")}
 
     # ---- settings ----------------------------------------------------------------------------------------------
-    def _settings(self, options: dict[str, Any]) -> OsorSettings:
-        blend = options.get("blend")
-        if blend is None:
-            blend = "alpha" if has_alpha_head(self.engine.denoiser) else "mask"
-        if blend not in BLENDS:
-            raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-        if blend == "alpha" and not has_alpha_head(self.engine.denoiser):
-            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); this model has none "
-                                    "(Phase I weights or alpha_head=False) — use blend='mask'")
-        try:
-            timestep = self.engine.check_timestep(options.get("timestep"))
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"bad timestep {options.get('timestep')!r}") from None
-        guidance = options.get("guidance")
-        if guidance is not None:
-            if self.family != "flux":
-                raise InvalidInputError("guidance applies to osor-flux only (SDXL's OSOR runs without guidance)")
-            try:
-                guidance = float(guidance)
-            except (TypeError, ValueError):
-                raise InvalidInputError(f"guidance must be a number, got {guidance!r}") from None
-            if not math.isfinite(guidance) or guidance < 0:
-                raise InvalidInputError(f"guidance must be >= 0, got {guidance}")
-        return OsorSettings(timestep, blend, guidance)
+    def bind_options(self, weights_timestep: float | None) -> OptionSet:
+        """The declaration with the defaults the loaded model decides: the weights' training timestep (else
+        the paper's) and the blend its alpha head allows."""
+        return self.declared_options().with_defaults(owner=self.name,
+                                                     timestep=self.engine.check_timestep(weights_timestep),
+                                                     blend=self.engine.default_blend)
+
+    def declared_options(self) -> OptionSet:
+        """The class's declaration, narrowed to what the loaded model allows."""
+        return type(self).call_options
+
+    @property
+    def defaults(self) -> OsorSettings:
+        return self._as_settings(self.call_options.defaults())
 
     def settings(self, request: RemovalRequest) -> OsorSettings:
-        """This request's settings: its options over the remover's defaults, validated."""
-        merged = {"timestep": self.defaults.timestep, "blend": self.defaults.blend,
-                  "guidance": self.defaults.guidance}
-        merged.update({k: v for k, v in request.options.items() if v is not None})
-        return self._settings(merged)
+        """This request's settings (its options as :meth:`inpaint` gets them: validated and complete)."""
+        return self._as_settings(request.options)
+
+    @staticmethod
+    def _as_settings(options: Mapping[str, Any]) -> OsorSettings:
+        return OsorSettings(options["timestep"], options["blend"], options.get("guidance"))
 
     @abstractmethod
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -195,6 +196,16 @@ class OsorSDXLRemover(OsorRemover):
     family: ClassVar[str] = "sdxl"
     preset_name: ClassVar[str] = "sdxl-inpaint"
     engine_cls: ClassVar[type[OsorEngine]] = SDXLEngine
+    call_options: OptionSet = OptionSet(
+        # SDXL's DDPM schedule has 1000 training timesteps; the loaded scheduler narrows this if it has fewer.
+        Option("timestep", int, range=Range(0, 999),
+               default_note="the weights' training timestep (paper: t = 400)",
+               help="DDPM timestep t of the one denoising step (Sec. 3.2)"),
+        _BLEND, _PASTE_BACK)
+
+    def declared_options(self) -> OptionSet:
+        n = cast(SDXLEngine, self.engine).scheduler.config.num_train_timesteps
+        return type(self).call_options.replace(timestep={"range": Range(0, n - 1)})
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return sdxl_working_size(height, width)
@@ -205,7 +216,15 @@ class OsorFluxRemover(OsorRemover):
     family: ClassVar[str] = "flux"
     preset_name: ClassVar[str] = "flux-fill"
     engine_cls: ClassVar[type[OsorEngine]] = FluxEngine
-    option_names: ClassVar[frozenset[str]] = OsorRemover.option_names | {"guidance"}
+    call_options: OptionSet = OptionSet(
+        # The declaration bounds the value; the engine reads an integer in [1, 999] as the authors' t / 1000.
+        Option("timestep", float, range=Range(0, 1000, low_inclusive=False, high_inclusive=False),
+               default_note="the weights' training timestep (paper: s = 0.4)",
+               help="flow-matching noise level s in (0, 1) of the one step (Sec. 3.2); an integer in "
+                    "[1, 999] is the authors' t and means s = t / 1000"),
+        _BLEND, _PASTE_BACK,
+        Option("guidance", float, default=FLUX_GUIDANCE, range=Range(0, 100),
+               help="FLUX Fill's guidance embedding"))
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return flux_working_size(height, width)
