@@ -17,7 +17,7 @@ pretrained head), hence this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ...types import InvalidInputError
 
@@ -69,23 +69,29 @@ def has_alpha_head(model: Any) -> bool:
     return _out_width(getattr(model, spec.attribute)) == spec.expanded
 
 
-def _widened(layer, extra: int, generator: torch.Generator | None):
+def _widened(layer: torch.nn.Module, extra: int,
+             generator: torch.Generator | None) -> torch.nn.Conv2d | torch.nn.Linear:
     """A copy of ``layer`` (Conv2d or Linear) with ``extra`` more outputs: old rows copied, new rows Kaiming-normal."""
     import torch
     from torch import nn
 
+    if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+        raise TypeError(f"cannot widen a {type(layer).__name__}; expected Conv2d or Linear")
     weight = layer.weight
-    kwargs = {"device": weight.device, "dtype": weight.dtype, "bias": layer.bias is not None}
+    kwargs: dict[str, Any] = {"device": weight.device, "dtype": weight.dtype, "bias": layer.bias is not None}
+    new: nn.Conv2d | nn.Linear
     if isinstance(layer, nn.Conv2d):
-        new = nn.Conv2d(layer.in_channels, layer.out_channels + extra, layer.kernel_size, stride=layer.stride,
-                        padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+        # Conv2d stores its geometry as 2-tuples (torch's _pair); torch annotates them as tuple[int, ...].
+        new = nn.Conv2d(layer.in_channels, layer.out_channels + extra,
+                        cast("tuple[int, int]", layer.kernel_size),
+                        stride=cast("tuple[int, int]", layer.stride),
+                        padding=cast("str | tuple[int, int]", layer.padding),
+                        dilation=cast("tuple[int, int]", layer.dilation), groups=layer.groups,
                         padding_mode=layer.padding_mode, **kwargs)
         old_out = layer.out_channels
-    elif isinstance(layer, nn.Linear):
+    else:
         new = nn.Linear(layer.in_features, layer.out_features + extra, **kwargs)
         old_out = layer.out_features
-    else:
-        raise TypeError(f"cannot widen a {type(layer).__name__}; expected Conv2d or Linear")
     with torch.no_grad():
         new.weight[:old_out].copy_(weight)
         if weight.device.type != "meta":
@@ -94,6 +100,7 @@ def _widened(layer, extra: int, generator: torch.Generator | None):
             nn.init.kaiming_normal_(fresh, nonlinearity="relu", generator=generator)
             new.weight[old_out:].copy_(fresh.to(weight.dtype))
         if layer.bias is not None:
+            assert new.bias is not None, "built with bias=True when the old layer has one"
             new.bias[:old_out].copy_(layer.bias)
             new.bias[old_out:].zero_()
     new.requires_grad_(weight.requires_grad)

@@ -228,7 +228,12 @@ class OsorEngine(ABC):
         z_t, x0, logits = self.denoise(z_lq, noise, masks, timestep, **denoise_options)
         timings["denoiser"] = _tick(device) - start
         alpha = alpha_from_logits(logits) if logits is not None else None                # Eq. 12
-        weight = alpha if blend == "alpha" else L.mask_to_latent(masks, z_lq.shape[-2:], "max")
+        if blend == "alpha":
+            assert alpha is not None, "blend='alpha' is only chosen for a model with the alpha head"
+            weight = alpha
+        else:
+            latent_h, latent_w = z_lq.shape[-2:]
+            weight = L.mask_to_latent(masks, (latent_h, latent_w), "max")
         z_out = composite(x0, z_lq, weight)  # Eq. 13 (alpha) / Eq. 6 (mask)
         start = _tick(device)
         decoded = L.decode(self.vae, z_out)

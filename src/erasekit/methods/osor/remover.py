@@ -27,7 +27,7 @@ from .engine import (
     flux_working_size,
     sdxl_working_size,
 )
-from .recipe import FLUX_GUIDANCE, PROMPT
+from .recipe import FLUX_GUIDANCE, PROMPT, Backbone
 from .weights import (
     LoadReport,
     OsorWeights,
@@ -61,7 +61,7 @@ _PASTE_BACK = Option("paste_back", bool, default=True,
 class OsorRemover(DiffusionRemover):
     """OSOR on one backbone. Build once (loads the backbone and weights), call many times; thread-safe."""
 
-    family: ClassVar[str]
+    family: ClassVar[Backbone]
     preset_name: ClassVar[str]
     engine_cls: ClassVar[type[OsorEngine]]
     edits_outside_mask: ClassVar[bool] = True  # the alpha map extends the paste region (shadows, reflections)
@@ -112,13 +112,13 @@ class OsorRemover(DiffusionRemover):
         if weights is not None and str(weights).lower() == NO_WEIGHTS:
             return None
         if weights is None:
-            found = locate_weights(self.family, 2)  # type: ignore[arg-type]
+            found = locate_weights(self.family, 2)
             if found is None:
                 raise MissingWeightsError(f"OSOR {self.family} weights are not on this machine; fetch them with: "
-                                          f"{fetch_hint(self.family)} (then pass --weights PATH or put the file "  # type: ignore[arg-type]
+                                          f"{fetch_hint(self.family)} (then pass --weights PATH or put the file "
                                           f"under $ERASEKIT_MODELS_DIR/osor/)")
             weights = found
-        return load_osor_weights(weights, self.family)  # type: ignore[arg-type]
+        return load_osor_weights(weights, self.family)
 
     def describe(self) -> dict[str, Any]:
         w = self.osor_weights
@@ -171,9 +171,10 @@ class OsorRemover(DiffusionRemover):
         wh, ww = self.working_size(h, w)
         work_image, work_mask = image, mask
         if (wh, ww) != (h, w):
-            work_image = np.asarray(Image.fromarray(image).resize((ww, wh), Image.BICUBIC))
+            work_image = np.asarray(Image.fromarray(image).resize((ww, wh), Image.Resampling.BICUBIC))
             mask_u8 = Image.fromarray((mask > 0).astype(np.uint8) * 255)
-            work_mask = (np.asarray(mask_u8.resize((ww, wh), Image.NEAREST)) > 0).astype(np.float32)
+            nearest = mask_u8.resize((ww, wh), Image.Resampling.NEAREST)
+            work_mask = (np.asarray(nearest) > 0).astype(np.float32)
         images = image_to_tensor(np.stack([work_image]))  # a copy: torch.from_numpy warns on read-only arrays
         with self.lock:
             out = self.engine.run(images, mask_to_tensor(work_mask), [seed],
@@ -185,15 +186,15 @@ class OsorRemover(DiffusionRemover):
         mode = "bilinear" if settings.blend == "alpha" else "nearest"
         weight = F.interpolate(out.weight, size=(wh, ww), mode=mode).clamp(0, 1).cpu().numpy()[0, 0]
         if (wh, ww) != (h, w):
-            pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BICUBIC))
+            pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC))
             weight_image = Image.fromarray(weight.astype(np.float32), mode="F")
-            weight = np.asarray(weight_image.resize((w, h), Image.BILINEAR))
+            weight = np.asarray(weight_image.resize((w, h), Image.Resampling.BILINEAR))
         return np.ascontiguousarray(pixels), np.clip(weight, 0.0, 1.0).astype(np.float32)
 
 
 class OsorSDXLRemover(OsorRemover):
     name: ClassVar[str] = "osor-sdxl"
-    family: ClassVar[str] = "sdxl"
+    family: ClassVar[Backbone] = "sdxl"
     preset_name: ClassVar[str] = "sdxl-inpaint"
     engine_cls: ClassVar[type[OsorEngine]] = SDXLEngine
     call_options: OptionSet = OptionSet(
@@ -213,7 +214,7 @@ class OsorSDXLRemover(OsorRemover):
 
 class OsorFluxRemover(OsorRemover):
     name: ClassVar[str] = "osor-flux"
-    family: ClassVar[str] = "flux"
+    family: ClassVar[Backbone] = "flux"
     preset_name: ClassVar[str] = "flux-fill"
     engine_cls: ClassVar[type[OsorEngine]] = FluxEngine
     call_options: OptionSet = OptionSet(
@@ -237,7 +238,7 @@ REMOVERS: dict[str, type[OsorRemover]] = {cls.family: cls for cls in (OsorSDXLRe
 # --------------------------------------------------------------------------------------------------------------------
 # Registration
 # --------------------------------------------------------------------------------------------------------------------
-def _weights_requirement(family: str) -> Any:
+def _weights_requirement(family: Backbone) -> Any:
     import functools
 
     from ...registry import WeightRequirement
@@ -245,7 +246,7 @@ def _weights_requirement(family: str) -> Any:
 
     return WeightRequirement(
         name=f"osor-{family}-weights", description=f"OSOR {family} Phase II LoRA + alpha head ({HUB_FILES[(family, 2)]})",
-        locate=functools.partial(locate_weights, family, 2), hub_id=HUB_REPO, fetch_hint=fetch_hint(family))  # type: ignore[arg-type]
+        locate=functools.partial(locate_weights, family, 2), hub_id=HUB_REPO, fetch_hint=fetch_hint(family))
 
 
 def register() -> None:

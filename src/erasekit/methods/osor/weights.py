@@ -29,7 +29,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ...types import InvalidInputError, MissingWeightsError
 from .alpha_head import FLUX_HEAD, SDXL_HEAD, add_alpha_head, family_of, has_alpha_head
@@ -37,6 +37,7 @@ from .recipe import TIMESTEP, Backbone
 
 if TYPE_CHECKING:
     import torch
+    from torch.nn.modules.module import _IncompatibleKeys
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,14 @@ _BACKBONE_PREFIXES = ("transformer.base_model.model.", "base_model.model.", "une
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.(?P<adapter>[^.]+))?\.weight$")
 
 
+def _lora_parts(key: str) -> tuple[str, str]:
+    """(module path, ``lora_A``/``lora_B``) of a LoRA weight key (``OsorWeights.lora`` holds only those)."""
+    match = _LORA_KEY.match(key)
+    if match is None:
+        raise InvalidInputError(f"{key!r} is not a LoRA key (MODULE.lora_A.weight or MODULE.lora_B.weight)")
+    return match["module"], match["part"]
+
+
 @dataclass
 class OsorWeights:
     """OSOR's trained parameters in one neutral form.
@@ -94,7 +103,7 @@ class OsorWeights:
 
     @property
     def target_modules(self) -> list[str]:
-        return sorted({_LORA_KEY.match(k)["module"] for k in self.lora})
+        return sorted({_lora_parts(k)[0] for k in self.lora})
 
     def config(self) -> dict[str, Any]:
         """The JSON config of the erasekit format."""
@@ -166,7 +175,7 @@ def _phase_from_head(backbone: Backbone, head: dict[str, torch.Tensor]) -> int:
 
 def _ranks(lora: dict[str, torch.Tensor]) -> tuple[int, dict[str, int]]:
     """The common LoRA rank and a per-module pattern for modules that differ (peft's ``rank_pattern``)."""
-    ranks = {_LORA_KEY.match(k)["module"]: int(v.shape[0]) for k, v in lora.items() if ".lora_A." in k}
+    ranks = {_lora_parts(k)[0]: int(v.shape[0]) for k, v in lora.items() if ".lora_A." in k}
     if not ranks:
         return 0, {}
     values = sorted(ranks.values())
@@ -191,18 +200,17 @@ def split_state_dict(state: dict[str, torch.Tensor], backbone: Backbone | None =
         else:
             other[raw] = value
     try:
-        guessed: Backbone | None = _guess_backbone(raw_keys, head)
+        found = _guess_backbone(raw_keys, head)
     except InvalidInputError:
         if backbone is None:
             raise
-        guessed = None
-    if backbone is not None and guessed is not None and guessed != backbone:
-        raise InvalidInputError(f"{source or 'these weights'} holds OSOR weights for {guessed}, not {backbone}")
-    backbone = backbone or guessed
+        found = backbone  # the keys do not tell; the caller's backbone stands
+    if backbone is not None and found != backbone:
+        raise InvalidInputError(f"{source or 'these weights'} holds OSOR weights for {found}, not {backbone}")
     rank, pattern = _ranks(lora)
-    return OsorWeights(backbone=backbone, phase=_phase_from_head(backbone, head), rank=rank, lora_alpha=float(rank),
+    return OsorWeights(backbone=found, phase=_phase_from_head(found, head), rank=rank, lora_alpha=float(rank),
                        lora=lora, head=head, other=other, rank_pattern=pattern, source=source,
-                       timestep=TIMESTEP[backbone])
+                       timestep=TIMESTEP[found])
 
 
 def read_official(path: str | os.PathLike, backbone: Backbone | None = None) -> OsorWeights:
@@ -302,8 +310,8 @@ def official_state_dict(weights: OsorWeights, adapter: str = "default") -> dict[
     prefix = OFFICIAL_PREFIX[weights.backbone]
     state = {}
     for key, value in weights.lora.items():
-        m = _LORA_KEY.match(key)
-        state[f"{prefix}{m['module']}.{m['part']}.{adapter}.weight"] = value
+        module, part = _lora_parts(key)
+        state[f"{prefix}{module}.{part}.{adapter}.weight"] = value
     head_attr = HEADS[weights.backbone].attribute
     for key, value in weights.head.items():
         state[f"{prefix}{head_attr}.{key}"] = value
@@ -380,13 +388,12 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
     modules = dict(model.named_modules())
     by_module: dict[str, set[str]] = {}
     for key in weights.lora:
-        m = _LORA_KEY.match(key)
-        by_module.setdefault(m["module"], set()).add(m["part"])
+        module, part = _lora_parts(key)
+        by_module.setdefault(module, set()).add(part)
     usable = sorted(m for m, parts in by_module.items() if m in modules and _supported_layer(modules[m])
                     and parts == {"lora_A", "lora_B"})
-    unexpected = [k for k in weights.lora if _LORA_KEY.match(k)["module"] not in usable
-                  and not (_LORA_KEY.match(k)["module"] in modules and
-                           _supported_layer(modules[_LORA_KEY.match(k)["module"]]))]
+    unexpected = [k for k in weights.lora if _lora_parts(k)[0] not in usable
+                  and not (_lora_parts(k)[0] in modules and _supported_layer(modules[_lora_parts(k)[0]]))]
     unexpected += list(weights.other)
     missing = [f"{m}.{part}.weight" for m, parts in by_module.items() if m in modules
                for part in {"lora_A", "lora_B"} - parts] + missing_head
@@ -394,14 +401,17 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
         raise InvalidInputError(f"none of the {len(by_module)} LoRA modules in the OSOR weights exist in this "
                                 f"{family} backbone (e.g. {next(iter(by_module))}); wrong backbone?")
     if usable:
-        config = LoraConfig(r=weights.rank, lora_alpha=weights.lora_alpha, target_modules=usable,
+        # peft annotates lora_alpha as int but only computes lora_alpha / r with it; OSOR's is a float.
+        config = LoraConfig(r=weights.rank, lora_alpha=weights.lora_alpha,  # type: ignore[arg-type]
+                            target_modules=usable,
                             rank_pattern={m: r for m, r in weights.rank_pattern.items() if m in usable},
                             alpha_pattern={m: r * weights.lora_alpha / weights.rank
                                            for m, r in weights.rank_pattern.items() if m in usable},
                             init_lora_weights=True)
         inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
-        state = {k: v for k, v in weights.lora.items() if _LORA_KEY.match(k)["module"] in usable}
-        result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME)
+        state = {k: v for k, v in weights.lora.items() if _lora_parts(k)[0] in usable}
+        # peft annotates the result as a bare namedtuple; it is the one Module.load_state_dict returns.
+        result = cast("_IncompatibleKeys", set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME))
         unexpected += list(result.unexpected_keys)
         missing += [k for k in result.missing_keys if f".{ADAPTER_NAME}." in k and "lora_" in k]
         if merge:  # diffusers' own fold of every LoRA layer into its base layer, then the wrappers removed

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .... import masks as M
 from ....types import InvalidInputError, MissingWeightsError
+
+if TYPE_CHECKING:
+    from transformers import ConvNextModel
 
 TargetMode = Literal["occupancy", "hard", "soft"]
 TARGET_MODES: tuple[str, ...] = ("occupancy", "hard", "soft")
@@ -126,7 +129,7 @@ def _set_layernorm_eps(model: nn.Module, eps: float) -> None:
 
 
 def convnext_from_openclip_state(state: dict[str, torch.Tensor], *, norm_eps: float = 1e-6,
-                                 prefix: str = OPENCLIP_TRUNK_PREFIX):
+                                 prefix: str = OPENCLIP_TRUNK_PREFIX) -> ConvNextModel:
     """Build a transformers ``ConvNextModel`` holding an open_clip ConvNeXt tower's weights (strict: every trunk
     weight must be present)."""
     from transformers import ConvNextModel
@@ -181,7 +184,7 @@ class ConvNextTrunk(nn.Module):
     Inputs are normalised with OpenAI CLIP's mean/std, which open_clip's ConvNeXt towers were trained with
     (App. B.6: "mapped to the CLIP image space")."""
 
-    def __init__(self, convnext: nn.Module, *, mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    def __init__(self, convnext: ConvNextModel, *, mean: Sequence[float] = OPENAI_CLIP_MEAN,
                  std: Sequence[float] = OPENAI_CLIP_STD):
         super().__init__()
         self.convnext = convnext
@@ -191,7 +194,9 @@ class ConvNextTrunk(nn.Module):
 
     @property
     def channels(self) -> list[int]:
-        return list(self.convnext.config.hidden_sizes)
+        widths = self.convnext.config.hidden_sizes
+        assert widths is not None, "ConvNextModel builds its stages from hidden_sizes"
+        return list(widths)
 
     def train(self, mode: bool = True) -> ConvNextTrunk:  # frozen: stays in eval mode whatever the parent does
         return super().train(False)
@@ -227,6 +232,8 @@ class BlurPool2d(nn.Module):
     written here because kornia's ``BlurPool2D`` zero-pads, which darkens the map's border; replicate padding
     keeps a constant map constant and, unlike antialiased-cnns' reflect padding, works down to 1×1 maps.
     """
+
+    kernel: torch.Tensor  # a non-persistent buffer, registered in __init__
 
     def __init__(self, channels: int, *, taps: int = 4, stride: int = 2):
         super().__init__()
@@ -302,8 +309,8 @@ class PatchTargets:
         """N×1×H×W (or N×H×W) mask in [0, 1] -> one N×h_k×w_k target per grid size."""
         m = mask.detach().float().cpu().numpy()
         m = m[:, 0] if m.ndim == 4 else m
-        return [torch.from_numpy(np.stack([self.grid(sample, tuple(hw)) for sample in m]))
-                .to(device=mask.device, dtype=torch.float32) for hw in grid_sizes]
+        return [torch.from_numpy(np.stack([self.grid(sample, (h, w)) for sample in m]))
+                .to(device=mask.device, dtype=torch.float32) for h, w in grid_sizes]
 
 
 __all__ = [

@@ -173,7 +173,10 @@ def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> lis
         logger.info("initialised from %s: %s", config.init_weights, report.summary())
     else:
         targets = config.lora.target_modules or list(OFFICIAL_TARGETS[config.backbone])
-        lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, target_modules=targets,
+        rank, alpha = config.lora.rank, config.lora.alpha
+        assert rank is not None and alpha is not None, "prepare_denoiser takes a resolved() config"
+        # peft annotates lora_alpha as int but only computes lora_alpha / r with it; the config's is a float.
+        lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets,  # type: ignore[arg-type]
                           init_lora_weights="gaussian" if config.lora.init == "gaussian" else True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -341,11 +344,13 @@ class OsorTrainer:
         from ....data.transforms import RESIZE_RULES, PairedAugment
 
         cfg, acc = self.config, self.accelerator
-        rule = dataclasses.replace(RESIZE_RULES[cfg.backbone], target=cfg.data.resolution)
+        resolution, batch_size = cfg.data.resolution, cfg.per_device_batch_size
+        assert resolution is not None and batch_size is not None, "the trainer's config is resolved()"
+        rule = dataclasses.replace(RESIZE_RULES[cfg.backbone], target=resolution)
         dataset = PairedTorchDataset(cfg.data.path, resize=rule,
                                      augment=PairedAugment(flip_p=cfg.data.flip_p, crop_scale=cfg.data.crop_scale),
                                      seed=cfg.seed, phase2_only=bool(cfg.data.phase2_only))
-        sampler = StepBatchSampler(len(dataset), cfg.per_device_batch_size, seed=cfg.seed, start=start_micro,
+        sampler = StepBatchSampler(len(dataset), batch_size, seed=cfg.seed, start=start_micro,
                                    num_replicas=acc.num_processes, rank=acc.process_index)
         return torch.utils.data.DataLoader(_EpochIndexed(dataset), batch_sampler=sampler,
                                            collate_fn=collate_common_size, num_workers=cfg.data.num_workers)
@@ -388,14 +393,17 @@ class OsorTrainer:
         targets = self.targets(effect, [t.shape[-2:] for t in fake_logits])
         l_rec = masked_l1(x_hat, bg, effect)
         l_adv = generator_adversarial_loss(fake_logits, targets)
+        assert w.l1 is not None, "the trainer's config is resolved()"
         loss_g = w.l1 * l_rec + w.adversarial * l_adv
         if w.perceptual:
+            assert self.perceptual is not None, "loaded in __init__ whenever its weight is non-zero"
             with acc.autocast():
                 l_per = self.perceptual(x_hat, bg).float()
             loss_g = loss_g + w.perceptual * l_per
             logs["lpips"] = l_per.item()
         if cfg.phase == 2:
-            target_z = effect_mask_to_latent(effect, tuple(out["logits"].shape[-2:]))
+            latent_h, latent_w = out["logits"].shape[-2:]
+            target_z = effect_mask_to_latent(effect, (latent_h, latent_w))
             parts = alpha_loss(out["logits"], target_z, bce_weight=w.bce, dice_weight=w.dice)
             loss_g = loss_g + parts["alpha"]
             logs.update(bce=parts["bce"].item(), dice=parts["dice"].item())
@@ -410,7 +418,7 @@ class OsorTrainer:
             real_logits = [t.float() for t in self.disc.head_logits(real_feats)]
             fake_logits_d = [t.float() for t in self.disc.head_logits(fake_feats)]
         l_d = discriminator_loss(real_logits, fake_logits_d, targets)
-        l_r1 = r1_penalty(self.disc.heads, real_feats)
+        l_r1 = r1_penalty(list(self.disc.heads), real_feats)
         acc.backward((l_d + w.r1 * l_r1) / self.accum)
         logs.update(loss_g=loss_g.item(), l1=l_rec.item(), adv=l_adv.item(), loss_d=l_d.item(), r1=l_r1.item())
         return logs
@@ -466,6 +474,8 @@ class OsorTrainer:
         from tqdm import tqdm
 
         cfg, acc = self.config, self.accelerator
+        max_steps = cfg.max_steps
+        assert max_steps is not None, "the trainer's config is resolved()"
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -476,11 +486,11 @@ class OsorTrainer:
             metrics_path.write_text("".join(line + "\n" for line in kept))
         if cfg.report_to:
             acc.init_trackers("osor", config=cfg.model_dump(mode="json"))
-        end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+        end = max_steps if stop_after is None else min(max_steps, stop_after)
         window: list[dict[str, float]] = []
         tick = time.perf_counter()
         batches = iter(self._loader(start * self.accum))
-        bar = tqdm(total=cfg.max_steps, initial=step, desc=f"OSOR {cfg.backbone} phase {cfg.phase}",
+        bar = tqdm(total=max_steps, initial=step, desc=f"OSOR {cfg.backbone} phase {cfg.phase}",
                    disable=not (progress and acc.is_local_main_process))
         while step < end:
             micro_logs = []
@@ -507,7 +517,7 @@ class OsorTrainer:
                 self.save_checkpoint(step)
         bar.close()
         weights_dir = self.output_dir / "osor"
-        if acc.is_main_process and step >= cfg.max_steps:
+        if acc.is_main_process and step >= max_steps:
             self.save_weights(weights_dir)
         acc.wait_for_everyone()
         if cfg.report_to:
