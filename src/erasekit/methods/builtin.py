@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import baselines, classical, osor
+from . import baselines, classical, magicremover, osor
 
-for _module in (classical, baselines, osor):
+for _module in (classical, baselines, osor, magicremover):
     _module.register()
