@@ -381,3 +381,16 @@ def test_no_mask_removal_from_the_cli_on_a_real_photo(tmp_path: Path):
     assert np.array_equal(erasekit_result.image, result)
     assert main(["remove", str(image_path), "-o", str(out), "--method", "magicremover", "--model", model,
                  "--prompt", "a photo of a cat", "--target", "dog", "-O", "resolution=64"]) == 2
+
+
+def test_auto_without_a_mask_picks_magicremover_when_sd15_is_here(tmp_path: Path, offline_hub, monkeypatch):
+    from erasekit.registry import resolve_auto
+    from erasekit.testing import write_tiny_pipeline
+    from erasekit.types import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError):
+        resolve_auto(mask_given=False)
+    models = tmp_path / "with-sd15"
+    write_tiny_pipeline("sd15", models / "sd15")
+    monkeypatch.setenv("ERASEKIT_MODELS_DIR", str(models))
+    assert resolve_auto(mask_given=False) == "magicremover"
