@@ -95,6 +95,11 @@ def test_null_text_optimisation_lowers_the_reconstruction_error(pipe, setup):
     print(f"RMS error of z_0: plain inversion + CFG 7.5 {plain_error:.4f}, null-text {optimised_error:.4f}")
     # Measured on the random tiny UNet (5 steps, 10 inner steps): plain 2.00, null-text 1.52.
     assert optimised_error < 0.85 * plain_error
+    # The two-branch sampler's reconstruction branch is this very sampler, whatever the editing branch does.
+    target = parse_target(pipe.tokenizer, PROMPT, "dog")
+    two = TwoBranchSampler(pipe.unet, sampler, embeddings.positive, target, GuidanceSettings())
+    branches = two.run(aligned)
+    torch.testing.assert_close(branches.reconstructed, optimised, rtol=1e-4, atol=1e-4)
 
 
 def test_negative_prompt_inversion_samples_as_the_conditional_ddim_round_trip(pipe, setup):

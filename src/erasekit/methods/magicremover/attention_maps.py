@@ -42,10 +42,6 @@ class Target:
     words: tuple[tuple[str, ...], ...]
     tokens: tuple[tuple[tuple[int, ...], ...], ...]
 
-    @property
-    def text(self) -> str:
-        return ", ".join(" ".join(words) for words in self.words)
-
 
 def default_target(prompt: str) -> str:
     """The prompt's words less :data:`STOP_WORDS`, as one object (``"a photo of a brown dog"`` → ``"brown

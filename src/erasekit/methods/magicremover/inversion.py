@@ -164,10 +164,6 @@ class InversionCache:
             self._entries[key] = entry
         return entry
 
-    def __contains__(self, key: CacheKey) -> bool:
-        with self._lock:
-            return key in self._entries
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # torch and diffusers load at first use, so that listing meth
     from .inversion import InversionSettings
 
 WORKING_SIZE = 512  # Sec. 4.1: inputs are resized to 512×512
-STAGES = ("inversion", "null-text", "sampling")
 
 _TIMESTEP = Range(0, 1000)
 

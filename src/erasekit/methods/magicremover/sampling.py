@@ -56,7 +56,6 @@ class SamplingResult:
     edited: torch.Tensor
     reconstructed: torch.Tensor
     removal_map: torch.Tensor  # Σ over the steps with t < t2 of the reconstruction branch's map, max 1
-    unet_calls: int            # batched calls (4 rows each)
 
 
 class TwoBranchSampler:
@@ -75,7 +74,6 @@ class TwoBranchSampler:
         self.keep = keep
         self.store = AttentionStore(average_heads=True, device=None, detach=False)
         self.kv_sources = KV_SOURCES if inject_kv else OWN_KV
-        self.unet_calls = 0
 
     def processor(self, layer: str) -> ExplicitAttnProcessor | SharedKVProcessor:
         if layer.endswith(".attn2.processor"):
@@ -113,7 +111,7 @@ class TwoBranchSampler:
                     progress(i + 1, len(timesteps))
         peak = total_map.max()
         removal_map = total_map / peak if peak > 0 else total_map
-        return SamplingResult(z_edit, z_rec, removal_map, self.unet_calls)
+        return SamplingResult(z_edit, z_rec, removal_map)
 
     def evaluate(self, z_rec: torch.Tensor, z_edit: torch.Tensor, t: torch.Tensor, null: torch.Tensor,
                  target_prev: torch.Tensor, *, guide: bool = True) -> Evaluation:
@@ -154,7 +152,6 @@ class TwoBranchSampler:
         context = torch.cat([null, null, self.cond, self.cond])
         output = self.unet(self.scheduler.scale_model_input(latents, t), t, encoder_hidden_states=context,
                            return_dict=False)[0]
-        self.unet_calls += 1
         rec_null, edit_null, rec_cond, edit_cond = output.chunk(4)
         w = self.guidance_scale
         return rec_null + w * (rec_cond - rec_null), edit_null + w * (edit_cond - edit_null)
