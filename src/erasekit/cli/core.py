@@ -85,6 +85,7 @@ def remove_command(
     device: str = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion methods)"),
     resize_mask: bool = typer.Option(False, "--resize-mask", help="accept a mask of another size (nearest)"),
     prompt: str = typer.Option(None, "--prompt", help="text prompt (diffusion and text-guided methods)"),
+    target: str = typer.Option(None, "--target", help="what to remove, words of the prompt (magicremover)"),
     model: str = typer.Option(None, "--model", help="backbone preset, local diffusers folder or Hub id"),
     steps: int = typer.Option(None, "--steps", help="denoising steps (diffusion methods)"),
     guidance: float = typer.Option(None, "--guidance", help="guidance scale (diffusion methods)"),
@@ -102,7 +103,7 @@ def remove_command(
     loaded = io.read_image(image)
     options = method_options(method, mask_given=mask is not None, option=option, device=device, model=model,
                              steps=steps, guidance=guidance, allow_download=allow_download or None,
-                             weights=weights, timestep=timestep)
+                             weights=weights, timestep=timestep, target=target)
     result = erasekit.remove(loaded.pixels, mask, method=method, prompt=prompt, seed=seed, dilate=dilate,
                              hd_strategy=hd_strategy, refine=refine, resize_mask=resize_mask, **options)
     io.write_image(out, result.image, like=loaded)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import baselines, classical, clipaway, osor
+from . import baselines, classical, clipaway, magicremover, osor
 
-for _module in (classical, baselines, osor, clipaway):
+for _module in (classical, baselines, osor, clipaway, magicremover):
     _module.register()

@@ -63,6 +63,7 @@ TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "sd15-inpaint": _baseline("sd15-inpaint"), "sd2-inpaint": _baseline("sd2-inpaint"),
     "sdxl-inpaint": _baseline("sdxl-inpaint"), "flux-fill": _baseline("flux-fill"),
     "osor-sdxl": _osor("sdxl"), "osor-flux": _osor("flux"), "clipaway": _clipaway,
+    "magicremover": _baseline("sd15"),
 }
 
 
