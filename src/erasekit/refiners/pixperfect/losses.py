@@ -87,8 +87,9 @@ def discriminator_loss(
 
 
 def _reconstruction(
-    prediction: torch.Tensor, target: torch.Tensor, perceptual: PerceptualLoss, weights: LossWeights
+    prediction: torch.Tensor, target: torch.Tensor, perceptual: PerceptualLoss
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L1, LPIPS): the first two terms of Eq. 1 and Eq. 2, before weighting."""
     l1 = (prediction - target).abs().mean()
     lpips = perceptual(prediction * 2.0 - 1.0, target * 2.0 - 1.0)
     return l1, lpips
@@ -124,7 +125,7 @@ class PixPerfectLoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.weights
-        l1, lpips = _reconstruction(prediction, target, self.perceptual, w)
+        l1, lpips = _reconstruction(prediction, target, self.perceptual)
         terms = {"pixel_l1": l1, "pixel_lpips": lpips}
         total = w.l1 * l1 + w.perceptual * lpips
         if use_adversarial:
@@ -133,7 +134,7 @@ class PixPerfectLoss(nn.Module):
         y_pred = y_gt = None
         if use_disc:
             y_pred, y_gt = self.tone_map(prediction, target, mask, generator)
-            d_l1, d_lpips = _reconstruction(y_pred, y_gt, self.perceptual, w)
+            d_l1, d_lpips = _reconstruction(y_pred, y_gt, self.perceptual)
             terms.update(disc_l1=d_l1, disc_lpips=d_lpips)
             total = total + w.l1 * d_l1 + w.perceptual * d_lpips
             if use_adversarial:
