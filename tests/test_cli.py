@@ -243,7 +243,7 @@ def test_unknown_refiner_is_exit_2_and_lists_the_known_ones(scene, tmp_path, cap
     assert main(["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"),
                  "--method", "telea", "--refine", "sharpen"]) == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert "unknown refiner 'sharpen'" in line and "color-match, poisson" in line
+    assert "unknown refiner 'sharpen'" in line and "color-match, pixperfect, poisson" in line
     assert not (tmp_path / "o.png").exists()
 
 

@@ -200,7 +200,7 @@ def test_an_empty_mask_skips_the_refiners_but_records_them():
 # Errors
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("refine, needle", [
-    ("sharpen", "unknown refiner 'sharpen'; known: color-match, poisson"),
+    ("sharpen", "unknown refiner 'sharpen'; known: color-match, pixperfect, poisson"),
     ("color-match,nope", "unknown refiner 'nope'"),
     ("poisson:strength=2", "refiner 'poisson' does not take option(s): strength; it takes: none"),
     ("color-match:width=3", "does not take option(s): width; it takes: ring"),
@@ -229,7 +229,7 @@ def test_an_unknown_refiner_fails_before_the_method_runs():
     with pytest.raises(InvalidInputError, match="unknown refiner 'nope'"):
         Counting()(RemovalRequest(ASTRONAUT, _ellipse(ASTRONAUT.shape[:2], 60, 50, 20, 28), refine="nope"))
     assert calls == []
-    with pytest.raises(InvalidInputError, match="known: color-match, poisson"):
+    with pytest.raises(InvalidInputError, match="known: color-match, pixperfect, poisson"):
         erasekit.remove(ASTRONAUT, _ellipse(ASTRONAUT.shape[:2], 60, 50, 20, 28), method="telea",
                         refine="nope")
 

@@ -413,7 +413,7 @@ def test_422_for_unknown_form_fields_and_files(client):
     ({"mask": b64(png(np.full_like(MASK, 255)))}, "whole image"),
     ({"method": "no-such-method"}, "unknown method"),
     ({"method": "patchmatch", "options": {"steps": 3}}, "does not take option"),
-    ({"refine": "sharpen"}, "unknown refiner 'sharpen'; known: color-match, poisson"),
+    ({"refine": "sharpen"}, "unknown refiner 'sharpen'; known: color-match, pixperfect, poisson"),
     ({"refine": "poisson:strength=2"}, "does not take option(s): strength"),
 ])
 def test_422_for_invalid_images_masks_methods_and_options(client, change, needle):

@@ -17,13 +17,13 @@ import typer
 from rich.console import Console
 
 from ..types import ErasekitError
-from . import bench, core, data, models, osor, serve, train
+from . import bench, core, data, models, osor, refine, serve, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Remove objects (and their shadows and reflections) from photos.")
 console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line on narrow terminals
 # The verb groups, in the order `erasekit --help` lists them.
-VERB_MODULES = (core, models, serve, osor, bench, train, data)
+VERB_MODULES = (core, refine, models, serve, osor, bench, train, data)
 for _verbs in VERB_MODULES:
     _verbs.register(app)
 

@@ -57,13 +57,20 @@ def _clipaway(folder: Path) -> dict[str, Any]:
     return {"model": str(model), "weights": str(write_tiny_clipaway_weights(folder / "clipaway"))}
 
 
-# method name -> writer(folder) -> load options. A new method adds its writer here.
+def _pixperfect(folder: Path) -> dict[str, Any]:
+    # A refiner, not a method: the options are the refiner's, passed as refine=f"pixperfect:weights={DIR}".
+    from ..refiners.pixperfect.weights import write_tiny_weights as write_tiny_pixperfect
+
+    return {"weights": str(write_tiny_pixperfect(folder / "pixperfect"))}
+
+
+# method (or refiner) name -> writer(folder) -> load options. A new method adds its writer here.
 TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "patchmatch": _weight_free, "telea": _weight_free, "ns": _weight_free,
     "sd15-inpaint": _baseline("sd15-inpaint"), "sd2-inpaint": _baseline("sd2-inpaint"),
     "sdxl-inpaint": _baseline("sdxl-inpaint"), "flux-fill": _baseline("flux-fill"),
     "osor-sdxl": _osor("sdxl"), "osor-flux": _osor("flux"), "clipaway": _clipaway,
-    "magicremover": _baseline("sd15"),
+    "magicremover": _baseline("sd15"), "pixperfect": _pixperfect,
 }
 
 

@@ -1,0 +1,82 @@
+"""Settings of ``erasekit train pixperfect``: a YAML file (``configs/pixperfect.yaml`` holds the paper's) with
+``--set KEY=VALUE`` overrides, checked strictly (an unknown or mistyped key is an error, not ignored)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ....types import InvalidInputError
+from ..losses import LossWeights
+from ..network import PixPerfectConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LossConfig(_Strict):
+    l1: float = 64.0
+    perceptual: float = 5.0
+    adversarial: float = 1.0
+    r1_gamma: float = 1.0
+
+    def weights(self) -> LossWeights:
+        return LossWeights(self.l1, self.perceptual, self.adversarial, self.r1_gamma)
+
+
+class PixPerfectTrainConfig(_Strict):
+    data_dir: str | None = None
+    output_dir: str = "runs/pixperfect"
+    crop: int = 512
+    batch_size: int = 8
+    max_steps: int = 500_000
+    warmup_steps: int = 20_000
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.0, 0.99)
+    loss: LossConfig = LossConfig()
+    tone_degree: int = 5
+    input_noise: float = 0.02
+    perceptual: Literal["auto", "lpips", "stand-in"] = "auto"
+    vae: str | None = None
+    inpainter: Literal["telea", "patchmatch"] = "telea"
+    network: dict[str, Any] = {}
+    discriminator_width: int = 64
+    checkpoint_every: int = 5000
+    seed: int = 0
+
+    def network_config(self) -> PixPerfectConfig:
+        return PixPerfectConfig.from_dict(self.network)
+
+
+def packaged_config(name: str = "pixperfect") -> Path:
+    path = Path(__file__).parent / "configs" / f"{name}.yaml"
+    if not path.is_file():
+        raise InvalidInputError(f"no packaged PixPerfect config {name!r}; the packaged one is 'pixperfect'")
+    return path
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PixPerfectTrainConfig:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInputError(f"cannot read config {path}: {exc}") from None
+    try:
+        return PixPerfectTrainConfig(**_merge(data, overrides or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInputError(f"config {path}: {where}: {first['msg']}") from None
