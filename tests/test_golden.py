@@ -1,8 +1,8 @@
 """Golden outputs: the exact pixels ``erasekit remove`` writes for every method on fixed inputs.
 
-Weight-free methods run on the demo photos with the demo masks; diffusion methods run on a downscaled demo photo
-with the tiny checkpoints of :mod:`erasekit.testing` and fixed seeds. Each output is pinned by the SHA-256 of its
-pixels (and its shape and mean, to make a failure readable). A refactor that changes any pixel fails here.
+Weight-free methods run on the demo photos with the demo masks; diffusion methods run on a downscaled demo
+photo with the tiny checkpoints of :mod:`erasekit.testing` and fixed seeds; refiners run after telea. Each
+output is pinned by the SHA-256 of its pixels (and its shape and mean, to make a failure readable). A refactor that changes any pixel fails here.
 
 A change that is *meant* to change pixels regenerates the file on purpose and says why in its commit::
 
@@ -24,15 +24,18 @@ REGEN = os.environ.get("ERASEKIT_REGEN_GOLDEN") == "1"
 
 WEIGHT_FREE = ("patchmatch", "telea", "ns")
 DEMO_PHOTOS = ("astronaut", "coffee", "rocket", "camera")
-# (method, tiny backbone, extra CLI arguments); two denoising steps keep the multi-step baselines quick.
+# (method, extra CLI arguments); two denoising steps keep the multi-step methods quick. Weights come from
+# erasekit.testing.write_tiny_weights, the same entry point users and the other tests take.
 DIFFUSION = (
-    ("sd15-inpaint", "sd15-inpaint", ["--steps", "2"]),
-    ("sd2-inpaint", "sd2-inpaint", ["--steps", "2"]),
-    ("sdxl-inpaint", "sdxl-inpaint", ["--steps", "2"]),
-    ("flux-fill", "flux-fill", ["--steps", "2"]),
-    ("osor-sdxl", "sdxl-inpaint", []),
-    ("osor-flux", "flux-fill", []),
+    ("sd15-inpaint", ["--steps", "2"]),
+    ("sd2-inpaint", ["--steps", "2"]),
+    ("sdxl-inpaint", ["--steps", "2"]),
+    ("flux-fill", ["--steps", "2"]),
+    ("osor-sdxl", []),
+    ("osor-flux", []),
+    ("clipaway", ["--steps", "2"]),
 )
+REFINERS = ("poisson", "color-match", "pixperfect")
 
 
 def _fingerprint(path: Path) -> dict:
@@ -99,20 +102,49 @@ def small_photo(tmp_path_factory):
     return image, mask
 
 
+def _weight_args(options: dict) -> list[str]:
+    """Load options from write_tiny_weights as CLI flags."""
+    return [arg for key, value in options.items() for arg in (f"--{key}", str(value))]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("method", "backbone", "extra"), DIFFUSION, ids=[d[0] for d in DIFFUSION])
-def test_diffusion_methods_on_tiny_checkpoints(golden, small_photo, tiny, method, backbone, extra, tmp_path):
+@pytest.mark.parametrize(("method", "extra"), DIFFUSION, ids=[d[0] for d in DIFFUSION])
+def test_diffusion_methods_on_tiny_checkpoints(golden, small_photo, method, extra, tmp_path):
     from erasekit.cli import main
+    from erasekit.testing import write_tiny_weights
 
-    args = ["--model", str(tiny(backbone))]
-    if method.startswith("osor-"):
-        from erasekit.testing.osor import write_tiny_osor_weights
-
-        family = method.removeprefix("osor-")
-        weights = write_tiny_osor_weights(family, tmp_path / f"tiny_{family}_phase2.pth", phase=2)
-        args += ["--weights", str(weights)]
     image, mask = small_photo
     out = tmp_path / "out.png"
-    assert main(["remove", str(image), "--mask", str(mask), "--method", method, "--seed", "0", *args, *extra,
-                 "-o", str(out)]) == 0
+    weights = _weight_args(write_tiny_weights(method, tmp_path / "weights"))
+    assert main(["remove", str(image), "--mask", str(mask), "--method", method, "--seed", "0", *weights,
+                 *extra, "-o", str(out)]) == 0
     _check(golden, method, out)
+
+
+@pytest.mark.slow
+def test_magicremover_without_a_mask_on_tiny_checkpoints(golden, small_photo, tmp_path):
+    from erasekit.cli import main
+    from erasekit.testing import write_tiny_weights
+
+    image, _ = small_photo
+    out = tmp_path / "out.png"
+    weights = _weight_args(write_tiny_weights("magicremover", tmp_path / "weights"))
+    assert main(["remove", str(image), "--method", "magicremover", "--prompt", "a photo of a person",
+                 "--target", "person", "--seed", "0", *weights, "-O", "resolution=64", "-O", "steps=3",
+                 "-O", "inner_steps=2", "-o", str(out)]) == 0
+    _check(golden, "magicremover", out)
+
+
+@pytest.mark.parametrize("refiner", REFINERS)
+def test_refiners_after_telea_on_a_demo_photo(golden, small_photo, refiner, tmp_path):
+    from erasekit.cli import main
+    from erasekit.testing import write_tiny_weights
+
+    image, mask = small_photo
+    out = tmp_path / "out.png"
+    spec = refiner
+    if refiner == "pixperfect":
+        spec = f"pixperfect:weights={write_tiny_weights('pixperfect', tmp_path / 'weights')['weights']}"
+    assert main(["remove", str(image), "--mask", str(mask), "--method", "telea", "--refine", spec,
+                 "-o", str(out)]) == 0
+    _check(golden, f"refine/{refiner}", out)
