@@ -168,7 +168,7 @@ def test_cli_batch_passes_method_options_and_rejects_unknown_ones(tmp_path):
     code = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "large"), "--method", "telea",
                  "-O", "radius=9", "--no-progress"])
     assert code == 0
-    name = sorted(p.name for p in images.iterdir())[0]
+    name = min(p.name for p in images.iterdir())
     assert not np.array_equal(_pixels(tmp_path / "small" / name), _pixels(tmp_path / "large" / name))
     bad = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "bad"), "--method", "telea",
                 "-O", "bogus=1", "--no-progress"])

@@ -302,8 +302,8 @@ def test_option_values_are_parsed_by_the_declared_type(scene, tmp_path, recordin
 
 
 @pytest.mark.parametrize("item, needle", [
-    ("paste_back=maybe", "recording-test option paste_back must be a boolean (true/false, yes/no, on/off, "
-                         "1/0), got 'maybe'"),
+    ("paste_back=maybe", ("recording-test option paste_back must be a boolean (true/false, yes/no, on/off, "
+                          "1/0), got 'maybe'")),
     ("radius=9", "recording-test option radius must be an integer in [1, 8], got '9'"),
     ("radius=2.5", "recording-test option radius must be an integer in [1, 8], got '2.5'"),
     ("bogus=1", "method 'recording-test' does not take option(s): bogus; it takes: paste_back, radius"),

@@ -10,15 +10,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0  # noqa: E402
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from erasekit.diffusion.attention import (  # noqa: E402
+from erasekit.diffusion.attention import (
     AttentionStore,
     ExplicitAttnProcessor,
     LayerSelector,
     installed_processors,
 )
-from erasekit.testing import tiny_pipeline  # noqa: E402
+from erasekit.testing import tiny_pipeline
 
 # fp32 tolerance between the explicit softmax path and SDPA (measured: ≤ 7e-7 on the tiny UNet's output).
 FP32 = {"rtol": 1e-5, "atol": 1e-6}
@@ -271,7 +271,7 @@ def test_rows_with_no_allowed_key_fall_back_to_standard_attention():
     bias[..., :3, :] = float("-inf")        # queries 0–2: every key blocked -> standard attention
     bias[..., 3:, :2] = float("-inf")       # queries 3–5: keys 0–1 blocked
     store = AttentionStore()
-    recorded, plain, attn, hidden = attention_call(FixedBias(bias), store)
+    recorded, plain, _attn, _hidden = attention_call(FixedBias(bias), store)
     probs = store.maps[0]["self"]
     assert torch.isfinite(probs).all() and torch.isfinite(recorded).all()
     torch.testing.assert_close(probs[..., :3, :], plain[..., :3, :], **FP32)

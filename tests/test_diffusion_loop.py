@@ -9,16 +9,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from erasekit.diffusion import inversion, loop  # noqa: E402
-from erasekit.diffusion.attention import (  # noqa: E402
+from erasekit.diffusion import inversion, loop
+from erasekit.diffusion.attention import (
     AttentionStore,
     ExplicitAttnProcessor,
     LayerSelector,
     installed_processors,
 )
-from erasekit.testing import tiny_pipeline  # noqa: E402
+from erasekit.testing import tiny_pipeline
 
 STEPS = 3
 PROMPT = "a photo of a dog"
@@ -262,7 +262,7 @@ def test_inversion_round_trip_on_tiny_sd15():
     pipe = tiny_pipeline("sd15")
     z0 = inversion.image_latents(pipe, smooth_photo())
     embeddings = loop.encode_prompt(pipe, PROMPT, guided=False)
-    inverted, reconstructed = round_trip(pipe.unet, pipe.scheduler.config, z0, embeddings, 50)
+    _inverted, reconstructed = round_trip(pipe.unet, pipe.scheduler.config, z0, embeddings, 50)
     sampler, _ = inversion.ddim_schedulers(pipe.scheduler.config)
     sampler.set_timesteps(50)
     from_noise = loop.denoise(pipe.unet, sampler, torch.randn(z0.shape, generator=generator(1)), embeddings,

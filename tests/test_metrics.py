@@ -519,7 +519,7 @@ def test_clip_eval_pixels_follow_openai_clip_preprocessing():
     long_side = int(224 * 101 / 67)
     assert (long_side, round(224 * 101 / 67)) == (337, 338)
     im = Image.fromarray(crop).resize((long_side, 224), Image.BICUBIC)
-    left = int(round((long_side - 224) / 2.0))
+    left = round((long_side - 224) / 2.0)
     x = torch.from_numpy(np.asarray(im.crop((left, 0, left + 224, 224)), np.float32) / 255).permute(2, 0, 1)
     mean, std = torch.tensor(OPENAI_CLIP_MEAN), torch.tensor(OPENAI_CLIP_STD)
     expected = (x - mean[:, None, None]) / std[:, None, None]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from erasekit.methods.osor.alpha_head import has_alpha_head
 from erasekit.methods.osor import OsorSDXLRemover
+from erasekit.methods.osor.alpha_head import has_alpha_head
 from erasekit.methods.osor.weights import split_state_dict
 from erasekit.testing import tiny_pipeline
 from erasekit.testing.osor import official_state_dict_for, tiny_osor_remover, write_tiny_osor_weights

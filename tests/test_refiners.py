@@ -388,7 +388,7 @@ def test_color_match_moves_the_fills_lab_mean_and_std_to_the_rings():
     shifted = np.clip(image[::-1, ::-1] * np.array([1.1, 0.9, 0.85]) + [12, 0, -8], 0, 255).astype(np.uint8)
     output[inside] = shifted[inside]
     ring_mean, ring_std = _lab_stats(image, ring)
-    before_mean, before_std = _lab_stats(output, inside)
+    before_mean, _before_std = _lab_stats(output, inside)
     assert np.abs(before_mean - ring_mean).max() > 5  # the constructed mismatch is real
     after_mean, after_std = _lab_stats(ColorMatchRefiner()(image, output, region), inside)
     np.testing.assert_allclose(after_mean, ring_mean, atol=0.25)

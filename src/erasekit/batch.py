@@ -112,7 +112,7 @@ def find_mask(image: Path, mask_dir: Path) -> Path:
 
 def clean_stale_temps(folder: Path) -> list[Path]:
     """Delete the temp files an interrupted atomic write left in ``folder``; returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # torch is heavy; import lazily so the classical path starts 
     import torch
 
 
-def image_to_tensor(image: np.ndarray, *, device=None, dtype=None) -> "torch.Tensor":
+def image_to_tensor(image: np.ndarray, *, device=None, dtype=None) -> torch.Tensor:
     """uint8 H×W×3 (or N×H×W×3) -> float tensor N×3×H×W in [-1, 1]."""
     import torch
 
@@ -24,7 +24,7 @@ def image_to_tensor(image: np.ndarray, *, device=None, dtype=None) -> "torch.Ten
     return tensor.to(device=device, dtype=dtype or torch.float32)
 
 
-def tensor_to_image(tensor: "torch.Tensor") -> np.ndarray:
+def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
     """Float tensor N×3×H×W (or 3×H×W) in [-1, 1] -> uint8 N×H×W×3 (or H×W×3), rounded and clipped."""
     squeeze = tensor.ndim == 3
     batch = tensor[None] if squeeze else tensor
@@ -33,7 +33,7 @@ def tensor_to_image(tensor: "torch.Tensor") -> np.ndarray:
     return array[0] if squeeze else array
 
 
-def mask_to_tensor(mask: np.ndarray, *, device=None, dtype=None) -> "torch.Tensor":
+def mask_to_tensor(mask: np.ndarray, *, device=None, dtype=None) -> torch.Tensor:
     """float H×W (or N×H×W) in [0, 1] -> tensor N×1×H×W in [0, 1]."""
     import torch
 
@@ -42,7 +42,7 @@ def mask_to_tensor(mask: np.ndarray, *, device=None, dtype=None) -> "torch.Tenso
     return tensor.to(device=device, dtype=dtype or torch.float32)
 
 
-def tensor_to_mask(tensor: "torch.Tensor") -> np.ndarray:
+def tensor_to_mask(tensor: torch.Tensor) -> np.ndarray:
     """Tensor N×1×H×W (or 1×H×W / H×W) in [0, 1] -> float32 N×H×W (or H×W)."""
     t = tensor.detach().float().cpu().clamp(0, 1)
     if t.ndim == 4:

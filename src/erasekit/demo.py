@@ -120,12 +120,12 @@ def comparison_sheet(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarra
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=16)
-    scaled = []
-    for label, *panels in rows:
-        h, w = panels[0].shape[:2]
+    scaled: list[tuple[str, list[Image.Image]]] = []
+    for label, *arrays in rows:
+        h, w = arrays[0].shape[:2]
         width = max(1, round(w * _SHEET_ROW_HEIGHT / h))
-        scaled.append((label, [Image.fromarray(p).resize((width, _SHEET_ROW_HEIGHT), Image.LANCZOS)
-                               for p in panels]))
+        scaled.append((label, [Image.fromarray(a).resize((width, _SHEET_ROW_HEIGHT), Image.Resampling.LANCZOS)
+                               for a in arrays]))
     sheet_w = _SHEET_GAP + max(sum(p.width + _SHEET_GAP for p in panels) for _, panels in scaled)
     sheet_h = len(scaled) * (_SHEET_LABEL + _SHEET_ROW_HEIGHT + _SHEET_GAP) + _SHEET_GAP
     sheet = Image.new("RGB", (sheet_w, sheet_h), (255, 255, 255))

@@ -113,7 +113,7 @@ def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn)
     pw = max(-(-sw // m) * m, -(-c.min_side // m) * m)
     pad = ((0, ph - sh), (0, pw - sw))
     if pad != ((0, 0), (0, 0)):
-        mode = "reflect" if sh > ph - sh and sw > pw - sw else "edge"
+        mode: Literal["reflect", "edge"] = "reflect" if sh > ph - sh and sw > pw - sw else "edge"
         img_p = np.pad(img_s, pad + ((0, 0),), mode=mode)
         mask_p = np.pad(mask_s, pad, mode="constant")
     else:

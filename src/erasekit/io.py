@@ -280,7 +280,7 @@ def _image_to_rgb(image: Image.Image, what: str) -> tuple[np.ndarray, bytes | No
     icc = image.info.get("icc_profile") or None
     mode = image.mode
     if mode == "CMYK":
-        if _profile_space(icc) == "CMYK":
+        if icc is not None and _profile_space(icc) == "CMYK":
             try:
                 rgb = ImageCms.profileToProfile(
                     image, ImageCms.ImageCmsProfile(_io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
@@ -387,6 +387,7 @@ def read_image(source: ImageSource | LoadedImage, *, max_pixels: int | None = No
         image, pixels, mode = _array_to_image(source, what)
         _check_pixels(source.shape[1], source.shape[0], limit, what)
         if pixels is None:
+            assert image is not None  # _array_to_image returns either the pixels or an image to convert
             pixels, _ = _image_to_rgb(image, what)
         return LoadedImage(pixels=pixels, format=None, mode=mode)
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
@@ -474,7 +475,8 @@ def read_mask(source: ImageSource, *, shape: tuple[int, int] | None = None, resi
                 f"mask size {binary.shape[1]}×{binary.shape[0]} does not match image size {width}×{height} "
                 f"(pass resize_mask=True / --resize-mask to resize it)"
             )
-        resized = Image.fromarray(binary.astype(np.uint8) * 255, "L").resize((width, height), Image.NEAREST)
+        eight = Image.fromarray(binary.astype(np.uint8) * 255, "L")
+        resized = eight.resize((width, height), Image.Resampling.NEAREST)
         binary = np.asarray(resized) > 0
     return binary.astype(np.float32)
 
@@ -496,8 +498,7 @@ def _normalise_format(name: str) -> str:
 def output_format(path: str | os.PathLike | None, format: str | None = None,
                   like: LoadedImage | None = None) -> str:
     """The format a write uses: the extension's; without one ``format``, else the source's, else PNG."""
-    suffix = Path(path).suffix.lower() if path is not None else ""
-    if suffix:
+    if path is not None and (suffix := Path(path).suffix.lower()):
         by_extension = Image.registered_extensions().get(suffix)
         if by_extension is None or by_extension not in Image.SAVE:
             raise InvalidInputError(

@@ -11,7 +11,7 @@ occupancy "OG" / nearest "HM" / Gaussian "SM" targets) · drawing (strokes, poly
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -418,7 +418,9 @@ def shift(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, 
     return nd_shift(m, (dy, dx), order=0, mode="constant", cval=0.0, prefilter=False).astype(np.float32)
 
 
-_PERTURBATIONS = {"shrink": shrink, "expand": expand, "holes": punch_holes, "shift": shift}
+_PERTURBATIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "shrink": shrink, "expand": expand, "holes": punch_holes, "shift": shift,
+}
 
 
 def perturb_mask(mask: np.ndarray, mode: str, rng: np.random.Generator, *,

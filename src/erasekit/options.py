@@ -161,9 +161,9 @@ class Option:
                 return bool(value)
         elif kind is int:
             # 4.0 is 4 (JSON clients may send floats), 3.5 is not.
-            if _is_number(value) and (isinstance(value, numbers.Integral) or float(value).is_integer()):
-                if int(value) in self._range:
-                    return int(value)
+            if (_is_number(value) and (isinstance(value, numbers.Integral) or float(value).is_integer())
+                    and int(value) in self._range):
+                return int(value)
         elif kind is float:
             if _is_number(value):
                 number = float(value)

@@ -8,8 +8,9 @@ method whose weights resolve locally wins over them).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .options import OptionSet
 from .types import InvalidInputError, MissingWeightsError, UnknownMethodError
@@ -109,7 +110,7 @@ def method_info(spec: MethodSpec) -> MethodInfo:
     for req in spec.weights:
         try:
             location = req.locate()
-        except Exception as exc:  # a broken resolver must not break listing
+        except Exception as exc:  # noqa: BLE001  (a broken resolver must not break listing)
             location = None
             desc = f"{req.description} (resolver failed: {exc})"
         else:
@@ -135,8 +136,9 @@ def resolve_auto(*, mask_given: bool = True) -> str:
     """The best available method: highest auto_priority whose weights resolve locally."""
     _ensure_loaded()
     # A mask selects the masked methods; no mask selects the mask-free (text-guided) ones.
-    candidates = [s for s in _REGISTRY.values() if s.auto_priority is not None and s.requires_mask == mask_given]
-    for spec in sorted(candidates, key=lambda s: (-s.auto_priority, s.name)):
+    candidates = [(s.auto_priority, s) for s in _REGISTRY.values()
+                  if s.auto_priority is not None and s.requires_mask == mask_given]
+    for _, spec in sorted(candidates, key=lambda ranked: (-ranked[0], ranked[1].name)):
         if method_info(spec).available:
             return spec.name
     raise MissingWeightsError("no method is available for this request (install pypatchmatch or download weights)")

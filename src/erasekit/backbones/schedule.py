@@ -13,7 +13,7 @@ The expressions keep diffusers' operation order and dtypes so results agree exac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +112,7 @@ def parametrization_of(scheduler: Any) -> Parametrization:
     kind = getattr(scheduler.config, "prediction_type", "epsilon")
     if kind not in ("epsilon", "v_prediction"):
         raise ValueError(f"unsupported prediction_type {kind!r}")
-    return kind
+    return cast(Parametrization, kind)
 
 
 __all__ = ["PARAMETRIZATIONS", "Parametrization", "add_noise", "alphas_cumprod", "flow_noise",

@@ -116,8 +116,8 @@ def report_command(
 
 
 def _print_weights(explicit: dict[str, str]) -> None:
-    from ..types import MissingWeightsError
     from ..eval.weights import resolve, weights_table
+    from ..types import MissingWeightsError
 
     rows = []
     for row in weights_table():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Protocol, cast
 
 import typer
 from rich.console import Console
@@ -41,6 +42,14 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for
           version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                        help="print the version and exit")) -> None:
     """Declares the global --debug flag for --help; main() reads it from the arguments itself."""
+
+
+class _UsageError(Protocol):
+    """What click's ClickException and typer's vendored copy of it both provide."""
+
+    exit_code: int
+
+    def show(self) -> None: ...
 
 
 def _usage_error_types() -> tuple[type[Exception], ...]:
@@ -81,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (the last resort: any crash is one line and exit code 1)
         if isinstance(exc, _usage_error_types()):  # click usage errors carry their own message and exit code
-            exc.show()
-            return exc.exit_code
+            usage = cast(_UsageError, exc)
+            usage.show()
+            return usage.exit_code
         if debug:
             console.print_exception()
         console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for details)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -46,7 +47,7 @@ def models_command(
     from ..backbones.presets import PRESETS, find_local, folder_size, hf_cache_dir, models_dir
 
     users = _methods_by_backbone()
-    rows = []
+    rows: list[dict[str, Any]] = []  # one JSON object per preset
     for preset in PRESETS.values():
         found = find_local(preset)
         rows.append({
@@ -88,7 +89,7 @@ _TO_HELP = "download into this folder instead of the Hugging Face cache (default
 
 def download_command(
     name: str = typer.Argument(..., help="backbone preset (see `erasekit models`) or a diffusers Hub id org/repo"),
-    local_dir: Path = typer.Option(None, "--to", help=_TO_HELP),  # noqa: B008  (typer's declaration style)
+    local_dir: Path = typer.Option(None, "--to", help=_TO_HELP),
     revision: str = typer.Option(None, "--revision", help="branch, tag or commit on the Hub"),
 ) -> None:
     """Fetch a backbone from the Hugging Face Hub (only the files diffusers needs; resumes if interrupted)."""

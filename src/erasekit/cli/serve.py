@@ -30,8 +30,8 @@ def serve_command(
     from pydantic import ValidationError
 
     from ..io import pixel_limit
-    from ..types import ErasekitError, InvalidInputError
     from ..server.settings import ServerSettings
+    from ..types import ErasekitError, InvalidInputError
 
     try:
         import fastapi  # noqa: F401

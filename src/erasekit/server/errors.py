@@ -8,6 +8,8 @@ does not match the schema (unknown field, wrong type) is 422; an unsupported Con
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -51,7 +53,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def validation_message(errors: list[dict]) -> str:
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     """Pydantic's error list as one line: 'options.steps: Input should be a valid integer; extra: ...'."""
     parts = []
     for err in errors[:5]:

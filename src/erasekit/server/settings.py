@@ -31,18 +31,24 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field("127.0.0.1", description="address to bind")
-    port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port)")
-    default_method: str = Field("auto", description="method used when a request names none ('auto': best available)")
-    token: str | None = Field(None, min_length=8, description="bearer token every API call must present")
-    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1024,
+    host: str = Field(default="127.0.0.1", description="address to bind")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port (0: any free port)")
+    default_method: str = Field(default="auto",
+                                description="method used when a request names none ('auto': best available)")
+    token: str | None = Field(default=None, min_length=8,
+                              description="bearer token every API call must present")
+    max_upload_bytes: int = Field(default=DEFAULT_MAX_UPLOAD_BYTES, ge=1024,
                                   description="largest request body; larger bodies get 413 while still streaming")
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest image (width × height); larger is 413")
-    queue_size: int = Field(4, ge=1, le=256, description="jobs running or waiting at once; more get 503")
-    max_jobs: int = Field(32, ge=1, description="finished progress jobs kept in memory for their result")
-    job_ttl_s: float = Field(600.0, gt=0, description="seconds a finished job's result stays available")
-    cors_origins: tuple[str, ...] = Field((), description="origins allowed by CORS (empty: CORS off)")
-    preload: bool = Field(True, description="load the default method when the server starts")
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1,
+                            description="largest image (width × height); larger is 413")
+    queue_size: int = Field(default=4, ge=1, le=256,
+                            description="jobs running or waiting at once; more get 503")
+    max_jobs: int = Field(default=32, ge=1,
+                          description="finished progress jobs kept in memory for their result")
+    job_ttl_s: float = Field(default=600.0, gt=0,
+                             description="seconds a finished job's result stays available")
+    cors_origins: tuple[str, ...] = Field(default=(), description="origins allowed by CORS (empty: CORS off)")
+    preload: bool = Field(default=True, description="load the default method when the server starts")
 
     @field_validator("cors_origins")
     @classmethod

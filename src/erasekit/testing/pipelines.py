@@ -27,7 +27,10 @@ import functools
 import string
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer, T5Tokenizer
 
 TINY_NAMES = ("sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "flux-fill", "sd15", "sd21-base")
 
@@ -48,7 +51,7 @@ _WORDS = ("remove", "the", "instance", "of", "object", "empty", "background", "s
           "monochrome", "lowres", "bad", "anatomy", "worst", "a", "photo")
 
 
-def _clip_tokenizer():
+def _clip_tokenizer() -> CLIPTokenizer:
     """A CLIPTokenizer (byte-pair encoding) over characters plus merges that spell a few whole words.
 
     Built in memory from a vocabulary and merge list written here: tiny, offline, the real class and file format.
@@ -72,12 +75,13 @@ def _clip_tokenizer():
             left = merged
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=_CLIP_MAX_LEN)
+    # merges as (left, right) pairs, what the tokenizers BPE model takes; transformers annotates only strings
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=_CLIP_MAX_LEN)  # type: ignore[arg-type]
 
 
-def _t5_tokenizer():
+def _t5_tokenizer() -> T5Tokenizer:
     """A T5 (Unigram) tokenizer over characters plus a few prompt words, built in memory."""
-    from transformers import T5TokenizerFast
+    from transformers import T5Tokenizer
 
     pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     for word in _WORDS:
@@ -85,7 +89,7 @@ def _t5_tokenizer():
     for ch in string.ascii_letters + string.digits + string.punctuation:  # T5 is case-sensitive
         pieces.append((ch, -5.0))
         pieces.append(("▁" + ch, -6.0))
-    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -180,7 +184,7 @@ def _flux_fill_components() -> dict[str, Any]:
     text_encoder = CLIPTextModel(_clip_text_config(len(tokenizer)))
     text_encoder_2 = T5EncoderModel(T5Config(
         vocab_size=len(tokenizer_2), d_model=_T5_HIDDEN, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
-        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
     ))
     latent_channels = 16
     packed = latent_channels * 4          # 2×2 patches of 16 channels

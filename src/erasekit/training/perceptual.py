@@ -17,7 +17,7 @@ import os
 import torch
 from torch import nn
 
-from ..eval.networks import LPIPSVGG
+from ..eval.networks import LPIPS, LPIPSVGG
 from ..eval.weights import resolve
 from ..types import MissingWeightsError
 
@@ -25,7 +25,7 @@ from ..types import MissingWeightsError
 class LPIPSLoss(nn.Module):
     """The batch-mean LPIPS distance, as a loss; :meth:`distance` keeps one value per pair."""
 
-    def __init__(self, lpips: LPIPSVGG) -> None:
+    def __init__(self, lpips: LPIPS) -> None:
         super().__init__()
         self.lpips = lpips
 
