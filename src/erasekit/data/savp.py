@@ -335,6 +335,7 @@ def grow_area(mask: np.ndarray, ratio: float) -> np.ndarray:
 
 def effect_aware_masks(result: SAVPResult, segmenter: Segmenter, config: SAVPConfig = SAVPConfig()) -> None:
     """Algorithm 2 on a verified result (fills m_obj, m_fuse, m_gt, m_eff, r_eff, phase2)."""
+    assert result.shot is not None and result.diff_val is not None, "Algorithm 1 sets the shot and m_diff^val"
     if config.segment_prompt == "difference":
         prompts = result.validated_boxes
     else:
@@ -373,6 +374,7 @@ class SAVP:
             result.details.update(rejection.details)
             return result
         result.accepted = True
+        assert result.object_mask is not None and result.effect_mask is not None  # set by effect_aware_masks
         result.details.update(object_area=int(result.object_mask.sum()),
                               effect_area=int(result.effect_mask.sum()))
         return result

@@ -21,12 +21,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..masks import Box
 from ..types import InvalidInputError, MissingWeightsError
+
+if TYPE_CHECKING:
+    from transformers import Sam2Model, SamModel
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-base"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-large"
@@ -181,7 +184,8 @@ class GroundingDinoDetector:
         labels = result.get("text_labels", result.get("labels", []))
         out = []
         for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), list(labels)):
-            b = box_from_xyxy(*box, shape=(h, w))
+            x0, y0, x1, y1 = box
+            b = box_from_xyxy(x0, y0, x1, y1, shape=(h, w))
             if b.area > 0:
                 out.append(Detection(b, float(score), str(label)))
         return out
@@ -208,6 +212,7 @@ class SamSegmenter:
         self.kind = config.model_type
         if self.kind not in ("sam2", "sam"):
             raise InvalidInputError(f"'{self.name}' is a {self.kind!r} checkpoint, not SAM2 or SAM")
+        self.model: Sam2Model | SamModel
         try:
             if self.kind == "sam2":
                 from transformers import Sam2Model
@@ -237,9 +242,12 @@ class SamSegmenter:
         return Sam2Processor.from_pretrained(self.name, local_files_only=True)
 
     def _sam2_settings(self) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
+        from transformers import PreTrainedConfig
         from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-        size = self.model.config.vision_config.backbone_config.image_size
+        vision_config = self.model.config.vision_config
+        assert isinstance(vision_config, PreTrainedConfig)  # Sam2Config builds its sub-configs from dicts
+        size = vision_config.backbone_config.image_size
         size = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
         # SAM2's image processor normalises with the ImageNet statistics unless its config file says
         # otherwise.

@@ -42,11 +42,13 @@ from .savp import REASONS, SAVP, SAVPConfig, SAVPResult, instruction_kind
 from .savp_models import (
     DEFAULT_DETECTOR,
     DEFAULT_SEGMENTER,
+    Detector,
     GrabCutSegmenter,
     GroundingDinoDetector,
     OracleDetector,
     OracleSegmenter,
     SamSegmenter,
+    Segmenter,
 )
 
 DECISIONS_NAME = "savp_decisions.jsonl"
@@ -108,10 +110,10 @@ class ModelSpec:
 class _Models:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
-        self._detector = None
-        self._segmenter = None
+        self._detector: GroundingDinoDetector | None = None
+        self._segmenter: SamSegmenter | None = None
 
-    def detector(self, triplet: Triplet):
+    def detector(self, triplet: Triplet) -> Detector:
         if self.spec.detector == ORACLE:
             box = (triplet.truth or {}).get("object_box")
             if box is None:
@@ -121,7 +123,7 @@ class _Models:
             self._detector = GroundingDinoDetector(self.spec.detector, device=self.spec.device)
         return self._detector
 
-    def segmenter(self, triplet: Triplet):
+    def segmenter(self, triplet: Triplet) -> Segmenter:
         if self.spec.segmenter == ORACLE:
             path = (triplet.truth or {}).get("object_mask")
             if path is None:
@@ -143,7 +145,8 @@ class Outcome:
 
     def to_row(self) -> dict[str, Any]:
         buffer = _bytes_io.BytesIO()
-        np.savez_compressed(buffer, **self.arrays)
+        # Numeric arrays only (from_row's np.load refuses pickles as well).
+        np.savez_compressed(buffer, allow_pickle=False, **self.arrays)
         return {"id": self.id, "json": json.dumps({"decision": self.decision, "meta": self.meta}),
                 "arrays": buffer.getvalue()}
 
@@ -164,7 +167,7 @@ class SAVPWorker:
         self.debug_dir = Path(debug_dir) if debug_dir else None
 
     def __call__(self, triplet: Triplet) -> Outcome:
-        meta = {"source": "savp", "instruction": triplet.instruction}
+        meta: dict[str, Any] = {"source": "savp", "instruction": triplet.instruction}
         try:
             original = io.read_image(triplet.original).pixels
             edited = io.read_image(triplet.edited).pixels
@@ -179,8 +182,11 @@ class SAVPWorker:
 
             io.write_image(self.debug_dir / f"{triplet.id}.png",
                            debug_sheet(result, original, edited, title=triplet.id))
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         if result.accepted:
+            # An accepted result went through both algorithms, which set all of these.
+            assert (result.shot is not None and result.gt is not None and result.object_mask is not None
+                    and result.effect_mask is not None and result.effect_ratio is not None)
             arrays = {"shot": result.shot, "gt": result.gt, "object_mask": result.object_mask.astype(np.uint8),
                       "effect_mask": result.effect_mask.astype(np.uint8)}
             meta.update(kind=result.kind, effect_ratio=round(float(result.effect_ratio), 4))
@@ -227,6 +233,7 @@ def run_local(triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, *, w
 
     # Plain fork is unsafe once the driver has run torch/OpenMP (a forked child can inherit a held lock and hang);
     # forkserver forks from a clean server that has imported this module once, so workers still start fast.
+    context: mp.context.BaseContext
     if "forkserver" in mp.get_all_start_methods():
         context = mp.get_context("forkserver")
         context.set_forkserver_preload([__name__])
@@ -363,7 +370,8 @@ def run_savp(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, spec: M
     decisions = _read_decisions(log_path)
     pending = [t for t in triplets if t.id not in decisions]
     debug_dir = str(out / "debug") if debug_sheets else None
-    outcomes = EXECUTORS[executor](pending, spec, config, workers=workers, debug_dir=debug_dir)
+    outcomes: Iterable[Outcome] = EXECUTORS[executor](pending, spec, config, workers=workers,
+                                                      debug_dir=debug_dir)
     if progress:
         from tqdm import tqdm
 

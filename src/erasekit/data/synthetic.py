@@ -31,7 +31,7 @@ from __future__ import annotations
 import colorsys
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -219,7 +219,7 @@ def make_scene(rng: np.random.Generator, config: SceneConfig | None = None) -> S
     p = np.array([cfg.effects[k] for k in names], np.float64)
     effects = names[int(rng.choice(len(names), p=p / p.sum()))]
 
-    shot = background.astype(np.float32)
+    shot: np.ndarray = background.astype(np.float32)
     zeros = np.zeros(mask.shape, np.float32)
     shadow = _shadow_alpha(rng, mask, base, cfg) if effects in ("shadow", "both") else zeros
     shot = shot * (1.0 - shadow[..., None])  # multiplicative darkening
@@ -262,7 +262,7 @@ def generate_synthetic_dataset(out_dir: str | os.PathLike, n: int, size: int = 6
     if n < 0:
         raise InvalidInputError(f"n must be >= 0, got {n}")
     writer = PairedDatasetWriter(out_dir)
-    indices = range(n)
+    indices: Iterable[int] = range(n)
     if progress:
         from tqdm import tqdm
 

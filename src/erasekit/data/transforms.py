@@ -73,12 +73,12 @@ RESIZE_RULES = {"sdxl": SDXL_RESIZE, "flux": FLUX_RESIZE}
 
 
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    return np.array(Image.fromarray(image).resize((width, height), Image.LANCZOS))
+    return np.array(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     eight = Image.fromarray((np.asarray(mask) > 0.5).astype(np.uint8) * 255, "L")
-    return (np.asarray(eight.resize((width, height), Image.NEAREST)) > 127).astype(np.float32)
+    return (np.asarray(eight.resize((width, height), Image.Resampling.NEAREST)) > 127).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,8 @@ class PairedAugment:
         lo, hi = self.crop_scale
         ch = max(1, round(h * rng.uniform(lo, hi)))
         cw = max(1, round(w * rng.uniform(lo, hi)))
-        top = self._offset(h, ch, rng, sample.effect_mask.any(axis=1))
-        left = self._offset(w, cw, rng, sample.effect_mask.any(axis=0))
+        top = self._offset(h, ch, rng, np.asarray(sample.effect_mask.any(axis=1)))
+        left = self._offset(w, cw, rng, np.asarray(sample.effect_mask.any(axis=0)))
         window = (slice(top, top + ch), slice(left, left + cw))
 
         def image_op(a: np.ndarray) -> np.ndarray:

@@ -155,7 +155,7 @@ class RegionFeatures:
         im = pil.resize((_SIZE, _SIZE))  # PIL's default filter (bicubic), as the reference
         if self.quirks:  # BitImageProcessor of dinov2: shortest edge -> 256 (bicubic), centre crop 224
             s = self.processor_size
-            im = im.resize((s, s), Image.BICUBIC)
+            im = im.resize((s, s), Image.Resampling.BICUBIC)
             off = (s - _SIZE) // 2
             im = im.crop((off, off, off + _SIZE, off + _SIZE))
         x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
@@ -169,8 +169,8 @@ class RegionFeatures:
         return h[0].double().cpu().numpy()
 
     def _selector(self, mask: Image.Image, *, nearest: bool) -> np.ndarray:
-        m = mask.resize((_SIZE, _SIZE), Image.NEAREST) if nearest else mask.resize((_SIZE, _SIZE))
-        small = np.array(m.resize((_PATCHES, _PATCHES), Image.NEAREST)).flatten()
+        m = mask.resize((_SIZE, _SIZE), Image.Resampling.NEAREST) if nearest else mask.resize((_SIZE, _SIZE))
+        small = np.array(m.resize((_PATCHES, _PATCHES), Image.Resampling.NEAREST)).flatten()
         return np.append(small, True)  # reference quirk: appended after the patches, applied to [CLS, patches]
 
     def __call__(self, image: np.ndarray, region: np.ndarray, *, first: bool = True) -> np.ndarray:
@@ -181,7 +181,8 @@ class RegionFeatures:
             selector = self._selector(mask, nearest=first)
             feats = tokens[selector] if selector.dtype == bool else tokens[selector.astype(np.int64)]
         else:
-            m = Image.fromarray(region.astype(np.uint8) * 255).resize((_PATCHES, _PATCHES), Image.NEAREST)
+            m = Image.fromarray(region.astype(np.uint8) * 255).resize((_PATCHES, _PATCHES),
+                                                                     Image.Resampling.NEAREST)
             selector = np.asarray(m).flatten() > 127
             feats = tokens[1:][selector] if selector.any() else tokens[1:]
         mean = feats.mean(axis=0)

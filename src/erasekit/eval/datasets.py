@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def _from_samples(name: str, root: Path, samples) -> EvalDataset:
     # Published-layout readers yield loaded samples; keep them (benchmark sets are a few hundred images).
     records = {s.id: EvalRecord(s.id, s.image, s.background, s.object_mask, s.effect_mask,
                                 label_from_meta(s.meta)) for s in samples}
-    return EvalDataset(name, root, {k: (lambda r=r: r) for k, r in records.items()})
+    return EvalDataset(name, root, {k: partial(records.__getitem__, k) for k in records})
 
 
 def _paired(root: Path) -> EvalDataset:
@@ -101,27 +102,32 @@ def _paired(root: Path) -> EvalDataset:
         s = ds[sample_id]
         return EvalRecord(s.id, s.image, s.background, s.object_mask, s.effect_mask, label_from_meta(s.meta))
 
-    return EvalDataset("paired", root, {i: (lambda i=i: load(i)) for i in ds.ids})
+    return EvalDataset("paired", root, {i: partial(load, i) for i in ds.ids})
 
 
 def _files(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in _SUFFIXES}
 
 
-def _pick(root: Path, names: tuple[str, ...], what: str, required: bool = True) -> Path | None:
+def _find_dir(root: Path, names: tuple[str, ...]) -> Path | None:
     for n in names:
         if (root / n).is_dir():
             return root / n
-    if required:
-        raise InvalidInputError(f"'{root}' has no {what} folder (looked for {', '.join(names)})")
     return None
+
+
+def _require_dir(root: Path, names: tuple[str, ...], what: str) -> Path:
+    found = _find_dir(root, names)
+    if found is None:
+        raise InvalidInputError(f"'{root}' has no {what} folder (looked for {', '.join(names)})")
+    return found
 
 
 def _folder_triplets(name: str, root: Path, images: tuple[str, ...], masks: tuple[str, ...],
                      targets: tuple[str, ...]) -> EvalDataset:
-    image_files = _files(_pick(root, images, "image"))
-    mask_files = _files(_pick(root, masks, "mask"))
-    target_dir = _pick(root, targets, "ground-truth", required=False)
+    image_files = _files(_require_dir(root, images, "image"))
+    mask_files = _files(_require_dir(root, masks, "mask"))
+    target_dir = _find_dir(root, targets)
     target_files = _files(target_dir) if target_dir else {}
     missing = sorted(set(image_files) - set(mask_files))
     if missing:
@@ -135,7 +141,7 @@ def _folder_triplets(name: str, root: Path, images: tuple[str, ...], masks: tupl
             raise InvalidInputError(f"{name} sample {stem!r}: ground truth and input differ in size")
         return EvalRecord(stem, image, target, mask, mask.copy())
 
-    return EvalDataset(name, root, {s: (lambda s=s: load(s)) for s in image_files})
+    return EvalDataset(name, root, {s: partial(load, s) for s in image_files})
 
 
 def detect_layout(root: Path) -> str:

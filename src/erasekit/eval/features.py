@@ -83,6 +83,7 @@ def load_clip(key: str, path: PathLike = None, *, device: str = "cpu", with_text
     try:
         import transformers
 
+        model: transformers.CLIPModel | transformers.CLIPVisionModelWithProjection
         if with_text:
             model = transformers.CLIPModel.from_pretrained(r.path, local_files_only=True)
             tokenizer = transformers.CLIPTokenizer.from_pretrained(r.path, local_files_only=True)
@@ -93,6 +94,7 @@ def load_clip(key: str, path: PathLike = None, *, device: str = "cpu", with_text
         raise MissingWeightsError(f"{r.path} is not a usable CLIP folder: {str(exc).splitlines()[0]}") from None
     model = model.eval().requires_grad_(False).to(device)
     vision = model.config.vision_config if with_text else model.config
+    assert isinstance(vision, transformers.CLIPVisionConfig)  # CLIPConfig builds its vision sub-config
     return Loaded(model, [r], {"model": key, "image_size": vision.image_size}, {"tokenizer": tokenizer})
 
 

@@ -104,6 +104,12 @@ class Sample:
     image: np.ndarray
     label: str | None = None
 
+    def require_target(self) -> np.ndarray:
+        """The ground truth, for metrics that need one (the runner gives them only samples that have it)."""
+        if self.target is None:
+            raise InvalidInputError(f"sample {self.id!r} has no ground-truth background")
+        return self.target
+
 
 class Metric:
     """Base of the accumulating metrics the benchmark runs. ``update`` returns this sample's per-image values (may be
@@ -132,9 +138,10 @@ class PixelMetrics(Metric):
         self.which = which
 
     def update(self, s: Sample) -> dict[str, float]:
-        fns = {"psnr": lambda: psnr(s.output, s.target), "ssim": lambda: ssim(s.output, s.target),
-               "psnr_mask": lambda: psnr(s.output, s.target, s.mask),
-               "ssim_mask": lambda: ssim(s.output, s.target, s.mask)}
+        target = s.require_target()
+        fns = {"psnr": lambda: psnr(s.output, target), "ssim": lambda: ssim(s.output, target),
+               "psnr_mask": lambda: psnr(s.output, target, s.mask),
+               "ssim_mask": lambda: ssim(s.output, target, s.mask)}
         return {k: fns[k]() for k in self.which}
 
     def settings(self) -> dict:
@@ -158,7 +165,7 @@ class LPIPSMetric(Metric):
             return float(self.net(a, b)[0])
 
     def update(self, s: Sample) -> dict[str, float]:
-        return {"lpips": self.distance(s.output, s.target)}
+        return {"lpips": self.distance(s.output, s.require_target())}
 
     def settings(self) -> dict:
         return {"net": "alex", "version": "0.1", "resolution": "full image, no resize"}
@@ -269,7 +276,7 @@ class FIDMetric(_FeatureSetMetric):
     name = "fid"
 
     def update(self, s: Sample) -> dict[str, float]:
-        self.add("real", s.target, ("full", s.id))
+        self.add("real", s.require_target(), ("full", s.id))
         self.add("fake", s.output)
         return {}
 
@@ -322,7 +329,7 @@ class LocalFIDMetric(_FeatureSetMetric):
 
     def update(self, s: Sample) -> dict[str, float]:
         y0, x0, y1, x1 = local_crop_box(s.mask)
-        self.add("real", s.target[y0:y1, x0:x1], ("crop", s.id, y0, x0, y1, x1))
+        self.add("real", s.require_target()[y0:y1, x0:x1], ("crop", s.id, y0, x0, y1, x1))
         self.add("fake", s.output[y0:y1, x0:x1])
         return {}
 
@@ -375,7 +382,7 @@ class CMMDMetric(Metric):
         return emb / emb.norm(dim=-1, keepdim=True)
 
     def update(self, s: Sample) -> dict[str, float]:
-        self.real.append(self.embed([s.target]))
+        self.real.append(self.embed([s.require_target()]))
         self.fake.append(self.embed([s.output]))
         return {}
 
@@ -408,7 +415,7 @@ def inst_inpaint_crop(image: np.ndarray, box: tuple[int, int, int, int], resolut
     from PIL import Image
 
     h, w = image.shape[:2]
-    im = Image.fromarray(image).resize((resolution, resolution), Image.BILINEAR)
+    im = Image.fromarray(image).resize((resolution, resolution), Image.Resampling.BILINEAR)
     sx, sy = resolution / w, resolution / h
     left, top, right, bottom = int(box[0] * sx), int(box[1] * sy), int(box[2] * sx), int(box[3] * sy)
     right, bottom = max(right, left + 1), max(bottom, top + 1)
@@ -439,7 +446,7 @@ class CLIPRemovalMetric(Metric):
             text = model.get_text_features(**{k: v.to(device) for k, v in tokens.items()})
         text = getattr(text, "pooler_output", text)
         self.text = text / text.norm(dim=-1, keepdim=True)
-        self.hits = {1: [], 3: [], 5: []}
+        self.hits: dict[int, list[float]] = {1: [], 3: [], 5: []}
 
     def _embed(self, crops: list[np.ndarray]) -> torch.Tensor:
         with torch.no_grad():

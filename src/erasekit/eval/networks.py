@@ -27,7 +27,26 @@ from torch import nn
 # --------------------------------------------------------------------------------------------------------------------
 # LPIPS v0.1 with the AlexNet trunk (Zhang et al., CVPR 2018)
 # --------------------------------------------------------------------------------------------------------------------
-class AlexNetTrunk(nn.Module):
+class TappedTrunk(nn.Module):
+    """A torchvision-style ``features`` stack that returns the activations at the slice ends ``TAPS`` (whose
+    channel counts are ``CHANNELS``): the trunk interface :class:`LPIPS` reads."""
+
+    TAPS: tuple[int, ...]
+    CHANNELS: tuple[int, ...]
+    features: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps, start = [], 0
+        layers = list(self.features)
+        for end in self.TAPS:
+            for layer in layers[start:end]:
+                x = layer(x)
+            taps.append(x)
+            start = end
+        return taps
+
+
+class AlexNetTrunk(TappedTrunk):
     """torchvision's AlexNet ``features`` with the same indices; returns the five ReLU outputs LPIPS taps."""
 
     # Slice ends after relu1, relu2, relu3, relu4, relu5 (indices into ``features``).
@@ -46,15 +65,6 @@ class AlexNetTrunk(nn.Module):
             nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
         )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps, start = [], 0
-        for end in self.TAPS:
-            for layer in self.features[start:end]:
-                x = layer(x)
-            taps.append(x)
-            start = end
-        return taps
-
 
 class _LinearHead(nn.Module):
     """A 1×1 conv to one channel behind a dropout, named like the lpips package (``model.1.weight``)."""
@@ -72,7 +82,7 @@ class _LinearHead(nn.Module):
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class VGG16Trunk(nn.Module):
+class VGG16Trunk(TappedTrunk):
     """torchvision's ``vgg16().features`` (same indices, so ``vgg16-397923af.pth`` loads unchanged); returns
     relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 — the LPIPS-VGG taps (OSOR's perceptual training loss)."""
 
@@ -84,14 +94,12 @@ class VGG16Trunk(nn.Module):
         layers: list[nn.Module] = []
         channels = 3
         for v in _VGG16:
-            if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
+            if isinstance(v, int):
                 layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
                 channels = v
+            else:  # "M"
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         self.features = nn.Sequential(*layers)
-
-    forward = AlexNetTrunk.forward  # same tap walk over ``features``
 
 
 class LPIPS(nn.Module):
@@ -107,7 +115,10 @@ class LPIPS(nn.Module):
     SCALE = (0.458, 0.448, 0.450)
     EPS = 1e-10  # the lpips package's normalize_tensor epsilon
 
-    def __init__(self, trunk: nn.Module) -> None:
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, trunk: TappedTrunk) -> None:
         super().__init__()
         self.register_buffer("shift", torch.tensor(self.SHIFT)[None, :, None, None], persistent=False)
         self.register_buffer("scale", torch.tensor(self.SCALE)[None, :, None, None], persistent=False)
@@ -138,7 +149,7 @@ class LPIPS(nn.Module):
         shift, scale = self.shift.to(x.dtype), self.scale.to(x.dtype)
         fx = self.net((x - shift) / scale)
         fy = self.net((y - shift) / scale)
-        total = 0.0
+        total = torch.zeros((), dtype=x.dtype, device=x.device)
         for i, (a, b) in enumerate(zip(fx, fy)):
             diff = (self._normalize(a) - self._normalize(b)) ** 2
             total = total + getattr(self, f"lin{i}")(diff).mean(dim=(2, 3), keepdim=True)

@@ -27,7 +27,7 @@ import time
 import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class PeakMemory:
         self.trace_python = trace_python
         self.result: dict[str, float | None] = {}
 
-    def __enter__(self) -> PeakMemory:
+    def __enter__(self) -> Self:
         self._stop = threading.Event()
         self._peak = _rss_bytes()
         self._base = self._peak
@@ -235,7 +235,7 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
-def _mean(values: list[float]) -> float | None:
+def _mean(values: list[float | None]) -> float | None:
     finite = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return float(np.mean(finite)) if finite else None
 

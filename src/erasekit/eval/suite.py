@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..types import ErasekitError, InvalidInputError
@@ -73,13 +74,13 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
         cols = METRIC_COLUMNS[name]
         try:
             if name in pixel:
-                which = (name,)
-                suite[name] = MetricFactory(name, lambda which=which: PixelMetrics(which), cols,
+                suite[name] = MetricFactory(name, partial(PixelMetrics, (name,)), cols,
                                             settings=PixelMetrics().settings())
             elif name == "lpips":
                 loaded = net("lpips", lambda: FT.load_lpips(weights.get("alexnet"), weights.get("lpips-alex-v0.1"),
                                                             device=device))
-                suite[name] = MetricFactory(name, lambda m=loaded: LPIPSMetric(m.model, device, m.fingerprint()),
+                suite[name] = MetricFactory(name, partial(LPIPSMetric, loaded.model, device,
+                                                          loaded.fingerprint()),
                                             cols, weights=[w.as_dict() for w in loaded.weights],
                                             settings={"net": "alex", "version": "0.1"})
             elif name == "kid" and "fid" in names:
@@ -91,16 +92,16 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
                 cls = LocalFIDMetric if name == "local_fid" else FIDMetric
                 which = ("fid", "kid") if name == "fid" and "kid" in names else (name,)
                 suite[name] = MetricFactory(
-                    name, lambda m=loaded, cls=cls, which=which: cls(m.model, device, m.fingerprint(),
-                                                                        real_cache=fid_real_cache, which=which),
+                    name, partial(cls, loaded.model, device, loaded.fingerprint(), real_cache=fid_real_cache,
+                                  which=which),
                     cols, weights=[w.as_dict() for w in loaded.weights],
                     settings=cls(loaded.model).settings())
             elif name == "cmmd":
                 loaded = net("clip-vit-l14-336", lambda: FT.load_clip("clip-vit-l14-336",
                                                                        weights.get("clip-vit-l14-336"), device=device))
                 size = loaded.settings["image_size"]
-                suite[name] = MetricFactory(name, lambda m=loaded, size=size: CMMDMetric(m.model, size, device,
-                                                                                          m.fingerprint()),
+                suite[name] = MetricFactory(name, partial(CMMDMetric, loaded.model, size, device,
+                                                          loaded.fingerprint()),
                                             cols, weights=[w.as_dict() for w in loaded.weights],
                                             settings=CMMDMetric(None, size).settings())
             elif name == "cfd":
@@ -109,9 +110,9 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
                 dino = net("dinov2-giant", lambda: FT.load_dinov2(weights.get("dinov2-giant"), device=device))
                 sam = net("sam-vit-huge", lambda: FT.load_sam(weights.get("sam-vit-huge"), device=device))
                 fp = f"{dino.fingerprint()}+{sam.fingerprint()}"
-                make = (lambda d=dino, s=sam, fp=fp: CFDMetric(d.model, s.model, s.extra["processor"], device=device,
-                                                               fingerprint=fp, reference_quirks=cfd_reference_quirks))
-                suite[name] = MetricFactory(name, make, cols,
+                make_cfd = partial(CFDMetric, dino.model, sam.model, sam.extra["processor"], device=device,
+                                   fingerprint=fp, reference_quirks=cfd_reference_quirks)
+                suite[name] = MetricFactory(name, make_cfd, cols,
                                             weights=[w.as_dict() for w in dino.weights + sam.weights],
                                             settings={"reference_quirks": cfd_reference_quirks}, needs_target=False)
             elif name == "clip":
@@ -120,9 +121,10 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
                 if not clip_classes:
                     raise InvalidInputError("CLIP accuracy needs object classes: the dataset has no labels and "
                                             "no --clip-classes were given")
-                make = (lambda m=loaded: CLIPRemovalMetric(m.model, m.extra["tokenizer"], clip_classes, device,
-                                                           m.fingerprint()))
-                suite[name] = MetricFactory(name, make, cols, weights=[w.as_dict() for w in loaded.weights],
+                make_clip = partial(CLIPRemovalMetric, loaded.model, loaded.extra["tokenizer"], clip_classes,
+                                    device, loaded.fingerprint())
+                suite[name] = MetricFactory(name, make_clip, cols,
+                                            weights=[w.as_dict() for w in loaded.weights],
                                             settings={"classes": len(clip_classes)}, needs_target=False)
         except ErasekitError as exc:
             suite[name] = MetricFactory(name, None, cols, unavailable=str(exc))

@@ -137,6 +137,7 @@ def _verify(spec: WeightSpec, path: Path) -> str:
             raise MissingWeightsError(f"{path} has sha256 {digest[:12]}…, expected {spec.sha256[:12]}… "
                                       f"({spec.used_by}); re-download it")
         return "sha256"
+    assert spec.sha256_prefix is not None  # the no-checksum case returned above
     if not digest.startswith(spec.sha256_prefix):
         raise MissingWeightsError(f"{path} has sha256 {digest[:12]}…, expected prefix {spec.sha256_prefix} "
                                   f"({spec.used_by}); re-download it")
@@ -184,7 +185,7 @@ def resolve(key: str, explicit: str | os.PathLike | None = None) -> ResolvedWeig
     names = ((spec.filename,) if spec.filename else ()) + _ALIASES.get(key, ())
     if env:
         root = Path(env).expanduser()
-        if spec.hub_id:
+        if spec.folder_name:  # set exactly when hub_id is
             candidates.append((root / spec.folder_name, "env"))
         candidates += [(root / n, "env") for n in names]
     if spec.filename:
