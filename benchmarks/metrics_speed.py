@@ -2,14 +2,20 @@
 
     python benchmarks/metrics_speed.py [--n 16] [--size 256] [--device cpu] [--batch 8]
 
-FID: erasekit's :class:`FIDMetric` (one image per update, ground-truth features cached across methods, features
-handed to torchmetrics through an identity module) vs ``torchmetrics.image.fid.FrechetInceptionDistance`` with the
-same :class:`FIDInceptionV3` as ``feature=`` and batched updates. LPIPS: erasekit's :class:`LPIPSMetric` (one pair per
-call) vs torchmetrics' LPIPS module with the same AlexNet trunk and v0.1 heads, batched. Randomly initialised networks
-of the real architectures are used (no weights are downloadable here); speed does not depend on the weight values.
+FID: erasekit's :class:`FIDMetric` (one image per update, ground-truth features cached across methods,
+features
+handed to torchmetrics through an identity module) vs ``torchmetrics.image.fid.FrechetInceptionDistance`` with
+the
+same :class:`FIDInceptionV3` as ``feature=`` and batched updates. LPIPS: erasekit's :class:`LPIPSMetric` (one
+pair per
+call) vs torchmetrics' LPIPS module with the same AlexNet trunk and v0.1 heads, batched. Randomly initialised
+networks
+of the real architectures are used (no weights are downloadable here); speed does not depend on the weight
+values.
 Both paths produce the same numbers, which the table's last column checks.
 
-torchmetrics' LPIPS builds its trunk with torchvision, which cannot be installed beside our CPU torch; this script
+torchmetrics' LPIPS builds its trunk with torchvision, which cannot be installed beside our CPU torch; this
+script
 gives it the same AlexNet through a minimal ``torchvision.models`` stand-in (benchmark only).
 """
 
@@ -71,8 +77,12 @@ def bench_fid(real, fake, device: str, batch: int):
     def direct():
         fid = FrechetInceptionDistance(feature=net, normalize=False).to(device)
         for i in range(0, len(real), batch):
-            fid.update(torch.from_numpy(np.stack(real[i:i + batch])).permute(0, 3, 1, 2).to(device), real=True)
-            fid.update(torch.from_numpy(np.stack(fake[i:i + batch])).permute(0, 3, 1, 2).to(device), real=False)
+            fid.update(
+                torch.from_numpy(np.stack(real[i : i + batch])).permute(0, 3, 1, 2).to(device), real=True
+            )
+            fid.update(
+                torch.from_numpy(np.stack(fake[i : i + batch])).permute(0, 3, 1, 2).to(device), real=False
+            )
         return float(fid.compute())
 
     return _timed(ours), _timed(direct)
@@ -107,15 +117,29 @@ def bench_lpips(real, fake, device: str, batch: int):
 
     def ours():
         metric = LPIPSMetric(ours_net, device)
-        return float(np.mean([metric.update(Sample(str(i), f, r, mask, r))["lpips"]
-                              for i, (r, f) in enumerate(zip(real, fake))]))
+        return float(
+            np.mean(
+                [
+                    metric.update(Sample(str(i), f, r, mask, r))["lpips"]
+                    for i, (r, f) in enumerate(zip(real, fake))
+                ]
+            )
+        )
 
     def direct():
         vals = []
         with torch.no_grad():
             for i in range(0, len(real), batch):
-                a = torch.from_numpy(np.stack(fake[i:i + batch])).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
-                b = torch.from_numpy(np.stack(real[i:i + batch])).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
+                a = (
+                    torch.from_numpy(np.stack(fake[i : i + batch])).permute(0, 3, 1, 2).float().to(device)
+                    / 127.5
+                    - 1
+                )
+                b = (
+                    torch.from_numpy(np.stack(real[i : i + batch])).permute(0, 3, 1, 2).float().to(device)
+                    / 127.5
+                    - 1
+                )
                 vals.append(ref(a, b).flatten().cpu())
         return float(torch.cat(vals).mean())
 
@@ -131,15 +155,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     real, fake = _images(args.n, args.size, 0)
-    print(f"{args.n} pairs of {args.size}x{args.size} images, device {args.device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.n} pairs of {args.size}x{args.size} images, device {args.device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print("| metric | path | images/s | value |\n|---|---|---|---|")
     for name, fn in (("FID", bench_fid), ("LPIPS", bench_lpips)):
         (t_ours, v_ours), (t_direct, v_direct) = fn(real, fake, args.device, args.batch)
         images = 2 * args.n if name == "FID" else args.n  # FID embeds real and fake images
-        print(f"| {name} | erasekit ({'per image' if name == 'LPIPS' else 'batched by size, GT cache'}) | "
-              f"{images / t_ours:.2f} | {v_ours:.6g} |")
-        print(f"| {name} | torchmetrics direct (batch {args.batch}) | {images / t_direct:.2f} | {v_direct:.6g} |")
+        print(
+            f"| {name} | erasekit ({'per image' if name == 'LPIPS' else 'batched by size, GT cache'}) | "
+            f"{images / t_ours:.2f} | {v_ours:.6g} |"
+        )
+        print(
+            f"| {name} | torchmetrics direct (batch {args.batch}) | {images / t_direct:.2f} | {v_direct:.6g} |"
+        )
 
 
 if __name__ == "__main__":

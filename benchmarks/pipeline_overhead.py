@@ -1,11 +1,14 @@
 """Overhead of erasekit's baseline removers over calling the diffusers pipeline directly.
 
-For each backbone family, one tiny checkpoint (``erasekit.testing``) is written and loaded once; the same pipeline
-object then runs (a) directly, with the exact arguments the remover passes, and (b) through the remover (mask checks,
+For each backbone family, one tiny checkpoint (``erasekit.testing``) is written and loaded once; the same
+pipeline
+object then runs (a) directly, with the exact arguments the remover passes, and (b) through the remover (mask
+checks,
 HD strategy, PIL conversion, paste-back, metadata). Runs are interleaved so machine load affects both alike.
 
 The table reports the best wall time of N runs and their ratio (target: within 5 %), and, inside each remover
-call, the total over the time spent in diffusers: that split is immune to machine load, which on a shared machine
+call, the total over the time spent in diffusers: that split is immune to machine load, which on a shared
+machine
 can swamp a 5 % difference between separate runs. Tiny models make erasekit's fixed per-call cost look large;
 with real checkpoints the denoising steps dominate even more.
 
@@ -71,7 +74,8 @@ def _bench(name: str, root: Path, size: int, steps: int, repeats: int) -> dict:
     # Best-of-N wall time is the least load-sensitive estimate of a call's own cost (as timeit recommends).
     r, o = min(wall["raw"]), min(wall["ours"])
     # Within each remover call: total time over the time spent inside the diffusers pipeline. Same call, same
-    # load, so this isolates erasekit's own work (checks, strategy, conversion, paste-back) from machine noise.
+    # load, so this isolates erasekit's own work (checks, strategy, conversion, paste-back) from machine
+    # noise.
     in_call = statistics.median(t / p for t, p in zip(wall["ours"], inner))
     return {"backbone": name, "size": size, "steps": steps, "raw_ms": r * 1e3, "ours_ms": o * 1e3,
             "ratio": o / r, "in_call_ratio": in_call,
@@ -96,7 +100,9 @@ class _TimedPipeline:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", default=["sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "flux-fill"])
+    parser.add_argument(
+        "--families", nargs="+", default=["sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "flux-fill"]
+    )
     parser.add_argument("--size", type=int, default=256, help="square image side in pixels")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=7)
@@ -111,15 +117,21 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.families:
             rows.append(_bench(name, Path(tmp), args.size, args.steps, args.repeats))
             print(f"  measured {name}", file=sys.stderr)
-    header = (f"{'backbone':<14} {'size':>5} {'steps':>5} {'diffusers ms':>13} {'erasekit ms':>12} {'ratio':>7} "
-              f"{'in-call ratio':>14} {'own ms':>8}")
-    print(f"pipeline overhead, {args.threads} torch thread(s), best wall time of {args.repeats} ABBA-interleaved "
-          f"runs; in-call ratio = remover call / the diffusers call inside it (median); own ms = the difference")
+    header = (
+        f"{'backbone':<14} {'size':>5} {'steps':>5} {'diffusers ms':>13} {'erasekit ms':>12} {'ratio':>7} "
+        f"{'in-call ratio':>14} {'own ms':>8}"
+    )
+    print(
+        f"pipeline overhead, {args.threads} torch thread(s), best wall time of {args.repeats} ABBA-interleaved "
+        f"runs; in-call ratio = remover call / the diffusers call inside it (median); own ms = the difference"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['backbone']:<14} {r['size']:>5} {r['steps']:>5} {r['raw_ms']:>13.1f} {r['ours_ms']:>12.1f} "
-              f"{r['ratio']:>7.3f} {r['in_call_ratio']:>14.4f} {r['own_ms']:>8.1f}")
+        print(
+            f"{r['backbone']:<14} {r['size']:>5} {r['steps']:>5} {r['raw_ms']:>13.1f} {r['ours_ms']:>12.1f} "
+            f"{r['ratio']:>7.3f} {r['in_call_ratio']:>14.4f} {r['own_ms']:>8.1f}"
+        )
     worst = max(r["ratio"] for r in rows)
     worst_in = max(r["in_call_ratio"] for r in rows)
     print(f"worst ratio {worst:.3f}, worst in-call ratio {worst_in:.4f} (target <= 1.05)")

@@ -5,7 +5,8 @@ reflection) gives two triplets, "Add a <object>" (original = clean, edited = sho
 (original = shot, edited = clean). SAVP runs with the paper's Table 6 constants.
 
 Honesty notes, printed with the table:
-* the detector is an ORACLE: it returns the true object box (there are no GroundingDINO weights offline), so the
+* the detector is an ORACLE: it returns the true object box (there are no GroundingDINO weights offline), so
+the
   semantic stage measures the geometry rules (IoU / scale / collapse), not detection quality;
 * the segmenter is OpenCV GrabCut prompted with the validated box (weight-free), or the oracle mask with
   ``--segmenter oracle-truth``; SAM2 is not measured here.
@@ -61,7 +62,9 @@ def quality(manifest: Path, dataset: Path) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenes", type=int, default=100, help="scenes (two triplets each)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
@@ -87,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         result = current
     assert result is not None
     segmenter = "OpenCV GrabCut (box prompt)" if args.segmenter == "grabcut" else "ORACLE (true object mask)"
-    print(f"\nSAVP on {n} synthetic triplets ({args.scenes} scenes × add/remove, {args.size}×{args.size}, "
-          f"seed {args.seed}); Table 6 constants")
+    print(
+        f"\nSAVP on {n} synthetic triplets ({args.scenes} scenes × add/remove, {args.size}×{args.size}, "
+        f"seed {args.seed}); Table 6 constants"
+    )
     print(f"detector: ORACLE (true object box — not GroundingDINO); segmenter: {segmenter}\n")
     print("| metric | value |")
     print("| --- | --- |")

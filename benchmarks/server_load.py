@@ -2,7 +2,8 @@
 
 Starts the server as a subprocess (the weight-free method by default), sends bounded batches of real removal
 requests (a real photo and a mask, multipart, ``?format=image``) from 1, 4 and 8 concurrent httpx clients, and
-prints one row per concurrency level: requests/s, p50/p95 latency, successes, 503s (queue full; the clients wait
+prints one row per concurrency level: requests/s, p50/p95 latency, successes, 503s (queue full; the clients
+wait
 ``Retry-After`` and retry, as a polite client does, unless --no-retry), other errors and
 the server's peak resident memory (the kernel's high-water mark, VmHWM, so short peaks are not missed).
 
@@ -42,7 +43,7 @@ def photo_and_mask(size: int) -> tuple[bytes, bytes]:
     photo = Image.fromarray(data.astronaut()).resize((size, size), Image.BICUBIC)
     mask = np.zeros((size, size), np.uint8)
     # The space shuttle on the right of the astronaut photo (same relative box at any size).
-    mask[int(0.01 * size):int(0.56 * size), int(0.76 * size):int(0.92 * size)] = 255
+    mask[int(0.01 * size) : int(0.56 * size), int(0.76 * size) : int(0.92 * size)] = 255
     out = []
     for image in (photo, Image.fromarray(mask)):
         buffer = io.BytesIO()
@@ -74,8 +75,17 @@ class Level:
     peak_mb: float
 
 
-async def run_level(url: str, clients: int, total: int, photo: bytes, mask: bytes, method: str,
-                    deadline: float, pid: int, retry_busy: bool) -> Level:
+async def run_level(
+    url: str,
+    clients: int,
+    total: int,
+    photo: bytes,
+    mask: bytes,
+    method: str,
+    deadline: float,
+    pid: int,
+    retry_busy: bool,
+) -> Level:
     latencies: list[float] = []
     counts = {"ok": 0, "busy": 0, "errors": 0}
     next_index = iter(range(total))
@@ -88,13 +98,18 @@ async def run_level(url: str, clients: int, total: int, photo: bytes, mask: byte
             start = time.perf_counter()
             while True:
                 try:
-                    response = await http.post("/api/v1/remove", params={"format": "image"}, files=files,
-                                               data={"method": method, "seed": "0"})
+                    response = await http.post(
+                        "/api/v1/remove",
+                        params={"format": "image"},
+                        files=files,
+                        data={"method": method, "seed": "0"},
+                    )
                 except httpx.HTTPError:
                     counts["errors"] += 1
                     break
                 if response.status_code == 503 and retry_busy and time.monotonic() < deadline:
-                    # A well-behaved client: wait as long as the server asks, then try again (latency keeps running).
+                    # A well-behaved client: wait as long as the server asks, then try again (latency keeps
+                    # running).
                     counts["busy"] += 1
                     await asyncio.sleep(float(response.headers.get("retry-after", "1")))
                     continue
@@ -124,24 +139,50 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--method", default="patchmatch")
     parser.add_argument("--clients", default="1,4,8", help="comma-separated concurrency levels")
     parser.add_argument("--requests", type=int, default=24, help="requests per level")
     parser.add_argument("--size", type=int, default=256, help="photo side in pixels")
-    parser.add_argument("--queue-size", type=int, default=16, help="server queue bound (--queue-size of serve)")
-    parser.add_argument("--no-retry", dest="retry_busy", action="store_false",
-                        help="count a 503 as final instead of waiting Retry-After and retrying")
-    parser.add_argument("--deadline-s", type=float, default=600.0, help="stop sending after this many seconds")
+    parser.add_argument(
+        "--queue-size", type=int, default=16, help="server queue bound (--queue-size of serve)"
+    )
+    parser.add_argument(
+        "--no-retry",
+        dest="retry_busy",
+        action="store_false",
+        help="count a 503 as final instead of waiting Retry-After and retrying",
+    )
+    parser.add_argument(
+        "--deadline-s", type=float, default=600.0, help="stop sending after this many seconds"
+    )
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.clients.split(",")]
 
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "erasekit", "serve", "--port", str(port), "--method", args.method,
-         "--queue-size", str(args.queue_size), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "erasekit",
+            "serve",
+            "--port",
+            str(port),
+            "--method",
+            args.method,
+            "--queue-size",
+            str(args.queue_size),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         start_deadline = time.monotonic() + 120
@@ -161,9 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         idle_mb = peak_rss_mb(server.pid)
         photo, mask = photo_and_mask(args.size)
         deadline = time.monotonic() + args.deadline_s
-        results = [asyncio.run(run_level(url, n, args.requests, photo, mask, args.method, deadline, server.pid,
-                                     args.retry_busy))
-                   for n in levels]
+        results = [
+            asyncio.run(
+                run_level(
+                    url, n, args.requests, photo, mask, args.method, deadline, server.pid, args.retry_busy
+                )
+            )
+            for n in levels
+        ]
     finally:
         server.terminate()
         try:
@@ -171,17 +217,23 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
 
-    print(f"\nerasekit serve load test: method={args.method}, photo {args.size}×{args.size} PNG, "
-          f"{args.requests} requests per level, server queue {args.queue_size}, {os.cpu_count()} CPU(s); "
-          f"server RSS after start-up {idle_mb:.0f} MiB\n")
-    header = f"| {'clients':>7} | {'ok':>4} | {'503':>4} | {'errors':>6} | {'req/s':>6} | {'p50 s':>6} | {'p95 s':>6} " \
-             f"| {'peak RSS MiB':>12} |"
+    print(
+        f"\nerasekit serve load test: method={args.method}, photo {args.size}×{args.size} PNG, "
+        f"{args.requests} requests per level, server queue {args.queue_size}, {os.cpu_count()} CPU(s); "
+        f"server RSS after start-up {idle_mb:.0f} MiB\n"
+    )
+    header = (
+        f"| {'clients':>7} | {'ok':>4} | {'503':>4} | {'errors':>6} | {'req/s':>6} | {'p50 s':>6} | {'p95 s':>6} "
+        f"| {'peak RSS MiB':>12} |"
+    )
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
     for r in results:
         rate = r.ok / r.wall if r.wall > 0 else float("nan")
-        print(f"| {r.clients:>7} | {r.ok:>4} | {r.busy:>4} | {r.errors:>6} | {rate:>6.2f} | "
-              f"{percentile(r.latencies, 50):>6.2f} | {percentile(r.latencies, 95):>6.2f} | {r.peak_mb:>12.0f} |")
+        print(
+            f"| {r.clients:>7} | {r.ok:>4} | {r.busy:>4} | {r.errors:>6} | {rate:>6.2f} | "
+            f"{percentile(r.latencies, 50):>6.2f} | {percentile(r.latencies, 95):>6.2f} | {r.peak_mb:>12.0f} |"
+        )
     return 0 if all(r.errors == 0 for r in results) else 1
 
 

@@ -35,15 +35,22 @@ def test_add_noise_equals_scheduler(cls, dtype):
     t = torch.tensor([0, 400, 999])
     assert torch.equal(S.add_noise(sched, x0, noise, t), sched.add_noise(x0, noise, t))
     # a scalar timestep (OSOR's t = 400) equals the batch form with that timestep repeated
-    assert torch.equal(S.add_noise(sched, x0, noise, 400), sched.add_noise(x0, noise, torch.tensor([400] * 3)))
+    assert torch.equal(
+        S.add_noise(sched, x0, noise, 400), sched.add_noise(x0, noise, torch.tensor([400] * 3))
+    )
 
 
 @pytest.mark.parametrize("cls", ["DDPMScheduler", "DDIMScheduler"])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("t", [1, 400, 999])
 def test_predict_x0_equals_pred_original_sample(cls, prediction_type, t):
-    sched = getattr(diffusers, cls)(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                    prediction_type=prediction_type, clip_sample=False)
+    sched = getattr(diffusers, cls)(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=prediction_type,
+        clip_sample=False,
+    )
     sched.set_timesteps(1000)
     z = torch.randn(2, 4, 8, 8, generator=_gen(3))
     out = torch.randn(2, 4, 8, 8, generator=_gen(4))
@@ -114,7 +121,9 @@ def test_fill_mask_tokens_equal_flux_fill_prepare_mask_latents():
     pipe = tiny_pipeline("flux-fill")
     mask = (torch.rand(1, 1, 32, 48, generator=_gen(13)) > 0.5).float()
     image = torch.rand(1, 3, 32, 48, generator=_gen(14)) * 2 - 1
-    ref_mask, ref_latents = pipe.prepare_mask_latents(mask, image, 1, 16, 1, 32, 48, torch.float32, "cpu", _gen(0))
+    ref_mask, ref_latents = pipe.prepare_mask_latents(
+        mask, image, 1, 16, 1, 32, 48, torch.float32, "cpu", _gen(0)
+    )
     assert torch.equal(L.fill_mask_tokens(mask), ref_mask)
     ours = L.pack_latents(L.encode(pipe.vae, image, generator=_gen(0), sample=True))
     assert torch.equal(ours, ref_latents)
@@ -165,7 +174,9 @@ def test_mask_to_latent_nearest_equals_sd_inpaint_and_max_is_conservative():
     pipe = tiny_pipeline("sd15-inpaint")
     mask = torch.zeros(1, 1, 32, 32)
     mask[..., 9:11, 17:18] = 1  # a thin stroke that nearest sampling misses
-    ref, _ = pipe.prepare_mask_latents(mask, torch.zeros(1, 4, 4, 4), 1, 32, 32, torch.float32, "cpu", None, False)
+    ref, _ = pipe.prepare_mask_latents(
+        mask, torch.zeros(1, 4, 4, 4), 1, 32, 32, torch.float32, "cpu", None, False
+    )
     assert torch.equal(L.mask_to_latent(mask, (4, 4), "nearest"), ref)
     pooled = L.mask_to_latent(mask, (4, 4), "max")
     expected = torch.zeros(1, 1, 4, 4)
@@ -321,8 +332,11 @@ def test_device_and_dtype_resolution():
 
 
 def test_place_pipeline_applies_attention_slicing(tiny):
-    pipe = P.load_pipeline("sd15-inpaint", path=tiny("sd15-inpaint"),
-                           placement=D.PlacementOptions(attention_slicing=True, vae_tiling=True))
+    pipe = P.load_pipeline(
+        "sd15-inpaint",
+        path=tiny("sd15-inpaint"),
+        placement=D.PlacementOptions(attention_slicing=True, vae_tiling=True),
+    )
     assert pipe.vae.use_tiling
     sliced = [m for m in pipe.unet.modules() if type(m).__name__ == "Attention"]
     assert sliced and all(type(m.processor).__name__ == "SlicedAttnProcessor" for m in sliced)

@@ -17,20 +17,28 @@ from erasekit.hd import paste_back
 from erasekit.methods.baselines import REMOVAL_NEGATIVE_PROMPT, REMOVAL_PROMPT
 from erasekit.types import InvalidInputError, MissingWeightsError, RemovalRequest
 
-PIPELINES = {"sd15-inpaint": "StableDiffusionInpaintPipeline", "sd2-inpaint": "StableDiffusionInpaintPipeline",
-             "sdxl-inpaint": "StableDiffusionXLInpaintPipeline", "flux-fill": "FluxFillPipeline"}
+PIPELINES = {
+    "sd15-inpaint": "StableDiffusionInpaintPipeline",
+    "sd2-inpaint": "StableDiffusionInpaintPipeline",
+    "sdxl-inpaint": "StableDiffusionXLInpaintPipeline",
+    "flux-fill": "FluxFillPipeline",
+}
 # (guidance, strength) each remover uses by default
-DEFAULTS = {"sd15-inpaint": (7.5, 1.0), "sd2-inpaint": (7.5, 1.0), "sdxl-inpaint": (8.0, 0.99),
-            "flux-fill": (30.0, 1.0)}
+DEFAULTS = {
+    "sd15-inpaint": (7.5, 1.0),
+    "sd2-inpaint": (7.5, 1.0),
+    "sdxl-inpaint": (8.0, 0.99),
+    "flux-fill": (30.0, 1.0),
+}
 
 
 def _scene(h=64, w=64):
     """A smooth synthetic photo with an 'object' in it, and the object's mask."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     image = np.stack([xx / w * 200 + 20, yy / h * 180 + 30, (xx + yy) / (h + w) * 150 + 50], -1)
-    image[h // 4: h // 2, w // 3: 2 * w // 3] = (200, 30, 40)
+    image[h // 4 : h // 2, w // 3 : 2 * w // 3] = (200, 30, 40)
     mask = np.zeros((h, w), np.float32)
-    mask[h // 4 - 2: h // 2 + 2, w // 3 - 2: 2 * w // 3 + 2] = 1
+    mask[h // 4 - 2 : h // 2 + 2, w // 3 - 2 : 2 * w // 3 + 2] = 1
     return image.astype(np.uint8), mask
 
 
@@ -41,10 +49,17 @@ def _direct(name, path, image, mask, *, steps, seed):
     pipe = getattr(diffusers, PIPELINES[name]).from_pretrained(path)
     pipe.set_progress_bar_config(disable=True)
     guidance, strength = DEFAULTS[name]
-    kwargs = {"prompt": REMOVAL_PROMPT, "image": Image.fromarray(image),
-              "mask_image": Image.fromarray((mask * 255).astype(np.uint8)), "height": image.shape[0],
-              "width": image.shape[1], "num_inference_steps": steps, "guidance_scale": guidance,
-              "strength": strength, "generator": torch.Generator().manual_seed(seed)}
+    kwargs = {
+        "prompt": REMOVAL_PROMPT,
+        "image": Image.fromarray(image),
+        "mask_image": Image.fromarray((mask * 255).astype(np.uint8)),
+        "height": image.shape[0],
+        "width": image.shape[1],
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "strength": strength,
+        "generator": torch.Generator().manual_seed(seed),
+    }
     if name != "flux-fill":
         kwargs["negative_prompt"] = REMOVAL_NEGATIVE_PROMPT
     return np.asarray(pipe(**kwargs).images[0])
@@ -56,8 +71,15 @@ def test_baseline_equals_diffusers_pipeline_exactly(name, tiny):
     image, mask = _scene()
     remover = erasekit.load_remover(name, model=str(path), device="cpu", progress_bar=False)
     steps_seen = []
-    result = remover(RemovalRequest(image, mask, seed=3, hd_strategy="original",
-                                    options={"steps": 2, "progress": lambda i, n: steps_seen.append((i, n))}))
+    result = remover(
+        RemovalRequest(
+            image,
+            mask,
+            seed=3,
+            hd_strategy="original",
+            options={"steps": 2, "progress": lambda i, n: steps_seen.append((i, n))},
+        )
+    )
     direct = _direct(name, path, image, mask, steps=2, seed=3)
     assert np.array_equal(result.image, paste_back(image, direct, mask))
     outside = mask == 0
@@ -99,17 +121,28 @@ def test_odd_sizes_are_padded_to_the_multiple_and_cropped_back(tiny):
 
 def test_empty_mask_returns_input_without_sampling(sd15):
     image, _ = _scene()
-    result = sd15(RemovalRequest(image, np.zeros(image.shape[:2], np.float32),
-                                 options={"progress": lambda i, n: pytest.fail("sampled on an empty mask")}))
+    result = sd15(
+        RemovalRequest(
+            image,
+            np.zeros(image.shape[:2], np.float32),
+            options={"progress": lambda i, n: pytest.fail("sampled on an empty mask")},
+        )
+    )
     assert result.unchanged and np.array_equal(result.image, image)
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"steps": 0}, "steps must be"), ({"strength": 1.5}, "strength must be"), ({"guidance": -1}, "guidance"),
-    ({"steps": "many"}, "steps must be an integer in \\[1, 1000\\], got 'many'"),
-    ({"sampler": "ddim"}, "does not take"),
-    ({"progress": 3}, "callable"), ({"steps": 1, "strength": 0.5}, "no denoising step"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"steps": 0}, "steps must be"),
+        ({"strength": 1.5}, "strength must be"),
+        ({"guidance": -1}, "guidance"),
+        ({"steps": "many"}, "steps must be an integer in \\[1, 1000\\], got 'many'"),
+        ({"sampler": "ddim"}, "does not take"),
+        ({"progress": 3}, "callable"),
+        ({"steps": 1, "strength": 0.5}, "no denoising step"),
+    ],
+)
 def test_bad_options_are_invalid_input(sd15, options, match):
     image, mask = _scene()
     with pytest.raises(InvalidInputError, match=match):
@@ -144,14 +177,26 @@ def test_cli_missing_weights_exit_code_3(offline_hub, tmp_path, capsys):
     image, mask = _scene()
     Image.fromarray(image).save(tmp_path / "in.png")
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "m.png")
-    code = main(["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"), "--method", "sdxl-inpaint",
-                 "-o", str(tmp_path / "out.png")])
+    code = main(
+        [
+            "remove",
+            str(tmp_path / "in.png"),
+            "--mask",
+            str(tmp_path / "m.png"),
+            "--method",
+            "sdxl-inpaint",
+            "-o",
+            str(tmp_path / "out.png"),
+        ]
+    )
     assert code == 3 and not (tmp_path / "out.png").exists()
     err = capsys.readouterr().err
     assert "erasekit download sdxl-inpaint" in err and "Traceback" not in err
 
 
-def test_weights_in_models_dir_make_methods_available_and_auto_prefers_strongest(offline_hub, tiny, monkeypatch):
+def test_weights_in_models_dir_make_methods_available_and_auto_prefers_strongest(
+    offline_hub, tiny, monkeypatch
+):
     monkeypatch.setattr(erasekit, "_cache", {})  # keep the remover loaded here out of other tests' way
     models = offline_hub / "models"
     models.mkdir()
@@ -171,15 +216,44 @@ def test_cli_remove_with_tiny_checkpoint(tiny, tmp_path, capsys):
     Image.fromarray(image).save(tmp_path / "in.png")
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "m.png")
     out = tmp_path / "out.png"
-    code = main(["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"), "--method", "sdxl-inpaint",
-                 "--model", str(tiny("sdxl-inpaint")), "--steps", "2", "--seed", "0", "--option", "strength=0.5",
-                 "-o", str(out)])
+    code = main(
+        [
+            "remove",
+            str(tmp_path / "in.png"),
+            "--mask",
+            str(tmp_path / "m.png"),
+            "--method",
+            "sdxl-inpaint",
+            "--model",
+            str(tiny("sdxl-inpaint")),
+            "--steps",
+            "2",
+            "--seed",
+            "0",
+            "--option",
+            "strength=0.5",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     written = np.asarray(Image.open(out).convert("RGB"))
     assert written.shape == image.shape and np.array_equal(written[mask == 0], image[mask == 0])
     # a flag the method does not take is reported, not dropped
-    code = main(["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"), "--method", "telea",
-                 "--steps", "2", "-o", str(tmp_path / "o2.png")])
+    code = main(
+        [
+            "remove",
+            str(tmp_path / "in.png"),
+            "--mask",
+            str(tmp_path / "m.png"),
+            "--method",
+            "telea",
+            "--steps",
+            "2",
+            "-o",
+            str(tmp_path / "o2.png"),
+        ]
+    )
     assert code == 2 and "steps" in capsys.readouterr().err
 
 

@@ -45,7 +45,7 @@ def _crops(count: int, size: int) -> list[tuple[str, np.ndarray]]:
 def _mask(size: int, hole: int) -> np.ndarray:
     mask = np.zeros((size, size), np.uint8)
     start = (size - hole) // 2
-    mask[start:start + hole, start:start + hole] = 255
+    mask[start : start + hole, start : start + hole] = 255
     return mask
 
 
@@ -65,7 +65,8 @@ def _pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-# ---- finding images and masks -------------------------------------------------------------------------------------
+# ---- finding images and masks
+# -------------------------------------------------------------------------------------
 def test_collect_images_from_files_folders_and_globs(tmp_path):
     images, _ = _write_set(tmp_path, 4, 32, 8)
     (images / "notes.txt").write_text("not an image")
@@ -112,7 +113,8 @@ def test_clean_stale_temps_removes_only_atomic_write_leftovers(tmp_path):
     assert not leftover.exists() and all(p.exists() for p in keep)
 
 
-# ---- failures are recorded, the batch goes on -----------------------------------------------------------------------
+# ---- failures are recorded, the batch goes on
+# -----------------------------------------------------------------------
 def test_failures_are_recorded_and_the_batch_goes_on(tmp_path):
     images, masks = _write_set(tmp_path, 4, 64, 16)
     corrupt = images / "broken.png"
@@ -127,8 +129,12 @@ def test_failures_are_recorded_and_the_batch_goes_on(tmp_path):
 
     by_name = {Path(r.image).name: r for r in summary.records}
     assert len(by_name) == 7
-    assert {n for n, r in by_name.items() if r.status == "ok"} == {"astronaut_a.png", "astronaut_b.png",
-                                                                    "coffee_a.png", "coffee_b.png"}
+    assert {n for n, r in by_name.items() if r.status == "ok"} == {
+        "astronaut_a.png",
+        "astronaut_b.png",
+        "coffee_a.png",
+        "coffee_b.png",
+    }
     assert by_name["broken.png"].error == "InvalidInputError" and "corrupt" in by_name["broken.png"].message
     assert "no mask for 'orphan.png'" in by_name["orphan.png"].message
     assert "40×40" in by_name["wrongsize.png"].message and "64×64" in by_name["wrongsize.png"].message
@@ -153,8 +159,19 @@ def test_cli_batch_prints_a_summary_and_exits_5_on_partial_failure(tmp_path, cap
     monkeypatch.setenv("COLUMNS", "200")
     images, masks = _write_set(tmp_path, 2, 48, 12)
     Image.fromarray(_crops(1, 48)[0][1]).save(images / "orphan.png")
-    code = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "out"), "--method", "ns",
-                 "--no-progress"])
+    code = main(
+        [
+            "batch",
+            str(images),
+            "--masks",
+            str(masks),
+            "-o",
+            str(tmp_path / "out"),
+            "--method",
+            "ns",
+            "--no-progress",
+        ]
+    )
     assert code == PARTIAL_FAILURE_EXIT_CODE
     err = capsys.readouterr().err
     assert "batch summary" in err and "failures" in err and "orphan.png" in err
@@ -162,16 +179,55 @@ def test_cli_batch_prints_a_summary_and_exits_5_on_partial_failure(tmp_path, cap
 
 def test_cli_batch_passes_method_options_and_rejects_unknown_ones(tmp_path):
     images, masks = _write_set(tmp_path, 2, 48, 12)
-    code = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "small"), "--method", "telea",
-                 "-O", "radius=1", "--no-progress"])
+    code = main(
+        [
+            "batch",
+            str(images),
+            "--masks",
+            str(masks),
+            "-o",
+            str(tmp_path / "small"),
+            "--method",
+            "telea",
+            "-O",
+            "radius=1",
+            "--no-progress",
+        ]
+    )
     assert code == 0
-    code = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "large"), "--method", "telea",
-                 "-O", "radius=9", "--no-progress"])
+    code = main(
+        [
+            "batch",
+            str(images),
+            "--masks",
+            str(masks),
+            "-o",
+            str(tmp_path / "large"),
+            "--method",
+            "telea",
+            "-O",
+            "radius=9",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     name = min(p.name for p in images.iterdir())
     assert not np.array_equal(_pixels(tmp_path / "small" / name), _pixels(tmp_path / "large" / name))
-    bad = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "bad"), "--method", "telea",
-                "-O", "bogus=1", "--no-progress"])
+    bad = main(
+        [
+            "batch",
+            str(images),
+            "--masks",
+            str(masks),
+            "-o",
+            str(tmp_path / "bad"),
+            "--method",
+            "telea",
+            "-O",
+            "bogus=1",
+            "--no-progress",
+        ]
+    )
     assert bad == 2  # refused before any image is processed
     assert not any((tmp_path / "bad").glob("*.png"))
 
@@ -182,8 +238,12 @@ def test_every_image_failing_the_same_way_gives_that_error_code(tmp_path):
     empty_masks.mkdir()
     summary = run_batch([images], empty_masks, tmp_path / "out", method="telea", progress=False)
     assert summary.counts["failed"] == 3 and summary.exit_code == 2
-    assert main(["batch", str(images), "--masks", str(empty_masks), "-o", str(tmp_path / "out"),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            ["batch", str(images), "--masks", str(empty_masks), "-o", str(tmp_path / "out"), "--no-progress"]
+        )
+        == 2
+    )
 
 
 def test_problems_that_stop_the_whole_batch_raise_before_any_work(tmp_path):
@@ -227,12 +287,27 @@ def test_overwrite_redoes_and_skip_existing_skips(tmp_path):
     assert len(read_report(out / REPORT_NAME)) == 2  # the report describes the latest run
 
 
-# ---- resume after the process is killed ------------------------------------------------------------------------------
+# ---- resume after the process is killed
+# ------------------------------------------------------------------------------
 def test_resume_after_sigkill_loses_and_corrupts_nothing(tmp_path):
     images, masks = _write_set(tmp_path, 8, 112, 28)
     out, clean = tmp_path / "out", tmp_path / "clean"
-    command = [sys.executable, "-m", "erasekit", "batch", str(images), "--masks", str(masks), "-o", str(out),
-               "--method", "patchmatch", "--seed", "3", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "erasekit",
+        "batch",
+        str(images),
+        "--masks",
+        str(masks),
+        "-o",
+        str(out),
+        "--method",
+        "patchmatch",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -268,7 +343,9 @@ def test_resume_after_sigkill_loses_and_corrupts_nothing(tmp_path):
     third = run_batch([images], masks, out, method="patchmatch", seed=3, progress=False)
     assert third.counts == {"ok": 0, "skipped": 8, "failed": 0} and third.exit_code == 0
     assert {name: (out / name).stat().st_mtime_ns for name in names} == stamps
-    assert [json.loads(line)["status"] for line in (out / REPORT_NAME).read_text().splitlines()] == ["skipped"] * 8
+    assert [json.loads(line)["status"] for line in (out / REPORT_NAME).read_text().splitlines()] == [
+        "skipped"
+    ] * 8
 
 
 def test_outputs_keep_the_input_format_and_masks_may_use_the_mask_suffix(tmp_path):
@@ -285,16 +362,31 @@ def test_outputs_keep_the_input_format_and_masks_may_use_the_mask_suffix(tmp_pat
 
 def test_batch_options_are_typed_once_and_out_of_range_is_exit_2_before_any_image(tmp_path, capsys):
     images, masks = _write_set(tmp_path, 2, 48, 12)
-    typed = run_batch([images], masks, tmp_path / "typed", method="telea", options={"radius": 3},
-                      progress=False)
-    text = run_batch([images], masks, tmp_path / "text", method="telea", options={"radius": "3"},
-                     progress=False)
+    typed = run_batch(
+        [images], masks, tmp_path / "typed", method="telea", options={"radius": 3}, progress=False
+    )
+    text = run_batch(
+        [images], masks, tmp_path / "text", method="telea", options={"radius": "3"}, progress=False
+    )
     assert typed.exit_code == text.exit_code == 0
     for name in sorted(p.name for p in images.iterdir()):
         assert np.array_equal(_pixels(tmp_path / "typed" / name), _pixels(tmp_path / "text" / name))
     capsys.readouterr()
-    code = main(["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "bad"),
-                 "--method", "telea", "-O", "radius=65", "--no-progress"])
+    code = main(
+        [
+            "batch",
+            str(images),
+            "--masks",
+            str(masks),
+            "-o",
+            str(tmp_path / "bad"),
+            "--method",
+            "telea",
+            "-O",
+            "radius=65",
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "telea option radius must be an integer in [1, 64], got '65'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # refused before the output folder is even created

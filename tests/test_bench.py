@@ -49,7 +49,9 @@ def dataset(tmp_path_factory) -> Path:
 def lpips_trunk(tmp_path_factory) -> Path:
     g = torch.Generator().manual_seed(1)
     path = tmp_path_factory.mktemp("weights") / "alexnet.pth"
-    torch.save({k: torch.randn(v.shape, generator=g) * 0.05 for k, v in AlexNetTrunk().state_dict().items()}, path)
+    torch.save(
+        {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in AlexNetTrunk().state_dict().items()}, path
+    )
     return path
 
 
@@ -57,11 +59,17 @@ def test_bench_end_to_end_with_resume_and_report(dataset, lpips_trunk, tmp_path,
     tiny_sd15 = tiny("sd15-inpaint")
     out = tmp_path / "results"
     cfg = BenchConfig(
-        dataset=str(dataset), out=str(out), methods=["patchmatch", "telea", "sd15-inpaint"], mask="both",
+        dataset=str(dataset),
+        out=str(out),
+        methods=["patchmatch", "telea", "sd15-inpaint"],
+        mask="both",
         metrics=["psnr", "ssim", "psnr_mask", "ssim_mask", "lpips", "fid", "kid", "local_fid", "cmmd"],
         load_options={"sd15-inpaint": {"model": str(tiny_sd15), "progress_bar": False}},
         call_options={"sd15-inpaint": {"steps": 2}},
-        weights={"alexnet": str(lpips_trunk)}, progress=False, trace_python_memory=False)
+        weights={"alexnet": str(lpips_trunk)},
+        progress=False,
+        trace_python_memory=False,
+    )
     networks = {"inception-fid": Loaded(TinyFeatures(), [], {})}
     result = run_benchmark(cfg, networks=networks)
 
@@ -96,12 +104,16 @@ def test_bench_end_to_end_with_resume_and_report(dataset, lpips_trunk, tmp_path,
     # Resume: a second run reuses every output (same cache keys) and recomputes the same metrics.
     again = run_benchmark(cfg, networks=networks)
     assert all(r["cached"] for r in again.rows)
-    assert again.summary["runs"]["telea/object"]["values"]["psnr"] == result.summary["runs"]["telea/object"][
-        "values"]["psnr"]
+    assert (
+        again.summary["runs"]["telea/object"]["values"]["psnr"]
+        == result.summary["runs"]["telea/object"]["values"]["psnr"]
+    )
     index = build_report(out)
     html = index.read_text()
     assert index.is_file() and "chart_psnr.png" in html and f"grid_{rec.id}_effect.png" in html
-    assert (index.parent / "chart_lpips.png").is_file() and (index.parent / f"grid_{rec.id}_object.png").is_file()
+    assert (index.parent / "chart_lpips.png").is_file() and (
+        index.parent / f"grid_{rec.id}_object.png"
+    ).is_file()
     assert "TF1.x-compatible bilinear" in html
 
     # Anything in the cache key changed (here the seed) means the method runs again.
@@ -111,8 +123,24 @@ def test_bench_end_to_end_with_resume_and_report(dataset, lpips_trunk, tmp_path,
 
 def test_bench_cli_weight_free_and_errors(dataset, tmp_path, capsys):
     out = tmp_path / "cli-results"
-    code = main(["bench", "--dataset", str(dataset), "--methods", "patchmatch,ns", "--mask", "object",
-                 "--metrics", "psnr,ssim,lpips,cfd", "-o", str(out), "--quiet", "--limit", "2"])
+    code = main(
+        [
+            "bench",
+            "--dataset",
+            str(dataset),
+            "--methods",
+            "patchmatch,ns",
+            "--mask",
+            "object",
+            "--metrics",
+            "psnr,ssim,lpips,cfd",
+            "-o",
+            str(out),
+            "--quiet",
+            "--limit",
+            "2",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| patchmatch |" in printed and "report:" in printed
@@ -154,12 +182,35 @@ def test_dataset_layouts(tmp_path):
 
 def test_bench_call_options_are_typed_by_the_declaration(dataset, tmp_path, capsys):
     out = tmp_path / "typed"
-    base = ["bench", "--dataset", str(dataset), "--methods", "ns", "--mask", "object", "--metrics", "psnr",
-            "-o", str(out), "--quiet", "--limit", "2"]
+    base = [
+        "bench",
+        "--dataset",
+        str(dataset),
+        "--methods",
+        "ns",
+        "--mask",
+        "object",
+        "--metrics",
+        "psnr",
+        "-o",
+        str(out),
+        "--quiet",
+        "--limit",
+        "2",
+    ]
     assert main([*base, "-O", "ns:radius=3"]) == 0
     # The same option given as a number from Python reuses every cached output: one canonical cache key.
-    cfg = BenchConfig(dataset=str(dataset), out=str(out), methods=["ns"], mask="object", metrics=["psnr"],
-                      limit=2, call_options={"ns": {"radius": 3}}, progress=False, trace_python_memory=False)
+    cfg = BenchConfig(
+        dataset=str(dataset),
+        out=str(out),
+        methods=["ns"],
+        mask="object",
+        metrics=["psnr"],
+        limit=2,
+        call_options={"ns": {"radius": 3}},
+        progress=False,
+        trace_python_memory=False,
+    )
     run_benchmark(cfg)
     with open(out / "per_image.csv") as fh:
         rows = list(csv.DictReader(fh))

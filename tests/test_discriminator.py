@@ -24,12 +24,18 @@ def tiny_openclip_state(seed: int = 0) -> dict[str, torch.Tensor]:
     def r(*shape, scale=0.2):
         return torch.randn(*shape, generator=g) * scale
 
-    sd = {"visual.trunk.stem.0.weight": r(DIMS[0], 3, 4, 4), "visual.trunk.stem.0.bias": r(DIMS[0]),
-          "visual.trunk.stem.1.weight": 1 + r(DIMS[0]), "visual.trunk.stem.1.bias": r(DIMS[0]),
-          "visual.trunk.head.norm.weight": 1 + r(DIMS[-1]), "visual.trunk.head.norm.bias": r(DIMS[-1]),
-          # parts of an open_clip checkpoint that are not the feature trunk
-          "visual.head.proj.weight": r(12, DIMS[-1]), "text.token_embedding.weight": r(10, 12),
-          "logit_scale": torch.tensor(4.6)}
+    sd = {
+        "visual.trunk.stem.0.weight": r(DIMS[0], 3, 4, 4),
+        "visual.trunk.stem.0.bias": r(DIMS[0]),
+        "visual.trunk.stem.1.weight": 1 + r(DIMS[0]),
+        "visual.trunk.stem.1.bias": r(DIMS[0]),
+        "visual.trunk.head.norm.weight": 1 + r(DIMS[-1]),
+        "visual.trunk.head.norm.bias": r(DIMS[-1]),
+        # parts of an open_clip checkpoint that are not the feature trunk
+        "visual.head.proj.weight": r(12, DIMS[-1]),
+        "text.token_embedding.weight": r(10, 12),
+        "logit_scale": torch.tensor(4.6),
+    }
     for s, (dim, depth) in enumerate(zip(DIMS, DEPTHS)):
         p = f"visual.trunk.stages.{s}."
         if s:
@@ -37,17 +43,25 @@ def tiny_openclip_state(seed: int = 0) -> dict[str, torch.Tensor]:
             sd[p + "downsample.1.weight"], sd[p + "downsample.1.bias"] = r(dim, DIMS[s - 1], 2, 2), r(dim)
         for b in range(depth):
             q = p + f"blocks.{b}."
-            sd.update({q + "conv_dw.weight": r(dim, 1, 7, 7), q + "conv_dw.bias": r(dim),
-                       q + "norm.weight": 1 + r(dim), q + "norm.bias": r(dim),
-                       q + "mlp.fc1.weight": r(4 * dim, dim), q + "mlp.fc1.bias": r(4 * dim),
-                       q + "mlp.fc2.weight": r(dim, 4 * dim), q + "mlp.fc2.bias": r(dim),
-                       q + "gamma": 0.5 + r(dim)})
+            sd.update(
+                {
+                    q + "conv_dw.weight": r(dim, 1, 7, 7),
+                    q + "conv_dw.bias": r(dim),
+                    q + "norm.weight": 1 + r(dim),
+                    q + "norm.bias": r(dim),
+                    q + "mlp.fc1.weight": r(4 * dim, dim),
+                    q + "mlp.fc1.bias": r(4 * dim),
+                    q + "mlp.fc2.weight": r(dim, 4 * dim),
+                    q + "mlp.fc2.bias": r(dim),
+                    q + "gamma": 0.5 + r(dim),
+                }
+            )
     return sd
 
 
 def timm_reference_features(sd: dict[str, torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
     """timm's ConvNeXt forward written with torch.nn.functional, straight from the timm key names."""
-    t = {k[len("visual.trunk."):]: v for k, v in sd.items() if k.startswith("visual.trunk.")}
+    t = {k[len("visual.trunk.") :]: v for k, v in sd.items() if k.startswith("visual.trunk.")}
 
     def ln2d(h, w, b):
         return F.layer_norm(h.permute(0, 2, 3, 1), (h.shape[1],), w, b, EPS).permute(0, 3, 1, 2)
@@ -63,9 +77,14 @@ def timm_reference_features(sd: dict[str, torch.Tensor], x: torch.Tensor) -> lis
         for b in range(depth):
             q = p + f"blocks.{b}."
             y = F.conv2d(h, t[q + "conv_dw.weight"], t[q + "conv_dw.bias"], padding=3, groups=h.shape[1])
-            y = F.layer_norm(y.permute(0, 2, 3, 1), (h.shape[1],), t[q + "norm.weight"], t[q + "norm.bias"], EPS)
-            y = F.linear(F.gelu(F.linear(y, t[q + "mlp.fc1.weight"], t[q + "mlp.fc1.bias"])),
-                         t[q + "mlp.fc2.weight"], t[q + "mlp.fc2.bias"])
+            y = F.layer_norm(
+                y.permute(0, 2, 3, 1), (h.shape[1],), t[q + "norm.weight"], t[q + "norm.bias"], EPS
+            )
+            y = F.linear(
+                F.gelu(F.linear(y, t[q + "mlp.fc1.weight"], t[q + "mlp.fc1.bias"])),
+                t[q + "mlp.fc2.weight"],
+                t[q + "mlp.fc2.bias"],
+            )
             h = h + (t[q + "gamma"] * y).permute(0, 3, 1, 2)
         out.append(h)
     return out
@@ -85,14 +104,16 @@ def trunk_file(tmp_path_factory):
 # --------------------------------------------------------------------------------------------------------------------
 def test_occupancy_targets_are_exact_area_fractions():
     mask = np.zeros((8, 8), np.float32)
-    mask[0:3, 0:3] = 1          # 9 of the 16 pixels of the top-left 4×4 patch
-    mask[4:8, 6:8] = 1          # half of the bottom-right patch
+    mask[0:3, 0:3] = 1  # 9 of the 16 pixels of the top-left 4×4 patch
+    mask[4:8, 6:8] = 1  # half of the bottom-right patch
     got = D.PatchTargets("occupancy").grid(mask, (2, 2))
     np.testing.assert_allclose(got, [[9 / 16, 0], [0, 8 / 16]], atol=1e-6)
     # a grid that does not divide the mask: 6 px -> 4 cells of 1.5 px; column 0 covers 2/3 of cell 0
     col = np.zeros((6, 6), np.float32)
     col[:, 0] = 1
-    np.testing.assert_allclose(D.PatchTargets().grid(col, (4, 4)), np.tile([2 / 3, 0, 0, 0], (4, 1)), atol=1e-6)
+    np.testing.assert_allclose(
+        D.PatchTargets().grid(col, (4, 4)), np.tile([2 / 3, 0, 0, 0], (4, 1)), atol=1e-6
+    )
 
 
 def test_patch_targets_per_scale_batch_and_modes():
@@ -152,7 +173,7 @@ def test_blurpool_is_a_normalised_binomial_lowpass():
     torch.testing.assert_close(k, expected)
     const = torch.full((1, 3, 7, 5), 2.5)
     out = pool(const)
-    assert out.shape == (1, 3, 4, 3)                      # ceil(H/2) × ceil(W/2)
+    assert out.shape == (1, 3, 4, 3)  # ceil(H/2) × ceil(W/2)
     torch.testing.assert_close(out, torch.full_like(out, 2.5))
     assert pool(torch.ones(1, 3, 1, 1)).shape == (1, 3, 1, 1)
 
@@ -175,7 +196,7 @@ def test_blurpool_equals_kornia_away_from_the_border():
 def test_discriminator_scales_and_frozen_trunk(trunk_file):
     disc = D.OccupancyDiscriminator(D.ConvNextTrunk.from_openclip(trunk_file, norm_eps=EPS), hidden=16)
     disc.train()
-    assert not disc.trunk.training                         # the frozen trunk stays in eval mode
+    assert not disc.trunk.training  # the frozen trunk stays in eval mode
     x = (torch.rand(1, 3, 128, 128) * 2 - 1).requires_grad_(True)
     logits = disc(x)
     assert [tuple(t.shape) for t in logits] == [(1, 16, 16), (1, 8, 8), (1, 4, 4), (1, 2, 2)]  # strides 8..64

@@ -2,7 +2,8 @@
 
 Weight-free methods run on the demo photos with the demo masks; diffusion methods run on a downscaled demo
 photo with the tiny checkpoints of :mod:`erasekit.testing` and fixed seeds; refiners run after telea. Each
-output is pinned by the SHA-256 of its pixels (and its shape and mean, to make a failure readable). A refactor that changes any pixel fails here.
+output is pinned by the SHA-256 of its pixels (and its shape and mean, to make a failure readable). A refactor
+that changes any pixel fails here.
 
 A change that is *meant* to change pixels regenerates the file on purpose and says why in its commit::
 

@@ -35,19 +35,26 @@ class Recorder:
         return out, (mask.copy() if self.alpha else None)
 
 
-CONSTRAINTS = [SizeConstraints(), SizeConstraints(size_multiple=8), SizeConstraints(size_multiple=64, min_side=512),
-               SizeConstraints(size_multiple=16, max_side=200), SizeConstraints(size_multiple=64, max_side=1000)]
+CONSTRAINTS = [
+    SizeConstraints(),
+    SizeConstraints(size_multiple=8),
+    SizeConstraints(size_multiple=64, min_side=512),
+    SizeConstraints(size_multiple=16, max_side=200),
+    SizeConstraints(size_multiple=64, max_side=1000),
+]
 
 
 @pytest.mark.parametrize("name", ["original", "resize", "crop"])
-@pytest.mark.parametrize("c", CONSTRAINTS, ids=lambda c: f"m{c.size_multiple}-min{c.min_side}-max{c.max_side}")
+@pytest.mark.parametrize(
+    "c", CONSTRAINTS, ids=lambda c: f"m{c.size_multiple}-min{c.min_side}-max{c.max_side}"
+)
 @pytest.mark.parametrize("hw", [(97, 131), (700, 1500)])
 def test_every_strategy_honours_constraints_and_returns_input_size(name, c, hw):
     h, w = hw
     image = photo(h, w)
     mask = np.zeros((h, w), np.float32)
-    mask[h // 3:h // 3 + 20, w // 4:w // 4 + 30] = 1
-    mask[h - 15:h - 5, w - 40:w - 10] = 1
+    mask[h // 3 : h // 3 + 20, w // 4 : w // 4 + 30] = 1
+    mask[h - 15 : h - 5, w - 40 : w - 10] = 1
     fn = Recorder(c, alpha=True)
     strategy = HDStrategy(name=name, resize_limit=600, crop_trigger=512, crop_margin=16)
     out, alpha = run_strategy(image, mask, fn, strategy, c)
@@ -97,8 +104,13 @@ def test_resize_scales_long_side_to_the_limit_with_a_conservative_mask():
     assert seen_mask.sum() >= 1
     # Small images are not upscaled.
     fn2 = Recorder(c)
-    run_strategy(photo(40, 60), np.pad(np.ones((4, 4), np.float32), ((0, 36), (0, 56))), fn2,
-                 HDStrategy("resize", resize_limit=250), c)
+    run_strategy(
+        photo(40, 60),
+        np.pad(np.ones((4, 4), np.float32), ((0, 36), (0, 56))),
+        fn2,
+        HDStrategy("resize", resize_limit=250),
+        c,
+    )
     assert fn2.calls[0][1].shape == (40, 60)
 
 
@@ -108,19 +120,24 @@ def test_crop_calls_fn_once_per_merged_component_with_margin():
     h, w = 1500, 2000
     image = photo(h, w)
     mask = np.zeros((h, w), np.float32)
-    mask[100:150, 200:260] = 1        # A
-    mask[100:140, 300:320] = 1        # B: 40 px from A, merged with it at margin 32
-    mask[1200:1230, 1500:1580] = 1    # C: far away
+    mask[100:150, 200:260] = 1  # A
+    mask[100:140, 300:320] = 1  # B: 40 px from A, merged with it at margin 32
+    mask[1200:1230, 1500:1580] = 1  # C: far away
     margin = 32
     out, _ = run_strategy(image, mask, fn, HDStrategy("crop", crop_margin=margin, crop_trigger=1280), c)
     shapes = sorted(call[1].shape for call in fn.calls)
     assert len(fn.calls) == 2
-    assert shapes == sorted([(150 - 100 + 2 * margin, 320 - 200 + 2 * margin), (30 + 2 * margin, 80 + 2 * margin)])
+    assert shapes == sorted(
+        [(150 - 100 + 2 * margin, 320 - 200 + 2 * margin), (30 + 2 * margin, 80 + 2 * margin)]
+    )
     # Each crop is the image itself around the component (no resampling), mask included.
-    expected = {M.Box(100 - margin, 200 - margin, 150 + margin, 320 + margin),
-                M.Box(1200 - margin, 1500 - margin, 1230 + margin, 1580 + margin)}
-    for (seen_image, seen_mask), box in zip(sorted(fn.calls, key=lambda c_: c_[1].shape), sorted(
-            expected, key=lambda b: (b.height, b.width))):
+    expected = {
+        M.Box(100 - margin, 200 - margin, 150 + margin, 320 + margin),
+        M.Box(1200 - margin, 1500 - margin, 1230 + margin, 1580 + margin),
+    }
+    for (seen_image, seen_mask), box in zip(
+        sorted(fn.calls, key=lambda c_: c_[1].shape), sorted(expected, key=lambda b: (b.height, b.width))
+    ):
         assert np.array_equal(seen_image, image[box.slices])
         assert np.array_equal(seen_mask, mask[box.slices])
     # Outside the crops, the raw output is the input.
@@ -138,8 +155,9 @@ def test_crop_margin_is_clipped_at_the_border_and_small_images_go_whole():
     run_strategy(photo(1400, 1400), mask, fn, HDStrategy("crop", crop_margin=50), c)
     assert fn.calls[0][1].shape == (60, 60)
     fn2 = Recorder(c)
-    run_strategy(photo(300, 400), np.pad(np.ones((5, 5), np.float32), ((0, 295), (0, 395))), fn2,
-                 HDStrategy("crop"), c)
+    run_strategy(
+        photo(300, 400), np.pad(np.ones((5, 5), np.float32), ((0, 295), (0, 395))), fn2, HDStrategy("crop"), c
+    )
     assert fn2.calls[0][1].shape == (300, 400)
 
 
@@ -159,7 +177,8 @@ def test_crop_alpha_is_placed_where_its_crop_was():
     assert np.array_equal(alpha, mask)
 
 
-# ---- paste_back -------------------------------------------------------------------------------------------------------
+# ---- paste_back
+# -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("feather", [0, 3])
 def test_paste_back_is_bit_identical_outside_the_region(feather):
     original, generated = photo(40, 50, 1), photo(40, 50, 2)
@@ -183,7 +202,7 @@ def test_feather_only_lowers_weights_inside_the_region():
     hard = paste_back(original, generated, region)
     soft = paste_back(original, generated, region, feather=5)
     assert np.array_equal(soft[region == 0], original[region == 0])
-    assert np.all(soft <= hard)              # weights only go down
+    assert np.all(soft <= hard)  # weights only go down
     assert soft[5, 20, 0] < 200 and soft[5, 20, 0] > 0  # the rim is blended
     assert np.all(soft[12:28, 12:28] == 200)  # deep inside stays fully generated
     expected_weight = M.feather(region, 5)
@@ -195,7 +214,8 @@ def test_paste_back_rejects_mismatched_shapes():
         paste_back(photo(10, 10), photo(10, 12), np.ones((10, 10), np.float32))
 
 
-# ---- HDStrategy.parse --------------------------------------------------------------------------------------------------
+# ---- HDStrategy.parse
+# --------------------------------------------------------------------------------------------------
 def test_parse_forms():
     assert HDStrategy.parse(None) == HDStrategy()
     s = HDStrategy("resize", resize_limit=900)
@@ -207,9 +227,20 @@ def test_parse_forms():
     assert HDStrategy.parse({"name": "crop", "feather": 4}) == HDStrategy("crop", feather=4)
 
 
-@pytest.mark.parametrize("bad", ["tile", "resize:big", "original:5", "resize:4", "crop:-1", "",
-                                 {"name": "crop", "margin": 3}, {"name": "crop", "feather": "x"},
-                                 {"name": "resize", "resize_limit": 1.5}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "tile",
+        "resize:big",
+        "original:5",
+        "resize:4",
+        "crop:-1",
+        "",
+        {"name": "crop", "margin": 3},
+        {"name": "crop", "feather": "x"},
+        {"name": "resize", "resize_limit": 1.5},
+    ],
+)
 def test_parse_errors_are_invalid_input(bad):
     with pytest.raises(InvalidInputError):
         HDStrategy.parse(bad)
@@ -220,7 +251,10 @@ def _paste_reference(original, generated, region, feather):
     weight = np.clip(region.astype(np.float32), 0, 1)
     if feather:
         weight = np.minimum(weight, M.feather(region, feather, inward=True))
-    blended = original.astype(np.float32) * (1 - weight[..., None]) + generated.astype(np.float32) * weight[..., None]
+    blended = (
+        original.astype(np.float32) * (1 - weight[..., None])
+        + generated.astype(np.float32) * weight[..., None]
+    )
     return np.where((weight > 0)[..., None], np.clip(np.rint(blended), 0, 255).astype(np.uint8), original)
 
 
@@ -233,6 +267,8 @@ def test_paste_back_equals_the_whole_image_reference(seed, feather):
     region = np.zeros((h, w), np.float32)
     for _ in range(rng.integers(0, 3)):
         y0, x0 = rng.integers(0, h), rng.integers(0, w)
-        region[y0:y0 + rng.integers(1, h), x0:x0 + rng.integers(1, w)] = rng.choice([1.0, 0.5, 0.25])
-    assert np.array_equal(paste_back(original, generated, region, feather),
-                          _paste_reference(original, generated, region, feather))
+        region[y0 : y0 + rng.integers(1, h), x0 : x0 + rng.integers(1, w)] = rng.choice([1.0, 0.5, 0.25])
+    assert np.array_equal(
+        paste_back(original, generated, region, feather),
+        _paste_reference(original, generated, region, feather),
+    )

@@ -68,7 +68,14 @@ def cmyk_icc() -> bytes:
     """A tiny but valid ICC v2 CMYK printer profile (lut8 A2B0, CMYK -> Lab), built here because Pillow/LittleCMS
     can only create RGB/Lab/XYZ profiles and no CMYK profile ships with the test dependencies."""
     text = b"erasekit test CMYK\0"
-    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + struct.pack(">IIHB", 0, 0, 0, 0) + bytes(67)
+    desc = (
+        b"desc"
+        + bytes(4)
+        + struct.pack(">I", len(text))
+        + text
+        + struct.pack(">IIHB", 0, 0, 0, 0)
+        + bytes(67)
+    )
     wtpt = b"XYZ " + bytes(4) + _s15(0.9642) + _s15(1.0) + _s15(0.8249)
     cprt = b"text" + bytes(4) + b"public domain\0"
     corners = np.array([[c, m, y, k] for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)], float)
@@ -76,14 +83,32 @@ def cmyk_icc() -> bytes:
     clut = np.clip(np.rint(np.stack([lab[:, 0] * 2.55, lab[:, 1] + 128, lab[:, 2] + 128], 1)), 0, 255)
     ramp = bytes(range(256))
     identity = b"".join(_s15(float(i == j)) for i in range(3) for j in range(3))
-    a2b0 = b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + identity + ramp * 4 + clut.astype(np.uint8).tobytes() + ramp * 3
+    a2b0 = (
+        b"mft1"
+        + bytes(4)
+        + bytes([4, 3, 2, 0])
+        + identity
+        + ramp * 4
+        + clut.astype(np.uint8).tobytes()
+        + ramp * 3
+    )
     tags = [(b"desc", desc), (b"wtpt", wtpt), (b"cprt", cprt), (b"A2B0", a2b0)]
     offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
     for signature, tag in tags:
         table += signature + struct.pack(">II", offset + len(body), len(tag))
         body += _pad4(tag)
-    header = (struct.pack(">I", offset + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + b"prtrCMYKLab "
-              + bytes(12) + b"acsp" + bytes(28) + _s15(0.9642) + _s15(1.0) + _s15(0.8249))
+    header = (
+        struct.pack(">I", offset + len(body))
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"prtrCMYKLab "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.8249)
+    )
     return header.ljust(128, b"\0") + struct.pack(">I", len(tags)) + table + body
 
 
@@ -101,6 +126,7 @@ def png_with_size(width: int, height: int) -> bytes:
 
 def exif_with_thumbnail(thumbnail: bytes) -> bytes:
     """An EXIF block with IFD0 (Make) and IFD1 (a JPEG thumbnail), laid out by hand: Pillow never writes IFD1."""
+
     def ifd(entries, next_offset):
         body = struct.pack(">H", len(entries))
         for tag, kind, count, value in entries:
@@ -110,8 +136,10 @@ def exif_with_thumbnail(thumbnail: bytes) -> bytes:
     ifd1_at = 8 + 2 + 12 + 4
     thumbnail_at = ifd1_at + 2 + 2 * 12 + 4
     tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + ifd([(MAKE, 2, 4, b"abc\0")], ifd1_at)
-    tiff += ifd([(0x0201, 4, 1, struct.pack(">I", thumbnail_at)), (0x0202, 4, 1, struct.pack(">I", len(thumbnail)))],
-                0)
+    tiff += ifd(
+        [(0x0201, 4, 1, struct.pack(">I", thumbnail_at)), (0x0202, 4, 1, struct.pack(">I", len(thumbnail)))],
+        0,
+    )
     return b"Exif\x00\x00" + tiff + thumbnail
 
 
@@ -167,7 +195,9 @@ def test_every_exif_orientation_is_applied_and_reset_to_1(tmp_path, coffee_small
     exif = Image.Exif()
     exif.load(loaded.exif)
     assert exif[ORIENTATION] == 1
-    assert exif[MAKE] == "erasekit-test" and exif.get_ifd(EXIF_IFD)[DATETIME_ORIGINAL] == "2024:05:01 12:00:00"
+    assert (
+        exif[MAKE] == "erasekit-test" and exif.get_ifd(EXIF_IFD)[DATETIME_ORIGINAL] == "2024:05:01 12:00:00"
+    )
 
 
 def test_rotated_camera_jpeg_is_upright_and_written_with_orientation_1(tmp_path, chelsea):
@@ -330,8 +360,10 @@ def test_cmyk_without_profile_uses_pillows_conversion(tmp_path):
     expected = ((2 * (255 - stored[..., :3]) * (255 - stored[..., 3:]) + 255) // 510).astype(np.uint8)
     assert loaded.mode == "CMYK" and loaded.icc_profile is None
     np.testing.assert_array_equal(loaded.pixels, expected)
-    np.testing.assert_array_equal(io.read_image(Image.fromarray(CMYK_PIXELS, "CMYK")).pixels,
-                                  [[[255, 255, 255], [0, 255, 255], [207, 198, 190], [1, 3, 4]]])
+    np.testing.assert_array_equal(
+        io.read_image(Image.fromarray(CMYK_PIXELS, "CMYK")).pixels,
+        [[[255, 255, 255], [0, 255, 255], [207, 198, 190], [1, 3, 4]]],
+    )
 
 
 def test_cmyk_with_profile_goes_through_the_profile_to_srgb(tmp_path):
@@ -340,8 +372,12 @@ def test_cmyk_with_profile_goes_through_the_profile_to_srgb(tmp_path):
     Image.fromarray(CMYK_PIXELS, "CMYK").save(path, icc_profile=profile)
     loaded = io.read_image(path)
     reference = ImageCms.profileToProfile(
-        Image.fromarray(CMYK_PIXELS, "CMYK"), ImageCms.ImageCmsProfile(_io.BytesIO(profile)),
-        ImageCms.createProfile("sRGB"), renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB")
+        Image.fromarray(CMYK_PIXELS, "CMYK"),
+        ImageCms.ImageCmsProfile(_io.BytesIO(profile)),
+        ImageCms.createProfile("sRGB"),
+        renderingIntent=ImageCms.Intent.PERCEPTUAL,
+        outputMode="RGB",
+    )
     np.testing.assert_array_equal(loaded.pixels, np.asarray(reference))
     assert not np.array_equal(loaded.pixels, np.asarray(Image.fromarray(CMYK_PIXELS, "CMYK").convert("RGB")))
     # The CMYK profile no longer describes the pixels; they are sRGB now and say so.
@@ -356,24 +392,30 @@ def test_grey_icc_profile_is_not_attached_to_rgb_pixels(tmp_path):
     assert io.read_image(path).icc_profile is None
 
 
-@pytest.mark.parametrize("array, expected", [
-    (np.array([[0, 128]], np.uint8), [[[0, 0, 0], [128, 128, 128]]]),
-    (np.array([[[9], [200]]], np.uint8), [[[9, 9, 9], [200, 200, 200]]]),
-    (np.array([[True, False]]), [[[255, 255, 255], [0, 0, 0]]]),
-    (np.array([[[0.0, 0.5, 1.0]]]), [[[0, 128, 255]]]),
-    (np.array([[[0, 512, 65535]]], np.uint16), [[[0, 2, 255]]]),
-])
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.array([[0, 128]], np.uint8), [[[0, 0, 0], [128, 128, 128]]]),
+        (np.array([[[9], [200]]], np.uint8), [[[9, 9, 9], [200, 200, 200]]]),
+        (np.array([[True, False]]), [[[255, 255, 255], [0, 0, 0]]]),
+        (np.array([[[0.0, 0.5, 1.0]]]), [[[0, 128, 255]]]),
+        (np.array([[[0, 512, 65535]]], np.uint16), [[[0, 2, 255]]]),
+    ],
+)
 def test_array_inputs_follow_the_same_rules(array, expected):
     np.testing.assert_array_equal(io.read_image(array).pixels, expected)
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.zeros((4, 4, 2), np.uint8), "shape"),
-    (np.zeros((4,), np.uint8), "shape"),
-    (np.full((2, 2, 3), 1.5), r"within \[0, 1\]"),
-    (np.full((2, 2, 3), np.nan), r"within \[0, 1\]"),
-    (np.zeros((2, 2, 3), np.int64), "dtype"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((4, 4, 2), np.uint8), "shape"),
+        (np.zeros((4,), np.uint8), "shape"),
+        (np.full((2, 2, 3), 1.5), r"within \[0, 1\]"),
+        (np.full((2, 2, 3), np.nan), r"within \[0, 1\]"),
+        (np.zeros((2, 2, 3), np.int64), "dtype"),
+    ],
+)
 def test_bad_arrays_are_invalid_input(array, message):
     with pytest.raises(InvalidInputError, match=message):
         io.read_image(array)
@@ -458,8 +500,9 @@ def test_mask_resize_is_nearest_and_stays_binary():
     small = np.array([[1, 0, 0], [0, 1, 1]], np.uint8)
     resized = io.read_mask(small * 255, shape=(4, 6), resize=True)
     np.testing.assert_array_equal(resized, np.kron(small, np.ones((2, 2))).astype(np.float32))
-    odd = io.read_mask(np.random.default_rng(0).integers(0, 256, (13, 17), dtype=np.uint8), shape=(31, 7),
-                       resize=True)
+    odd = io.read_mask(
+        np.random.default_rng(0).integers(0, 256, (13, 17), dtype=np.uint8), shape=(31, 7), resize=True
+    )
     assert odd.shape == (31, 7) and set(np.unique(odd)) <= {0.0, 1.0}
 
 
@@ -505,6 +548,7 @@ def test_pixel_limit_from_environment(tmp_path, chelsea, monkeypatch):
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Make any pixel decoding fail loudly: the limit must be enforced from the header alone."""
+
     def refuse(self):
         raise AssertionError("pixels were decoded before the size check")
 
@@ -679,10 +723,13 @@ def test_tiff_keeps_the_source_compression(tmp_path, coffee_small):
     source = tmp_path / "src.tif"
     Image.fromarray(coffee_small).save(source, compression="tiff_lzw")
     loaded = io.read_image(source)
-    assert header(io.write_image(tmp_path / "same.tif", loaded.pixels, like=loaded))[1]["compression"] \
+    assert (
+        header(io.write_image(tmp_path / "same.tif", loaded.pixels, like=loaded))[1]["compression"]
         == "tiff_lzw"
-    assert header(io.write_image(tmp_path / "new.tif", loaded.pixels))[1]["compression"] \
-        == "tiff_adobe_deflate"
+    )
+    assert (
+        header(io.write_image(tmp_path / "new.tif", loaded.pixels))[1]["compression"] == "tiff_adobe_deflate"
+    )
 
 
 def test_encode_image_matches_write_image(tmp_path, coffee_small):
@@ -725,7 +772,9 @@ def test_cli_remove_keeps_jpeg_exif_and_icc(tmp_path, capsys):
     mask[40:80, 50:90] = 255
     Image.fromarray(mask).save(tmp_path / "m.png")
     out = tmp_path / "out.jpg"
-    code = main(["remove", str(source), "--mask", str(tmp_path / "m.png"), "-o", str(out), "--method", "telea"])
+    code = main(
+        ["remove", str(source), "--mask", str(tmp_path / "m.png"), "-o", str(out), "--method", "telea"]
+    )
     assert code == 0, capsys.readouterr().err
     with Image.open(out) as written, Image.open(source) as before:
         assert written.format == "JPEG"
@@ -735,11 +784,26 @@ def test_cli_remove_keeps_jpeg_exif_and_icc(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "out.jpg", "photo.jpg"]
 
     (tmp_path / "broken.jpg").write_bytes(source.read_bytes()[:500])
-    assert main(["remove", str(tmp_path / "broken.jpg"), "--mask", str(tmp_path / "m.png"), "-o",
-                 str(tmp_path / "x.jpg")]) == 2
+    assert (
+        main(
+            [
+                "remove",
+                str(tmp_path / "broken.jpg"),
+                "--mask",
+                str(tmp_path / "m.png"),
+                "-o",
+                str(tmp_path / "x.jpg"),
+            ]
+        )
+        == 2
+    )
     Image.new("L", (10, 10)).save(tmp_path / "small_mask.png")
-    assert main(["remove", str(source), "--mask", str(tmp_path / "small_mask.png"), "-o",
-                 str(tmp_path / "x.jpg")]) == 2
+    assert (
+        main(
+            ["remove", str(source), "--mask", str(tmp_path / "small_mask.png"), "-o", str(tmp_path / "x.jpg")]
+        )
+        == 2
+    )
     err = squash(capsys.readouterr().err)
     assert squash("truncated or corrupt") in err
     assert squash("mask size 10×10 does not match image size 128×128") in err
@@ -751,11 +815,33 @@ def test_cli_pixel_limit_exits_with_code_4(tmp_path, capsys, monkeypatch):
 
     (tmp_path / "bomb.png").write_bytes(png_with_size(9000, 9000))
     Image.new("L", (50, 50)).save(tmp_path / "m.png")
-    assert main(["remove", str(tmp_path / "bomb.png"), "--mask", str(tmp_path / "m.png"), "-o",
-                 str(tmp_path / "x.png")]) == 4
+    assert (
+        main(
+            [
+                "remove",
+                str(tmp_path / "bomb.png"),
+                "--mask",
+                str(tmp_path / "m.png"),
+                "-o",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 4
+    )
     monkeypatch.setenv(io.MAX_PIXELS_ENV, "1000")
-    assert main(["remove", str(tmp_path / "m.png"), "--mask", str(tmp_path / "m.png"), "-o",
-                 str(tmp_path / "x.png")]) == 4
+    assert (
+        main(
+            [
+                "remove",
+                str(tmp_path / "m.png"),
+                "--mask",
+                str(tmp_path / "m.png"),
+                "-o",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 4
+    )
     err = squash(capsys.readouterr().err)
     assert squash("9000×9000 = 81,000,000 pixels") in err
     assert squash("50×50 = 2,500 pixels, above the limit of 1,000") in err

@@ -19,16 +19,19 @@ FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthChe
 
 def binary_masks(min_side: int = 4, max_side: int = 24):
     return st.tuples(st.integers(min_side, max_side), st.integers(min_side, max_side)).flatmap(
-        lambda hw: arrays(np.bool_, hw).map(lambda a: a.astype(np.float32)))
+        lambda hw: arrays(np.bool_, hw).map(lambda a: a.astype(np.float32))
+    )
 
 
 def soft_masks(min_side: int = 4, max_side: int = 24):
     return st.tuples(st.integers(min_side, max_side), st.integers(min_side, max_side)).flatmap(
-        lambda hw: arrays(np.float32, hw, elements=st.floats(0, 1, width=32)))
+        lambda hw: arrays(np.float32, hw, elements=st.floats(0, 1, width=32))
+    )
 
 
 def blob_masks(min_side: int = 12, max_side: int = 40):
     """Non-empty masks made of a few rectangles (realistic object-like masks for perturbations)."""
+
     @st.composite
     def build(draw):
         h, w = draw(st.integers(min_side, max_side)), draw(st.integers(min_side, max_side))
@@ -38,6 +41,7 @@ def blob_masks(min_side: int = 12, max_side: int = 40):
             y1, x1 = draw(st.integers(y0 + 1, h)), draw(st.integers(x0 + 1, w))
             m[y0:y1, x0:x1] = 1.0
         return m
+
     return build()
 
 
@@ -46,7 +50,8 @@ def assert_mask_contract(out: np.ndarray, shape: tuple[int, int]) -> None:
     assert out.min() >= 0.0 and out.max() <= 1.0
 
 
-# ---- basics ---------------------------------------------------------------------------------------------------------
+# ---- basics
+# ---------------------------------------------------------------------------------------------------------
 @FAST
 @given(soft_masks(), st.integers(1, 4))
 def test_dilate_contains_mask_contains_erode(mask, r):
@@ -115,7 +120,8 @@ def test_binarize_threshold():
     assert M.binarize(m, 0.0).tolist() == [[0, 1, 1, 1]]
 
 
-# ---- components and boxes ---------------------------------------------------------------------------------------------
+# ---- components and boxes
+# ---------------------------------------------------------------------------------------------
 @FAST
 @given(binary_masks(4, 30))
 def test_component_boxes_cover_every_pixel_and_merge_is_disjoint(mask):
@@ -130,7 +136,7 @@ def test_component_boxes_cover_every_pixel_and_merge_is_disjoint(mask):
         cover2[b.slices] += 1
     assert np.all(cover2[mask > 0] == 1)  # every pixel in exactly one merged box
     for i, a in enumerate(merged):
-        for b in merged[i + 1:]:
+        for b in merged[i + 1 :]:
             assert not a.intersects(b)
 
 
@@ -147,9 +153,11 @@ def test_components_count_and_boxes_exact():
     assert M.Box(5, 5, 8, 8).expand(10, (10, 12)) == M.Box(0, 0, 10, 12)
 
 
-# ---- grids ----------------------------------------------------------------------------------------------------------
+# ---- grids
+# ----------------------------------------------------------------------------------------------------------
 def exact_area_reference(mask: np.ndarray, gh: int, gw: int) -> np.ndarray:
     """Occupancy from first principles: overlap length of each cell with each pixel, separably, in float64."""
+
     def weights(n: int, g: int) -> np.ndarray:
         a = np.zeros((g, n))
         for i in range(g):
@@ -157,6 +165,7 @@ def exact_area_reference(mask: np.ndarray, gh: int, gw: int) -> np.ndarray:
             for p in range(n):
                 a[i, p] = max(0.0, min(hi, p + 1) - max(lo, p)) / (n / g)
         return a
+
     return weights(mask.shape[0], gh) @ mask.astype(np.float64) @ weights(mask.shape[1], gw).T
 
 
@@ -217,8 +226,11 @@ def test_gaussian_grid_is_blurred_nearest_grid():
     # SciPy's 'nearest' border repeats the edge cell; OpenCV's float kernel spans 4 sigma, like truncate=4.
     np.testing.assert_allclose(sm, gaussian_filter(hm, 1.0, mode="nearest", truncate=4.0), atol=1e-6)
     hm16 = M.nearest_grid(m, (16, 16))
-    np.testing.assert_allclose(M.gaussian_grid(m, (16, 16), sigma=2.5),
-                               gaussian_filter(hm16, 2.5, mode="nearest", truncate=4.0), atol=1e-6)
+    np.testing.assert_allclose(
+        M.gaussian_grid(m, (16, 16), sigma=2.5),
+        gaussian_filter(hm16, 2.5, mode="nearest", truncate=4.0),
+        atol=1e-6,
+    )
     assert np.array_equal(M.gaussian_grid(m, (8, 8), sigma=0), hm)
     assert 0 < sm[0, 2] < 1  # boundary cells become soft
     with pytest.raises(ValueError):
@@ -246,7 +258,8 @@ def test_max_pool_to_grid_strict_and_ceil():
     assert M.max_pool_to_grid(even, 8).tolist() == [[0.5], [0.0]]
 
 
-# ---- drawing --------------------------------------------------------------------------------------------------------
+# ---- drawing
+# --------------------------------------------------------------------------------------------------------
 @FAST
 @given(st.lists(st.tuples(st.integers(0, 39), st.integers(0, 29)), min_size=1, max_size=5), st.integers(0, 4))
 def test_stroke_contains_its_points_and_stays_near_the_line(points, radius):
@@ -291,7 +304,8 @@ def test_polygon_union_and_exact_fill():
         M.polygon_to_mask([(0, 0), (1, 1)], (5, 5))
 
 
-# ---- perturbations ----------------------------------------------------------------------------------------------------
+# ---- perturbations
+# ----------------------------------------------------------------------------------------------------
 @FAST
 @given(blob_masks(), st.integers(0, 2**32 - 1), st.sampled_from(["shrink", "expand", "holes", "shift"]))
 def test_perturbations_keep_the_mask_contract(mask, seed, mode):
@@ -302,7 +316,9 @@ def test_perturbations_keep_the_mask_contract(mask, seed, mode):
         import cv2
 
         assert np.all(out <= mask)
-        if cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5).max() >= 2:  # thick enough to lose a rim
+        if (
+            cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5).max() >= 2
+        ):  # thick enough to lose a rim
             assert out.sum() < mask.sum()
     elif mode == "expand":
         assert np.all(out >= mask)
@@ -388,7 +404,7 @@ def test_shift_never_pushes_a_border_mask_out_of_the_image(where):
     for size in (1, 2):
         mask = np.zeros((12, 12), np.float32)
         y, x = min(where[0], 12 - size), min(where[1], 12 - size)
-        mask[y:y + size, x:x + size] = 1
+        mask[y : y + size, x : x + size] = 1
         for seed in range(300):
             out = M.perturb_mask(mask, "shift", np.random.default_rng(seed))
             assert out.any(), (where, size, seed)

@@ -43,8 +43,11 @@ from erasekit.types import InvalidInputError, MissingWeightsError
 
 
 def _photos():
-    return {"astronaut": skimage.data.astronaut()[100:228, 150:310], "coffee": skimage.data.coffee()[:160, 200:392],
-            "chelsea": skimage.data.chelsea()[50:170, 100:260]}
+    return {
+        "astronaut": skimage.data.astronaut()[100:228, 150:310],
+        "coffee": skimage.data.coffee()[:160, 200:392],
+        "chelsea": skimage.data.chelsea()[50:170, 100:260],
+    }
 
 
 def _degraded(image: np.ndarray, seed: int) -> np.ndarray:
@@ -56,7 +59,7 @@ def _degraded(image: np.ndarray, seed: int) -> np.ndarray:
 
 def _mask(shape, box=(25, 35, 70, 100)) -> np.ndarray:
     m = np.zeros(shape, np.float32)
-    m[box[0]:box[2], box[1]:box[3]] = 1.0
+    m[box[0] : box[2], box[1] : box[3]] = 1.0
     return m
 
 
@@ -69,11 +72,22 @@ def test_psnr_ssim_equal_scikit_image_on_photos(name):
     output = _degraded(target, 1)
     mask = _mask(target.shape[:2])
     inside = mask > 0.5
-    assert psnr(output, target) == pytest.approx(peak_signal_noise_ratio(target, output, data_range=255), abs=1e-10)
+    assert psnr(output, target) == pytest.approx(
+        peak_signal_noise_ratio(target, output, data_range=255), abs=1e-10
+    )
     assert psnr(output, target, mask) == pytest.approx(
-        peak_signal_noise_ratio(target[inside], output[inside], data_range=255), abs=1e-10)
-    ref, smap = structural_similarity(target, output, data_range=255, channel_axis=2, gaussian_weights=True,
-                                      sigma=1.5, use_sample_covariance=False, full=True)
+        peak_signal_noise_ratio(target[inside], output[inside], data_range=255), abs=1e-10
+    )
+    ref, smap = structural_similarity(
+        target,
+        output,
+        data_range=255,
+        channel_axis=2,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        full=True,
+    )
     assert ssim(output, target) == pytest.approx(ref, abs=1e-9)
     # Inside the mask: the same SSIM map averaged over the mask (the mask is away from the 5-px border).
     assert ssim(output, target, mask) == pytest.approx(smap.mean(axis=2)[inside].mean(), abs=1e-9)
@@ -110,8 +124,11 @@ def test_kid_equals_hand_computed_unbiased_polynomial_mmd():
     k = lambda a, b: (a @ b.T / d + 1.0) ** 3
     m = len(x)
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    expected = ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                - 2 * kxy.mean())
+    expected = (
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+        + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        - 2 * kxy.mean()
+    )
     mean, _ = kid_from_features(x, y, subsets=1, subset_size=m)  # one subset of all samples: deterministic
     assert mean == pytest.approx(expected, rel=1e-9)
 
@@ -120,7 +137,7 @@ def test_cmmd_equals_hand_computation():
     x = np.array([[1.0, 0.0], [0.0, 1.0]])
     y = np.array([[1.0, 0.0], [1.0, 0.0]])
     # ‖x1−x2‖² = 2: K_xx mean = (2 + 2e^{−2/200})/4, K_yy = 1, K_xy mean = (2 + 2e^{−0.01})/4.
-    e = math.exp(-2.0 / (2 * 10.0 ** 2))
+    e = math.exp(-2.0 / (2 * 10.0**2))
     expected = 1000.0 * ((2 + 2 * e) / 4 + 1.0 - 2 * (2 + 2 * e) / 4)
     assert mmd_rbf(x, y) == pytest.approx(expected, rel=1e-12)
     assert mmd_rbf(x, x) == pytest.approx(0.0, abs=1e-12)
@@ -130,8 +147,15 @@ def _tiny_clip_vision(path: Path) -> Path:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8, projection_dim=16)
+    cfg = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
     CLIPVisionModelWithProjection(cfg).save_pretrained(path)
     return path
 
@@ -150,10 +174,17 @@ def test_cmmd_metric_through_a_tiny_clip_folder(tmp_path):
     def emb(img):
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
         x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bicubic")
-        pixels = processor(images=x.permute(0, 2, 3, 1).numpy(), do_normalize=True, do_center_crop=False,
-                           do_resize=False, do_rescale=False, return_tensors="pt")["pixel_values"]
+        pixels = processor(
+            images=x.permute(0, 2, 3, 1).numpy(),
+            do_normalize=True,
+            do_center_crop=False,
+            do_resize=False,
+            do_rescale=False,
+            return_tensors="pt",
+        )["pixel_values"]
         e = loaded.model(pixel_values=pixels).image_embeds.double()
         return (e / e.norm(dim=-1, keepdim=True))[0].detach().numpy()
+
     real = np.stack([emb(p) for p in photos])
     fake = np.stack([emb(_degraded(p, i)) for i, p in enumerate(photos)])
     assert metric.compute()["cmmd"] == pytest.approx(mmd_rbf(real, fake), rel=1e-6)
@@ -165,8 +196,10 @@ def test_cmmd_metric_through_a_tiny_clip_folder(tmp_path):
 def _random_lpips_weights(tmp_path: Path) -> tuple[Path, Path]:
     g = torch.Generator().manual_seed(0)
     trunk = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in AlexNetTrunk().state_dict().items()}
-    heads = {f"lin{i}.model.1.weight": torch.rand((1, c, 1, 1), generator=g)
-             for i, c in enumerate(AlexNetTrunk.CHANNELS)}
+    heads = {
+        f"lin{i}.model.1.weight": torch.rand((1, c, 1, 1), generator=g)
+        for i, c in enumerate(AlexNetTrunk.CHANNELS)
+    }
     torch.save(trunk, tmp_path / "alexnet.pth")
     torch.save(heads, tmp_path / "heads.pth")
     return tmp_path / "alexnet.pth", tmp_path / "heads.pth"
@@ -175,6 +208,7 @@ def _random_lpips_weights(tmp_path: Path) -> tuple[Path, Path]:
 def _torchvision_shim(monkeypatch, trunk_path: Path) -> None:
     """A stand-in ``torchvision.models.alexnet`` returning torchvision's AlexNet layout with our weight file, so the
     reference packages (which import torchvision, absent here) build exactly the trunk we compare against."""
+
     def alexnet(pretrained=False, weights=None, **_):
         net = AlexNetTrunk()
         net.load_state_dict(torch.load(trunk_path))
@@ -204,7 +238,9 @@ def _to_unit(img) -> torch.Tensor:
 
 def test_lpips_equals_lpips_package_with_same_weights(tmp_path, monkeypatch):
     if importlib.util.find_spec("lpips") is None:
-        pytest.skip("lpips not installed (pip install --no-deps lpips: it imports torchvision, which we shim)")
+        pytest.skip(
+            "lpips not installed (pip install --no-deps lpips: it imports torchvision, which we shim)"
+        )
     trunk, heads = _random_lpips_weights(tmp_path)
     _torchvision_shim(monkeypatch, trunk)
     for mod in [m for m in sys.modules if m == "lpips" or m.startswith("lpips.")]:
@@ -232,8 +268,9 @@ def test_lpips_equals_torchmetrics_implementation_with_same_weights(tmp_path, mo
     for a, b in _lpips_pairs():
         with torch.no_grad():
             # torchmetrics normalises with eps 1e-8 where lpips uses 1e-10: equal to ~1e-6.
-            assert ours(_to_unit(a), _to_unit(b)).item() == pytest.approx(ref(_to_unit(a), _to_unit(b)).item(),
-                                                                          abs=1e-5)
+            assert ours(_to_unit(a), _to_unit(b)).item() == pytest.approx(
+                ref(_to_unit(a), _to_unit(b)).item(), abs=1e-5
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -261,7 +298,9 @@ def _random_inception_state() -> dict:
 def test_fid_inception_loads_the_reference_layout_and_rejects_others(tmp_path):
     state = _random_inception_state()
     # Old checkpoints have no num_batches_tracked buffers: still accepted.
-    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, tmp_path / "incep.pth")
+    torch.save(
+        {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, tmp_path / "incep.pth"
+    )
     loaded = FT.load_fid_inception(tmp_path / "incep.pth")
     feats = loaded.model(torch.from_numpy(_photos()["coffee"]).permute(2, 0, 1)[None].contiguous())
     assert feats.shape == (1, 2048)
@@ -270,10 +309,13 @@ def test_fid_inception_loads_the_reference_layout_and_rejects_others(tmp_path):
         FT.load_fid_inception(tmp_path / "bad.pth")
 
 
-@pytest.mark.skipif(not os.environ.get("ERASEKIT_TORCH_FIDELITY_SRC"),
-                    reason="set ERASEKIT_TORCH_FIDELITY_SRC to an unpacked torch-fidelity wheel to compare")
+@pytest.mark.skipif(
+    not os.environ.get("ERASEKIT_TORCH_FIDELITY_SRC"),
+    reason="set ERASEKIT_TORCH_FIDELITY_SRC to an unpacked torch-fidelity wheel to compare",
+)
 def test_fid_inception_equals_torch_fidelity(tmp_path, monkeypatch):
-    # torch-fidelity cannot be installed beside torchmetrics without torchvision; load its modules from a folder
+    # torch-fidelity cannot be installed beside torchmetrics without torchvision; load its modules from a
+    # folder
     # without running its package __init__ (which imports torchvision).
     root = Path(os.environ["ERASEKIT_TORCH_FIDELITY_SRC"]) / "torch_fidelity"
     pkg = types.ModuleType("torch_fidelity")
@@ -282,8 +324,9 @@ def test_fid_inception_equals_torch_fidelity(tmp_path, monkeypatch):
     ref_mod = importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
     state = _random_inception_state()
     torch.save(state, tmp_path / "incep.pth")
-    ref = ref_mod.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                              feature_extractor_weights_path=str(tmp_path / "incep.pth"))
+    ref = ref_mod.FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(tmp_path / "incep.pth")
+    )
     ours = FT.load_fid_inception(tmp_path / "incep.pth").model
     x = torch.from_numpy(np.stack([_photos()["chelsea"][:100, :150], _photos()["astronaut"][:100, :150]]))
     x = x.permute(0, 3, 1, 2).contiguous()
@@ -332,7 +375,7 @@ def test_weights_table_lists_every_file_with_a_checksum_or_pin():
 # --------------------------------------------------------------------------------------------------------------------
 def test_local_crop_box_procedure():
     m = np.zeros((200, 300), np.float32)
-    m[50:90, 100:120] = 1  # 40×20 box -> side ceil(40·1.5) = 60, raised to the 64 minimum, centred on (70, 110)
+    m[50:90, 100:120] = 1
     assert local_crop_box(m) == (38, 78, 102, 142)
     m[50:150, 100:120] = 1  # 100×20 box -> side 150 centred on (100, 110), shifted to start at 0
     assert local_crop_box(m) == (25, 35, 175, 185)
@@ -361,16 +404,27 @@ def test_filter_segments_drops_duplicates_and_contained():
     inner[2:5, 2:5] = True
     other = ~big
     kept = filter_segments([inner, dup, big, other])
-    assert len(kept) == 2 and any(np.array_equal(k, big) for k in kept) and any(np.array_equal(k, other)
-                                                                                for k in kept)
+    assert (
+        len(kept) == 2
+        and any(np.array_equal(k, big) for k in kept)
+        and any(np.array_equal(k, other) for k in kept)
+    )
 
 
 def _tiny_dinov2():
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    return Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=37, image_size=224, patch_size=14)).eval()
+    return Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=224,
+            patch_size=14,
+        )
+    ).eval()
 
 
 def test_region_features_quirks_and_aligned_modes():
@@ -382,12 +436,16 @@ def test_region_features_quirks_and_aligned_modes():
 
     # Aligned mode by hand: resize to 224, ImageNet normalisation, patch tokens 1..256 under the 16×16 mask.
     x = np.asarray(Image.fromarray(img).resize((224, 224)), np.float32) / 255
-    t = (torch.from_numpy(x).permute(2, 0, 1)[None] - torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None]) / \
-        torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
+    t = (
+        torch.from_numpy(x).permute(2, 0, 1)[None] - torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None]
+    ) / torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
     with torch.no_grad():
         h = model(pixel_values=t).last_hidden_state[0].double().numpy()
     h = h / np.linalg.norm(h, axis=-1, keepdims=True)
-    sel = np.asarray(Image.fromarray(region.astype(np.uint8) * 255).resize((16, 16), Image.NEAREST)).flatten() > 127
+    sel = (
+        np.asarray(Image.fromarray(region.astype(np.uint8) * 255).resize((16, 16), Image.NEAREST)).flatten()
+        > 127
+    )
     expected = h[1:][sel].mean(0)
     expected /= np.linalg.norm(expected)
     assert np.allclose(RegionFeatures(model)(img, region), expected, atol=1e-6)
@@ -410,7 +468,9 @@ def test_cfd_score_context_and_hallucination_terms():
     assert no_segments["cfd_hallucination"] == 0.0 and no_segments["cfd"] == no_segments["cfd_context"] > 0
     with_segments = cfd_score(img, mask, [nested, boundary], feats)
     assert with_segments["cfd_hallucination"] > 0
-    assert with_segments["cfd"] == pytest.approx(with_segments["cfd_context"] + with_segments["cfd_hallucination"])
+    assert with_segments["cfd"] == pytest.approx(
+        with_segments["cfd_context"] + with_segments["cfd_hallucination"]
+    )
     assert math.isnan(cfd_score(img, np.zeros_like(mask), [], feats)["cfd"])
 
 
@@ -422,19 +482,45 @@ def test_sam_automatic_masks_run_through_a_tiny_sam(tmp_path):
 
     torch.manual_seed(0)
     cfg = SamConfig(
-        vision_config={"hidden_size": 32, "output_channels": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 128, "patch_size": 16, "window_size": 4, "global_attn_indexes": [1],
-                       "num_pos_feats": 16, "mlp_dim": 64},
-        prompt_encoder_config={"hidden_size": 32, "image_size": 128, "patch_size": 16, "mask_input_channels": 4},
-        mask_decoder_config={"hidden_size": 32, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": 32})
+        vision_config={
+            "hidden_size": 32,
+            "output_channels": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 128,
+            "patch_size": 16,
+            "window_size": 4,
+            "global_attn_indexes": [1],
+            "num_pos_feats": 16,
+            "mlp_dim": 64,
+        },
+        prompt_encoder_config={
+            "hidden_size": 32,
+            "image_size": 128,
+            "patch_size": 16,
+            "mask_input_channels": 4,
+        },
+        mask_decoder_config={
+            "hidden_size": 32,
+            "mlp_dim": 64,
+            "num_attention_heads": 2,
+            "iou_head_hidden_dim": 32,
+        },
+    )
     SamModel(cfg).save_pretrained(tmp_path / "sam")
     SamImageProcessorPil(size={"longest_edge": 128}, pad_size={"height": 128, "width": 128}).save_pretrained(
-        tmp_path / "sam")
+        tmp_path / "sam"
+    )
     loaded = FT.load_sam(tmp_path / "sam")
     img = _photos()["coffee"]
-    # Thresholds at zero keep every prediction, so the whole path (grid, decode, filter, NMS, RLE) is exercised.
-    masks = sam_automatic_masks(img, loaded.model, loaded.extra["processor"],
-                                SamSettings(points_per_side=2, pred_iou_thresh=-1e9, stability_score_thresh=-1e9))
+    # Thresholds at zero keep every prediction, so the whole path (grid, decode, filter, NMS, RLE) is
+    # exercised.
+    masks = sam_automatic_masks(
+        img,
+        loaded.model,
+        loaded.extra["processor"],
+        SamSettings(points_per_side=2, pred_iou_thresh=-1e9, stability_score_thresh=-1e9),
+    )
     assert masks and all(m.shape == img.shape[:2] and m.dtype == bool for m in masks)
 
 
@@ -449,12 +535,27 @@ def _tiny_clip_full(path: Path) -> Path:
     tok = _clip_tokenizer()
     torch.manual_seed(0)
     cfg = CLIPConfig(
-        text_config={"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-                     "num_attention_heads": 4, "max_position_embeddings": 77, "bos_token_id": len(tok) - 2,
-                     "eos_token_id": len(tok) - 1, "pad_token_id": len(tok) - 1},
-        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=16)
+        text_config={
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+            "bos_token_id": len(tok) - 2,
+            "eos_token_id": len(tok) - 1,
+            "pad_token_id": len(tok) - 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
     CLIPModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -484,7 +585,9 @@ def test_clip_distance_and_accuracy_by_hand(tmp_path):
     with torch.no_grad():
         pixels = processor(images=crops, return_tensors="pt")["pixel_values"]
         e = loaded.model.get_image_features(pixel_values=pixels).pooler_output
-        tokens = loaded.extra["tokenizer"]([f"a photo of a {c}" for c in classes], padding=True, return_tensors="pt")
+        tokens = loaded.extra["tokenizer"](
+            [f"a photo of a {c}" for c in classes], padding=True, return_tensors="pt"
+        )
         t = loaded.model.get_text_features(**tokens).pooler_output
     e, t = e / e.norm(dim=-1, keepdim=True), t / t.norm(dim=-1, keepdim=True)
     assert got["clip_dist"] == pytest.approx(float(1 - (e[0] * e[1]).sum()), abs=1e-6)
@@ -532,9 +635,13 @@ def test_cfd_quirk_pixels_equal_the_dinov2_image_processor():
     from PIL import Image
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
-    processor = BitImageProcessorPil(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
-                                     resample=3, image_mean=IMAGENET_DEFAULT_MEAN,
-                                     image_std=IMAGENET_DEFAULT_STD)
+    processor = BitImageProcessorPil(
+        size={"shortest_edge": 256},
+        crop_size={"height": 224, "width": 224},
+        resample=3,
+        image_mean=IMAGENET_DEFAULT_MEAN,
+        image_std=IMAGENET_DEFAULT_STD,
+    )
     img = Image.fromarray(_photos()["astronaut"])
     expected = processor(images=img.resize((224, 224)), return_tensors="pt")["pixel_values"]
     got = RegionFeatures(None, reference_quirks=True).pixels(img)

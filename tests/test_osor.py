@@ -22,14 +22,16 @@ TINY = {"sdxl": "sdxl-inpaint", "flux": "flux-fill"}
 
 
 def _remover(family: str, **kwargs):
-    return tiny_osor_remover(family, **kwargs)  # a private copy of the tiny backbone (OSOR edits its denoiser)
+    return tiny_osor_remover(
+        family, **kwargs
+    )  # a private copy of the tiny backbone (OSOR edits its denoiser)
 
 
 def _scene(h: int = 32, w: int = 48, seed: int = 0):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     mask = np.zeros((h, w), np.float32)
-    mask[h // 4: h // 2, w // 4: w // 2] = 1
+    mask[h // 4 : h // 2, w // 4 : w // 2] = 1
     return image, mask
 
 
@@ -117,13 +119,17 @@ def test_flux_transformer_receives_fill_layout_and_x0_is_the_euler_estimate():
     noise = torch.randn((1, 16, 4, 6), generator=torch.Generator("cpu").manual_seed(3))
     packed_noise = FluxFillPipeline._pack_latents(noise, 1, 16, 4, 6)
     # FLUX Fill's own conditioning with the FULL image as the "masked image" (its latents passed directly).
-    mask_tokens, shot_tokens = pipe.prepare_mask_latents(masks, raw, 1, 16, 1, 32, 48, torch.float32, "cpu", None)
-    sched = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, use_dynamic_shifting=False,
-                                                        shift=1.0)  # "no resolution shift"
+    mask_tokens, shot_tokens = pipe.prepare_mask_latents(
+        masks, raw, 1, 16, 1, 32, 48, torch.float32, "cpu", None
+    )
+    sched = FlowMatchEulerDiscreteScheduler.from_config(
+        pipe.scheduler.config, use_dynamic_shifting=False, shift=1.0
+    )  # "no resolution shift"
     sched.set_timesteps(sigmas=[0.4])
     z_t = sched.scale_noise(shot_tokens, sched.timesteps[:1], packed_noise)  # (1-s)·z + s·ε
-    torch.testing.assert_close(got["hidden_states"], torch.cat([z_t, shot_tokens, mask_tokens], dim=2),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        got["hidden_states"], torch.cat([z_t, shot_tokens, mask_tokens], dim=2), rtol=0, atol=1e-6
+    )
     assert got["hidden_states"].shape == (1, 6, 64 + 64 + 256)
     assert torch.equal(got["timestep"], torch.full((1,), 0.4))  # the transformer multiplies by 1000
     assert torch.equal(got["guidance"], torch.full((1,), 30.0))
@@ -132,11 +138,15 @@ def test_flux_transformer_receives_fill_layout_and_x0_is_the_euler_estimate():
     torch.testing.assert_close(got["encoder_hidden_states"], embeds)
     torch.testing.assert_close(got["pooled_projections"], pooled)
     assert torch.equal(got["txt_ids"], text_ids)
-    assert torch.equal(got["img_ids"], FluxFillPipeline._prepare_latent_image_ids(1, 2, 3, "cpu", torch.float32))
+    assert torch.equal(
+        got["img_ids"], FluxFillPipeline._prepare_latent_image_ids(1, 2, 3, "cpu", torch.float32)
+    )
 
     v = outputs[0][..., :64]
     x0_tokens = sched.step(v, sched.timesteps[0], z_t).prev_sample  # Euler step from s to 0 = z_s - s·v
-    torch.testing.assert_close(out.x0, FluxFillPipeline._unpack_latents(x0_tokens, 32, 48, 8), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        out.x0, FluxFillPipeline._unpack_latents(x0_tokens, 32, 48, 8), rtol=0, atol=1e-6
+    )
     alpha = torch.sigmoid(FluxFillPipeline._unpack_latents(outputs[0][..., 64:], 32, 48, 8))
     assert out.alpha.shape == (1, 1, 4, 6)  # 4 packed logits -> one alpha channel at latent resolution
     torch.testing.assert_close(out.alpha, alpha)
@@ -192,19 +202,30 @@ def test_paste_back_off_returns_the_decoded_image_everywhere():
 # --------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", ["sdxl", "flux"])
 def test_fresh_alpha_head_leaves_native_outputs_unchanged_and_round_trips(family, tmp_path):
-    model = copy.deepcopy(tiny_pipeline(TINY[family]).unet if family == "sdxl"
-                          else tiny_pipeline(TINY[family]).transformer).eval()
+    model = copy.deepcopy(
+        tiny_pipeline(TINY[family]).unet if family == "sdxl" else tiny_pipeline(TINY[family]).transformer
+    ).eval()
     gen = torch.Generator().manual_seed(0)
     if family == "sdxl":
-        kwargs = {"sample": torch.randn(1, 9, 4, 6, generator=gen), "timestep": torch.tensor([400]),
-                  "encoder_hidden_states": torch.randn(1, 77, 64, generator=gen),
-                  "added_cond_kwargs": {"text_embeds": torch.randn(1, 32, generator=gen),
-                                        "time_ids": torch.tensor([[32.0, 48, 0, 0, 32, 48]])}}
+        kwargs = {
+            "sample": torch.randn(1, 9, 4, 6, generator=gen),
+            "timestep": torch.tensor([400]),
+            "encoder_hidden_states": torch.randn(1, 77, 64, generator=gen),
+            "added_cond_kwargs": {
+                "text_embeds": torch.randn(1, 32, generator=gen),
+                "time_ids": torch.tensor([[32.0, 48, 0, 0, 32, 48]]),
+            },
+        }
     else:
-        kwargs = {"hidden_states": torch.randn(1, 6, 384, generator=gen), "timestep": torch.tensor([0.4]),
-                  "encoder_hidden_states": torch.randn(1, 8, 32, generator=gen),
-                  "pooled_projections": torch.randn(1, 32, generator=gen), "guidance": torch.tensor([30.0]),
-                  "txt_ids": torch.zeros(8, 3), "img_ids": torch.zeros(6, 3)}
+        kwargs = {
+            "hidden_states": torch.randn(1, 6, 384, generator=gen),
+            "timestep": torch.tensor([0.4]),
+            "encoder_hidden_states": torch.randn(1, 8, 32, generator=gen),
+            "pooled_projections": torch.randn(1, 32, generator=gen),
+            "guidance": torch.tensor([30.0]),
+            "txt_ids": torch.zeros(8, 3),
+            "img_ids": torch.zeros(6, 3),
+        }
     with torch.no_grad():
         before = model(**kwargs, return_dict=False)[0]
         added = alpha_head_parameter_count(model)
@@ -236,9 +257,9 @@ def test_same_seed_same_output_across_removers_and_different_seed_differs():
 
 
 def test_working_sizes_follow_the_authors_rules():
-    assert sdxl_working_size(1000, 1500) == (512, 768)   # short side 512
-    assert sdxl_working_size(1500, 1001) == (768, 512)   # int(1500·512/1001) = 767 -> 768
-    assert sdxl_working_size(300, 401) == (304, 416)     # small images: only rounded up to 16
+    assert sdxl_working_size(1000, 1500) == (512, 768)  # short side 512
+    assert sdxl_working_size(1500, 1001) == (768, 512)  # int(1500·512/1001) = 767 -> 768
+    assert sdxl_working_size(300, 401) == (304, 416)  # small images: only rounded up to 16
     assert flux_working_size(2000, 3000) == (672, 1024)  # long side 1024, floored to 16
     assert flux_working_size(100, 37) == (96, 32)
     assert flux_working_size(5, 7) == (16, 16)
@@ -278,8 +299,9 @@ def test_options_are_validated_and_prompt_is_encoded_once():
     flux.engine.release_text_encoders()
     assert flux.pipe.text_encoder is None and flux.pipe.text_encoder_2 is None
     assert np.array_equal(flux(RemovalRequest(image, mask, seed=0)).image, first.image)
-    assert not np.array_equal(flux(RemovalRequest(image, mask, seed=0, options={"timestep": 0.7})).image,
-                              first.image)
+    assert not np.array_equal(
+        flux(RemovalRequest(image, mask, seed=0, options={"timestep": 0.7})).image, first.image
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -294,15 +316,44 @@ def test_cli_remove_with_weights_timestep_and_alpha(sdxl_weights, tmp_path):
     image, mask = _scene(40, 56)
     Image.fromarray(image).save(tmp_path / "in.png")
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "mask.png")
-    args = ["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--method", "osor-sdxl",
-            "--model", str(model), "--weights", str(sdxl_weights), "--timestep", "300", "--seed", "1",
-            "--save-alpha", str(tmp_path / "alpha.png"), "-o", str(tmp_path / "out.png")]
+    args = [
+        "remove",
+        str(tmp_path / "in.png"),
+        "--mask",
+        str(tmp_path / "mask.png"),
+        "--method",
+        "osor-sdxl",
+        "--model",
+        str(model),
+        "--weights",
+        str(sdxl_weights),
+        "--timestep",
+        "300",
+        "--seed",
+        "1",
+        "--save-alpha",
+        str(tmp_path / "alpha.png"),
+        "-o",
+        str(tmp_path / "out.png"),
+    ]
     assert main(args) == 0
     out = np.asarray(Image.open(tmp_path / "out.png"))
     alpha = np.asarray(Image.open(tmp_path / "alpha.png"))
     assert out.shape == image.shape and alpha.shape == mask.shape and alpha.max() > 0
-    assert main(["alpha-overlay", str(tmp_path / "in.png"), str(tmp_path / "alpha.png"), "--mask",
-                 str(tmp_path / "mask.png"), "-o", str(tmp_path / "overlay.png")]) == 0
+    assert (
+        main(
+            [
+                "alpha-overlay",
+                str(tmp_path / "in.png"),
+                str(tmp_path / "alpha.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "-o",
+                str(tmp_path / "overlay.png"),
+            ]
+        )
+        == 0
+    )
     assert np.asarray(Image.open(tmp_path / "overlay.png")).shape == image.shape
     assert main(["osor-convert", str(sdxl_weights), str(tmp_path / "converted")]) == 0
     assert (tmp_path / "converted" / "osor_config.json").is_file()
@@ -325,15 +376,35 @@ def test_cli_paste_back_text_is_read_as_a_boolean(sdxl_weights, tmp_path):
 
     def run(*extra: str) -> np.ndarray:
         out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}.png"
-        assert main(["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--method",
-                     "osor-sdxl", "--model", str(model), "--weights", str(sdxl_weights), "--seed", "1", *extra,
-                     "-o", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "remove",
+                    str(tmp_path / "in.png"),
+                    "--mask",
+                    str(tmp_path / "mask.png"),
+                    "--method",
+                    "osor-sdxl",
+                    "--model",
+                    str(model),
+                    "--weights",
+                    str(sdxl_weights),
+                    "--seed",
+                    "1",
+                    *extra,
+                    "-o",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         return np.asarray(Image.open(out))
 
     off = [run("-O", f"paste_back={text}") for text in ("False", "no", "0", "OFF")]
     on = [run("-O", f"paste_back={text}") for text in ("True", "yes")] + [run()]
-    api = erasekit.remove(image, mask, method="osor-sdxl", model=str(model), weights=str(sdxl_weights), seed=1,
-                          paste_back=False).image
+    api = erasekit.remove(
+        image, mask, method="osor-sdxl", model=str(model), weights=str(sdxl_weights), seed=1, paste_back=False
+    ).image
     assert all(np.array_equal(o, api) for o in off)
     assert all(np.array_equal(o, on[-1]) for o in on)
     assert not np.array_equal(off[0], on[0])  # outside mask ∪ alpha, paste-back keeps the input's pixels
@@ -348,8 +419,8 @@ def test_alpha_overlay_marks_alpha_and_outlines_the_mask():
     mask = np.zeros((20, 30), np.float32)
     mask[8:12, 8:12] = 1
     out = alpha_overlay(image, alpha, mask, thickness=1)
-    assert np.array_equal(out[0, 0], image[0, 0])            # alpha 0, off the outline: untouched
-    assert not np.array_equal(out[6, 20], image[6, 20])       # alpha 1: coloured
-    assert np.array_equal(out[8, 8], [255, 255, 255])         # the mask's outline
+    assert np.array_equal(out[0, 0], image[0, 0])  # alpha 0, off the outline: untouched
+    assert not np.array_equal(out[6, 20], image[6, 20])  # alpha 1: coloured
+    assert np.array_equal(out[8, 8], [255, 255, 255])  # the mask's outline
     with pytest.raises(InvalidInputError):
         alpha_overlay(image, alpha[:10])

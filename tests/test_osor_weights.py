@@ -25,7 +25,7 @@ def _scene(h: int = 32, w: int = 48):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     mask = np.zeros((h, w), np.float32)
-    mask[h // 4: h // 2, w // 4: w // 2] = 1
+    mask[h // 4 : h // 2, w // 4 : w // 2] = 1
     return image, mask
 
 
@@ -37,8 +37,10 @@ def _run(remover, image, mask, capture: bool = False):
     hooks = []
     if capture:
         net = remover.engine.denoiser
-        hooks = [net.register_forward_pre_hook(lambda m, a, kw: calls.append(dict(kw)), with_kwargs=True),
-                 net.register_forward_hook(lambda m, a, kw, out: outputs.append(out[0]), with_kwargs=True)]
+        hooks = [
+            net.register_forward_pre_hook(lambda m, a, kw: calls.append(dict(kw)), with_kwargs=True),
+            net.register_forward_hook(lambda m, a, kw, out: outputs.append(out[0]), with_kwargs=True),
+        ]
     out = remover.engine.run(image_to_tensor(image), mask_to_tensor(mask), [0])
     for h in hooks:
         h.remove()
@@ -48,8 +50,11 @@ def _run(remover, image, mask, capture: bool = False):
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     root = tmp_path_factory.mktemp("osor-weights")
-    return {(fam, phase): write_tiny_osor_weights(fam, root / f"tiny_{fam}_phase{phase}.pth", phase=phase)
-            for fam in ("sdxl", "flux") for phase in (1, 2)}
+    return {
+        (fam, phase): write_tiny_osor_weights(fam, root / f"tiny_{fam}_phase{phase}.pth", phase=phase)
+        for fam in ("sdxl", "flux")
+        for phase in (1, 2)
+    }
 
 
 def test_official_keys_are_sorted_into_lora_and_head_whatever_the_wrappers():
@@ -62,8 +67,9 @@ def test_official_keys_are_sorted_into_lora_and_head_whatever_the_wrappers():
     assert not weights.other
     assert "transformer_blocks.0.attn.to_q.lora_A.weight" in weights.lora
     # The authors' literal "single_transformer_blocks.*.proj_out" never matched in peft: no LoRA there.
-    assert not any(m.startswith("single_transformer_blocks") and m.endswith("proj_out")
-                   for m in weights.target_modules)
+    assert not any(
+        m.startswith("single_transformer_blocks") and m.endswith("proj_out") for m in weights.target_modules
+    )
 
 
 def _authors_reference_unet(state_dict):
@@ -75,8 +81,11 @@ def _authors_reference_unet(state_dict):
 
     wrapper = nn.Module()
     wrapper.unet = copy.deepcopy(tiny_pipeline("sdxl-inpaint").unet)
-    wrapper.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                                        target_modules=list(OFFICIAL_TARGETS["sdxl"])))
+    wrapper.unet.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=list(OFFICIAL_TARGETS["sdxl"])
+        )
+    )
     old = wrapper.unet.conv_out
     wrapper.unet.conv_out = nn.Conv2d(old.in_channels, 5, 3, padding=1)
     result = wrapper.load_state_dict(state_dict, strict=False)
@@ -137,7 +146,9 @@ def test_weight_errors_are_clear(official, tmp_path):
     with pytest.raises(MissingWeightsError, match="not found"):
         _remover("sdxl", weights=tmp_path / "missing_phase2.pth")
     with pytest.raises(MissingWeightsError, match="hf download QinmingZhou/OSOR"):
-        OsorSDXLRemover(pipeline=copy.deepcopy(tiny_pipeline("sdxl-inpaint")))  # nothing given, nothing cached
+        OsorSDXLRemover(
+            pipeline=copy.deepcopy(tiny_pipeline("sdxl-inpaint"))
+        )  # nothing given, nothing cached
     with pytest.raises(InvalidInputError, match="SDXL inpainting UNet"):
         OsorSDXLRemover(pipeline=copy.deepcopy(tiny_pipeline("sd15-inpaint")), weights="none")
     bad = tmp_path / "bad.pth"
@@ -150,8 +161,6 @@ def test_weight_errors_are_clear(official, tmp_path):
     torch.save(extra, tmp_path / "extra_phase2.pth")
     report = _remover("sdxl", weights=tmp_path / "extra_phase2.pth").load_report
     assert report.unexpected_keys == ("not_a_block.to_q.lora_A.weight", "not_a_block.to_q.lora_B.weight")
-
-
 
 
 @pytest.mark.parametrize("family", ["sdxl", "flux"])

@@ -86,13 +86,16 @@ def test_interrupted_append_is_ignored_and_repaired(tmp_path):
     assert PairedDataset(tmp_path).ids == ["s0", "s1", "s2"]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda r: r.pop("effect_mask"), "missing field"),
-    (lambda r: r.update(image="images/nope.png"), "does not exist"),
-    (lambda r: r.update(image="/etc/passwd"), "inside the dataset"),
-    (lambda r: r.update(phase2="yes"), "phase2"),
-    (lambda r: r.update(id="../x"), "file name"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.pop("effect_mask"), "missing field"),
+        (lambda r: r.update(image="images/nope.png"), "does not exist"),
+        (lambda r: r.update(image="/etc/passwd"), "inside the dataset"),
+        (lambda r: r.update(phase2="yes"), "phase2"),
+        (lambda r: r.update(id="../x"), "file name"),
+    ],
+)
 def test_manifest_errors_are_clear(tmp_path, mutate, message):
     _write(tmp_path, n=1)
     manifest = tmp_path / "manifest.jsonl"
@@ -138,13 +141,16 @@ def test_jpeg_mask_rejected(tmp_path):
         PairedDataset(tmp_path).validate()
 
 
-@pytest.mark.parametrize("rule, hw, expected", [
-    (SDXL_RESIZE, (300, 451), (512, 784)),     # 451·512/300 = 769.7 → up to 784
-    (SDXL_RESIZE, (1024, 768), (688, 512)),    # 1024·512/768 = 682.7 → 688
-    (SDXL_RESIZE, (512, 512), (512, 512)),
-    (FLUX_RESIZE, (1500, 2000), (768, 1024)),  # ×0.512: 1500 → 768, 2000 → 1024
-    (FLUX_RESIZE, (300, 451), (288, 448)),     # never upscaled, floored
-])
+@pytest.mark.parametrize(
+    "rule, hw, expected",
+    [
+        (SDXL_RESIZE, (300, 451), (512, 784)),  # 451·512/300 = 769.7 → up to 784
+        (SDXL_RESIZE, (1024, 768), (688, 512)),  # 1024·512/768 = 682.7 → 688
+        (SDXL_RESIZE, (512, 512), (512, 512)),
+        (FLUX_RESIZE, (1500, 2000), (768, 1024)),  # ×0.512: 1500 → 768, 2000 → 1024
+        (FLUX_RESIZE, (300, 451), (288, 448)),  # never upscaled, floored
+    ],
+)
 def test_resize_rules(rule, hw, expected):
     assert rule.size(*hw) == expected
     h, w = rule.size(*hw)
@@ -160,13 +166,20 @@ def test_custom_rule_and_bad_rule():
 def test_augmentation_is_consistent_and_seeded(tmp_path):
     _write(tmp_path, n=1)
     ds = PairedDataset(tmp_path)
-    # Make every array the same picture (in different encodings) so alignment is checkable after the transform.
+    # Make every array the same picture (in different encodings) so alignment is checkable after the
+    # transform.
     base = ds[0]
     marker = np.zeros((24, 32), np.float32)
     marker[3:9, 2:7] = 1
-    sample = type(base)(base.id, (marker[..., None] * 255).repeat(3, 2).astype(np.uint8),
-                        (marker[..., None] * 200).repeat(3, 2).astype(np.uint8), marker.copy(), marker.copy(),
-                        False, {})
+    sample = type(base)(
+        base.id,
+        (marker[..., None] * 255).repeat(3, 2).astype(np.uint8),
+        (marker[..., None] * 200).repeat(3, 2).astype(np.uint8),
+        marker.copy(),
+        marker.copy(),
+        False,
+        {},
+    )
     aug = PairedAugment(flip_p=0.5, crop_scale=(0.6, 0.9), keep_object=True)
     flips = set()
     for seed in range(12):
@@ -237,7 +250,8 @@ def test_rord_reader_and_missing_pair(tmp_path):
         list(iter_rord(tmp_path))
 
 
-# ---- Phase II incomplete-mask conditioning ------------------------------------------------------------------------
+# ---- Phase II incomplete-mask conditioning
+# ------------------------------------------------------------------------
 def test_conditioning_mode_frequencies_match_the_authors():
     from erasekit.methods.osor.train.conditioning import IncompleteMaskSampler
 
@@ -266,12 +280,17 @@ def _relation(out, effect, obj):
 def test_a_batch_shares_one_mode():
     from erasekit.methods.osor.train.conditioning import IncompleteMaskSampler
 
-    expected_relation = {"shrink": "smaller", "holes": "smaller", "expand": "expand", "shift": "shift",
-                         "object_core": "object_core"}
+    expected_relation = {
+        "shrink": "smaller",
+        "holes": "smaller",
+        "expand": "expand",
+        "shift": "shift",
+        "object_core": "object_core",
+    }
     effects, objects = [], []
     for k in range(4):
         e = np.zeros((40, 40), np.float32)
-        e[8 + k:30, 6:32 - k] = 1
+        e[8 + k : 30, 6 : 32 - k] = 1
         o = np.zeros_like(e)
         o[12:20, 10:20] = 1
         effects.append(e)

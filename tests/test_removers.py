@@ -1,6 +1,7 @@
 """Every registered classical remover on real photos: pixels outside the (dilated) mask are never touched.
 
-Methods are discovered from the registry, so a classical method added later is covered without editing this file.
+Methods are discovered from the registry, so a classical method added later is covered without editing this
+file.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from erasekit import masks as M
 from erasekit.hd import HDStrategy
 from erasekit.types import InvalidInputError, RemovalRequest
 
-CLASSICAL = [info.name for info in erasekit.available_methods() if info.family == "classical" and info.available
-             and info.requires_mask]
+CLASSICAL = [
+    info.name
+    for info in erasekit.available_methods()
+    if info.family == "classical" and info.available and info.requires_mask
+]
 
 
 def test_the_weight_free_methods_are_registered_and_available():
@@ -38,13 +42,13 @@ PHOTOS = {"astronaut": _small(data.astronaut(), 128), "chelsea": _small(data.che
 
 def _masks(h: int, w: int) -> dict[str, np.ndarray]:
     box = np.zeros((h, w), np.float32)
-    box[h // 4:h // 2, w // 3:w // 3 + w // 5] = 1
+    box[h // 4 : h // 2, w // 3 : w // 3 + w // 5] = 1
     yy, xx = np.mgrid[:h, :w]
     ellipse = (((yy - 0.6 * h) / (0.12 * h)) ** 2 + ((xx - 0.4 * w) / (0.2 * w)) ** 2 <= 1).astype(np.float32)
     stroke = M.stroke_to_mask([(5, 10), (w // 2, h // 2), (w - 20, h // 3)], 3, (h, w))
     polygon = M.polygon_to_mask([(w * 0.6, h * 0.6), (w * 0.9, h * 0.7), (w * 0.75, h * 0.95)], (h, w))
     border = np.zeros((h, w), np.float32)
-    border[h - 12:, :15] = 1  # touches two image edges
+    border[h - 12 :, :15] = 1  # touches two image edges
     return {"box": box, "ellipse": ellipse, "stroke": stroke, "polygon": polygon, "border": border}
 
 
@@ -122,7 +126,9 @@ def test_unknown_option_is_invalid_input(method):
         erasekit.load_remover(method, not_an_option=1)
 
 
-@pytest.mark.parametrize("method, option", [("patchmatch", "patch_size"), ("telea", "radius"), ("ns", "radius")])
+@pytest.mark.parametrize(
+    "method, option", [("patchmatch", "patch_size"), ("telea", "radius"), ("ns", "radius")]
+)
 @pytest.mark.parametrize("value", [0, -2, 2.5, "x", None, True])
 def test_bad_option_values_are_invalid_input(method, option, value):
     image = PHOTOS["astronaut"]
@@ -133,8 +139,9 @@ def test_bad_option_values_are_invalid_input(method, option, value):
         erasekit.load_remover(method, **{option: value})
 
 
-@pytest.mark.parametrize("method, option, value", [("patchmatch", "patch_size", 5), ("telea", "radius", 9),
-                                                   ("ns", "radius", 9)])
+@pytest.mark.parametrize(
+    "method, option, value", [("patchmatch", "patch_size", 5), ("telea", "radius", 9), ("ns", "radius", 9)]
+)
 def test_options_change_the_fill_but_not_the_outside(method, option, value):
     image = PHOTOS["chelsea"]
     mask = _masks(*image.shape[:2])["ellipse"]
@@ -153,7 +160,9 @@ def test_patchmatch_is_deterministic_per_seed_regardless_of_call_order():
     a2 = _run("patchmatch", image, mask, seed=1).image
     assert np.array_equal(a1, a2)
     assert not np.array_equal(a1, b)
-    assert np.array_equal(_run("patchmatch", image, mask).image, _run("patchmatch", image, mask, seed=0).image)
+    assert np.array_equal(
+        _run("patchmatch", image, mask).image, _run("patchmatch", image, mask, seed=0).image
+    )
 
 
 def test_patchmatch_seed_is_not_mixed_up_between_threads():
@@ -190,8 +199,10 @@ def _hd_photo() -> tuple[np.ndarray, np.ndarray]:
 
 
 STRATEGIES = ["original", "resize:600", "crop:48", HDStrategy("crop", crop_margin=32, feather=3)]
-# Full-resolution PatchMatch on 1.5 MP takes several seconds (the slow path the crop strategy exists to avoid), so
-# that one pair is left to benchmarks/classical.py; the same "original" code path is covered by telea and ns here.
+# Full-resolution PatchMatch on 1.5 MP takes several seconds (the slow path the crop strategy exists to
+# avoid), so
+# that one pair is left to benchmarks/classical.py; the same "original" code path is covered by telea and ns
+# here.
 HD_CASES = [(m, s) for m in CLASSICAL for s in STRATEGIES if not (m == "patchmatch" and s == "original")]
 
 
@@ -207,7 +218,8 @@ def test_hd_strategies_keep_the_invariant_on_a_large_image(method, strategy):
 
 
 def test_crop_strategy_matches_running_on_the_crop_itself():
-    # With crop, the method sees exactly the crop around each component: the fill equals a direct run on the crop.
+    # With crop, the method sees exactly the crop around each component: the fill equals a direct run on the
+    # crop.
     image, mask = _hd_photo()
     result = _run("telea", image, mask, hd_strategy="crop:40")
     for box in M.component_boxes(mask):
@@ -216,7 +228,8 @@ def test_crop_strategy_matches_running_on_the_crop_itself():
         assert np.array_equal(result.image[crop.slices], direct.image)
 
 
-# ---- the public API with files -------------------------------------------------------------------------------------
+# ---- the public API with files
+# -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", CLASSICAL)
 def test_remove_with_paths_equals_remove_with_arrays(tmp_path, method):
     from PIL import Image
@@ -225,7 +238,9 @@ def test_remove_with_paths_equals_remove_with_arrays(tmp_path, method):
     mask = _masks(*image.shape[:2])["polygon"]
     Image.fromarray(image).save(tmp_path / "photo.png")
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "mask.png")
-    by_path = erasekit.remove(tmp_path / "photo.png", str(tmp_path / "mask.png"), method=method, seed=3, dilate=2)
+    by_path = erasekit.remove(
+        tmp_path / "photo.png", str(tmp_path / "mask.png"), method=method, seed=3, dilate=2
+    )
     by_array = erasekit.remove(image, mask, method=method, seed=3, dilate=2)
     assert np.array_equal(by_path.image, by_array.image)
     assert_only_inside_changed(image, by_path.image, M.dilate(mask, 2))
@@ -245,7 +260,9 @@ def test_remove_api_auto_empty_mask_and_errors(tmp_path):
     Image.fromarray(small).save(tmp_path / "small.png")
     with pytest.raises(InvalidInputError, match="does not match"):
         erasekit.remove(tmp_path / "photo.png", tmp_path / "small.png", method="telea")
-    resized = erasekit.remove(tmp_path / "photo.png", tmp_path / "small.png", method="telea", resize_mask=True)
+    resized = erasekit.remove(
+        tmp_path / "photo.png", tmp_path / "small.png", method="telea", resize_mask=True
+    )
     assert_only_inside_changed(image, resized.image, resized.alpha)
     assert resized.alpha.sum() == 32 * 32  # the 16 px mask scaled 8× to the 128 px photo (nearest)
     with pytest.raises(erasekit.UnknownMethodError):

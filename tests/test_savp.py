@@ -1,5 +1,6 @@
 """SAVP: Table 6 constants, each stage of Algorithms 1-2 on constructed inputs (every rejection reason reached),
-the full pipeline on synthetic triplets, the transformers adapters with tiny random models, the CLI (resumable,
+the full pipeline on synthetic triplets, the transformers adapters with tiny random models, the CLI
+(resumable,
 idempotent), the local process pool and the Ray executor."""
 
 from __future__ import annotations
@@ -38,9 +39,25 @@ from erasekit.types import InvalidInputError, MissingWeightsError
 
 
 def test_defaults_equal_table_6():
-    table6 = {"w_l": 0.6, "w_ab": 0.3, "w_t": 0.1, "tau_h": 0.07, "r_morph": 3, "a_min": 2000, "a_hole": 500,
-              "alpha": 0.3, "n_max": 4, "tau_noise": 0.3, "tau_score": 0.3, "k_sem": 3, "tau_iou": 0.3,
-              "tau_scale": 2.0, "tau_keep": 0.5, "r_dilate": 1.2, "tau_eff": 0.25}
+    table6 = {
+        "w_l": 0.6,
+        "w_ab": 0.3,
+        "w_t": 0.1,
+        "tau_h": 0.07,
+        "r_morph": 3,
+        "a_min": 2000,
+        "a_hole": 500,
+        "alpha": 0.3,
+        "n_max": 4,
+        "tau_noise": 0.3,
+        "tau_score": 0.3,
+        "k_sem": 3,
+        "tau_iou": 0.3,
+        "tau_scale": 2.0,
+        "tau_keep": 0.5,
+        "r_dilate": 1.2,
+        "tau_eff": 0.25,
+    }
     assert {k: v for k, v in asdict(SAVPConfig()).items() if k in table6} == table6
 
 
@@ -53,15 +70,24 @@ def test_config_yaml_overrides_and_rejects_unknown(tmp_path):
         SAVPConfig.from_yaml(tmp_path / "d.yaml")
 
 
-@pytest.mark.parametrize("text, kind", [("Add a red mug on the table", "add"), ("insert a dog", "add"),
-                                        ("Remove the lamp", "remove"), ("please delete the car", "remove"),
-                                        ("get rid of the bin", "remove"), ("Make the sky blue", None),
-                                        ("additional lighting", None)])
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("Add a red mug on the table", "add"),
+        ("insert a dog", "add"),
+        ("Remove the lamp", "remove"),
+        ("please delete the car", "remove"),
+        ("get rid of the bin", "remove"),
+        ("Make the sky blue", None),
+        ("additional lighting", None),
+    ],
+)
 def test_instruction_kind(text, kind):
     assert instruction_kind(text) == kind
 
 
-# ---- constructed inputs ------------------------------------------------------------------------------------------
+# ---- constructed inputs
+# ------------------------------------------------------------------------------------------
 def _grey(h=256, w=256, value=120):
     return np.full((h, w, 3), value, np.uint8)
 
@@ -71,7 +97,7 @@ def _with_squares(squares, h=256, w=256):
     clean = _grey(h, w)
     shot = clean.copy()
     for top, left, side in squares:
-        shot[top:top + side, left:left + side] = 220
+        shot[top : top + side, left : left + side] = 220
     return clean, shot
 
 
@@ -87,11 +113,11 @@ def test_heatmap_weights_luminance_only_change():
 
 def test_clean_difference_drops_small_components_and_fills_small_holes():
     raw = np.zeros((256, 256), bool)
-    raw[10:110, 10:110] = True          # 10000 px, kept
-    raw[40:60, 40:60] = False           # 400 px hole ≤ 500: filled
-    raw[150:250, 150:250] = True        # kept
-    raw[170:230, 170:230] = False       # 3600 px hole > 500: stays a hole
-    raw[150:190, 10:50] = True          # 1600 px < A_min: dropped
+    raw[10:110, 10:110] = True  # 10000 px, kept
+    raw[40:60, 40:60] = False  # 400 px hole ≤ 500: filled
+    raw[150:250, 150:250] = True  # kept
+    raw[170:230, 170:230] = False  # 3600 px hole > 500: stays a hole
+    raw[150:190, 10:50] = True  # 1600 px < A_min: dropped
     out = clean_difference(raw)
     assert out[50, 50] and not out[200, 200] and not out[170, 30]
     assert out[15:105, 15:105].all()  # opening rounds the corners only
@@ -159,8 +185,8 @@ def test_semantic_boxes_score_threshold_and_top_k():
 
 def test_keep_supported_uses_pixel_support():
     diff = np.zeros((100, 100), bool)
-    diff[10:30, 10:30] = True   # fully inside the box
-    diff[50:70, 35:55] = True   # 5 of 20 columns inside: support 0.25
+    diff[10:30, 10:30] = True  # fully inside the box
+    diff[50:70, 35:55] = True  # 5 of 20 columns inside: support 0.25
     kept = keep_supported(diff, [Box(0, 0, 80, 40)])
     assert kept[20, 20] and not kept[60, 50]
 
@@ -181,23 +207,41 @@ class _ScoredDetector:
 
 def _square_mask(top, left, side, shape=(256, 256)):
     m = np.zeros(shape, np.float32)
-    m[top:top + side, left:left + side] = 1
+    m[top : top + side, left : left + side] = 1
     return m
 
 
-@pytest.mark.parametrize("case", ["unsupported_instruction", "size_mismatch", "empty_difference",
-                                  "too_many_dominant_components", "noisy_difference", "no_semantic_boxes",
-                                  "collapse", "no_validated_region", "empty_object_core"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unsupported_instruction",
+        "size_mismatch",
+        "empty_difference",
+        "too_many_dominant_components",
+        "noisy_difference",
+        "no_semantic_boxes",
+        "collapse",
+        "no_validated_region",
+        "empty_object_core",
+    ],
+)
 def test_every_rejection_reason_is_reached(case):
     clean, shot = _with_squares([(60, 60, 80)])
     object_box = Box(60, 60, 140, 140)
     truth = _square_mask(60, 60, 80)
     original, edited, instruction = clean, shot, "Add a white square"
     pipeline = _pipeline([object_box], truth)
-    stage = {"unsupported_instruction": "order", "size_mismatch": "order", "empty_difference": "difference",
-             "too_many_dominant_components": "difference", "noisy_difference": "difference",
-             "no_semantic_boxes": "semantic", "collapse": "semantic", "no_validated_region": "semantic",
-             "empty_object_core": "segmentation"}[case]
+    stage = {
+        "unsupported_instruction": "order",
+        "size_mismatch": "order",
+        "empty_difference": "difference",
+        "too_many_dominant_components": "difference",
+        "noisy_difference": "difference",
+        "no_semantic_boxes": "semantic",
+        "collapse": "semantic",
+        "no_validated_region": "semantic",
+        "empty_object_core": "segmentation",
+    }[case]
     if case == "unsupported_instruction":
         instruction = "Make the square blue"
     elif case == "size_mismatch":
@@ -233,14 +277,14 @@ def test_eq1_eq2_and_phase2_flag():
     result = SAVPResult(accepted=False, shot=_grey(100, 100))
     result.validated_boxes = [Box(10, 10, 60, 60)]
     diff_val = np.zeros((100, 100), bool)
-    diff_val[30:60, 10:60] = True   # object bottom half + a "shadow" below
+    diff_val[30:60, 10:60] = True  # object bottom half + a "shadow" below
     diff_val[60:80, 10:60] = True
     result.diff_val = diff_val
     obj = np.zeros((100, 100), bool)
     obj[10:50, 10:60] = True
     effect_aware_masks(result, OracleSegmenter(obj.astype(np.float32)))
-    np.testing.assert_array_equal(result.fused_mask, obj | diff_val)                 # Eq. 1
-    np.testing.assert_array_equal(result.residual_mask, (obj | diff_val) & ~obj)    # Eq. 2
+    np.testing.assert_array_equal(result.fused_mask, obj | diff_val)  # Eq. 1
+    np.testing.assert_array_equal(result.residual_mask, (obj | diff_val) & ~obj)  # Eq. 2
     assert result.effect_ratio == pytest.approx(30 * 50 / (70 * 50))
     assert result.phase2  # 0.43 ≥ τ_eff
     assert result.effect_mask.sum() >= 1.2 * result.fused_mask.sum()
@@ -258,7 +302,7 @@ def test_full_pipeline_on_synthetic_triplets(kind):
             assert result.reason == "collapse"  # big shadows vs an object-only box: the paper's collapse rule
             continue
         accepted += 1
-        np.testing.assert_array_equal(result.shot, scene.shot)       # the order follows the instruction
+        np.testing.assert_array_equal(result.shot, scene.shot)  # the order follows the instruction
         np.testing.assert_array_equal(result.gt, scene.background)
         np.testing.assert_array_equal(result.object_mask, scene.object_mask > 0)
         truth = scene.effect_mask > 0
@@ -268,7 +312,8 @@ def test_full_pipeline_on_synthetic_triplets(kind):
     assert accepted >= 2
 
 
-# ---- transformers adapters with tiny random models ---------------------------------------------------------------
+# ---- transformers adapters with tiny random models
+# ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     import torch
@@ -289,32 +334,87 @@ def tiny_models(tmp_path_factory):
     )
 
     root = tmp_path_factory.mktemp("tiny")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "the", "add", "remove", "red", "ball",
-             "box", "toy", "white", "square"]
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        ".",
+        "a",
+        "the",
+        "add",
+        "remove",
+        "red",
+        "ball",
+        "box",
+        "toy",
+        "white",
+        "square",
+    ]
     (root / "vocab.txt").write_text("\n".join(words) + "\n")
     torch.manual_seed(0)
     gd = GroundingDinoConfig(
-        backbone_config=SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1],
-                                   num_heads=[1, 1, 1, 1], window_size=4, out_features=["stage2", "stage3", "stage4"]),
-        text_config=BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=32, max_position_embeddings=64),
-        d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=8, num_feature_levels=4,
-        encoder_n_points=1, decoder_n_points=1, max_text_len=32)
+        backbone_config=SwinConfig(
+            image_size=64,
+            patch_size=4,
+            embed_dim=8,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 1, 1],
+            window_size=4,
+            out_features=["stage2", "stage3", "stage4"],
+        ),
+        text_config=BertConfig(
+            vocab_size=len(words),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        ),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_queries=8,
+        num_feature_levels=4,
+        encoder_n_points=1,
+        decoder_n_points=1,
+        max_text_len=32,
+    )
     GroundingDinoForObjectDetection(gd).save_pretrained(root / "gdino")
-    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128}),
-                           tokenizer=BertTokenizer(str(root / "vocab.txt"))).save_pretrained(root / "gdino")
-    hiera = Sam2HieraDetConfig(hidden_size=8, num_attention_heads=1, image_size=[128, 128],
-                               blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[8, 16, 32, 64],
-                               num_attention_heads_per_stage=[1, 1, 1, 1], window_size_per_stage=[4, 4, 4, 4],
-                               global_attention_blocks=[3], window_positional_embedding_background_size=[4, 4])
+    GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128}),
+        tokenizer=BertTokenizer(str(root / "vocab.txt")),
+    ).save_pretrained(root / "gdino")
+    hiera = Sam2HieraDetConfig(
+        hidden_size=8,
+        num_attention_heads=1,
+        image_size=[128, 128],
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[8, 16, 32, 64],
+        num_attention_heads_per_stage=[1, 1, 1, 1],
+        window_size_per_stage=[4, 4, 4, 4],
+        global_attention_blocks=[3],
+        window_positional_embedding_background_size=[4, 4],
+    )
     sam2 = Sam2Config(
-        vision_config=Sam2VisionConfig(backbone_config=hiera, backbone_channel_list=[64, 32, 16, 8],
-                                       backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32),
-        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=128, patch_size=16,
-                                                      mask_input_channels=4),
-        mask_decoder_config=Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=32, num_hidden_layers=2,
-                                                  num_attention_heads=2, iou_head_hidden_dim=32))
+        vision_config=Sam2VisionConfig(
+            backbone_config=hiera,
+            backbone_channel_list=[64, 32, 16, 8],
+            backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
+            fpn_hidden_size=32,
+        ),
+        prompt_encoder_config=Sam2PromptEncoderConfig(
+            hidden_size=32, image_size=128, patch_size=16, mask_input_channels=4
+        ),
+        mask_decoder_config=Sam2MaskDecoderConfig(
+            hidden_size=32, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+    )
     Sam2Model(sam2).save_pretrained(root / "sam2")
     from transformers import (
         SamConfig,
@@ -327,16 +427,29 @@ def tiny_models(tmp_path_factory):
     )
 
     sam1 = SamConfig(
-        vision_config=SamVisionConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=1, image_size=64,
-                                      patch_size=8, output_channels=16, global_attn_indexes=[1], mlp_dim=16,
-                                      window_size=4, num_pos_feats=8),
-        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8,
-                                                     mask_input_channels=4),
-        mask_decoder_config=SamMaskDecoderConfig(hidden_size=16, mlp_dim=16, num_hidden_layers=2,
-                                                 num_attention_heads=2, iou_head_hidden_dim=16))
+        vision_config=SamVisionConfig(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=1,
+            image_size=64,
+            patch_size=8,
+            output_channels=16,
+            global_attn_indexes=[1],
+            mlp_dim=16,
+            window_size=4,
+            num_pos_feats=8,
+        ),
+        prompt_encoder_config=SamPromptEncoderConfig(
+            hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4
+        ),
+        mask_decoder_config=SamMaskDecoderConfig(
+            hidden_size=16, mlp_dim=16, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
+        ),
+    )
     SamModel(sam1).save_pretrained(root / "sam1")
-    SamProcessor(image_processor=SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
-                 ).save_pretrained(root / "sam1")
+    SamProcessor(
+        image_processor=SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    ).save_pretrained(root / "sam1")
     return root
 
 
@@ -346,18 +459,23 @@ def test_grounding_dino_adapter_matches_transformers(tiny_models):
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
     image = np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8)
-    detector = GroundingDinoDetector(str(tiny_models / "gdino"), device="cpu", box_threshold=0.0, text_threshold=0.0)
+    detector = GroundingDinoDetector(
+        str(tiny_models / "gdino"), device="cpu", box_threshold=0.0, text_threshold=0.0
+    )
     dets = detector.detect(image, "Remove the red ball")
-    assert dets and all(0 <= d.box.top < d.box.bottom <= 80 and 0 <= d.box.left < d.box.right <= 100 for d in dets)
+    assert dets and all(
+        0 <= d.box.top < d.box.bottom <= 80 and 0 <= d.box.left < d.box.right <= 100 for d in dets
+    )
     # the same numbers as calling transformers directly
     proc = AutoProcessor.from_pretrained(tiny_models / "gdino")
     model = AutoModelForZeroShotObjectDetection.from_pretrained(tiny_models / "gdino").eval()
     inputs = proc(images=Image.fromarray(image), text="remove the red ball.", return_tensors="pt")
     with torch.no_grad():
         out = model(**inputs)
-    ref = proc.post_process_grounded_object_detection(out, inputs["input_ids"], threshold=0.0, text_threshold=0.0,
-                                                      target_sizes=[(80, 100)])[0]
-    np.testing.assert_allclose([d.score for d in dets], ref["scores"].numpy()[:len(dets)], rtol=1e-5)
+    ref = proc.post_process_grounded_object_detection(
+        out, inputs["input_ids"], threshold=0.0, text_threshold=0.0, target_sizes=[(80, 100)]
+    )[0]
+    np.testing.assert_allclose([d.score for d in dets], ref["scores"].numpy()[: len(dets)], rtol=1e-5)
 
 
 def test_sam2_adapter_segments_boxes(tiny_models):
@@ -380,7 +498,10 @@ def test_sam_v1_adapter_through_transformers_processor(tiny_models):
 
 
 def test_missing_checkpoints_are_clear(tmp_path):
-    with pytest.raises(MissingWeightsError, match="GroundingDINO checkpoint folder .* does not exist.*hf download IDEA-Research"):
+    with pytest.raises(
+        MissingWeightsError,
+        match="GroundingDINO checkpoint folder .* does not exist.*hf download IDEA-Research",
+    ):
         GroundingDinoDetector(str(tmp_path / "nope"))
     with pytest.raises(MissingWeightsError, match="SAM2 checkpoint folder"):
         SamSegmenter(str(tmp_path / "nope"))
@@ -393,13 +514,16 @@ def test_tiny_models_through_the_whole_run(tiny_models, tmp_path):
     from erasekit.data.savp_run import ModelSpec
 
     spec = ModelSpec(detector=str(tiny_models / "gdino"), segmenter=str(tiny_models / "sam2"), device="cpu")
-    stats = run_savp(manifest, tmp_path / "ds", spec=spec, config=SAVPConfig(a_min=200, a_hole=50), progress=False)
+    stats = run_savp(
+        manifest, tmp_path / "ds", spec=spec, config=SAVPConfig(a_min=200, a_hole=50), progress=False
+    )
     assert stats.source == 2  # random weights decide nothing meaningful; the plumbing runs end to end
     decisions = [json.loads(x) for x in (tmp_path / "ds" / "savp_decisions.jsonl").read_text().splitlines()]
     assert {d["id"] for d in decisions} == {"scene00000-add", "scene00000-remove"}
 
 
-# ---- runs: CLI, resume, executors --------------------------------------------------------------------------------
+# ---- runs: CLI, resume, executors
+# --------------------------------------------------------------------------------
 def _cli(args):
     from erasekit.cli import main
 
@@ -414,12 +538,21 @@ def test_cli_synth_then_savp_is_resumable_and_idempotent(tmp_path):
     partial.write_text("\n".join(lines[:3]) + "\n")
     common = ["--detector", "oracle-truth", "--segmenter", "oracle-truth"]
     assert _cli(["savp", "--triplets", str(partial), "-o", str(tmp_path / "ds"), *common]) == 0
-    assert _cli(["savp", "--triplets", str(manifest), "-o", str(tmp_path / "ds"), *common, "--debug-sheets"]) == 0
-    assert _cli(["savp", "--triplets", str(manifest), "-o", str(tmp_path / "straight"), *common,
-                 "--workers", "2"]) == 0
+    assert (
+        _cli(["savp", "--triplets", str(manifest), "-o", str(tmp_path / "ds"), *common, "--debug-sheets"])
+        == 0
+    )
+    assert (
+        _cli(
+            ["savp", "--triplets", str(manifest), "-o", str(tmp_path / "straight"), *common, "--workers", "2"]
+        )
+        == 0
+    )
     resumed, straight = tmp_path / "ds", tmp_path / "straight"
     assert (resumed / "manifest.jsonl").read_bytes() == (straight / "manifest.jsonl").read_bytes()
-    assert sorted(p.name for p in (resumed / "images").iterdir()) == sorted(p.name for p in (straight / "images").iterdir())
+    assert sorted(p.name for p in (resumed / "images").iterdir()) == sorted(
+        p.name for p in (straight / "images").iterdir()
+    )
     decisions = (resumed / "savp_decisions.jsonl").read_bytes()
     assert len(decisions.splitlines()) == 6
     assert len(list((resumed / "debug").iterdir())) == 3  # sheets for the triplets processed in that run
@@ -437,15 +570,30 @@ def test_cli_errors(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"original": "a.png"}\n')
     assert _cli(["savp", "--triplets", str(tmp_path / "bad.jsonl"), "-o", str(tmp_path / "ds")]) == 2
     manifest = write_synthetic_triplets(tmp_path / "t", 1, size=64)
-    assert _cli(["savp", "--triplets", str(manifest), "-o", str(tmp_path / "ds"),
-                 "--detector", str(tmp_path / "no-such-model")]) == 3
+    assert (
+        _cli(
+            [
+                "savp",
+                "--triplets",
+                str(manifest),
+                "-o",
+                str(tmp_path / "ds"),
+                "--detector",
+                str(tmp_path / "no-such-model"),
+            ]
+        )
+        == 3
+    )
     assert _cli(["savp", "--triplets", str(manifest), "-o", str(tmp_path / "ds"), "--executor", "dask"]) == 2
 
 
 def test_stats_rows_follow_table_7():
-    decisions = [{"kind": "add", "accepted": True, "phase2": True}, {"kind": "remove", "accepted": True},
-                 {"kind": "add", "accepted": False, "stage": "semantic", "reason": "collapse"},
-                 {"kind": None, "accepted": False, "stage": "order", "reason": "unsupported_instruction"}]
+    decisions = [
+        {"kind": "add", "accepted": True, "phase2": True},
+        {"kind": "remove", "accepted": True},
+        {"kind": "add", "accepted": False, "stage": "semantic", "reason": "collapse"},
+        {"kind": None, "accepted": False, "stage": "order", "reason": "unsupported_instruction"},
+    ]
     rows = {name: (count, ratio) for name, count, ratio in SAVPStats.from_decisions(decisions).rows()}
     assert rows["Source samples"][0] == 4 and rows["Add/remove total"] == (3, "75.00%")
     assert rows["Retained (paired dataset)"] == (2, "50.00% of source")
@@ -461,11 +609,14 @@ def test_ray_executor_matches_local(tmp_path):
     manifest = write_synthetic_triplets(tmp_path / "t", 2, size=256, seed=0)
     spec = ModelSpec(detector="oracle-truth", segmenter="oracle-truth")
     assert not ray.is_initialized()
-    # run_savp starts a local instance, ray.init(num_cpus=workers, include_dashboard=False), and stops it after
+    # run_savp starts a local instance, ray.init(num_cpus=workers, include_dashboard=False), and stops it
+    # after
     ray_stats = run_savp(manifest, tmp_path / "ray", spec=spec, executor="ray", workers=1, progress=False)
     assert not ray.is_initialized()
     local_stats = run_savp(manifest, tmp_path / "local", spec=spec, executor="local", progress=False)
     assert ray_stats == local_stats and local_stats.retained >= 1
-    assert (tmp_path / "ray" / "manifest.jsonl").read_bytes() == (tmp_path / "local" / "manifest.jsonl").read_bytes()
+    assert (tmp_path / "ray" / "manifest.jsonl").read_bytes() == (
+        tmp_path / "local" / "manifest.jsonl"
+    ).read_bytes()
     for name in (tmp_path / "local" / "effect_masks").iterdir():
         assert (tmp_path / "ray" / "effect_masks" / name.name).read_bytes() == name.read_bytes()

@@ -148,8 +148,9 @@ class OptionSteppingRemover(Remover):
     """A step-based method that takes the progress hook as a per-call option instead of an attribute."""
 
     name: ClassVar[str] = "option-stepping"
-    call_options = OptionSet(STEPS, Option("progress", Callable, nullable=True, python_only=True,
-                                           help="progress(step, total)"))
+    call_options = OptionSet(
+        STEPS, Option("progress", Callable, nullable=True, python_only=True, help="progress(step, total)")
+    )
 
     def inpaint(self, image, mask, request):
         steps = request.options["steps"]
@@ -183,14 +184,24 @@ def fake_method():
             instance_box.append(instance)
             return instance
 
-        registry.register_method(MethodSpec(name=name, description=f"test double {remover_cls.__name__}",
-                                            factory=factory, weights=weights, auto_priority=None, family="test"))
+        registry.register_method(
+            MethodSpec(
+                name=name,
+                description=f"test double {remover_cls.__name__}",
+                factory=factory,
+                weights=weights,
+                auto_priority=None,
+                family="test",
+            )
+        )
         created.append(name)
         return name, instance_box, factories
 
     yield make
     for name in created:
-        registry._REGISTRY.pop(name, None)  # the registry has no public unregister: tests clean up after themselves
+        registry._REGISTRY.pop(
+            name, None
+        )  # the registry has no public unregister: tests clean up after themselves
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -236,7 +247,12 @@ def test_web_ui_is_served_from_memory_with_a_content_security_policy(client):
     assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/static/style.css").status_code == 200
     # Only the fixed table of UI files exists; nothing else under /static, however it is spelt.
-    for path in ("/static/index.html", "/static/..%2Fapp.py", "/static/%2e%2e/settings.py", "/static/__init__.py"):
+    for path in (
+        "/static/index.html",
+        "/static/..%2Fapp.py",
+        "/static/%2e%2e/settings.py",
+        "/static/__init__.py",
+    ):
         assert client.get(path).status_code == 404, path
 
 
@@ -263,9 +279,15 @@ def test_multipart_remove_returns_the_library_result_and_alpha(client):
 
 def test_json_base64_data_urls_and_raw_image_agree(client):
     as_json = client.post("/api/v1/remove", json=json_body(method="patchmatch", seed=7))
-    data_url = client.post("/api/v1/remove", json={
-        "image": "data:image/png;base64," + b64(png(PHOTO)), "mask": "data:image/png;base64," + b64(png(MASK)),
-        "method": "patchmatch", "seed": 7})
+    data_url = client.post(
+        "/api/v1/remove",
+        json={
+            "image": "data:image/png;base64," + b64(png(PHOTO)),
+            "mask": "data:image/png;base64," + b64(png(MASK)),
+            "method": "patchmatch",
+            "seed": 7,
+        },
+    )
     raw = client.post("/api/v1/remove?format=image", json=json_body(method="patchmatch", seed=7))
     assert as_json.status_code == data_url.status_code == raw.status_code == 200
     assert raw.headers["content-type"] == "image/png" and raw.headers["x-erasekit-method"] == "patchmatch"
@@ -277,19 +299,30 @@ def test_json_base64_data_urls_and_raw_image_agree(client):
 
 
 def test_output_format_and_method_options_are_honoured(client):
-    response = client.post("/api/v1/remove?format=image", files=files(),
-                           data={"method": "patchmatch", "output_format": "jpeg", "quality": "80",
-                                 "options": json.dumps({"patch_size": 2})})
+    response = client.post(
+        "/api/v1/remove?format=image",
+        files=files(),
+        data={
+            "method": "patchmatch",
+            "output_format": "jpeg",
+            "quality": "80",
+            "options": json.dumps({"patch_size": 2}),
+        },
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(response.content)).format == "JPEG"
-    meta = client.post("/api/v1/remove", json=json_body(method="patchmatch", options={"patch_size": 2})).json()
+    meta = client.post(
+        "/api/v1/remove", json=json_body(method="patchmatch", options={"patch_size": 2})
+    ).json()
     assert meta["metadata"]["options"] == {"patch_size": 2}
 
 
 def test_refine_returns_the_library_result_and_records_the_refiners(client):
-    for send in ({"files": files(), "data": {"method": "telea", "refine": "color-match,poisson"}},
-                 {"json": json_body(method="telea", refine="color-match,poisson")}):
+    for send in (
+        {"files": files(), "data": {"method": "telea", "refine": "color-match,poisson"}},
+        {"json": json_body(method="telea", refine="color-match,poisson")},
+    ):
         response = client.post("/api/v1/remove", **send)
         assert response.status_code == 200, response.text
         body = response.json()
@@ -305,12 +338,18 @@ def test_methods_lists_the_refiners(client):
     assert all(r["description"] for r in refiners.values())
 
 
-@pytest.mark.parametrize("method, options, prompt", [
-    ("telea", {"radius": 65}, None), ("patchmatch", {"patch_size": 0}, None),
-    ("patchmatch", {"steps": 3}, None),
-    ("sd15-inpaint", {"strength": 1.5}, None), ("osor-sdxl", {"timestep": 40.5}, None),
-    ("osor-flux", {"paste_back": "maybe"}, None), ("ns", {}, "a brick wall"),
-])
+@pytest.mark.parametrize(
+    "method, options, prompt",
+    [
+        ("telea", {"radius": 65}, None),
+        ("patchmatch", {"patch_size": 0}, None),
+        ("patchmatch", {"steps": 3}, None),
+        ("sd15-inpaint", {"strength": 1.5}, None),
+        ("osor-sdxl", {"timestep": 40.5}, None),
+        ("osor-flux", {"paste_back": "maybe"}, None),
+        ("ns", {}, "a brick wall"),
+    ],
+)
 def test_bad_options_and_ignored_prompts_are_422_with_the_apis_own_message(client, method, options, prompt):
     with pytest.raises(InvalidInputError) as api:  # the Python API, checked before any model loads
         erasekit.remove(PHOTO, MASK, method=method, prompt=prompt, **options)
@@ -320,10 +359,14 @@ def test_bad_options_and_ignored_prompts_are_422_with_the_apis_own_message(clien
 
 
 def test_option_values_sent_as_text_are_read_by_the_declared_type(client):
-    as_text = client.post("/api/v1/remove", files=files(), data={"method": "patchmatch", "seed": "3",
-                                                                 "options": json.dumps({"patch_size": "2"})})
-    as_number = client.post("/api/v1/remove",
-                            json=json_body(method="patchmatch", seed=3, options={"patch_size": 2}))
+    as_text = client.post(
+        "/api/v1/remove",
+        files=files(),
+        data={"method": "patchmatch", "seed": "3", "options": json.dumps({"patch_size": "2"})},
+    )
+    as_number = client.post(
+        "/api/v1/remove", json=json_body(method="patchmatch", seed=3, options={"patch_size": 2})
+    )
     assert as_text.status_code == as_number.status_code == 200, as_text.text
     assert as_text.json()["metadata"]["options"] == {"patch_size": 2}
     np.testing.assert_array_equal(decode(as_text.json()["image"]), decode(as_number.json()["image"]))
@@ -333,9 +376,18 @@ def test_methods_list_each_declared_option_with_its_range(client):
     methods = {m["name"]: m for m in client.get("/api/v1/methods").json()["methods"]}
     assert methods["telea"]["takes_prompt"] is False and methods["sd15-inpaint"]["takes_prompt"] is True
     radius_help = erasekit.get_method("telea").call_options["radius"].help
-    assert methods["telea"]["options"] == [{"name": "radius", "type": "int", "default": 5,
-                                            "default_note": None, "allowed": "an integer in [1, 64]",
-                                            "range": "[1, 64]", "choices": None, "help": radius_help}]
+    assert methods["telea"]["options"] == [
+        {
+            "name": "radius",
+            "type": "int",
+            "default": 5,
+            "default_note": None,
+            "allowed": "an integer in [1, 64]",
+            "range": "[1, 64]",
+            "choices": None,
+            "help": radius_help,
+        }
+    ]
     sd15 = {o["name"]: o for o in methods["sd15-inpaint"]["options"]}
     assert set(sd15) == {"steps", "guidance", "strength", "negative_prompt"}  # progress is the server's own
     assert sd15["strength"]["range"] == "(0, 1]" and sd15["steps"]["default"] == 50
@@ -352,9 +404,16 @@ def test_empty_mask_comes_back_unchanged(client):
 
 def test_mask_of_another_size_needs_resize_mask(client):
     small = np.asarray(Image.fromarray(MASK).resize((48, 36), Image.NEAREST))
-    expect_error(client.post("/api/v1/remove", files=files(mask=png(small))), 422, "InvalidInputError",
-                 "does not match image size")
-    assert client.post("/api/v1/remove", files=files(mask=png(small)), data={"resize_mask": "true"}).status_code == 200
+    expect_error(
+        client.post("/api/v1/remove", files=files(mask=png(small))),
+        422,
+        "InvalidInputError",
+        "does not match image size",
+    )
+    assert (
+        client.post("/api/v1/remove", files=files(mask=png(small)), data={"resize_mask": "true"}).status_code
+        == 200
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -363,68 +422,108 @@ def test_mask_of_another_size_needs_resize_mask(client):
 def test_400_for_unparseable_requests(client):
     headers = {"content-type": "application/json"}
     expect_error(client.post("/api/v1/remove", content=b"{not json", headers=headers), 400, "BadRequestError")
-    expect_error(client.post("/api/v1/remove", json=json_body(image="!!!not base64!!!")), 400, "BadRequestError",
-                 "base64")
-    expect_error(client.post("/api/v1/remove", json=json_body(image="data:image/png,rawtext")), 400,
-                 "BadRequestError", "data URL")
-    broken = b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\nabc"
-    expect_error(client.post("/api/v1/remove", content=broken,
-                             headers={"content-type": "multipart/form-data"}), 400, "BadRequestError")
-    expect_error(client.post("/api/v1/remove", files=files(), data={"options": "{steps: 3"}), 400, "BadRequestError",
-                 "options")
-    expect_error(client.post("/api/v1/remove", data={"image": "not a file"}, files={"mask": ("m.png", png(MASK))}),
-                 400, "BadRequestError", "file upload")
+    expect_error(
+        client.post("/api/v1/remove", json=json_body(image="!!!not base64!!!")),
+        400,
+        "BadRequestError",
+        "base64",
+    )
+    expect_error(
+        client.post("/api/v1/remove", json=json_body(image="data:image/png,rawtext")),
+        400,
+        "BadRequestError",
+        "data URL",
+    )
+    broken = b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\nabc'
+    expect_error(
+        client.post("/api/v1/remove", content=broken, headers={"content-type": "multipart/form-data"}),
+        400,
+        "BadRequestError",
+    )
+    expect_error(
+        client.post("/api/v1/remove", files=files(), data={"options": "{steps: 3"}),
+        400,
+        "BadRequestError",
+        "options",
+    )
+    expect_error(
+        client.post("/api/v1/remove", data={"image": "not a file"}, files={"mask": ("m.png", png(MASK))}),
+        400,
+        "BadRequestError",
+        "file upload",
+    )
 
 
 def test_415_for_other_content_types(client):
-    expect_error(client.post("/api/v1/remove", content=png(PHOTO), headers={"content-type": "image/png"}), 415,
-                 "UnsupportedMediaTypeError")
+    expect_error(
+        client.post("/api/v1/remove", content=png(PHOTO), headers={"content-type": "image/png"}),
+        415,
+        "UnsupportedMediaTypeError",
+    )
     expect_error(client.post("/api/v1/remove"), 415)
 
 
-@pytest.mark.parametrize("payload, needle", [
-    (json_body(bogus=1), "bogus: unknown field"),
-    (json_body(dilate=-1), "dilate"),
-    (json_body(seed="abc"), "seed"),
-    (json_body(hd_strategy="crop:../etc"), "hd_strategy"),
-    (json_body(output_format="bmp"), "output_format"),
-    (json_body(options={"steps": [1, 2]}), "options.steps"),
-    ({"mask": b64(png(MASK))}, "image"),
-])
+@pytest.mark.parametrize(
+    "payload, needle",
+    [
+        (json_body(bogus=1), "bogus: unknown field"),
+        (json_body(dilate=-1), "dilate"),
+        (json_body(seed="abc"), "seed"),
+        (json_body(hd_strategy="crop:../etc"), "hd_strategy"),
+        (json_body(output_format="bmp"), "output_format"),
+        (json_body(options={"steps": [1, 2]}), "options.steps"),
+        ({"mask": b64(png(MASK))}, "image"),
+    ],
+)
 def test_422_for_schema_violations_including_unknown_fields(client, payload, needle):
     expect_error(client.post("/api/v1/remove", json=payload), 422, "ValidationError", needle)
 
 
 def test_422_for_unknown_form_fields_and_files(client):
-    expect_error(client.post("/api/v1/remove", files=files(), data={"dilation": "3"}), 422, "ValidationError",
-                 "dilation: unknown field")
+    expect_error(
+        client.post("/api/v1/remove", files=files(), data={"dilation": "3"}),
+        422,
+        "ValidationError",
+        "dilation: unknown field",
+    )
     other = {"image": files()["image"], "other": ("x.png", png(MASK), "image/png")}
     expect_error(client.post("/api/v1/remove", files=other), 422, "ValidationError", "other: unknown field")
-    three = {**files(), "other": ("x.png", png(MASK), "image/png")}  # more files than image + mask: refused early
+    three = {
+        **files(),
+        "other": ("x.png", png(MASK), "image/png"),
+    }  # more files than image + mask: refused early
     expect_error(client.post("/api/v1/remove", files=three), 400, "BadRequestError", "Too many files")
-    expect_error(client.post("/api/v1/remove", files={"mask": ("m.png", png(MASK))}), 422, "ValidationError", "image")
+    expect_error(
+        client.post("/api/v1/remove", files={"mask": ("m.png", png(MASK))}), 422, "ValidationError", "image"
+    )
 
 
-@pytest.mark.parametrize("change, needle", [
-    ({"image": b64(b"definitely not an image")}, "not an image file"),
-    ({"image": b64(png(PHOTO)[:200])}, "truncated or corrupt"),
-    ({"mask": b64(b"garbage")}, "cannot read mask"),
-    ({"mask": None, "method": "telea"}, "needs a mask"),
-    ({"mask": b64(png(np.full_like(MASK, 255)))}, "whole image"),
-    ({"method": "no-such-method"}, "unknown method"),
-    ({"method": "patchmatch", "options": {"steps": 3}}, "does not take option"),
-    ({"refine": "sharpen"}, "unknown refiner 'sharpen'; known: color-match, pixperfect, poisson"),
-    ({"refine": "poisson:strength=2"}, "does not take option(s): strength"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"image": b64(b"definitely not an image")}, "not an image file"),
+        ({"image": b64(png(PHOTO)[:200])}, "truncated or corrupt"),
+        ({"mask": b64(b"garbage")}, "cannot read mask"),
+        ({"mask": None, "method": "telea"}, "needs a mask"),
+        ({"mask": b64(png(np.full_like(MASK, 255)))}, "whole image"),
+        ({"method": "no-such-method"}, "unknown method"),
+        ({"method": "patchmatch", "options": {"steps": 3}}, "does not take option"),
+        ({"refine": "sharpen"}, "unknown refiner 'sharpen'; known: color-match, pixperfect, poisson"),
+        ({"refine": "poisson:strength=2"}, "does not take option(s): strength"),
+    ],
+)
 def test_422_for_invalid_images_masks_methods_and_options(client, change, needle):
     expect_error(client.post("/api/v1/remove", json=json_body(**change)), 422, None, needle)
 
 
 def test_model_loading_options_never_reach_the_server_file_system(client, fake_method):
-    # 'model' / 'weights' / 'device' are factory options: they can name local folders, so clients cannot set them.
+    # 'model' / 'weights' / 'device' are factory options: they can name local folders, so clients cannot set
+    # them.
     for option in ("model", "weights", "device", "allow_download"):
-        error = expect_error(client.post("/api/v1/remove", json=json_body(method="sd15-inpaint",
-                                                                           options={option: "/etc"})), 422)
+        error = expect_error(
+            client.post("/api/v1/remove", json=json_body(method="sd15-inpaint", options={option: "/etc"})),
+            422,
+        )
         assert "set when the server starts" in error["message"] or "does not take" in error["message"], error
     body = json_body(method="sd15-inpaint", options={"progress": "x"})
     expect_error(client.post("/api/v1/remove", json=body), 422, None, "progress can only be set from Python")
@@ -432,15 +531,18 @@ def test_model_loading_options_never_reach_the_server_file_system(client, fake_m
 
 def test_413_for_bodies_over_the_limit_while_streaming():
     with TestClient(create_app(ServerSettings(max_upload_bytes=4096))) as c:
-        declared = c.post("/api/v1/remove", content=b"x" * 10_000, headers={"content-type": "application/json"})
+        declared = c.post(
+            "/api/v1/remove", content=b"x" * 10_000, headers={"content-type": "application/json"}
+        )
         expect_error(declared, 413, "ResourceLimitError", "4,096")
 
         def chunks():  # no Content-Length: the limit applies while the body streams in
             for _ in range(10):
                 yield b"y" * 1000
 
-        streamed = c.post("/api/v1/remove", content=chunks(),
-                          headers={"content-type": "multipart/form-data; boundary=abc"})
+        streamed = c.post(
+            "/api/v1/remove", content=chunks(), headers={"content-type": "multipart/form-data; boundary=abc"}
+        )
         assert "content-length" not in streamed.request.headers
         expect_error(streamed, 413, "ResourceLimitError", "4,096")
 
@@ -455,8 +557,12 @@ def test_401_without_the_token_and_200_with_it(fake_method):
     with TestClient(create_app(ServerSettings(token=token))) as c:
         assert c.get("/api/v1/health").json()["auth"] is True  # health stays open for probes
         assert c.get("/").status_code == 200
-        for headers in ({}, {"Authorization": "Bearer wrong-token-000"}, {"Authorization": f"Basic {token}"},
-                        {"Authorization": token}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token-000"},
+            {"Authorization": f"Basic {token}"},
+            {"Authorization": token},
+        ):
             r = c.get("/api/v1/methods", headers=headers)
             expect_error(r, 401, "Unauthorized")
             assert r.headers["www-authenticate"] == "Bearer"
@@ -465,7 +571,9 @@ def test_401_without_the_token_and_200_with_it(fake_method):
             expect_error(c.get("/api/v1/jobs/abc/events", headers=headers), 401)
         good = {"Authorization": f"Bearer {token}"}
         assert c.get("/api/v1/methods", headers=good).status_code == 200
-        assert c.post("/api/v1/remove", files=files(), data={"method": "telea"}, headers=good).status_code == 200
+        assert (
+            c.post("/api/v1/remove", files=files(), data={"method": "telea"}, headers=good).status_code == 200
+        )
 
 
 def test_404_and_405_are_json_errors(client):
@@ -477,11 +585,16 @@ def test_404_and_405_are_json_errors(client):
 
 
 def test_503_when_weights_are_missing(client, fake_method):
-    missing = WeightRequirement("fake-checkpoint", "a checkpoint nobody has", lambda: None,
-                                fetch_hint="erasekit download fake")
+    missing = WeightRequirement(
+        "fake-checkpoint", "a checkpoint nobody has", lambda: None, fetch_hint="erasekit download fake"
+    )
     name, _, _ = fake_method(SteppingRemover, weights=(missing,))
-    expect_error(client.post("/api/v1/remove", json=json_body(method=name)), 503, "MissingWeightsError",
-                 "erasekit download fake")
+    expect_error(
+        client.post("/api/v1/remove", json=json_body(method=name)),
+        503,
+        "MissingWeightsError",
+        "erasekit download fake",
+    )
 
 
 def test_queue_full_is_503_with_retry_after_and_one_instance_runs_one_call_at_a_time(fake_method):
@@ -498,7 +611,9 @@ def test_queue_full_is_503_with_retry_after_and_one_instance_runs_one_call_at_a_
         assert int(busy.headers["retry-after"]) >= 1
         expect_error(c.post("/api/v1/jobs", files=files()), 503, "ServerBusyError")
         # The slot is taken before decoding: a full server does not even decode (so memory stays bounded).
-        expect_error(c.post("/api/v1/remove", json=json_body(image=b64(b"not an image"))), 503, "ServerBusyError")
+        expect_error(
+            c.post("/api/v1/remove", json=json_body(image=b64(b"not an image"))), 503, "ServerBusyError"
+        )
         # Not finished yet: the result is a 409, its status says running or queued.
         expect_error(c.get(first.json()["result_url"]), 409, "NotReady")
         assert c.get(f"/api/v1/jobs/{first.json()['id']}").json()["status"] in ("running", "queued")
@@ -562,7 +677,9 @@ def test_step_based_methods_stream_progress_events(fake_method, remover_cls):
         names = [e[0] for e in events]
         assert names == ["queued", "started", "progress", "progress", "progress", "progress", "done"]
         assert [e[1]["step"] for e in events if e[0] == "progress"] == [1, 2, 3, 4]
-        assert all(e[1]["total"] == 4 and e[1]["job"] == job.json()["id"] for e in events if e[0] == "progress")
+        assert all(
+            e[1]["total"] == 4 and e[1]["job"] == job.json()["id"] for e in events if e[0] == "progress"
+        )
         assert [e[2] for e in events] == [str(i) for i in range(7)]
         assert events[-1][1]["result_url"] == job.json()["result_url"]
         status = c.get(f"/api/v1/jobs/{job.json()['id']}").json()
@@ -650,7 +767,8 @@ def test_uploads_and_results_never_touch_temporary_files(monkeypatch, tmp_path):
 
 
 def test_the_temp_file_spy_does_see_starlettes_default_spooling(monkeypatch, tmp_path):
-    # The check above is meaningful: the stock multipart parser rolls a > 1 MiB upload over to a temporary file.
+    # The check above is meaningful: the stock multipart parser rolls a > 1 MiB upload over to a temporary
+    # file.
     import anyio
     from starlette.formparsers import MultiPartParser
     from starlette.requests import Request
@@ -658,15 +776,25 @@ def test_the_temp_file_spy_does_see_starlettes_default_spooling(monkeypatch, tmp
     spy = _TempSpy(monkeypatch, tmp_path)
     big = _big_photo_png()
     boundary = "spyboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + big + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + big
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
     async def parse():
         async def stream():
             yield body
 
-        request = Request({"type": "http", "headers": [(b"content-type",
-                                                        f"multipart/form-data; boundary={boundary}".encode())]})
+        request = Request(
+            {
+                "type": "http",
+                "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode())],
+            }
+        )
         form = await MultiPartParser(request.headers, stream()).parse()
         await form.close()
 
@@ -677,9 +805,20 @@ def test_the_temp_file_spy_does_see_starlettes_default_spooling(monkeypatch, tmp
 # --------------------------------------------------------------------------------------------------------------------
 # Exposure, CORS, OpenAPI, CLI
 # --------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True),
-                                            ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
-                                            ("::", False), ("192.168.1.10", False), ("example.org", False)])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("example.org", False),
+    ],
+)
 def test_loopback_detection(host, loopback):
     assert is_loopback(host) is loopback
 
@@ -702,8 +841,26 @@ def test_serve_refuses_to_expose_without_a_token_and_checks_the_method(monkeypat
     assert main(["serve", "--method", "no-such-method"]) == 2
     assert main(["serve", "--method", "sdxl-inpaint"]) in (0, 3)  # 3 unless someone has SDXL weights here
     started.clear()
-    assert main(["serve", "--host", "0.0.0.0", "--token", "long-enough-token", "--port", "9999",
-                 "--method", "telea", "--queue-size", "2", "--cors-origin", "https://example.org"]) == 0
+    assert (
+        main(
+            [
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--token",
+                "long-enough-token",
+                "--port",
+                "9999",
+                "--method",
+                "telea",
+                "--queue-size",
+                "2",
+                "--cors-origin",
+                "https://example.org",
+            ]
+        )
+        == 0
+    )
     app, kwargs = started[0]
     assert kwargs["host"] == "0.0.0.0" and kwargs["port"] == 9999
     assert app.state.settings.token == "long-enough-token" and app.state.settings.queue_size == 2
@@ -728,8 +885,15 @@ def test_cors_is_off_by_default_and_limited_to_configured_origins():
 def test_openapi_documents_every_field_and_both_body_encodings(client):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    for path in ("/api/v1/remove", "/api/v1/jobs", "/api/v1/methods", "/api/v1/health", "/api/v1/jobs/{job_id}",
-                 "/api/v1/jobs/{job_id}/events", "/api/v1/jobs/{job_id}/result"):
+    for path in (
+        "/api/v1/remove",
+        "/api/v1/jobs",
+        "/api/v1/methods",
+        "/api/v1/health",
+        "/api/v1/jobs/{job_id}",
+        "/api/v1/jobs/{job_id}/events",
+        "/api/v1/jobs/{job_id}/result",
+    ):
         assert path in paths, path
     body = paths["/api/v1/remove"]["post"]["requestBody"]["content"]
     json_schema = body["application/json"]["schema"]
@@ -762,14 +926,26 @@ def test_diffusion_baseline_streams_one_progress_event_per_denoising_step():
         return SD15InpaintRemover(pipeline=tiny_pipeline("sd15-inpaint"), progress_bar=False)
 
     name = f"test-sd15-{uuid.uuid4().hex[:8]}"
-    registry.register_method(MethodSpec(name=name, description="tiny SD 1.5 inpainting", factory=factory,
-                                        auto_priority=None, family="diffusion"))
+    registry.register_method(
+        MethodSpec(
+            name=name,
+            description="tiny SD 1.5 inpainting",
+            factory=factory,
+            auto_priority=None,
+            family="diffusion",
+        )
+    )
     try:
         image = np.ascontiguousarray(PHOTO[:64, :64])
         mask = np.zeros((64, 64), np.uint8)
         mask[16:40, 20:44] = 255
-        body = {"image": b64(png(image)), "mask": b64(png(mask)), "method": name, "seed": 3,
-                "options": {"steps": 3}}
+        body = {
+            "image": b64(png(image)),
+            "mask": b64(png(mask)),
+            "method": name,
+            "seed": 3,
+            "options": {"steps": 3},
+        }
         with TestClient(create_app(ServerSettings())) as c:
             job = c.post("/api/v1/jobs", json=body)
             assert job.status_code == 202, job.text
@@ -780,8 +956,9 @@ def test_diffusion_baseline_streams_one_progress_event_per_denoising_step():
             assert total >= 3 and [p["step"] for p in progress] == list(range(1, total + 1))
             result = decode(c.get(job.json()["result_url"]).json()["image"])
         # Same seed and steps through the library directly: the server changes nothing.
-        direct = factory()(erasekit.RemovalRequest(image, mask.astype(np.float32) / 255, seed=3,
-                                                   options={"steps": 3}))
+        direct = factory()(
+            erasekit.RemovalRequest(image, mask.astype(np.float32) / 255, seed=3, options={"steps": 3})
+        )
         np.testing.assert_array_equal(result, direct.image)
     finally:
         registry._REGISTRY.pop(name, None)

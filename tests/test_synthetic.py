@@ -56,7 +56,7 @@ def test_reflection_is_a_mirror_below_the_object():
     for s in reflected:
         ys = np.nonzero(s.reflection_alpha.any(axis=1))[0]
         assert len(ys) > 0 and ys.min() > s.object_box.bottom - 1  # entirely on the floor below the base
-        region = (s.reflection_alpha > 0)
+        region = s.reflection_alpha > 0
         assert np.any(s.shot[region] != s.background[region])
         # mirrored footprint: the first reflected row is the object's last row
         base = s.object_box.bottom - 1
@@ -75,8 +75,13 @@ def test_dataset_bytes_are_reproducible_and_resumable(tmp_path):
     b = tmp_path / "b"
     generate_synthetic_dataset(b, 2, size=48, seed=7)
     generate_synthetic_dataset(b, 4, size=48, seed=7)  # resumes: adds 2 and 3
-    for rel in ("manifest.jsonl", "images/000003.png", "backgrounds/000001.png", "effect_masks/000002.png",
-                "object_masks/000000.png"):
+    for rel in (
+        "manifest.jsonl",
+        "images/000003.png",
+        "backgrounds/000001.png",
+        "effect_masks/000002.png",
+        "object_masks/000000.png",
+    ):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     ds = PairedDataset(a)
     assert len(ds) == 4
@@ -90,7 +95,12 @@ def test_dataset_bytes_are_reproducible_and_resumable(tmp_path):
 def test_triplets_have_add_and_remove_orders(tmp_path):
     manifest = write_synthetic_triplets(tmp_path, 2, size=48, seed=1)
     lines = [json.loads(x) for x in manifest.read_text().splitlines()]
-    assert [x["id"] for x in lines] == ["scene00000-add", "scene00000-remove", "scene00001-add", "scene00001-remove"]
+    assert [x["id"] for x in lines] == [
+        "scene00000-add",
+        "scene00000-remove",
+        "scene00001-add",
+        "scene00001-remove",
+    ]
     add, remove = lines[0], lines[1]
     assert add["instruction"].startswith("Add a ") and remove["instruction"].startswith("Remove the ")
     assert add["original"] == remove["edited"] and add["edited"] == remove["original"]
@@ -104,4 +114,6 @@ def test_cli_synth_writes_a_paired_dataset(tmp_path):
     ds = PairedDataset(tmp_path / "ds")
     truth = make_scene(scene_rng(4, 1), SceneConfig(size=32))
     np.testing.assert_array_equal(ds[1].background, truth.background)
-    assert main(["synth", "-o", str(tmp_path / "ds"), "-n", "2", "--size", "8"]) == 2  # too small: clear error
+    assert (
+        main(["synth", "-o", str(tmp_path / "ds"), "-n", "2", "--size", "8"]) == 2
+    )  # too small: clear error

@@ -75,7 +75,13 @@ def test_architectures_match_the_real_checkpoints():
 def test_tokenizers_are_word_level_for_erasekit_prompts():
     tok = tiny_pipeline("sd15-inpaint").tokenizer
     ids = tok("Remove the instance of object").input_ids
-    assert tok.convert_ids_to_tokens(ids)[1:-1] == ["remove</w>", "the</w>", "instance</w>", "of</w>", "object</w>"]
+    assert tok.convert_ids_to_tokens(ids)[1:-1] == [
+        "remove</w>",
+        "the</w>",
+        "instance</w>",
+        "of</w>",
+        "object</w>",
+    ]
     t5 = tiny_pipeline("flux-fill").tokenizer_2
     assert "<unk>" not in t5.convert_ids_to_tokens(t5("Remove the instance of object").input_ids)
 

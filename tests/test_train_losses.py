@@ -30,8 +30,22 @@ def test_loss_weights_are_the_papers():
                                loss=loss).resolved().loss
 
     sdxl, flux = resolved("sdxl"), resolved("flux")  # App. B.1
-    assert (sdxl.l1, sdxl.perceptual, sdxl.adversarial, sdxl.r1, sdxl.bce, sdxl.dice) == (0.25, 5, 0.3, 60000, 1, 2)
-    assert (flux.l1, flux.perceptual, flux.adversarial, flux.r1, flux.bce, flux.dice) == (0.5, 3, 0.3, 60000, 1, 2)
+    assert (sdxl.l1, sdxl.perceptual, sdxl.adversarial, sdxl.r1, sdxl.bce, sdxl.dice) == (
+        0.25,
+        5,
+        0.3,
+        60000,
+        1,
+        2,
+    )
+    assert (flux.l1, flux.perceptual, flux.adversarial, flux.r1, flux.bce, flux.dice) == (
+        0.5,
+        3,
+        0.3,
+        60000,
+        1,
+        2,
+    )
     set_here = resolved("flux", l1=0.0, r1=10.0)  # a value the config sets wins, even 0
     assert (set_here.l1, set_here.r1, set_here.perceptual) == (0.0, 10.0, 3)
 
@@ -47,8 +61,10 @@ def test_discriminator_loss_eq7_fractional_targets():
     assert torch.allclose(got, expected, atol=1e-6)
     # a generated patch that is entirely preserved context (w̃ = 0) is a real patch
     zero = [torch.zeros(1, 1, 1)]
-    assert torch.allclose(L.discriminator_loss([torch.tensor([[[3.0]]])], [torch.tensor([[[3.0]]])], zero),
-                          2 * _nll_real(torch.tensor(3.0)))
+    assert torch.allclose(
+        L.discriminator_loss([torch.tensor([[[3.0]]])], [torch.tensor([[[3.0]]])], zero),
+        2 * _nll_real(torch.tensor(3.0)),
+    )
 
 
 def test_generator_loss_eq8_is_area_normalised():
@@ -60,15 +76,18 @@ def test_generator_loss_eq8_is_area_normalised():
     big = torch.full((1, 4, 4), -1.0)
     small_w, big_w = torch.zeros(1, 4, 4), torch.ones(1, 4, 4)
     small_w[0, 0, 0] = 1
-    assert torch.allclose(L.generator_adversarial_loss([big], [small_w]), L.generator_adversarial_loss([big], [big_w]),
-                          atol=1e-5)
+    assert torch.allclose(
+        L.generator_adversarial_loss([big], [small_w]),
+        L.generator_adversarial_loss([big], [big_w]),
+        atol=1e-5,
+    )
 
 
 def test_masked_l1_eq9():
     pred = torch.zeros(1, 3, 2, 2)
     target = torch.zeros(1, 3, 2, 2)
-    target[:, :, 0, 0] = 1.0     # error 1 inside the mask
-    target[:, :, 1, 1] = 5.0     # error outside the mask is ignored
+    target[:, :, 0, 0] = 1.0  # error 1 inside the mask
+    target[:, :, 1, 1] = 5.0  # error outside the mask is ignored
     w = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
     # ‖w ⊙ diff‖₁ = 3 (one pixel × 3 channels), ‖w‖₁ over channels = 6
     assert torch.allclose(L.masked_l1(pred, target, w, eps=0.0), torch.tensor(0.5))
@@ -78,11 +97,11 @@ def test_masked_l1_eq9():
 
 
 def test_bce_and_dice_on_known_inputs():
-    logits = torch.zeros(1, 1, 2, 2)            # α = 0.5 everywhere
+    logits = torch.zeros(1, 1, 2, 2)  # α = 0.5 everywhere
     target = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
     out = L.alpha_loss(logits, target, bce_weight=1.0, dice_weight=2.0, smooth=1.0)
     assert torch.allclose(out["bce"], torch.tensor(math.log(2)))
-    dice = 1 - (2 * 1.0 + 1) / (2.0 + 2.0 + 1)   # Σpm = 1, Σp = 2, Σm = 2
+    dice = 1 - (2 * 1.0 + 1) / (2.0 + 2.0 + 1)  # Σpm = 1, Σp = 2, Σm = 2
     assert torch.allclose(out["dice"], torch.tensor(dice))
     assert torch.allclose(out["alpha"], out["bce"] + 2 * out["dice"])
     # a perfect, confident prediction drives both to ~0
@@ -92,13 +111,14 @@ def test_bce_and_dice_on_known_inputs():
 
 def test_effect_mask_max_pooled_to_latent():
     m = torch.zeros(1, 1, 16, 16)
-    m[0, 0, 9, 2] = 1.0   # one pixel marks its whole 8×8 latent cell
+    m[0, 0, 9, 2] = 1.0  # one pixel marks its whole 8×8 latent cell
     z = L.effect_mask_to_latent(m, (2, 2))
     assert z[0, 0].tolist() == [[0.0, 0.0], [1.0, 0.0]]
 
 
 def test_r1_closed_form_on_linear_head():
-    # h(f) = Σ_c a_c f_c (1×1 conv): ∇_f Σ_p h = a at every position, so (1/|f|)‖∇‖² = Σ_c a_c² HW / (C HW) = mean(a²)
+    # h(f) = Σ_c a_c f_c (1×1 conv): ∇_f Σ_p h = a at every position, so (1/|f|)‖∇‖² = Σ_c a_c² HW / (C HW) =
+    # mean(a²)
     head = nn.Conv2d(3, 1, 1, bias=False)
     with torch.no_grad():
         head.weight.copy_(torch.tensor([1.0, -2.0, 3.0]).view(1, 3, 1, 1))
@@ -111,14 +131,18 @@ def test_r1_matches_definition_on_tiny_patch_head():
     torch.manual_seed(0)
     heads = [PatchHead(4, hidden=8), PatchHead(6, hidden=8)]
     feats = [torch.randn(2, 4, 6, 6), torch.randn(2, 6, 3, 3)]
-    for h in heads:  # settle spectral norm's power iteration so both evaluations use the same normalised weight
+    for (
+        h
+    ) in heads:  # settle spectral norm's power iteration so both evaluations use the same normalised weight
         h.eval()
     got = L.r1_penalty(heads, feats)
     per_scale = []
     for head, f in zip(heads, feats):
         values = []
-        for b in range(f.shape[0]):  # per-sample definition: ∇ of that sample's summed logits, squared, / |f_b|
-            fb = f[b:b + 1].clone().requires_grad_(True)
+        for b in range(
+            f.shape[0]
+        ):  # per-sample definition: ∇ of that sample's summed logits, squared, / |f_b|
+            fb = f[b : b + 1].clone().requires_grad_(True)
             (g,) = torch.autograd.grad(head(fb).sum(), fb)
             values.append(g.pow(2).sum() / fb.numel())
         per_scale.append(torch.stack(values).mean())

@@ -40,11 +40,26 @@ def env(tmp_path_factory, tiny):
 
 def tiny_settings(env, output_dir: Path, **extra) -> dict:
     settings = {
-        "backbone": "sdxl", "phase": 1, "model": str(env["model"]), "output_dir": str(output_dir),
-        "data": {"path": str(env["data"]), "resolution": SIZE, "phase2_only": False, "crop_scale": (1.0, 1.0)},
-        "lora": {"rank": 4}, "discriminator": {"trunk": str(env["trunk"]), "hidden": 8},
-        "loss": {"perceptual": 0.0}, "max_steps": 2, "global_batch_size": 2, "per_device_batch_size": 1,
-        "mixed_precision": "no", "device": "cpu", "gradient_checkpointing": False, "log_every": 1,
+        "backbone": "sdxl",
+        "phase": 1,
+        "model": str(env["model"]),
+        "output_dir": str(output_dir),
+        "data": {
+            "path": str(env["data"]),
+            "resolution": SIZE,
+            "phase2_only": False,
+            "crop_scale": (1.0, 1.0),
+        },
+        "lora": {"rank": 4},
+        "discriminator": {"trunk": str(env["trunk"]), "hidden": 8},
+        "loss": {"perceptual": 0.0},
+        "max_steps": 2,
+        "global_batch_size": 2,
+        "per_device_batch_size": 1,
+        "mixed_precision": "no",
+        "device": "cpu",
+        "gradient_checkpointing": False,
+        "log_every": 1,
         "checkpoint_every": 1,
     }
     for key, value in extra.items():
@@ -60,8 +75,17 @@ def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_
 
     phase1 = write_tiny_osor_weights(backbone, tmp_path / "tiny_phase1.pth", phase=1, rank=4)
     model = env["model"] if backbone == "sdxl" else env["tiny"].path("flux-fill")
-    cfg = OsorTrainConfig(**tiny_settings(env, tmp_path / "out", backbone=backbone, model=str(model), phase=2,
-                                          init_weights=str(phase1), loss={"perceptual": 5.0}))
+    cfg = OsorTrainConfig(
+        **tiny_settings(
+            env,
+            tmp_path / "out",
+            backbone=backbone,
+            model=str(model),
+            phase=2,
+            init_weights=str(phase1),
+            loss={"perceptual": 5.0},
+        )
+    )
     trainer = OsorTrainer(cfg, perceptual_loss=TinyPerceptual())
     unet = trainer.denoiser
     head_name = HEADS[backbone].attribute
@@ -91,7 +115,7 @@ def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_
                 assert p.grad.abs().sum() > 0, name
         else:
             assert p.grad is None, name
-    assert head.weight.grad[native:].abs().sum() > 0          # the alpha channels learn
+    assert head.weight.grad[native:].abs().sum() > 0  # the alpha channels learn
     assert all(p.grad is None for p in trainer.vae.parameters())
     assert all(p.grad is None for p in trainer.disc.trunk.parameters())
     for name, p in trainer.disc.heads.named_parameters():
@@ -118,7 +142,9 @@ def test_cli_train_resume_and_load_for_inference(env, tmp_path):
     assert latest_checkpoint(out).name == "step-0000002"
 
     # the resumed run ends exactly where an uninterrupted run ends
-    straight = train_osor(load_config(config_file, {"output_dir": str(tmp_path / "straight")}), progress=False)
+    straight = train_osor(
+        load_config(config_file, {"output_dir": str(tmp_path / "straight")}), progress=False
+    )
     assert straight.resumed_from == 0 and straight.step == 2
     from safetensors.torch import load_file
 
@@ -127,7 +153,9 @@ def test_cli_train_resume_and_load_for_inference(env, tmp_path):
     assert resumed.keys() == uninterrupted.keys()
     for key in resumed:
         torch.testing.assert_close(resumed[key], uninterrupted[key], rtol=0, atol=1e-6, msg=key)
-    initial = load_file(str(first.output_dir / "checkpoints" / "step-0000001" / "osor" / "osor_weights.safetensors"))
+    initial = load_file(
+        str(first.output_dir / "checkpoints" / "step-0000001" / "osor" / "osor_weights.safetensors")
+    )
     assert any(not torch.equal(initial[k], resumed[k]) for k in resumed)  # step 2 changed the weights
 
     # the checkpoint is in the inference method's format
@@ -149,7 +177,7 @@ def test_config_errors_are_one_line(tmp_path, env):
         load_config(bad)
     from erasekit.cli import main
 
-    assert main(["train", "osor", "--config", str(bad)]) == 2          # bad input: exit code 2, one line
+    assert main(["train", "osor", "--config", str(bad)]) == 2  # bad input: exit code 2, one line
     assert main(["train", "osor", "--config", str(bad), "--set", "phase"]) == 2
     cfg = OsorTrainConfig(**tiny_settings(env, tmp_path, global_batch_size=3, per_device_batch_size=2))
     with pytest.raises(InvalidInputError, match="global batch"):
@@ -164,9 +192,19 @@ def test_packaged_configs_equal_the_paper():
         for phase, steps in ((1, 15000), (2, 5000)):
             c = load_config(packaged_config(f"osor_{backbone}_phase{phase}")).resolved()
             rank, l1, per, pdb, t, res = expect[backbone]
-            assert (c.lora.rank, c.lora.alpha, c.loss.l1, c.loss.perceptual, c.per_device_batch_size, c.timestep,
-                    c.data.resolution, c.max_steps) == (rank, rank, l1, per, pdb, t, res, steps)
+            assert (
+                c.lora.rank,
+                c.lora.alpha,
+                c.loss.l1,
+                c.loss.perceptual,
+                c.per_device_batch_size,
+                c.timestep,
+                c.data.resolution,
+                c.max_steps,
+            ) == (rank, rank, l1, per, pdb, t, res, steps)
             assert (c.loss.adversarial, c.loss.r1, c.loss.bce, c.loss.dice) == (0.3, 60000.0, 1.0, 2.0)
             assert (c.optim.lr_generator, c.optim.lr_discriminator, c.global_batch_size) == (1e-5, 1e-5, 16)
-            assert c.discriminator.targets == "occupancy" and c.discriminator.trunk.startswith("laion/CLIP-convnext")
+            assert c.discriminator.targets == "occupancy" and c.discriminator.trunk.startswith(
+                "laion/CLIP-convnext"
+            )
             assert (c.init_weights is not None) == (phase == 2)

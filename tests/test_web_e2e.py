@@ -4,7 +4,8 @@ Needs Debian's chromium and the Playwright Python package (no Playwright browser
 
     apt-get install -y chromium && pip install playwright
 
-The server runs in a background thread (uvicorn on 127.0.0.1, a free port). The result and the mask are read back
+The server runs in a background thread (uvicorn on 127.0.0.1, a free port). The result and the mask are read
+back
 through the UI's own download buttons, so the check covers the whole path a user takes. Set
 ``ERASEKIT_UPDATE_SCREENSHOT=1`` to refresh docs/img/webui.png from this test.
 """
@@ -27,15 +28,25 @@ from skimage import data
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("headless Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright is not installed (pip install playwright)"
+)
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'erasekit[server]')")
 
 from erasekit.server import ServerSettings, create_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "webui.png"
 
 
@@ -73,7 +84,9 @@ def browser():
 @pytest.fixture
 def page(browser, server_url):
     # bypass_csp: the UI forbids eval (CSP), which Playwright's wait_for_function uses to poll.
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True, bypass_csp=True)
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, accept_downloads=True, bypass_csp=True
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -88,8 +101,10 @@ def _client_point(page, x: float, y: float) -> tuple[float, float]:
     """Image pixel (x, y) -> the page coordinates where it is shown (through the UI's own view transform)."""
     box = page.locator("#view").bounding_box()
     view = page.evaluate("({...state.view, ratio: view.width / view.getBoundingClientRect().width})")
-    return (box["x"] + (x * view["scale"] + view["tx"]) / view["ratio"],
-            box["y"] + (y * view["scale"] + view["ty"]) / view["ratio"])
+    return (
+        box["x"] + (x * view["scale"] + view["tx"]) / view["ratio"],
+        box["y"] + (y * view["scale"] + view["ty"]) / view["ratio"],
+    )
 
 
 def _stroke(page, points: list[tuple[float, float]]) -> None:

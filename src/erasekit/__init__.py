@@ -54,9 +54,11 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
            refine: Any = None, resize_mask: bool = False, **options: Any) -> RemovalResult:
     """Remove what ``mask`` marks (or what ``prompt`` names, for mask-free methods) from ``image``.
 
-    ``image``: a path, bytes, PIL image or uint8 RGB array. ``mask``: the same kinds; any nonzero pixel means remove
+    ``image``: a path, bytes, PIL image or uint8 RGB array. ``mask``: the same kinds; any nonzero pixel means
+    remove
     (an RGBA mask uses its alpha). A mask of another size is an error unless ``resize_mask=True``. Options the
-    method's factory takes (``device``, ``model``, ``weights`` ...) load the model (cached across calls); all others
+    method's factory takes (``device``, ``model``, ``weights`` ...) load the model (cached across calls); all
+    others
     are per-call options (``steps``, ``timestep`` ...), checked against the method's declaration before the
     model loads (``erasekit methods --options NAME`` lists them). ``refine`` names refiners that run on the
     method's output before paste-back, in order (``"poisson"``, ``"color-match,poisson"``, a list; see
@@ -76,7 +78,17 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
 
 
 __all__ = [
-    "ErasekitError", "HDStrategy", "InvalidInputError", "MissingWeightsError", "RemovalRequest", "RemovalResult",
-    "ResourceLimitError", "SizeConstraints", "UnknownMethodError", "__version__", "available_methods",
-    "load_remover", "remove",
+    "ErasekitError",
+    "HDStrategy",
+    "InvalidInputError",
+    "MissingWeightsError",
+    "RemovalRequest",
+    "RemovalResult",
+    "ResourceLimitError",
+    "SizeConstraints",
+    "UnknownMethodError",
+    "__version__",
+    "available_methods",
+    "load_remover",
+    "remove",
 ]

@@ -3,18 +3,24 @@
 Inputs are files, folders (their image files, not recursive) or glob patterns (``**`` recurses). Each image
 ``photo.jpg`` takes its mask from the mask folder, first match wins:
 
-1. ``photo.png``, 2. ``photo_mask.png``, 3. ``photo.<ext>``, 4. ``photo_mask.<ext>`` for any other image extension
+1. ``photo.png``, 2. ``photo_mask.png``, 3. ``photo.<ext>``, 4. ``photo_mask.<ext>`` for any other image
+extension
 (in alphabetical order). A file that is the image itself never counts as its mask.
 
 The output is ``OUTDIR/photo.jpg`` (same name, same format as the input, EXIF/ICC kept by :mod:`erasekit.io`).
 
-Resume: outputs are written atomically (temp file + rename, :func:`erasekit.io.write_image`), so an output that
-exists is complete; a re-run skips it (unless ``skip_existing=False``). Temp files a killed run left behind are
-deleted when the next run starts. A lock on ``OUTDIR/.erasekit-batch.lock`` keeps two batches from writing into the
+Resume: outputs are written atomically (temp file + rename, :func:`erasekit.io.write_image`), so an output
+that
+exists is complete; a re-run skips it (unless ``skip_existing=False``). Temp files a killed run left behind
+are
+deleted when the next run starts. A lock on ``OUTDIR/.erasekit-batch.lock`` keeps two batches from writing
+into the
 same folder at once (the kernel drops the lock when a process dies, even on SIGKILL).
 
-Report: ``OUTDIR/batch_report.jsonl`` describes the latest run, one JSON record per image, written (and synced) as
-each image finishes, so a killed run's report is complete up to the kill. Failures (corrupt image, missing mask,
+Report: ``OUTDIR/batch_report.jsonl`` describes the latest run, one JSON record per image, written (and
+synced) as
+each image finishes, so a killed run's report is complete up to the kill. Failures (corrupt image, missing
+mask,
 size mismatch, ...) are recorded and the batch goes on.
 
 Exit code (:attr:`BatchSummary.exit_code`): 0 when nothing failed; when every image failed with the same error
@@ -65,7 +71,8 @@ def image_extensions() -> frozenset[str]:
 def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files, folders and glob patterns into image paths, in the order given, without duplicates.
 
-    A path that does not exist (or a pattern that matches nothing) is kept as it is, so the batch records it as a
+    A path that does not exist (or a pattern that matches nothing) is kept as it is, so the batch records it
+    as a
     failed item instead of silently doing less work.
     """
     extensions = image_extensions()
@@ -74,8 +81,13 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir()
-                                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions))
+            found.extend(
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
+                )
+            )
         elif path.exists() or not glob.has_magic(text):
             found.append(path)
         else:
@@ -106,8 +118,9 @@ def find_mask(image: Path, mask_dir: Path) -> Path:
     for candidate in candidates:
         if candidate.is_file() and not _same_file(candidate, image):
             return candidate
-    raise InvalidInputError(f"no mask for '{image.name}' in '{mask_dir}' "
-                            f"(expected {stem}.png or {stem}_mask.png)")
+    raise InvalidInputError(
+        f"no mask for '{image.name}' in '{mask_dir}' (expected {stem}.png or {stem}_mask.png)"
+    )
 
 
 def clean_stale_temps(folder: Path) -> list[Path]:
@@ -135,7 +148,9 @@ def _output_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ErasekitError(f"another erasekit batch is writing to '{out_dir}'; wait for it to finish") from None
+            raise ErasekitError(
+                f"another erasekit batch is writing to '{out_dir}'; wait for it to finish"
+            ) from None
         yield
     finally:
         handle.close()
@@ -202,7 +217,9 @@ class BatchSummary:
             counts.add_column(col)
         mean = sum(r.timings.get("total", 0.0) for r in done) / len(done) if done else 0.0
         c = self.counts
-        counts.add_row(str(c["ok"]), str(c["skipped"]), str(c["failed"]), f"{mean:.2f}", str(self.report_path))
+        counts.add_row(
+            str(c["ok"]), str(c["skipped"]), str(c["failed"]), f"{mean:.2f}", str(self.report_path)
+        )
         tables = [counts]
         failed = self.by_status("failed")
         if failed:
@@ -247,8 +264,15 @@ def _failure(record: BatchRecord, exc: BaseException) -> BatchRecord:
     return record
 
 
-def _process(remover, image_path: Path, mask_dir: Path, output: Path, request_args: dict[str, Any],
-             resize_mask: bool, record: BatchRecord) -> BatchRecord:
+def _process(
+    remover,
+    image_path: Path,
+    mask_dir: Path,
+    output: Path,
+    request_args: dict[str, Any],
+    resize_mask: bool,
+    record: BatchRecord,
+) -> BatchRecord:
     t0 = time.perf_counter()
     if output.resolve() == image_path.resolve():
         raise InvalidInputError(f"output '{output}' would overwrite the input; choose another output folder")
@@ -270,15 +294,28 @@ def _process(remover, image_path: Path, mask_dir: Path, output: Path, request_ar
     return record
 
 
-def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-              method: str = "auto", dilate: int = 0, seed: int | None = None, hd_strategy: Any = None,
-              options: dict[str, Any] | None = None, skip_existing: bool = True, resize_mask: bool = False, progress: bool = True,
-              console=None, refine: Any = None) -> BatchSummary:
+def run_batch(
+    inputs: Sequence[str | os.PathLike],
+    mask_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    method: str = "auto",
+    dilate: int = 0,
+    seed: int | None = None,
+    hd_strategy: Any = None,
+    options: dict[str, Any] | None = None,
+    skip_existing: bool = True,
+    resize_mask: bool = False,
+    progress: bool = True,
+    console=None,
+    refine: Any = None,
+) -> BatchSummary:
     """Remove the masked objects from every input image; see the module docstring for the rules.
 
     ``refine`` names the refiners every image gets, as in :func:`erasekit.remove`.
 
-    The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the method's
+    The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the
+    method's
     factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...),
     checked against the method's declaration before anything runs. Raises only for problems that stop the
     whole batch (no images at all, a missing mask folder, an unavailable method); everything that concerns one
@@ -305,14 +342,21 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
     masks_dir = Path(mask_dir)
     if not masks_dir.is_dir():
         raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
-    strategy = HDStrategy.parse(hd_strategy) if hd_strategy is not None else None  # bad value: fail before work
+    strategy = (
+        HDStrategy.parse(hd_strategy) if hd_strategy is not None else None
+    )  # bad value: fail before work
     refiners = parse_refine(refine)  # an unknown refiner fails the batch once, not every image
     name = resolve_auto() if method == "auto" else method
     # Per-call options are checked here, before the model loads: otherwise every image would fail alike.
     load_opts, call_options = split_options(get_method(name), dict(options or {}))
     remover = load_remover(name, **load_opts)  # once for the whole batch
-    request_args = {"seed": seed, "dilate": dilate, "hd_strategy": strategy, "refine": refiners,
-                    "options": call_options}
+    request_args = {
+        "seed": seed,
+        "dilate": dilate,
+        "hd_strategy": strategy,
+        "refine": refiners,
+        "options": call_options,
+    }
 
     out = Path(out_dir)
     try:
@@ -326,24 +370,37 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
         stale = clean_stale_temps(out)
         report = _ReportWriter(out / REPORT_NAME)
         claimed: dict[str, Path] = {}
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         try:
             with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
                 task = bar.add_task(f"erasing ({name})", total=len(images))
                 for image_path in images:
                     output = out / image_path.name
-                    record = BatchRecord(image=str(image_path), status="failed", output=str(output), run=run_id)
+                    record = BatchRecord(
+                        image=str(image_path), status="failed", output=str(output), run=run_id
+                    )
                     first = claimed.setdefault(output.name, image_path)
                     if first is not image_path:
-                        _failure(record, InvalidInputError(
-                            f"output name '{output.name}' is already taken by '{first}' in this batch"))
+                        _failure(
+                            record,
+                            InvalidInputError(
+                                f"output name '{output.name}' is already taken by '{first}' in this batch"
+                            ),
+                        )
                     elif skip_existing and output.exists():
                         record.status = "skipped"
                         record.message = "output exists"
                     else:
                         try:
-                            _process(remover, image_path, masks_dir, output, request_args, resize_mask, record)
+                            _process(
+                                remover, image_path, masks_dir, output, request_args, resize_mask, record
+                            )
                         except Exception as exc:  # noqa: BLE001 (one image's failure never stops the batch)
                             _failure(record, exc)
                     record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -352,9 +409,26 @@ def run_batch(inputs: Sequence[str | os.PathLike], mask_dir: str | os.PathLike, 
                     bar.advance(task)
         finally:
             report.close()
-    return BatchSummary(records=records, method=name, out_dir=out, report_path=out / REPORT_NAME,
-                        seconds=time.perf_counter() - start, stale_temps_removed=len(stale))
+    return BatchSummary(
+        records=records,
+        method=name,
+        out_dir=out,
+        report_path=out / REPORT_NAME,
+        seconds=time.perf_counter() - start,
+        stale_temps_removed=len(stale),
+    )
 
 
-__all__ = ["LOCK_NAME", "PARTIAL_FAILURE_EXIT_CODE", "REPORT_NAME", "BatchRecord", "BatchSummary",
-           "clean_stale_temps", "collect_images", "find_mask", "image_extensions", "read_report", "run_batch"]
+__all__ = [
+    "LOCK_NAME",
+    "PARTIAL_FAILURE_EXIT_CODE",
+    "REPORT_NAME",
+    "BatchRecord",
+    "BatchSummary",
+    "clean_stale_temps",
+    "collect_images",
+    "find_mask",
+    "image_extensions",
+    "read_report",
+    "run_batch",
+]

@@ -1,8 +1,10 @@
 """The out-of-the-box demo: remove objects from real photos that scikit-image ships, with masks we drew.
 
-The photos come from ``skimage.data`` (bundled in the scikit-image wheel, so nothing is downloaded). The object
+The photos come from ``skimage.data`` (bundled in the scikit-image wheel, so nothing is downloaded). The
+object
 masks are polygons in each photo's pixel coordinates, written by the erasekit authors and stored in
-``erasekit/data/demo_masks.json``. :func:`run_demo` writes, per photo, the input, the mask, the result (and the
+``erasekit/data/demo_masks.json``. :func:`run_demo` writes, per photo, the input, the mask, the result (and
+the
 method's own alpha map when it has one), plus one comparison sheet ``comparison.png`` with a row per photo:
 before | mask overlay | after.
 """
@@ -83,7 +85,9 @@ def demo_photos() -> list[DemoPhoto]:
     photos = []
     for name, entry in spec["photos"].items():
         objects = tuple(
-            DemoObject(obj["name"], tuple(tuple((int(x), int(y)) for x, y in poly) for poly in obj["polygons"]))
+            DemoObject(
+                obj["name"], tuple(tuple((int(x), int(y)) for x, y in poly) for poly in obj["polygons"])
+            )
             for obj in entry["objects"]
         )
         photos.append(DemoPhoto(name=name, loader=entry["loader"], credit=entry["credit"], objects=objects))
@@ -98,7 +102,9 @@ def select_photos(names: Sequence[str] | None) -> list[DemoPhoto]:
     by_name = {p.name: p for p in photos}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise InvalidInputError(f"unknown demo photo(s): {', '.join(unknown)}; choose from {', '.join(by_name)}")
+        raise InvalidInputError(
+            f"unknown demo photo(s): {', '.join(unknown)}; choose from {', '.join(by_name)}"
+        )
     return [by_name[n] for n in dict.fromkeys(names)]
 
 
@@ -124,8 +130,15 @@ def comparison_sheet(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarra
     for label, *arrays in rows:
         h, w = arrays[0].shape[:2]
         width = max(1, round(w * _SHEET_ROW_HEIGHT / h))
-        scaled.append((label, [Image.fromarray(a).resize((width, _SHEET_ROW_HEIGHT), Image.Resampling.LANCZOS)
-                               for a in arrays]))
+        scaled.append(
+            (
+                label,
+                [
+                    Image.fromarray(a).resize((width, _SHEET_ROW_HEIGHT), Image.Resampling.LANCZOS)
+                    for a in arrays
+                ],
+            )
+        )
     sheet_w = _SHEET_GAP + max(sum(p.width + _SHEET_GAP for p in panels) for _, panels in scaled)
     sheet_h = len(scaled) * (_SHEET_LABEL + _SHEET_ROW_HEIGHT + _SHEET_GAP) + _SHEET_GAP
     sheet = Image.new("RGB", (sheet_w, sheet_h), (255, 255, 255))
@@ -142,11 +155,18 @@ def comparison_sheet(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarra
     return np.asarray(sheet)
 
 
-def run_demo(out_dir: str | Path, *, method: str = "auto", photos: Sequence[str] | None = None, seed: int = 0,
-             report: Callable[[DemoRecord], None] | None = None) -> list[DemoRecord]:
+def run_demo(
+    out_dir: str | Path,
+    *,
+    method: str = "auto",
+    photos: Sequence[str] | None = None,
+    seed: int = 0,
+    report: Callable[[DemoRecord], None] | None = None,
+) -> list[DemoRecord]:
     """Remove the demo objects from the bundled photos with ``method`` and write everything under ``out_dir``.
 
-    Files per photo: ``NAME_input.png``, ``NAME_mask.png`` (the polygons, before dilation), ``NAME_result.png`` and,
+    Files per photo: ``NAME_input.png``, ``NAME_mask.png`` (the polygons, before dilation),
+    ``NAME_result.png`` and,
     for methods with their own effect map, ``NAME_alpha.png``. Plus ``comparison.png`` and ``summary.json``.
     ``report`` is called with each photo's record as soon as it is done.
     """
@@ -172,21 +192,45 @@ def run_demo(out_dir: str | Path, *, method: str = "auto", photos: Sequence[str]
             "mask": io.write_mask(out / f"{photo.name}_mask.png", mask),
             "result": io.write_image(out / f"{photo.name}_result.png", result.image),
         }
-        # Every remover reports the region it filled as `alpha`; only a method's own (soft or wider) effect map is
+        # Every remover reports the region it filled as `alpha`; only a method's own (soft or wider) effect
+        # map is
         # worth a file, the dilated mask already is the mask file.
-        if result.alpha is not None and not np.array_equal(result.alpha > 0, masks.dilate(mask, DEMO_DILATE) > 0):
+        if result.alpha is not None and not np.array_equal(
+            result.alpha > 0, masks.dilate(mask, DEMO_DILATE) > 0
+        ):
             files["alpha"] = io.write_mask(out / f"{photo.name}_alpha.png", result.alpha)
-        record = DemoRecord(photo=photo.name, objects=[o.name for o in photo.objects], method=result.method,
-                            seconds=seconds, masked_fraction=float(mask.mean()), files=files)
+        record = DemoRecord(
+            photo=photo.name,
+            objects=[o.name for o in photo.objects],
+            method=result.method,
+            seconds=seconds,
+            masked_fraction=float(mask.mean()),
+            files=files,
+        )
         records.append(record)
-        rows.append((f"{photo.name}: {', '.join(record.objects)} ({result.method}, {seconds:.1f} s)",
-                     image, mask_overlay(image, mask), result.image))
+        rows.append(
+            (
+                f"{photo.name}: {', '.join(record.objects)} ({result.method}, {seconds:.1f} s)",
+                image,
+                mask_overlay(image, mask),
+                result.image,
+            )
+        )
         if report is not None:
             report(record)
     io.write_image(out / "comparison.png", comparison_sheet(rows))
-    summary = [{"photo": r.photo, "objects": r.objects, "method": r.method, "seconds": round(r.seconds, 3),
-                "masked_fraction": round(r.masked_fraction, 5), "credit": p.credit,
-                "files": {k: v.name for k, v in r.files.items()}} for r, p in zip(records, chosen)]
+    summary = [
+        {
+            "photo": r.photo,
+            "objects": r.objects,
+            "method": r.method,
+            "seconds": round(r.seconds, 3),
+            "masked_fraction": round(r.masked_fraction, 5),
+            "credit": p.credit,
+            "files": {k: v.name for k, v in r.files.items()},
+        }
+        for r, p in zip(records, chosen)
+    ]
     _write_json(out / "summary.json", summary)
     return records
 
@@ -208,5 +252,14 @@ def _write_json(path: Path, payload) -> None:
         raise
 
 
-__all__ = ["DEMO_DILATE", "DemoObject", "DemoPhoto", "DemoRecord", "comparison_sheet",
-           "demo_photos", "mask_overlay", "run_demo", "select_photos"]
+__all__ = [
+    "DEMO_DILATE",
+    "DemoObject",
+    "DemoPhoto",
+    "DemoRecord",
+    "comparison_sheet",
+    "demo_photos",
+    "mask_overlay",
+    "run_demo",
+    "select_photos",
+]

@@ -53,7 +53,9 @@ class HDStrategy:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise InvalidInputError(f"HD strategy {f} must be an integer number of pixels, got {value!r}")
         if self.resize_limit < 8 or self.crop_margin < 0 or self.feather < 0 or self.crop_trigger < 1:
-            raise InvalidInputError("HD strategy sizes must be positive (resize_limit >= 8, margin/feather >= 0)")
+            raise InvalidInputError(
+                "HD strategy sizes must be positive (resize_limit >= 8, margin/feather >= 0)"
+            )
 
     @classmethod
     def parse(cls, value: HDStrategy | str | dict | None) -> HDStrategy:
@@ -100,14 +102,16 @@ def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn)
     h, w = mask.shape
     sh, sw = h, w
     m = max(c.size_multiple, 1)
-    # Padding to the multiple must not push a side past max_side, so the usable long side is max_side floored to
+    # Padding to the multiple must not push a side past max_side, so the usable long side is max_side floored
+    # to
     # the multiple (when max_side is smaller than one multiple, the multiple wins: it is a hard requirement).
     limit = max((c.max_side // m) * m, m) if c.max_side else None
     if limit and max(h, w) > limit:
         scale = limit / max(h, w)
         sh, sw = min(limit, max(1, round(h * scale))), min(limit, max(1, round(w * scale)))
     img_s = _resize(image, (sh, sw))
-    # Conservative downscale: a low-resolution pixel is masked if any pixel it covers is, so thin strokes survive.
+    # Conservative downscale: a low-resolution pixel is masked if any pixel it covers is, so thin strokes
+    # survive.
     mask_s = M.binarize(_resize(mask, (sh, sw)), 0.0) if (sh, sw) != (h, w) else mask
     ph = max(-(-sh // m) * m, -(-c.min_side // m) * m)
     pw = max(-(-sw // m) * m, -(-c.min_side // m) * m)
@@ -127,16 +131,21 @@ def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn)
     return out, alpha
 
 
-def paste_back(original: np.ndarray, generated: np.ndarray, region: np.ndarray, feather: int = 0) -> np.ndarray:
+def paste_back(
+    original: np.ndarray, generated: np.ndarray, region: np.ndarray, feather: int = 0
+) -> np.ndarray:
     """Copy ``generated`` into ``original`` where ``region`` > 0 (softly inside it when ``feather`` > 0).
 
     Pixels where ``region`` is 0 come from ``original`` bit for bit.
     """
     if original.shape != generated.shape or original.shape[:2] != np.shape(region):
-        raise ValueError(f"paste_back shapes differ: original {original.shape}, generated {generated.shape}, "
-                         f"region {np.shape(region)}")
+        raise ValueError(
+            f"paste_back shapes differ: original {original.shape}, generated {generated.shape}, "
+            f"region {np.shape(region)}"
+        )
     # A soft region (an effect alpha) blends proportionally; feathering only lowers weights inside the region.
-    # Work inside the region's bounding box only: on a 4096² photo with a small mask, full-size float temporaries
+    # Work inside the region's bounding box only: on a 4096² photo with a small mask, full-size float
+    # temporaries
     # would cost more memory than the method itself (the crop strategy exists to avoid exactly that).
     out = original.copy()
     rows, cols = np.flatnonzero(np.any(region > 0, axis=1)), np.flatnonzero(np.any(region > 0, axis=0))
@@ -158,11 +167,13 @@ def paste_back(original: np.ndarray, generated: np.ndarray, region: np.ndarray, 
     return out
 
 
-def run_strategy(image: np.ndarray, mask: np.ndarray, fn: InpaintFn, strategy: HDStrategy,
-                 constraints: SizeConstraints) -> tuple[np.ndarray, np.ndarray | None]:
+def run_strategy(
+    image: np.ndarray, mask: np.ndarray, fn: InpaintFn, strategy: HDStrategy, constraints: SizeConstraints
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply ``strategy`` and return (raw output, alpha), both at the input's size.
 
-    The raw output is not yet pasted back (the caller decides the paste region); outside the processed crops it
+    The raw output is not yet pasted back (the caller decides the paste region); outside the processed crops
+    it
     equals the input.
     """
     h, w = mask.shape
@@ -175,7 +186,9 @@ def run_strategy(image: np.ndarray, mask: np.ndarray, fn: InpaintFn, strategy: H
         return _fit(image, mask, replace(constraints, max_side=limit), fn)
     # crop: one crop per merged component box
     boxes = M.merge_overlapping([b.expand(strategy.crop_margin, (h, w)) for b in M.component_boxes(mask)])
-    if not boxes:  # nothing to crop around (a mask-free, text-guided request): the method sees the whole image
+    if (
+        not boxes
+    ):  # nothing to crop around (a mask-free, text-guided request): the method sees the whole image
         return _fit(image, mask, constraints, fn)
     out = image.copy()
     alpha_full = None  # allocated only for methods that return an alpha

@@ -1,13 +1,15 @@
 """Reading, validating and writing images and masks.
 
 Everything that crosses the file boundary goes through here, so the rest of erasekit only sees uint8 RGB H×W×3
-arrays and float32 H×W masks in {0, 1}. Pillow does the decoding, EXIF orientation, colour management (LittleCMS)
+arrays and float32 H×W masks in {0, 1}. Pillow does the decoding, EXIF orientation, colour management
+(LittleCMS)
 and encoding; this module holds the rules that say which Pillow call applies to which input.
 
 Images (:func:`read_image`)
     Sources: a path (str or Path), ``bytes``, a binary file object, a ``PIL.Image.Image`` or a numpy array.
     Any format Pillow reads; for animations and multi-page files the first frame is used. EXIF orientation is
-    applied to the pixels and the kept EXIF block says ``Orientation = 1`` from then on (its embedded thumbnail is
+    applied to the pixels and the kept EXIF block says ``Orientation = 1`` from then on (its embedded
+    thumbnail is
     dropped: it would still show the removed object). Modes become RGB by these
     rules:
 
@@ -34,20 +36,26 @@ Images (:func:`read_image`)
     profile is used for the conversion above and replaced by sRGB; a grey profile is dropped.
 
     Numpy arrays follow the same table by shape and dtype: uint8 H×W (L), H×W×1, H×W×3 (RGB), H×W×4 (RGBA);
-    bool H×W (1); uint16 (I;16 rule, ``>> 8``); float arrays must be finite and in [0, 1] (``round(v · 255)``).
+    bool H×W (1); uint16 (I;16 rule, ``>> 8``); float arrays must be finite and in [0, 1] (``round(v ·
+    255)``).
 
 Masks (:func:`read_mask`)
-    Any nonzero value means "remove". Which channel is read: RGBA / LA / PA masks and P masks with transparency
-    use their alpha channel — unless that alpha is fully opaque everywhere (a black-and-white mask saved with a
+    Any nonzero value means "remove". Which channel is read: RGBA / LA / PA masks and P masks with
+    transparency
+    use their alpha channel — unless that alpha is fully opaque everywhere (a black-and-white mask saved with
+    a
     useless alpha channel, which would otherwise mean "remove everything"), then the colour channels are used.
-    RGB masks use the maximum over R, G and B, so any coloured stroke counts. JPEG masks count values of 128 and
+    RGB masks use the maximum over R, G and B, so any coloured stroke counts. JPEG masks count values of 128
+    and
     above instead of any nonzero value, because JPEG noise turns black into small nonzero values. EXIF
     orientation is applied to masks exactly as to images. A mask of another size than the image is an error
-    naming both sizes unless the caller asks for a nearest-neighbour resize. Bool, integer and float arrays are
+    naming both sizes unless the caller asks for a nearest-neighbour resize. Bool, integer and float arrays
+    are
     accepted (nonzero = remove; H×W×4 arrays follow the alpha rule).
 
 Limits
-    A pixel limit guards against decompression bombs. It is checked on the header, before any pixel is decoded.
+    A pixel limit guards against decompression bombs. It is checked on the header, before any pixel is
+    decoded.
     Default 8192 × 8192 = 67,108,864 pixels; override per call (``max_pixels=``) or for the process with the
     environment variable ``ERASEKIT_MAX_PIXELS`` (0 disables erasekit's check). Pillow keeps its own hard cap
     (twice ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP); raise that too for larger images.
@@ -57,8 +65,10 @@ Writing (:func:`write_image`, :func:`write_mask`, :func:`encode_image`)
     target, so readers (and a resumed batch) never see half a file; the temporary file is removed on failure.
     The format comes from the extension; without one, from ``format=``, else the source's format, else PNG.
     EXIF and ICC from the source (``like=``) are kept for JPEG, PNG, WebP and TIFF. JPEG → JPEG reuses the
-    source's quantisation tables and chroma subsampling (what Pillow calls ``quality="keep"``), so the output is
-    about the size and quality of the input; other JPEG output uses quality 95. ``quality=`` applies to the lossy
+    source's quantisation tables and chroma subsampling (what Pillow calls ``quality="keep"``), so the output
+    is
+    about the size and quality of the input; other JPEG output uses quality 95. ``quality=`` applies to the
+    lossy
     formats (JPEG, WebP) and is ignored by lossless ones.
 """
 
@@ -111,10 +121,12 @@ class JpegSettings:
 class LoadedImage:
     """A decoded image and what is needed to write a result the way the source was written.
 
-    ``pixels``: uint8 RGB H×W×3 with EXIF orientation applied. ``format``: Pillow's format name ("JPEG", "PNG",
+    ``pixels``: uint8 RGB H×W×3 with EXIF orientation applied. ``format``: Pillow's format name ("JPEG",
+    "PNG",
     ...) or None for arrays. ``exif``: the raw EXIF block with Orientation reset to 1, or None. ``icc_profile``:
     an RGB ICC profile matching ``pixels``, or None. ``mode``: the source's Pillow mode before conversion.
-    ``path``: where it was read from, if a path. ``jpeg``: the source's JPEG encoder settings, if a colour JPEG.
+    ``path``: where it was read from, if a path. ``jpeg``: the source's JPEG encoder settings, if a colour
+    JPEG.
     ``compression``: the source's compression as Pillow names it (TIFF), reused when writing the same format.
     """
 
@@ -145,7 +157,9 @@ def pixel_limit(max_pixels: int | None = None) -> int | None:
         try:
             max_pixels = int(raw)
         except ValueError:
-            raise InvalidInputError(f"{MAX_PIXELS_ENV} must be a whole number of pixels, got {raw!r}") from None
+            raise InvalidInputError(
+                f"{MAX_PIXELS_ENV} must be a whole number of pixels, got {raw!r}"
+            ) from None
     if max_pixels < 0:
         raise InvalidInputError(f"max_pixels must be >= 0 (0 disables the limit), got {max_pixels}")
     return max_pixels or None
@@ -215,15 +229,19 @@ def _open(source: Any, what: str, limit: int | None) -> Image.Image:
         if path.is_dir():
             raise InvalidInputError(f"cannot read {what}: it is a directory, not an image file")
     try:
-        # We check the size ourselves below with the erasekit limit; Pillow's softer warning would only add noise.
-        # (catch_warnings is process-wide; the worst a concurrent thread can see is that warning silenced too.)
+        # We check the size ourselves below with the erasekit limit; Pillow's softer warning would only add
+        # noise.
+        # (catch_warnings is process-wide; the worst a concurrent thread can see is that warning silenced
+        # too.)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source)
     except Image.DecompressionBombError:
         raise _bomb(what) from None
     except UnidentifiedImageError:
-        raise InvalidInputError(f"cannot read {what}: not an image file (or a format Pillow cannot read)") from None
+        raise InvalidInputError(
+            f"cannot read {what}: not an image file (or a format Pillow cannot read)"
+        ) from None
     except PermissionError:
         raise InvalidInputError(f"cannot read {what}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -283,8 +301,11 @@ def _image_to_rgb(image: Image.Image, what: str) -> tuple[np.ndarray, bytes | No
         if icc is not None and _profile_space(icc) == "CMYK":
             try:
                 rgb = ImageCms.profileToProfile(
-                    image, ImageCms.ImageCmsProfile(_io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
-                    renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB",
+                    image,
+                    ImageCms.ImageCmsProfile(_io.BytesIO(icc)),
+                    ImageCms.createProfile("sRGB"),
+                    renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                    outputMode="RGB",
                 )
                 return np.asarray(rgb, dtype=np.uint8).copy(), _srgb_bytes()
             except ImageCms.PyCMSError:
@@ -327,7 +348,9 @@ def _array_to_image(array: np.ndarray, what: str) -> tuple[Image.Image | None, n
     elif np.issubdtype(a.dtype, np.floating):
         a, mode = _unit_float_to_eight(a, what), "F"
     else:
-        raise InvalidInputError(f"{what}: unsupported array dtype {a.dtype} (use uint8, uint16, bool or float)")
+        raise InvalidInputError(
+            f"{what}: unsupported array dtype {a.dtype} (use uint8, uint16, bool or float)"
+        )
     if a.ndim == 2:
         return None, np.repeat(a[..., None], 3, axis=2), mode
     if a.shape[2] == 3:
@@ -395,8 +418,16 @@ def read_image(source: ImageSource | LoadedImage, *, max_pixels: int | None = No
         upright, exif = _upright(image)
         pixels, icc = _image_to_rgb(upright, what)
         compression = image.info.get("compression") if image.format == "TIFF" else None
-        return LoadedImage(pixels=pixels, format=image.format, exif=exif, icc_profile=icc, mode=image.mode,
-                           path=path, jpeg=_jpeg_settings(image), compression=compression)
+        return LoadedImage(
+            pixels=pixels,
+            format=image.format,
+            exif=exif,
+            icc_profile=icc,
+            mode=image.mode,
+            path=path,
+            jpeg=_jpeg_settings(image),
+            compression=compression,
+        )
 
 
 def _mask_from_channels(channels: np.ndarray, has_alpha: bool, threshold: float) -> np.ndarray:
@@ -452,11 +483,17 @@ def _mask_from_array(array: np.ndarray, what: str) -> np.ndarray:
     return _mask_from_channels(a, a.ndim == 3 and a.shape[2] == 4, 0)
 
 
-def read_mask(source: ImageSource, *, shape: tuple[int, int] | None = None, resize: bool = False,
-              max_pixels: int | None = None) -> np.ndarray:
+def read_mask(
+    source: ImageSource,
+    *,
+    shape: tuple[int, int] | None = None,
+    resize: bool = False,
+    max_pixels: int | None = None,
+) -> np.ndarray:
     """Read a mask as float32 H×W in {0, 1} (1 = remove); rules in the module docstring.
 
-    ``shape`` is the image's (H, W). A mask of another size raises :class:`InvalidInputError` naming both sizes,
+    ``shape`` is the image's (H, W). A mask of another size raises :class:`InvalidInputError` naming both
+    sizes,
     unless ``resize=True``, which resizes it with nearest-neighbour sampling (so it stays binary).
     """
     what = _describe(source, "mask")
@@ -495,8 +532,9 @@ def _normalise_format(name: str) -> str:
     raise InvalidInputError(f"unknown image format {name!r}")
 
 
-def output_format(path: str | os.PathLike | None, format: str | None = None,
-                  like: LoadedImage | None = None) -> str:
+def output_format(
+    path: str | os.PathLike | None, format: str | None = None, like: LoadedImage | None = None
+) -> str:
     """The format a write uses: the extension's; without one ``format``, else the source's, else PNG."""
     if path is not None and (suffix := Path(path).suffix.lower()):
         by_extension = Image.registered_extensions().get(suffix)
@@ -506,7 +544,9 @@ def output_format(path: str | os.PathLike | None, format: str | None = None,
             )
         chosen = _FORMAT_ALIASES.get(by_extension, by_extension)
         if format is not None and _normalise_format(format) != chosen:
-            raise InvalidInputError(f"format {format!r} contradicts the extension '{suffix}' of '{os.fspath(path)}'")
+            raise InvalidInputError(
+                f"format {format!r} contradicts the extension '{suffix}' of '{os.fspath(path)}'"
+            )
         return chosen
     if format is not None:
         return _normalise_format(format)
@@ -531,7 +571,9 @@ def _save_options(fmt: str, like: LoadedImage | None, quality: int | None) -> di
         source = like.jpeg if like is not None else None
         if quality is None and source is not None:
             # Pillow's quality="keep", from the remembered settings: same tables, same subsampling, same size.
-            options.update(qtables=source.qtables, subsampling=source.subsampling, progressive=source.progressive)
+            options.update(
+                qtables=source.qtables, subsampling=source.subsampling, progressive=source.progressive
+            )
         else:
             options["quality"] = int(quality) if quality is not None else _DEFAULT_QUALITY
             if source is not None:
@@ -542,7 +584,8 @@ def _save_options(fmt: str, like: LoadedImage | None, quality: int | None) -> di
         kept = like.compression if like is not None and like.format == "TIFF" else None
         options["compression"] = kept if kept in _TIFF_COMPRESSIONS else "tiff_adobe_deflate"
         if options.get("exif") and _has_sub_ifds(options["exif"]):
-            # Pillow's libtiff writer (every compressed TIFF) fails on the EXIF sub-IFD pointers; its own writer
+            # Pillow's libtiff writer (every compressed TIFF) fails on the EXIF sub-IFD pointers; its own
+            # writer
             # handles them but only uncompressed. Keeping the camera metadata wins over file size here.
             options["compression"] = "raw"
     return options
@@ -561,8 +604,10 @@ def _as_pil(pixels: Any, what: str) -> Image.Image:
         return pixels if pixels.mode == "RGB" else pixels.convert("RGB")
     array = np.asarray(pixels)
     if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
-        raise InvalidInputError(f"{what}: expected uint8 RGB H×W×3 (or H×W grey) pixels, got {array.dtype} "
-                                f"array of shape {array.shape}")
+        raise InvalidInputError(
+            f"{what}: expected uint8 RGB H×W×3 (or H×W grey) pixels, got {array.dtype} "
+            f"array of shape {array.shape}"
+        )
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     return Image.fromarray(np.ascontiguousarray(array), "RGB")
@@ -587,7 +632,8 @@ def _atomic_write(path: Path, write: Any) -> Path:
     for _ in range(16):
         temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
-            # O_EXCL: never reuse someone else's file; 0o666 lets the umask decide permissions as for any new file.
+            # O_EXCL: never reuse someone else's file; 0o666 lets the umask decide permissions as for any new
+            # file.
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
             break
         except FileExistsError:
@@ -611,8 +657,14 @@ def _atomic_write(path: Path, write: Any) -> Path:
     return path
 
 
-def write_image(path: str | os.PathLike, pixels: Any, *, like: LoadedImage | None = None,
-                format: str | None = None, quality: int | None = None) -> Path:
+def write_image(
+    path: str | os.PathLike,
+    pixels: Any,
+    *,
+    like: LoadedImage | None = None,
+    format: str | None = None,
+    quality: int | None = None,
+) -> Path:
     """Write uint8 RGB pixels to ``path`` atomically, keeping the source's format details and metadata (``like``)."""
     path = Path(path)
     fmt = output_format(path, format, like)
@@ -621,8 +673,13 @@ def write_image(path: str | os.PathLike, pixels: Any, *, like: LoadedImage | Non
     return _atomic_write(path, lambda stream: _encode(image, stream, fmt, options, f"'{path}'"))
 
 
-def encode_image(pixels: Any, format: str = "PNG", like: LoadedImage | None = None,
-                 quality: int | None = None, png_compress_level: int | None = None) -> bytes:
+def encode_image(
+    pixels: Any,
+    format: str = "PNG",
+    like: LoadedImage | None = None,
+    quality: int | None = None,
+    png_compress_level: int | None = None,
+) -> bytes:
     """The bytes :func:`write_image` would write, for sending over the network.
 
     ``png_compress_level`` (0-9) trades PNG size for speed; a server answering interactively wants 1.

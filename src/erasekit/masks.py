@@ -1,12 +1,15 @@
 """Mask algebra on float32 H×W masks in [0, 1] (1 = remove).
 
-OpenCV does the morphology, component labelling, distance transforms, resampling and drawing; scikit-image gives the
+OpenCV does the morphology, component labelling, distance transforms, resampling and drawing; scikit-image
+gives the
 disk structuring element; SciPy shifts.
-What is written here by hand is only the glue these libraries do not provide (soft-mask semantics, component boxes
+What is written here by hand is only the glue these libraries do not provide (soft-mask semantics, component
+boxes
 with margins, the OSOR target grids and the incomplete-mask perturbation family).
 
 Sections: basics (binarize/dilate/erode/feather) · components and boxes · grids (max-pool to latent, OSOR
-occupancy "OG" / nearest "HM" / Gaussian "SM" targets) · drawing (strokes, polygons) · perturbations (OSOR Phase II).
+occupancy "OG" / nearest "HM" / Gaussian "SM" targets) · drawing (strokes, polygons) · perturbations (OSOR
+Phase II).
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ def erode(mask: np.ndarray, pixels: int) -> np.ndarray:
 def feather(mask: np.ndarray, pixels: int, *, inward: bool = True) -> np.ndarray:
     """Soft edge of width ``pixels``.
 
-    ``inward=True`` (the paste-back default) ramps from 0 at the mask border to 1 at ``pixels`` inside, so the soft
-    mask never exceeds the hard one: pixels outside the mask are never touched. ``inward=False`` blurs symmetrically
+    ``inward=True`` (the paste-back default) ramps from 0 at the mask border to 1 at ``pixels`` inside, so the
+    soft
+    mask never exceeds the hard one: pixels outside the mask are never touched. ``inward=False`` blurs
+    symmetrically
     (a Gaussian with sigma = pixels / 2), which reaches outside the mask.
     """
     hard = binarize(mask, 0.0)
@@ -60,7 +65,9 @@ def feather(mask: np.ndarray, pixels: int, *, inward: bool = True) -> np.ndarray
     if inward:
         inside = cv2.distanceTransform(hard.astype(np.uint8), cv2.DIST_L2, 5)
         return np.clip(inside / float(pixels), 0.0, 1.0).astype(np.float32) * hard
-    return cv2.GaussianBlur(hard, (0, 0), sigmaX=pixels / 2.0, borderType=cv2.BORDER_REPLICATE).astype(np.float32)
+    return cv2.GaussianBlur(hard, (0, 0), sigmaX=pixels / 2.0, borderType=cv2.BORDER_REPLICATE).astype(
+        np.float32
+    )
 
 
 @dataclass(frozen=True)
@@ -87,20 +94,36 @@ class Box:
     def expand(self, margin: int, shape: tuple[int, int]) -> Box:
         """Grow by ``margin`` on every side, clipped to an image of ``shape`` (H, W)."""
         h, w = shape
-        return Box(max(self.top - margin, 0), max(self.left - margin, 0), min(self.bottom + margin, h),
-                   min(self.right + margin, w))
+        return Box(
+            max(self.top - margin, 0),
+            max(self.left - margin, 0),
+            min(self.bottom + margin, h),
+            min(self.right + margin, w),
+        )
 
     def union(self, other: Box) -> Box:
-        return Box(min(self.top, other.top), min(self.left, other.left), max(self.bottom, other.bottom),
-                   max(self.right, other.right))
+        return Box(
+            min(self.top, other.top),
+            min(self.left, other.left),
+            max(self.bottom, other.bottom),
+            max(self.right, other.right),
+        )
 
     def intersects(self, other: Box) -> bool:
-        return not (self.bottom <= other.top or other.bottom <= self.top or self.right <= other.left
-                    or other.right <= self.left)
+        return not (
+            self.bottom <= other.top
+            or other.bottom <= self.top
+            or self.right <= other.left
+            or other.right <= self.left
+        )
 
     def iou(self, other: Box) -> float:
-        inter = Box(max(self.top, other.top), max(self.left, other.left), min(self.bottom, other.bottom),
-                    min(self.right, other.right))
+        inter = Box(
+            max(self.top, other.top),
+            max(self.left, other.left),
+            min(self.bottom, other.bottom),
+            min(self.right, other.right),
+        )
         i = inter.area if inter.height > 0 and inter.width > 0 else 0
         u = self.area + other.area - i
         return i / u if u else 0.0
@@ -113,21 +136,23 @@ class Box:
 def connected_components(mask: np.ndarray, *, connectivity: int = 2) -> tuple[np.ndarray, int]:
     """Label the nonzero pixels (``connectivity=2``: 8-neighbours, the default; ``1``: 4-neighbours).
 
-    Returns (labels int32 H×W, count). OpenCV labels in raster order like scikit-image, with int32 labels from the
+    Returns (labels int32 H×W, count). OpenCV labels in raster order like scikit-image, with int32 labels from
+    the
     start (scikit-image returns int64: twice the memory on a 4096² mask).
     """
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
-    count, labels = cv2.connectedComponents(_nonzero_u8(mask), connectivity=8 if connectivity == 2 else 4,
-                                            ltype=cv2.CV_32S)
+    count, labels = cv2.connectedComponents(
+        _nonzero_u8(mask), connectivity=8 if connectivity == 2 else 4, ltype=cv2.CV_32S
+    )
     return labels, int(count - 1)
 
 
 def component_boxes(mask: np.ndarray, *, connectivity: int = 2) -> list[Box]:
     """Tight boxes of each connected component, largest area first."""
-    _, _, stats, _ = cv2.connectedComponentsWithStats(_nonzero_u8(mask),
-                                                          connectivity=8 if connectivity == 2 else 4,
-                                                          ltype=cv2.CV_32S)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(
+        _nonzero_u8(mask), connectivity=8 if connectivity == 2 else 4, ltype=cv2.CV_32S
+    )
     boxes = [Box(int(y), int(x), int(y + h), int(x + w)) for x, y, w, h in stats[1:, :4]]  # row 0: background
     return sorted(boxes, key=lambda b: (-b.area, b.top, b.left))
 
@@ -171,7 +196,8 @@ def max_pool_to_grid(mask: np.ndarray, factor: int) -> np.ndarray:
 def max_pool_to_grid_ceil(mask: np.ndarray, factor: int) -> np.ndarray:
     """Max-pool by ``factor`` for any size: the grid is ``ceil(H / factor) × ceil(W / factor)``.
 
-    The last row/column of cells covers the leftover pixels only (the mask is padded with zeros, which never win a
+    The last row/column of cells covers the leftover pixels only (the mask is padded with zeros, which never
+    win a
     max), so equal to :func:`max_pool_to_grid` whenever the size divides.
     """
     if factor < 1:
@@ -183,9 +209,12 @@ def max_pool_to_grid_ceil(mask: np.ndarray, factor: int) -> np.ndarray:
     return max_pool_to_grid(padded, factor)
 
 
-# ---- OSOR discriminator targets (Fig. 4, Eq. 7) ------------------------------------------------------------------
-# The occupancy-guided discriminator needs, for each patch-logit location, a target in [0, 1]. The paper compares
-# three constructions (Sec. 3 and App. B.6, ablation Table 3): HM (nearest), SM (Gaussian-smoothed) and OG (area
+# ---- OSOR discriminator targets (Fig. 4, Eq. 7)
+# ------------------------------------------------------------------
+# The occupancy-guided discriminator needs, for each patch-logit location, a target in [0, 1]. The paper
+# compares
+# three constructions (Sec. 3 and App. B.6, ablation Table 3): HM (nearest), SM (Gaussian-smoothed) and OG
+# (area
 # pooling, the one OSOR uses as w~_k in Eqs. 7-8).
 
 
@@ -203,10 +232,14 @@ def _check_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> tuple[np.ndarray,
 def occupancy_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
     """OSOR "OG" targets: each grid cell holds the exact fraction of its area that the mask covers (Fig. 4).
 
-    Cell ``(i, j)`` spans rows ``[i·H/gh, (i+1)·H/gh)`` and columns ``[j·W/gw, (j+1)·W/gw)`` in continuous pixel
-    coordinates, so when the size does not divide, boundary pixels count with their fractional overlap. OpenCV's
-    ``INTER_AREA`` downscaling computes exactly this area average (``torch.nn.functional.adaptive_avg_pool2d`` does
-    not: it uses whole-pixel bins). ``grid_hw`` must not exceed the mask size (OpenCV's area mode is only an area
+    Cell ``(i, j)`` spans rows ``[i·H/gh, (i+1)·H/gh)`` and columns ``[j·W/gw, (j+1)·W/gw)`` in continuous
+    pixel
+    coordinates, so when the size does not divide, boundary pixels count with their fractional overlap.
+    OpenCV's
+    ``INTER_AREA`` downscaling computes exactly this area average (``torch.nn.functional.adaptive_avg_pool2d``
+    does
+    not: it uses whole-pixel bins). ``grid_hw`` must not exceed the mask size (OpenCV's area mode is only an
+    area
     average when shrinking). Soft masks give the area-weighted mean of their values.
     """
     m, gh, gw = _check_grid(mask, grid_hw)
@@ -218,7 +251,8 @@ def occupancy_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
 def nearest_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
     """OSOR "HM" targets: nearest-neighbour downsampling (hard labels for a binary mask).
 
-    Samples pixel ``floor(i · H / gh)``, the same rule as ``torch.nn.functional.interpolate(mode="nearest")`` and
+    Samples pixel ``floor(i · H / gh)``, the same rule as ``torch.nn.functional.interpolate(mode="nearest")``
+    and
     OpenCV's ``INTER_NEAREST``, so these targets match what a PyTorch training loop would compute.
     """
     m, gh, gw = _check_grid(mask, grid_hw)
@@ -228,8 +262,10 @@ def nearest_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
 def gaussian_grid(mask: np.ndarray, grid_hw: tuple[int, int], sigma: float = 1.0) -> np.ndarray:
     """OSOR "SM" targets: nearest downsampling followed by Gaussian smoothing on the grid (Fig. 4 caption, App. B.6).
 
-    ``sigma`` is in grid cells (default 1.0), so the same sigma blurs over more image pixels on coarser grids — the
-    dependence on bandwidth the paper criticises. Beyond the border the edge cell is repeated (a mask touching the
+    ``sigma`` is in grid cells (default 1.0), so the same sigma blurs over more image pixels on coarser grids
+    — the
+    dependence on bandwidth the paper criticises. Beyond the border the edge cell is repeated (a mask touching
+    the
     frame stays 1 there). ``sigma = 0`` returns the HM grid.
     """
     if sigma < 0:
@@ -237,11 +273,13 @@ def gaussian_grid(mask: np.ndarray, grid_hw: tuple[int, int], sigma: float = 1.0
     hard = nearest_grid(mask, grid_hw)
     if sigma == 0:
         return hard
-    return np.clip(cv2.GaussianBlur(hard, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE),
-                   0.0, 1.0).astype(np.float32)
+    return np.clip(
+        cv2.GaussianBlur(hard, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE), 0.0, 1.0
+    ).astype(np.float32)
 
 
-# ---- drawing ----------------------------------------------------------------------------------------------------
+# ---- drawing
+# ----------------------------------------------------------------------------------------------------
 
 
 def _shape_hw(shape: Sequence[int]) -> tuple[int, int]:
@@ -267,8 +305,10 @@ def _points_xy(points, what: str) -> np.ndarray:
 def stroke_to_mask(points, radius: float, shape: Sequence[int]) -> np.ndarray:
     """A scribble: the polyline through ``points`` ((x, y) pixel coordinates) drawn with a round brush.
 
-    The one-pixel polyline (OpenCV) dilated by a Euclidean disk of ``radius``: every pixel within ``radius`` of a
-    drawn line pixel, so caps and joints are round and the brush is never wider than asked (OpenCV's own thick lines
+    The one-pixel polyline (OpenCV) dilated by a Euclidean disk of ``radius``: every pixel within ``radius``
+    of a
+    drawn line pixel, so caps and joints are round and the brush is never wider than asked (OpenCV's own thick
+    lines
     overshoot by up to a pixel). A single point gives a disk. Points may lie outside the image; the stroke is
     clipped. ``radius = 0`` draws the one-pixel line.
     """
@@ -281,11 +321,12 @@ def stroke_to_mask(points, radius: float, shape: Sequence[int]) -> np.ndarray:
     r = round(radius)
     # Draw on a canvas padded by r so brush disks centred just outside the image still reach into it.
     canvas = np.zeros((h + 2 * r, w + 2 * r), np.uint8)
-    cv2.polylines(canvas, [(pts + r).reshape(-1, 1, 2)], isClosed=False, color=1, thickness=1,
-                  lineType=cv2.LINE_8)
+    cv2.polylines(
+        canvas, [(pts + r).reshape(-1, 1, 2)], isClosed=False, color=1, thickness=1, lineType=cv2.LINE_8
+    )
     inside = (pts[:, 0] + r >= 0) & (pts[:, 0] < w + r) & (pts[:, 1] + r >= 0) & (pts[:, 1] < h + r)
     canvas[pts[inside, 1] + r, pts[inside, 0] + r] = 1  # polylines draws nothing for a single vertex
-    return dilate(canvas.astype(np.float32), r)[r:r + h, r:r + w].copy()
+    return dilate(canvas.astype(np.float32), r)[r : r + h, r : r + w].copy()
 
 
 def polygon_to_mask(polygons, shape: Sequence[int]) -> np.ndarray:
@@ -337,11 +378,14 @@ def _hard_uint8(mask: np.ndarray) -> np.ndarray:
     return (np.asarray(mask) > 0).astype(np.uint8)
 
 
-def shrink(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.1, 0.5)) -> np.ndarray:
+def shrink(
+    mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.1, 0.5)
+) -> np.ndarray:
     """Erode by ``max(1, f · R)`` pixels, ``f ~ U(fraction)``, R = the largest inscribed radius (max distance
     transform).
 
-    Scaling by R (not by image size) keeps thin masks from vanishing: with ``f < 1`` the core survives. The image
+    Scaling by R (not by image size) keeps thin masks from vanishing: with ``f < 1`` the core survives. The
+    image
     border does not erode (the object may continue beyond the frame). Result ⊆ mask (soft values are kept).
     """
     m = np.asarray(mask, dtype=np.float32)
@@ -357,7 +401,9 @@ def shrink(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float,
     return (m * keep).astype(np.float32)
 
 
-def expand(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)) -> np.ndarray:
+def expand(
+    mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)
+) -> np.ndarray:
     """Dilate by ``max(1, round(f · sqrt(area / π)))`` pixels, ``f ~ U(fraction)`` (the mask's equivalent radius).
 
     Result ⊇ mask.
@@ -370,8 +416,13 @@ def expand(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float,
     return np.maximum(dilate(m, pixels), m)
 
 
-def punch_holes(mask: np.ndarray, rng: np.random.Generator, *, count: tuple[int, int] = (1, 4),
-                radius_fraction: tuple[float, float] = (0.2, 0.6)) -> np.ndarray:
+def punch_holes(
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    count: tuple[int, int] = (1, 4),
+    radius_fraction: tuple[float, float] = (0.2, 0.6),
+) -> np.ndarray:
     """Drop ``n ~ U{count}`` disks centred on random mask pixels, each of radius ``f · R`` (R: largest inscribed
     radius, ``f ~ U(radius_fraction)``, at least 1 pixel). Result ⊆ mask; if the holes would erase the whole
     mask, it is returned unchanged (a removal request with no mask left is not a training sample)."""
@@ -392,9 +443,12 @@ def punch_holes(mask: np.ndarray, rng: np.random.Generator, *, count: tuple[int,
     return out.astype(np.float32) if out.any() else m.copy()
 
 
-def shift(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)) -> np.ndarray:
+def shift(
+    mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)
+) -> np.ndarray:
     """Translate by a whole-pixel offset of ``f ·`` the mask's bounding-box height/width per axis (random signs,
-    at least 1 pixel on one axis). Pixels pushed past the border are dropped, so the area is preserved unless the
+    at least 1 pixel on one axis). Pixels pushed past the border are dropped, so the area is preserved unless
+    the
     mask is clipped; the offset never moves the whole mask out of the image."""
     from scipy.ndimage import shift as nd_shift
 
@@ -419,12 +473,16 @@ def shift(mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, 
 
 
 _PERTURBATIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
-    "shrink": shrink, "expand": expand, "holes": punch_holes, "shift": shift,
+    "shrink": shrink,
+    "expand": expand,
+    "holes": punch_holes,
+    "shift": shift,
 }
 
 
-def perturb_mask(mask: np.ndarray, mode: str, rng: np.random.Generator, *,
-                 object_core: np.ndarray | None = None) -> np.ndarray:
+def perturb_mask(
+    mask: np.ndarray, mode: str, rng: np.random.Generator, *, object_core: np.ndarray | None = None
+) -> np.ndarray:
     """Apply one perturbation mode (a key of :data:`PERTURBATION_PROBABILITIES`) with default magnitudes.
 
     ``"object_core"`` returns ``object_core`` (the SAVP object mask m_obj), which must then be given.
@@ -439,8 +497,9 @@ def perturb_mask(mask: np.ndarray, mode: str, rng: np.random.Generator, *,
     try:
         fn = _PERTURBATIONS[mode]
     except KeyError:
-        raise ValueError(f"unknown perturbation mode {mode!r}; choose from "
-                         f"{', '.join(PERTURBATION_PROBABILITIES)}") from None
+        raise ValueError(
+            f"unknown perturbation mode {mode!r}; choose from {', '.join(PERTURBATION_PROBABILITIES)}"
+        ) from None
     return fn(mask, rng)
 
 

@@ -20,7 +20,8 @@ from .types import InvalidInputError, MissingWeightsError, UnknownMethodError
 class WeightRequirement:
     """One thing a method needs on disk (or in the process).
 
-    ``locate`` returns where it resolves locally (a path or a short description) or None when it is missing; it
+    ``locate`` returns where it resolves locally (a path or a short description) or None when it is missing;
+    it
     must never touch the network. ``fetch_hint`` is the one command that gets it.
     """
 
@@ -121,8 +122,9 @@ def method_info(spec: MethodSpec) -> MethodInfo:
     if missing:
         hints = "; ".join(f"{s.name}: {s.fetch_hint}" if s.fetch_hint else s.name for s in missing)
         reason = f"missing weights — {hints}"
-    return MethodInfo(spec.name, spec.description, spec.family, spec.requires_mask, not missing, reason,
-                      tuple(statuses))
+    return MethodInfo(
+        spec.name, spec.description, spec.family, spec.requires_mask, not missing, reason, tuple(statuses)
+    )
 
 
 def available_methods(*, only_available: bool = False) -> list[MethodInfo]:
@@ -136,12 +138,17 @@ def resolve_auto(*, mask_given: bool = True) -> str:
     """The best available method: highest auto_priority whose weights resolve locally."""
     _ensure_loaded()
     # A mask selects the masked methods; no mask selects the mask-free (text-guided) ones.
-    candidates = [(s.auto_priority, s) for s in _REGISTRY.values()
-                  if s.auto_priority is not None and s.requires_mask == mask_given]
+    candidates = [
+        (s.auto_priority, s)
+        for s in _REGISTRY.values()
+        if s.auto_priority is not None and s.requires_mask == mask_given
+    ]
     for _, spec in sorted(candidates, key=lambda ranked: (-ranked[0], ranked[1].name)):
         if method_info(spec).available:
             return spec.name
-    raise MissingWeightsError("no method is available for this request (install pypatchmatch or download weights)")
+    raise MissingWeightsError(
+        "no method is available for this request (install pypatchmatch or download weights)"
+    )
 
 
 def load_options(spec: MethodSpec) -> set[str]:
@@ -150,8 +157,9 @@ def load_options(spec: MethodSpec) -> set[str]:
     return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-def check_call(spec: MethodSpec, options: dict[str, Any], *, prompt: str | None = None,
-               from_python: bool = True) -> dict[str, Any]:
+def check_call(
+    spec: MethodSpec, options: dict[str, Any], *, prompt: str | None = None, from_python: bool = True
+) -> dict[str, Any]:
     """Per-call options checked against the method's declaration before anything loads (typed values), and a
     prompt refused if the method takes none. ``from_python=False`` for text and network input."""
     check = getattr(spec.factory, "check_call", None)
@@ -160,8 +168,12 @@ def check_call(spec: MethodSpec, options: dict[str, Any], *, prompt: str | None 
     return check(options, prompt=prompt, from_python=from_python)
 
 
-def split_options(spec: MethodSpec, options: dict[str, Any], *, prompt: str | None = None,
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_options(
+    spec: MethodSpec,
+    options: dict[str, Any],
+    *,
+    prompt: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(load options the factory takes, per-call options): how ``remove()`` and ``batch`` route one option
     dict.
 

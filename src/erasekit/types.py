@@ -54,7 +54,8 @@ class UnknownMethodError(InvalidInputError):
 class RemovalRequest:
     """One removal job as a remover sees it.
 
-    ``image`` is uint8 RGB H×W×3, ``mask`` float32 H×W in [0, 1] (1 = remove) or ``None`` for mask-free methods.
+    ``image`` is uint8 RGB H×W×3, ``mask`` float32 H×W in [0, 1] (1 = remove) or ``None`` for mask-free
+    methods.
     ``dilate`` grows the mask by that many pixels before anything else; ``hd_strategy`` (an
     :class:`erasekit.hd.HDStrategy`) decides how large images are processed; ``refine`` names the refiners
     that run on the method's output before paste-back (``"color-match,poisson"``, a list, or None; read by
@@ -72,9 +73,15 @@ class RemovalRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.image, np.ndarray) and self.image.dtype == np.uint8 and self.image.ndim == 3
-                and self.image.shape[2] == 3):
-            raise InvalidInputError("image must be a uint8 RGB array of shape H×W×3 (use erasekit.io to convert)")
+        if not (
+            isinstance(self.image, np.ndarray)
+            and self.image.dtype == np.uint8
+            and self.image.ndim == 3
+            and self.image.shape[2] == 3
+        ):
+            raise InvalidInputError(
+                "image must be a uint8 RGB array of shape H×W×3 (use erasekit.io to convert)"
+            )
         if self.mask is not None:
             if not (isinstance(self.mask, np.ndarray) and self.mask.ndim == 2):
                 raise InvalidInputError("mask must be a 2-D array (H×W)")
@@ -92,8 +99,10 @@ class RemovalResult:
     """What every remover returns.
 
     ``image``: uint8 RGB H×W×3 at the input's size. ``alpha``: float32 H×W in [0, 1], the region the method
-    actually edited (the effect-aware alpha for OSOR, the processed mask for others). ``unchanged`` is True when the
-    mask was empty and the input came back as it was. ``timings`` are seconds per stage; ``metadata`` records the
+    actually edited (the effect-aware alpha for OSOR, the processed mask for others). ``unchanged`` is True
+    when the
+    mask was empty and the input came back as it was. ``timings`` are seconds per stage; ``metadata`` records
+    the
     settings that produced the result (method options, seed, strategy) so a result can be reproduced.
     """
 

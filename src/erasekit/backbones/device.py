@@ -1,12 +1,15 @@
 """Device and precision choices for diffusion backbones, and how a loaded pipeline is placed.
 
 ``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` is float32 on CPU (half precision is slow or
-unsupported there), bfloat16 for FLUX on a GPU (its activations overflow float16) and float16 for SD/SDXL on a GPU.
+unsupported there), bfloat16 for FLUX on a GPU (its activations overflow float16) and float16 for SD/SDXL on a
+GPU.
 The SDXL VAE overflows in float16; its config says ``force_upcast`` and both diffusers' pipelines and
 :mod:`erasekit.backbones.latents` then run it in float32, so nothing else is needed here.
 
-Small GPUs: ``offload="model"`` keeps each component on the CPU until it runs (accelerate hooks, via diffusers'
-``enable_model_cpu_offload``), ``offload="sequential"`` streams weights layer by layer (slowest, least memory),
+Small GPUs: ``offload="model"`` keeps each component on the CPU until it runs (accelerate hooks, via
+diffusers'
+``enable_model_cpu_offload``), ``offload="sequential"`` streams weights layer by layer (slowest, least
+memory),
 ``attention_slicing`` computes attention in slices, ``vae_tiling`` decodes large images tile by tile.
 """
 
@@ -50,13 +53,18 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
         raise InvalidInputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("device 'cuda' was requested but no CUDA GPU is available (use --device cpu)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InvalidInputError("device 'mps' was requested but Apple MPS is not available (use --device cpu)")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise InvalidInputError(
+            "device 'mps' was requested but Apple MPS is not available (use --device cpu)"
+        )
     return device
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, *,
-                  family: str = "sd") -> torch.dtype:
+def resolve_dtype(
+    dtype: str | torch.dtype | None, device: torch.device, *, family: str = "sd"
+) -> torch.dtype:
     """Parse ``fp32``/``fp16``/``bf16`` (and torch dtypes); ``None``/``auto`` picks per device and family."""
     import torch
 
@@ -92,7 +100,9 @@ def place_pipeline(pipe: Any, device: torch.device, options: PlacementOptions | 
     options = options or PlacementOptions()
     if options.offload != "none":
         if device.type == "cpu":
-            raise InvalidInputError("CPU offload needs a GPU device; on the CPU the model already lives in RAM")
+            raise InvalidInputError(
+                "CPU offload needs a GPU device; on the CPU the model already lives in RAM"
+            )
         if options.offload == "model":
             pipe.enable_model_cpu_offload(device=device)
         else:

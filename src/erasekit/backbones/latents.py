@@ -1,15 +1,19 @@
 """Latent codecs: VAE encode/decode with each VAE's scaling and shift factors, FLUX 2×2 packing, masks to latents.
 
-Every formula here mirrors what diffusers' own pipelines do, so a method that works in latent space (OSOR's one-step
-restoration, EraDiff, ...) sees exactly the latents a diffusers pipeline would, and tests check that bit for bit:
+Every formula here mirrors what diffusers' own pipelines do, so a method that works in latent space (OSOR's
+one-step
+restoration, EraDiff, ...) sees exactly the latents a diffusers pipeline would, and tests check that bit for
+bit:
 
 * SD / SDXL: ``z = scaling_factor · E(x)``, ``x = D(z / scaling_factor)`` (``StableDiffusion*Pipeline``);
-  a VAE with ``latents_mean``/``latents_std`` in its config uses ``z = (E(x) - mean) · scaling / std`` (as SDXL
+  a VAE with ``latents_mean``/``latents_std`` in its config uses ``z = (E(x) - mean) · scaling / std`` (as
+  SDXL
   pipelines do when those fields are present);
 * FLUX: ``z = (E(x) - shift_factor) · scaling_factor``, ``x = D(z / scaling_factor + shift_factor)``
   (``FluxFillPipeline.prepare_mask_latents`` and its decode step).
 
-A float16 VAE whose config says ``force_upcast`` (SDXL's) is run in float32 for the call, as the SDXL pipelines do.
+A float16 VAE whose config says ``force_upcast`` (SDXL's) is run in float32 for the call, as the SDXL
+pipelines do.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ def _latent_stats(vae, like: torch.Tensor):
     if mean is None or std is None:
         return None, None
     c = len(mean)
-    return (torch.tensor(mean).view(1, c, 1, 1).to(like.device, like.dtype),
-            torch.tensor(std).view(1, c, 1, 1).to(like.device, like.dtype))
+    return (
+        torch.tensor(mean).view(1, c, 1, 1).to(like.device, like.dtype),
+        torch.tensor(std).view(1, c, 1, 1).to(like.device, like.dtype),
+    )
 
 
 @contextlib.contextmanager
@@ -56,12 +62,14 @@ def _compute_dtype(vae) -> Iterator[torch.dtype]:
         yield original
 
 
-def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None,
-           sample: bool = False) -> torch.Tensor:
+def encode(
+    vae, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = False
+) -> torch.Tensor:
     """NCHW images in [-1, 1] -> scaled (and shifted) latents, in the images' dtype.
 
     ``sample=False`` takes the mean of the posterior (deterministic); ``sample=True`` draws from it with
-    ``generator``, like diffusers' ``retrieve_latents(..., sample_mode="sample")`` in its inpainting pipelines.
+    ``generator``, like diffusers' ``retrieve_latents(..., sample_mode="sample")`` in its inpainting
+    pipelines.
     """
     out_dtype = images.dtype
     with _compute_dtype(vae) as dtype:
@@ -96,8 +104,10 @@ def decode(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# FLUX packing. diffusers keeps these as private static methods of FluxPipeline; they are re-stated here in terms of
-# latent sizes (not pixel sizes) so latent-space methods need no pipeline object. Tests pin them to diffusers'.
+# FLUX packing. diffusers keeps these as private static methods of FluxPipeline; they are re-stated here in
+# terms of
+# latent sizes (not pixel sizes) so latent-space methods need no pipeline object. Tests pin them to
+# diffusers'.
 # --------------------------------------------------------------------------------------------------------------------
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:
     """N×C×H×W -> N×(H/2·W/2)×(4C): 2×2 patches flattened into tokens (FluxPipeline._pack_latents)."""
@@ -121,8 +131,10 @@ def unpack_latents(packed: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Te
 def fill_mask_tokens(mask: torch.Tensor, vae_scale: int = 8) -> torch.Tensor:
     """FLUX Fill's mask conditioning: a pixel mask N×1×H×W pixel-unshuffled to (s·s) channels, then packed.
 
-    Equals the mask half of ``FluxFillPipeline.prepare_mask_latents`` (the 8×8 unshuffle is written as a view and a
-    permute there; ``torch.nn.functional.pixel_unshuffle`` uses the other channel order, hence the explicit view).
+    Equals the mask half of ``FluxFillPipeline.prepare_mask_latents`` (the 8×8 unshuffle is written as a view
+    and a
+    permute there; ``torch.nn.functional.pixel_unshuffle`` uses the other channel order, hence the explicit
+    view).
     """
     n, _, h, w = mask.shape
     lh, lw = h // vae_scale, w // vae_scale
@@ -133,12 +145,15 @@ def fill_mask_tokens(mask: torch.Tensor, vae_scale: int = 8) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------------
 # Masks to the latent grid
 # --------------------------------------------------------------------------------------------------------------------
-def mask_to_latent(mask: torch.Tensor, latent_hw: tuple[int, int],
-                   mode: Literal["max", "nearest"] = "max") -> torch.Tensor:
+def mask_to_latent(
+    mask: torch.Tensor, latent_hw: tuple[int, int], mode: Literal["max", "nearest"] = "max"
+) -> torch.Tensor:
     """Pixel mask N×1×H×W -> N×1×h×w on the latent grid.
 
-    ``max``: a latent cell is masked when any pixel it covers is (OSOR's ``maxpool8``; adaptive pooling when the size
-    is not an exact multiple). ``nearest``: ``F.interpolate`` nearest, what diffusers' inpainting pipelines do.
+    ``max``: a latent cell is masked when any pixel it covers is (OSOR's ``maxpool8``; adaptive pooling when
+    the size
+    is not an exact multiple). ``nearest``: ``F.interpolate`` nearest, what diffusers' inpainting pipelines
+    do.
     """
     import torch.nn.functional as F
 
@@ -153,5 +168,12 @@ def mask_to_latent(mask: torch.Tensor, latent_hw: tuple[int, int],
     return F.adaptive_max_pool2d(mask, (lh, lw))
 
 
-__all__ = ["decode", "encode", "fill_mask_tokens", "mask_to_latent", "pack_latents", "unpack_latents",
-           "vae_scale_factor"]
+__all__ = [
+    "decode",
+    "encode",
+    "fill_mask_tokens",
+    "mask_to_latent",
+    "pack_latents",
+    "unpack_latents",
+    "vae_scale_factor",
+]

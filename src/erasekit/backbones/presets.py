@@ -3,13 +3,17 @@
 A preset names one diffusers checkpoint on the Hugging Face Hub and says how to load it. Weights are looked up
 locally, in this order, and the network is used only when the caller explicitly allows it:
 
-1. an explicit local path (``--model PATH`` / ``model=PATH`` / ``path=``): a diffusers folder with ``model_index.json``;
-2. ``$ERASEKIT_MODELS_DIR/<preset name>/`` or ``$ERASEKIT_MODELS_DIR/<org>/<repo>/`` (the Hub id as folders), e.g.
-   ``$ERASEKIT_MODELS_DIR/sdxl-inpaint`` or ``$ERASEKIT_MODELS_DIR/diffusers/stable-diffusion-xl-1.0-inpainting-0.1``;
+1. an explicit local path (``--model PATH`` / ``model=PATH`` / ``path=``): a diffusers folder with
+``model_index.json``;
+2. ``$ERASEKIT_MODELS_DIR/<preset name>/`` or ``$ERASEKIT_MODELS_DIR/<org>/<repo>/`` (the Hub id as folders),
+e.g.
+   ``$ERASEKIT_MODELS_DIR/sdxl-inpaint`` or
+   ``$ERASEKIT_MODELS_DIR/diffusers/stable-diffusion-xl-1.0-inpainting-0.1``;
 3. the local Hugging Face cache (``$HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``), read with
    ``huggingface_hub.snapshot_download(local_files_only=True)`` — never a network request.
 
-If none has the weights, :class:`~erasekit.types.MissingWeightsError` names the preset, the Hub id and the command
+If none has the weights, :class:`~erasekit.types.MissingWeightsError` names the preset, the Hub id and the
+command
 that fetches it (``erasekit download NAME``). Downloads happen only in :func:`download` (the ``download``
 command) or when ``allow_download=True`` (``--allow-download``).
 """
@@ -36,7 +40,8 @@ MODELS_DIR_ENV = "ERASEKIT_MODELS_DIR"
 # Components whose folders must hold weights (not just a config) for a checkpoint to count as present.
 _WEIGHT_COMPONENTS = frozenset({"unet", "transformer", "vae", "text_encoder", "text_encoder_2"})
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-# Files a diffusers checkpoint folder never needs: other frameworks, single-file dumps, EMA-less/variant copies.
+# Files a diffusers checkpoint folder never needs: other frameworks, single-file dumps, EMA-less/variant
+# copies.
 _IGNORE_DEFAULT = ("*.bin", "*.ckpt", "*.msgpack", "*.onnx", "*.onnx_data", "*.pb", "*.h5", "*.non_ema.*",
                    "*.fp16.*", "*.ema.*")
 _SD_LOAD_KWARGS = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
@@ -48,12 +53,12 @@ class BackbonePreset:
 
     name: str
     hub_id: str
-    pipeline_class: str                 # diffusers class that loads it (StableDiffusionXLInpaintPipeline, ...)
+    pipeline_class: str  # diffusers class that loads it (StableDiffusionXLInpaintPipeline, ...)
     family: Family
     task: Literal["inpaint", "text2image"]
-    components: tuple[str, ...]         # sub-folders to fetch (model_index.json lists them)
+    components: tuple[str, ...]  # sub-folders to fetch (model_index.json lists them)
     description: str
-    gated: bool = False                 # the Hub requires accepting a licence and a token
+    gated: bool = False  # the Hub requires accepting a licence and a token
     approx_download_gb: float = 0.0
     load_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -74,39 +79,84 @@ def _sd_components(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     return ("scheduler", "text_encoder", "tokenizer", "unet", "vae") + extra
 
 
-PRESETS: dict[str, BackbonePreset] = {p.name: p for p in (
-    BackbonePreset(
-        name="sd15-inpaint", hub_id="botp/stable-diffusion-v1-5-inpainting",
-        pipeline_class="StableDiffusionInpaintPipeline", family="sd", task="inpaint",
-        components=_sd_components(), description="Stable Diffusion 1.5 inpainting (9-channel UNet)",
-        approx_download_gb=2.1, load_kwargs=_SD_LOAD_KWARGS),
-    BackbonePreset(
-        name="sd2-inpaint", hub_id="stabilityai/stable-diffusion-2-inpainting",
-        pipeline_class="StableDiffusionInpaintPipeline", family="sd", task="inpaint",
-        components=_sd_components(), description="Stable Diffusion 2 inpainting (512 px, OpenCLIP ViT-H)",
-        approx_download_gb=2.6, load_kwargs=_SD_LOAD_KWARGS),
-    BackbonePreset(
-        name="sdxl-inpaint", hub_id="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
-        pipeline_class="StableDiffusionXLInpaintPipeline", family="sdxl", task="inpaint",
-        components=_sd_components(("text_encoder_2", "tokenizer_2")),
-        description="SDXL 1.0 inpainting 0.1 (the OSOR SDXL backbone)", approx_download_gb=10.3),
-    BackbonePreset(
-        name="flux-fill", hub_id="black-forest-labs/FLUX.1-Fill-dev", pipeline_class="FluxFillPipeline",
-        family="flux", task="inpaint",
-        components=("scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer", "vae"),
-        description="FLUX.1 Fill dev (the OSOR FLUX backbone; gated on the Hub)", gated=True,
-        approx_download_gb=33.8),
-    BackbonePreset(
-        name="sd15", hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
-        pipeline_class="StableDiffusionPipeline", family="sd", task="text2image",
-        components=_sd_components(), description="Stable Diffusion 1.5 text-to-image (mask-free methods)",
-        approx_download_gb=2.1, load_kwargs=_SD_LOAD_KWARGS),
-    BackbonePreset(
-        name="sd21-base", hub_id="stabilityai/stable-diffusion-2-1-base",
-        pipeline_class="StableDiffusionPipeline", family="sd", task="text2image",
-        components=_sd_components(), description="Stable Diffusion 2.1 base text-to-image, 512 px",
-        approx_download_gb=2.6, load_kwargs=_SD_LOAD_KWARGS),
-)}
+PRESETS: dict[str, BackbonePreset] = {
+    p.name: p
+    for p in (
+        BackbonePreset(
+            name="sd15-inpaint",
+            hub_id="botp/stable-diffusion-v1-5-inpainting",
+            pipeline_class="StableDiffusionInpaintPipeline",
+            family="sd",
+            task="inpaint",
+            components=_sd_components(),
+            description="Stable Diffusion 1.5 inpainting (9-channel UNet)",
+            approx_download_gb=2.1,
+            load_kwargs=_SD_LOAD_KWARGS,
+        ),
+        BackbonePreset(
+            name="sd2-inpaint",
+            hub_id="stabilityai/stable-diffusion-2-inpainting",
+            pipeline_class="StableDiffusionInpaintPipeline",
+            family="sd",
+            task="inpaint",
+            components=_sd_components(),
+            description="Stable Diffusion 2 inpainting (512 px, OpenCLIP ViT-H)",
+            approx_download_gb=2.6,
+            load_kwargs=_SD_LOAD_KWARGS,
+        ),
+        BackbonePreset(
+            name="sdxl-inpaint",
+            hub_id="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+            pipeline_class="StableDiffusionXLInpaintPipeline",
+            family="sdxl",
+            task="inpaint",
+            components=_sd_components(("text_encoder_2", "tokenizer_2")),
+            description="SDXL 1.0 inpainting 0.1 (the OSOR SDXL backbone)",
+            approx_download_gb=10.3,
+        ),
+        BackbonePreset(
+            name="flux-fill",
+            hub_id="black-forest-labs/FLUX.1-Fill-dev",
+            pipeline_class="FluxFillPipeline",
+            family="flux",
+            task="inpaint",
+            components=(
+                "scheduler",
+                "text_encoder",
+                "text_encoder_2",
+                "tokenizer",
+                "tokenizer_2",
+                "transformer",
+                "vae",
+            ),
+            description="FLUX.1 Fill dev (the OSOR FLUX backbone; gated on the Hub)",
+            gated=True,
+            approx_download_gb=33.8,
+        ),
+        BackbonePreset(
+            name="sd15",
+            hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            pipeline_class="StableDiffusionPipeline",
+            family="sd",
+            task="text2image",
+            components=_sd_components(),
+            description="Stable Diffusion 1.5 text-to-image (mask-free methods)",
+            approx_download_gb=2.1,
+            load_kwargs=_SD_LOAD_KWARGS,
+        ),
+        BackbonePreset(
+            name="sd21-base",
+            hub_id="stabilityai/stable-diffusion-2-1-base",
+            pipeline_class="StableDiffusionPipeline",
+            family="sd",
+            task="text2image",
+            components=_sd_components(),
+            description="Stable Diffusion 2.1 base text-to-image, 512 px",
+            approx_download_gb=2.6,
+            load_kwargs=_SD_LOAD_KWARGS,
+        ),
+    )
+}
 
 
 def get_preset(name: str) -> BackbonePreset:
@@ -152,8 +202,11 @@ def checkpoint_problem(folder: Path, components: tuple[str, ...] = ()) -> str | 
             entries = json.loads(index.read_text())
         except (OSError, ValueError) as exc:
             return f"{index} is unreadable: {exc}"
-        components = tuple(k for k, v in entries.items()
-                           if not k.startswith("_") and isinstance(v, list) and v[0] is not None)
+        components = tuple(
+            k
+            for k, v in entries.items()
+            if not k.startswith("_") and isinstance(v, list) and v[0] is not None
+        )
     for comp in components:
         sub = folder / comp
         if not sub.is_dir():
@@ -187,8 +240,12 @@ def _from_hf_cache(hub_id: str, preset: BackbonePreset | None) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        snapshot = snapshot_download(hub_id, local_files_only=True, cache_dir=hf_cache_dir(),
-                                     allow_patterns=preset.allow_patterns if preset else None)
+        snapshot = snapshot_download(
+            hub_id,
+            local_files_only=True,
+            cache_dir=hf_cache_dir(),
+            allow_patterns=preset.allow_patterns if preset else None,
+        )
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         return None
     folder = Path(snapshot)
@@ -218,29 +275,45 @@ def locate_preset(name: str) -> str | None:
 
 def _missing_message(preset: BackbonePreset | None, hub_id: str) -> str:
     root = models_dir()
-    where = (f"${MODELS_DIR_ENV} ({root})" if root else f"${MODELS_DIR_ENV} (unset)") + \
-        f" and the Hugging Face cache ({hf_cache_dir()})"
+    where = (
+        f"${MODELS_DIR_ENV} ({root})" if root else f"${MODELS_DIR_ENV} (unset)"
+    ) + f" and the Hugging Face cache ({hf_cache_dir()})"
     if preset is None:
-        return (f"checkpoint {hub_id!r} is not on this machine (looked in {where}); download it with "
-                f"`hf download {hub_id}` or pass allow_download=True / --allow-download")
-    gated = " (gated: accept its licence on huggingface.co and run `hf auth login` first)" if preset.gated else ""
-    return (f"backbone {preset.name!r} (Hub id {preset.hub_id}) is not on this machine (looked in {where}); "
-            f"fetch it with: erasekit download {preset.name}{gated}")
+        return (
+            f"checkpoint {hub_id!r} is not on this machine (looked in {where}); download it with "
+            f"`hf download {hub_id}` or pass allow_download=True / --allow-download"
+        )
+    gated = (
+        " (gated: accept its licence on huggingface.co and run `hf auth login` first)" if preset.gated else ""
+    )
+    return (
+        f"backbone {preset.name!r} (Hub id {preset.hub_id}) is not on this machine (looked in {where}); "
+        f"fetch it with: erasekit download {preset.name}{gated}"
+    )
 
 
-def resolve_model_path(preset_or_path: BackbonePreset | str | os.PathLike, *, path: str | os.PathLike | None = None,
-                       allow_download: bool = False) -> Path:
+def resolve_model_path(
+    preset_or_path: BackbonePreset | str | os.PathLike,
+    *,
+    path: str | os.PathLike | None = None,
+    allow_download: bool = False,
+) -> Path:
     """The local folder to load, in the order explicit path > ``$ERASEKIT_MODELS_DIR`` > HF cache (> download).
 
     ``preset_or_path`` is a preset (or its name), a local folder, or a Hub id ``org/repo``. ``path`` overrides
-    everything. Raises :class:`MissingWeightsError` (with the fetch command) when nothing local has the weights and
+    everything. Raises :class:`MissingWeightsError` (with the fetch command) when nothing local has the
+    weights and
     ``allow_download`` is False; :class:`InvalidInputError` for an explicit path that is not a checkpoint.
     """
     return resolve(preset_or_path, path=path, allow_download=allow_download).path
 
 
-def resolve(preset_or_path: BackbonePreset | str | os.PathLike, *, path: str | os.PathLike | None = None,
-            allow_download: bool = False) -> Resolved:
+def resolve(
+    preset_or_path: BackbonePreset | str | os.PathLike,
+    *,
+    path: str | os.PathLike | None = None,
+    allow_download: bool = False,
+) -> Resolved:
     """Like :func:`resolve_model_path`, also saying where the weights came from."""
     explicit = Path(path).expanduser() if path is not None else None
     preset: BackbonePreset | None = None
@@ -257,8 +330,10 @@ def resolve(preset_or_path: BackbonePreset | str | os.PathLike, *, path: str | o
         return Resolved(explicit, "path")
     hub_id = preset.hub_id if preset else str(preset_or_path)
     if preset is None and (hub_id.count("/") != 1 or hub_id.startswith((".", "/", "~"))):
-        raise InvalidInputError(f"{hub_id!r} is neither a backbone preset ({', '.join(PRESETS)}), an existing "
-                                f"folder nor a Hub id org/repo")
+        raise InvalidInputError(
+            f"{hub_id!r} is neither a backbone preset ({', '.join(PRESETS)}), an existing "
+            f"folder nor a Hub id org/repo"
+        )
     preset = preset or preset_for_hub_id(hub_id)
     found = find_local(preset or hub_id)
     if found is not None:
@@ -271,12 +346,19 @@ def resolve(preset_or_path: BackbonePreset | str | os.PathLike, *, path: str | o
 # --------------------------------------------------------------------------------------------------------------------
 # Download (only on explicit request)
 # --------------------------------------------------------------------------------------------------------------------
-def download(preset_or_id: BackbonePreset | str, *, local_dir: str | os.PathLike | None = None,
-             revision: str | None = None, token: str | bool | None = None) -> Path:
+def download(
+    preset_or_id: BackbonePreset | str,
+    *,
+    local_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+) -> Path:
     """Fetch a preset (or any diffusers Hub repo) with ``huggingface_hub.snapshot_download``.
 
-    Only the files a diffusers pipeline needs are fetched (``allow_patterns``). Interrupted downloads resume: the
-    hub client keeps partial files and continues them on the next call. Without ``local_dir`` the files go to the
+    Only the files a diffusers pipeline needs are fetched (``allow_patterns``). Interrupted downloads resume:
+    the
+    hub client keeps partial files and continues them on the next call. Without ``local_dir`` the files go to
+    the
     Hugging Face cache, where :func:`find_local` finds them.
     """
     from huggingface_hub import snapshot_download
@@ -303,16 +385,21 @@ def download(preset_or_id: BackbonePreset | str, *, local_dir: str | os.PathLike
     try:
         folder = snapshot_download(hub_id, **kwargs)
     except GatedRepoError:
-        raise MissingWeightsError(f"{hub_id} is gated: accept its licence on https://huggingface.co/{hub_id} and "
-                                  f"log in with `hf auth login`, then rerun `erasekit download {label}`") from None
+        raise MissingWeightsError(
+            f"{hub_id} is gated: accept its licence on https://huggingface.co/{hub_id} and "
+            f"log in with `hf auth login`, then rerun `erasekit download {label}`"
+        ) from None
     except RepositoryNotFoundError:
         raise MissingWeightsError(f"Hub repository {hub_id} was not found (or needs a token)") from None
     except (OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
-        raise MissingWeightsError(f"cannot download {hub_id}: offline ({_one_line(exc)}); unset HF_HUB_OFFLINE "
-                                  f"and check the network") from None
+        raise MissingWeightsError(
+            f"cannot download {hub_id}: offline ({_one_line(exc)}); unset HF_HUB_OFFLINE "
+            f"and check the network"
+        ) from None
     except (HfHubHTTPError, OSError) as exc:
-        raise MissingWeightsError(f"downloading {hub_id} failed: {_one_line(exc)}; rerun `erasekit download "
-                                  f"{label}` to resume") from None
+        raise MissingWeightsError(
+            f"downloading {hub_id} failed: {_one_line(exc)}; rerun `erasekit download {label}` to resume"
+        ) from None
     return Path(folder)
 
 
@@ -331,13 +418,21 @@ def _read_index(folder: Path) -> dict[str, Any]:
         raise InvalidInputError(f"cannot read {folder / 'model_index.json'}: {_one_line(exc)}") from None
 
 
-def load_pipeline(preset: BackbonePreset | str | os.PathLike, *, path: str | os.PathLike | None = None,
-                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                  allow_download: bool = False, pipeline_cls: Any = None, variant: str | None = None,
-                  placement: PlacementOptions | None = None):
+def load_pipeline(
+    preset: BackbonePreset | str | os.PathLike,
+    *,
+    path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    allow_download: bool = False,
+    pipeline_cls: Any = None,
+    variant: str | None = None,
+    placement: PlacementOptions | None = None,
+):
     """Resolve (offline first) and load a diffusers pipeline with diffusers' own classes, placed on ``device``.
 
-    ``preset``: a preset or its name, a local folder or a Hub id. ``pipeline_cls`` overrides the class (e.g. to
+    ``preset``: a preset or its name, a local folder or a Hub id. ``pipeline_cls`` overrides the class (e.g.
+    to
     load an inpainting checkpoint's components into another pipeline). ``dtype``: ``auto``/fp32/fp16/bf16.
     """
     import diffusers
@@ -364,8 +459,10 @@ def load_pipeline(preset: BackbonePreset | str | os.PathLike, *, path: str | os.
     try:
         pipe = pipeline_cls.from_pretrained(resolved.path, local_files_only=True, variant=variant, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise InvalidInputError(f"cannot load {getattr(pipeline_cls, '__name__', pipeline_cls)} from "
-                                f"{resolved.path}: {_one_line(exc)}") from None
+        raise InvalidInputError(
+            f"cannot load {getattr(pipeline_cls, '__name__', pipeline_cls)} from "
+            f"{resolved.path}: {_one_line(exc)}"
+        ) from None
     place_pipeline(pipe, dev, placement or PlacementOptions())
     return pipe
 

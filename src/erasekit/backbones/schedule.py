@@ -30,7 +30,9 @@ def alphas_cumprod(schedule: Any) -> torch.Tensor:
         return schedule
     table = getattr(schedule, "alphas_cumprod", None)
     if table is None:
-        raise ValueError(f"{type(schedule).__name__} has no alphas_cumprod (is it a flow-matching scheduler?)")
+        raise ValueError(
+            f"{type(schedule).__name__} has no alphas_cumprod (is it a flow-matching scheduler?)"
+        )
     return table
 
 
@@ -65,14 +67,23 @@ def flow_noise(x0: torch.Tensor, noise: torch.Tensor, s: Any) -> torch.Tensor:
     return sigma * noise + (1.0 - sigma) * x0
 
 
-def predict_x0(model_output: torch.Tensor, z_t: torch.Tensor, t: Any,
-               parametrization: Parametrization = "epsilon", *, schedule: Any = None,
-               clip_sample_range: float | None = None) -> torch.Tensor:
+def predict_x0(
+    model_output: torch.Tensor,
+    z_t: torch.Tensor,
+    t: Any,
+    parametrization: Parametrization = "epsilon",
+    *,
+    schedule: Any = None,
+    clip_sample_range: float | None = None,
+) -> torch.Tensor:
     """The one-step clean-latent estimate x̂0 from a model output at ``t``.
 
-    ``epsilon`` / ``v_prediction``: ``t`` is an integer timestep (or one per sample) and ``schedule`` the scheduler
-    (or its ``alphas_cumprod``); equals ``step(...).pred_original_sample`` of DDPM/DDIM with ``clip_sample`` off (pass
-    ``clip_sample_range`` to clamp like ``clip_sample=True``). ``flow``: ``t`` is the noise level s in [0, 1] and the
+    ``epsilon`` / ``v_prediction``: ``t`` is an integer timestep (or one per sample) and ``schedule`` the
+    scheduler
+    (or its ``alphas_cumprod``); equals ``step(...).pred_original_sample`` of DDPM/DDIM with ``clip_sample``
+    off (pass
+    ``clip_sample_range`` to clamp like ``clip_sample=True``). ``flow``: ``t`` is the noise level s in [0, 1]
+    and the
     output a velocity; equals the Euler step of FlowMatchEulerDiscreteScheduler from s to 0.
     """
     import torch
@@ -95,11 +106,13 @@ def predict_x0(model_output: torch.Tensor, z_t: torch.Tensor, t: Any,
             alpha = alpha.to(z_t.device)
         beta = 1 - alpha
         if parametrization == "epsilon":
-            x0 = (z_t - beta ** 0.5 * model_output) / alpha ** 0.5
+            x0 = (z_t - beta**0.5 * model_output) / alpha**0.5
         else:
-            x0 = (alpha ** 0.5) * z_t - (beta ** 0.5) * model_output
+            x0 = (alpha**0.5) * z_t - (beta**0.5) * model_output
     else:
-        raise ValueError(f"unknown parametrization {parametrization!r}; choose one of {', '.join(PARAMETRIZATIONS)}")
+        raise ValueError(
+            f"unknown parametrization {parametrization!r}; choose one of {', '.join(PARAMETRIZATIONS)}"
+        )
     if clip_sample_range is not None:
         x0 = x0.clamp(-clip_sample_range, clip_sample_range)
     return x0
@@ -115,5 +128,12 @@ def parametrization_of(scheduler: Any) -> Parametrization:
     return cast(Parametrization, kind)
 
 
-__all__ = ["PARAMETRIZATIONS", "Parametrization", "add_noise", "alphas_cumprod", "flow_noise",
-           "parametrization_of", "predict_x0"]
+__all__ = [
+    "PARAMETRIZATIONS",
+    "Parametrization",
+    "add_noise",
+    "alphas_cumprod",
+    "flow_noise",
+    "parametrization_of",
+    "predict_x0",
+]

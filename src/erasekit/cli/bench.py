@@ -33,16 +33,20 @@ def _load_options(items: list[str] | None) -> dict[str, dict]:
     """``--load METHOD:KEY=VALUE``: factory keyword arguments, read as JSON literals (else strings)."""
     from .core import literal
 
-    return {method: {k: literal(v) for k, v in texts.items()}
-            for method, texts in _per_method(items, "--load").items()}
+    return {
+        method: {k: literal(v) for k, v in texts.items()}
+        for method, texts in _per_method(items, "--load").items()
+    }
 
 
 def _call_options(items: list[str] | None) -> dict[str, dict]:
     """``-O METHOD:KEY=VALUE``: per-call options parsed by each method's declared types."""
     from ..registry import check_call, get_method
 
-    return {method: check_call(get_method(method), texts, from_python=False)
-            for method, texts in _per_method(items, "--option").items()}
+    return {
+        method: check_call(get_method(method), texts, from_python=False)
+        for method, texts in _per_method(items, "--option").items()
+    }
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -56,29 +60,40 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def bench_command(
-    dataset: Path = typer.Option(None, "--dataset", "-d", help="dataset folder (paired format or a benchmark layout)"),
+    dataset: Path = typer.Option(
+        None, "--dataset", "-d", help="dataset folder (paired format or a benchmark layout)"
+    ),
     methods: str = typer.Option("patchmatch,telea", "--methods", help="comma-separated method names"),
     mask: str = typer.Option("both", "--mask", help="object | effect | both"),
-    metrics: str = typer.Option("fid,cmmd,lpips,psnr,ssim,cfd", "--metrics",
-                                help="comma-separated: psnr,ssim,psnr_mask,ssim_mask,lpips,fid,kid,local_fid,cmmd,"
-                                     "cfd,clip"),
-    out: Path = typer.Option(None, "--out", "-o", help="results folder (reused: finished outputs are cached)"),
-    layout: str = typer.Option("auto", "--layout", help="auto | paired | corne | rord | removalbench | omnipaint"),
+    metrics: str = typer.Option(
+        "fid,cmmd,lpips,psnr,ssim,cfd",
+        "--metrics",
+        help="comma-separated: psnr,ssim,psnr_mask,ssim_mask,lpips,fid,kid,local_fid,cmmd,cfd,clip",
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="results folder (reused: finished outputs are cached)"
+    ),
+    layout: str = typer.Option(
+        "auto", "--layout", help="auto | paired | corne | rord | removalbench | omnipaint"
+    ),
     limit: int = typer.Option(None, "--limit", help="only the first N samples"),
     seed: int = typer.Option(0, "--seed", help="seed passed to every method"),
     warmup: int = typer.Option(1, "--warmup", help="untimed calls before timing each method"),
     device: str = typer.Option("cpu", "--device", help="device for the metric networks"),
-    load: list[str] = typer.Option(None, "--load", help="method load option METHOD:KEY=VALUE (e.g. "
-                                                         "sd15-inpaint:model=/models/sd15)"),
+    load: list[str] = typer.Option(
+        None, "--load", help="method load option METHOD:KEY=VALUE (e.g. sd15-inpaint:model=/models/sd15)"
+    ),
     option: list[str] = typer.Option(None, "--option", "-O", help="method call option METHOD:KEY=VALUE"),
     weights: list[str] = typer.Option(None, "--weights", help="metric weights KEY=PATH (see --list-metrics)"),
-    cfd_reference_quirks: bool = typer.Option(False, "--cfd-reference-quirks",
-                                              help="reproduce the OmniPaint CFD reference code's quirks"),
+    cfd_reference_quirks: bool = typer.Option(
+        False, "--cfd-reference-quirks", help="reproduce the OmniPaint CFD reference code's quirks"
+    ),
     clip_classes: str = typer.Option(None, "--clip-classes", help="comma-separated classes for CLIP acc@k"),
     report: bool = typer.Option(True, "--report/--no-report", help="also write report/index.html"),
     tracemalloc: bool = typer.Option(True, "--tracemalloc/--no-tracemalloc", help="trace Python allocations"),
-    list_metrics: bool = typer.Option(False, "--list-metrics", help="show metric weight files and where they "
-                                                                     "resolve, then exit"),
+    list_metrics: bool = typer.Option(
+        False, "--list-metrics", help="show metric weight files and where they resolve, then exit"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Benchmark removal methods on a paired dataset: per-image CSV, summary JSON, Table-1 Markdown, HTML report."""
@@ -91,13 +106,24 @@ def bench_command(
     from ..eval.runner import BenchConfig, run_benchmark
 
     cfg = BenchConfig(
-        dataset=str(dataset), out=str(out), methods=[m.strip() for m in methods.split(",") if m.strip()],
-        mask=mask, metrics=[m.strip() for m in metrics.split(",") if m.strip()], layout=layout, seed=seed,
-        warmup=warmup, limit=limit, device=device, load_options=_load_options(load),
-        call_options=_call_options(option), weights=_key_values(weights, "--weights"),
+        dataset=str(dataset),
+        out=str(out),
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        mask=mask,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()],
+        layout=layout,
+        seed=seed,
+        warmup=warmup,
+        limit=limit,
+        device=device,
+        load_options=_load_options(load),
+        call_options=_call_options(option),
+        weights=_key_values(weights, "--weights"),
         cfd_reference_quirks=cfd_reference_quirks,
         clip_classes=[c.strip() for c in clip_classes.split(",")] if clip_classes else None,
-        trace_python_memory=tracemalloc, progress=not quiet)
+        trace_python_memory=tracemalloc,
+        progress=not quiet,
+    )
     result = run_benchmark(cfg)
     typer.echo((result.out / "table.md").read_text())
     if report:

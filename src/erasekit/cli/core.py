@@ -91,9 +91,13 @@ def remove_command(
     guidance: float = typer.Option(None, "--guidance", help="guidance scale (diffusion methods)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="fetch missing weights from the Hub"),
     option: list[str] = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)"),
-    weights: str = typer.Option(None, "--weights", help="method weights file/folder (OSOR: *_phase2.pth or folder)"),
+    weights: str = typer.Option(
+        None, "--weights", help="method weights file/folder (OSOR: *_phase2.pth or folder)"
+    ),
     timestep: float = typer.Option(None, "--timestep", help="one-step noise level (OSOR: SDXL t, FLUX s)"),
-    save_alpha: Path = typer.Option(None, "--save-alpha", help="also write the edited-region alpha map (PNG)"),
+    save_alpha: Path = typer.Option(
+        None, "--save-alpha", help="also write the edited-region alpha map (PNG)"
+    ),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
 ) -> None:
     """Remove the masked object from IMAGE and write the result to OUT."""
@@ -101,23 +105,47 @@ def remove_command(
     from erasekit import io
 
     loaded = io.read_image(image)
-    options = method_options(method, mask_given=mask is not None, option=option, device=device, model=model,
-                             steps=steps, guidance=guidance, allow_download=allow_download or None,
-                             weights=weights, timestep=timestep, target=target)
-    result = erasekit.remove(loaded.pixels, mask, method=method, prompt=prompt, seed=seed, dilate=dilate,
-                             hd_strategy=hd_strategy, refine=refine, resize_mask=resize_mask, **options)
+    options = method_options(
+        method,
+        mask_given=mask is not None,
+        option=option,
+        device=device,
+        model=model,
+        steps=steps,
+        guidance=guidance,
+        allow_download=allow_download or None,
+        weights=weights,
+        timestep=timestep,
+        target=target,
+    )
+    result = erasekit.remove(
+        loaded.pixels,
+        mask,
+        method=method,
+        prompt=prompt,
+        seed=seed,
+        dilate=dilate,
+        hd_strategy=hd_strategy,
+        refine=refine,
+        resize_mask=resize_mask,
+        **options,
+    )
     io.write_image(out, result.image, like=loaded)
     if save_alpha is not None and result.alpha is not None:
         io.write_mask(save_alpha, result.alpha)
     note = " (empty mask: unchanged)" if result.unchanged else ""
-    Console(stderr=True).print(f"{result.method}: wrote {out} in {result.timings['total']:.2f}s{note}",
-                               highlight=False)
+    Console(stderr=True).print(
+        f"{result.method}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
+    )
 
 
 def methods_command(
-    options: str = typer.Option(None, "--options", metavar="METHOD",
-                                help="show METHOD's per-call options (-O KEY=VALUE): type, range, default, "
-                                     "help"),
+    options: str = typer.Option(
+        None,
+        "--options",
+        metavar="METHOD",
+        help="show METHOD's per-call options (-O KEY=VALUE): type, range, default, help",
+    ),
 ) -> None:
     """List every method, what it needs and whether it is available here."""
     import erasekit
@@ -157,7 +185,9 @@ def _print_options(method: str) -> None:
 
 def batch_command(
     images: list[str] = typer.Argument(..., help="image files, folders or glob patterns ('in/*.jpg')"),
-    masks: Path = typer.Option(..., "--masks", "-m", help="mask folder: photo.jpg <- photo.png or photo_mask.png"),
+    masks: Path = typer.Option(
+        ..., "--masks", "-m", help="mask folder: photo.jpg <- photo.png or photo_mask.png"
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (same names and formats as the inputs)"),
     method: str = typer.Option("auto", "--method", help="method name (see `erasekit methods`)"),
     dilate: int = typer.Option(0, "--dilate", help="grow every mask by this many pixels"),
@@ -169,8 +199,9 @@ def batch_command(
     steps: int = typer.Option(None, "--steps", help="denoising steps (diffusion methods)"),
     option: list[str] = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)"),
     resize_mask: bool = typer.Option(False, "--resize-mask", help="accept masks of another size (nearest)"),
-    skip_existing: bool = typer.Option(True, "--skip-existing/--overwrite",
-                                       help="skip images whose output exists (resume), or redo them"),
+    skip_existing: bool = typer.Option(
+        True, "--skip-existing/--overwrite", help="skip images whose output exists (resume), or redo them"
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
 ) -> None:
@@ -182,10 +213,23 @@ def batch_command(
     from erasekit.batch import run_batch
 
     console = Console(stderr=True)
-    summary = run_batch(images, masks, out, method=method, dilate=dilate, seed=seed, hd_strategy=hd_strategy,
-                        options=method_options(method, option=option, device=device, model=model,
-                                               weights=weights, steps=steps), skip_existing=skip_existing,
-                        resize_mask=resize_mask, progress=progress, console=console, refine=refine)
+    summary = run_batch(
+        images,
+        masks,
+        out,
+        method=method,
+        dilate=dilate,
+        seed=seed,
+        hd_strategy=hd_strategy,
+        options=method_options(
+            method, option=option, device=device, model=model, weights=weights, steps=steps
+        ),
+        skip_existing=skip_existing,
+        resize_mask=resize_mask,
+        progress=progress,
+        console=console,
+        refine=refine,
+    )
     if summary.stale_temps_removed:
         console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")
     for table in summary.tables():
@@ -197,8 +241,9 @@ def batch_command(
 def demo_command(
     out: Path = typer.Option(Path("demo"), "--out", "-o", help="folder for the demo images"),
     method: str = typer.Option("auto", "--method", help="method name (see `erasekit methods`)"),
-    photos: str = typer.Option(None, "--photos",
-                               help="comma-separated subset of: astronaut, coffee, rocket, camera"),
+    photos: str = typer.Option(
+        None, "--photos", help="comma-separated subset of: astronaut, coffee, rocket, camera"
+    ),
     seed: int = typer.Option(0, "--seed", help="random seed for stochastic methods"),
 ) -> None:
     """Remove objects from real photos bundled with scikit-image; writes before/after images and comparison.png."""
@@ -206,8 +251,16 @@ def demo_command(
 
     console = Console(soft_wrap=True)
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
-    records = run_demo(out, method=method, photos=names, seed=seed,
-                       report=lambda record: console.print(record.summary_line(), highlight=False))
+    records = run_demo(
+        out,
+        method=method,
+        photos=names,
+        seed=seed,
+        report=lambda record: console.print(record.summary_line(), highlight=False),
+    )
     total = sum(r.seconds for r in records)
-    console.print(f"{len(records)} photos in {total:.1f} s; results in {out}/, side by side in "
-                  f"{out / 'comparison.png'}", highlight=False)
+    console.print(
+        f"{len(records)} photos in {total:.1f} s; results in {out}/, side by side in "
+        f"{out / 'comparison.png'}",
+        highlight=False,
+    )

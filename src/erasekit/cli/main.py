@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             return usage.exit_code
         if debug:
             console.print_exception()
-        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for details)",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for details)",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     return code if isinstance(code, int) else 0
 

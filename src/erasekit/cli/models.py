@@ -50,14 +50,21 @@ def models_command(
     rows: list[dict[str, Any]] = []  # one JSON object per preset
     for preset in PRESETS.values():
         found = find_local(preset)
-        rows.append({
-            "name": preset.name, "hub_id": preset.hub_id, "family": preset.family, "task": preset.task,
-            "present": found is not None, "source": found.source if found else None,
-            "path": str(found.path) if found else None,
-            "size_bytes": folder_size(found.path) if found else None,
-            "download_gb": preset.approx_download_gb, "gated": preset.gated,
-            "methods": users.get(preset.name, []),
-        })
+        rows.append(
+            {
+                "name": preset.name,
+                "hub_id": preset.hub_id,
+                "family": preset.family,
+                "task": preset.task,
+                "present": found is not None,
+                "source": found.source if found else None,
+                "path": str(found.path) if found else None,
+                "size_bytes": folder_size(found.path) if found else None,
+                "download_gb": preset.approx_download_gb,
+                "gated": preset.gated,
+                "methods": users.get(preset.name, []),
+            }
+        )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -70,25 +77,39 @@ def models_command(
     for r in rows:
         status = f"ok ({r['source']})" if r["present"] else "missing"
         size = _human_size(r["size_bytes"]) if r["present"] else f"~{r['download_gb']:.1f} GB"
-        table.add_row(r["name"], status, size, ", ".join(r["methods"]) or "-",
-                      r["hub_id"] + (" (gated)" if r["gated"] else ""))
+        table.add_row(
+            r["name"],
+            status,
+            size,
+            ", ".join(r["methods"]) or "-",
+            r["hub_id"] + (" (gated)" if r["gated"] else ""),
+        )
     console = Console()
     console.print(table)
     for r in rows:
         if r["present"]:
             console.print(f"{r['name']}: {r['path']}", highlight=False, soft_wrap=True)
         else:
-            console.print(f"{r['name']}: fetch with `erasekit download {r['name']}`", highlight=False,
-                          soft_wrap=True)
-    console.print(f"searched: --model PATH, $ERASEKIT_MODELS_DIR ({models_dir() or 'unset'}), "
-                  f"Hugging Face cache ({hf_cache_dir()})", highlight=False, soft_wrap=True)
+            console.print(
+                f"{r['name']}: fetch with `erasekit download {r['name']}`", highlight=False, soft_wrap=True
+            )
+    console.print(
+        f"searched: --model PATH, $ERASEKIT_MODELS_DIR ({models_dir() or 'unset'}), "
+        f"Hugging Face cache ({hf_cache_dir()})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
-_TO_HELP = "download into this folder instead of the Hugging Face cache (default: $ERASEKIT_MODELS_DIR/NAME if set)"
+_TO_HELP = (
+    "download into this folder instead of the Hugging Face cache (default: $ERASEKIT_MODELS_DIR/NAME if set)"
+)
 
 
 def download_command(
-    name: str = typer.Argument(..., help="backbone preset (see `erasekit models`) or a diffusers Hub id org/repo"),
+    name: str = typer.Argument(
+        ..., help="backbone preset (see `erasekit models`) or a diffusers Hub id org/repo"
+    ),
     local_dir: Path = typer.Option(None, "--to", help=_TO_HELP),
     revision: str = typer.Option(None, "--revision", help="branch, tag or commit on the Hub"),
 ) -> None:
@@ -96,7 +117,9 @@ def download_command(
     from ..backbones.presets import PRESETS, download, folder_size, models_dir
 
     if name not in PRESETS and name.count("/") != 1:
-        raise InvalidInputError(f"unknown backbone {name!r}; choose one of {', '.join(PRESETS)} or a Hub id org/repo")
+        raise InvalidInputError(
+            f"unknown backbone {name!r}; choose one of {', '.join(PRESETS)} or a Hub id org/repo"
+        )
     target = local_dir
     if target is None and models_dir() is not None:
         target = models_dir() / (name if name in PRESETS else Path(*name.split("/")))

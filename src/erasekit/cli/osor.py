@@ -53,8 +53,10 @@ def overlay_command(
     # Alpha maps are soft (read_mask would binarise): take the grey level of the decoded PNG.
     alpha_map = uint8_to_mask(io.read_image(alpha).pixels[..., 0])
     if alpha_map.shape != pixels.shape[:2]:
-        raise InvalidInputError(f"alpha map size {alpha_map.shape[1]}×{alpha_map.shape[0]} does not match image "
-                                f"size {pixels.shape[1]}×{pixels.shape[0]}")
+        raise InvalidInputError(
+            f"alpha map size {alpha_map.shape[1]}×{alpha_map.shape[0]} does not match image "
+            f"size {pixels.shape[1]}×{pixels.shape[0]}"
+        )
     mask_map = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2])
     write_alpha_overlay(out, pixels, alpha_map, mask_map, strength=strength)
     Console(stderr=True).print(f"wrote {out}", highlight=False)

@@ -11,19 +11,36 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_command(
-    host: str = typer.Option("127.0.0.1", "--host", help="address to bind; anything but loopback needs --token"),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="address to bind; anything but loopback needs --token"
+    ),
     port: int = typer.Option(8080, "--port", help="TCP port"),
-    method: str = typer.Option("auto", "--method", help="default method (loaded at start); 'auto': best available"),
-    token: str = typer.Option(None, "--token", envvar="ERASEKIT_TOKEN",
-                              help="require 'Authorization: Bearer TOKEN' on API calls (or set ERASEKIT_TOKEN)"),
-    cors_origin: list[str] = typer.Option(None, "--cors-origin",
-                                          help="allow this origin via CORS, e.g. https://example.org (repeatable; "
-                                               "default: CORS off)"),
-    max_upload_mb: float = typer.Option(64, "--max-upload-mb", help="largest request body in MiB (413 above)"),
-    max_pixels: int = typer.Option(None, "--max-pixels", help="largest image in pixels (413 above; default: "
-                                                              "erasekit's 8192×8192 or $ERASEKIT_MAX_PIXELS)"),
+    method: str = typer.Option(
+        "auto", "--method", help="default method (loaded at start); 'auto': best available"
+    ),
+    token: str = typer.Option(
+        None,
+        "--token",
+        envvar="ERASEKIT_TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on API calls (or set ERASEKIT_TOKEN)",
+    ),
+    cors_origin: list[str] = typer.Option(
+        None,
+        "--cors-origin",
+        help="allow this origin via CORS, e.g. https://example.org (repeatable; default: CORS off)",
+    ),
+    max_upload_mb: float = typer.Option(
+        64, "--max-upload-mb", help="largest request body in MiB (413 above)"
+    ),
+    max_pixels: int = typer.Option(
+        None,
+        "--max-pixels",
+        help="largest image in pixels (413 above; default: erasekit's 8192×8192 or $ERASEKIT_MAX_PIXELS)",
+    ),
     queue_size: int = typer.Option(4, "--queue-size", help="jobs running or waiting at once; more get 503"),
-    preload: bool = typer.Option(True, "--preload/--no-preload", help="load the default method before serving"),
+    preload: bool = typer.Option(
+        True, "--preload/--no-preload", help="load the default method before serving"
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
 ) -> None:
     """Serve the web UI and the REST API (docs at /docs, schema at /openapi.json)."""
@@ -37,13 +54,22 @@ def serve_command(
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as exc:
-        raise ErasekitError(f"the server needs FastAPI and uvicorn ({exc.name} is missing); "
-                            "run: pip install 'erasekit[server]'") from None
+        raise ErasekitError(
+            f"the server needs FastAPI and uvicorn ({exc.name} is missing); "
+            "run: pip install 'erasekit[server]'"
+        ) from None
     try:
-        settings = ServerSettings(host=host, port=port, default_method=method, token=token,
-                                  max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                                  max_pixels=max_pixels or pixel_limit() or 2**62, queue_size=queue_size,
-                                  cors_origins=tuple(cor for cor in (cors_origin or ())), preload=preload)
+        settings = ServerSettings(
+            host=host,
+            port=port,
+            default_method=method,
+            token=token,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_pixels=max_pixels or pixel_limit() or 2**62,
+            queue_size=queue_size,
+            cors_origins=tuple(cor for cor in (cors_origin or ())),
+            preload=preload,
+        )
     except ValidationError as exc:
         from ..server.errors import validation_message
 
@@ -60,6 +86,8 @@ def serve_command(
         app.state.queue.worker(name)  # unknown method or missing weights: a clear error and exit code here
         console.print(f"loaded method {name!r}", highlight=False)
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"erasekit {'(token required) ' if token else ''}on http://{shown}:{port}/  — API docs at /docs",
-                  highlight=False)
+    console.print(
+        f"erasekit {'(token required) ' if token else ''}on http://{shown}:{port}/  — API docs at /docs",
+        highlight=False,
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -1,6 +1,7 @@
 """PyTorch view of a paired dataset: resize rule, consistent augmentation, tensors through :mod:`erasekit.convert`.
 
-Each item is a dict: ``image`` and ``background`` 3×H×W in [-1, 1], ``object_mask`` and ``effect_mask`` 1×H×W in
+Each item is a dict: ``image`` and ``background`` 3×H×W in [-1, 1], ``object_mask`` and ``effect_mask`` 1×H×W
+in
 {0, 1}, ``phase2`` (bool tensor), ``id`` (str). The augmentation generator for item ``i`` in epoch ``e`` is
 ``numpy.random.default_rng([seed, e, i])``: the same item gets the same crop/flip whatever the worker count or
 order, and a new one each epoch (:meth:`PairedTorchDataset.set_epoch`).
@@ -28,8 +29,15 @@ class PairedTorchDataset(Dataset):
     keeps only the effect-heavy subset (Phase II trains on it).
     """
 
-    def __init__(self, dataset: PairedDataset | str | os.PathLike, *, resize: ResizeRule | None = None,
-                 augment: PairedAugment | None = None, seed: int = 0, phase2_only: bool = False):
+    def __init__(
+        self,
+        dataset: PairedDataset | str | os.PathLike,
+        *,
+        resize: ResizeRule | None = None,
+        augment: PairedAugment | None = None,
+        seed: int = 0,
+        phase2_only: bool = False,
+    ):
         self.dataset = dataset if isinstance(dataset, PairedDataset) else PairedDataset(dataset)
         self.resize = resize
         self.augment = augment
@@ -71,7 +79,9 @@ def collate_paired(items: list[dict[str, Any]]) -> dict[str, Any]:
         raise InvalidInputError("cannot collate an empty batch")
     shapes = {tuple(item["image"].shape) for item in items}
     if len(shapes) != 1:
-        raise InvalidInputError(f"batch mixes image sizes {sorted(shapes)}; use batch_size=1 or a fixed-size resize")
+        raise InvalidInputError(
+            f"batch mixes image sizes {sorted(shapes)}; use batch_size=1 or a fixed-size resize"
+        )
     batch: dict[str, Any] = {"id": [item["id"] for item in items]}
     for key in ("image", "background", "object_mask", "effect_mask", "phase2"):
         batch[key] = torch.stack([item[key] for item in items])

@@ -20,7 +20,8 @@ A record::
 Masks are binary on disk and read as float32 {0, 1}.
 
 Writing is crash-safe: each file goes through :func:`erasekit.io.write_image` / :func:`erasekit.io.write_mask`
-(temp file + rename) and only then is the manifest line appended and fsynced, so a record never names a file that
+(temp file + rename) and only then is the manifest line appended and fsynced, so a record never names a file
+that
 is not complete. A last line without its newline is an append interrupted by a crash; readers skip it and the
 writer cuts it off before appending. The writer knows which ids exist, so a re-run skips them (resumable).
 """
@@ -50,8 +51,12 @@ IMAGE_FORMATS = {"PNG", "JPEG"}
 PHASE2_THRESHOLD = 0.25
 # Ids become file names: keep them portable and free of path separators.
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_FOLDERS = {"image": "images", "background": "backgrounds", "object_mask": "object_masks",
-            "effect_mask": "effect_masks"}
+_FOLDERS = {
+    "image": "images",
+    "background": "backgrounds",
+    "object_mask": "object_masks",
+    "effect_mask": "effect_masks",
+}
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,14 @@ class PairedRecord:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        payload = {"id": self.id, "image": self.image, "background": self.background,
-                   "object_mask": self.object_mask, "effect_mask": self.effect_mask, "phase2": self.phase2}
+        payload = {
+            "id": self.id,
+            "image": self.image,
+            "background": self.background,
+            "object_mask": self.object_mask,
+            "effect_mask": self.effect_mask,
+            "phase2": self.phase2,
+        }
         if self.meta:
             payload["meta"] = self.meta
         return json.dumps(payload, ensure_ascii=False, sort_keys=False)
@@ -90,7 +101,8 @@ class PairedSample:
 def check_id(sample_id: Any) -> str:
     if not isinstance(sample_id, str) or not _ID_PATTERN.match(sample_id):
         raise InvalidInputError(
-            f"sample id {sample_id!r} is not usable as a file name (letters, digits, '.', '_', '-'; at most 128)")
+            f"sample id {sample_id!r} is not usable as a file name (letters, digits, '.', '_', '-'; at most 128)"
+        )
     return sample_id
 
 
@@ -106,7 +118,9 @@ def _parse_record(raw: Any, where: str, root: Path) -> PairedRecord:
         if not isinstance(value, str) or not value:
             raise InvalidInputError(f"{where}: field {key!r} must be a relative path string")
         if Path(value).is_absolute() or ".." in Path(value).parts:
-            raise InvalidInputError(f"{where}: field {key!r} must be a path inside the dataset folder, got {value!r}")
+            raise InvalidInputError(
+                f"{where}: field {key!r} must be a path inside the dataset folder, got {value!r}"
+            )
         if not (root / value).is_file():
             raise InvalidInputError(f"{where}: {key} file '{value}' does not exist in {root}")
     if not isinstance(raw["phase2"], bool):
@@ -116,8 +130,15 @@ def _parse_record(raw: Any, where: str, root: Path) -> PairedRecord:
         meta = {}
     if not isinstance(meta, Mapping):
         raise InvalidInputError(f"{where}: field 'meta' must be an object")
-    return PairedRecord(raw["id"], raw["image"], raw["background"], raw["object_mask"], raw["effect_mask"],
-                        raw["phase2"], dict(meta))
+    return PairedRecord(
+        raw["id"],
+        raw["image"],
+        raw["background"],
+        raw["object_mask"],
+        raw["effect_mask"],
+        raw["phase2"],
+        dict(meta),
+    )
 
 
 def read_manifest(root: str | os.PathLike, *, check_files: bool = True) -> list[PairedRecord]:
@@ -142,9 +163,15 @@ def _parse_record_unchecked(raw: Any, where: str, root: Path) -> PairedRecord:
     # The writer only needs ids; a missing file there is reported when the dataset is read.
     if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
         raise InvalidInputError(f"{where}: expected a JSON object with a string 'id'")
-    return PairedRecord(raw["id"], str(raw.get("image", "")), str(raw.get("background", "")),
-                        str(raw.get("object_mask", "")), str(raw.get("effect_mask", "")),
-                        bool(raw.get("phase2", False)), dict(raw.get("meta") or {}))
+    return PairedRecord(
+        raw["id"],
+        str(raw.get("image", "")),
+        str(raw.get("background", "")),
+        str(raw.get("object_mask", "")),
+        str(raw.get("effect_mask", "")),
+        bool(raw.get("phase2", False)),
+        dict(raw.get("meta") or {}),
+    )
 
 
 def _header_size(path: Path, what: str) -> tuple[int, int]:
@@ -157,14 +184,17 @@ def _header_size(path: Path, what: str) -> tuple[int, int]:
     if fmt not in IMAGE_FORMATS:
         raise InvalidInputError(f"{what} '{path}' is {fmt}; paired datasets hold PNG or JPEG files")
     if what.endswith("mask") and fmt != "PNG":
-        raise InvalidInputError(f"{what} '{path}' must be an 8-bit PNG (JPEG compression corrupts mask edges)")
+        raise InvalidInputError(
+            f"{what} '{path}' must be an 8-bit PNG (JPEG compression corrupts mask edges)"
+        )
     return height, width
 
 
 class PairedDataset:
     """Read a paired dataset folder. ``len``, integer indexing, iteration and lookup by id.
 
-    The manifest and the presence of every file are checked when the dataset is opened; image sizes are checked
+    The manifest and the presence of every file are checked when the dataset is opened; image sizes are
+    checked
     when a sample is loaded (or all at once with :meth:`validate`).
     """
 
@@ -197,7 +227,8 @@ class PairedDataset:
         if background.shape != image.shape:
             raise InvalidInputError(
                 f"sample {record.id!r}: background is {background.shape[1]}×{background.shape[0]} but the image is "
-                f"{image.shape[1]}×{image.shape[0]}")
+                f"{image.shape[1]}×{image.shape[0]}"
+            )
         masks = {}
         for key in ("object_mask", "effect_mask"):
             path = self.root / getattr(record, key)
@@ -206,14 +237,23 @@ class PairedDataset:
                 masks[key] = io.read_mask(path, shape=image.shape[:2])
             except InvalidInputError as exc:
                 raise InvalidInputError(f"sample {record.id!r}, {key}: {exc}") from None
-        return PairedSample(record.id, image, background, masks["object_mask"], masks["effect_mask"],
-                            record.phase2, dict(record.meta))
+        return PairedSample(
+            record.id,
+            image,
+            background,
+            masks["object_mask"],
+            masks["effect_mask"],
+            record.phase2,
+            dict(record.meta),
+        )
 
     def validate(self) -> None:
         """Check every file's format and that all four files of each sample have the same size (headers only)."""
         for record in self.records:
-            sizes = {key: _header_size(self.root / getattr(record, key), key.replace("_", " "))
-                     for key in PATH_FIELDS}
+            sizes = {
+                key: _header_size(self.root / getattr(record, key), key.replace("_", " "))
+                for key in PATH_FIELDS
+            }
             if len(set(sizes.values())) != 1:
                 listing = ", ".join(f"{k} {w}×{h}" for k, (h, w) in sizes.items())
                 raise InvalidInputError(f"sample {record.id!r}: sizes differ ({listing})")
@@ -248,20 +288,33 @@ class PairedDatasetWriter:
     def ids(self) -> set[str]:
         return set(self._ids)
 
-    def add(self, sample_id: str, image: np.ndarray, background: np.ndarray, object_mask: np.ndarray,
-            effect_mask: np.ndarray, *, phase2: bool, meta: Mapping[str, Any] | None = None) -> PairedRecord:
+    def add(
+        self,
+        sample_id: str,
+        image: np.ndarray,
+        background: np.ndarray,
+        object_mask: np.ndarray,
+        effect_mask: np.ndarray,
+        *,
+        phase2: bool,
+        meta: Mapping[str, Any] | None = None,
+    ) -> PairedRecord:
         check_id(sample_id)
         if sample_id in self._ids:
             raise InvalidInputError(f"sample id {sample_id!r} is already in {self.manifest}")
         image = io.read_image(image).pixels
         background = io.read_image(background).pixels
         if image.shape != background.shape:
-            raise InvalidInputError(f"sample {sample_id!r}: image and background sizes differ "
-                                    f"({image.shape[1]}×{image.shape[0]} vs {background.shape[1]}×{background.shape[0]})")
+            raise InvalidInputError(
+                f"sample {sample_id!r}: image and background sizes differ "
+                f"({image.shape[1]}×{image.shape[0]} vs {background.shape[1]}×{background.shape[0]})"
+            )
         for name, mask in (("object_mask", object_mask), ("effect_mask", effect_mask)):
             if np.shape(mask) != image.shape[:2]:
-                raise InvalidInputError(f"sample {sample_id!r}: {name} shape {np.shape(mask)} differs from the "
-                                        f"image's {image.shape[:2]}")
+                raise InvalidInputError(
+                    f"sample {sample_id!r}: {name} shape {np.shape(mask)} differs from the "
+                    f"image's {image.shape[:2]}"
+                )
         paths = {
             "image": f"{_FOLDERS['image']}/{sample_id}{self.image_suffix}",
             "background": f"{_FOLDERS['background']}/{sample_id}{self.image_suffix}",
@@ -272,8 +325,15 @@ class PairedDatasetWriter:
         io.write_image(self.root / paths["background"], background)
         io.write_mask(self.root / paths["object_mask"], (np.asarray(object_mask) > 0.5).astype(np.float32))
         io.write_mask(self.root / paths["effect_mask"], (np.asarray(effect_mask) > 0.5).astype(np.float32))
-        record = PairedRecord(sample_id, paths["image"], paths["background"], paths["object_mask"],
-                              paths["effect_mask"], bool(phase2), dict(meta or {}))
+        record = PairedRecord(
+            sample_id,
+            paths["image"],
+            paths["background"],
+            paths["object_mask"],
+            paths["effect_mask"],
+            bool(phase2),
+            dict(meta or {}),
+        )
         with open(self.manifest, "a", encoding="utf-8") as handle:
             jsonl.append_line(handle, record.to_json())
         self._ids.add(sample_id)

@@ -1,7 +1,8 @@
 """SAVP, the semantic-anchored verification pipeline (arXiv:2606.28094 Sec. 3.1, App. A, Alg. 1–2, Table 6).
 
 From an instruction-edit triplet (I_orig, I_edit, p) SAVP either rejects the pair, with a reason and the stage
-that rejected it, or returns a removal pair (I_shot, I_gt) with an object-core mask m_obj, an effect-aware target
+that rejected it, or returns a removal pair (I_shot, I_gt) with an object-core mask m_obj, an effect-aware
+target
 mask m_gt and the Phase II flag.
 
 Algorithm 1 — semantic-anchored verification
@@ -19,12 +20,15 @@ Algorithm 2 — effect-aware masks
   m_gt  = m_fuse grown by distance-transform area growth to r_dilate × its area;
   m_eff = m_fuse \\ m_obj (Eq. 2), r_eff = ‖m_eff‖₁/‖m_fuse‖₁, Phase II if r_eff ≥ τ_eff.
 
-Choices the paper leaves open (made as in the authors' released SAVP code where it is explicit, see docs/data.md):
-feature differences are in CIE Lab (scikit-image), each normalised by the 99th percentile of its positive values
+Choices the paper leaves open (made as in the authors' released SAVP code where it is explicit, see
+docs/data.md):
+feature differences are in CIE Lab (scikit-image), each normalised by the 99th percentile of its positive
+values
 and clipped to [0, 1]; ΔL_log uses log(L + 1) so black regions do not explode; components are 8-connected; the
 collapse test also applies when the best IoU is below τ_iou (as Algorithm 1's ``else if`` reads); a candidate
 that overlaps no semantic box is dropped; the segmenter is prompted with the validated difference boxes b_val.
-erasekit adds one rejection the paper does not need: an empty object-core mask (the segmenter found nothing), since
+erasekit adds one rejection the paper does not need: an empty object-core mask (the segmenter found nothing),
+since
 such a sample cannot give Phase II its object-core conditioning mask.
 """
 
@@ -44,27 +48,28 @@ from .paired import PHASE2_THRESHOLD
 from .savp_models import Detection, Detector, Segmenter
 
 
-# ---- Table 6 ------------------------------------------------------------------------------------------------------
+# ---- Table 6
+# ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SAVPConfig:
     """SAVP constants; defaults equal OSOR arXiv:2606.28094 Table 6 (names follow the table's symbols)."""
 
-    w_l: float = 0.6          # w_L, weight of the log-luminance difference
-    w_ab: float = 0.3         # w_ab, weight of the chromaticity difference
-    w_t: float = 0.1          # w_T, weight of the gradient-magnitude (texture) difference
-    tau_h: float = 0.07       # τ_H, heatmap threshold
-    r_morph: int = 3          # r_morph, opening/closing disk radius
-    a_min: int = 2000         # A_min, smallest kept component (pixels)
-    a_hole: int = 500         # A_hole, largest filled hole (pixels)
-    alpha: float = 0.3        # α, dominant/noise split (area relative to the largest component)
-    n_max: int = 4            # N_max, most dominant components allowed
-    tau_noise: float = 0.3    # τ_noise, largest allowed noise area ratio
-    tau_score: float = 0.3    # τ_score, detector score threshold
-    k_sem: int = 3            # K_sem, semantic boxes kept
-    tau_iou: float = 0.3      # τ_iou, box IoU to accept a candidate
-    tau_scale: float = 2.0    # τ_scale, candidate/semantic box area ratio bound (above: collapse)
-    tau_keep: float = 0.5     # τ_keep, component support inside validated boxes
-    r_dilate: float = 1.2     # r_dilate, area growth ratio of m_fuse → m_gt
+    w_l: float = 0.6  # w_L, weight of the log-luminance difference
+    w_ab: float = 0.3  # w_ab, weight of the chromaticity difference
+    w_t: float = 0.1  # w_T, weight of the gradient-magnitude (texture) difference
+    tau_h: float = 0.07  # τ_H, heatmap threshold
+    r_morph: int = 3  # r_morph, opening/closing disk radius
+    a_min: int = 2000  # A_min, smallest kept component (pixels)
+    a_hole: int = 500  # A_hole, largest filled hole (pixels)
+    alpha: float = 0.3  # α, dominant/noise split (area relative to the largest component)
+    n_max: int = 4  # N_max, most dominant components allowed
+    tau_noise: float = 0.3  # τ_noise, largest allowed noise area ratio
+    tau_score: float = 0.3  # τ_score, detector score threshold
+    k_sem: int = 3  # K_sem, semantic boxes kept
+    tau_iou: float = 0.3  # τ_iou, box IoU to accept a candidate
+    tau_scale: float = 2.0  # τ_scale, candidate/semantic box area ratio bound (above: collapse)
+    tau_keep: float = 0.5  # τ_keep, component support inside validated boxes
+    r_dilate: float = 1.2  # r_dilate, area growth ratio of m_fuse → m_gt
     tau_eff: float = PHASE2_THRESHOLD  # τ_eff, effects ratio for the Phase II subset
     # Not in Table 6 (implementation choices, see the module docstring):
     normalise_percentile: float = 99.0
@@ -72,7 +77,9 @@ class SAVPConfig:
 
     def __post_init__(self) -> None:
         if self.segment_prompt not in ("difference", "semantic"):
-            raise InvalidInputError(f"segment_prompt must be 'difference' or 'semantic', got {self.segment_prompt!r}")
+            raise InvalidInputError(
+                f"segment_prompt must be 'difference' or 'semantic', got {self.segment_prompt!r}"
+            )
         if self.r_dilate < 1.0 or self.k_sem < 1 or self.a_min < 1 or self.r_morph < 0:
             raise InvalidInputError(f"invalid SAVP constants: {self}")
 
@@ -97,7 +104,8 @@ class SAVPConfig:
         return cls.from_mapping(values)
 
 
-# ---- results ------------------------------------------------------------------------------------------------------
+# ---- results
+# ------------------------------------------------------------------------------------------------------
 STAGES = ("order", "difference", "semantic", "segmentation")
 REASONS = {
     "unsupported_instruction": "order",
@@ -127,9 +135,9 @@ class Candidate:
 @dataclass
 class SAVPResult:
     accepted: bool
-    stage: str | None = None          # stage that rejected the pair (None when accepted)
+    stage: str | None = None  # stage that rejected the pair (None when accepted)
     reason: str | None = None
-    kind: str | None = None           # "add" / "remove"
+    kind: str | None = None  # "add" / "remove"
     shot: np.ndarray | None = None
     gt: np.ndarray | None = None
     heatmap: np.ndarray | None = None
@@ -138,9 +146,9 @@ class SAVPResult:
     detections: list[Detection] = field(default_factory=list)
     validated_boxes: list[Box] = field(default_factory=list)
     diff_val: np.ndarray | None = None
-    object_mask: np.ndarray | None = None   # m_obj
-    fused_mask: np.ndarray | None = None    # m_fuse (Eq. 1)
-    effect_mask: np.ndarray | None = None   # m_gt
+    object_mask: np.ndarray | None = None  # m_obj
+    fused_mask: np.ndarray | None = None  # m_fuse (Eq. 1)
+    effect_mask: np.ndarray | None = None  # m_gt
     residual_mask: np.ndarray | None = None  # m_eff (Eq. 2)
     effect_ratio: float | None = None
     phase2: bool = False
@@ -148,8 +156,13 @@ class SAVPResult:
 
     def decision(self) -> dict[str, Any]:
         """The JSON-able summary written to the decision log."""
-        out: dict[str, Any] = {"accepted": self.accepted, "stage": self.stage, "reason": self.reason,
-                               "kind": self.kind, "phase2": self.phase2}
+        out: dict[str, Any] = {
+            "accepted": self.accepted,
+            "stage": self.stage,
+            "reason": self.reason,
+            "kind": self.kind,
+            "phase2": self.phase2,
+        }
         if self.effect_ratio is not None:
             out["effect_ratio"] = round(self.effect_ratio, 4)
         out.update(self.details)
@@ -164,14 +177,18 @@ class Rejected(Exception):
         self.details = details
 
 
-# ---- Algorithm 1 --------------------------------------------------------------------------------------------------
+# ---- Algorithm 1
+# --------------------------------------------------------------------------------------------------
 _ADD = re.compile(r"^\s*(please\s+)?(add|insert|put|place|include|introduce|draw|paste)\b", re.IGNORECASE)
-_REMOVE = re.compile(r"^\s*(please\s+)?(remove|delete|erase|eliminate|take\s+(away|out|off)|get\s+rid\s+of|"
-                     r"clear|wipe)\b", re.IGNORECASE)
+_REMOVE = re.compile(
+    r"^\s*(please\s+)?(remove|delete|erase|eliminate|take\s+(away|out|off)|get\s+rid\s+of|"
+    r"clear|wipe)\b",
+    re.IGNORECASE,
+)
 
 
 def instruction_kind(instruction: str) -> str | None:
-    """"add", "remove" or None, from the instruction's leading verb."""
+    """ "add", "remove" or None, from the instruction's leading verb."""
     if _ADD.match(instruction):
         return "add"
     if _REMOVE.match(instruction):
@@ -179,7 +196,9 @@ def instruction_kind(instruction: str) -> str | None:
     return None
 
 
-def order_pair(original: np.ndarray, edited: np.ndarray, instruction: str) -> tuple[np.ndarray, np.ndarray, str]:
+def order_pair(
+    original: np.ndarray, edited: np.ndarray, instruction: str
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(I_shot, I_gt, kind): add ⇒ (edit, orig), remove ⇒ (orig, edit) (Alg. 1, first step)."""
     kind = instruction_kind(instruction)
     if kind is None:
@@ -189,7 +208,8 @@ def order_pair(original: np.ndarray, edited: np.ndarray, instruction: str) -> tu
     return (edited, original, kind) if kind == "add" else (original, edited, kind)
 
 
-# Differences below this are floating-point noise (one 8-bit step moves Lab by ~0.3 units or more), not change; without the floor
+# Differences below this are floating-point noise (one 8-bit step moves Lab by ~0.3 units or more), not
+# change; without the floor
 # the percentile normalisation would blow rounding noise up to 1 on a channel that did not change at all.
 _NOISE_FLOOR = 0.05
 
@@ -220,10 +240,14 @@ def difference_heatmap(shot: np.ndarray, gt: np.ndarray, config: SAVPConfig = SA
     lab_a, lab_b = rgb2lab(a), rgb2lab(b)
     d_l = np.abs(np.log1p(lab_a[..., 0]) - np.log1p(lab_b[..., 0]))
     d_ab = np.linalg.norm(lab_a[..., 1:] - lab_b[..., 1:], axis=-1)
-    d_t = np.abs(_gradient_magnitude(rgb2gray(a).astype(np.float32))
-                 - _gradient_magnitude(rgb2gray(b).astype(np.float32)))
+    d_t = np.abs(
+        _gradient_magnitude(rgb2gray(a).astype(np.float32))
+        - _gradient_magnitude(rgb2gray(b).astype(np.float32))
+    )
     p = config.normalise_percentile
-    heat = config.w_l * _normalise(d_l, p) + config.w_ab * _normalise(d_ab, p) + config.w_t * _normalise(d_t, p)
+    heat = (
+        config.w_l * _normalise(d_l, p) + config.w_ab * _normalise(d_ab, p) + config.w_t * _normalise(d_t, p)
+    )
     return np.clip(heat, 0.0, 1.0).astype(np.float32)
 
 
@@ -241,7 +265,8 @@ def clean_difference(raw: np.ndarray, config: SAVPConfig = SAVPConfig()) -> np.n
     if config.r_morph > 0:
         selem = disk(config.r_morph).astype(bool)
         mask = ndimage.binary_opening(mask, selem)
-        # Closing on a padded canvas, so objects touching the border are not eroded by the implicit zero border.
+        # Closing on a padded canvas, so objects touching the border are not eroded by the implicit zero
+        # border.
         pad = config.r_morph
         mask = ndimage.binary_closing(np.pad(mask, pad), selem)[pad:-pad, pad:-pad]
     mask = remove_small_objects(mask, max_size=config.a_min - 1, connectivity=2)  # 8-connected, keeps ≥ A_min
@@ -254,8 +279,8 @@ def clean_difference(raw: np.ndarray, config: SAVPConfig = SAVPConfig()) -> np.n
 @dataclass
 class DifferenceAudit:
     labels: np.ndarray
-    areas: list[int]            # per component (label i+1)
-    dominant: list[int]         # labels of dominant components, largest first
+    areas: list[int]  # per component (label i+1)
+    dominant: list[int]  # labels of dominant components, largest first
     noise_ratio: float
 
 
@@ -280,11 +305,12 @@ def _component_box(labels: np.ndarray, index: int) -> Box:
 def semantic_boxes(detections: list[Detection], config: SAVPConfig = SAVPConfig()) -> list[Detection]:
     """Score ≥ τ_score, the K_sem best."""
     kept = sorted((d for d in detections if d.score >= config.tau_score), key=lambda d: -d.score)
-    return kept[:config.k_sem]
+    return kept[: config.k_sem]
 
 
-def match_candidates(candidates: list[Candidate], semantic: list[Detection],
-                     config: SAVPConfig = SAVPConfig()) -> list[Candidate]:
+def match_candidates(
+    candidates: list[Candidate], semantic: list[Detection], config: SAVPConfig = SAVPConfig()
+) -> list[Candidate]:
     """Largest first: accept (IoU ≥ τ_iou and R ≤ τ_scale), raise collapse (R > τ_scale) or drop."""
     for cand in sorted(candidates, key=lambda c: -c.box.area):
         best = max(semantic, key=lambda d: cand.box.iou(d.box))
@@ -313,7 +339,8 @@ def keep_supported(diff_mask: np.ndarray, boxes: list[Box], config: SAVPConfig =
     return keep[labels]
 
 
-# ---- Algorithm 2 --------------------------------------------------------------------------------------------------
+# ---- Algorithm 2
+# --------------------------------------------------------------------------------------------------
 def grow_area(mask: np.ndarray, ratio: float) -> np.ndarray:
     """Distance-transform area growth: add the nearest outside pixels until the area reaches ``ratio`` × area.
 
@@ -346,8 +373,8 @@ def effect_aware_masks(result: SAVPResult, segmenter: Segmenter, config: SAVPCon
         m_obj |= np.asarray(proposal, bool)
     if not m_obj.any():
         raise Rejected("empty_object_core")
-    m_fuse = m_obj | result.diff_val                           # Eq. 1
-    m_eff = m_fuse & ~m_obj                                    # Eq. 2
+    m_fuse = m_obj | result.diff_val  # Eq. 1
+    m_eff = m_fuse & ~m_obj  # Eq. 2
     r_eff = float(m_eff.sum()) / float(m_fuse.sum())
     result.object_mask, result.fused_mask, result.residual_mask = m_obj, m_fuse, m_eff
     result.effect_mask = grow_area(m_fuse, config.r_dilate)
@@ -355,7 +382,8 @@ def effect_aware_masks(result: SAVPResult, segmenter: Segmenter, config: SAVPCon
     result.phase2 = r_eff >= config.tau_eff
 
 
-# ---- the pipeline -------------------------------------------------------------------------------------------------
+# ---- the pipeline
+# -------------------------------------------------------------------------------------------------
 class SAVP:
     """Algorithm 1 then Algorithm 2 with a detector and a segmenter (see :mod:`erasekit.data.savp_models`)."""
 
@@ -375,8 +403,9 @@ class SAVP:
             return result
         result.accepted = True
         assert result.object_mask is not None and result.effect_mask is not None  # set by effect_aware_masks
-        result.details.update(object_area=int(result.object_mask.sum()),
-                              effect_area=int(result.effect_mask.sum()))
+        result.details.update(
+            object_area=int(result.object_mask.sum()), effect_area=int(result.effect_mask.sum())
+        )
         return result
 
     def _verify(self, result: SAVPResult, original: np.ndarray, edited: np.ndarray, instruction: str) -> None:
@@ -387,15 +416,18 @@ class SAVP:
         result.heatmap = difference_heatmap(shot, gt, cfg)
         result.diff_mask = clean_difference(result.heatmap > cfg.tau_h, cfg)
         audit = audit_components(result.diff_mask, cfg)
-        result.details.update(components=len(audit.areas), dominant=len(audit.dominant),
-                              noise_ratio=round(audit.noise_ratio, 4))
+        result.details.update(
+            components=len(audit.areas), dominant=len(audit.dominant), noise_ratio=round(audit.noise_ratio, 4)
+        )
         if not audit.areas:
             raise Rejected("empty_difference")
         if len(audit.dominant) > cfg.n_max:
             raise Rejected("too_many_dominant_components")
         if audit.noise_ratio > cfg.tau_noise:
             raise Rejected("noisy_difference")
-        result.candidates = [Candidate(_component_box(audit.labels, i), audit.areas[i - 1]) for i in audit.dominant]
+        result.candidates = [
+            Candidate(_component_box(audit.labels, i), audit.areas[i - 1]) for i in audit.dominant
+        ]
         result.detections = semantic_boxes(self.detector.detect(shot, instruction), cfg)
         result.details["semantic_boxes"] = len(result.detections)
         if not result.detections:
@@ -413,6 +445,20 @@ def config_table(config: SAVPConfig) -> list[tuple[str, Any]]:
     return list(asdict(config).items())
 
 
-__all__ = ["REASONS", "SAVP", "STAGES", "SAVPConfig", "SAVPResult", "audit_components", "clean_difference",
-           "difference_heatmap", "effect_aware_masks", "grow_area", "instruction_kind", "keep_supported",
-           "match_candidates", "order_pair", "semantic_boxes"]
+__all__ = [
+    "REASONS",
+    "SAVP",
+    "STAGES",
+    "SAVPConfig",
+    "SAVPResult",
+    "audit_components",
+    "clean_difference",
+    "difference_heatmap",
+    "effect_aware_masks",
+    "grow_area",
+    "instruction_kind",
+    "keep_supported",
+    "match_candidates",
+    "order_pair",
+    "semantic_boxes",
+]

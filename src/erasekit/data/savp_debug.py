@@ -1,6 +1,7 @@
 """Visual debug sheets for SAVP decisions: one row of panels per sample.
 
-Panels: I_shot | I_gt | heatmap H (inferno) | components of m_diff with candidate boxes (green accepted, red not)
+Panels: I_shot | I_gt | heatmap H (inferno) | components of m_diff with candidate boxes (green accepted, red
+not)
 and semantic boxes (cyan) | m_obj (red) over I_shot | m_gt (orange) over I_shot, with the decision written on
 top. Panels a rejected sample never reached are grey.
 """
@@ -65,16 +66,41 @@ def debug_sheet(result: SAVPResult, original: np.ndarray, edited: np.ndarray, ti
     heat = _panel_base(shape)
     if result.heatmap is not None:
         heat = cv2.applyColorMap((result.heatmap * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]
-    obj = _overlay(shot, result.object_mask, (255, 0, 0)) if result.object_mask is not None else _panel_base(shape)
-    eff = _overlay(shot, result.effect_mask, (255, 160, 0)) if result.effect_mask is not None else _panel_base(shape)
-    panels = [("shot", shot), ("gt", gt), ("heatmap", heat), ("components/boxes", _components(result, shape)),
-              ("object core", obj), ("effect-aware", eff)]
+    obj = (
+        _overlay(shot, result.object_mask, (255, 0, 0))
+        if result.object_mask is not None
+        else _panel_base(shape)
+    )
+    eff = (
+        _overlay(shot, result.effect_mask, (255, 160, 0))
+        if result.effect_mask is not None
+        else _panel_base(shape)
+    )
+    panels = [
+        ("shot", shot),
+        ("gt", gt),
+        ("heatmap", heat),
+        ("components/boxes", _components(result, shape)),
+        ("object core", obj),
+        ("effect-aware", eff),
+    ]
     row = np.concatenate([_label(np.ascontiguousarray(p), name) for name, p in panels], axis=1)
-    status = "ACCEPTED" + (" phase2" if result.phase2 else "") if result.accepted else \
-        f"REJECTED {result.stage}: {result.reason}"
+    status = (
+        "ACCEPTED" + (" phase2" if result.phase2 else "")
+        if result.accepted
+        else f"REJECTED {result.stage}: {result.reason}"
+    )
     header = np.zeros((_LABEL_H + 4, row.shape[1], 3), np.uint8)
-    cv2.putText(header, f"{title}  {status}", (4, _LABEL_H - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                (120, 255, 120) if result.accepted else (255, 120, 120), 1, cv2.LINE_AA)
+    cv2.putText(
+        header,
+        f"{title}  {status}",
+        (4, _LABEL_H - 2),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (120, 255, 120) if result.accepted else (255, 120, 120),
+        1,
+        cv2.LINE_AA,
+    )
     return np.concatenate([header, row], axis=0)
 
 

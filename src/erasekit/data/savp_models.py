@@ -1,14 +1,18 @@
 """The two models SAVP consults, behind small interfaces, and their adapters.
 
-* :class:`Detector` — open-vocabulary boxes for a text query (Alg. 1: GroundingDINO on I_shot with the instruction).
+* :class:`Detector` — open-vocabulary boxes for a text query (Alg. 1: GroundingDINO on I_shot with the
+instruction).
 * :class:`Segmenter` — box-prompted masks (Alg. 2: SAM2 on I_shot with the validated boxes).
 
-Real adapters load **local** checkpoints (a folder, or a Hub id already in the local cache) through transformers:
+Real adapters load **local** checkpoints (a folder, or a Hub id already in the local cache) through
+transformers:
 :class:`GroundingDinoDetector` (``AutoProcessor`` + ``AutoModelForZeroShotObjectDetection``) and
-:class:`SamSegmenter` (``Sam2Model`` for SAM2 checkpoints, ``SamModel`` for SAM v1 ones). A missing checkpoint is a
+:class:`SamSegmenter` (``Sam2Model`` for SAM2 checkpoints, ``SamModel`` for SAM v1 ones). A missing checkpoint
+is a
 :class:`~erasekit.types.MissingWeightsError` naming the download command.
 
-Stand-ins, named for what they are: :class:`OracleDetector` returns boxes it was given (ground truth in tests and
+Stand-ins, named for what they are: :class:`OracleDetector` returns boxes it was given (ground truth in tests
+and
 in the synthetic benchmark, never a claim about detection quality); :class:`GrabCutSegmenter` is OpenCV's
 box-initialised GrabCut, a weight-free classical segmenter; :class:`OracleSegmenter` returns known masks.
 """
@@ -62,7 +66,8 @@ def box_from_xyxy(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, 
     return Box(max(0, math.floor(y0)), max(0, math.floor(x0)), min(h, math.ceil(y1)), min(w, math.ceil(x1)))
 
 
-# ---- stand-ins --------------------------------------------------------------------------------------------------
+# ---- stand-ins
+# --------------------------------------------------------------------------------------------------
 @dataclass
 class OracleDetector:
     """Returns fixed, known boxes (ground truth) whatever the query. For tests and the synthetic benchmark only."""
@@ -122,17 +127,22 @@ def _box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-# ---- transformers adapters --------------------------------------------------------------------------------------
+# ---- transformers adapters
+# --------------------------------------------------------------------------------------
 def _missing(kind: str, name: str, hub_id: str, exc: Exception | None = None) -> MissingWeightsError:
     looks_like_path = Path(name).is_absolute() or name.startswith(".") or name.count("/") != 1
     if looks_like_path and not Path(name).exists():
-        return MissingWeightsError(f"{kind} checkpoint folder '{name}' does not exist; fetch the weights with "
-                                   f"`hf download {hub_id} --local-dir {name}`")
+        return MissingWeightsError(
+            f"{kind} checkpoint folder '{name}' does not exist; fetch the weights with "
+            f"`hf download {hub_id} --local-dir {name}`"
+        )
     if looks_like_path:
         detail = f": {str(exc).splitlines()[0][:160]}" if exc else ""
         return MissingWeightsError(f"{kind} checkpoint folder '{name}' cannot be loaded{detail}")
-    return MissingWeightsError(f"{kind} checkpoint '{name}' is not in the local Hugging Face cache; fetch it with "
-                               f"`hf download {name}` (or pass a local folder)")
+    return MissingWeightsError(
+        f"{kind} checkpoint '{name}' is not in the local Hugging Face cache; fetch it with "
+        f"`hf download {name}` (or pass a local folder)"
+    )
 
 
 def _torch_device(device: str | None):
@@ -144,12 +154,19 @@ def _torch_device(device: str | None):
 class GroundingDinoDetector:
     """GroundingDINO through transformers, from a local folder or a cached Hub id (never downloads).
 
-    The query is lower-cased and ends with "." (GroundingDINO's phrase convention). ``box_threshold`` is a floor
+    The query is lower-cased and ends with "." (GroundingDINO's phrase convention). ``box_threshold`` is a
+    floor
     below which boxes are not even returned; SAVP applies τ_score and K_sem itself.
     """
 
-    def __init__(self, name_or_path: str = DEFAULT_DETECTOR, *, device: str | None = None,
-                 box_threshold: float = 0.05, text_threshold: float = 0.25):
+    def __init__(
+        self,
+        name_or_path: str = DEFAULT_DETECTOR,
+        *,
+        device: str | None = None,
+        box_threshold: float = 0.05,
+        text_threshold: float = 0.25,
+    ):
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         self.name = str(name_or_path)
@@ -174,13 +191,19 @@ class GroundingDinoDetector:
         from PIL import Image
 
         h, w = image.shape[:2]
-        inputs = self.processor(images=Image.fromarray(image), text=self.query_text(query), return_tensors="pt")
+        inputs = self.processor(
+            images=Image.fromarray(image), text=self.query_text(query), return_tensors="pt"
+        )
         inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
         with self._lock, torch.no_grad():
             outputs = self.model(**inputs)
         result = self.processor.post_process_grounded_object_detection(
-            outputs, inputs["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold,
-            target_sizes=[(h, w)])[0]
+            outputs,
+            inputs["input_ids"],
+            threshold=self.box_threshold,
+            text_threshold=self.text_threshold,
+            target_sizes=[(h, w)],
+        )[0]
         labels = result.get("text_labels", result.get("labels", []))
         out = []
         for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), list(labels)):
@@ -194,9 +217,12 @@ class GroundingDinoDetector:
 class SamSegmenter:
     """SAM2 (``Sam2Model``) or SAM (``SamModel``) through transformers with box prompts, single-mask output.
 
-    SAM v1 uses transformers' ``SamProcessor``. SAM2's processor needs torchvision; where torchvision is missing
-    (it has no CPU wheel on some platforms) the same preprocessing is done here from the checkpoint's own settings:
-    resize to the model's square input, scale to [0, 1], normalise with the processor's mean/std; boxes are scaled
+    SAM v1 uses transformers' ``SamProcessor``. SAM2's processor needs torchvision; where torchvision is
+    missing
+    (it has no CPU wheel on some platforms) the same preprocessing is done here from the checkpoint's own
+    settings:
+    resize to the model's square input, scale to [0, 1], normalise with the processor's mean/std; boxes are
+    scaled
     to the resized frame; low-resolution mask logits are resized back bilinearly and thresholded at 0, as the
     processor's ``post_process_masks`` does.
     """
@@ -271,17 +297,23 @@ class SamSegmenter:
             if self.processor is not None:
                 from PIL import Image
 
-                inputs = self.processor(images=Image.fromarray(image), input_boxes=[xyxy], return_tensors="pt")
+                inputs = self.processor(
+                    images=Image.fromarray(image), input_boxes=[xyxy], return_tensors="pt"
+                )
                 inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
-                outputs = self.model(**{k: v for k, v in inputs.items() if k in ("pixel_values", "input_boxes")},
-                                     multimask_output=False)
+                outputs = self.model(
+                    **{k: v for k, v in inputs.items() if k in ("pixel_values", "input_boxes")},
+                    multimask_output=False,
+                )
                 sizes = [inputs["original_sizes"].cpu()]
                 if "reshaped_input_sizes" in inputs:  # SAM v1 pads to a square and needs the unpadded size
                     sizes.append(inputs["reshaped_input_sizes"].cpu())
                 masks = self.processor.post_process_masks(outputs.pred_masks.cpu(), *sizes)[0]
                 return [m[0].numpy().astype(bool) for m in masks]
             logits = self._sam2_forward(image, xyxy)
-        up = torch.nn.functional.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        up = torch.nn.functional.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[
+            0
+        ]
         return [m.numpy() > 0 for m in up]
 
     def _sam2_forward(self, image: np.ndarray, xyxy: list[list[int]]):
@@ -299,6 +331,16 @@ class SamSegmenter:
         return outputs.pred_masks[0, :, 0].float().cpu()  # (boxes, h', w') logits
 
 
-__all__ = ["DEFAULT_DETECTOR", "DEFAULT_SEGMENTER", "Detection", "Detector", "GrabCutSegmenter",
-           "GroundingDinoDetector", "OracleDetector", "OracleSegmenter", "SamSegmenter", "Segmenter",
-           "box_from_xyxy"]
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "DEFAULT_SEGMENTER",
+    "Detection",
+    "Detector",
+    "GrabCutSegmenter",
+    "GroundingDinoDetector",
+    "OracleDetector",
+    "OracleSegmenter",
+    "SamSegmenter",
+    "Segmenter",
+    "box_from_xyxy",
+]

@@ -4,16 +4,19 @@ Input: a JSONL manifest, one triplet per line::
 
     {"id": "t0001", "original": "imgs/a.png", "edited": "imgs/a_edit.png", "instruction": "Add a red mug"}
 
-(paths relative to the manifest's folder; ``id`` defaults to the line number; other keys are kept — ``truth`` is
+(paths relative to the manifest's folder; ``id`` defaults to the line number; other keys are kept — ``truth``
+is
 read by the ``oracle-truth`` stand-ins). Output, in the dataset folder:
 
 * the paired dataset (:mod:`erasekit.data.paired`) with the accepted samples,
-* ``savp_decisions.jsonl``: one line per processed triplet (accepted, or the rejection stage and reason, plus the
+* ``savp_decisions.jsonl``: one line per processed triplet (accepted, or the rejection stage and reason, plus
+the
   numbers that decided it),
 * ``savp_stats.json``: the Table 7-style statistics over the whole decision log,
 * ``debug/<id>.png`` sheets with ``debug_sheets=True``.
 
-Resumable and idempotent: triplets already in the decision log are skipped, so an interrupted run continues and a
+Resumable and idempotent: triplets already in the decision log are skipped, so an interrupted run continues
+and a
 finished one changes nothing. Only the driver process writes files (except debug sheets, one file per sample,
 written atomically by the workers), so appends never interleave.
 
@@ -56,7 +59,8 @@ STATS_NAME = "savp_stats.json"
 ORACLE = "oracle-truth"
 
 
-# ---- triplets ------------------------------------------------------------------------------------------------------
+# ---- triplets
+# ------------------------------------------------------------------------------------------------------
 @dataclass
 class Triplet:
     id: str
@@ -95,11 +99,13 @@ def read_triplets(manifest: str | os.PathLike) -> list[Triplet]:
     return out
 
 
-# ---- models per worker ---------------------------------------------------------------------------------------------
+# ---- models per worker
+# ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:
     """What each worker loads. ``detector``: a GroundingDINO folder / cached Hub id, or ``oracle-truth`` (boxes
-    from each triplet's ``truth.object_box``: a stand-in for tests and the synthetic benchmark, not detection).
+    from each triplet's ``truth.object_box``: a stand-in for tests and the synthetic benchmark, not
+    detection).
     ``segmenter``: a SAM2/SAM folder / cached Hub id, ``grabcut`` (OpenCV), or ``oracle-truth`` (the truth mask)."""
 
     detector: str = DEFAULT_DETECTOR
@@ -117,7 +123,9 @@ class _Models:
         if self.spec.detector == ORACLE:
             box = (triplet.truth or {}).get("object_box")
             if box is None:
-                raise InvalidInputError(f"triplet {triplet.id!r}: the oracle-truth detector needs truth.object_box")
+                raise InvalidInputError(
+                    f"triplet {triplet.id!r}: the oracle-truth detector needs truth.object_box"
+                )
             return OracleDetector([Box(*map(int, box))])
         if self._detector is None:
             self._detector = GroundingDinoDetector(self.spec.detector, device=self.spec.device)
@@ -127,7 +135,9 @@ class _Models:
         if self.spec.segmenter == ORACLE:
             path = (triplet.truth or {}).get("object_mask")
             if path is None:
-                raise InvalidInputError(f"triplet {triplet.id!r}: the oracle-truth segmenter needs truth.object_mask")
+                raise InvalidInputError(
+                    f"triplet {triplet.id!r}: the oracle-truth segmenter needs truth.object_mask"
+                )
             return OracleSegmenter(io.read_mask(path))
         if self.spec.segmenter == "grabcut":
             return GrabCutSegmenter()
@@ -140,15 +150,20 @@ class _Models:
 class Outcome:
     id: str
     decision: dict[str, Any]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # shot, gt, object_mask, effect_mask when accepted
+    arrays: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # shot, gt, object_mask, effect_mask when accepted
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         buffer = _bytes_io.BytesIO()
         # Numeric arrays only (from_row's np.load refuses pickles as well).
         np.savez_compressed(buffer, allow_pickle=False, **self.arrays)
-        return {"id": self.id, "json": json.dumps({"decision": self.decision, "meta": self.meta}),
-                "arrays": buffer.getvalue()}
+        return {
+            "id": self.id,
+            "json": json.dumps({"decision": self.decision, "meta": self.meta}),
+            "arrays": buffer.getvalue(),
+        }
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Outcome:
@@ -172,23 +187,42 @@ class SAVPWorker:
             original = io.read_image(triplet.original).pixels
             edited = io.read_image(triplet.edited).pixels
         except InvalidInputError as exc:
-            return Outcome(triplet.id, {"accepted": False, "stage": "input", "reason": "unreadable_image",
-                                        "kind": instruction_kind(triplet.instruction), "phase2": False,
-                                        "error": str(exc)}, meta=meta)
+            return Outcome(
+                triplet.id,
+                {
+                    "accepted": False,
+                    "stage": "input",
+                    "reason": "unreadable_image",
+                    "kind": instruction_kind(triplet.instruction),
+                    "phase2": False,
+                    "error": str(exc),
+                },
+                meta=meta,
+            )
         pipeline = SAVP(self.models.detector(triplet), self.models.segmenter(triplet), self.config)
         result = pipeline(original, edited, triplet.instruction)
         if self.debug_dir is not None:
             from .savp_debug import debug_sheet
 
-            io.write_image(self.debug_dir / f"{triplet.id}.png",
-                           debug_sheet(result, original, edited, title=triplet.id))
+            io.write_image(
+                self.debug_dir / f"{triplet.id}.png", debug_sheet(result, original, edited, title=triplet.id)
+            )
         arrays: dict[str, np.ndarray] = {}
         if result.accepted:
             # An accepted result went through both algorithms, which set all of these.
-            assert (result.shot is not None and result.gt is not None and result.object_mask is not None
-                    and result.effect_mask is not None and result.effect_ratio is not None)
-            arrays = {"shot": result.shot, "gt": result.gt, "object_mask": result.object_mask.astype(np.uint8),
-                      "effect_mask": result.effect_mask.astype(np.uint8)}
+            assert (
+                result.shot is not None
+                and result.gt is not None
+                and result.object_mask is not None
+                and result.effect_mask is not None
+                and result.effect_ratio is not None
+            )
+            arrays = {
+                "shot": result.shot,
+                "gt": result.gt,
+                "object_mask": result.object_mask.astype(np.uint8),
+                "effect_mask": result.effect_mask.astype(np.uint8),
+            }
             meta.update(kind=result.kind, effect_ratio=round(float(result.effect_ratio), 4))
         return Outcome(triplet.id, _jsonable(result), arrays, meta)
 
@@ -198,7 +232,8 @@ def _jsonable(result: SAVPResult) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in decision.items()}
 
 
-# ---- executors -----------------------------------------------------------------------------------------------------
+# ---- executors
+# -----------------------------------------------------------------------------------------------------
 _WORKER: SAVPWorker | None = None
 
 
@@ -220,8 +255,14 @@ def _process(triplet: Triplet) -> Outcome:
     return _WORKER(triplet)
 
 
-def run_local(triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, *, workers: int = 1,
-              debug_dir: str | None = None) -> Iterator[Outcome]:
+def run_local(
+    triplets: list[Triplet],
+    spec: ModelSpec,
+    config: SAVPConfig,
+    *,
+    workers: int = 1,
+    debug_dir: str | None = None,
+) -> Iterator[Outcome]:
     """In-process for one worker, a process pool otherwise. Results come back in manifest order."""
     if workers <= 1:
         worker = SAVPWorker(spec, config, debug_dir)
@@ -231,7 +272,8 @@ def run_local(triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, *, w
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    # Plain fork is unsafe once the driver has run torch/OpenMP (a forked child can inherit a held lock and hang);
+    # Plain fork is unsafe once the driver has run torch/OpenMP (a forked child can inherit a held lock and
+    # hang);
     # forkserver forks from a clean server that has imported this module once, so workers still start fast.
     context: mp.context.BaseContext
     if "forkserver" in mp.get_all_start_methods():
@@ -239,8 +281,9 @@ def run_local(triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, *, w
         context.set_forkserver_preload([__name__])
     else:
         context = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_process,
-                             initargs=(spec, config, debug_dir)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_process, initargs=(spec, config, debug_dir)
+    ) as pool:
         yield from pool.map(_process, triplets, chunksize=max(1, min(8, len(triplets) // (workers * 4) or 1)))
 
 
@@ -252,13 +295,21 @@ class _RayActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [self.worker(Triplet(**json.loads(p))).to_row() for p in batch["payload"]]
-        return {"id": np.array([r["id"] for r in rows], dtype=object),
-                "json": np.array([r["json"] for r in rows], dtype=object),
-                "arrays": np.array([r["arrays"] for r in rows], dtype=object)}
+        return {
+            "id": np.array([r["id"] for r in rows], dtype=object),
+            "json": np.array([r["json"] for r in rows], dtype=object),
+            "arrays": np.array([r["arrays"] for r in rows], dtype=object),
+        }
 
 
-def run_ray(triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, *, workers: int = 1,
-            debug_dir: str | None = None) -> Iterator[Outcome]:
+def run_ray(
+    triplets: list[Triplet],
+    spec: ModelSpec,
+    config: SAVPConfig,
+    *,
+    workers: int = 1,
+    debug_dir: str | None = None,
+) -> Iterator[Outcome]:
     """Ray Data over the manifest: ``map_batches`` with ``workers`` actors. Uses a running Ray cluster if this
     process is connected to one (``ray.init(address=...)`` beforehand), else starts a local one."""
     try:
@@ -277,15 +328,20 @@ def run_ray(triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, *, wor
             ray.shutdown()
 
 
-def _ray_outcomes(ray, triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, workers: int,
-                  debug_dir: str | None) -> Iterator[Outcome]:
+def _ray_outcomes(
+    ray, triplets: list[Triplet], spec: ModelSpec, config: SAVPConfig, workers: int, debug_dir: str | None
+) -> Iterator[Outcome]:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
     payloads = [{"payload": json.dumps(asdict(t))} for t in triplets]
     dataset = ray.data.from_items(payloads).map_batches(
-        _RayActor, fn_constructor_kwargs={"spec": asdict(spec), "config": asdict(config), "debug_dir": debug_dir},
-        batch_size=1, concurrency=max(1, workers), num_cpus=1)
+        _RayActor,
+        fn_constructor_kwargs={"spec": asdict(spec), "config": asdict(config), "debug_dir": debug_dir},
+        batch_size=1,
+        concurrency=max(1, workers),
+        num_cpus=1,
+    )
     for row in dataset.iter_rows():
         yield Outcome.from_row(row)
 
@@ -293,7 +349,8 @@ def _ray_outcomes(ray, triplets: list[Triplet], spec: ModelSpec, config: SAVPCon
 EXECUTORS = {"local": run_local, "ray": run_ray}
 
 
-# ---- decision log and statistics ----------------------------------------------------------------------------------
+# ---- decision log and statistics
+# ----------------------------------------------------------------------------------
 def _read_decisions(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
@@ -332,13 +389,17 @@ class SAVPStats:
         def pct(n: int, d: int, of: str = "") -> str:
             return f"{100.0 * n / d:.2f}%{of}" if d else "—"
 
-        rows = [("Source samples", self.source, ""),
-                ("Add-object samples", self.add, pct(self.add, self.source)),
-                ("Remove-object samples", self.remove, pct(self.remove, self.source)),
-                ("Add/remove total", self.add + self.remove, pct(self.add + self.remove, self.source)),
-                ("Retained (paired dataset)", self.retained, pct(self.retained, self.source, " of source")),
-                ("Phase II subset", self.phase2, pct(self.phase2, self.retained, " of retained"))]
-        rows += [(f"Rejected — {k}", v, pct(v, self.source, " of source")) for k, v in self.rejections.items()]
+        rows = [
+            ("Source samples", self.source, ""),
+            ("Add-object samples", self.add, pct(self.add, self.source)),
+            ("Remove-object samples", self.remove, pct(self.remove, self.source)),
+            ("Add/remove total", self.add + self.remove, pct(self.add + self.remove, self.source)),
+            ("Retained (paired dataset)", self.retained, pct(self.retained, self.source, " of source")),
+            ("Phase II subset", self.phase2, pct(self.phase2, self.retained, " of retained")),
+        ]
+        rows += [
+            (f"Rejected — {k}", v, pct(v, self.source, " of source")) for k, v in self.rejections.items()
+        ]
         return rows
 
     def table(self):
@@ -353,9 +414,17 @@ class SAVPStats:
         return table
 
 
-def run_savp(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, spec: ModelSpec | None = None,
-             config: SAVPConfig | None = None, executor: str = "local", workers: int = 1,
-             debug_sheets: bool = False, progress: bool = True) -> SAVPStats:
+def run_savp(
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    spec: ModelSpec | None = None,
+    config: SAVPConfig | None = None,
+    executor: str = "local",
+    workers: int = 1,
+    debug_sheets: bool = False,
+    progress: bool = True,
+) -> SAVPStats:
     """Process every triplet not yet in the decision log; return statistics over the whole log."""
     if executor not in EXECUTORS:
         raise InvalidInputError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
@@ -370,8 +439,9 @@ def run_savp(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, spec: M
     decisions = _read_decisions(log_path)
     pending = [t for t in triplets if t.id not in decisions]
     debug_dir = str(out / "debug") if debug_sheets else None
-    outcomes: Iterable[Outcome] = EXECUTORS[executor](pending, spec, config, workers=workers,
-                                                      debug_dir=debug_dir)
+    outcomes: Iterable[Outcome] = EXECUTORS[executor](
+        pending, spec, config, workers=workers, debug_dir=debug_dir
+    )
     if progress:
         from tqdm import tqdm
 
@@ -380,9 +450,15 @@ def run_savp(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, spec: M
         for outcome in outcomes:
             if outcome.decision.get("accepted") and outcome.id not in writer:
                 a = outcome.arrays
-                writer.add(outcome.id, a["shot"], a["gt"], a["object_mask"].astype(np.float32),
-                           a["effect_mask"].astype(np.float32), phase2=bool(outcome.decision.get("phase2")),
-                           meta=outcome.meta)
+                writer.add(
+                    outcome.id,
+                    a["shot"],
+                    a["gt"],
+                    a["object_mask"].astype(np.float32),
+                    a["effect_mask"].astype(np.float32),
+                    phase2=bool(outcome.decision.get("phase2")),
+                    meta=outcome.meta,
+                )
             line = {"id": outcome.id, **outcome.decision}
             jsonl.append_line(log, line)
             decisions[outcome.id] = line
@@ -395,5 +471,18 @@ def run_savp(manifest: str | os.PathLike, out_dir: str | os.PathLike, *, spec: M
     return stats
 
 
-__all__ = ["DECISIONS_NAME", "EXECUTORS", "ORACLE", "REASONS", "STATS_NAME", "ModelSpec", "SAVPStats", "SAVPWorker",
-           "Triplet", "read_triplets", "run_local", "run_ray", "run_savp"]
+__all__ = [
+    "DECISIONS_NAME",
+    "EXECUTORS",
+    "ORACLE",
+    "REASONS",
+    "STATS_NAME",
+    "ModelSpec",
+    "SAVPStats",
+    "SAVPWorker",
+    "Triplet",
+    "read_triplets",
+    "run_local",
+    "run_ray",
+    "run_savp",
+]

@@ -1,6 +1,7 @@
 """Synthetic effect scenes: real photo crops with inserted objects that cast shadows and mirror reflections.
 
-Each scene is a quadruple (shot, background, object mask, effect mask) with exact ground truth, used as test data
+Each scene is a quadruple (shot, background, object mask, effect mask) with exact ground truth, used as test
+data
 for training, for SAVP and for a small honest benchmark. It is *not* a photorealistic renderer; it has the two
 properties the methods care about: effects that extend beyond the object, and a background that is untouched
 everywhere else.
@@ -9,7 +10,8 @@ How a scene is made (all randomness from one ``numpy.random.Generator``, so a se
 
 1. **Background**: a random square crop of a photo bundled in the scikit-image wheel (``skimage.data``; no
    download), resized to ``size × size`` with area interpolation.
-2. **Object**: an ellipse, polygon or star-shaped blob, drawn hard-edged with OpenCV, coloured with a random hue,
+2. **Object**: an ellipse, polygon or star-shaped blob, drawn hard-edged with OpenCV, coloured with a random
+hue,
    Lambert-like shading from a random light direction and a sinusoidal texture.
 3. **Shadow** (multiplicative): the object's silhouette squashed towards its base and sheared sideways (a cast
    shadow on the ground), blurred with a Gaussian (soft penumbra), scaled by a strength; the background is
@@ -18,8 +20,10 @@ How a scene is made (all randomness from one ``numpy.random.Generator``, so a se
    alpha-blended with a strength that fades linearly with distance from the base.
 5. The object is pasted on top.
 
-**Effect-mask threshold.** Shadow and reflection alphas below :attr:`SceneConfig.alpha_floor` (default 0.05) are
-set to 0, so a penumbra ends instead of fading into one-grey-level changes across the image. The effect mask is
+**Effect-mask threshold.** Shadow and reflection alphas below :attr:`SceneConfig.alpha_floor` (default 0.05)
+are
+set to 0, so a penumbra ends instead of fading into one-grey-level changes across the image. The effect mask
+is
 then exactly ``object ∪ {pixels whose value changed}``: outside it the shot equals the background bit for bit.
 
 ``phase2`` uses Eq. 2 of OSOR (arXiv:2606.28094): ‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25 with m_fuse the effect mask
@@ -46,12 +50,32 @@ from ..types import InvalidInputError
 from .paired import PHASE2_THRESHOLD, PairedDatasetWriter
 
 # Photos (not synthetic test patterns) from skimage.data that load without pooch downloads.
-BACKGROUND_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle", "brick", "grass", "gravel",
-                     "camera", "coins", "moon")
+BACKGROUND_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "stereo_motorcycle",
+    "brick",
+    "grass",
+    "gravel",
+    "camera",
+    "coins",
+    "moon",
+)
 EFFECT_PROBABILITIES = {"shadow": 0.35, "reflection": 0.25, "both": 0.3, "none": 0.1}
 _SHAPES = ("ellipse", "polygon", "blob")
-_HUE_NAMES = ((15, "red"), (40, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"), (260, "blue"),
-              (300, "purple"), (340, "pink"), (360, "red"))
+_HUE_NAMES = (
+    (15, "red"),
+    (40, "orange"),
+    (70, "yellow"),
+    (160, "green"),
+    (200, "cyan"),
+    (260, "blue"),
+    (300, "purple"),
+    (340, "pink"),
+    (360, "red"),
+)
 _SHAPE_NAMES = {"ellipse": "ball", "polygon": "box", "blob": "toy"}
 
 
@@ -89,11 +113,11 @@ class SceneConfig:
 
 @dataclass
 class SyntheticScene:
-    shot: np.ndarray              # uint8 H×W×3, background + effects + object
-    background: np.ndarray        # uint8 H×W×3, the clean target
-    object_mask: np.ndarray       # float32 {0, 1}
-    effect_mask: np.ndarray       # float32 {0, 1}: object ∪ changed pixels
-    shadow_alpha: np.ndarray      # float32 [0, 1] (0 where there is no shadow)
+    shot: np.ndarray  # uint8 H×W×3, background + effects + object
+    background: np.ndarray  # uint8 H×W×3, the clean target
+    object_mask: np.ndarray  # float32 {0, 1}
+    effect_mask: np.ndarray  # float32 {0, 1}: object ∪ changed pixels
+    shadow_alpha: np.ndarray  # float32 [0, 1] (0 where there is no shadow)
     reflection_alpha: np.ndarray  # float32 [0, 1]
     object_box: Box
     meta: dict[str, Any]
@@ -124,7 +148,7 @@ def _background(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray,
     side = max(cfg.size, int(min(h, w) * _uniform(rng, cfg.crop_fraction)))
     side = min(side, h, w)
     top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    crop = photo[top:top + side, left:left + side]
+    crop = photo[top : top + side, left : left + side]
     out = cv2.resize(crop, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
     return out, {"photo": name, "crop": [top, left, side]}
 
@@ -141,8 +165,11 @@ def _object_mask(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray
         cv2.ellipse(mask, (round(cx), round(cy)), axes, _uniform(rng, (0, 180)), 0, 360, 1, thickness=-1)
     else:
         n = int(rng.integers(5, 9)) if kind == "polygon" else 48
-        angles = np.sort(rng.uniform(0, 2 * np.pi, n)) if kind == "polygon" else np.linspace(0, 2 * np.pi, n,
-                                                                                            endpoint=False)
+        angles = (
+            np.sort(rng.uniform(0, 2 * np.pi, n))
+            if kind == "polygon"
+            else np.linspace(0, 2 * np.pi, n, endpoint=False)
+        )
         if kind == "polygon":
             radii = r * rng.uniform(0.6, 1.0, n)
         else:
@@ -180,19 +207,26 @@ def _shadow_alpha(rng: np.random.Generator, mask: np.ndarray, base: int, cfg: Sc
     s = cfg.size
     squash = _uniform(rng, cfg.shadow_squash)
     shear = _uniform(rng, cfg.shadow_shear) * float(rng.choice((-1.0, 1.0)))
-    # Points (x, y) of the silhouette map to (x + shear·(base - y), base - squash·(base - y)): flattened onto the
+    # Points (x, y) of the silhouette map to (x + shear·(base - y), base - squash·(base - y)): flattened onto
+    # the
     # ground behind the object, leaning sideways away from the light.
-    matrix = np.array([[1.0, -shear, shear * base],
-                       [0.0, squash, (1.0 - squash) * base]], np.float32)
-    warped = cv2.warpAffine(mask.astype(np.float32), matrix, (s, s), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    matrix = np.array([[1.0, -shear, shear * base], [0.0, squash, (1.0 - squash) * base]], np.float32)
+    warped = cv2.warpAffine(
+        mask.astype(np.float32),
+        matrix,
+        (s, s),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
     sigma = max(0.6, _uniform(rng, cfg.shadow_blur) * s)
     soft = cv2.GaussianBlur(warped, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_CONSTANT)
     return _cut(np.clip(soft, 0, 1) * _uniform(rng, cfg.shadow_strength), cfg.alpha_floor)
 
 
-def _reflection(rng: np.random.Generator, mask: np.ndarray, colours: np.ndarray, base: int,
-                cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
+def _reflection(
+    rng: np.random.Generator, mask: np.ndarray, colours: np.ndarray, base: int, cfg: SceneConfig
+) -> tuple[np.ndarray, np.ndarray]:
     s = cfg.size
     rows = np.arange(s)
     source = 2 * base + 1 - rows  # row y below the base shows the object's row 2·base + 1 - y (mirror)
@@ -236,10 +270,24 @@ def make_scene(rng: np.random.Generator, config: SceneConfig | None = None) -> S
     effect_mask = (mask | changed).astype(np.float32)
     ys, xs = np.nonzero(mask)
     box = Box(int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1)
-    meta.update({"shape": kind, "colour": colour_name, "effects": effects,
-                 "object_box": [box.top, box.left, box.bottom, box.right]})
-    return SyntheticScene(shot_u8, background, object_mask, effect_mask, np.where(mask, 0, shadow).astype(np.float32),
-                          np.where(mask, 0, reflection).astype(np.float32), box, meta)
+    meta.update(
+        {
+            "shape": kind,
+            "colour": colour_name,
+            "effects": effects,
+            "object_box": [box.top, box.left, box.bottom, box.right],
+        }
+    )
+    return SyntheticScene(
+        shot_u8,
+        background,
+        object_mask,
+        effect_mask,
+        np.where(mask, 0, shadow).astype(np.float32),
+        np.where(mask, 0, reflection).astype(np.float32),
+        box,
+        meta,
+    )
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:
@@ -247,16 +295,24 @@ def scene_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def iter_scenes(n: int, *, seed: int = 0, config: SceneConfig | None = None,
-                start: int = 0) -> Iterator[tuple[int, SyntheticScene]]:
+def iter_scenes(
+    n: int, *, seed: int = 0, config: SceneConfig | None = None, start: int = 0
+) -> Iterator[tuple[int, SyntheticScene]]:
     """Scenes ``start .. start + n - 1`` of the set defined by ``seed`` and ``config``."""
     cfg = config or SceneConfig()
     for i in range(start, start + n):
         yield i, make_scene(scene_rng(seed, i), cfg)
 
 
-def generate_synthetic_dataset(out_dir: str | os.PathLike, n: int, size: int = 64, seed: int = 0, *,
-                               config: SceneConfig | None = None, progress: bool = False) -> Path:
+def generate_synthetic_dataset(
+    out_dir: str | os.PathLike,
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    *,
+    config: SceneConfig | None = None,
+    progress: bool = False,
+) -> Path:
     """Write ``n`` scenes as a paired dataset (ids ``000000``...). Resumable: existing ids are skipped, and since
     scene i depends only on (seed, i) a resumed run writes the same bytes an uninterrupted one would."""
     if n < 0:
@@ -273,17 +329,36 @@ def generate_synthetic_dataset(out_dir: str | os.PathLike, n: int, size: int = 6
         if sample_id in writer:
             continue
         scene = make_scene(scene_rng(seed, i), cfg)
-        meta = {"source": "synthetic", "instruction": f"Remove the {scene.instruction_noun}", "seed": seed,
-                "index": i, **scene.meta}
-        writer.add(sample_id, scene.shot, scene.background, scene.object_mask, scene.effect_mask,
-                   phase2=scene.phase2, meta=meta)
+        meta = {
+            "source": "synthetic",
+            "instruction": f"Remove the {scene.instruction_noun}",
+            "seed": seed,
+            "index": i,
+            **scene.meta,
+        }
+        writer.add(
+            sample_id,
+            scene.shot,
+            scene.background,
+            scene.object_mask,
+            scene.effect_mask,
+            phase2=scene.phase2,
+            meta=meta,
+        )
     return Path(out_dir)
 
 
-def write_synthetic_triplets(out_dir: str | os.PathLike, n_scenes: int, size: int = 256, seed: int = 0, *,
-                             config: SceneConfig | None = None) -> Path:
+def write_synthetic_triplets(
+    out_dir: str | os.PathLike,
+    n_scenes: int,
+    size: int = 256,
+    seed: int = 0,
+    *,
+    config: SceneConfig | None = None,
+) -> Path:
     """Instruction-edit triplets for SAVP from synthetic scenes: per scene an "add" triplet (original = clean,
-    edited = shot) and a "remove" triplet (original = shot, edited = clean). Returns ``out_dir/triplets.jsonl``.
+    edited = shot) and a "remove" triplet (original = shot, edited = clean). Returns
+    ``out_dir/triplets.jsonl``.
 
     Each line also carries ``truth`` (object/effect mask paths, object box) for benchmarks; SAVP ignores it.
     """
@@ -297,14 +372,31 @@ def write_synthetic_triplets(out_dir: str | os.PathLike, n_scenes: int, size: in
         clean = io.write_image(out / "scenes" / f"{sid}_clean.png", scene.background)
         io.write_mask(out / "truth" / f"{sid}_object.png", scene.object_mask)
         io.write_mask(out / "truth" / f"{sid}_effect.png", scene.effect_mask)
-        truth = {"object_mask": f"truth/{sid}_object.png", "effect_mask": f"truth/{sid}_effect.png",
-                 "object_box": scene.meta["object_box"], "effects": scene.meta["effects"]}
+        truth = {
+            "object_mask": f"truth/{sid}_object.png",
+            "effect_mask": f"truth/{sid}_effect.png",
+            "object_box": scene.meta["object_box"],
+            "effects": scene.meta["effects"],
+        }
         noun = scene.instruction_noun
-        lines.append({"id": f"{sid}-add", "original": clean.relative_to(out).as_posix(),
-                      "edited": shot.relative_to(out).as_posix(), "instruction": f"Add a {noun}", "truth": truth})
-        lines.append({"id": f"{sid}-remove", "original": shot.relative_to(out).as_posix(),
-                      "edited": clean.relative_to(out).as_posix(), "instruction": f"Remove the {noun}",
-                      "truth": truth})
+        lines.append(
+            {
+                "id": f"{sid}-add",
+                "original": clean.relative_to(out).as_posix(),
+                "edited": shot.relative_to(out).as_posix(),
+                "instruction": f"Add a {noun}",
+                "truth": truth,
+            }
+        )
+        lines.append(
+            {
+                "id": f"{sid}-remove",
+                "original": shot.relative_to(out).as_posix(),
+                "edited": clean.relative_to(out).as_posix(),
+                "instruction": f"Remove the {noun}",
+                "truth": truth,
+            }
+        )
     manifest = out / "triplets.jsonl"
     text = "".join(json.dumps(line) + "\n" for line in lines)
     temp = manifest.with_name(f".{manifest.name}.tmp")
@@ -313,5 +405,13 @@ def write_synthetic_triplets(out_dir: str | os.PathLike, n_scenes: int, size: in
     return manifest
 
 
-__all__ = ["BACKGROUND_PHOTOS", "SceneConfig", "SyntheticScene", "generate_synthetic_dataset", "iter_scenes",
-           "make_scene", "scene_rng", "write_synthetic_triplets"]
+__all__ = [
+    "BACKGROUND_PHOTOS",
+    "SceneConfig",
+    "SyntheticScene",
+    "generate_synthetic_dataset",
+    "iter_scenes",
+    "make_scene",
+    "scene_rng",
+    "write_synthetic_triplets",
+]

@@ -3,12 +3,15 @@
 OSOR resizes per backbone (OSOR arXiv:2606.28094 App. B.1 and the authors' public code (Zhouqm-Git/osor)):
 
 * SDXL-Inpainting: the shorter side becomes 512, then each side is rounded **up** to a multiple of 16.
-* FLUX Fill: the longer side is capped at 1024 (never upscaled), then each side is **floored** to a multiple of 16.
+* FLUX Fill: the longer side is capped at 1024 (never upscaled), then each side is **floored** to a multiple
+of 16.
 
-Both are :class:`ResizeRule` instances (:data:`SDXL_RESIZE`, :data:`FLUX_RESIZE`), so a new backbone is a new value,
+Both are :class:`ResizeRule` instances (:data:`SDXL_RESIZE`, :data:`FLUX_RESIZE`), so a new backbone is a new
+value,
 not a new branch. Images resize with Lanczos, masks with nearest neighbour (they stay binary).
 
-:class:`PairedAugment` draws one flip and one crop and applies them to the shot, the background and both masks, so
+:class:`PairedAugment` draws one flip and one crop and applies them to the shot, the background and both
+masks, so
 the four stay pixel-aligned; its randomness comes only from the ``numpy.random.Generator`` it is given.
 """
 
@@ -85,8 +88,10 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 class PairedAugment:
     """Consistent augmentation of (shot, background, object mask, effect mask).
 
-    ``flip_p``: probability of a horizontal flip. ``crop_scale``: each crop side is a fraction drawn from this range
-    of the image side (``(1, 1)`` disables cropping). ``keep_object``: the crop window always contains the whole
+    ``flip_p``: probability of a horizontal flip. ``crop_scale``: each crop side is a fraction drawn from this
+    range
+    of the image side (``(1, 1)`` disables cropping). ``keep_object``: the crop window always contains the
+    whole
     effect-mask box when it fits, so a crop never cuts away the thing to remove.
     """
 

@@ -1,28 +1,43 @@
 """CFD — Context-aware Feature Deviation (OmniPaint, Yu et al. ICCV 2025), a reference-free removal score.
 
-Definition (read from the authors' ``cfd_score/main.py``; lower is better). For a result image I and each connected
+Definition (read from the authors' ``cfd_score/main.py``; lower is better). For a result image I and each
+connected
 component M of the removal mask (scores are averaged over components, then over images):
 
-1. **Context term.** B = the mask's bounding box grown by a third of its width/height on each side (clamped to the
+1. **Context term.** B = the mask's bounding box grown by a third of its width/height on each side (clamped to
+the
    image), minus M. d_ctx = 1 − cos(f(I, M), f(I, B)), where f(image, region) is the mean of the L2-normalised
-   DINOv2 patch tokens (``last_hidden_state``) of the 16×16 patches the region covers at 224×224, L2-normalised.
-2. **Hallucination term.** SAM ViT-H automatic masks of I (segment-anything defaults: 32×32 points, predicted-IoU
-   ≥ 0.88, stability ≥ 0.95, box NMS 0.7), largest first, dropping any mask with IoU > 0.8 with, or > 90 % inside, a
-   kept one. *Nested* segments lie entirely inside M; *boundary* segments overlap M without being inside it and are
-   cut to M. For every nested segment C that has adjacent boundary segments (within a 5×5 kernel dilated 3 times),
+   DINOv2 patch tokens (``last_hidden_state``) of the 16×16 patches the region covers at 224×224,
+   L2-normalised.
+2. **Hallucination term.** SAM ViT-H automatic masks of I (segment-anything defaults: 32×32 points,
+predicted-IoU
+   ≥ 0.88, stability ≥ 0.95, box NMS 0.7), largest first, dropping any mask with IoU > 0.8 with, or > 90 %
+   inside, a
+   kept one. *Nested* segments lie entirely inside M; *boundary* segments overlap M without being inside it
+   and are
+   cut to M. For every nested segment C that has adjacent boundary segments (within a 5×5 kernel dilated 3
+   times),
    their union U is compared with C: each region is cut out on a white background and cropped to its box, and
-   d(C) = 1 − cos(f(crop_U, U), f(crop_C, C)). d_hal = Σ_C |C| · d(C) / Σ_C |C| (sum over all nested segments).
+   d(C) = 1 − cos(f(crop_U, U), f(crop_C, C)). d_hal = Σ_C |C| · d(C) / Σ_C |C| (sum over all nested
+   segments).
 3. CFD = d_ctx + d_hal.
 
-``reference_quirks=True`` reproduces the reference code where it departs from that description, so numbers match
-published tables: the DINOv2 processor's resize-to-256 + centre-crop-224 after the 224×224 resize (patches then no
+``reference_quirks=True`` reproduces the reference code where it departs from that description, so numbers
+match
+published tables: the DINOv2 processor's resize-to-256 + centre-crop-224 after the 224×224 resize (patches
+then no
 longer line up with the mask, which is resized over the full 224×224), the patch selector built as
-``[16×16 mask flattened, True]`` and applied to ``[CLS, patch_1 … patch_256]`` (shifted by one token), grey-level
-region masks (values 0/255 after bicubic resizing) used as *integer indices* into the tokens instead of a boolean
-selection, and the second region mask resized bicubically. With ``reference_quirks=False`` (default) patches and
-masks are aligned: the crop is resized straight to 224×224, the mask to 16×16 by nearest neighbour, tokens 1…256
+``[16×16 mask flattened, True]`` and applied to ``[CLS, patch_1 … patch_256]`` (shifted by one token),
+grey-level
+region masks (values 0/255 after bicubic resizing) used as *integer indices* into the tokens instead of a
+boolean
+selection, and the second region mask resized bicubically. With ``reference_quirks=False`` (default) patches
+and
+masks are aligned: the crop is resized straight to 224×224, the mask to 16×16 by nearest neighbour, tokens
+1…256
 are selected by the boolean mask. Assumption recorded in the docs: the SAM automatic mask generator here is
-transformers' SAM with the segment-anything default thresholds (no multi-crop layers, no small-region removal).
+transformers' SAM with the segment-anything default thresholds (no multi-crop layers, no small-region
+removal).
 """
 
 from __future__ import annotations
@@ -75,15 +90,17 @@ class SamSettings:
     box_nms_thresh: float = 0.7
 
 
-def sam_automatic_masks(image: np.ndarray, model, processor, settings: SamSettings = SamSettings(),
-                        device: str = "cpu") -> list[np.ndarray]:
+def sam_automatic_masks(
+    image: np.ndarray, model, processor, settings: SamSettings = SamSettings(), device: str = "cpu"
+) -> list[np.ndarray]:
     """Segment everything: a grid of point prompts through SAM, masks filtered by predicted IoU and stability, then
     box NMS. Returns boolean H×W masks. Uses the transformers SAM processor's own grid/filter helpers."""
     from transformers.models.sam.image_processing_pil_sam import _rle_to_mask
 
     target = processor.size.get("longest_edge", 1024)
     crop_boxes, points, crops, labels = processor.generate_crop_boxes(
-        image, target, crop_n_layers=0, points_per_crop=settings.points_per_side)
+        image, target, crop_n_layers=0, points_per_crop=settings.points_per_side
+    )
     inputs = processor(images=crops, return_tensors="pt")
     with torch.no_grad():
         embeddings = model.get_image_embeddings(inputs["pixel_values"].to(device))
@@ -91,13 +108,28 @@ def sam_automatic_masks(image: np.ndarray, model, processor, settings: SamSettin
     n = points.shape[1]
     for i in range(0, n, settings.points_per_batch):
         with torch.no_grad():
-            out = model(image_embeddings=embeddings, input_points=points[:, i:i + settings.points_per_batch].to(
-                device), input_labels=labels[:, i:i + settings.points_per_batch].to(device), multimask_output=True)
-        masks = processor.post_process_masks(out.pred_masks.cpu(), inputs["original_sizes"].tolist(),
-                                             inputs["reshaped_input_sizes"].tolist(), binarize=False)
-        rles, scores, boxes = processor.filter_masks(masks[0], out.iou_scores[0].cpu(), image.shape[:2],
-                                                     crop_boxes[0], settings.pred_iou_thresh,
-                                                     settings.stability_score_thresh, 0, 1)
+            out = model(
+                image_embeddings=embeddings,
+                input_points=points[:, i : i + settings.points_per_batch].to(device),
+                input_labels=labels[:, i : i + settings.points_per_batch].to(device),
+                multimask_output=True,
+            )
+        masks = processor.post_process_masks(
+            out.pred_masks.cpu(),
+            inputs["original_sizes"].tolist(),
+            inputs["reshaped_input_sizes"].tolist(),
+            binarize=False,
+        )
+        rles, scores, boxes = processor.filter_masks(
+            masks[0],
+            out.iou_scores[0].cpu(),
+            image.shape[:2],
+            crop_boxes[0],
+            settings.pred_iou_thresh,
+            settings.stability_score_thresh,
+            0,
+            1,
+        )
         all_masks += rles
         all_scores.append(scores)
         all_boxes.append(boxes)
@@ -116,13 +148,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
-def filter_segments(segments: list[np.ndarray], iou_threshold: float = 0.8, contain: float = 0.9) -> list[np.ndarray]:
+def filter_segments(
+    segments: list[np.ndarray], iou_threshold: float = 0.8, contain: float = 0.9
+) -> list[np.ndarray]:
     """Largest first; drop a segment overlapping a kept one with IoU > 0.8 or lying > 90 % inside it."""
     kept: list[np.ndarray] = []
     for seg in sorted(segments, key=lambda s: -int(s.sum())):
         area = seg.sum()
-        if all(_iou(seg, k) <= iou_threshold and not (area and np.logical_and(seg, k).sum() / area > contain)
-               for k in kept):
+        if all(
+            _iou(seg, k) <= iou_threshold and not (area and np.logical_and(seg, k).sum() / area > contain)
+            for k in kept
+        ):
             kept.append(seg)
     return kept
 
@@ -146,9 +182,15 @@ def _cut_out(region: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndar
 class RegionFeatures:
     """f(image, region): mean of L2-normalised DINOv2 patch tokens over the region, L2-normalised."""
 
-    def __init__(self, model, *, reference_quirks: bool = False, device: str = "cpu",
-                 processor_size: int = 256):
-        self.model, self.quirks, self.device, self.processor_size = model, reference_quirks, device, processor_size
+    def __init__(
+        self, model, *, reference_quirks: bool = False, device: str = "cpu", processor_size: int = 256
+    ):
+        self.model, self.quirks, self.device, self.processor_size = (
+            model,
+            reference_quirks,
+            device,
+            processor_size,
+        )
 
     def pixels(self, pil: Image.Image) -> torch.Tensor:
         """The DINOv2 input for an image region (1×3×224×224, ImageNet-normalised)."""
@@ -171,18 +213,26 @@ class RegionFeatures:
     def _selector(self, mask: Image.Image, *, nearest: bool) -> np.ndarray:
         m = mask.resize((_SIZE, _SIZE), Image.Resampling.NEAREST) if nearest else mask.resize((_SIZE, _SIZE))
         small = np.array(m.resize((_PATCHES, _PATCHES), Image.Resampling.NEAREST)).flatten()
-        return np.append(small, True)  # reference quirk: appended after the patches, applied to [CLS, patches]
+        return np.append(
+            small, True
+        )  # reference quirk: appended after the patches, applied to [CLS, patches]
 
     def __call__(self, image: np.ndarray, region: np.ndarray, *, first: bool = True) -> np.ndarray:
         tokens = self._tokens(Image.fromarray(image))
         if self.quirks:
-            # Reference: boolean "1"-mode masks select tokens; grey "L"-mode masks (0/255) index them as integers.
-            mask = Image.fromarray(region) if region.dtype == bool else Image.fromarray(region.astype(np.uint8) * 255)
+            # Reference: boolean "1"-mode masks select tokens; grey "L"-mode masks (0/255) index them as
+            # integers.
+            mask = (
+                Image.fromarray(region)
+                if region.dtype == bool
+                else Image.fromarray(region.astype(np.uint8) * 255)
+            )
             selector = self._selector(mask, nearest=first)
             feats = tokens[selector] if selector.dtype == bool else tokens[selector.astype(np.int64)]
         else:
-            m = Image.fromarray(region.astype(np.uint8) * 255).resize((_PATCHES, _PATCHES),
-                                                                     Image.Resampling.NEAREST)
+            m = Image.fromarray(region.astype(np.uint8) * 255).resize(
+                (_PATCHES, _PATCHES), Image.Resampling.NEAREST
+            )
             selector = np.asarray(m).flatten() > 127
             feats = tokens[1:][selector] if selector.any() else tokens[1:]
         mean = feats.mean(axis=0)
@@ -193,8 +243,9 @@ def _distance(features: RegionFeatures, img1, region1, img2, region2) -> float:
     return float(1.0 - np.dot(features(img1, region1, first=True), features(img2, region2, first=False)))
 
 
-def cfd_component(image: np.ndarray, component: np.ndarray, segments: list[np.ndarray],
-                  features: RegionFeatures) -> dict[str, float]:
+def cfd_component(
+    image: np.ndarray, component: np.ndarray, segments: list[np.ndarray], features: RegionFeatures
+) -> dict[str, float]:
     """CFD for one mask component given the (unfiltered) SAM segments of ``image``."""
     H, W = component.shape
     ys, xs = np.nonzero(component)
@@ -226,8 +277,9 @@ def cfd_component(image: np.ndarray, component: np.ndarray, segments: list[np.nd
     return {"cfd": d_ctx + d_hal, "cfd_context": d_ctx, "cfd_hallucination": d_hal}
 
 
-def cfd_score(image: np.ndarray, mask: np.ndarray, segments: list[np.ndarray],
-              features: RegionFeatures) -> dict[str, float]:
+def cfd_score(
+    image: np.ndarray, mask: np.ndarray, segments: list[np.ndarray], features: RegionFeatures
+) -> dict[str, float]:
     """Average of :func:`cfd_component` over the mask's 8-connected components (OpenCV's default, as the reference)."""
     binary = (np.asarray(mask) > 0.5).astype(np.uint8)
     n, labels = cv2.connectedComponents(binary)
@@ -243,16 +295,31 @@ class CFDMetric(Metric):
     name = "cfd"
     needs_target = False
 
-    def __init__(self, dinov2, sam_model, sam_processor, *, reference_quirks: bool = False, device: str = "cpu",
-                 fingerprint: str = "none", sam_settings: SamSettings = SamSettings()):
+    def __init__(
+        self,
+        dinov2,
+        sam_model,
+        sam_processor,
+        *,
+        reference_quirks: bool = False,
+        device: str = "cpu",
+        fingerprint: str = "none",
+        sam_settings: SamSettings = SamSettings(),
+    ):
         self.features = RegionFeatures(dinov2, reference_quirks=reference_quirks, device=device)
         self.sam_model, self.sam_processor, self.device = sam_model, sam_processor, device
         self.fingerprint, self.sam_settings, self.quirks = fingerprint, sam_settings, reference_quirks
 
     def update(self, s: Sample) -> dict[str, float]:
-        segments = sam_automatic_masks(s.output, self.sam_model, self.sam_processor, self.sam_settings, self.device)
+        segments = sam_automatic_masks(
+            s.output, self.sam_model, self.sam_processor, self.sam_settings, self.device
+        )
         return {"cfd": cfd_score(s.output, s.mask, segments, self.features)["cfd"]}
 
     def settings(self) -> dict:
-        return {"features": "DINOv2 last_hidden_state, 224x224, 16x16 patches", "segments": "SAM automatic masks",
-                "reference_quirks": self.quirks, **self.sam_settings.__dict__}
+        return {
+            "features": "DINOv2 last_hidden_state, 224x224, 16x16 patches",
+            "segments": "SAM automatic masks",
+            "reference_quirks": self.quirks,
+            **self.sam_settings.__dict__,
+        }

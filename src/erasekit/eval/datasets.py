@@ -1,7 +1,9 @@
 """Benchmark datasets: erasekit's paired format plus adapters for the published removal benchmarks' layouts.
 
-Everything becomes a sequence of :class:`EvalRecord` (input image, ground-truth background or None, object mask,
-effect-aware mask, optional class label). Supported layouts (``--layout auto`` picks by what the folder contains):
+Everything becomes a sequence of :class:`EvalRecord` (input image, ground-truth background or None, object
+mask,
+effect-aware mask, optional class label). Supported layouts (``--layout auto`` picks by what the folder
+contains):
 
 ``paired``  erasekit's paired format (``manifest.jsonl``; :mod:`erasekit.data.paired`) — the synthetic effect
             scenes (``erasekit.data.synthetic.generate_synthetic_dataset``) are written in it.
@@ -10,9 +12,11 @@ effect-aware mask, optional class label). Supported layouts (``--layout auto`` p
 ``rord``    RORD / RORD-Val: ``img|image|images|input/``, ``gt|bg|background/``, ``mask|masks|multi_mask/`` —
             :func:`erasekit.data.readers.iter_rord`; one mask serves as object and effect mask.
 ``removalbench``  RemovalBench (OmniEraser): ``input|image|images/``, ``mask|masks/`` (object masks),
-            ``gt|target|background/``. Assumed layout (the benchmark ships as plain folders of same-stem files).
+            ``gt|target|background/``. Assumed layout (the benchmark ships as plain folders of same-stem
+            files).
 ``omnipaint``  OmniPaint-Bench (removal split): ``images|input/``, ``masks|mask/``, ``gt|background|target/``.
-            Assumed layout, as for RemovalBench. Both have object masks only: the effect mask equals the object mask
+            Assumed layout, as for RemovalBench. Both have object masks only: the effect mask equals the
+            object mask
             (the papers evaluate them "under object-only masks", OSOR Table 4).
 
 Labels (for CLIP acc@k) come from ``meta.label`` / ``meta.class`` or an instruction "Remove the <label>".

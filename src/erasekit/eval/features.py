@@ -1,7 +1,9 @@
 """Loading the metric feature networks from local files, and the preprocessing each metric prescribes.
 
-Every loader takes an optional explicit path and otherwise resolves through :mod:`erasekit.eval.weights`; a missing
-file raises :class:`~erasekit.types.MissingWeightsError`, which the benchmark reports as "unavailable: <reason>".
+Every loader takes an optional explicit path and otherwise resolves through :mod:`erasekit.eval.weights`; a
+missing
+file raises :class:`~erasekit.types.MissingWeightsError`, which the benchmark reports as "unavailable:
+<reason>".
 Hugging Face models are read with ``local_files_only=True``. Preprocessing follows each metric's reference
 code; CLIP images go through transformers' PIL-backend ``CLIPImageProcessorPil`` (the default backend needs
 torchvision, and would resample differently).
@@ -91,7 +93,9 @@ def load_clip(key: str, path: PathLike = None, *, device: str = "cpu", with_text
             model = transformers.CLIPVisionModelWithProjection.from_pretrained(r.path, local_files_only=True)
             tokenizer = None
     except (OSError, ValueError) as exc:
-        raise MissingWeightsError(f"{r.path} is not a usable CLIP folder: {str(exc).splitlines()[0]}") from None
+        raise MissingWeightsError(
+            f"{r.path} is not a usable CLIP folder: {str(exc).splitlines()[0]}"
+        ) from None
     model = model.eval().requires_grad_(False).to(device)
     vision = model.config.vision_config if with_text else model.config
     assert isinstance(vision, transformers.CLIPVisionConfig)  # CLIPConfig builds its vision sub-config
@@ -105,7 +109,9 @@ def load_dinov2(path: PathLike = None, *, device: str = "cpu") -> Loaded:
 
         model = Dinov2Model.from_pretrained(r.path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise MissingWeightsError(f"{r.path} is not a usable DINOv2 folder: {str(exc).splitlines()[0]}") from None
+        raise MissingWeightsError(
+            f"{r.path} is not a usable DINOv2 folder: {str(exc).splitlines()[0]}"
+        ) from None
     return Loaded(model.eval().requires_grad_(False).to(device), [r], {"model": "dinov2"})
 
 
@@ -116,17 +122,26 @@ def load_sam(path: PathLike = None, *, device: str = "cpu") -> Loaded:
         from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
         model = SamModel.from_pretrained(r.path, local_files_only=True)
-        processor = (SamImageProcessorPil.from_pretrained(r.path, local_files_only=True)
-                     if (r.path / "preprocessor_config.json").is_file() else SamImageProcessorPil())
+        processor = (
+            SamImageProcessorPil.from_pretrained(r.path, local_files_only=True)
+            if (r.path / "preprocessor_config.json").is_file()
+            else SamImageProcessorPil()
+        )
     except (OSError, ValueError) as exc:
-        raise MissingWeightsError(f"{r.path} is not a usable SAM folder: {str(exc).splitlines()[0]}") from None
-    return Loaded(model.eval().requires_grad_(False).to(device), [r], {"model": "sam"}, {"processor": processor})
+        raise MissingWeightsError(
+            f"{r.path} is not a usable SAM folder: {str(exc).splitlines()[0]}"
+        ) from None
+    return Loaded(
+        model.eval().requires_grad_(False).to(device), [r], {"model": "sam"}, {"processor": processor}
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Preprocessing
 # --------------------------------------------------------------------------------------------------------------------
-def to_uint8_tensor(images: np.ndarray | list[np.ndarray], device: str | torch.device = "cpu") -> torch.Tensor:
+def to_uint8_tensor(
+    images: np.ndarray | list[np.ndarray], device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """uint8 H×W×3 (or a list of same-size images) -> uint8 N×3×H×W."""
     batch = np.stack(images) if isinstance(images, list) else (images[None] if images.ndim == 3 else images)
     batch = np.ascontiguousarray(batch)
@@ -155,9 +170,14 @@ def clip_cmmd_pixels(images: list[np.ndarray], size: int, device="cpu") -> torch
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=False)
         resized.append(x[0].permute(1, 2, 0).numpy())
-    processed = clip_image_processor(size)(images=resized, do_resize=False, do_center_crop=False,
-                                           do_rescale=False, input_data_format="channels_last",
-                                           return_tensors="pt")
+    processed = clip_image_processor(size)(
+        images=resized,
+        do_resize=False,
+        do_center_crop=False,
+        do_rescale=False,
+        input_data_format="channels_last",
+        return_tensors="pt",
+    )
     return processed["pixel_values"].to(device)
 
 
@@ -165,6 +185,7 @@ def clip_eval_pixels(crops: list[np.ndarray], size: int, device="cpu") -> torch.
     """OpenAI CLIP's own preprocessing (as used by Inst-Inpaint) of uint8 H×W×3 crops, through
     :func:`clip_image_processor`. The channel axis is given explicitly: a crop 1 or 3 pixels high would
     otherwise be read as channels-first."""
-    processed = clip_image_processor(size)(images=list(crops), input_data_format="channels_last",
-                                           return_tensors="pt")
+    processed = clip_image_processor(size)(
+        images=list(crops), input_data_format="channels_last", return_tensors="pt"
+    )
     return processed["pixel_values"].to(device)

@@ -1,12 +1,15 @@
 """The metrics of the papers' tables, each with its exact definition.
 
-Conventions shared by all metrics: images are uint8 RGB H×W×3 arrays; ``output`` is a method's result, ``target`` the
-ground-truth background; ``mask`` is float32 H×W, pixels > 0.5 count as inside. Pixel metrics use the RGB values with
+Conventions shared by all metrics: images are uint8 RGB H×W×3 arrays; ``output`` is a method's result,
+``target`` the
+ground-truth background; ``mask`` is float32 H×W, pixels > 0.5 count as inside. Pixel metrics use the RGB
+values with
 a fixed data range of **255** (never per-image ranges). Feature metrics take their networks as arguments (see
 :mod:`erasekit.eval.features` for the loaders), so tests pass tiny random networks through the same code.
 
 Per-image metrics: :func:`psnr`, :func:`ssim` (each also inside the mask), :class:`LPIPSMetric`.
-Set metrics: :class:`FIDMetric` + KID, :class:`LocalFIDMetric` (crops, :func:`local_crop_box`), :class:`CMMDMetric`
+Set metrics: :class:`FIDMetric` + KID, :class:`LocalFIDMetric` (crops, :func:`local_crop_box`),
+:class:`CMMDMetric`
 (:func:`mmd_rbf`), CLIP distance / accuracy@k (:class:`CLIPRemovalMetric`), CFD (:mod:`erasekit.eval.cfd`).
 """
 
@@ -31,7 +34,9 @@ CMMD_SCALE = 1000.0
 
 def _check_pair(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> None:
     if output.shape != target.shape or output.ndim != 3 or output.shape[2] != 3:
-        raise InvalidInputError(f"output {output.shape} and target {target.shape} must both be H×W×3 of one size")
+        raise InvalidInputError(
+            f"output {output.shape} and target {target.shape} must both be H×W×3 of one size"
+        )
     if mask is not None and mask.shape != output.shape[:2]:
         raise InvalidInputError(f"mask {mask.shape} does not match image {output.shape[:2]}")
 
@@ -45,7 +50,8 @@ def _inside(mask: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 def psnr(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
     """PSNR in dB over the RGB values: 10·log10(255² / MSE), MSE averaged over all pixels and the three channels —
-    or, with ``mask``, over the pixels inside the mask only (each counted in three channels). Identical images give
+    or, with ``mask``, over the pixels inside the mask only (each counted in three channels). Identical images
+    give
     +inf; an empty mask gives NaN (nothing to measure)."""
     _check_pair(output, target, mask)
     diff = output.astype(np.float64) - target.astype(np.float64)
@@ -54,8 +60,8 @@ def psnr(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None)
         if not inside.any():
             return float("nan")
         diff = diff[inside]
-    mse = float(np.mean(diff ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(DATA_RANGE ** 2 / mse)
+    mse = float(np.mean(diff**2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(DATA_RANGE**2 / mse)
 
 
 def ssim_map(output: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -65,14 +71,22 @@ def ssim_map(output: np.ndarray, target: np.ndarray) -> np.ndarray:
 
     a = torch.from_numpy(np.ascontiguousarray(output)).permute(2, 0, 1)[None].double()
     b = torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1)[None].double()
-    _, full = structural_similarity_index_measure(a, b, data_range=DATA_RANGE, gaussian_kernel=True,
-                                                  sigma=SSIM_SIGMA, kernel_size=SSIM_KERNEL, return_full_image=True)
+    _, full = structural_similarity_index_measure(
+        a,
+        b,
+        data_range=DATA_RANGE,
+        gaussian_kernel=True,
+        sigma=SSIM_SIGMA,
+        kernel_size=SSIM_KERNEL,
+        return_full_image=True,
+    )
     return full[0].mean(dim=0).numpy()
 
 
 def ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Mean SSIM over the image interior — the 5-pixel border where the 11×11 window leaves the image is excluded,
-    as scikit-image and the original MATLAB code do. With ``mask``: the mean of the same SSIM map over the mask's
+    as scikit-image and the original MATLAB code do. With ``mask``: the mean of the same SSIM map over the
+    mask's
     pixels in that interior (the window still sees the context around the hole). Empty → NaN."""
     _check_pair(output, target, mask)
     h, w = output.shape[:2]
@@ -81,7 +95,7 @@ def ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None)
         raise InvalidInputError(f"SSIM needs images larger than {2 * pad + 1}×{2 * pad + 1} pixels")
     smap = ssim_map(output, target)
     region = np.zeros((h, w), bool)
-    region[pad:h - pad, pad:w - pad] = True
+    region[pad : h - pad, pad : w - pad] = True
     if mask is not None:
         region &= _inside(mask)
         if not region.any():
@@ -139,14 +153,21 @@ class PixelMetrics(Metric):
 
     def update(self, s: Sample) -> dict[str, float]:
         target = s.require_target()
-        fns = {"psnr": lambda: psnr(s.output, target), "ssim": lambda: ssim(s.output, target),
-               "psnr_mask": lambda: psnr(s.output, target, s.mask),
-               "ssim_mask": lambda: ssim(s.output, target, s.mask)}
+        fns = {
+            "psnr": lambda: psnr(s.output, target),
+            "ssim": lambda: ssim(s.output, target),
+            "psnr_mask": lambda: psnr(s.output, target, s.mask),
+            "ssim_mask": lambda: ssim(s.output, target, s.mask),
+        }
         return {k: fns[k]() for k in self.which}
 
     def settings(self) -> dict:
-        return {"color": "RGB", "data_range": 255, "ssim_window": "gaussian sigma=1.5, 11x11, 5-px border excluded",
-                "mask_rule": "mask > 0.5"}
+        return {
+            "color": "RGB",
+            "data_range": 255,
+            "ssim_window": "gaussian sigma=1.5, 11x11, 5-px border excluded",
+            "mask_rule": "mask > 0.5",
+        }
 
 
 class LPIPSMetric(Metric):
@@ -196,8 +217,9 @@ def fid_from_features(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.
     return float(fid.compute())
 
 
-def kid_from_features(real, fake, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float,
-                                                                                                            float]:
+def kid_from_features(
+    real, fake, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID (Bińkowski et al. 2018) by torchmetrics: unbiased MMD² with the cubic polynomial kernel
     (x·y/d + 1)³, averaged over ``subsets`` random subsets of ``min(subset_size, N)`` — small-sample friendly.
     Returns (mean, std). Subsets are drawn from a forked RNG seeded with ``seed`` (reproducible)."""
@@ -209,10 +231,16 @@ def kid_from_features(real, fake, *, subsets: int = 100, subset_size: int = 1000
         return float("nan"), float("nan")
     import warnings
 
-    with warnings.catch_warnings():  # torchmetrics warns that KID keeps features in memory: that is the point here
+    with (
+        warnings.catch_warnings()
+    ):  # torchmetrics warns that KID keeps features in memory: that is the point here
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=PrecomputedFeatures(real.shape[1]), subsets=subsets,
-                                      subset_size=min(subset_size, n), normalize=False)
+        kid = KernelInceptionDistance(
+            feature=PrecomputedFeatures(real.shape[1]),
+            subsets=subsets,
+            subset_size=min(subset_size, n),
+            normalize=False,
+        )
     kid.update(real, real=True)
     kid.update(fake, real=False)
     with torch.random.fork_rng(devices=[]):
@@ -224,12 +252,22 @@ def kid_from_features(real, fake, *, subsets: int = 100, subset_size: int = 1000
 class _FeatureSetMetric(Metric):
     """Collects one feature vector per real and per fake image, then compares the two sets.
 
-    Images are queued by size and embedded in batches of ``batch_size`` (the set statistic does not depend on the
-    order); ground-truth features are cached by key in ``real_cache``, which the benchmark shares between methods.
+    Images are queued by size and embedded in batches of ``batch_size`` (the set statistic does not depend on
+    the
+    order); ground-truth features are cached by key in ``real_cache``, which the benchmark shares between
+    methods.
     """
 
-    def __init__(self, extractor: nn.Module, device: str = "cpu", fingerprint: str = "none", *,
-                 real_cache: dict | None = None, which: tuple[str, ...] | None = None, batch_size: int = 8):
+    def __init__(
+        self,
+        extractor: nn.Module,
+        device: str = "cpu",
+        fingerprint: str = "none",
+        *,
+        real_cache: dict | None = None,
+        which: tuple[str, ...] | None = None,
+        batch_size: int = 8,
+    ):
         self.extractor, self.device, self.fingerprint = extractor, device, fingerprint
         self.real_cache = real_cache if real_cache is not None else {}
         self.which, self.batch_size = which, batch_size
@@ -252,7 +290,9 @@ class _FeatureSetMetric(Metric):
             if not group:
                 continue
             with torch.no_grad():
-                feats = self.extractor(to_uint8_tensor([img for _, _, img in group], self.device)).double().cpu()
+                feats = (
+                    self.extractor(to_uint8_tensor([img for _, _, img in group], self.device)).double().cpu()
+                )
             for (kind, key, _), f in zip(group, feats):
                 f = f[None]
                 if kind == "fake":
@@ -296,12 +336,17 @@ class FIDMetric(_FeatureSetMetric):
         return {**fid_settings(), "kid": "cubic polynomial kernel, 100 subsets of min(1000, N), seed 0"}
 
 
-def local_crop_box(mask: np.ndarray, *, context: float = 0.5, min_side: int = 64) -> tuple[int, int, int, int]:
+def local_crop_box(
+    mask: np.ndarray, *, context: float = 0.5, min_side: int = 64
+) -> tuple[int, int, int, int]:
     """The Local FID crop around a mask: (top, left, bottom, right), half-open.
 
-    Procedure (ours — no public code fixes one): take the bounding box of the mask pixels (> 0.5), make it square
-    with side ``s = max(h, w) · (1 + context)`` (by default half the box size of context, a quarter on each side),
-    at least ``min_side`` pixels and at most the image's shorter side; centre it on the box centre and shift it so
+    Procedure (ours — no public code fixes one): take the bounding box of the mask pixels (> 0.5), make it
+    square
+    with side ``s = max(h, w) · (1 + context)`` (by default half the box size of context, a quarter on each
+    side),
+    at least ``min_side`` pixels and at most the image's shorter side; centre it on the box centre and shift
+    it so
     it lies inside the image. An empty mask gives the centred largest square.
     """
     inside = _inside(mask)
@@ -322,7 +367,8 @@ def local_crop_box(mask: np.ndarray, *, context: float = 0.5, min_side: int = 64
 
 class LocalFIDMetric(_FeatureSetMetric):
     """Local FID (EraDiff Sec. 5.1, after SmartBrush): FID on crops around each mask — the same
-    :func:`local_crop_box` cut from the output and from the ground truth — with the FID Inception features (the
+    :func:`local_crop_box` cut from the output and from the ground truth — with the FID Inception features
+    (the
     crops are resized to 299 by the network like whole images)."""
 
     name = "local_fid"
@@ -340,22 +386,29 @@ class LocalFIDMetric(_FeatureSetMetric):
         return {"local_fid": fid_from_features(real, fake)}
 
     def settings(self) -> dict:
-        return {**fid_settings(), "crop": "square around the mask bbox, side = 1.5 x max(h, w), >= 64 px, "
-                                          "clamped inside the image"}
+        return {
+            **fid_settings(),
+            "crop": "square around the mask bbox, side = 1.5 x max(h, w), >= 64 px, clamped inside the image",
+        }
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # CMMD
 # --------------------------------------------------------------------------------------------------------------------
-def mmd_rbf(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *, sigma: float = CMMD_SIGMA,
-            scale: float = CMMD_SCALE) -> float:
+def mmd_rbf(
+    x: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    *,
+    sigma: float = CMMD_SIGMA,
+    scale: float = CMMD_SCALE,
+) -> float:
     """Biased MMD² with the Gaussian RBF kernel k(a, b) = exp(−‖a − b‖² / (2σ²)), times ``scale``:
     scale · (mean K_xx + mean K_yy − 2 mean K_xy), diagonals included (CMMD, Jayasumana et al. CVPR 2024).
 
     In-house because no installed library implements CMMD (torchmetrics has no CLIP-MMD); it is a few lines."""
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(y), dtype=torch.float64)
-    gamma = 1.0 / (2.0 * sigma ** 2)
+    gamma = 1.0 / (2.0 * sigma**2)
 
     def k(a, b):
         d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
@@ -392,9 +445,14 @@ class CMMDMetric(Metric):
         return {"cmmd": mmd_rbf(torch.cat(self.real), torch.cat(self.fake))}
 
     def settings(self) -> dict:
-        return {"embedding": "CLIP image_embeds, L2-normalised", "resize": f"bicubic {self.size}x{self.size}, "
-                "whole image, no antialias", "normalisation": "transformers CLIPImageProcessorPil",
-                "sigma": CMMD_SIGMA, "scale": CMMD_SCALE, "estimator": "biased"}
+        return {
+            "embedding": "CLIP image_embeds, L2-normalised",
+            "resize": f"bicubic {self.size}x{self.size}, whole image, no antialias",
+            "normalisation": "transformers CLIPImageProcessorPil",
+            "sigma": CMMD_SIGMA,
+            "scale": CMMD_SCALE,
+            "estimator": "biased",
+        }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -428,8 +486,10 @@ class CLIPRemovalMetric(Metric):
 
     * ``clip_dist`` = 1 − cos(e_in, e_out) of the two crops' image embeddings (larger: more changed).
     * ``clip_acc@k``: zero-shot classify both crops over the prompts "a photo of a {class}" for every class in
-      ``classes``; success when the input crop's top-1 class is not among the output crop's top-k (k = 1, 3, 5).
-      The set values are success percentages. Needs object labels (``Sample.label``) only to be in the class list.
+      ``classes``; success when the input crop's top-1 class is not among the output crop's top-k (k = 1, 3,
+      5).
+      The set values are success percentages. Needs object labels (``Sample.label``) only to be in the class
+      list.
     """
 
     name = "clip"
@@ -471,7 +531,11 @@ class CLIPRemovalMetric(Metric):
         return out
 
     def settings(self) -> dict:
-        return {"model": "CLIP ViT-B/32", "crop": "image resized to 256x256 bilinear, mask bbox scaled and cut, "
-                "CLIP bicubic short-side resize (long side truncated) + centre crop",
-                "preprocessing": "transformers CLIPImageProcessorPil", "prompt": "a photo of a {class}",
-                "classes": len(self.classes)}
+        return {
+            "model": "CLIP ViT-B/32",
+            "crop": "image resized to 256x256 bilinear, mask bbox scaled and cut, "
+            "CLIP bicubic short-side resize (long side truncated) + centre crop",
+            "preprocessing": "transformers CLIPImageProcessorPil",
+            "prompt": "a photo of a {class}",
+            "classes": len(self.classes),
+        }

@@ -2,16 +2,22 @@
 used by FID.
 
 Why in-house: the reference implementations (the ``lpips`` package, torch-fidelity, pytorch-fid) build their
-networks from ``torchvision.models``, and torchvision has no wheel that installs beside the CPU torch build we pin
-(its wheels need a CUDA torch or a newer torch). torch-fidelity is worse than absent: once installed, torchmetrics
-imports it at ``import torchmetrics`` time and that import fails without torchvision. So the two networks are written
+networks from ``torchvision.models``, and torchvision has no wheel that installs beside the CPU torch build we
+pin
+(its wheels need a CUDA torch or a newer torch). torch-fidelity is worse than absent: once installed,
+torchmetrics
+imports it at ``import torchmetrics`` time and that import fails without torchvision. So the two networks are
+written
 here with the exact module names of the reference state dicts, so the published weight files load unchanged:
 
 * AlexNet / VGG16 trunks: torchvision's ``features.*`` indices (``alexnet-owt-7be5be79.pth``,
   ``vgg16-397923af.pth``);
-* LPIPS heads: the lpips package's ``lin{0..4}.model.1.weight`` layout (``weights/v0.1/alex.pth`` / ``vgg.pth``);
-* FID Inception: the ``pt_inception-2015-12-05`` layout (``Conv2d_1a_3x3.conv.weight``, ``Mixed_5b.branch1x1...``),
-  with the TensorFlow graph's quirks (average pools that ignore padding, a max pool in the last block, the TF 1.x
+* LPIPS heads: the lpips package's ``lin{0..4}.model.1.weight`` layout (``weights/v0.1/alex.pth`` /
+``vgg.pth``);
+* FID Inception: the ``pt_inception-2015-12-05`` layout (``Conv2d_1a_3x3.conv.weight``,
+``Mixed_5b.branch1x1...``),
+  with the TensorFlow graph's quirks (average pools that ignore padding, a max pool in the last block, the TF
+  1.x
   bilinear resize to 299 and the ``(x - 128) / 128`` scaling).
 
 Tests compare LPIPS with the real ``lpips`` package on the same weights (through a torchvision shim).
@@ -56,13 +62,18 @@ class AlexNetTrunk(TappedTrunk):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -71,8 +82,9 @@ class _LinearHead(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, kernel_size=1, stride=1, padding=0,
-                                                           bias=False))
+        self.model = nn.Sequential(
+            nn.Dropout(), nn.Conv2d(channels, 1, kernel_size=1, stride=1, padding=0, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -107,7 +119,8 @@ class LPIPS(nn.Module):
     :class:`VGG16Trunk` for training). Frozen (dropout stays off), differentiable in its inputs.
     Inputs N×3×H×W in [-1, 1]; output N (one distance per pair).
 
-    d(x, y) = Σ_l mean_hw( w_l · (f̂_l(x) − f̂_l(y))² ), f̂ = channel-unit-normalised activations of layer l of the
+    d(x, y) = Σ_l mean_hw( w_l · (f̂_l(x) − f̂_l(y))² ), f̂ = channel-unit-normalised activations of layer l
+    of the
     trunk applied to the input shifted/scaled by the v0.1 ScalingLayer constants.
     """
 
@@ -143,7 +156,7 @@ class LPIPS(nn.Module):
         return self
 
     def _normalize(self, f: torch.Tensor) -> torch.Tensor:
-        return f / (torch.sqrt(torch.sum(f ** 2, dim=1, keepdim=True)) + self.EPS)
+        return f / (torch.sqrt(torch.sum(f**2, dim=1, keepdim=True)) + self.EPS)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shift, scale = self.shift.to(x.dtype), self.scale.to(x.dtype)
@@ -175,7 +188,8 @@ class LPIPSVGG(LPIPS):
 # --------------------------------------------------------------------------------------------------------------------
 def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """TensorFlow 1.x ``resize_bilinear(align_corners=False)``: source coordinate = dst · (in/out), no half-pixel
-    offset, right/bottom neighbour clamped. The original FID graph resizes this way; torch's ``interpolate`` uses
+    offset, right/bottom neighbour clamped. The original FID graph resizes this way; torch's ``interpolate``
+    uses
     half-pixel centres and would shift every feature slightly, so it cannot be used."""
     out_h, out_w = size
     in_h, in_w = x.shape[-2:]
@@ -226,12 +240,15 @@ class _BlockA(nn.Module):
         self.branch_pool = _Conv(cin, pool_features, kernel_size=1)
 
     def forward(self, x):
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch5x5_2(self.branch5x5_1(x)),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            self.branch_pool(_avg_pool_tf(x)),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(_avg_pool_tf(x)),
+            ],
+            1,
+        )
 
 
 class _BlockB(nn.Module):
@@ -243,11 +260,14 @@ class _BlockB(nn.Module):
         self.branch3x3dbl_3 = _Conv(96, 96, kernel_size=3, stride=2)
 
     def forward(self, x):
-        return torch.cat([
-            self.branch3x3(x),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            F.max_pool2d(x, kernel_size=3, stride=2),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, kernel_size=3, stride=2),
+            ],
+            1,
+        )
 
 
 class _BlockC(nn.Module):
@@ -268,12 +288,15 @@ class _BlockC(nn.Module):
         dbl = x
         for i in range(1, 6):
             dbl = getattr(self, f"branch7x7dbl_{i}")(dbl)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
-            dbl,
-            self.branch_pool(_avg_pool_tf(x)),
-        ], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
+                dbl,
+                self.branch_pool(_avg_pool_tf(x)),
+            ],
+            1,
+        )
 
 
 class _BlockD(nn.Module):
@@ -290,7 +313,9 @@ class _BlockD(nn.Module):
         b = x
         for i in range(1, 5):
             b = getattr(self, f"branch7x7x3_{i}")(b)
-        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+        return torch.cat(
+            [self.branch3x3_2(self.branch3x3_1(x)), b, F.max_pool2d(x, kernel_size=3, stride=2)], 1
+        )
 
 
 class _BlockE(nn.Module):
@@ -312,19 +337,27 @@ class _BlockE(nn.Module):
     def forward(self, x):
         b3 = self.branch3x3_1(x)
         d3 = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        pooled = _avg_pool_tf(x) if self.pool == "avg" else F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-            self.branch3x3dbl_3a(d3), self.branch3x3dbl_3b(d3),
-            self.branch_pool(pooled),
-        ], 1)
+        pooled = (
+            _avg_pool_tf(x) if self.pool == "avg" else F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        )
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(d3),
+                self.branch3x3dbl_3b(d3),
+                self.branch_pool(pooled),
+            ],
+            1,
+        )
 
 
 class FIDInceptionV3(nn.Module):
     """The FID feature network: uint8 N×3×H×W in, 2048-d pool features out (float32).
 
-    Preprocessing is part of the network, as in the TF graph: TF 1.x bilinear resize to 299×299 (no antialias),
+    Preprocessing is part of the network, as in the TF graph: TF 1.x bilinear resize to 299×299 (no
+    antialias),
     then ``(x − 128) / 128``.
     """
 
@@ -358,8 +391,10 @@ class FIDInceptionV3(nn.Module):
         # Old BatchNorm files carry no num_batches_tracked; anything else missing or extra is a wrong file.
         missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
         if missing or result.unexpected_keys:
-            raise KeyError(f"not an FID Inception checkpoint (missing {missing[:3]}, unexpected "
-                           f"{result.unexpected_keys[:3]})")
+            raise KeyError(
+                f"not an FID Inception checkpoint (missing {missing[:3]}, unexpected "
+                f"{result.unexpected_keys[:3]})"
+            )
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -371,7 +406,18 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
-        for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
+        for name in (
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+        ):
             x = getattr(self, name)(x)
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

@@ -1,8 +1,11 @@
 """Static report of a benchmark results folder: ``report/index.html`` with comparison grids and bar charts (PNG).
 
-Grids (one PNG per sample and mask setting): input, mask, each method's output, the ground truth, and each method's
-alpha when it differs from the mask it was given (effect-aware methods). Charts: one matplotlib bar chart per metric,
-methods grouped by mask setting. Everything is read back from the results folder, so a report can be rebuilt without
+Grids (one PNG per sample and mask setting): input, mask, each method's output, the ground truth, and each
+method's
+alpha when it differs from the mask it was given (effect-aware methods). Charts: one matplotlib bar chart per
+metric,
+methods grouped by mask setting. Everything is read back from the results folder, so a report can be rebuilt
+without
 rerunning anything.
 """
 
@@ -115,19 +118,31 @@ def build_report(results: str | Path, *, max_samples: int = 8) -> Path:
     charts = _bar_charts(summary, out)
     columns = [c for m in summary["metrics"].values() for c in m["columns"]]
     table = table_markdown(summary, columns)
-    settings = {n: {"settings": m["settings"], "weights": m["weights"], "unavailable": m["unavailable"]}
-                for n, m in summary["metrics"].items()}
+    settings = {
+        n: {"settings": m["settings"], "weights": m["weights"], "unavailable": m["unavailable"]}
+        for n, m in summary["metrics"].items()
+    }
     body = [
         "<!doctype html><html><head><meta charset='utf-8'><title>erasekit benchmark</title>",
-        ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-         "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>"),
-        (f"<h1>erasekit benchmark — {html.escape(summary['dataset']['layout'])} "
-         f"({summary['dataset']['n']} images)</h1>"),
-        "<h2>Results</h2>", _markdown_table_to_html(table),
-        "<h2>Charts</h2>", *[f"<img src='{p.name}' alt='{p.stem}'>" for p in charts],
-        "<h2>Comparisons</h2>", *[f"<p>{p.stem}</p><img src='{p.name}' alt='{p.stem}'>" for p in grids],
-        "<h2>Metric settings and weights</h2><pre>", html.escape(json.dumps(settings, indent=1, default=str)),
-        "</pre><h2>Conventions</h2><pre>", html.escape(json.dumps(summary["conventions"], indent=1)), "</pre>",
+        (
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>"
+        ),
+        (
+            f"<h1>erasekit benchmark — {html.escape(summary['dataset']['layout'])} "
+            f"({summary['dataset']['n']} images)</h1>"
+        ),
+        "<h2>Results</h2>",
+        _markdown_table_to_html(table),
+        "<h2>Charts</h2>",
+        *[f"<img src='{p.name}' alt='{p.stem}'>" for p in charts],
+        "<h2>Comparisons</h2>",
+        *[f"<p>{p.stem}</p><img src='{p.name}' alt='{p.stem}'>" for p in grids],
+        "<h2>Metric settings and weights</h2><pre>",
+        html.escape(json.dumps(settings, indent=1, default=str)),
+        "</pre><h2>Conventions</h2><pre>",
+        html.escape(json.dumps(summary["conventions"], indent=1)),
+        "</pre>",
         "</body></html>",
     ]
     index = out / "index.html"
@@ -137,7 +152,9 @@ def build_report(results: str | Path, *, max_samples: int = 8) -> Path:
 
 def _markdown_table_to_html(text: str) -> str:
     lines = text.strip().splitlines()
-    rows = [line.strip("|").split("|") for line in lines if line.startswith("|") and not line.startswith("|---")]
+    rows = [
+        line.strip("|").split("|") for line in lines if line.startswith("|") and not line.startswith("|---")
+    ]
     notes = [line[2:] for line in lines if line.startswith("- ")]
     out = ["<table>"]
     for i, cells in enumerate(rows):

@@ -8,10 +8,14 @@ Layout of a results folder::
                                                         metrics/methods with reasons, aggregated values
     RESULTS/table.md                                    the OSOR Table 1 layout (methods × metrics per mask)
 
-Resumable: an output is reused when its sidecar JSON carries the same cache key — a hash of the method name, its load
-and call options, the seed, the mask setting, the fingerprint of the method's weights and the exact input pixels and
-mask. Latency is measured per image with ``time.perf_counter`` around the remover call, after ``warmup`` untimed calls
-on the first image; peak memory per call is the process RSS peak (sampled every 2 ms), the tracemalloc peak of Python
+Resumable: an output is reused when its sidecar JSON carries the same cache key — a hash of the method name,
+its load
+and call options, the seed, the mask setting, the fingerprint of the method's weights and the exact input
+pixels and
+mask. Latency is measured per image with ``time.perf_counter`` around the remover call, after ``warmup``
+untimed calls
+on the first image; peak memory per call is the process RSS peak (sampled every 2 ms), the tracemalloc peak of
+Python
 allocations (numpy included) and, on CUDA, ``torch.cuda.max_memory_allocated``.
 """
 
@@ -54,9 +58,9 @@ class BenchConfig:
     warmup: int = 1
     limit: int | None = None
     device: str = "cpu"
-    load_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per method
-    call_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # per method
-    weights: dict[str, str] = field(default_factory=dict)                   # metric weight key -> path
+    load_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method
+    call_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method
+    weights: dict[str, str] = field(default_factory=dict)  # metric weight key -> path
     cfd_reference_quirks: bool = False
     clip_classes: list[str] | None = None
     trace_python_memory: bool = True
@@ -119,14 +123,18 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self._peak = max(self._peak, _rss_bytes())
-        mib = 1024.0 ** 2
+        mib = 1024.0**2
         cuda = None
         if self._cuda:
             import torch
 
             cuda = torch.cuda.max_memory_allocated() / mib
-        self.result = {"peak_rss_mb": self._peak / mib, "rss_increase_mb": (self._peak - self._base) / mib,
-                       "peak_python_mb": None if py_peak is None else py_peak / mib, "peak_cuda_mb": cuda}
+        self.result = {
+            "peak_rss_mb": self._peak / mib,
+            "rss_increase_mb": (self._peak - self._base) / mib,
+            "peak_python_mb": None if py_peak is None else py_peak / mib,
+            "peak_cuda_mb": cuda,
+        }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -157,11 +165,28 @@ def _array_digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_key(method: str, load_options: dict, call_options: dict, seed: int, mode: str, weights_fp: str,
-              record: EvalRecord) -> str:
-    payload = json.dumps({"method": method, "load": load_options, "call": call_options, "seed": seed, "mask": mode,
-                          "weights": weights_fp, "input": _array_digest(record.image, record.mask(mode))},
-                         sort_keys=True, default=str)
+def cache_key(
+    method: str,
+    load_options: dict,
+    call_options: dict,
+    seed: int,
+    mode: str,
+    weights_fp: str,
+    record: EvalRecord,
+) -> str:
+    payload = json.dumps(
+        {
+            "method": method,
+            "load": load_options,
+            "call": call_options,
+            "seed": seed,
+            "mask": mode,
+            "weights": weights_fp,
+            "input": _array_digest(record.image, record.mask(mode)),
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -198,7 +223,9 @@ def _load_cached(paths, key: str) -> RunOutput | None:
 
 
 def _run_one(remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict) -> RunOutput:
-    request = RemovalRequest(image=record.image, mask=record.mask(mode), seed=cfg.seed, options=dict(call_options))
+    request = RemovalRequest(
+        image=record.image, mask=record.mask(mode), seed=cfg.seed, options=dict(call_options)
+    )
     with PeakMemory(cfg.trace_python_memory) as mem:
         t0 = time.perf_counter()
         result = remover(request)
@@ -258,8 +285,14 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
     if "clip" in metric_names and not classes:
         labels = sorted({r.label for r in dataset if r.label})
         classes = labels or None
-    suite = build_suite(metric_names, weights=cfg.weights, device=cfg.device, networks=networks,
-                        cfd_reference_quirks=cfg.cfd_reference_quirks, clip_classes=classes)
+    suite = build_suite(
+        metric_names,
+        weights=cfg.weights,
+        device=cfg.device,
+        networks=networks,
+        cfd_reference_quirks=cfg.cfd_reference_quirks,
+        clip_classes=classes,
+    )
 
     rows: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Any]] = {}
@@ -291,10 +324,25 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
                         warmed = True
                     run = _run_one(remover, record, mode, cfg, call_opts)
                     _save(paths, run, key)
-                row: dict[str, Any] = {"method": method, "mask": mode, "id": sample_id,
-                                       **{k: run.info.get(k) for k in ("latency_s", "peak_rss_mb", "rss_increase_mb",
-                                                                       "peak_python_mb", "peak_cuda_mb", "cached")}}
-                sample = Sample(sample_id, run.image, record.background, record.mask(mode), record.image, record.label)
+                row: dict[str, Any] = {
+                    "method": method,
+                    "mask": mode,
+                    "id": sample_id,
+                    **{
+                        k: run.info.get(k)
+                        for k in (
+                            "latency_s",
+                            "peak_rss_mb",
+                            "rss_increase_mb",
+                            "peak_python_mb",
+                            "peak_cuda_mb",
+                            "cached",
+                        )
+                    },
+                }
+                sample = Sample(
+                    sample_id, run.image, record.background, record.mask(mode), record.image, record.label
+                )
                 for name, metric in metrics.items():
                     if suite[name].needs_target and record.background is None:
                         continue
@@ -305,24 +353,42 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
             for col in sorted(per_image_cols):
                 values[col] = _mean([r.get(col) for r in run_rows])
             for name, metric in metrics.items():
-                values.update({k: (None if v is None or math.isnan(v) else v) for k, v in metric.compute().items()})
+                values.update(
+                    {k: (None if v is None or math.isnan(v) else v) for k, v in metric.compute().items()}
+                )
             for factory in suite.values():  # unavailable metrics stay visible as missing values
                 for col in factory.columns:
                     values.setdefault(col, None)
-            runs[f"{method}/{mode}"] = {"method": method, "mask": mode, "n": len(run_rows), "values": values,
-                                        "cached": sum(bool(r["cached"]) for r in run_rows)}
+            runs[f"{method}/{mode}"] = {
+                "method": method,
+                "mask": mode,
+                "n": len(run_rows),
+                "values": values,
+                "cached": sum(bool(r["cached"]) for r in run_rows),
+            }
             rows += run_rows
 
     summary = {
         "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
         "dataset": {"path": str(dataset.root), "layout": dataset.name, "n": len(dataset)},
-        "metrics": {n: {"columns": list(f.columns), "available": f.unavailable is None,
-                        "unavailable": f.unavailable, "settings": f.settings, "weights": f.weights,
-                        "lower_is_better": n in LOWER_IS_BETTER} for n, f in suite.items()},
+        "metrics": {
+            n: {
+                "columns": list(f.columns),
+                "available": f.unavailable is None,
+                "unavailable": f.unavailable,
+                "settings": f.settings,
+                "weights": f.weights,
+                "lower_is_better": n in LOWER_IS_BETTER,
+            }
+            for n, f in suite.items()
+        },
         "methods_unavailable": methods_unavailable,
         "runs": runs,
-        "conventions": {"pixels": "RGB, data range 255", "latency": f"seconds per image, {cfg.warmup} warm-up "
-                        "call(s) excluded", "memory": "MiB; RSS peak sampled every 2 ms, tracemalloc peak, CUDA peak"},
+        "conventions": {
+            "pixels": "RGB, data range 255",
+            "latency": f"seconds per image, {cfg.warmup} warm-up call(s) excluded",
+            "memory": "MiB; RSS peak sampled every 2 ms, tracemalloc peak, CUDA peak",
+        },
     }
     write_results(out, rows, summary, suite)
     return BenchResult(out, rows, summary)
@@ -347,31 +413,55 @@ def table_markdown(summary: dict[str, Any], columns: list[str]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in summary["runs"].values()))
     arrow = {c: "↓" if c.replace("_mask", "") in LOWER_IS_BETTER else "↑" for c in columns}
     label = {"object": "object mask", "effect": "object-effect mask"}
-    head = ["Method", "Latency (s)"] + [f"{c.upper()}{arrow[c]} ({label.get(m, m)})" for m in modes for c in columns]
+    head = ["Method", "Latency (s)"] + [
+        f"{c.upper()}{arrow[c]} ({label.get(m, m)})" for m in modes for c in columns
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in methods:
-        lat = _mean([summary["runs"][f"{method}/{m}"]["values"].get("latency_s") for m in modes
-                     if f"{method}/{m}" in summary["runs"]])
+        lat = _mean(
+            [
+                summary["runs"][f"{method}/{m}"]["values"].get("latency_s")
+                for m in modes
+                if f"{method}/{m}" in summary["runs"]
+            ]
+        )
         cells = [method, _fmt(lat, "latency")]
         for m in modes:
             vals = summary["runs"].get(f"{method}/{m}", {}).get("values", {})
             cells += [_fmt(vals.get(c), c) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {n}: unavailable — {m['unavailable']}" for n, m in summary["metrics"].items() if m["unavailable"]]
+    notes = [
+        f"- {n}: unavailable — {m['unavailable']}" for n, m in summary["metrics"].items() if m["unavailable"]
+    ]
     notes += [f"- method {n}: unavailable — {r}" for n, r in summary["methods_unavailable"].items()]
-    fid = summary["metrics"].get("fid") or summary["metrics"].get("kid") or summary["metrics"].get("local_fid")
+    fid = (
+        summary["metrics"].get("fid") or summary["metrics"].get("kid") or summary["metrics"].get("local_fid")
+    )
     if fid and fid["available"]:
         s = fid["settings"]
-        notes.append(f"- FID features: {s.get('network')}; resize: {s.get('resize')}; antialias: {s.get('antialias')}")
-    notes.append(f"- n = {summary['dataset']['n']} images ({summary['dataset']['layout']}); pixel metrics on RGB "
-                 "with data range 255; latency excludes warm-up")
+        notes.append(
+            f"- FID features: {s.get('network')}; resize: {s.get('resize')}; antialias: {s.get('antialias')}"
+        )
+    notes.append(
+        f"- n = {summary['dataset']['n']} images ({summary['dataset']['layout']}); pixel metrics on RGB "
+        "with data range 255; latency excludes warm-up"
+    )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def write_results(out: Path, rows: list[dict], summary: dict, suite: dict[str, MetricFactory]) -> None:
     columns = [c for f in suite.values() for c in f.columns]
-    fieldnames = ["method", "mask", "id", "latency_s", "peak_rss_mb", "rss_increase_mb", "peak_python_mb",
-                  "peak_cuda_mb", "cached"] + [c for c in columns if any(c in r for r in rows)]
+    fieldnames = [
+        "method",
+        "mask",
+        "id",
+        "latency_s",
+        "peak_rss_mb",
+        "rss_increase_mb",
+        "peak_python_mb",
+        "peak_cuda_mb",
+        "cached",
+    ] + [c for c in columns if any(c in r for r in rows)]
     tmp = out / "per_image.csv.tmp"
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
@@ -384,4 +474,3 @@ def write_results(out: Path, rows: list[dict], summary: dict, suite: dict[str, M
     (out / "summary.json.tmp").replace(out / "summary.json")
     (out / "table.md.tmp").write_text(table_markdown(summary, columns))
     (out / "table.md.tmp").replace(out / "table.md")
-

@@ -1,6 +1,7 @@
 """Which metrics a benchmark computes, and how each one's network is found.
 
-``build_suite(names, ...)`` loads each metric's networks once and returns a :class:`MetricFactory` per metric (fresh
+``build_suite(names, ...)`` loads each metric's networks once and returns a :class:`MetricFactory` per metric
+(fresh
 accumulators per method × mask run) or, when its weights are missing, an "unavailable" entry with the reason —
 metrics are never silently skipped.
 """
@@ -74,58 +75,111 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
         cols = METRIC_COLUMNS[name]
         try:
             if name in pixel:
-                suite[name] = MetricFactory(name, partial(PixelMetrics, (name,)), cols,
-                                            settings=PixelMetrics().settings())
+                suite[name] = MetricFactory(
+                    name, partial(PixelMetrics, (name,)), cols, settings=PixelMetrics().settings()
+                )
             elif name == "lpips":
-                loaded = net("lpips", lambda: FT.load_lpips(weights.get("alexnet"), weights.get("lpips-alex-v0.1"),
-                                                            device=device))
-                suite[name] = MetricFactory(name, partial(LPIPSMetric, loaded.model, device,
-                                                          loaded.fingerprint()),
-                                            cols, weights=[w.as_dict() for w in loaded.weights],
-                                            settings={"net": "alex", "version": "0.1"})
+                loaded = net(
+                    "lpips",
+                    lambda: FT.load_lpips(
+                        weights.get("alexnet"), weights.get("lpips-alex-v0.1"), device=device
+                    ),
+                )
+                suite[name] = MetricFactory(
+                    name,
+                    partial(LPIPSMetric, loaded.model, device, loaded.fingerprint()),
+                    cols,
+                    weights=[w.as_dict() for w in loaded.weights],
+                    settings={"net": "alex", "version": "0.1"},
+                )
             elif name == "kid" and "fid" in names:
                 # One feature pass serves both: the fid metric also reports kid (see the fid entry).
                 suite[name] = MetricFactory(name, None, cols, settings={"computed_with": "fid"})
             elif name in ("fid", "kid", "local_fid"):
-                loaded = net("inception-fid", lambda: FT.load_fid_inception(weights.get("inception-fid"),
-                                                                             device=device))
+                loaded = net(
+                    "inception-fid",
+                    lambda: FT.load_fid_inception(weights.get("inception-fid"), device=device),
+                )
                 cls = LocalFIDMetric if name == "local_fid" else FIDMetric
                 which = ("fid", "kid") if name == "fid" and "kid" in names else (name,)
                 suite[name] = MetricFactory(
-                    name, partial(cls, loaded.model, device, loaded.fingerprint(), real_cache=fid_real_cache,
-                                  which=which),
-                    cols, weights=[w.as_dict() for w in loaded.weights],
-                    settings=cls(loaded.model).settings())
+                    name,
+                    partial(
+                        cls,
+                        loaded.model,
+                        device,
+                        loaded.fingerprint(),
+                        real_cache=fid_real_cache,
+                        which=which,
+                    ),
+                    cols,
+                    weights=[w.as_dict() for w in loaded.weights],
+                    settings=cls(loaded.model).settings(),
+                )
             elif name == "cmmd":
-                loaded = net("clip-vit-l14-336", lambda: FT.load_clip("clip-vit-l14-336",
-                                                                       weights.get("clip-vit-l14-336"), device=device))
+                loaded = net(
+                    "clip-vit-l14-336",
+                    lambda: FT.load_clip("clip-vit-l14-336", weights.get("clip-vit-l14-336"), device=device),
+                )
                 size = loaded.settings["image_size"]
-                suite[name] = MetricFactory(name, partial(CMMDMetric, loaded.model, size, device,
-                                                          loaded.fingerprint()),
-                                            cols, weights=[w.as_dict() for w in loaded.weights],
-                                            settings=CMMDMetric(None, size).settings())
+                suite[name] = MetricFactory(
+                    name,
+                    partial(CMMDMetric, loaded.model, size, device, loaded.fingerprint()),
+                    cols,
+                    weights=[w.as_dict() for w in loaded.weights],
+                    settings=CMMDMetric(None, size).settings(),
+                )
             elif name == "cfd":
                 from .cfd import CFDMetric
 
                 dino = net("dinov2-giant", lambda: FT.load_dinov2(weights.get("dinov2-giant"), device=device))
                 sam = net("sam-vit-huge", lambda: FT.load_sam(weights.get("sam-vit-huge"), device=device))
                 fp = f"{dino.fingerprint()}+{sam.fingerprint()}"
-                make_cfd = partial(CFDMetric, dino.model, sam.model, sam.extra["processor"], device=device,
-                                   fingerprint=fp, reference_quirks=cfd_reference_quirks)
-                suite[name] = MetricFactory(name, make_cfd, cols,
-                                            weights=[w.as_dict() for w in dino.weights + sam.weights],
-                                            settings={"reference_quirks": cfd_reference_quirks}, needs_target=False)
+                make_cfd = partial(
+                    CFDMetric,
+                    dino.model,
+                    sam.model,
+                    sam.extra["processor"],
+                    device=device,
+                    fingerprint=fp,
+                    reference_quirks=cfd_reference_quirks,
+                )
+                suite[name] = MetricFactory(
+                    name,
+                    make_cfd,
+                    cols,
+                    weights=[w.as_dict() for w in dino.weights + sam.weights],
+                    settings={"reference_quirks": cfd_reference_quirks},
+                    needs_target=False,
+                )
             elif name == "clip":
-                loaded = net("clip-vit-b32", lambda: FT.load_clip("clip-vit-b32", weights.get("clip-vit-b32"),
-                                                                   device=device, with_text=True))
+                loaded = net(
+                    "clip-vit-b32",
+                    lambda: FT.load_clip(
+                        "clip-vit-b32", weights.get("clip-vit-b32"), device=device, with_text=True
+                    ),
+                )
                 if not clip_classes:
-                    raise InvalidInputError("CLIP accuracy needs object classes: the dataset has no labels and "
-                                            "no --clip-classes were given")
-                make_clip = partial(CLIPRemovalMetric, loaded.model, loaded.extra["tokenizer"], clip_classes,
-                                    device, loaded.fingerprint())
-                suite[name] = MetricFactory(name, make_clip, cols,
-                                            weights=[w.as_dict() for w in loaded.weights],
-                                            settings={"classes": len(clip_classes)}, needs_target=False)
+                    raise InvalidInputError(
+                        "CLIP accuracy needs object classes: the dataset has no labels and "
+                        "no --clip-classes were given"
+                    )
+                make_clip = partial(
+                    CLIPRemovalMetric,
+                    loaded.model,
+                    loaded.extra["tokenizer"],
+                    clip_classes,
+                    device,
+                    loaded.fingerprint(),
+                )
+                suite[name] = MetricFactory(
+                    name,
+                    make_clip,
+                    cols,
+                    weights=[w.as_dict() for w in loaded.weights],
+                    settings={"classes": len(clip_classes)},
+                    needs_target=False,
+                )
         except ErasekitError as exc:
             suite[name] = MetricFactory(name, None, cols, unavailable=str(exc))
     if "kid" in suite and suite["kid"].settings.get("computed_with") == "fid":

@@ -4,7 +4,8 @@ Importing :mod:`erasekit.methods.builtin` registers the built-in methods (the re
 each method module owns its registrations. This package itself imports no method module, so shared layers such
 as :mod:`erasekit.diffusion` can build on :mod:`.base` while the methods build on them.
 
-Method modules import their heavy libraries (diffusers, transformers) lazily, at first use, so listing methods and
+Method modules import their heavy libraries (diffusers, transformers) lazily, at first use, so listing methods
+and
 the weight-free path stay fast.
 """
 

@@ -1,7 +1,8 @@
 """The remover contract and the work every method shares, done once here.
 
 A concrete method implements :meth:`Remover.inpaint` on an input that already satisfies its
-:class:`~erasekit.hd.SizeConstraints`. The base does the rest, identically for every method: mask validation and
+:class:`~erasekit.hd.SizeConstraints`. The base does the rest, identically for every method: mask validation
+and
 dilation, the empty-mask shortcut, the HD strategy, the refiners a request names, paste-back, timings and
 metadata.
 
@@ -10,8 +11,10 @@ Per-call options are declared once per method as ``call_options`` (an
 :meth:`Remover.inpaint` typed values with every default filled in. A method whose output does not depend on a
 text prompt refuses one (``takes_prompt``).
 
-Paste-back rule: pixels outside the paste region are bit-identical to the input. The paste region is the (dilated)
-mask, united with the method's alpha when the method edits beyond the mask on purpose (``edits_outside_mask``, e.g.
+Paste-back rule: pixels outside the paste region are bit-identical to the input. The paste region is the
+(dilated)
+mask, united with the method's alpha when the method edits beyond the mask on purpose (``edits_outside_mask``,
+e.g.
 OSOR's effect-aware alpha removing a shadow).
 
 Refiners (:mod:`erasekit.refiners`) run after the HD strategy and before paste-back, on the full image at
@@ -51,13 +54,16 @@ class Remover(ABC):
     # Whether request.prompt reaches the method; a prompt given to a method that ignores it is refused.
     takes_prompt: ClassVar[bool] = False
 
-    # ---- what a method implements -----------------------------------------------------------------------------
+    # ---- what a method implements
+    # -----------------------------------------------------------------------------
     @abstractmethod
-    def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest) -> tuple[np.ndarray,
-                                                                                            np.ndarray | None]:
+    def inpaint(
+        self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Fill ``mask`` (binary float32 H×W) in ``image`` (uint8 H×W×3, constraints already met).
 
-        Returns (uint8 H×W×3, alpha float32 H×W or None). The output may differ from the input anywhere; the base
+        Returns (uint8 H×W×3, alpha float32 H×W or None). The output may differ from the input anywhere; the
+        base
         pastes back. ``request`` carries prompt, seed and per-call options (validated, typed and complete:
         every option of ``call_options`` is present).
         """
@@ -65,8 +71,13 @@ class Remover(ABC):
     def describe(self) -> dict[str, Any]:
         """A JSON-able description: name, constraints and settings that affect the output."""
         c = self.constraints
-        return {"name": self.name, "size_multiple": c.size_multiple, "min_side": c.min_side,
-                "max_side": c.max_side, "requires_mask": self.requires_mask}
+        return {
+            "name": self.name,
+            "size_multiple": c.size_multiple,
+            "min_side": c.min_side,
+            "max_side": c.max_side,
+            "requires_mask": self.requires_mask,
+        }
 
     def paste_region(self, mask: np.ndarray, alpha: np.ndarray | None, request: RemovalRequest) -> np.ndarray:
         """Where the output replaces the input: the mask, united with the method's alpha when the method edits
@@ -75,10 +86,12 @@ class Remover(ABC):
             return np.maximum(mask, np.clip(alpha, 0.0, 1.0))
         return mask
 
-    # ---- shared work -------------------------------------------------------------------------------------------
+    # ---- shared work
+    # -------------------------------------------------------------------------------------------
     @classmethod
-    def check_call(cls, options: Mapping[str, Any], *, prompt: str | None = None,
-                   from_python: bool = True) -> dict[str, Any]:
+    def check_call(
+        cls, options: Mapping[str, Any], *, prompt: str | None = None, from_python: bool = True
+    ) -> dict[str, Any]:
         """Check the per-call part of a request against the class's declaration, before any model loads (the
         API, CLI, batch and server call this early): the given options as typed values. ``from_python=False``
         is for text and network input (python-only options such as callables are refused)."""
@@ -89,9 +102,11 @@ class Remover(ABC):
     def check_prompt(cls, prompt: str | None) -> None:
         """Refuse a prompt this method would ignore, as an unknown option is refused."""
         if prompt is not None and not cls.takes_prompt:
-            raise InvalidInputError(f"method {cls.name!r} takes no prompt (its result does not depend on "
-                                    "one): drop the prompt, or choose a method that takes one "
-                                    "(erasekit methods)")
+            raise InvalidInputError(
+                f"method {cls.name!r} takes no prompt (its result does not depend on "
+                "one): drop the prompt, or choose a method that takes one "
+                "(erasekit methods)"
+            )
 
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Every declared option for one call: this remover's defaults overridden by ``options`` (validated).
@@ -121,10 +136,16 @@ class Remover(ABC):
         request = self.resolve_request(request)
         refiners = parse_refine(request.refine)  # an unknown refiner fails before the method runs
         mask = self.prepare_mask(request)
-        strategy = HDStrategy.parse(request.hd_strategy) if request.hd_strategy is not None \
+        strategy = (
+            HDStrategy.parse(request.hd_strategy)
+            if request.hd_strategy is not None
             else self.default_hd_strategy
+        )
         metadata: dict[str, Any] = {
-            "method": self.name, "seed": request.seed, "prompt": request.prompt, "dilate": request.dilate,
+            "method": self.name,
+            "seed": request.seed,
+            "prompt": request.prompt,
+            "dilate": request.dilate,
             "hd_strategy": strategy.name,
             "options": {k: request.options[k] for k in given},  # the options given, typed
             "remover": self.describe(),
@@ -134,15 +155,21 @@ class Remover(ABC):
         if mask is not None:
             if not mask.any():
                 metadata["reason"] = "empty mask: nothing to remove"
-                return RemovalResult(image=image.copy(), alpha=np.zeros(mask.shape, np.float32), method=self.name,
-                                     timings={"total": time.perf_counter() - t_start}, metadata=metadata,
-                                     unchanged=True)
+                return RemovalResult(
+                    image=image.copy(),
+                    alpha=np.zeros(mask.shape, np.float32),
+                    method=self.name,
+                    timings={"total": time.perf_counter() - t_start},
+                    metadata=metadata,
+                    unchanged=True,
+                )
             if mask.all():
                 raise InvalidInputError("mask covers the whole image: there is no background to fill from")
         t_prep = time.perf_counter()
         work_mask = mask if mask is not None else np.zeros(image.shape[:2], np.float32)
-        raw, alpha = run_strategy(image, work_mask, lambda im, m: self.inpaint(im, m, request), strategy,
-                                  self.constraints)
+        raw, alpha = run_strategy(
+            image, work_mask, lambda im, m: self.inpaint(im, m, request), strategy, self.constraints
+        )
         t_run = time.perf_counter()
         region = self.paste_region(work_mask, alpha, request)
         raw, refine_timings = apply_refiners(refiners, image, raw, region)
@@ -150,9 +177,15 @@ class Remover(ABC):
         out = paste_back(image, raw, region, strategy.feather)
         t_end = time.perf_counter()
         return RemovalResult(
-            image=out, alpha=(alpha if alpha is not None else work_mask).astype(np.float32, copy=False),
+            image=out,
+            alpha=(alpha if alpha is not None else work_mask).astype(np.float32, copy=False),
             method=self.name,
-            timings={"prepare": t_prep - t_start, "inpaint": t_run - t_prep, **refine_timings,
-                     "paste": t_end - t_refined, "total": t_end - t_start},
+            timings={
+                "prepare": t_prep - t_start,
+                "inpaint": t_run - t_prep,
+                **refine_timings,
+                "paste": t_end - t_refined,
+                "total": t_end - t_start,
+            },
             metadata=metadata,
         )

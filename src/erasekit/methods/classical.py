@@ -1,6 +1,7 @@
 """Weight-free removers: PatchMatch (the default) and OpenCV's Telea and Navier-Stokes inpainting.
 
-PatchMatch comes compiled from the ``pypatchmatch`` package; Telea and NS from OpenCV. Nothing is reimplemented here:
+PatchMatch comes compiled from the ``pypatchmatch`` package; Telea and NS from OpenCV. Nothing is
+reimplemented here:
 these classes only adapt the libraries to the remover contract.
 """
 
@@ -18,7 +19,8 @@ from ..registry import MethodSpec, WeightRequirement, register_method
 from ..types import MissingWeightsError, RemovalRequest
 from .base import Remover
 
-# The native PatchMatch library keeps its random seed in one process-wide variable: seeding and inpainting must
+# The native PatchMatch library keeps its random seed in one process-wide variable: seeding and inpainting
+# must
 # happen together, or two threads (the web server) would each run with the other's seed.
 _PATCHMATCH_LOCK = threading.Lock()
 
@@ -33,11 +35,14 @@ def patchmatch_library():
     try:
         import patchmatch
     except ImportError as exc:
-        raise MissingWeightsError(f"the patchmatch method needs the pypatchmatch package ({exc}); "
-                                  "run: pip install pypatchmatch") from None
+        raise MissingWeightsError(
+            f"the patchmatch method needs the pypatchmatch package ({exc}); run: pip install pypatchmatch"
+        ) from None
     if not patchmatch.patchmatch_available:
-        raise MissingWeightsError("pypatchmatch is installed but its native library failed to load; "
-                                  "reinstall it with: pip install --force-reinstall pypatchmatch")
+        raise MissingWeightsError(
+            "pypatchmatch is installed but its native library failed to load; "
+            "reinstall it with: pip install --force-reinstall pypatchmatch"
+        )
     return patchmatch
 
 
@@ -55,15 +60,22 @@ class PatchMatchRemover(Remover):
     name: ClassVar[str] = "patchmatch"
     constraints: ClassVar[SizeConstraints] = SizeConstraints(min_side=8)
     # Always work on a crop around each object, whatever the image size: patches then come from the object's
-    # surroundings, not from far regions (a whole-image search on the astronaut photo pasted part of her face where
-    # the shuttle was). 48 px of context worked on every demo photo; much larger margins pull that structure back in.
+    # surroundings, not from far regions (a whole-image search on the astronaut photo pasted part of her face
+    # where
+    # the shuttle was). 48 px of context worked on every demo photo; much larger margins pull that structure
+    # back in.
     default_hd_strategy: ClassVar[HDStrategy] = HDStrategy(name="crop", crop_trigger=1, crop_margin=48)
     call_options: OptionSet = OptionSet(
         # 3 is the radius pypatchmatch's own examples use ((2·3+1)² = 49-pixel patches). The cost grows with
         # the patch area: at 32 (65×65 patches) a patch is wider than the 48 px context of the crop strategy.
-        Option("patch_size", int, default=3, range=Range(1, 32),
-               help="patch radius in pixels: patches of (2r+1)² pixels; larger follows larger structures, "
-                    "slower"),
+        Option(
+            "patch_size",
+            int,
+            default=3,
+            range=Range(1, 32),
+            help="patch radius in pixels: patches of (2r+1)² pixels; larger follows larger structures, "
+            "slower",
+        ),
     )
 
     def __init__(self, patch_size: int = 3):
@@ -91,8 +103,13 @@ class OpenCVRemover(Remover):
     call_options: OptionSet = OptionSet(
         # OpenCV's inpaintRadius: the neighbourhood each filled pixel averages over. The cost grows with its
         # area; 64 px is far beyond the few pixels where the fill is a smooth continuation of the border.
-        Option("radius", int, default=5, range=Range(1, 64),
-               help="neighbourhood radius in pixels that each filled pixel is computed from"),
+        Option(
+            "radius",
+            int,
+            default=5,
+            range=Range(1, 64),
+            help="neighbourhood radius in pixels that each filled pixel is computed from",
+        ),
     )
     flag: ClassVar[int]
 
@@ -123,20 +140,38 @@ class NavierStokesRemover(OpenCVRemover):
 
 def register() -> None:
     """Register the weight-free methods (called once by :mod:`erasekit.methods`)."""
-    register_method(MethodSpec(
-        name="patchmatch",
-        description="PatchMatch exemplar fill (weight-free, the default on a fresh machine)",
-        factory=PatchMatchRemover,
-        weights=(WeightRequirement("pypatchmatch", "compiled PatchMatch library", patchmatch_location,
-                                   fetch_hint="pip install pypatchmatch"),),
-        auto_priority=0,
-        paper="Barnes et al., SIGGRAPH 2009",
-    ))
-    register_method(MethodSpec(
-        name="telea", description="OpenCV fast-marching inpainting (Telea 2004); fastest, blurry on large holes",
-        factory=TeleaRemover, auto_priority=-2, paper="Telea, JGT 2004",
-    ))
-    register_method(MethodSpec(
-        name="ns", description="OpenCV Navier-Stokes inpainting (Bertalmio et al. 2001); smooth fills",
-        factory=NavierStokesRemover, auto_priority=-1, paper="Bertalmio et al., CVPR 2001",
-    ))
+    register_method(
+        MethodSpec(
+            name="patchmatch",
+            description="PatchMatch exemplar fill (weight-free, the default on a fresh machine)",
+            factory=PatchMatchRemover,
+            weights=(
+                WeightRequirement(
+                    "pypatchmatch",
+                    "compiled PatchMatch library",
+                    patchmatch_location,
+                    fetch_hint="pip install pypatchmatch",
+                ),
+            ),
+            auto_priority=0,
+            paper="Barnes et al., SIGGRAPH 2009",
+        )
+    )
+    register_method(
+        MethodSpec(
+            name="telea",
+            description="OpenCV fast-marching inpainting (Telea 2004); fastest, blurry on large holes",
+            factory=TeleaRemover,
+            auto_priority=-2,
+            paper="Telea, JGT 2004",
+        )
+    )
+    register_method(
+        MethodSpec(
+            name="ns",
+            description="OpenCV Navier-Stokes inpainting (Bertalmio et al. 2001); smooth fills",
+            factory=NavierStokesRemover,
+            auto_priority=-1,
+            paper="Bertalmio et al., CVPR 2001",
+        )
+    )

@@ -12,7 +12,8 @@ Endpoints (all JSON errors are ``{"error": {"type", "message"}}``)::
     GET  /api/v1/jobs/{id}/result  the finished job's result, like /remove
 
 Safety: request bodies are capped while they stream (413), decoded images by pixel count (413); a token, when
-set, is required on every API call except health; CORS is off unless origins are given; the web UI's files are read
+set, is required on every API call except health; CORS is off unless origins are given; the web UI's files are
+read
 once at start-up and served from memory, so no path a client sends ever reaches the file system; uploads and
 results live in memory only.
 """
@@ -62,10 +63,13 @@ from .workers import Slot, WorkQueue
 
 API = "/api/v1"
 
-_bearer = HTTPBearer(auto_error=False, description="the token given to `erasekit serve --token` (only when set)")
+_bearer = HTTPBearer(
+    auto_error=False, description="the token given to `erasekit serve --token` (only when set)"
+)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text} for code, text in {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
         400: "malformed request (JSON, base64 or multipart)",
         401: "missing or wrong bearer token",
         413: "request body or image too large",
@@ -88,7 +92,7 @@ _REMOVE_BODY = {
 _STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 _UI_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
@@ -98,7 +102,8 @@ _UI_HEADERS = {
 class _DeclaredSizeGuard:
     """Answers 413 in the API's JSON shape when ``Content-Length`` already says the body is too large.
 
-    FastAPI's ``max_body_size`` counts the bytes as they stream (chunked uploads, lying headers) and reaches our
+    FastAPI's ``max_body_size`` counts the bytes as they stream (chunked uploads, lying headers) and reaches
+    our
     JSON error handler; for a declared length it answers before our handlers with plain text, so this guard
     sits in front of it and answers first, without reading a byte of the body.
     """
@@ -111,9 +116,13 @@ class _DeclaredSizeGuard:
         if scope["type"] == "http":
             declared = dict(scope.get("headers", ())).get(b"content-length", b"")
             if declared.isdigit() and int(declared) > self.limit:
-                response = error_response(413, "ResourceLimitError", f"request body of {int(declared):,} bytes is "
-                                          f"larger than the server's limit of {self.limit:,} bytes",
-                                          {"Connection": "close"})
+                response = error_response(
+                    413,
+                    "ResourceLimitError",
+                    f"request body of {int(declared):,} bytes is "
+                    f"larger than the server's limit of {self.limit:,} bytes",
+                    {"Connection": "close"},
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -136,15 +145,19 @@ def _settings(request: Request) -> ServerSettings:
     return request.app.state.settings
 
 
-def require_token(request: Request,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
     token = _settings(request).token
     if token is None:
         return
     given = credentials.credentials if credentials is not None else ""
     if not secrets.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "missing or wrong bearer token (send 'Authorization: Bearer <token>')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def _job(request: Request, job_id: str) -> Job:
@@ -154,15 +167,22 @@ def _job(request: Request, job_id: str) -> Job:
     return job
 
 
-FormatParam = Annotated[Literal["json", "image"], Query(
-    description="json: a RemoveResponse with base64 images; image: the result's raw bytes "
-                "(timings in the X-Erasekit-Timings header)")]
+FormatParam = Annotated[
+    Literal["json", "image"],
+    Query(
+        description="json: a RemoveResponse with base64 images; image: the result's raw bytes "
+        "(timings in the X-Erasekit-Timings header)"
+    ),
+]
 
 
 def _respond(result: processing.EncodedResult, fmt: str) -> Response:
     if fmt == "image":
-        return Response(result.image, media_type=result.media_type,
-                        headers={**result.headers(), "X-Content-Type-Options": "nosniff"})
+        return Response(
+            result.image,
+            media_type=result.media_type,
+            headers={**result.headers(), "X-Content-Type-Options": "nosniff"},
+        )
     return JSONResponse(result.to_response().model_dump())
 
 
@@ -183,10 +203,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         queue.shutdown()
 
     app = _ErasekitApp(
-        title="erasekit", version=__version__, lifespan=lifespan,
+        title="erasekit",
+        version=__version__,
+        lifespan=lifespan,
         summary="Remove objects from photos, with their shadows and reflections.",
         description="REST API of `erasekit serve`. Send a photo and a mask; get the photo without the object. "
-                    "Errors are `{\"error\": {\"type\", \"message\"}}`.",
+        'Errors are `{"error": {"type", "message"}}`.',
         max_body_size=settings.max_upload_bytes,
     )
     app.state.settings = settings
@@ -194,11 +216,17 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.jobs = jobs
     install_error_handlers(app)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
-                           expose_headers=["Retry-After", "X-Erasekit-Method", "X-Erasekit-Timings"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Retry-After", "X-Erasekit-Method", "X-Erasekit-Timings"],
+            max_age=600,
+        )
 
-    # ---- web UI ----------------------------------------------------------------------------------------------
+    # ---- web UI
+    # ----------------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
         return Response(static["index.html"], media_type="text/html; charset=utf-8", headers=_UI_HEADERS)
@@ -209,17 +237,19 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             raise HTTPException(404, "not found")
         return Response(static[name], media_type=_STATIC_FILES[name], headers=_UI_HEADERS)
 
-    # ---- API -------------------------------------------------------------------------------------------------
+    # ---- API
+    # -------------------------------------------------------------------------------------------------
     api = APIRouter(prefix=API, responses=_ERRORS)
     private = APIRouter(prefix=API, dependencies=[Depends(require_token)], responses=_ERRORS)
 
     @api.get("/health", tags=["server"], summary="Liveness, queue state and limits")
     async def health() -> HealthResponse:
-        return HealthResponse(version=__version__, auth=settings.token is not None,
-                              queue=QueueOut(capacity=queue.capacity, in_flight=queue.in_flight,
-                                             loaded_methods=queue.loaded()),
-                              limits={"max_upload_bytes": settings.max_upload_bytes,
-                                      "max_pixels": settings.max_pixels})
+        return HealthResponse(
+            version=__version__,
+            auth=settings.token is not None,
+            queue=QueueOut(capacity=queue.capacity, in_flight=queue.in_flight, loaded_methods=queue.loaded()),
+            limits={"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels},
+        )
 
     @private.get("/methods", tags=["methods"], summary="Every method, whether it can run here, and why not")
     async def methods() -> MethodsResponse:
@@ -230,18 +260,36 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             worker = queue.loaded_worker(info.name)
             spec = get_method(info.name)
             declared = spec.call_options
-            out.append(MethodOut(
-                name=info.name, description=info.description, family=info.family,
-                requires_mask=info.requires_mask, available=info.available, reason=info.reason,
-                default=info.name == default, streams_progress=worker.streams_progress if worker else None,
-                # Weight locations stay on the server: they are local paths.
-                weights=[WeightOut(name=w.name, description=w.description, present=w.present, hub_id=w.hub_id,
-                                   fetch_hint=w.fetch_hint) for w in info.weights],
-                takes_prompt=getattr(spec.factory, "takes_prompt", None),
-                options=(None if declared is None
-                         else [OptionOut(**o) for o in declared.describe(public=True)])))
-        refiners = [RefinerOut(name=r.name, description=r.description)
-                    for r in map(get_refiner, refiner_names())]
+            out.append(
+                MethodOut(
+                    name=info.name,
+                    description=info.description,
+                    family=info.family,
+                    requires_mask=info.requires_mask,
+                    available=info.available,
+                    reason=info.reason,
+                    default=info.name == default,
+                    streams_progress=worker.streams_progress if worker else None,
+                    # Weight locations stay on the server: they are local paths.
+                    weights=[
+                        WeightOut(
+                            name=w.name,
+                            description=w.description,
+                            present=w.present,
+                            hub_id=w.hub_id,
+                            fetch_hint=w.fetch_hint,
+                        )
+                        for w in info.weights
+                    ],
+                    takes_prompt=getattr(spec.factory, "takes_prompt", None),
+                    options=(
+                        None if declared is None else [OptionOut(**o) for o in declared.describe(public=True)]
+                    ),
+                )
+            )
+        refiners = [
+            RefinerOut(name=r.name, description=r.description) for r in map(get_refiner, refiner_names())
+        ]
         return MethodsResponse(default=default, methods=out, refiners=refiners)
 
     async def _admit_and_prepare(request: Request) -> tuple[Slot, processing.PreparedJob]:
@@ -254,19 +302,32 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             slot.release()
             raise
 
-    @private.post("/remove", tags=["remove"], summary="Remove the masked object and return the result",
-                  openapi_extra=_REMOVE_BODY,
-                  responses={200: {"model": RemoveResponse, "description": "the result (JSON, or raw bytes with "
-                                   "?format=image)",
-                                   "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+    @private.post(
+        "/remove",
+        tags=["remove"],
+        summary="Remove the masked object and return the result",
+        openapi_extra=_REMOVE_BODY,
+        responses={
+            200: {
+                "model": RemoveResponse,
+                "description": "the result (JSON, or raw bytes with ?format=image)",
+                "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
+            }
+        },
+    )
     async def remove(request: Request, format: FormatParam = "json") -> Response:
         slot, job = await _admit_and_prepare(request)
         outcome = await asyncio.wrap_future(queue.submit(slot, job.method, job.request))
         encoded = await run_in_threadpool(processing.encode, job, outcome.result, outcome.queue_seconds)
         return _respond(encoded, format)
 
-    @private.post("/jobs", tags=["jobs"], status_code=202, openapi_extra=_REMOVE_BODY,
-                  summary="Submit a removal and follow its progress as server-sent events")
+    @private.post(
+        "/jobs",
+        tags=["jobs"],
+        status_code=202,
+        openapi_extra=_REMOVE_BODY,
+        summary="Submit a removal and follow its progress as server-sent events",
+    )
     async def submit_job(request: Request) -> JobCreated:
         slot, prepared = await _admit_and_prepare(request)
         try:
@@ -284,7 +345,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
         job.publish("queued", {"method": prepared.method})  # first, so it always precedes "started"
         try:
-            future = queue.submit(slot, prepared.method, prepared.request, progress=progress, on_start=started)
+            future = queue.submit(
+                slot, prepared.method, prepared.request, progress=progress, on_start=started
+            )
         except ErasekitError:
             jobs.discard(job.id)
             raise
@@ -296,47 +359,74 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             except BaseException as exc:  # noqa: BLE001 - every outcome, cancellation included, becomes an event
                 status = exc.http_status if isinstance(exc, ErasekitError) else 500
                 kind = type(exc).__name__ if isinstance(exc, ErasekitError) else "InternalError"
-                message = str(exc) if isinstance(exc, ErasekitError) else f"internal error ({type(exc).__name__})"
+                message = (
+                    str(exc) if isinstance(exc, ErasekitError) else f"internal error ({type(exc).__name__})"
+                )
                 if not isinstance(exc, ErasekitError):
                     log.error("job %s failed", job.id, exc_info=exc)
                 job.error = {"type": kind, "message": " ".join(message.split()), "status": str(status)}
-                job.publish("error", {"type": kind, "message": job.error["message"], "status": status},
-                            status="error")
+                job.publish(
+                    "error", {"type": kind, "message": job.error["message"], "status": status}, status="error"
+                )
                 return
-            job.publish("done", {"method": job.response.method, "timings": job.response.timings,
-                                 "unchanged": job.response.unchanged,
-                                 "result_url": f"{API}/jobs/{job.id}/result"}, status="done")
+            job.publish(
+                "done",
+                {
+                    "method": job.response.method,
+                    "timings": job.response.timings,
+                    "unchanged": job.response.unchanged,
+                    "result_url": f"{API}/jobs/{job.id}/result",
+                },
+                status="done",
+            )
 
         future.add_done_callback(finished)
-        return JobCreated(id=job.id, status=job.status, events_url=f"{API}/jobs/{job.id}/events",
-                          result_url=f"{API}/jobs/{job.id}/result")
+        return JobCreated(
+            id=job.id,
+            status=job.status,
+            events_url=f"{API}/jobs/{job.id}/events",
+            result_url=f"{API}/jobs/{job.id}/result",
+        )
 
     @private.get("/jobs/{job_id}", tags=["jobs"], summary="A job's status")
     async def job_status(job: Annotated[Job, Depends(_job)]) -> JobStatus:
         error = {k: v for k, v in job.error.items() if k != "status"} if job.error else None
         return JobStatus(id=job.id, status=job.status, method=job.method, progress=job.progress, error=error)
 
-    @private.get("/jobs/{job_id}/events", tags=["jobs"], response_class=EventSourceResponse,
-                 summary="Server-sent events: queued, started, progress {step, total}, then done or error")
-    async def job_events(job: Annotated[Job, Depends(_job)],
-                         last_event_id: Annotated[int | None, Header(description="resume after this event id")] = None
-                         ) -> AsyncIterable[ServerSentEvent]:
+    @private.get(
+        "/jobs/{job_id}/events",
+        tags=["jobs"],
+        response_class=EventSourceResponse,
+        summary="Server-sent events: queued, started, progress {step, total}, then done or error",
+    )
+    async def job_events(
+        job: Annotated[Job, Depends(_job)],
+        last_event_id: Annotated[int | None, Header(description="resume after this event id")] = None,
+    ) -> AsyncIterable[ServerSentEvent]:
         async for index, event in job.follow():
             if last_event_id is not None and index <= last_event_id:
                 continue
             yield ServerSentEvent(event=event.name, data=event.data, id=str(index))
 
-    @private.get("/jobs/{job_id}/result", tags=["jobs"], summary="A finished job's result (like /remove)",
-                 responses={200: {"model": RemoveResponse, "content": {"image/png": {}, "image/jpeg": {},
-                                                                       "image/webp": {}}},
-                            409: {"model": ErrorResponse, "description": "the job has not finished yet"}})
+    @private.get(
+        "/jobs/{job_id}/result",
+        tags=["jobs"],
+        summary="A finished job's result (like /remove)",
+        responses={
+            200: {"model": RemoveResponse, "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+            409: {"model": ErrorResponse, "description": "the job has not finished yet"},
+        },
+    )
     async def job_result(job: Annotated[Job, Depends(_job)], format: FormatParam = "json") -> Response:
         if job.error is not None:
-            return JSONResponse({"error": {"type": job.error["type"], "message": job.error["message"]}},
-                                status_code=int(job.error["status"]))
+            return JSONResponse(
+                {"error": {"type": job.error["type"], "message": job.error["message"]}},
+                status_code=int(job.error["status"]),
+            )
         if job.response is None:
-            return JSONResponse({"error": {"type": "NotReady", "message": f"job {job.id} is {job.status}"}},
-                                status_code=409)
+            return JSONResponse(
+                {"error": {"type": "NotReady", "message": f"job {job.id} is {job.status}"}}, status_code=409
+            )
         return _respond(job.response, format)
 
     app.include_router(api)

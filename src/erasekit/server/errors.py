@@ -1,7 +1,9 @@
 """Every error the API returns has one shape: ``{"error": {"type": ..., "message": ...}}``.
 
-Status codes come from the exception hierarchy (``ErasekitError.http_status``): bad input 422, resource limits 413,
-missing weights 503. Malformed requests (undecodable JSON or base64, a broken multipart body) are 400; a body that
+Status codes come from the exception hierarchy (``ErasekitError.http_status``): bad input 422, resource limits
+413,
+missing weights 503. Malformed requests (undecodable JSON or base64, a broken multipart body) are 400; a body
+that
 does not match the schema (unknown field, wrong type) is 422; an unsupported Content-Type is 415.
 """
 
@@ -45,7 +47,9 @@ class UnsupportedMediaTypeError(ErasekitError):
     http_status = 415
 
 
-def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
 
 
@@ -87,12 +91,20 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 413:
             limit = getattr(request.app.state, "settings", None)
             if limit is not None:
-                message = f"request body is larger than the server's limit of {limit.max_upload_bytes:,} bytes"
-        return error_response(exc.status_code, kinds.get(exc.status_code, "HTTPError"), _one_line(message),
-                              dict(exc.headers) if exc.headers else None)
+                message = (
+                    f"request body is larger than the server's limit of {limit.max_upload_bytes:,} bytes"
+                )
+        return error_response(
+            exc.status_code,
+            kinds.get(exc.status_code, "HTTPError"),
+            _one_line(message),
+            dict(exc.headers) if exc.headers else None,
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
         # No exception text to the client: it may name server paths. The log has the traceback.
-        return error_response(500, "InternalError", f"internal error ({type(exc).__name__}); see the server log")
+        return error_response(
+            500, "InternalError", f"internal error ({type(exc).__name__}); see the server log"
+        )

@@ -1,10 +1,12 @@
 """Progress jobs: submit a removal, then follow it as server-sent events and fetch the result.
 
 A job's events are appended by the worker thread (``queued``, ``started``, ``progress`` per denoising step for
-step-based methods, then ``done`` or ``error``) and read by any number of SSE streams, each in its own event loop
+step-based methods, then ``done`` or ``error``) and read by any number of SSE streams, each in its own event
+loop
 position. Every reader gets the full history from the start, so a client that subscribes late misses nothing.
 
-Jobs are kept in memory only (no files): at most ``max_jobs`` of them, finished ones expire after ``ttl`` seconds.
+Jobs are kept in memory only (no files): at most ``max_jobs`` of them, finished ones expire after ``ttl``
+seconds.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class Job:
     def finished(self) -> bool:
         return self.status in ("done", "error")
 
-    # ---- writing (any thread) ----------------------------------------------------------------------------------
+    # ---- writing (any thread)
+    # ----------------------------------------------------------------------------------
     def publish(self, name: str, data: dict[str, Any], *, status: Status | None = None) -> None:
         with self._lock:
             if status is not None:
@@ -61,7 +64,8 @@ class Job:
             except RuntimeError:
                 pass  # that reader's loop has closed: nobody is listening there any more
 
-    # ---- reading (async) ---------------------------------------------------------------------------------------
+    # ---- reading (async)
+    # ---------------------------------------------------------------------------------------
     async def follow(self) -> AsyncIterator[tuple[int, Event]]:
         """Every event from the first, waiting for new ones until the job finishes."""
         index = 0
@@ -93,7 +97,9 @@ class JobStore:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for job_id in [j.id for j in self._jobs.values() if j.finished_at is not None and now - j.finished_at > self.ttl]:
+        for job_id in [
+            j.id for j in self._jobs.values() if j.finished_at is not None and now - j.finished_at > self.ttl
+        ]:
             del self._jobs[job_id]
         # Over the bound: drop the oldest finished jobs; unfinished ones are bounded by the work queue.
         finished = [j.id for j in self._jobs.values() if j.finished]

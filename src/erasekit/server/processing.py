@@ -56,8 +56,11 @@ class EncodedResult:
             unchanged=self.unchanged, timings=self.timings, metadata=self.metadata)
 
     def headers(self) -> dict[str, str]:
-        return {"X-Erasekit-Method": self.method, "X-Erasekit-Timings": json.dumps(self.timings),
-                "Content-Disposition": f'inline; filename="erasekit-result.{self.image_format.replace("jpeg", "jpg")}"'}
+        return {
+            "X-Erasekit-Method": self.method,
+            "X-Erasekit-Timings": json.dumps(self.timings),
+            "Content-Disposition": f'inline; filename="erasekit-result.{self.image_format.replace("jpeg", "jpg")}"',
+        }
 
 
 def choose_method(requested: str | None, settings: ServerSettings, mask_given: bool) -> str:
@@ -74,12 +77,15 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     opts = upload.options
     method = choose_method(opts.method, settings, upload.mask is not None)
     spec = get_method(method)
-    # Factory options (model, weights, device, ...) can name server paths: clients may not set them, unless the
+    # Factory options (model, weights, device, ...) can name server paths: clients may not set them, unless
+    # the
     # method also declares the same name per call (patchmatch's patch_size), which is plain data.
     server_side = set(opts.options) & (load_options(spec) - set(spec.call_options or ()))
     if server_side:
-        raise InvalidInputError(f"option(s) {', '.join(sorted(server_side))} of {method!r} are set when the server "
-                                "starts, not per request")
+        raise InvalidInputError(
+            f"option(s) {', '.join(sorted(server_side))} of {method!r} are set when the server "
+            "starts, not per request"
+        )
     # The method's own declaration, as for the CLI and the API; checked before the job takes a queue slot
     # (the remover would say the same, but only after loading its model). Python-only options (progress) are
     # refused.
@@ -88,14 +94,27 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     source = io.read_image(upload.image, max_pixels=settings.max_pixels)
     mask = None
     if upload.mask is not None:
-        mask = io.read_mask(upload.mask, shape=source.pixels.shape[:2], resize=opts.resize_mask,
-                            max_pixels=settings.max_pixels)
+        mask = io.read_mask(
+            upload.mask,
+            shape=source.pixels.shape[:2],
+            resize=opts.resize_mask,
+            max_pixels=settings.max_pixels,
+        )
     elif spec.requires_mask:
         raise InvalidInputError(f"method {method!r} needs a mask (send a 'mask' along with the image)")
-    request = RemovalRequest(image=source.pixels, mask=mask, prompt=opts.prompt, seed=opts.seed, dilate=opts.dilate,
-                             hd_strategy=opts.hd_strategy, refine=refiners, options=options)
-    return PreparedJob(method, request, source, opts.output_format, opts.quality,
-                       {"decode": time.perf_counter() - t0})
+    request = RemovalRequest(
+        image=source.pixels,
+        mask=mask,
+        prompt=opts.prompt,
+        seed=opts.seed,
+        dilate=opts.dilate,
+        hd_strategy=opts.hd_strategy,
+        refine=refiners,
+        options=options,
+    )
+    return PreparedJob(
+        method, request, source, opts.output_format, opts.quality, {"decode": time.perf_counter() - t0}
+    )
 
 
 def _json_safe(value: Any) -> Any:
@@ -118,15 +137,33 @@ def encode(job: PreparedJob, result: RemovalResult, queue_seconds: float) -> Enc
     t0 = time.perf_counter()
     fmt = job.output_format
     # Fast PNG compression: an interactive answer matters more than a few percent of bytes.
-    image = io.encode_image(result.image, fmt.upper(), like=job.source, quality=job.quality,
-                            png_compress_level=_PNG_COMPRESS_LEVEL)
+    image = io.encode_image(
+        result.image,
+        fmt.upper(),
+        like=job.source,
+        quality=job.quality,
+        png_compress_level=_PNG_COMPRESS_LEVEL,
+    )
     alpha_png = None
     if result.alpha is not None:
         buffer = _io.BytesIO()
         result.alpha_pil().save(buffer, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
         alpha_png = buffer.getvalue()
-    timings = {**job.timings, "queue": queue_seconds, **{k: float(v) for k, v in result.timings.items()},
-               "encode": time.perf_counter() - t0}
+    timings = {
+        **job.timings,
+        "queue": queue_seconds,
+        **{k: float(v) for k, v in result.timings.items()},
+        "encode": time.perf_counter() - t0,
+    }
     height, width = result.image.shape[:2]
-    return EncodedResult(result.method, width, height, image, fmt, alpha_png, result.unchanged, timings,
-                         _json_safe(result.metadata))
+    return EncodedResult(
+        result.method,
+        width,
+        height,
+        image,
+        fmt,
+        alpha_png,
+        result.unchanged,
+        timings,
+        _json_safe(result.metadata),
+    )

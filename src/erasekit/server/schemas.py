@@ -22,38 +22,72 @@ class _Strict(BaseModel):
 class RemoveOptions(_Strict):
     """How to remove: the method and its settings. Shared by the JSON body and the multipart form."""
 
-    method: str | None = Field(None, max_length=64, description="method name from GET /api/v1/methods; 'auto' picks "
-                               "the best available; omitted: the server's default (`erasekit serve --method`)",
-                               examples=["patchmatch"])
+    method: str | None = Field(
+        None,
+        max_length=64,
+        description="method name from GET /api/v1/methods; 'auto' picks "
+        "the best available; omitted: the server's default (`erasekit serve --method`)",
+        examples=["patchmatch"],
+    )
     dilate: int = Field(0, ge=0, le=512, description="grow the mask by this many pixels before removing")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="random seed; the same seed gives the same "
-                             "result on the same device")
-    prompt: str | None = Field(None, max_length=2000, description="text prompt (diffusion and text-guided methods)")
-    hd_strategy: str | None = Field(None, pattern=r"^(original|crop(:\d{1,5})?|resize(:\d{1,5})?)$",
-                                    description="large-image strategy: original | resize[:LIMIT] | crop[:MARGIN]; "
-                                    "omitted: the method's default")
-    refine: str | None = Field(None, max_length=256, description="refiner(s) from GET /api/v1/methods run on "
-                               "the method's output before paste-back, comma-separated, in order; options as "
-                               "NAME:KEY=VALUE; an unknown name is a 422", examples=["color-match,poisson"])
-    resize_mask: bool = Field(False, description="accept a mask of another size than the image (nearest resize); "
-                              "otherwise a size mismatch is a 422")
-    output_format: OutputFormat = Field("png", description="encoding of the result image; the alpha is always PNG")
-    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default: the source's JPEG "
-                                "settings, else 95)")
-    options: dict[str, OptionValue] = Field(default_factory=dict, max_length=32,
-                                            description="method-specific per-call options, e.g. {\"steps\": 20} for "
-                                            "diffusion methods or {\"patch_size\": 5} for patchmatch; unknown ones are "
-                                            "a 422. Model-loading options (model, weights, device) are server-side "
-                                            "only.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="random seed; the same seed gives the same result on the same device",
+    )
+    prompt: str | None = Field(
+        None, max_length=2000, description="text prompt (diffusion and text-guided methods)"
+    )
+    hd_strategy: str | None = Field(
+        None,
+        pattern=r"^(original|crop(:\d{1,5})?|resize(:\d{1,5})?)$",
+        description="large-image strategy: original | resize[:LIMIT] | crop[:MARGIN]; "
+        "omitted: the method's default",
+    )
+    refine: str | None = Field(
+        None,
+        max_length=256,
+        description="refiner(s) from GET /api/v1/methods run on "
+        "the method's output before paste-back, comma-separated, in order; options as "
+        "NAME:KEY=VALUE; an unknown name is a 422",
+        examples=["color-match,poisson"],
+    )
+    resize_mask: bool = Field(
+        False,
+        description="accept a mask of another size than the image (nearest resize); "
+        "otherwise a size mismatch is a 422",
+    )
+    output_format: OutputFormat = Field(
+        "png", description="encoding of the result image; the alpha is always PNG"
+    )
+    quality: int | None = Field(
+        None, ge=1, le=100, description="JPEG/WebP quality (default: the source's JPEG settings, else 95)"
+    )
+    options: dict[str, OptionValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description='method-specific per-call options, e.g. {"steps": 20} for '
+        'diffusion methods or {"patch_size": 5} for patchmatch; unknown ones are '
+        "a 422. Model-loading options (model, weights, device) are server-side "
+        "only.",
+    )
 
 
 class RemoveJSONRequest(RemoveOptions):
     """POST /api/v1/remove (and /api/v1/jobs) with ``Content-Type: application/json``."""
 
-    image: str = Field(..., min_length=1, description="the photo: base64 (standard or URL-safe alphabet) or a data "
-                       "URL such as data:image/jpeg;base64,...; any format Pillow reads")
-    mask: str | None = Field(None, description="the mask, encoded like `image`; any nonzero pixel is removed (RGBA "
-                             "masks use their alpha). Required unless the method is mask-free")
+    image: str = Field(
+        ...,
+        min_length=1,
+        description="the photo: base64 (standard or URL-safe alphabet) or a data "
+        "URL such as data:image/jpeg;base64,...; any format Pillow reads",
+    )
+    mask: str | None = Field(
+        None,
+        description="the mask, encoded like `image`; any nonzero pixel is removed (RGBA "
+        "masks use their alpha). Required unless the method is mask-free",
+    )
 
 
 class RemoveResponse(BaseModel):
@@ -64,15 +98,24 @@ class RemoveResponse(BaseModel):
     height: int = Field(..., description="result height in pixels (always the input's)")
     image: str = Field(..., description="the result, base64-encoded in `image_format`")
     image_format: OutputFormat = Field(..., description="encoding of `image`")
-    alpha: str | None = Field(..., description="base64 PNG (8-bit grey) of the region the method edited: its "
-                              "effect-aware alpha where it has one, else the processed (dilated) mask")
+    alpha: str | None = Field(
+        ...,
+        description="base64 PNG (8-bit grey) of the region the method edited: its "
+        "effect-aware alpha where it has one, else the processed (dilated) mask",
+    )
     unchanged: bool = Field(..., description="true when the mask was empty and the input came back unchanged")
-    timings: dict[str, float] = Field(..., description="seconds per stage: decode, queue (waiting for the method), "
-                                      "the method's own stages (prepare, inpaint, refine:NAME per refiner, "
-                                      "paste, total), encode")
-    metadata: dict[str, Any] = Field(..., description="settings that produced the result (seed, dilate, HD "
-                                     "strategy, method options, the remover's description, the refiners' "
-                                     "descriptions under `refine`)")
+    timings: dict[str, float] = Field(
+        ...,
+        description="seconds per stage: decode, queue (waiting for the method), "
+        "the method's own stages (prepare, inpaint, refine:NAME per refiner, "
+        "paste, total), encode",
+    )
+    metadata: dict[str, Any] = Field(
+        ...,
+        description="settings that produced the result (seed, dilate, HD "
+        "strategy, method options, the remover's description, the refiners' "
+        "descriptions under `refine`)",
+    )
 
 
 class WeightOut(BaseModel):
@@ -88,8 +131,11 @@ class OptionOut(BaseModel):
 
     name: str
     type: Literal["bool", "int", "float", "str"]
-    default: OptionValue | None = Field(None, description="the value used when the option is not sent; null "
-                                        "when the loaded model decides it (see default_note) or it is off")
+    default: OptionValue | None = Field(
+        None,
+        description="the value used when the option is not sent; null "
+        "when the loaded model decides it (see default_note) or it is off",
+    )
     default_note: str | None = Field(None, description="how the default is chosen when the model decides it")
     allowed: str = Field(..., description="what the option accepts, in words: its range or choices")
     range: str | None = Field(None, description="allowed interval, e.g. '[1, 1000]' or '(0, 1]'")
@@ -105,15 +151,22 @@ class MethodOut(BaseModel):
     available: bool = Field(..., description="whether it can run on this server now")
     reason: str | None = Field(None, description="why it is unavailable")
     default: bool = Field(..., description="the method used when a request names none")
-    streams_progress: bool | None = Field(None, description="whether jobs of this method report per-step progress "
-                                          "(known once the method is loaded; null before)")
+    streams_progress: bool | None = Field(
+        None,
+        description="whether jobs of this method report per-step progress "
+        "(known once the method is loaded; null before)",
+    )
     weights: list[WeightOut] = Field(default_factory=list)
     takes_prompt: bool | None = Field(
-        None, description="whether `prompt` reaches the method (a prompt sent to one that ignores it is a "
-        "422); null when the method declares nothing")
+        None,
+        description="whether `prompt` reaches the method (a prompt sent to one that ignores it is a "
+        "422); null when the method declares nothing",
+    )
     options: list[OptionOut] | None = Field(
-        None, description="the per-call options it takes; an unknown one or a value outside its range is a "
-        "422. Null when the method declares none ahead of loading")
+        None,
+        description="the per-call options it takes; an unknown one or a value outside its range is a "
+        "422. Null when the method declares none ahead of loading",
+    )
 
 
 class RefinerOut(BaseModel):
@@ -124,8 +177,9 @@ class RefinerOut(BaseModel):
 class MethodsResponse(BaseModel):
     default: str = Field(..., description="the method a request without `method` gets")
     methods: list[MethodOut]
-    refiners: list[RefinerOut] = Field(default_factory=list,
-                                       description="refiners a request may name in `refine`")
+    refiners: list[RefinerOut] = Field(
+        default_factory=list, description="refiners a request may name in `refine`"
+    )
 
 
 class QueueOut(BaseModel):
@@ -145,21 +199,30 @@ class HealthResponse(BaseModel):
 class JobCreated(BaseModel):
     id: str = Field(..., description="job id (unguessable)")
     status: Literal["queued", "running", "done", "error"]
-    events_url: str = Field(..., description="GET: server-sent events (queued, started, progress, done, error)")
-    result_url: str = Field(..., description="GET: the RemoveResponse once done (?format=image for raw bytes)")
+    events_url: str = Field(
+        ..., description="GET: server-sent events (queued, started, progress, done, error)"
+    )
+    result_url: str = Field(
+        ..., description="GET: the RemoveResponse once done (?format=image for raw bytes)"
+    )
 
 
 class JobStatus(BaseModel):
     id: str
     status: Literal["queued", "running", "done", "error"]
     method: str
-    progress: dict[str, int] | None = Field(None, description="last {step, total} reported by a step-based method")
+    progress: dict[str, int] | None = Field(
+        None, description="last {step, total} reported by a step-based method"
+    )
     error: dict[str, str] | None = Field(None, description="{type, message} when status is error")
 
 
 class ErrorDetail(BaseModel):
-    type: str = Field(..., description="machine-readable kind, e.g. InvalidInputError, ResourceLimitError, "
-                      "ServerBusyError, Unauthorized, ValidationError")
+    type: str = Field(
+        ...,
+        description="machine-readable kind, e.g. InvalidInputError, ResourceLimitError, "
+        "ServerBusyError, Unauthorized, ValidationError",
+    )
     message: str = Field(..., description="one line a person can act on")
 
 
@@ -174,10 +237,19 @@ MULTIPART_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "image": {"type": "string", "format": "binary", "description": "the photo (any format Pillow reads)"},
-        "mask": {"type": "string", "format": "binary", "description": "the mask; any nonzero pixel is removed"},
-        **{name: {**schema, "description": schema.get("description", "")}
-           for name, schema in RemoveOptions.model_json_schema()["properties"].items() if name != "options"},
-        "options": {"type": "string", "description": "method-specific options as a JSON object, e.g. "
-                    "{\"steps\": 20}"},
+        "mask": {
+            "type": "string",
+            "format": "binary",
+            "description": "the mask; any nonzero pixel is removed",
+        },
+        **{
+            name: {**schema, "description": schema.get("description", "")}
+            for name, schema in RemoveOptions.model_json_schema()["properties"].items()
+            if name != "options"
+        },
+        "options": {
+            "type": "string",
+            "description": 'method-specific options as a JSON object, e.g. {"steps": 20}',
+        },
     },
 }

@@ -1,6 +1,7 @@
 """Server settings: what `erasekit serve` was started with, validated once, before anything listens.
 
-The one rule enforced here that is not a simple bound: a server reachable from other machines (any host that is
+The one rule enforced here that is not a simple bound: a server reachable from other machines (any host that
+is
 not a loopback address) must have a token, because the API runs models on the caller's behalf.
 """
 
@@ -37,16 +38,23 @@ class ServerSettings(BaseModel):
                                 description="method used when a request names none ('auto': best available)")
     token: str | None = Field(default=None, min_length=8,
                               description="bearer token every API call must present")
-    max_upload_bytes: int = Field(default=DEFAULT_MAX_UPLOAD_BYTES, ge=1024,
-                                  description="largest request body; larger bodies get 413 while still streaming")
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1,
-                            description="largest image (width × height); larger is 413")
-    queue_size: int = Field(default=4, ge=1, le=256,
-                            description="jobs running or waiting at once; more get 503")
-    max_jobs: int = Field(default=32, ge=1,
-                          description="finished progress jobs kept in memory for their result")
-    job_ttl_s: float = Field(default=600.0, gt=0,
-                             description="seconds a finished job's result stays available")
+    max_upload_bytes: int = Field(
+        default=DEFAULT_MAX_UPLOAD_BYTES,
+        ge=1024,
+        description="largest request body; larger bodies get 413 while still streaming",
+    )
+    max_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, ge=1, description="largest image (width × height); larger is 413"
+    )
+    queue_size: int = Field(
+        default=4, ge=1, le=256, description="jobs running or waiting at once; more get 503"
+    )
+    max_jobs: int = Field(
+        default=32, ge=1, description="finished progress jobs kept in memory for their result"
+    )
+    job_ttl_s: float = Field(
+        default=600.0, gt=0, description="seconds a finished job's result stays available"
+    )
     cors_origins: tuple[str, ...] = Field(default=(), description="origins allowed by CORS (empty: CORS off)")
     preload: bool = Field(default=True, description="load the default method when the server starts")
 

@@ -1,7 +1,8 @@
 """Turning a request body into (options, image bytes, mask bytes), in memory, within the size limits.
 
 Two encodings reach the same place: ``application/json`` with base64 images (:class:`RemoveJSONRequest`) and
-``multipart/form-data`` with files plus the same options as form fields. The body size is bounded while it streams
+``multipart/form-data`` with files plus the same options as form fields. The body size is bounded while it
+streams
 (FastAPI's ``max_body_size`` on the app), so neither path ever holds more than the limit.
 """
 
@@ -79,7 +80,9 @@ async def _from_json(request: Request) -> RemoveInput:
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"request body is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+        raise BadRequestError(
+            f"request body is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+        ) from None
     parsed = RemoveJSONRequest.model_validate(payload)  # ValidationError -> 422 (unknown fields included)
     options = RemoveOptions.model_validate(parsed.model_dump(exclude={"image", "mask"}))
     image = decode_base64(parsed.image, "image")
@@ -88,8 +91,14 @@ async def _from_json(request: Request) -> RemoveInput:
 
 
 async def _from_multipart(request: Request, max_upload_bytes: int) -> RemoveInput:
-    parser = _InMemoryMultiPartParser(request.headers, request.stream(), max_files=2, max_fields=len(_FORM_FIELDS),
-                                      max_part_size=_MAX_TEXT_FIELD, spool_max_size=max_upload_bytes)
+    parser = _InMemoryMultiPartParser(
+        request.headers,
+        request.stream(),
+        max_files=2,
+        max_fields=len(_FORM_FIELDS),
+        max_part_size=_MAX_TEXT_FIELD,
+        spool_max_size=max_upload_bytes,
+    )
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -114,7 +123,9 @@ async def _from_multipart(request: Request, max_upload_bytes: int) -> RemoveInpu
             try:
                 fields["options"] = json.loads(str(fields["options"]))
             except json.JSONDecodeError:
-                raise BadRequestError("form field 'options' must be a JSON object, e.g. {\"steps\": 20}") from None
+                raise BadRequestError(
+                    "form field 'options' must be a JSON object, e.g. {\"steps\": 20}"
+                ) from None
         options = RemoveOptions.model_validate(fields)  # unknown form fields -> 422
         return RemoveInput(options, files["image"], files.get("mask"))
     finally:
@@ -123,8 +134,11 @@ async def _from_multipart(request: Request, max_upload_bytes: int) -> RemoveInpu
 
 def _unknown(name: str) -> ValidationError:
     return ValidationError.from_exception_data(
-        "RemoveOptions", [{"type": "extra_forbidden", "loc": (name,), "input": "(file)"}])
+        "RemoveOptions", [{"type": "extra_forbidden", "loc": (name,), "input": "(file)"}]
+    )
 
 
 def _missing_image() -> ValidationError:
-    return ValidationError.from_exception_data("RemoveOptions", [{"type": "missing", "loc": ("image",), "input": {}}])
+    return ValidationError.from_exception_data(
+        "RemoveOptions", [{"type": "missing", "loc": ("image",), "input": {}}]
+    )

@@ -1,12 +1,16 @@
 """Running removals for many clients: one model instance per method, one call at a time per instance, and a
 bounded number of jobs in flight.
 
-Why a lock per method: a loaded model (a diffusers pipeline, the native PatchMatch library) keeps per-call state on
-the object, so two requests must never run through the same instance at once (IOPaint's shared-model race). Methods
+Why a lock per method: a loaded model (a diffusers pipeline, the native PatchMatch library) keeps per-call
+state on
+the object, so two requests must never run through the same instance at once (IOPaint's shared-model race).
+Methods
 are independent of each other, so two different methods may run side by side.
 
-Why a bound: every admitted job holds its decoded image in memory while it waits. Past ``capacity`` jobs (running
-plus waiting) the server answers 503 with a Retry-After estimated from recent job durations, instead of queueing
+Why a bound: every admitted job holds its decoded image in memory while it waits. Past ``capacity`` jobs
+(running
+plus waiting) the server answers 503 with a Retry-After estimated from recent job durations, instead of
+queueing
 without limit.
 """
 
@@ -96,7 +100,8 @@ class WorkQueue:
         # One thread per admitted job at most: a waiting job blocks on its method's lock, not on the pool.
         self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="erasekit-job")
 
-    # ---- state -----------------------------------------------------------------------------------------------
+    # ---- state
+    # -----------------------------------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
         return self._in_flight
@@ -111,7 +116,8 @@ class WorkQueue:
         """Seconds until a slot is likely free: about one job's duration (clamped to 1..120)."""
         return int(min(120, max(1, math.ceil(self._mean_seconds))))
 
-    # ---- loading ---------------------------------------------------------------------------------------------
+    # ---- loading
+    # ---------------------------------------------------------------------------------------------
     def worker(self, name: str) -> MethodWorker:
         """The worker for ``name``, loading its remover the first time (errors such as missing weights propagate)."""
         worker = self._workers.get(name)
@@ -126,17 +132,21 @@ class WorkQueue:
                 self._workers[name] = worker
         return worker
 
-    # ---- running ---------------------------------------------------------------------------------------------
+    # ---- running
+    # ---------------------------------------------------------------------------------------------
     def admit(self) -> Slot:
         """Reserve a place for one job or raise :class:`ServerBusyError` (503) at once.
 
-        The slot is taken before the upload is decoded, so decoded images in memory are bounded by ``capacity``
+        The slot is taken before the upload is decoded, so decoded images in memory are bounded by
+        ``capacity``
         too; release it if the job never gets submitted (bad input).
         """
         with self._lock:
             if self._in_flight >= self.capacity:
-                raise ServerBusyError(f"the server is busy ({self._in_flight} jobs running or waiting); retry later",
-                                      retry_after=self.retry_after())
+                raise ServerBusyError(
+                    f"the server is busy ({self._in_flight} jobs running or waiting); retry later",
+                    retry_after=self.retry_after(),
+                )
             self._in_flight += 1
         return Slot(self)
 
@@ -144,8 +154,15 @@ class WorkQueue:
         with self._lock:
             self._in_flight -= 1
 
-    def submit(self, slot: Slot, method: str, request: RemovalRequest, *, progress: ProgressFn | None = None,
-               on_start: Callable[[], None] | None = None) -> Future[Outcome]:
+    def submit(
+        self,
+        slot: Slot,
+        method: str,
+        request: RemovalRequest,
+        *,
+        progress: ProgressFn | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> Future[Outcome]:
         """Run ``request`` with ``method`` in the pool; the slot is released when the job ends."""
         submitted = time.perf_counter()
 
@@ -171,7 +188,8 @@ class WorkQueue:
         except RuntimeError:  # the pool is shut down: the server is stopping
             slot.release()
             raise ServerBusyError("the server is shutting down", retry_after=self.retry_after()) from None
-        # A job cancelled before it started (client gone, shutdown) never runs its `finally`: free the slot here.
+        # A job cancelled before it started (client gone, shutdown) never runs its `finally`: free the slot
+        # here.
         future.add_done_callback(lambda _: slot.release())
         return future
 

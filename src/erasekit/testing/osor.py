@@ -1,11 +1,15 @@
 """Tiny OSOR weight fixtures in both on-disk formats, built offline for the tiny backbones of :mod:`erasekit.testing`.
 
-:func:`official_state_dict_for` reproduces how the authors' training code produces its ``*_phase{1,2}.pth`` files:
+:func:`official_state_dict_for` reproduces how the authors' training code produces its ``*_phase{1,2}.pth``
+files:
 the backbone sits in a wrapper module (``unet`` for SDXL, ``transformer`` for FLUX), peft LoRA with
 ``lora_alpha = rank`` is injected exactly as they do (diffusers' ``add_adapter`` for the UNet, peft's
-``get_peft_model`` for the FLUX transformer), Phase II widens the terminal layer, and the file holds the trainable
-parameters under the wrapper's names. The LoRA ``B`` matrices get random values (peft's Gaussian init leaves them
-zero) so loaded weights visibly change the output. Nothing here shares code with erasekit's loader, so a test that
+``get_peft_model`` for the FLUX transformer), Phase II widens the terminal layer, and the file holds the
+trainable
+parameters under the wrapper's names. The LoRA ``B`` matrices get random values (peft's Gaussian init leaves
+them
+zero) so loaded weights visibly change the output. Nothing here shares code with erasekit's loader, so a test
+that
 loads these files checks the loader against an independent construction::
 
     from erasekit.testing.osor import write_tiny_osor_weights
@@ -33,8 +37,15 @@ def _denoiser(backbone: str, seed: int):
     return copy.deepcopy(pipe.unet if backbone == "sdxl" else pipe.transformer)
 
 
-def official_state_dict_for(backbone: Literal["sdxl", "flux"], *, phase: int = 2, rank: int = 4, seed: int = 0,
-                            model: Any = None, lora_std: float = 0.05) -> dict[str, Any]:
+def official_state_dict_for(
+    backbone: Literal["sdxl", "flux"],
+    *,
+    phase: int = 2,
+    rank: int = 4,
+    seed: int = 0,
+    model: Any = None,
+    lora_std: float = 0.05,
+) -> dict[str, Any]:
     """An authors'-layout state dict of random OSOR weights for ``model`` (default: the tiny backbone)."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -43,8 +54,9 @@ def official_state_dict_for(backbone: Literal["sdxl", "flux"], *, phase: int = 2
     from ..methods.osor.alpha_head import add_alpha_head
 
     model = copy.deepcopy(model) if model is not None else _denoiser(backbone, seed)
-    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                        target_modules=list(OFFICIAL_TARGETS[backbone]))
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(OFFICIAL_TARGETS[backbone])
+    )
     wrapper = nn.Module()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -69,9 +81,16 @@ def official_state_dict_for(backbone: Literal["sdxl", "flux"], *, phase: int = 2
     return {name: p.detach().clone() for name, p in wrapper.named_parameters() if p.requires_grad}
 
 
-def write_tiny_osor_weights(backbone: Literal["sdxl", "flux"], path: str | Path, *, phase: int = 2,
-                            fmt: Literal["official", "erasekit"] = "official", rank: int = 4, seed: int = 0,
-                            model: Any = None) -> Path:
+def write_tiny_osor_weights(
+    backbone: Literal["sdxl", "flux"],
+    path: str | Path,
+    *,
+    phase: int = 2,
+    fmt: Literal["official", "erasekit"] = "official",
+    rank: int = 4,
+    seed: int = 0,
+    model: Any = None,
+) -> Path:
     """Write random tiny OSOR weights: a ``.pth`` file (official) or a folder (erasekit). Returns the path."""
     import torch
 
@@ -85,10 +104,13 @@ def write_tiny_osor_weights(backbone: Literal["sdxl", "flux"], path: str | Path,
     return save_erasekit(weights, path)
 
 
-def tiny_osor_remover(backbone: Literal["sdxl", "flux"], *, weights: Any = "none", seed: int = 0, **kwargs: Any):
+def tiny_osor_remover(
+    backbone: Literal["sdxl", "flux"], *, weights: Any = "none", seed: int = 0, **kwargs: Any
+):
     """An ``osor-sdxl`` / ``osor-flux`` remover on a private copy of the tiny backbone (OSOR edits its denoiser).
 
-    ``weights="none"`` gives the bare tiny backbone with a fresh alpha head; pass a fixture path for trained-like
+    ``weights="none"`` gives the bare tiny backbone with a fresh alpha head; pass a fixture path for
+    trained-like
     weights. Other keyword arguments are the remover's load options (``prompt``, ``alpha_head``,
     ``merge_lora``, ``release_text_encoders``); ``timestep`` and ``blend`` are per call
     (``RemovalRequest.options``).

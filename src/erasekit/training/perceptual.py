@@ -1,13 +1,17 @@
 """The perceptual term L_per = LPIPS-VGG(x̂, x_bg) of Eq. 10 (App. B.1: "LPIPS [48]", VGG variant as in the authors'
 training code).
 
-The network is :class:`erasekit.eval.networks.LPIPSVGG` (written in-house there because the ``lpips`` package needs
-torchvision, which cannot be installed beside our CPU torch build); its files resolve like every feature network's,
+The network is :class:`erasekit.eval.networks.LPIPSVGG` (written in-house there because the ``lpips`` package
+needs
+torchvision, which cannot be installed beside our CPU torch build); its files resolve like every feature
+network's,
 through :func:`erasekit.eval.weights.resolve` (explicit path > ``$ERASEKIT_WEIGHTS_DIR`` > torch hub cache >
 copies bundled in installed packages, heads only).
 
-The trainer takes any ``perceptual_loss(prediction, target) -> scalar`` callable; :func:`load_lpips_vgg` is the
-default and raises :class:`MissingWeightsError` (naming the files and where to put them) when weights are absent.
+The trainer takes any ``perceptual_loss(prediction, target) -> scalar`` callable; :func:`load_lpips_vgg` is
+the
+default and raises :class:`MissingWeightsError` (naming the files and where to put them) when weights are
+absent.
 """
 
 from __future__ import annotations
@@ -36,16 +40,21 @@ class LPIPSLoss(nn.Module):
         return self.lpips(x, y).mean()
 
 
-def load_lpips_vgg(trunk: str | os.PathLike | None = None, heads: str | os.PathLike | None = None) -> LPIPSLoss:
+def load_lpips_vgg(
+    trunk: str | os.PathLike | None = None, heads: str | os.PathLike | None = None
+) -> LPIPSLoss:
     """LPIPS-VGG from local files: ``trunk`` torchvision's ``vgg16-397923af.pth``, ``heads`` lpips' v0.1 ``vgg.pth``."""
     trunk_file = resolve("vgg16", trunk).path
     heads_file = resolve("lpips-vgg-v0.1", heads).path
     try:
-        net = LPIPSVGG().load_weights(torch.load(trunk_file, map_location="cpu", weights_only=True),
-                                      torch.load(heads_file, map_location="cpu", weights_only=True))
+        net = LPIPSVGG().load_weights(
+            torch.load(trunk_file, map_location="cpu", weights_only=True),
+            torch.load(heads_file, map_location="cpu", weights_only=True),
+        )
     except (KeyError, RuntimeError, OSError) as exc:
-        raise MissingWeightsError(f"LPIPS-VGG weights at {trunk_file} / {heads_file} do not fit: "
-                                  f"{str(exc).splitlines()[0]}") from None
+        raise MissingWeightsError(
+            f"LPIPS-VGG weights at {trunk_file} / {heads_file} do not fit: {str(exc).splitlines()[0]}"
+        ) from None
     return LPIPSLoss(net)
 
 

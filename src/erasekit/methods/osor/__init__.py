@@ -3,7 +3,8 @@
 Everything OSOR-specific lives in this package, readable top to bottom:
 
 ``engine``      one forward pass of the adapted backbone: noise the input latent (Eq. 3), predict x̂0 (Eq. 5), blend
-                with the alpha map (Eq. 12-13) or the max-pooled mask (Eq. 6), decode. Used by inference and training.
+                with the alpha map (Eq. 12-13) or the max-pooled mask (Eq. 6), decode. Used by inference and
+                training.
 ``remover``     ``osor-sdxl`` / ``osor-flux``: the remover contract around the engine (working sizes, settings,
                 paste region) and their registration.
 ``alpha_head``  the extra output channel(s) of SDXL's ``conv_out`` / FLUX's ``proj_out`` (Sec. 3.4).
@@ -28,6 +29,16 @@ from .engine import (
 from .remover import OsorFluxRemover, OsorRemover, OsorSDXLRemover, OsorSettings, register
 
 __all__ = [
-    "FluxEngine", "OsorEngine", "OsorFluxRemover", "OsorOutput", "OsorRemover", "OsorSDXLRemover",
-    "OsorSettings", "SDXLEngine", "composite", "flux_working_size", "register", "sdxl_working_size",
+    "FluxEngine",
+    "OsorEngine",
+    "OsorFluxRemover",
+    "OsorOutput",
+    "OsorRemover",
+    "OsorSDXLRemover",
+    "OsorSettings",
+    "SDXLEngine",
+    "composite",
+    "flux_working_size",
+    "register",
+    "sdxl_working_size",
 ]

@@ -1,16 +1,22 @@
 """OSOR's alpha head (App. B.5): widen the backbone's terminal layer by the alpha-logit channels.
 
-* SDXL-Inpainting: the UNet's ``conv_out`` goes from 4 to 5 output channels; channel 4 is the alpha logit at latent
+* SDXL-Inpainting: the UNet's ``conv_out`` goes from 4 to 5 output channels; channel 4 is the alpha logit at
+latent
   resolution.
-* FLUX Fill: the transformer's ``proj_out`` goes from 64 to 68 output features; the 4 extra features are one alpha
+* FLUX Fill: the transformer's ``proj_out`` goes from 64 to 68 output features; the 4 extra features are one
+alpha
   channel in FLUX's 2×2-packed token layout and unpack to a single channel at latent resolution.
 
-The old output rows are copied, so the backbone's native prediction (the first 4 / 64 outputs) is unchanged by the
-expansion; the new rows are freshly initialised (Kaiming-normal weights and zero bias, as the authors do). The model
-config's ``out_channels`` is updated with :meth:`register_to_config`, so ``save_pretrained`` / ``from_pretrained``
+The old output rows are copied, so the backbone's native prediction (the first 4 / 64 outputs) is unchanged by
+the
+expansion; the new rows are freshly initialised (Kaiming-normal weights and zero bias, as the authors do). The
+model
+config's ``out_channels`` is updated with :meth:`register_to_config`, so ``save_pretrained`` /
+``from_pretrained``
 rebuild the expanded layer. ``alpha = sigmoid(logits)`` (Eq. 12).
 
-No library ships this layer surgery (diffusers can only rebuild a model with another ``out_channels``, dropping the
+No library ships this layer surgery (diffusers can only rebuild a model with another ``out_channels``,
+dropping the
 pretrained head), hence this module.
 """
 
@@ -69,8 +75,9 @@ def has_alpha_head(model: Any) -> bool:
     return _out_width(getattr(model, spec.attribute)) == spec.expanded
 
 
-def _widened(layer: torch.nn.Module, extra: int,
-             generator: torch.Generator | None) -> torch.nn.Conv2d | torch.nn.Linear:
+def _widened(
+    layer: torch.nn.Module, extra: int, generator: torch.Generator | None
+) -> torch.nn.Conv2d | torch.nn.Linear:
     """A copy of ``layer`` (Conv2d or Linear) with ``extra`` more outputs: old rows copied, new rows Kaiming-normal."""
     import torch
     from torch import nn
@@ -82,12 +89,17 @@ def _widened(layer: torch.nn.Module, extra: int,
     new: nn.Conv2d | nn.Linear
     if isinstance(layer, nn.Conv2d):
         # Conv2d stores its geometry as 2-tuples (torch's _pair); torch annotates them as tuple[int, ...].
-        new = nn.Conv2d(layer.in_channels, layer.out_channels + extra,
-                        cast("tuple[int, int]", layer.kernel_size),
-                        stride=cast("tuple[int, int]", layer.stride),
-                        padding=cast("str | tuple[int, int]", layer.padding),
-                        dilation=cast("tuple[int, int]", layer.dilation), groups=layer.groups,
-                        padding_mode=layer.padding_mode, **kwargs)
+        new = nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels + extra,
+            cast("tuple[int, int]", layer.kernel_size),
+            stride=cast("tuple[int, int]", layer.stride),
+            padding=cast("str | tuple[int, int]", layer.padding),
+            dilation=cast("tuple[int, int]", layer.dilation),
+            groups=layer.groups,
+            padding_mode=layer.padding_mode,
+            **kwargs,
+        )
         old_out = layer.out_channels
     else:
         new = nn.Linear(layer.in_features, layer.out_features + extra, **kwargs)
@@ -95,7 +107,8 @@ def _widened(layer: torch.nn.Module, extra: int,
     with torch.no_grad():
         new.weight[:old_out].copy_(weight)
         if weight.device.type != "meta":
-            # Initialise in float32 with our own generator (reproducible, and kaiming on bf16 is coarse), then cast.
+            # Initialise in float32 with our own generator (reproducible, and kaiming on bf16 is coarse), then
+            # cast.
             fresh = torch.empty(new.weight[old_out:].shape, dtype=torch.float32)
             nn.init.kaiming_normal_(fresh, nonlinearity="relu", generator=generator)
             new.weight[old_out:].copy_(fresh.to(weight.dtype))
@@ -119,8 +132,10 @@ def add_alpha_head(model: Any, *, seed: int = 0) -> Any:
     spec = spec_of(model)
     layer = getattr(model, spec.attribute)
     if _out_width(layer) != spec.native:
-        raise InvalidInputError(f"{spec.attribute} has {_out_width(layer)} outputs; OSOR's {spec.family} head expects "
-                         f"{spec.native} (or {spec.expanded} with the alpha head)")
+        raise InvalidInputError(
+            f"{spec.attribute} has {_out_width(layer)} outputs; OSOR's {spec.family} head expects "
+            f"{spec.native} (or {spec.expanded} with the alpha head)"
+        )
     generator = torch.Generator("cpu").manual_seed(seed)
     setattr(model, spec.attribute, _widened(layer, spec.alpha, generator))
     # The config drives from_pretrained: UNet2DConditionModel builds conv_out with out_channels, and
@@ -132,12 +147,13 @@ def add_alpha_head(model: Any, *, seed: int = 0) -> Any:
 def split_output(output: torch.Tensor, family: Family) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Split a backbone output into (native prediction, alpha logits or None).
 
-    SDXL: N×5×h×w -> (N×4×h×w, N×1×h×w) (Eq. 12's u and ℓ). FLUX: N×L×68 -> (N×L×64, N×L×4), logits still packed.
+    SDXL: N×5×h×w -> (N×4×h×w, N×1×h×w) (Eq. 12's u and ℓ). FLUX: N×L×68 -> (N×L×64, N×L×4), logits still
+    packed.
     """
     if family == "sdxl":
-        native, extra = output[:, :SDXL_HEAD.native], output[:, SDXL_HEAD.native:]
+        native, extra = output[:, : SDXL_HEAD.native], output[:, SDXL_HEAD.native :]
     else:
-        native, extra = output[..., :FLUX_HEAD.native], output[..., FLUX_HEAD.native:]
+        native, extra = output[..., : FLUX_HEAD.native], output[..., FLUX_HEAD.native :]
     return native, (extra if extra.shape[1 if family == "sdxl" else -1] else None)
 
 
@@ -156,5 +172,15 @@ def alpha_head_parameter_count(model: Any) -> int:
     return spec.alpha * per_output
 
 
-__all__ = ["FLUX_HEAD", "SDXL_HEAD", "HeadSpec", "add_alpha_head", "alpha_from_logits",
-           "alpha_head_parameter_count", "family_of", "has_alpha_head", "spec_of", "split_output"]
+__all__ = [
+    "FLUX_HEAD",
+    "SDXL_HEAD",
+    "HeadSpec",
+    "add_alpha_head",
+    "alpha_from_logits",
+    "alpha_head_parameter_count",
+    "family_of",
+    "has_alpha_head",
+    "spec_of",
+    "split_output",
+]

@@ -1,26 +1,35 @@
 """OSOR: one-step, effect-aware object removal on SDXL-Inpainting (``osor-sdxl``) and FLUX Fill (``osor-flux``).
 
-One forward pass of the adapted backbone restores the latent of the whole image (Sec. 3.2); the alpha head says
+One forward pass of the adapted backbone restores the latent of the whole image (Sec. 3.2); the alpha head
+says
 where to use it (Sec. 3.4, App. B.5). The recipe follows the authors' public inference code exactly:
 
 SDXL-Inpainting (epsilon prediction)
-    ``z̄ = E(x)`` of the full, unmasked image; ``z_t = DDPMScheduler.add_noise(z̄, ε, t)`` with t = 400 (Eq. 3);
+    ``z̄ = E(x)`` of the full, unmasked image; ``z_t = DDPMScheduler.add_noise(z̄, ε, t)`` with t = 400 (Eq.
+    3);
     UNet input ``cat[z_t, maxpool8(m), z̄]``; the fixed prompt's two CLIP embeddings and pooled embedding;
     ``time_ids = [H, W, 0, 0, H, W]``; ``x̂0`` = the DDPM scheduler's ``pred_original_sample`` (Eq. 5, clipped
     exactly when the scheduler config says ``clip_sample``).
 FLUX Fill (flow / velocity prediction)
-    ``z_s = (1-s)·z̄ + s·ε`` with s = 0.4 (Eq. 3), no resolution shift; transformer input is FLUX Fill's own layout
-    ``cat[pack(z_s), pack(z̄), pack(unshuffle8(m))]`` along channels (64 + 64 + 256); timestep s (the transformer
+    ``z_s = (1-s)·z̄ + s·ε`` with s = 0.4 (Eq. 3), no resolution shift; transformer input is FLUX Fill's own
+    layout
+    ``cat[pack(z_s), pack(z̄), pack(unshuffle8(m))]`` along channels (64 + 64 + 256); timestep s (the
+    transformer
     multiplies it by 1000), guidance embedding 30; ``x̂0 = z_s - s·v`` (Eq. 5).
 Both
     ``α̂ = σ(ℓ)`` from the alpha head (Eq. 12) and ``z_out = α̂·x̂0 + (1-α̂)·z̄`` (Eq. 13) — or, with Phase I
-    weights / ``blend="mask"``, ``z_out = m_z·x̂0 + (1-m_z)·z̄`` with the max-pooled mask (Eq. 6) — then decode.
+    weights / ``blend="mask"``, ``z_out = m_z·x̂0 + (1-m_z)·z̄`` with the max-pooled mask (Eq. 6) — then
+    decode.
     The prompt "Remove the instance of object" is encoded once per backbone and cached.
 
-Working size (authors' scripts): SDXL scales the short side to 512 (smaller images are kept) and rounds both sides
-up to a multiple of 16; FLUX caps the long side at 1024 and floors both sides to a multiple of 16. Images are resized
-with PIL (bicubic; masks nearest), the output is resized back to the input size, and the remover base pastes it onto
-the input through ``max(mask, α̂)`` (``edits_outside_mask``), so the effect region the alpha found is replaced too
+Working size (authors' scripts): SDXL scales the short side to 512 (smaller images are kept) and rounds both
+sides
+up to a multiple of 16; FLUX caps the long side at 1024 and floors both sides to a multiple of 16. Images are
+resized
+with PIL (bicubic; masks nearest), the output is resized back to the input size, and the remover base pastes
+it onto
+the input through ``max(mask, α̂)`` (``edits_outside_mask``), so the effect region the alpha found is replaced
+too
 and everything else stays bit-identical. Larger images also go through the shared HD strategies first.
 
 Determinism: the only randomness is ε, drawn per image at the unpacked latent shape (1×C×h×w) by diffusers'
@@ -134,7 +143,8 @@ class OsorEngine(ABC):
         return self._placement()[1]
 
     def _placement(self) -> tuple[torch.device, torch.dtype]:
-        # diffusers finds both by walking every module (on a CPU, about as long as a tiny model's forward pass),
+        # diffusers finds both by walking every module (on a CPU, about as long as a tiny model's forward
+        # pass),
         # so the answer is kept until the denoiser's weights move or change type.
         anchor = next(self.denoiser.parameters())
         where = (anchor.device, anchor.dtype)
@@ -143,18 +153,26 @@ class OsorEngine(ABC):
             self._placed = (where, (device, self.denoiser.dtype))
         return self._placed[1]
 
-    # ---- the fixed prompt, encoded once per backbone ------------------------------------------------------------
+    # ---- the fixed prompt, encoded once per backbone
+    # ------------------------------------------------------------
     def prompt_embeddings(self) -> dict[str, torch.Tensor]:
         """The fixed prompt's embeddings (batch 1), computed with the pipeline's own ``encode_prompt`` and cached
         per (backbone, prompt, device, dtype) for the life of the process."""
-        key = (self.family, getattr(self.pipe, "name_or_path", None) or id(self.denoiser), self.prompt,
-               str(self.device), str(self.dtype))
+        key = (
+            self.family,
+            getattr(self.pipe, "name_or_path", None) or id(self.denoiser),
+            self.prompt,
+            str(self.device),
+            str(self.dtype),
+        )
         return _PROMPT_EMBEDDINGS.get(key, self._encode_fixed_prompt)
 
     def _encode_fixed_prompt(self) -> dict[str, torch.Tensor]:
         if getattr(self.pipe, "text_encoder", None) is None:
-            raise InvalidInputError("the backbone's text encoders were released before the OSOR prompt was "
-                                    "encoded; load the pipeline with its text encoders")
+            raise InvalidInputError(
+                "the backbone's text encoders were released before the OSOR prompt was "
+                "encoded; load the pipeline with its text encoders"
+            )
         import torch
 
         for name in ("text_encoder", "text_encoder_2"):  # no dropout in the fixed embedding
@@ -173,14 +191,16 @@ class OsorEngine(ABC):
     @abstractmethod
     def _encode_prompt(self) -> dict[str, torch.Tensor]: ...
 
-    # ---- the one step ------------------------------------------------------------------------------------------
+    # ---- the one step
+    # ------------------------------------------------------------------------------------------
     @abstractmethod
     def check_timestep(self, value: float | None) -> float:
         """Validate/normalise a timestep option (None -> the paper's default)."""
 
     @abstractmethod
-    def denoise(self, z_lq: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor,
-                timestep: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def denoise(
+        self, z_lq: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor, timestep: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Eq. 3–5 (and 12): returns (z_t, x̂0, alpha logits or None), latents unpacked N×C×h×w."""
 
     @property
@@ -188,8 +208,16 @@ class OsorEngine(ABC):
         """``alpha`` (Eq. 13) where the model has the alpha head, else the hard latent mask (Eq. 6)."""
         return "alpha" if has_alpha_head(self.denoiser) else "mask"
 
-    def run(self, images: torch.Tensor, masks: torch.Tensor, seeds: Sequence[int], *,
-            timestep: float | None = None, blend: Blend | None = None, **denoise_options: Any) -> OsorOutput:
+    def run(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        seeds: Sequence[int],
+        *,
+        timestep: float | None = None,
+        blend: Blend | None = None,
+        **denoise_options: Any,
+    ) -> OsorOutput:
         """Remove ``masks`` (N×1×H×W, {0,1}) from ``images`` (N×3×H×W in [-1, 1]); H, W multiples of 16.
 
         ``denoise_options`` go to :meth:`denoise` (FLUX: ``guidance``)."""
@@ -198,18 +226,33 @@ class OsorEngine(ABC):
         timestep = self.check_timestep(timestep)
         blend = blend or self.default_blend
         if blend == "alpha" and not has_alpha_head(self.denoiser):
-            raise InvalidInputError("blend='alpha' needs the alpha head (Phase II weights); this model has none "
-                                    "(Phase I weights or alpha_head=False): use blend='mask'")
+            raise InvalidInputError(
+                "blend='alpha' needs the alpha head (Phase II weights); this model has none "
+                "(Phase I weights or alpha_head=False): use blend='mask'"
+            )
         if blend not in BLENDS:
             raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
         device, dtype = self._placement()
         with torch.no_grad():
-            return self.forward(images.to(device=device, dtype=dtype), masks.to(device=device, dtype=dtype),
-                                lambda shape: per_image_noise(shape, seeds, device=device, dtype=dtype),
-                                timestep=timestep, blend=blend, **denoise_options)
+            return self.forward(
+                images.to(device=device, dtype=dtype),
+                masks.to(device=device, dtype=dtype),
+                lambda shape: per_image_noise(shape, seeds, device=device, dtype=dtype),
+                timestep=timestep,
+                blend=blend,
+                **denoise_options,
+            )
 
-    def forward(self, images: torch.Tensor, masks: torch.Tensor, make_noise: Callable[[torch.Size], torch.Tensor],
-                *, timestep: float, blend: Blend, **denoise_options: Any) -> OsorOutput:
+    def forward(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        make_noise: Callable[[torch.Size], torch.Tensor],
+        *,
+        timestep: float,
+        blend: Blend,
+        **denoise_options: Any,
+    ) -> OsorOutput:
         """The one-step restoration on prepared tensors (validated timestep and blend, the engine's device/dtype).
 
         Differentiable through the denoiser and the VAE decoder, so the trainer's generator step is this very
@@ -227,7 +270,7 @@ class OsorEngine(ABC):
         start = _tick(device)
         z_t, x0, logits = self.denoise(z_lq, noise, masks, timestep, **denoise_options)
         timings["denoiser"] = _tick(device) - start
-        alpha = alpha_from_logits(logits) if logits is not None else None                # Eq. 12
+        alpha = alpha_from_logits(logits) if logits is not None else None  # Eq. 12
         if blend == "alpha":
             assert alpha is not None, "blend='alpha' is only chosen for a model with the alpha head"
             weight = alpha
@@ -260,9 +303,11 @@ class SDXLEngine(OsorEngine):
         super().__init__(pipe, prompt=prompt)
         cfg = pipe.unet.config
         if cfg.in_channels != 9 or cfg.addition_embed_type != "text_time":
-            raise InvalidInputError(f"osor-sdxl needs an SDXL inpainting UNet (9 input channels: z_t, mask, z̄, and "
-                                    f"SDXL's text_time conditioning); this one has {cfg.in_channels} input channels "
-                                    f"and addition_embed_type={cfg.addition_embed_type!r}")
+            raise InvalidInputError(
+                f"osor-sdxl needs an SDXL inpainting UNet (9 input channels: z_t, mask, z̄, and "
+                f"SDXL's text_time conditioning); this one has {cfg.in_channels} input channels "
+                f"and addition_embed_type={cfg.addition_embed_type!r}"
+            )
         # The authors build a DDPMScheduler from the checkpoint's scheduler config; from_config does the same.
         self.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
@@ -272,7 +317,8 @@ class SDXLEngine(OsorEngine):
 
     def _encode_prompt(self):
         prompt_embeds, _, pooled, _ = self.pipe.encode_prompt(
-            self.prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+            self.prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
         return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
 
     def check_timestep(self, value):
@@ -290,13 +336,17 @@ class SDXLEngine(OsorEngine):
         height, width = mask.shape[-2:]
         embeds = self.prompt_embeddings()
         mask_latent = L.mask_to_latent(mask, z_lq.shape[-2:], "max").to(z_lq.dtype)
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=z_lq.dtype,
-                                device=z_lq.device).repeat(n, 1)
+        time_ids = torch.tensor(
+            [[height, width, 0, 0, height, width]], dtype=z_lq.dtype, device=z_lq.device
+        ).repeat(n, 1)
         return {
             "sample": torch.cat([z_t, mask_latent, z_lq], dim=1),
             "timestep": torch.full((n,), timestep, dtype=torch.long, device=z_lq.device),
             "encoder_hidden_states": embeds["prompt_embeds"].expand(n, -1, -1),
-            "added_cond_kwargs": {"text_embeds": embeds["pooled_prompt_embeds"].expand(n, -1), "time_ids": time_ids},
+            "added_cond_kwargs": {
+                "text_embeds": embeds["pooled_prompt_embeds"].expand(n, -1),
+                "time_ids": time_ids,
+            },
         }
 
     def denoise(self, z_lq, noise, mask, timestep):
@@ -308,7 +358,9 @@ class SDXLEngine(OsorEngine):
         eps, logits = split_output(out, "sdxl")
         cfg = self.scheduler.config
         clip = cfg.clip_sample_range if getattr(cfg, "clip_sample", False) else None
-        x0 = S.predict_x0(eps, z_t, timestep, "epsilon", schedule=self.scheduler, clip_sample_range=clip)  # Eq. 5
+        x0 = S.predict_x0(
+            eps, z_t, timestep, "epsilon", schedule=self.scheduler, clip_sample_range=clip
+        )  # Eq. 5
         return z_t, x0, logits
 
 
@@ -321,8 +373,10 @@ class FluxEngine(OsorEngine):
         super().__init__(pipe, prompt=prompt)
         channels = pipe.transformer.config.in_channels
         if channels != 384:
-            raise InvalidInputError(f"osor-flux needs FLUX.1 Fill (384 input channels: 64 latent + 64 image + 256 "
-                                    f"mask); this transformer has {channels}")
+            raise InvalidInputError(
+                f"osor-flux needs FLUX.1 Fill (384 input channels: 64 latent + 64 image + 256 "
+                f"mask); this transformer has {channels}"
+            )
         self.guidance = guidance
 
     @property
@@ -331,8 +385,12 @@ class FluxEngine(OsorEngine):
 
     def _encode_prompt(self):
         prompt_embeds, pooled, text_ids = self.pipe.encode_prompt(
-            prompt=self.prompt, prompt_2=self.prompt, device=self.device, num_images_per_prompt=1,
-            max_sequence_length=512)
+            prompt=self.prompt,
+            prompt_2=self.prompt,
+            device=self.device,
+            num_images_per_prompt=1,
+            max_sequence_length=512,
+        )
         return {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled, "text_ids": text_ids}
 
     def check_timestep(self, value):
@@ -343,8 +401,9 @@ class FluxEngine(OsorEngine):
         if 1 <= s < 1000 and float(s).is_integer():  # the authors' CLI takes t = 400 and divides by 1000
             s = s / 1000.0
         if not 0 < s < 1:
-            raise InvalidInputError(f"osor-flux timestep must be a noise level in (0, 1) (or t in [1, 999]), "
-                                    f"got {value!r}")
+            raise InvalidInputError(
+                f"osor-flux timestep must be a noise level in (0, 1) (or t in [1, 999]), got {value!r}"
+            )
         return float(s)
 
     def conditioning(self, z_t_packed, z_lq, mask, s, guidance: float | None = None) -> dict[str, Any]:
@@ -372,9 +431,14 @@ class FluxEngine(OsorEngine):
 
     def denoise(self, z_lq, noise, mask, timestep, guidance: float | None = None):
         hw = tuple(z_lq.shape[-2:])
-        z_t = S.flow_noise(L.pack_latents(z_lq), L.pack_latents(noise), timestep)  # Eq. 3, no resolution shift
+        z_t = S.flow_noise(
+            L.pack_latents(z_lq), L.pack_latents(noise), timestep
+        )  # Eq. 3, no resolution shift
         out = self.denoiser(**self.conditioning(z_t, z_lq, mask, timestep, guidance), return_dict=False)[0]
         v, logits = split_output(out, "flux")
         x0 = S.predict_x0(v, z_t, timestep, "flow")  # Eq. 5: z_s - s·v
-        return (L.unpack_latents(z_t, hw), L.unpack_latents(x0, hw),
-                None if logits is None else L.unpack_latents(logits, hw))
+        return (
+            L.unpack_latents(z_t, hw),
+            L.unpack_latents(x0, hw),
+            None if logits is None else L.unpack_latents(logits, hw),
+        )

@@ -49,13 +49,21 @@ class OsorSettings:
 
 
 # Options both backbones take; each remover adds its own timestep (and FLUX its guidance).
-_BLEND = Option("blend", str, choices=BLENDS,
-                default_note="alpha when the weights have the alpha head, else mask",
-                help="alpha: blend latents by the predicted alpha (Eq. 13; needs Phase II weights); "
-                     "mask: the hard max-pooled mask (Eq. 6)")
-_PASTE_BACK = Option("paste_back", bool, default=True,
-                     help="paste through mask ∪ alpha so every other pixel stays bit-identical; false "
-                          "returns the decoded image everywhere, as the authors' scripts do")
+_BLEND = Option(
+    "blend",
+    str,
+    choices=BLENDS,
+    default_note="alpha when the weights have the alpha head, else mask",
+    help="alpha: blend latents by the predicted alpha (Eq. 13; needs Phase II weights); "
+    "mask: the hard max-pooled mask (Eq. 6)",
+)
+_PASTE_BACK = Option(
+    "paste_back",
+    bool,
+    default=True,
+    help="paste through mask ∪ alpha so every other pixel stays bit-identical; false "
+    "returns the decoded image everywhere, as the authors' scripts do",
+)
 
 
 class OsorRemover(DiffusionRemover):
@@ -74,25 +82,48 @@ class OsorRemover(DiffusionRemover):
             return np.ones_like(mask)
         return super().paste_region(mask, alpha, request)
 
-    def __init__(self, model: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
-                 device: str | None = None, dtype: str | None = None, allow_download: bool = False,
-                 offload: str = "none", attention_slicing: bool | str | int = False, vae_tiling: bool = False,
-                 pipeline: Any = None, prompt: str = PROMPT, alpha_head: bool = True, merge_lora: bool = True,
-                 release_text_encoders: bool | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        weights: str | os.PathLike | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        allow_download: bool = False,
+        offload: str = "none",
+        attention_slicing: bool | str | int = False,
+        vae_tiling: bool = False,
+        pipeline: Any = None,
+        prompt: str = PROMPT,
+        alpha_head: bool = True,
+        merge_lora: bool = True,
+        release_text_encoders: bool | None = None,
+    ):
         """``model`` … ``pipeline``: the backbone, as for every diffusion method (see
         :class:`~erasekit.diffusion.remover.DiffusionRemover`); a given ``pipeline``'s denoiser is modified in
         place.
-        ``weights``: OSOR weights (authors' ``.pth`` or an erasekit folder); default: the released Phase II file
-        found locally; ``"none"``: no OSOR weights (the bare backbone, with a fresh alpha head if ``alpha_head``) —
+        ``weights``: OSOR weights (authors' ``.pth`` or an erasekit folder); default: the released Phase II
+        file
+        found locally; ``"none"``: no OSOR weights (the bare backbone, with a fresh alpha head if
+        ``alpha_head``) —
         for plumbing checks and benchmarks only. ``release_text_encoders``: drop them after caching the prompt
         (default: yes when this remover loaded the pipeline).
 
-        ``timestep``, ``blend`` (and FLUX's ``guidance``) are per-call options (``RemovalRequest.options``); their
-        defaults are the weights' training timestep (paper: t = 400 / s = 0.4), ``alpha`` blending when the model
+        ``timestep``, ``blend`` (and FLUX's ``guidance``) are per-call options (``RemovalRequest.options``);
+        their
+        defaults are the weights' training timestep (paper: t = 400 / s = 0.4), ``alpha`` blending when the
+        model
         has the alpha head (else ``mask``), and guidance 30."""
         self.osor_weights: OsorWeights | None = self._read_weights(weights)  # before loading: fail fast
-        super().__init__(model, device=device, dtype=dtype, allow_download=allow_download, offload=offload,
-                         attention_slicing=attention_slicing, vae_tiling=vae_tiling, pipeline=pipeline)
+        super().__init__(
+            model,
+            device=device,
+            dtype=dtype,
+            allow_download=allow_download,
+            offload=offload,
+            attention_slicing=attention_slicing,
+            vae_tiling=vae_tiling,
+            pipeline=pipeline,
+        )
         self.engine = self.engine_cls(self.pipe, prompt=prompt)
         denoiser = self.engine.denoiser
         self.load_report: LoadReport | None = None
@@ -114,28 +145,39 @@ class OsorRemover(DiffusionRemover):
         if weights is None:
             found = locate_weights(self.family, 2)
             if found is None:
-                raise MissingWeightsError(f"OSOR {self.family} weights are not on this machine; fetch them with: "
-                                          f"{fetch_hint(self.family)} (then pass --weights PATH or put the file "
-                                          f"under $ERASEKIT_MODELS_DIR/osor/)")
+                raise MissingWeightsError(
+                    f"OSOR {self.family} weights are not on this machine; fetch them with: "
+                    f"{fetch_hint(self.family)} (then pass --weights PATH or put the file "
+                    f"under $ERASEKIT_MODELS_DIR/osor/)"
+                )
             weights = found
         return load_osor_weights(weights, self.family)
 
     def describe(self) -> dict[str, Any]:
         w = self.osor_weights
-        return {**super().describe(), "weights": (w.source if w else NO_WEIGHTS),
-                "phase": (w.phase if w else None),
-                "alpha_head": has_alpha_head(self.engine.denoiser), "timestep": self.defaults.timestep,
-                "blend": self.defaults.blend, "prompt": self.engine.prompt,
-                "weights_report": self.load_report.summary() if self.load_report else None,
-                "device": str(self.engine.device), "dtype": str(self.engine.dtype).replace("torch.", "")}
+        return {
+            **super().describe(),
+            "weights": (w.source if w else NO_WEIGHTS),
+            "phase": (w.phase if w else None),
+            "alpha_head": has_alpha_head(self.engine.denoiser),
+            "timestep": self.defaults.timestep,
+            "blend": self.defaults.blend,
+            "prompt": self.engine.prompt,
+            "weights_report": self.load_report.summary() if self.load_report else None,
+            "device": str(self.engine.device),
+            "dtype": str(self.engine.dtype).replace("torch.", ""),
+        }
 
-    # ---- settings ----------------------------------------------------------------------------------------------
+    # ---- settings
+    # ----------------------------------------------------------------------------------------------
     def bind_options(self, weights_timestep: float | None) -> OptionSet:
         """The declaration with the defaults the loaded model decides: the weights' training timestep (else
         the paper's) and the blend its alpha head allows."""
-        return self.declared_options().with_defaults(owner=self.name,
-                                                     timestep=self.engine.check_timestep(weights_timestep),
-                                                     blend=self.engine.default_blend)
+        return self.declared_options().with_defaults(
+            owner=self.name,
+            timestep=self.engine.check_timestep(weights_timestep),
+            blend=self.engine.default_blend,
+        )
 
     def declared_options(self) -> OptionSet:
         """The class's declaration, narrowed to what the loaded model allows."""
@@ -177,11 +219,17 @@ class OsorRemover(DiffusionRemover):
             work_mask = (np.asarray(nearest) > 0).astype(np.float32)
         images = image_to_tensor(np.stack([work_image]))  # a copy: torch.from_numpy warns on read-only arrays
         with self.lock:
-            out = self.engine.run(images, mask_to_tensor(work_mask), [seed],
-                                  timestep=settings.timestep, blend=settings.blend,
-                                  **({"guidance": settings.guidance} if settings.guidance is not None else {}))
+            out = self.engine.run(
+                images,
+                mask_to_tensor(work_mask),
+                [seed],
+                timestep=settings.timestep,
+                blend=settings.blend,
+                **({"guidance": settings.guidance} if settings.guidance is not None else {}),
+            )
         [pixels] = tensor_to_image(out.images)
-        # The paste weight at pixel resolution: α̂ upsampled bilinearly (as the authors do), the hard latent mask
+        # The paste weight at pixel resolution: α̂ upsampled bilinearly (as the authors do), the hard latent
+        # mask
         # nearest (it is exactly the region Eq. 6 replaced).
         mode = "bilinear" if settings.blend == "alpha" else "nearest"
         weight = F.interpolate(out.weight, size=(wh, ww), mode=mode).clamp(0, 1).cpu().numpy()[0, 0]
@@ -199,10 +247,16 @@ class OsorSDXLRemover(OsorRemover):
     engine_cls: ClassVar[type[OsorEngine]] = SDXLEngine
     call_options: OptionSet = OptionSet(
         # SDXL's DDPM schedule has 1000 training timesteps; the loaded scheduler narrows this if it has fewer.
-        Option("timestep", int, range=Range(0, 999),
-               default_note="the weights' training timestep (paper: t = 400)",
-               help="DDPM timestep t of the one denoising step (Sec. 3.2)"),
-        _BLEND, _PASTE_BACK)
+        Option(
+            "timestep",
+            int,
+            range=Range(0, 999),
+            default_note="the weights' training timestep (paper: t = 400)",
+            help="DDPM timestep t of the one denoising step (Sec. 3.2)",
+        ),
+        _BLEND,
+        _PASTE_BACK,
+    )
 
     def declared_options(self) -> OptionSet:
         n = cast(SDXLEngine, self.engine).scheduler.config.num_train_timesteps
@@ -219,13 +273,24 @@ class OsorFluxRemover(OsorRemover):
     engine_cls: ClassVar[type[OsorEngine]] = FluxEngine
     call_options: OptionSet = OptionSet(
         # The declaration bounds the value; the engine reads an integer in [1, 999] as the authors' t / 1000.
-        Option("timestep", float, range=Range(0, 1000, low_inclusive=False, high_inclusive=False),
-               default_note="the weights' training timestep (paper: s = 0.4)",
-               help="flow-matching noise level s in (0, 1) of the one step (Sec. 3.2); an integer in "
-                    "[1, 999] is the authors' t and means s = t / 1000"),
-        _BLEND, _PASTE_BACK,
-        Option("guidance", float, default=FLUX_GUIDANCE, range=Range(0, 100),
-               help="FLUX Fill's guidance embedding"))
+        Option(
+            "timestep",
+            float,
+            range=Range(0, 1000, low_inclusive=False, high_inclusive=False),
+            default_note="the weights' training timestep (paper: s = 0.4)",
+            help="flow-matching noise level s in (0, 1) of the one step (Sec. 3.2); an integer in "
+            "[1, 999] is the authors' t and means s = t / 1000",
+        ),
+        _BLEND,
+        _PASTE_BACK,
+        Option(
+            "guidance",
+            float,
+            default=FLUX_GUIDANCE,
+            range=Range(0, 100),
+            help="FLUX Fill's guidance embedding",
+        ),
+    )
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return flux_working_size(height, width)
@@ -245,8 +310,12 @@ def _weights_requirement(family: Backbone) -> Any:
     from .weights import HUB_FILES, HUB_REPO
 
     return WeightRequirement(
-        name=f"osor-{family}-weights", description=f"OSOR {family} Phase II LoRA + alpha head ({HUB_FILES[(family, 2)]})",
-        locate=functools.partial(locate_weights, family, 2), hub_id=HUB_REPO, fetch_hint=fetch_hint(family))
+        name=f"osor-{family}-weights",
+        description=f"OSOR {family} Phase II LoRA + alpha head ({HUB_FILES[(family, 2)]})",
+        locate=functools.partial(locate_weights, family, 2),
+        hub_id=HUB_REPO,
+        fetch_hint=fetch_hint(family),
+    )
 
 
 def register() -> None:
@@ -259,8 +328,14 @@ def register() -> None:
         (OsorSDXLRemover, "OSOR one-step effect-aware removal on SDXL-Inpainting (alpha head, t=400)", 50),
         (OsorFluxRemover, "OSOR one-step effect-aware removal on FLUX.1 Fill (alpha head, s=0.4)", 60),
     ):
-        register_method(MethodSpec(
-            name=cls.name, description=description, factory=cls,
-            weights=(backbone_requirement(cls.preset_name), _weights_requirement(cls.family)),
-            auto_priority=priority, family="diffusion", paper=paper,
-        ))
+        register_method(
+            MethodSpec(
+                name=cls.name,
+                description=description,
+                factory=cls,
+                weights=(backbone_requirement(cls.preset_name), _weights_requirement(cls.family)),
+                auto_priority=priority,
+                family="diffusion",
+                paper=paper,
+            )
+        )

@@ -1,24 +1,35 @@
 """OSOR weights: the authors' released ``.pth`` format, erasekit's safetensors format, loading into a backbone.
 
-What OSOR trains (Sec. 3.3, App. B.5) is a peft LoRA (``lora_alpha = rank``, so the LoRA scale is 1) on the frozen
-backbone plus the full terminal layer (SDXL ``conv_out``, FLUX ``proj_out``; 5 / 68 outputs once the alpha head is
+What OSOR trains (Sec. 3.3, App. B.5) is a peft LoRA (``lora_alpha = rank``, so the LoRA scale is 1) on the
+frozen
+backbone plus the full terminal layer (SDXL ``conv_out``, FLUX ``proj_out``; 5 / 68 outputs once the alpha
+head is
 added in Phase II). Two on-disk formats carry it:
 
-* **official** — ``*_phase1.pth`` / ``*_phase2.pth`` from the Hub repo ``QinmingZhou/OSOR``: a plain ``torch.save``'d
+* **official** — ``*_phase1.pth`` / ``*_phase2.pth`` from the Hub repo ``QinmingZhou/OSOR``: a plain
+``torch.save``'d
   state dict of the trainable parameters of the authors' wrapper module, so keys look like
-  ``unet.down_blocks.1.attentions.0.proj_in.lora_A.default.weight`` / ``unet.conv_out.weight`` (SDXL, diffusers'
+  ``unet.down_blocks.1.attentions.0.proj_in.lora_A.default.weight`` / ``unet.conv_out.weight`` (SDXL,
+  diffusers'
   ``add_adapter``) or ``transformer.base_model.model.transformer_blocks.0.attn.to_q.lora_A.default.weight`` /
-  ``transformer.base_model.model.proj_out.weight`` (FLUX, peft's ``get_peft_model``); DDP/compile wrappers may add
-  ``module.`` / ``_orig_mod.``. SDXL uses rank 256 (attention, feed-forward, resnet convs, ``proj_in``/``proj_out``),
+  ``transformer.base_model.model.proj_out.weight`` (FLUX, peft's ``get_peft_model``); DDP/compile wrappers may
+  add
+  ``module.`` / ``_orig_mod.``. SDXL uses rank 256 (attention, feed-forward, resnet convs,
+  ``proj_in``/``proj_out``),
   FLUX rank 64.
-* **erasekit** — a folder with ``osor_config.json`` (backbone, phase, rank, lora_alpha, timestep, target modules,
-  head width, prompt) and ``osor_weights.safetensors`` whose keys are module paths relative to the backbone model in
+* **erasekit** — a folder with ``osor_config.json`` (backbone, phase, rank, lora_alpha, timestep, target
+modules,
+  head width, prompt) and ``osor_weights.safetensors`` whose keys are module paths relative to the backbone
+  model in
   peft's adapter-free naming (``down_blocks.1.attentions.0.proj_in.lora_A.weight``, ``conv_out.weight``).
 
 Both read into :class:`OsorWeights`; :func:`convert_weights` writes either format from either.
-:func:`apply_osor_weights` injects the adapters with peft (``inject_adapter_in_model`` with a ``LoraConfig`` whose
-targets are exactly the checkpoint's module names), loads them non-strictly with ``set_peft_model_state_dict``,
-copies the terminal layer (adding the alpha head first for Phase II weights) and reports missing/unexpected keys.
+:func:`apply_osor_weights` injects the adapters with peft (``inject_adapter_in_model`` with a ``LoraConfig``
+whose
+targets are exactly the checkpoint's module names), loads them non-strictly with
+``set_peft_model_state_dict``,
+copies the terminal layer (adding the alpha head first for Phase II weights) and reports missing/unexpected
+keys.
 """
 
 from __future__ import annotations
@@ -59,8 +70,20 @@ HUB_FILES = {
 }
 # The authors' LoRA targets (peft module-name suffixes; ranks in recipe.LORA_RANK), for trainer and fixtures.
 OFFICIAL_TARGETS: dict[str, tuple[str, ...]] = {
-    "sdxl": ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "proj_in", "proj_out",
-             "ff.net.2", "ff.net.0.proj"),
+    "sdxl": (
+        "to_k",
+        "to_q",
+        "to_v",
+        "to_out.0",
+        "conv",
+        "conv1",
+        "conv2",
+        "conv_shortcut",
+        "proj_in",
+        "proj_out",
+        "ff.net.2",
+        "ff.net.0.proj",
+    ),
     "flux": ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "ff.net.0.proj", "ff.net.2", "proj_mlp"),
 }
 # Prefix of the backbone inside the authors' wrapper module (see the module docstring).
@@ -84,7 +107,8 @@ def _lora_parts(key: str) -> tuple[str, str]:
 class OsorWeights:
     """OSOR's trained parameters in one neutral form.
 
-    ``lora``: ``{module path}.lora_A.weight`` / ``.lora_B.weight`` tensors; ``head``: ``weight``/``bias`` of the
+    ``lora``: ``{module path}.lora_A.weight`` / ``.lora_B.weight`` tensors; ``head``: ``weight``/``bias`` of
+    the
     terminal layer (5/68 rows for Phase II, 4/64 for Phase I); ``other``: keys that are neither (reported as
     unexpected when applied). ``timestep``: SDXL's integer DDPM timestep t or FLUX's flow noise level s.
     """
@@ -109,11 +133,20 @@ class OsorWeights:
         """The JSON config of the erasekit format."""
         head = HEADS[self.backbone]
         return {
-            "format": FORMAT_NAME, "version": FORMAT_VERSION, "backbone": self.backbone, "phase": self.phase,
-            "rank": self.rank, "lora_alpha": self.lora_alpha, "rank_pattern": self.rank_pattern,
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "backbone": self.backbone,
+            "phase": self.phase,
+            "rank": self.rank,
+            "lora_alpha": self.lora_alpha,
+            "rank_pattern": self.rank_pattern,
             "timestep": self.timestep if self.timestep is not None else TIMESTEP[self.backbone],
-            "prompt": self.prompt, "target_modules": self.target_modules,
-            "head": {"layer": head.attribute, "out_channels": int(self.head["weight"].shape[0]) if self.head else None},
+            "prompt": self.prompt,
+            "target_modules": self.target_modules,
+            "head": {
+                "layer": head.attribute,
+                "out_channels": int(self.head["weight"].shape[0]) if self.head else None,
+            },
             "source": self.source,
         }
 
@@ -146,7 +179,7 @@ def _strip(key: str, prefixes: tuple[str, ...]) -> str:
         changed = False
         for prefix in prefixes:
             if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
+                key, changed = key[len(prefix) :], True
     return key
 
 
@@ -169,8 +202,10 @@ def _phase_from_head(backbone: Backbone, head: dict[str, torch.Tensor]) -> int:
         return 2
     if rows == spec.native:
         return 1
-    raise InvalidInputError(f"{spec.attribute}.weight has {rows} output rows; OSOR {backbone} expects "
-                            f"{spec.native} (Phase I) or {spec.expanded} (Phase II, alpha head)")
+    raise InvalidInputError(
+        f"{spec.attribute}.weight has {rows} output rows; OSOR {backbone} expects "
+        f"{spec.native} (Phase I) or {spec.expanded} (Phase II, alpha head)"
+    )
 
 
 def _ranks(lora: dict[str, torch.Tensor]) -> tuple[int, dict[str, int]]:
@@ -183,8 +218,9 @@ def _ranks(lora: dict[str, torch.Tensor]) -> tuple[int, dict[str, int]]:
     return common, {m: r for m, r in ranks.items() if r != common}
 
 
-def split_state_dict(state: dict[str, torch.Tensor], backbone: Backbone | None = None, *,
-                     source: str | None = None) -> OsorWeights:
+def split_state_dict(
+    state: dict[str, torch.Tensor], backbone: Backbone | None = None, *, source: str | None = None
+) -> OsorWeights:
     """Sort an official-format state dict into LoRA, head and other keys (adapter names and prefixes removed)."""
     raw_keys = [_strip(k, _WRAPPER_PREFIXES) for k in state]
     lora: dict[str, Any] = {}
@@ -208,9 +244,18 @@ def split_state_dict(state: dict[str, torch.Tensor], backbone: Backbone | None =
     if backbone is not None and found != backbone:
         raise InvalidInputError(f"{source or 'these weights'} holds OSOR weights for {found}, not {backbone}")
     rank, pattern = _ranks(lora)
-    return OsorWeights(backbone=found, phase=_phase_from_head(found, head), rank=rank, lora_alpha=float(rank),
-                       lora=lora, head=head, other=other, rank_pattern=pattern, source=source,
-                       timestep=TIMESTEP[found])
+    return OsorWeights(
+        backbone=found,
+        phase=_phase_from_head(found, head),
+        rank=rank,
+        lora_alpha=float(rank),
+        lora=lora,
+        head=head,
+        other=other,
+        rank_pattern=pattern,
+        source=source,
+        timestep=TIMESTEP[found],
+    )
 
 
 def read_official(path: str | os.PathLike, backbone: Backbone | None = None) -> OsorWeights:
@@ -229,8 +274,9 @@ def read_official(path: str | os.PathLike, backbone: Backbone | None = None) -> 
     weights = split_state_dict(state, backbone, source=path.name)
     name_phase = re.search(r"phase([12])", path.name)
     if name_phase and int(name_phase.group(1)) != weights.phase:
-        logger.warning("%s is named phase %s but its head says phase %d", path.name, name_phase.group(1),
-                       weights.phase)
+        logger.warning(
+            "%s is named phase %s but its head says phase %d", path.name, name_phase.group(1), weights.phase
+        )
     return weights
 
 
@@ -253,15 +299,28 @@ def read_erasekit(path: str | os.PathLike) -> OsorWeights:
         raise InvalidInputError(f"unknown OSOR backbone {backbone!r} in {folder / CONFIG_FILE}")
     head_attr = HEADS[backbone].attribute
     lora = {k: v for k, v in tensors.items() if _LORA_KEY.match(k)}
-    head = {k.split(".", 1)[1]: v for k, v in tensors.items() if k in (f"{head_attr}.weight", f"{head_attr}.bias")}
+    head = {
+        k.split(".", 1)[1]: v for k, v in tensors.items() if k in (f"{head_attr}.weight", f"{head_attr}.bias")
+    }
     other = {k: v for k, v in tensors.items() if k not in lora and not k.startswith(head_attr + ".")}
-    weights = OsorWeights(backbone=backbone, phase=int(config["phase"]), rank=int(config["rank"]),
-                          lora_alpha=float(config["lora_alpha"]), lora=lora, head=head, other=other,
-                          timestep=config.get("timestep"), prompt=config.get("prompt"),
-                          source=config.get("source"), rank_pattern=dict(config.get("rank_pattern") or {}))
+    weights = OsorWeights(
+        backbone=backbone,
+        phase=int(config["phase"]),
+        rank=int(config["rank"]),
+        lora_alpha=float(config["lora_alpha"]),
+        lora=lora,
+        head=head,
+        other=other,
+        timestep=config.get("timestep"),
+        prompt=config.get("prompt"),
+        source=config.get("source"),
+        rank_pattern=dict(config.get("rank_pattern") or {}),
+    )
     if _phase_from_head(backbone, head) != weights.phase:
-        raise InvalidInputError(f"{folder / CONFIG_FILE} says phase {weights.phase} but the head has "
-                                f"{head['weight'].shape[0]} outputs")
+        raise InvalidInputError(
+            f"{folder / CONFIG_FILE} says phase {weights.phase} but the head has "
+            f"{head['weight'].shape[0]} outputs"
+        )
     return weights
 
 
@@ -276,8 +335,10 @@ def load_osor_weights(path: str | os.PathLike, backbone: Backbone | None = None)
     """Read OSOR weights in either format (a ``.pth`` file: official; a folder or ``.safetensors``: erasekit)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise MissingWeightsError(f"OSOR weights not found at {path}; get the authors' release with: "
-                                  f"hf download {HUB_REPO} --include '*/weights/*.pth'")
+        raise MissingWeightsError(
+            f"OSOR weights not found at {path}; get the authors' release with: "
+            f"hf download {HUB_REPO} --include '*/weights/*.pth'"
+        )
     weights = read_erasekit(path) if detect_format(path) == "erasekit" else read_official(path, backbone)
     if backbone is not None and weights.backbone != backbone:
         raise InvalidInputError(f"{path} holds OSOR weights for {weights.backbone}, not {backbone}")
@@ -330,8 +391,14 @@ def save_official(weights: OsorWeights, path: str | os.PathLike) -> Path:
     return path
 
 
-def convert_weights(src: str | os.PathLike, dst: str | os.PathLike, *, to: WeightFormat | None = None,
-                    backbone: Backbone | None = None, timestep: float | None = None) -> Path:
+def convert_weights(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    to: WeightFormat | None = None,
+    backbone: Backbone | None = None,
+    timestep: float | None = None,
+) -> Path:
     """Convert OSOR weights between the official ``.pth`` and erasekit's folder format.
 
     ``to`` defaults to the other format than ``src``'s. ``timestep`` records the training noise level in the
@@ -377,8 +444,10 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
         add_alpha_head(model)
     layer = getattr(model, spec.attribute)
     if tuple(weights.head["weight"].shape) != tuple(layer.weight.shape):
-        raise InvalidInputError(f"OSOR {spec.attribute}.weight has shape {tuple(weights.head['weight'].shape)}, "
-                                f"the backbone's is {tuple(layer.weight.shape)} (wrong backbone size or phase?)")
+        raise InvalidInputError(
+            f"OSOR {spec.attribute}.weight has shape {tuple(weights.head['weight'].shape)}, "
+            f"the backbone's is {tuple(layer.weight.shape)} (wrong backbone size or phase?)"
+        )
     with torch.no_grad():
         layer.weight.copy_(weights.head["weight"].to(layer.weight))
         if layer.bias is not None and "bias" in weights.head:
@@ -390,24 +459,43 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
     for key in weights.lora:
         module, part = _lora_parts(key)
         by_module.setdefault(module, set()).add(part)
-    usable = sorted(m for m, parts in by_module.items() if m in modules and _supported_layer(modules[m])
-                    and parts == {"lora_A", "lora_B"})
-    unexpected = [k for k in weights.lora if _lora_parts(k)[0] not in usable
-                  and not (_lora_parts(k)[0] in modules and _supported_layer(modules[_lora_parts(k)[0]]))]
+    usable = sorted(
+        m
+        for m, parts in by_module.items()
+        if m in modules and _supported_layer(modules[m]) and parts == {"lora_A", "lora_B"}
+    )
+    unexpected = [
+        k
+        for k in weights.lora
+        if _lora_parts(k)[0] not in usable
+        and not (_lora_parts(k)[0] in modules and _supported_layer(modules[_lora_parts(k)[0]]))
+    ]
     unexpected += list(weights.other)
-    missing = [f"{m}.{part}.weight" for m, parts in by_module.items() if m in modules
-               for part in {"lora_A", "lora_B"} - parts] + missing_head
+    missing = [
+        f"{m}.{part}.weight"
+        for m, parts in by_module.items()
+        if m in modules
+        for part in {"lora_A", "lora_B"} - parts
+    ] + missing_head
     if weights.lora and not usable:
-        raise InvalidInputError(f"none of the {len(by_module)} LoRA modules in the OSOR weights exist in this "
-                                f"{family} backbone (e.g. {next(iter(by_module))}); wrong backbone?")
+        raise InvalidInputError(
+            f"none of the {len(by_module)} LoRA modules in the OSOR weights exist in this "
+            f"{family} backbone (e.g. {next(iter(by_module))}); wrong backbone?"
+        )
     if usable:
         # peft annotates lora_alpha as int but only computes lora_alpha / r with it; OSOR's is a float.
-        config = LoraConfig(r=weights.rank, lora_alpha=weights.lora_alpha,  # type: ignore[arg-type]
-                            target_modules=usable,
-                            rank_pattern={m: r for m, r in weights.rank_pattern.items() if m in usable},
-                            alpha_pattern={m: r * weights.lora_alpha / weights.rank
-                                           for m, r in weights.rank_pattern.items() if m in usable},
-                            init_lora_weights=True)
+        config = LoraConfig(
+            r=weights.rank,
+            lora_alpha=weights.lora_alpha,  # type: ignore[arg-type]
+            target_modules=usable,
+            rank_pattern={m: r for m, r in weights.rank_pattern.items() if m in usable},
+            alpha_pattern={
+                m: r * weights.lora_alpha / weights.rank
+                for m, r in weights.rank_pattern.items()
+                if m in usable
+            },
+            init_lora_weights=True,
+        )
         inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
         state = {k: v for k, v in weights.lora.items() if _lora_parts(k)[0] in usable}
         # peft annotates the result as a bare namedtuple; it is the one Module.load_state_dict returns.
@@ -417,8 +505,13 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
         if merge:  # diffusers' own fold of every LoRA layer into its base layer, then the wrappers removed
             model.fuse_lora()
             model.unload_lora()
-    report = LoadReport(len(usable), f"{spec.attribute} {tuple(layer.weight.shape)}", tuple(missing),
-                        tuple(unexpected), merge and bool(usable))
+    report = LoadReport(
+        len(usable),
+        f"{spec.attribute} {tuple(layer.weight.shape)}",
+        tuple(missing),
+        tuple(unexpected),
+        merge and bool(usable),
+    )
     if missing or unexpected:
         logger.warning("OSOR weights loaded non-strictly: %s", report.summary())
     return report
@@ -435,8 +528,11 @@ def locate_weights(backbone: Backbone, phase: int = 2) -> str | None:
     filename = HUB_FILES[(backbone, phase)]
     root = models_dir()
     if root is not None:
-        for candidate in (root / "osor" / Path(filename).name, root / "osor" / filename,
-                          root / HUB_REPO / filename):
+        for candidate in (
+            root / "osor" / Path(filename).name,
+            root / "osor" / filename,
+            root / HUB_REPO / filename,
+        ):
             if candidate.is_file():
                 return str(candidate)
     from huggingface_hub import hf_hub_download

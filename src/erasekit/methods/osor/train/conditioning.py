@@ -26,7 +26,8 @@ from ....types import InvalidInputError
 class IncompleteMaskSampler:
     """Draws one mode per batch and builds the conditioning masks.
 
-    ``probabilities`` default to the authors' (:data:`erasekit.masks.PERTURBATION_PROBABILITIES`). When a batch
+    ``probabilities`` default to the authors' (:data:`erasekit.masks.PERTURBATION_PROBABILITIES`). When a
+    batch
     holds a sample without an object-core mask, ``object_core`` is impossible for that batch and the remaining
     modes are renormalised (the batch still shares one mode).
     """
@@ -45,18 +46,28 @@ class IncompleteMaskSampler:
         self.rng = np.random.default_rng(self.seed)
 
     def sample_mode(self, *, has_object_core: bool = True, rng: np.random.Generator | None = None) -> str:
-        modes = [m for m, p in self.probabilities.items() if p > 0 and (has_object_core or m != "object_core")]
+        modes = [
+            m for m, p in self.probabilities.items() if p > 0 and (has_object_core or m != "object_core")
+        ]
         if not modes:
-            raise InvalidInputError("no conditioning mode is possible for this batch (only object_core is enabled "
-                                    "and a sample has no object-core mask)")
+            raise InvalidInputError(
+                "no conditioning mode is possible for this batch (only object_core is enabled "
+                "and a sample has no object-core mask)"
+            )
         p = np.array([self.probabilities[m] for m in modes], np.float64)
         return modes[int((rng or self.rng).choice(len(modes), p=p / p.sum()))]
 
-    def condition(self, effect_masks: Sequence[np.ndarray], object_masks: Sequence[np.ndarray | None] | None = None,
-                  *, rng: np.random.Generator | None = None) -> tuple[str, list[np.ndarray]]:
+    def condition(
+        self,
+        effect_masks: Sequence[np.ndarray],
+        object_masks: Sequence[np.ndarray | None] | None = None,
+        *,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[str, list[np.ndarray]]:
         """(mode, conditioning masks) for one batch of effect-aware masks m_gt (and object-core masks m_obj).
 
-        ``rng`` (optional) replaces the sampler's own generator for this batch, e.g. one keyed by the training step
+        ``rng`` (optional) replaces the sampler's own generator for this batch, e.g. one keyed by the training
+        step
         so a resumed run draws the same modes."""
         rng = rng or self.rng
         if len(effect_masks) == 0:
@@ -66,19 +77,24 @@ class IncompleteMaskSampler:
             raise InvalidInputError("effect and object mask lists differ in length")
         has_core = all(o is not None and np.any(np.asarray(o) > 0) for o in objects)
         mode = self.sample_mode(has_object_core=has_core, rng=rng)
-        out = [perturb_mask(np.asarray(m, np.float32), mode, rng, object_core=o)
-               for m, o in zip(effect_masks, objects)]
+        out = [
+            perturb_mask(np.asarray(m, np.float32), mode, rng, object_core=o)
+            for m, o in zip(effect_masks, objects)
+        ]
         return mode, out
 
-    def condition_batch(self, batch: dict[str, Any], *, rng: np.random.Generator | None = None) -> tuple[str, Any]:
+    def condition_batch(
+        self, batch: dict[str, Any], *, rng: np.random.Generator | None = None
+    ) -> tuple[str, Any]:
         """Torch batches from :func:`erasekit.data.loader.collate_paired`: returns (mode, N×1×H×W mask tensor)."""
         from ....convert import mask_to_tensor, tensor_to_mask
 
         effect = tensor_to_mask(batch["effect_mask"])
         objects = tensor_to_mask(batch["object_mask"]) if "object_mask" in batch else None
         mode, masks = self.condition(list(effect), list(objects) if objects is not None else None, rng=rng)
-        tensor = mask_to_tensor(np.stack(masks)).to(device=batch["effect_mask"].device,
-                                                   dtype=batch["effect_mask"].dtype)
+        tensor = mask_to_tensor(np.stack(masks)).to(
+            device=batch["effect_mask"].device, dtype=batch["effect_mask"].dtype
+        )
         return mode, tensor
 
 

@@ -1,7 +1,8 @@
 """OSOR training configuration: pydantic models loadable from YAML; defaults are the paper's (App. B.1, B.6).
 
 ``erasekit train osor --config FILE.yaml [--set key.sub=value ...]``. The packaged configs
-(``erasekit/methods/osor/train/configs/{sdxl,flux}_phase{1,2}.yaml``, named ``osor_sdxl_phase1`` ...) spell out every paper setting; fields left out of a YAML file
+(``erasekit/methods/osor/train/configs/{sdxl,flux}_phase{1,2}.yaml``, named ``osor_sdxl_phase1`` ...) spell
+out every paper setting; fields left out of a YAML file
 take the per-backbone/per-phase defaults resolved in :meth:`OsorTrainConfig.resolved`:
 
 =====================  =====================  =====================
@@ -18,7 +19,8 @@ learning rate G / D    1e-5 / 1e-5            1e-5 / 1e-5
 steps                  15K (I), 5K (II)       15K (I), 5K (II)
 =====================  =====================  =====================
 
-The optimiser's other settings (AdamW β, ε, weight decay, clipping) are not given in the paper; we use AdamW with
+The optimiser's other settings (AdamW β, ε, weight decay, clipping) are not given in the paper; we use AdamW
+with
 β = (0.9, 0.999), ε = 1e-8, no weight decay and gradient clipping at 1.0, and say so in the configs.
 """
 
@@ -54,17 +56,21 @@ class DataConfig(_Strict):
     """A paired dataset folder (``manifest.jsonl``, see :mod:`erasekit.data.paired`)."""
 
     path: str
-    resolution: int | None = Field(None, description="target of the backbone's resize rule (SDXL short side 512, "
-                                                      "FLUX long-side cap 1024)")
+    resolution: int | None = Field(
+        None,
+        description="target of the backbone's resize rule (SDXL short side 512, FLUX long-side cap 1024)",
+    )
     flip_p: float = 0.5
     crop_scale: tuple[float, float] = (0.8, 1.0)
-    phase2_only: bool | None = Field(None, description="train only on the effect-heavy subset (default: Phase II)")
+    phase2_only: bool | None = Field(
+        None, description="train only on the effect-heavy subset (default: Phase II)"
+    )
     num_workers: int = 0
 
 
 class LoraSettings(_Strict):
-    rank: int | None = None                 # 256 SDXL / 64 FLUX
-    alpha: float | None = None              # lora_alpha = rank
+    rank: int | None = None  # 256 SDXL / 64 FLUX
+    alpha: float | None = None  # lora_alpha = rank
     init: Literal["gaussian", "default"] = "gaussian"
     target_modules: list[str] | None = None  # default: the authors' targets (erasekit.methods.osor.weights)
 
@@ -80,23 +86,23 @@ class OptimConfig(_Strict):
 
 class DiscriminatorConfig(_Strict):
     trunk: str = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
-    norm_eps: float = 1e-5                   # timm's convnext_xxlarge LayerNorm eps
+    norm_eps: float = 1e-5  # timm's convnext_xxlarge LayerNorm eps
     hidden: int = 512
-    targets: Literal["occupancy", "hard", "soft"] = "occupancy"   # Table 3: OG (paper), HM, SM
-    sigma: float = 1.0                       # SM bandwidth in grid cells
+    targets: Literal["occupancy", "hard", "soft"] = "occupancy"  # Table 3: OG (paper), HM, SM
+    sigma: float = 1.0  # SM bandwidth in grid cells
 
 
 class LossConfig(_Strict):
     """The λ's of Eqs. 7-10 and 14, by default the paper's (:mod:`erasekit.methods.osor.recipe`)."""
 
-    l1: float | None = None                  # per backbone: 0.25 SDXL / 0.5 FLUX
-    perceptual: float | None = None          # per backbone: 5 SDXL / 3 FLUX
+    l1: float | None = None  # per backbone: 0.25 SDXL / 0.5 FLUX
+    perceptual: float | None = None  # per backbone: 5 SDXL / 3 FLUX
     adversarial: float = SHARED_LOSS_WEIGHTS["adversarial"]
     r1: float = SHARED_LOSS_WEIGHTS["r1"]
     bce: float = SHARED_LOSS_WEIGHTS["bce"]
     dice: float = SHARED_LOSS_WEIGHTS["dice"]
-    lpips_trunk: str | None = None           # torchvision vgg16-397923af.pth (default: searched locally)
-    lpips_heads: str | None = None           # lpips v0.1 vgg.pth (default: searched locally)
+    lpips_trunk: str | None = None  # torchvision vgg16-397923af.pth (default: searched locally)
+    lpips_heads: str | None = None  # lpips v0.1 vgg.pth (default: searched locally)
 
 
 class OsorTrainConfig(_Strict):
@@ -110,11 +116,11 @@ class OsorTrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     loss: LossConfig = LossConfig()
-    max_steps: int | None = None             # 15K Phase I, 5K Phase II
+    max_steps: int | None = None  # 15K Phase I, 5K Phase II
     global_batch_size: int = 16
     per_device_batch_size: int | None = None  # 4 SDXL / 2 FLUX; accumulation fills the rest
     mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
-    timestep: float | None = None            # t = 400 (SDXL) / s = 0.4 (FLUX)
+    timestep: float | None = None  # t = 400 (SDXL) / s = 0.4 (FLUX)
     prompt: str = PROMPT
     seed: int = 0
     log_every: int = 10
@@ -123,11 +129,13 @@ class OsorTrainConfig(_Strict):
     report_to: list[str] = Field(default_factory=list, description="accelerate trackers, e.g. [tensorboard]")
     gradient_checkpointing: bool = True
     allow_download: bool = False
-    device: str | None = None                # None: accelerate's choice; "cpu" forces CPU
+    device: str | None = None  # None: accelerate's choice; "cpu" forces CPU
 
     @model_validator(mode="after")
     def _check(self) -> OsorTrainConfig:
-        if self.global_batch_size < 1 or (self.per_device_batch_size is not None and self.per_device_batch_size < 1):
+        if self.global_batch_size < 1 or (
+            self.per_device_batch_size is not None and self.per_device_batch_size < 1
+        ):
             raise ValueError("batch sizes must be >= 1")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ValueError("log_every and checkpoint_every must be >= 1")
@@ -136,26 +144,37 @@ class OsorTrainConfig(_Strict):
     def resolved(self) -> OsorTrainConfig:
         """A copy with every per-backbone/per-phase default filled in (what the trainer runs and records)."""
         b = self.backbone
-        data = self.data.model_copy(update={
-            "resolution": self.data.resolution or RESOLUTION[b],
-            "phase2_only": self.phase == 2 if self.data.phase2_only is None else self.data.phase2_only})
+        data = self.data.model_copy(
+            update={
+                "resolution": self.data.resolution or RESOLUTION[b],
+                "phase2_only": self.phase == 2 if self.data.phase2_only is None else self.data.phase2_only,
+            }
+        )
         rank = self.lora.rank or LORA_RANK[b]
         lora = self.lora.model_copy(update={"rank": rank, "alpha": self.lora.alpha or float(rank)})
-        loss = self.loss.model_copy(update={k: v for k, v in BACKBONE_LOSS_WEIGHTS[b].items()
-                                            if getattr(self.loss, k) is None})
-        return self.model_copy(update={
-            "data": data, "lora": lora, "loss": loss,
-            "max_steps": self.max_steps or PAPER_STEPS[self.phase],
-            "per_device_batch_size": self.per_device_batch_size or min(PAPER_PER_DEVICE_BATCH[b],
-                                                                       self.global_batch_size),
-            "timestep": self.timestep if self.timestep is not None else float(TIMESTEP[b])})
+        loss = self.loss.model_copy(
+            update={k: v for k, v in BACKBONE_LOSS_WEIGHTS[b].items() if getattr(self.loss, k) is None}
+        )
+        return self.model_copy(
+            update={
+                "data": data,
+                "lora": lora,
+                "loss": loss,
+                "max_steps": self.max_steps or PAPER_STEPS[self.phase],
+                "per_device_batch_size": self.per_device_batch_size
+                or min(PAPER_PER_DEVICE_BATCH[b], self.global_batch_size),
+                "timestep": self.timestep if self.timestep is not None else float(TIMESTEP[b]),
+            }
+        )
 
     def accumulation_steps(self, num_processes: int) -> int:
         """Gradient-accumulation steps so that per-device batch × processes × steps = the global batch."""
         per_step = (self.per_device_batch_size or 1) * num_processes
         if self.global_batch_size % per_step:
-            raise InvalidInputError(f"global batch {self.global_batch_size} is not a multiple of per-device batch "
-                                    f"{self.per_device_batch_size} × {num_processes} processes")
+            raise InvalidInputError(
+                f"global batch {self.global_batch_size} is not a multiple of per-device batch "
+                f"{self.per_device_batch_size} × {num_processes} processes"
+            )
         return self.global_batch_size // per_step
 
 
@@ -183,20 +202,25 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "config"
-    return f"{where}: {err['msg']}" + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")
+    return f"{where}: {err['msg']}" + (
+        f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    )
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> OsorTrainConfig:
     """Read a YAML config, apply ``overrides`` and validate. Errors are one-line :class:`InvalidInputError`s.
 
-    Relative ``data.path`` / ``model`` / ``init_weights`` are taken relative to the config file's folder when they
+    Relative ``data.path`` / ``model`` / ``init_weights`` are taken relative to the config file's folder when
+    they
     exist there (a config beside its data), else relative to the working directory, like ``output_dir``."""
     path = Path(path).expanduser()
     try:
@@ -223,7 +247,9 @@ def _relative_to(config: OsorTrainConfig, folder: Path) -> OsorTrainConfig:
         return str(candidate) if candidate.exists() else value
 
     data = config.data.model_copy(update={"path": fix(config.data.path)})
-    return config.model_copy(update={"data": data, "model": fix(config.model), "init_weights": fix(config.init_weights)})
+    return config.model_copy(
+        update={"data": data, "model": fix(config.model), "init_weights": fix(config.init_weights)}
+    )
 
 
 def packaged_config(name: str) -> Path:

@@ -1,18 +1,25 @@
 """OSOR's occupancy-guided multi-scale discriminator (Sec. 3.3, App. B.6, Fig. 10–11).
 
-A frozen CLIP ConvNeXt trunk φ gives four feature maps f_k (strides 4, 8, 16, 32); four trainable heads h_k map them
+A frozen CLIP ConvNeXt trunk φ gives four feature maps f_k (strides 4, 8, 16, 32); four trainable heads h_k
+map them
 to patch logits at strides 8, 16, 32, 64. D_k(x) = σ(h_k(f_k)); the losses (``losses.py``) work on the logits.
 
-The trunk. The paper uses OpenCLIP's ``convnext_xxlarge`` vision tower (``laion2b_s34b_b82k_augreg_soup``). open_clip
-builds that tower with timm, and both open_clip and timm import torchvision, which has no build for our torch here,
-so neither can be imported. The ConvNeXt architecture itself is in transformers (``ConvNextModel``, the same blocks:
-7×7 depthwise conv, LayerNorm, MLP ×4, layer scale), so we load the open_clip checkpoint into it with a key converter
-(:func:`convert_openclip_convnext`). The converter reads the architecture (depths, widths) off the tensor shapes, so
+The trunk. The paper uses OpenCLIP's ``convnext_xxlarge`` vision tower (``laion2b_s34b_b82k_augreg_soup``).
+open_clip
+builds that tower with timm, and both open_clip and timm import torchvision, which has no build for our torch
+here,
+so neither can be imported. The ConvNeXt architecture itself is in transformers (``ConvNextModel``, the same
+blocks:
+7×7 depthwise conv, LayerNorm, MLP ×4, layer scale), so we load the open_clip checkpoint into it with a key
+converter
+(:func:`convert_openclip_convnext`). The converter reads the architecture (depths, widths) off the tensor
+shapes, so
 any open_clip/timm ConvNeXt checkpoint works, and the tiny trunk in the tests goes through the same path.
 
 The heads: SN-Conv3×3 (C_k→512) → LeakyReLU(0.2) → BlurPool(stride 2) → SN-Conv1×1 (512→1).
 
-Patch targets w̃_k (Fig. 4, Table 3): ``occupancy`` (area pooling, exact fractional coverage; the paper's choice),
+Patch targets w̃_k (Fig. 4, Table 3): ``occupancy`` (area pooling, exact fractional coverage; the paper's
+choice),
 ``hard`` (nearest) and ``soft`` (Gaussian). The grid constructions are in :mod:`erasekit.masks`.
 """
 
@@ -49,7 +56,8 @@ TARGET_MODES: tuple[str, ...] = ("occupancy", "hard", "soft")
 DEFAULT_TRUNK = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
 # File names open_clip uses for its weights on the Hub (newer uploads are safetensors).
 OPENCLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-# timm builds convnext_xxlarge with LayerNorm eps 1e-5 (every other ConvNeXt uses 1e-6). The eps is not stored in the
+# timm builds convnext_xxlarge with LayerNorm eps 1e-5 (every other ConvNeXt uses 1e-6). The eps is not stored
+# in the
 # checkpoint, so it is part of the trunk's description.
 XXLARGE_NORM_EPS = 1e-5
 OPENCLIP_TRUNK_PREFIX = "visual.trunk."
@@ -59,23 +67,30 @@ OPENCLIP_TRUNK_PREFIX = "visual.trunk."
 # open_clip / timm ConvNeXt -> transformers ConvNextModel
 # --------------------------------------------------------------------------------------------------------------------
 _BLOCK_KEYS = {  # timm block parameter -> transformers ConvNextLayer parameter
-    "conv_dw.weight": "dwconv.weight", "conv_dw.bias": "dwconv.bias",
-    "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias",
-    "mlp.fc1.weight": "pwconv1.weight", "mlp.fc1.bias": "pwconv1.bias",
-    "mlp.fc2.weight": "pwconv2.weight", "mlp.fc2.bias": "pwconv2.bias",
+    "conv_dw.weight": "dwconv.weight",
+    "conv_dw.bias": "dwconv.bias",
+    "norm.weight": "layernorm.weight",
+    "norm.bias": "layernorm.bias",
+    "mlp.fc1.weight": "pwconv1.weight",
+    "mlp.fc1.bias": "pwconv1.bias",
+    "mlp.fc2.weight": "pwconv2.weight",
+    "mlp.fc2.bias": "pwconv2.bias",
     "gamma": "layer_scale_parameter",
 }
 _FIXED_KEYS = {
-    "stem.0.weight": "embeddings.patch_embeddings.weight", "stem.0.bias": "embeddings.patch_embeddings.bias",
-    "stem.1.weight": "embeddings.layernorm.weight", "stem.1.bias": "embeddings.layernorm.bias",
-    "head.norm.weight": "layernorm.weight", "head.norm.bias": "layernorm.bias",
+    "stem.0.weight": "embeddings.patch_embeddings.weight",
+    "stem.0.bias": "embeddings.patch_embeddings.bias",
+    "stem.1.weight": "embeddings.layernorm.weight",
+    "stem.1.bias": "embeddings.layernorm.bias",
+    "head.norm.weight": "layernorm.weight",
+    "head.norm.bias": "layernorm.bias",
 }
 _BLOCK_RE = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.(.+)$")
 _DOWN_RE = re.compile(r"^stages\.(\d+)\.downsample\.([01])\.(weight|bias)$")
 
 
 def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    trunk = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    trunk = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not trunk and "stem.0.weight" in state:  # a bare timm ConvNeXt state dict
         trunk = dict(state)
     if "stem.0.weight" not in trunk:
@@ -83,8 +98,9 @@ def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
     return trunk
 
 
-def convert_openclip_convnext(state: dict[str, torch.Tensor], *, prefix: str = OPENCLIP_TRUNK_PREFIX,
-                              norm_eps: float = 1e-6):
+def convert_openclip_convnext(
+    state: dict[str, torch.Tensor], *, prefix: str = OPENCLIP_TRUNK_PREFIX, norm_eps: float = 1e-6
+):
     """An open_clip ConvNeXt tower state dict (timm key names under ``visual.trunk.``) -> (ConvNextConfig, state dict
     for transformers' ``ConvNextModel``). Text tower and projection keys are ignored."""
     from transformers import ConvNextConfig
@@ -99,8 +115,10 @@ def convert_openclip_convnext(state: dict[str, torch.Tensor], *, prefix: str = O
         elif match := _BLOCK_RE.match(key):
             stage, block, rest = int(match[1]), int(match[2]), match[3]
             if rest not in _BLOCK_KEYS:
-                raise InvalidInputError(f"unsupported ConvNeXt block parameter {key!r} (only the timm "
-                                        "linear-MLP block layout, as in open_clip's towers, is supported)")
+                raise InvalidInputError(
+                    f"unsupported ConvNeXt block parameter {key!r} (only the timm "
+                    "linear-MLP block layout, as in open_clip's towers, is supported)"
+                )
             depths[stage] = max(depths.get(stage, 0), block + 1)
             if rest == "conv_dw.weight":
                 widths[stage] = int(value.shape[0])
@@ -113,9 +131,14 @@ def convert_openclip_convnext(state: dict[str, torch.Tensor], *, prefix: str = O
         raise InvalidInputError(f"ConvNeXt checkpoint has an unexpected stage layout: stages {stages}")
     patch = int(trunk["stem.0.weight"].shape[-1])
     config = ConvNextConfig(
-        num_channels=int(trunk["stem.0.weight"].shape[1]), patch_size=patch, num_stages=len(stages),
-        hidden_sizes=[widths[s] for s in stages], depths=[depths[s] for s in stages], hidden_act="gelu",
-        layer_scale_init_value=1e-6 if any("layer_scale" in k for k in out) else 0.0, drop_path_rate=0.0,
+        num_channels=int(trunk["stem.0.weight"].shape[1]),
+        patch_size=patch,
+        num_stages=len(stages),
+        hidden_sizes=[widths[s] for s in stages],
+        depths=[depths[s] for s in stages],
+        hidden_act="gelu",
+        layer_scale_init_value=1e-6 if any("layer_scale" in k for k in out) else 0.0,
+        drop_path_rate=0.0,
         layer_norm_eps=norm_eps,
     )
     return config, out
@@ -128,8 +151,9 @@ def _set_layernorm_eps(model: nn.Module, eps: float) -> None:
             module.eps = eps
 
 
-def convnext_from_openclip_state(state: dict[str, torch.Tensor], *, norm_eps: float = 1e-6,
-                                 prefix: str = OPENCLIP_TRUNK_PREFIX) -> ConvNextModel:
+def convnext_from_openclip_state(
+    state: dict[str, torch.Tensor], *, norm_eps: float = 1e-6, prefix: str = OPENCLIP_TRUNK_PREFIX
+) -> ConvNextModel:
     """Build a transformers ``ConvNextModel`` holding an open_clip ConvNeXt tower's weights (strict: every trunk
     weight must be present)."""
     from transformers import ConvNextModel
@@ -140,8 +164,10 @@ def convnext_from_openclip_state(state: dict[str, torch.Tensor], *, norm_eps: fl
     missing, unexpected = model.load_state_dict(converted, strict=False)
     missing = [k for k in missing if not k.startswith("layernorm.")]  # the pooled-output norm is unused here
     if missing or unexpected:
-        raise InvalidInputError(f"ConvNeXt checkpoint does not match its inferred architecture: missing {missing[:3]}"
-                                f", unexpected {unexpected[:3]}")
+        raise InvalidInputError(
+            f"ConvNeXt checkpoint does not match its inferred architecture: missing {missing[:3]}"
+            f", unexpected {unexpected[:3]}"
+        )
     return model
 
 
@@ -175,7 +201,8 @@ def resolve_trunk_file(source: str | os.PathLike, *, allow_download: bool = Fals
             continue
     raise MissingWeightsError(
         f"discriminator trunk {source!r} is not on this machine; fetch it with "
-        f"`huggingface-cli download {source} {OPENCLIP_WEIGHT_FILES[0]}` or pass a local file")
+        f"`huggingface-cli download {source} {OPENCLIP_WEIGHT_FILES[0]}` or pass a local file"
+    )
 
 
 class ConvNextTrunk(nn.Module):
@@ -184,8 +211,13 @@ class ConvNextTrunk(nn.Module):
     Inputs are normalised with OpenAI CLIP's mean/std, which open_clip's ConvNeXt towers were trained with
     (App. B.6: "mapped to the CLIP image space")."""
 
-    def __init__(self, convnext: ConvNextModel, *, mean: Sequence[float] = OPENAI_CLIP_MEAN,
-                 std: Sequence[float] = OPENAI_CLIP_STD):
+    def __init__(
+        self,
+        convnext: ConvNextModel,
+        *,
+        mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        std: Sequence[float] = OPENAI_CLIP_STD,
+    ):
         super().__init__()
         self.convnext = convnext
         self.normalize = Normalize(torch.tensor(mean), torch.tensor(std))
@@ -198,14 +230,18 @@ class ConvNextTrunk(nn.Module):
         assert widths is not None, "ConvNextModel builds its stages from hidden_sizes"
         return list(widths)
 
-    def train(self, mode: bool = True) -> ConvNextTrunk:  # frozen: stays in eval mode whatever the parent does
+    def train(
+        self, mode: bool = True
+    ) -> ConvNextTrunk:  # frozen: stays in eval mode whatever the parent does
         return super().train(False)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         stride = self.convnext.config.patch_size * 2 ** (len(self.convnext.encoder.stages) - 1)
         if min(images.shape[-2:]) < stride:
-            raise InvalidInputError(f"the discriminator trunk needs images of at least {stride}×{stride} pixels, "
-                                    f"got {images.shape[-1]}×{images.shape[-2]}")
+            raise InvalidInputError(
+                f"the discriminator trunk needs images of at least {stride}×{stride} pixels, "
+                f"got {images.shape[-1]}×{images.shape[-2]}"
+            )
         x = self.normalize((images + 1.0) * 0.5)
         h = self.convnext.embeddings(x)
         features = []
@@ -215,8 +251,13 @@ class ConvNextTrunk(nn.Module):
         return features
 
     @classmethod
-    def from_openclip(cls, source: str | os.PathLike = DEFAULT_TRUNK, *, norm_eps: float = XXLARGE_NORM_EPS,
-                      allow_download: bool = False) -> ConvNextTrunk:
+    def from_openclip(
+        cls,
+        source: str | os.PathLike = DEFAULT_TRUNK,
+        *,
+        norm_eps: float = XXLARGE_NORM_EPS,
+        allow_download: bool = False,
+    ) -> ConvNextTrunk:
         state = _read_state_dict(resolve_trunk_file(source, allow_download=allow_download))
         return cls(convnext_from_openclip_state(state, norm_eps=norm_eps))
 
@@ -296,7 +337,9 @@ class PatchTargets:
 
     def __post_init__(self):
         if self.mode not in TARGET_MODES:
-            raise InvalidInputError(f"unknown patch-target mode {self.mode!r}; choose from {', '.join(TARGET_MODES)}")
+            raise InvalidInputError(
+                f"unknown patch-target mode {self.mode!r}; choose from {', '.join(TARGET_MODES)}"
+            )
 
     def grid(self, mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
         if self.mode == "occupancy":
@@ -309,8 +352,12 @@ class PatchTargets:
         """N×1×H×W (or N×H×W) mask in [0, 1] -> one N×h_k×w_k target per grid size."""
         m = mask.detach().float().cpu().numpy()
         m = m[:, 0] if m.ndim == 4 else m
-        return [torch.from_numpy(np.stack([self.grid(sample, (h, w)) for sample in m]))
-                .to(device=mask.device, dtype=torch.float32) for h, w in grid_sizes]
+        return [
+            torch.from_numpy(np.stack([self.grid(sample, (h, w)) for sample in m])).to(
+                device=mask.device, dtype=torch.float32
+            )
+            for h, w in grid_sizes
+        ]
 
 
 __all__ = [

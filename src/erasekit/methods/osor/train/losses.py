@@ -1,8 +1,10 @@
 """OSOR training objectives (Sec. 3.3–3.4, App. B.1, B.7).
 
 All adversarial terms work on logits: −log σ(l) = softplus(−l) and −log(1 − σ(l)) = softplus(l), which is the
-numerically stable way to write the paper's log D terms. Expectations E[·] are means over the batch and, inside the
-patch maps of Eq. 7, over patch positions. Targets w̃_k come from :class:`erasekit.methods.osor.train.discriminator.PatchTargets`.
+numerically stable way to write the paper's log D terms. Expectations E[·] are means over the batch and,
+inside the
+patch maps of Eq. 7, over patch positions. Targets w̃_k come from
+:class:`erasekit.methods.osor.train.discriminator.PatchTargets`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from ....backbones.latents import mask_to_latent
 # --------------------------------------------------------------------------------------------------------------------
 # Adversarial terms
 # --------------------------------------------------------------------------------------------------------------------
-def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor],
-                       targets: Sequence[torch.Tensor]) -> torch.Tensor:
+def discriminator_loss(
+    real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """Eq. 7 without the R1 term: Σ_k E[−log D_k(x_bg)] + E[−(1−w̃_k) log D_k(x̂) − w̃_k log(1 − D_k(x̂))].
 
-    "Real" is 1: the paired background is real everywhere; a generated patch is real in proportion to how little of
-    it was synthesised (1 − w̃_k), so preserved context is not punished and boundary patches get fractional targets.
+    "Real" is 1: the paired background is real everywhere; a generated patch is real in proportion to how
+    little of
+    it was synthesised (1 − w̃_k), so preserved context is not punished and boundary patches get fractional
+    targets.
     """
     total = real_logits[0].new_zeros((), dtype=torch.float32)
     for real, fake, w in zip(real_logits, fake_logits, targets, strict=True):
@@ -32,8 +37,9 @@ def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequenc
     return total
 
 
-def generator_adversarial_loss(fake_logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], *,
-                               eps: float = 1e-6) -> torch.Tensor:
+def generator_adversarial_loss(
+    fake_logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], *, eps: float = 1e-6
+) -> torch.Tensor:
     """Eq. 8: Σ_k E[ Σ_p w̃_k(p)·(−log D_k(x̂)_p) / (Σ_p w̃_k(p) + ε) ] — non-saturating, normalised by the occupied area
     so the loss scale does not depend on mask size."""
     total = fake_logits[0].new_zeros((), dtype=torch.float32)
@@ -43,12 +49,14 @@ def generator_adversarial_loss(fake_logits: Sequence[torch.Tensor], targets: Seq
     return total
 
 
-def r1_penalty(heads: Sequence[Callable[[torch.Tensor], torch.Tensor]],
-               real_features: Sequence[torch.Tensor]) -> torch.Tensor:
+def r1_penalty(
+    heads: Sequence[Callable[[torch.Tensor], torch.Tensor]], real_features: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """Eq. 16: (1/K) Σ_k E_x[ (1/|f_k|) ‖∇_{f_k} Σ_p h_k(f_k)_p‖² ] on real samples, on the head inputs (App. B.7).
 
     The features are detached from the frozen trunk and made leaves; the graph of the gradient is kept
-    (``create_graph``) so the penalty trains the heads. Per sample, 1/|f_k| with |f_k| = C·H·W elements; the mean over
+    (``create_graph``) so the penalty trains the heads. Per sample, 1/|f_k| with |f_k| = C·H·W elements; the
+    mean over
     the batch then equals the mean of the squared gradient over the whole feature tensor.
     """
     terms = []
@@ -63,11 +71,13 @@ def r1_penalty(heads: Sequence[Callable[[torch.Tensor], torch.Tensor]],
 # --------------------------------------------------------------------------------------------------------------------
 # Reconstruction
 # --------------------------------------------------------------------------------------------------------------------
-def masked_l1(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *,
-              eps: float = 1e-6) -> torch.Tensor:
+def masked_l1(
+    prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *, eps: float = 1e-6
+) -> torch.Tensor:
     """Eq. 9: E[ ‖w ⊙ (x̂ − x_bg)‖₁ / (‖w‖₁ + ε) ].
 
-    ``weight`` is N×1×H×W and is broadcast over the image channels on both sides, so the term is the mean absolute
+    ``weight`` is N×1×H×W and is broadcast over the image channels on both sides, so the term is the mean
+    absolute
     error per channel value inside the region (a full mask gives the plain L1 loss).
     """
     w = weight.float().expand_as(prediction)
@@ -92,8 +102,14 @@ def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: floa
     return (1 - (2 * (p * m).sum(1) + smooth) / (p.sum(1) + m.sum(1) + smooth)).mean()
 
 
-def alpha_loss(alpha_logits: torch.Tensor, target: torch.Tensor, *, bce_weight: float, dice_weight: float,
-               smooth: float = 1.0) -> dict[str, torch.Tensor]:
+def alpha_loss(
+    alpha_logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    bce_weight: float,
+    dice_weight: float,
+    smooth: float = 1.0,
+) -> dict[str, torch.Tensor]:
     """Eq. 14: λ_bce·BCE(ℓ_θ, m_gt^z) + λ_dice·Dice(σ(ℓ_θ), m_gt^z). ``target`` is already at latent size.
 
     Returns the weighted total under ``"alpha"`` and the unweighted parts under ``"bce"`` and ``"dice"``.
@@ -104,5 +120,12 @@ def alpha_loss(alpha_logits: torch.Tensor, target: torch.Tensor, *, bce_weight: 
     return {"alpha": bce_weight * bce + dice_weight * dice, "bce": bce, "dice": dice}
 
 
-__all__ = ["alpha_loss", "dice_loss", "discriminator_loss", "effect_mask_to_latent",
-           "generator_adversarial_loss", "masked_l1", "r1_penalty"]
+__all__ = [
+    "alpha_loss",
+    "dice_loss",
+    "discriminator_loss",
+    "effect_mask_to_latent",
+    "generator_adversarial_loss",
+    "masked_l1",
+    "r1_penalty",
+]
