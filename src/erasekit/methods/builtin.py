@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import baselines, classical, osor
+from . import baselines, classical, eradiff, osor
 
-for _module in (classical, baselines, osor):
+for _module in (classical, baselines, osor, eradiff):
     _module.register()

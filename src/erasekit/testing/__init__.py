@@ -48,12 +48,21 @@ def _osor(family: str) -> Callable[[Path], dict[str, Any]]:
     return write
 
 
+def _eradiff(folder: Path) -> dict[str, Any]:
+    from .eradiff import write_tiny_eradiff_weights
+
+    model = folder / "sd2-inpaint"
+    if not (model / "model_index.json").is_file():
+        write_tiny_pipeline("sd2-inpaint", model)
+    return {"model": str(model), "weights": str(write_tiny_eradiff_weights(model, folder / "eradiff"))}
+
+
 # method name -> writer(folder) -> load options. A new method adds its writer here.
 TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "patchmatch": _weight_free, "telea": _weight_free, "ns": _weight_free,
     "sd15-inpaint": _baseline("sd15-inpaint"), "sd2-inpaint": _baseline("sd2-inpaint"),
     "sdxl-inpaint": _baseline("sdxl-inpaint"), "flux-fill": _baseline("flux-fill"),
-    "osor-sdxl": _osor("sdxl"), "osor-flux": _osor("flux"),
+    "osor-sdxl": _osor("sdxl"), "osor-flux": _osor("flux"), "eradiff": _eradiff,
 }
 
 
