@@ -104,24 +104,31 @@ class MaskedSelfAttentionRule:
         self.rule: RuleName = rule
         self.grid: GridRule = grid
         self.vae_factor = vae_factor
-        self._cache: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+        self._cache: dict[tuple[int, torch.dtype, torch.device], torch.Tensor | None] = {}
 
     def token_mask(self, tokens: int) -> torch.Tensor:
         return mask_to_tokens(self.mask, tokens, grid=self.grid, vae_factor=self.vae_factor)
 
-    def bias(self, layer: str, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    def _build(self, tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        blocked = blocked_pairs(self.token_mask(tokens).to(device), self.rule)
+        if not blocked.any():  # nothing masked at this resolution: no bias, so SDPA runs exactly as stock
+            return None
+        blocked_value = -math.inf if self.rule == "sra" else torch.finfo(dtype).min
+        return torch.zeros(blocked.shape, dtype=dtype, device=device).masked_fill(blocked, blocked_value)
+
+    def bias(self, layer: str, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor | None:
         """The additive bias ``(batch or 1, 1, N, N)`` for this layer: 0 where allowed, −inf (``sra``) or
-        ``finfo.min`` (``key_mask``, as Attentive Eraser does) where blocked."""
+        ``finfo.min`` (``key_mask``, as Attentive Eraser does) where blocked; None when this resolution blocks
+        nothing (an empty mask, or a layer where every token is masked), so the layer runs stock SDPA."""
         tokens = key.shape[2]
         if query.shape[2] != tokens:
             raise ValueError(f"{layer}: self-attention expected, got {query.shape[2]} queries and {tokens} keys")
         cache_key = (tokens, query.dtype, query.device)
         if cache_key not in self._cache:
-            blocked = blocked_pairs(self.token_mask(tokens).to(query.device), self.rule)
-            blocked_value = -math.inf if self.rule == "sra" else torch.finfo(query.dtype).min
-            zeros = torch.zeros(blocked.shape, dtype=query.dtype, device=query.device)
-            self._cache[cache_key] = zeros.masked_fill(blocked, blocked_value)
+            self._cache[cache_key] = self._build(tokens, query.dtype, query.device)
         bias = self._cache[cache_key]
+        if bias is None:
+            return None
         batch = query.shape[0]
         if bias.shape[0] not in (1, batch):
             if batch % bias.shape[0]:
@@ -144,7 +151,9 @@ class MaskedSelfAttnProcessor(ExplicitAttnProcessor):
     def _bias(self, query: torch.Tensor, key: torch.Tensor,
               attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         bias = self.rule.bias(self.layer, query, key)
-        return bias if attention_mask is None else bias + attention_mask
+        if bias is None or attention_mask is None:
+            return attention_mask if bias is None else bias
+        return bias + attention_mask
 
 
 def processor_factory(rule: MaskedSelfAttentionRule) -> Any:
