@@ -88,8 +88,8 @@ def test_processor_equals_the_naive_reference(rule, batch, heads, rows, cols):
     rule_ = MaskedSelfAttentionRule(torch.from_numpy(mask), rule=rule)
     with torch.no_grad():
         out = MaskedSelfAttnProcessor("layer", rule_)(attn, x)
-        expected = reference_attention(attn, x, reference_bias(reference_token_mask(mask, rows, cols, 8, "any"),
-                                                               rule))
+        bias = reference_bias(reference_token_mask(mask, rows, cols, 8, "any"), rule)
+        expected = reference_attention(attn, x, bias)
     assert torch.allclose(out, expected, rtol=0, atol=1e-6), (out - expected).abs().max()
 
 
@@ -191,8 +191,8 @@ def test_processors_change_the_unet_for_the_call_only(unet, rule):
     before = unet.attn_processors
     mask = torch.zeros(128, 128)
     mask[32:96, 40:90] = 1
-    with installed_processors(unet, LayerSelector(kind="self"),
-                              factory=processor_factory(MaskedSelfAttentionRule(mask, rule=rule))) as installed:
+    factory = processor_factory(MaskedSelfAttentionRule(mask, rule=rule))
+    with installed_processors(unet, LayerSelector(kind="self"), factory=factory) as installed:
         assert all(isinstance(p, MaskedSelfAttnProcessor) for p in installed.values())
         assert all(k.endswith("attn1.processor") for k in installed)
         during = run(unet)

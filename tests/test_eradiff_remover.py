@@ -1,5 +1,5 @@
-"""The ``eradiff`` method: equal to the sd2-inpaint baseline with rule=none, SRA changes only the masked region,
-processors restored, weights, options, registration and the CLI end to end (tiny weights)."""
+"""The ``eradiff`` method: equal to the sd2-inpaint baseline with rule=none, SRA changes only the masked
+region, processors restored, weights, options, registration and the CLI end to end (tiny weights)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def remove(remover, scene, **options):
 
 
 def test_rule_none_equals_the_sd2_inpaint_baseline(tiny_eradiff, stock, scene):
-    baseline = erasekit.load_remover("sd2-inpaint", model=tiny_eradiff["model"], device="cpu", progress_bar=False)
+    baseline = erasekit.load_remover("sd2-inpaint", model=tiny_eradiff["model"], device="cpu",
+                                     progress_bar=False)
     for options in ({}, {"strength": 0.6, "guidance": 3.0, "negative_prompt": None}):
         expected = remove(baseline, scene, **options).image
         assert np.array_equal(remove(stock, scene, rule="none", **options).image, expected)
@@ -119,8 +120,9 @@ def test_cli_remove_end_to_end(tmp_path, tiny_eradiff, scene):
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "mask.png")
     out = tmp_path / "out.png"
     code = main(["remove", str(tmp_path / "in.png"), "-m", str(tmp_path / "mask.png"), "-o", str(out),
-                 "--method", "eradiff", "--model", tiny_eradiff["model"], "--weights", tiny_eradiff["weights"],
-                 "--device", "cpu", "--seed", "0", "-O", "steps=2", "-O", "rule=key_mask", "-O", "grid=half"])
+                 "--method", "eradiff", "--model", tiny_eradiff["model"],
+                 "--weights", tiny_eradiff["weights"], "--device", "cpu", "--seed", "0",
+                 "-O", "steps=2", "-O", "rule=key_mask", "-O", "grid=half"])
     assert code == 0
     result = np.asarray(Image.open(out).convert("RGB"))
     assert result.shape == image.shape and np.array_equal(result[mask == 0], image[mask == 0])

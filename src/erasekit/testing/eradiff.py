@@ -22,4 +22,5 @@ def write_tiny_eradiff_weights(model: str | os.PathLike, folder: str | os.PathLi
         for parameter in unet.parameters():
             noise = torch.randn(parameter.shape, generator=generator)
             parameter.add_(noise * scale * (parameter.abs().mean() + 1e-3))
-    return save_weights(unet, folder, base=str(model), recipe={"stand_in": "tiny random perturbation (tests)"})
+    recipe = {"stand_in": "tiny random perturbation (tests)"}
+    return save_weights(unet, folder, base=str(model), recipe=recipe)

@@ -1,8 +1,9 @@
 """EraDiff — Erase Diffusion: calibrating the diffusion pathway for object removal (arXiv:2503.07026).
 
-``attention``  Self-Rectifying Attention (Eq. 10–11) and the ``key_mask`` / ``none`` rules as additive biases on
-               the UNet's self-attention, installed for one call.
-``remover``    the ``eradiff`` method on SD2-Inpainting (diffusers' inpainting pipeline + the rule's processors).
+``attention``  Self-Rectifying Attention (Eq. 10–11) and the ``key_mask`` / ``none`` rules as additive
+               biases on the UNet's self-attention, installed for one call.
+``remover``    the ``eradiff`` method on SD2-Inpainting (diffusers' inpainting pipeline + the rule's
+               processors).
 ``weights``    erasekit's EraDiff weights folder (full fine-tuned UNet + recipe JSON).
 ``train/``     Chain-Rectifying Optimization (Eq. 6–9, Algorithm 1) with Accelerate.
 

@@ -1,4 +1,5 @@
-"""Self-Rectifying Attention (EraDiff, arXiv:2503.07026 Sec. 4.2, Eq. 10–11) and the rules it is compared with.
+"""Self-Rectifying Attention (EraDiff, arXiv:2503.07026 Sec. 4.2, Eq. 10–11) and the rules it is compared
+with.
 
 A rule turns the pixel mask into an additive bias on the self-attention scores of every layer:
 
@@ -9,9 +10,9 @@ A rule turns the pixel mask into an additive bias on the self-attention scores o
               instead of −inf.
 ``none``      no bias: the stock processors stay installed.
 
-Eq. 11 writes ``softmax(QKᵀ/√d · m')`` with m' ∈ {−inf, 1}. Taken literally that product is wrong: a negative
-score times −inf is +inf, so a blocked key with a negative score would take all the probability. What the paper
-means is a mask, i.e. an additive bias of 0 (allowed) or −inf (blocked), which is what is built here.
+Eq. 11 writes ``softmax(QKᵀ/√d · m')`` with m' ∈ {−inf, 1}. Taken literally that product is wrong: a
+negative score times −inf is +inf, so a blocked key with a negative score would take all the probability. What
+the paper means is a mask, i.e. an additive bias of 0 (allowed) or −inf (blocked), built here.
 
 Efficiency ("without any additional computational cost", Sec. 4.2): the bias of one resolution is the same for
 every layer, head, step and CFG half, so it is built once per token count for a call and cached on the rule;
@@ -49,7 +50,8 @@ def token_grid(height: int, width: int, tokens: int, *, vae_factor: int = 8) -> 
     return rows, cols, side
 
 
-def mask_to_tokens(mask: torch.Tensor, tokens: int, *, grid: GridRule = "any", vae_factor: int = 8) -> torch.Tensor:
+def mask_to_tokens(mask: torch.Tensor, tokens: int, *, grid: GridRule = "any",
+                   vae_factor: int = 8) -> torch.Tensor:
     """The pixel mask ``(batch, H, W)`` as a boolean token mask ``(batch, tokens)`` of one layer.
 
     ``grid="any"``: a token is masked when any of its pixels is (max-pooling). ``grid="half"``: when at least
@@ -90,8 +92,8 @@ class MaskedSelfAttentionRule:
 
     ``mask``: ``(H, W)`` or ``(batch, H, W)``, 1 = to be removed, at the image size the UNet runs on.
     The bias per (token count, dtype, device) is built on first use and reused by every layer, head and step
-    of the call. A UNet batch that is a multiple of the mask batch (``[uncond, cond]`` under guidance) gets the
-    mask batch repeated in that order.
+    of the call. A UNet batch that is a multiple of the mask batch (``[uncond, cond]`` under guidance) gets
+    the mask batch repeated in that order.
     """
 
     def __init__(self, mask: torch.Tensor, *, rule: RuleName = "sra", grid: GridRule = "any",
@@ -122,7 +124,8 @@ class MaskedSelfAttentionRule:
         nothing (an empty mask, or a layer where every token is masked), so the layer runs stock SDPA."""
         tokens = key.shape[2]
         if query.shape[2] != tokens:
-            raise ValueError(f"{layer}: self-attention expected, got {query.shape[2]} queries and {tokens} keys")
+            raise ValueError(f"{layer}: self-attention expected, got {query.shape[2]} queries and "
+                             f"{tokens} keys")
         cache_key = (tokens, query.dtype, query.device)
         if cache_key not in self._cache:
             self._cache[cache_key] = self._build(tokens, query.dtype, query.device)
@@ -132,7 +135,8 @@ class MaskedSelfAttentionRule:
         batch = query.shape[0]
         if bias.shape[0] not in (1, batch):
             if batch % bias.shape[0]:
-                raise ValueError(f"{layer}: UNet batch {batch} is no multiple of the mask batch {bias.shape[0]}")
+                raise ValueError(f"{layer}: UNet batch {batch} is no multiple of the mask batch "
+                                 f"{bias.shape[0]}")
             bias = bias.repeat(batch // bias.shape[0], 1, 1, 1)
         return bias
 
@@ -161,5 +165,5 @@ def processor_factory(rule: MaskedSelfAttentionRule) -> Any:
     return lambda layer: MaskedSelfAttnProcessor(layer, rule)
 
 
-__all__ = ["GRID_RULES", "RULES", "GridRule", "MaskedSelfAttentionRule", "MaskedSelfAttnProcessor", "RuleName",
-           "blocked_pairs", "mask_to_tokens", "processor_factory", "token_grid"]
+__all__ = ["GRID_RULES", "RULES", "GridRule", "MaskedSelfAttentionRule", "MaskedSelfAttnProcessor",
+           "RuleName", "blocked_pairs", "mask_to_tokens", "processor_factory", "token_grid"]

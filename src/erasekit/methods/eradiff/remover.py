@@ -2,9 +2,9 @@
 Attention installed on the UNet's self-attention layers for the call (arXiv:2503.07026, Sec. 4.2), optionally
 with the Chain-Rectifying-Optimization-trained UNet (Sec. 4.1; :mod:`.train`).
 
-Without EraDiff weights it runs SRA on the stock SD2-Inpaint UNet: the "w/o CRO" row of the paper's Table 3,
-reported as such in ``describe()`` (and so in every result's metadata). ``-O rule=none`` installs nothing and is
-exactly the ``sd2-inpaint`` baseline.
+Without EraDiff weights it runs SRA on the stock SD2-Inpaint UNet: the "w/o CRO" row of the paper's
+Table 3, reported as such in ``describe()`` (and so in every result's metadata). ``-O rule=none`` installs
+nothing and is exactly the ``sd2-inpaint`` baseline.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ class EraDiffRemover(DiffusersInpaintRemover):
         Option("layers", str, default="all",
                help="self-attention layers the rule applies to: all; blocks (up, down,mid, up_blocks.1); "
                     "or indices in forward order (7-15)"),
-        # Default "any" (max-pooling): a token that holds any object pixel carries object features, and letting
-        # masked queries attend to it is the leak SRA closes; "half" treats boundary tokens as background.
+        # Default "any" (max-pooling): a token that holds any object pixel carries object features, and
+        # letting masked queries attend to it is the leak SRA closes; "half" treats boundary tokens as
+        # background.
         Option("grid", str, default="any", choices=GRID_RULES,
                help="mask to token grid: any masked pixel marks the token (max-pool), or half its area"),
     )
@@ -107,7 +108,7 @@ class EraDiffRemover(DiffusersInpaintRemover):
             from ...diffusion.remover import step_reporter
 
             kwargs["callback_on_step_end"] = step_reporter(progress)
-        # The lock covers install, sampling and restore: the processors are per-UNet state like the scheduler's.
+        # The lock covers install, sampling and restore: processors are per-UNet state, like the scheduler's.
         with self.lock, installed_processors(self.pipe.unet, parse_layers(s["layers"]),
                                              factory=processor_factory(rule)):
             self.pipe.set_progress_bar_config(disable=not self.progress_bar, desc=self.name, leave=False)
@@ -122,8 +123,8 @@ def register() -> None:
 
     register_method(MethodSpec(
         name=EraDiffRemover.name, factory=EraDiffRemover,
-        description="EraDiff: SD2-Inpainting with Self-Rectifying Attention (+ CRO-trained UNet via --weights; "
-                    "without them the paper's 'w/o CRO' ablation)",
+        description="EraDiff: SD2-Inpainting with Self-Rectifying Attention (+ CRO-trained UNet via "
+                    "--weights; without them the paper's 'w/o CRO' ablation)",
         # EraDiff weights are optional (none are public), so only the backbone is required; "auto" never picks
         # it because without trained weights it is an ablation, not the method.
         weights=(backbone_requirement(EraDiffRemover.preset_name),), auto_priority=None, family="diffusion",
