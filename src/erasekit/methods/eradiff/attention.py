@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from ...diffusion.attention import ExplicitAttnProcessor
+from .rules import GRID_RULES, RULES
 
 RuleName = Literal["sra", "key_mask", "none"]
 GridRule = Literal["any", "half"]
-RULES: tuple[str, ...] = ("sra", "key_mask", "none")
-GRID_RULES: tuple[str, ...] = ("any", "half")
 
 
 def token_grid(height: int, width: int, tokens: int, *, vae_factor: int = 8) -> tuple[int, int, int]:

@@ -12,17 +12,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ...diffusion.attention import LayerSelector, installed_processors
 from ...hd import SizeConstraints
 from ...options import Option, OptionSet
 from ...types import InvalidInputError, RemovalRequest
 from ..baselines import DiffusersInpaintRemover, sampling_options
-from .attention import GRID_RULES, RULES, MaskedSelfAttentionRule, processor_factory
+from .rules import GRID_RULES, RULES
 from .weights import EraDiffWeights, apply_weights, read_weights
+
+if TYPE_CHECKING:
+    from ...diffusion.attention import LayerSelector
 
 _INDEX_RANGE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
@@ -31,6 +33,8 @@ def parse_layers(text: str) -> LayerSelector:
     """``layers`` option → self-attention selector: ``all``; block prefixes (``up``, ``down,mid``,
     ``up_blocks.1``); or indices among all self-attention layers in forward order (``7-15``, ``0,3,5-6``).
     Attentive Eraser's SD2.1 layers are ``7-15``."""
+    from ...diffusion.attention import LayerSelector
+
     text = text.strip().replace(" ", "")
     if text == "all":
         return LayerSelector(kind="self")
@@ -99,6 +103,9 @@ class EraDiffRemover(DiffusersInpaintRemover):
         if s["rule"] == "none":
             return super().inpaint(image, mask, request)
         import torch
+
+        from ...diffusion.attention import installed_processors
+        from .attention import MaskedSelfAttentionRule, processor_factory
 
         rule = MaskedSelfAttentionRule(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)),
                                        rule=s["rule"], grid=s["grid"], vae_factor=self.pipe.vae_scale_factor)
