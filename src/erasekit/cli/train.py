@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-train_app = typer.Typer(help="Train removal models (OSOR Phase I / II) and the PixPerfect refiner.",
+train_app = typer.Typer(help="Train removal models (OSOR Phase I / II, EraDiff CRO) and the PixPerfect refiner.",
                         no_args_is_help=True)
 
 
@@ -75,3 +75,33 @@ def pixperfect_command(
     resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""
     Console(stderr=True).print(f"PixPerfect: step {result.step}{resumed}; weights {result.weights_dir}; "
                                f"metrics {result.metrics_path}", highlight=False)
+
+
+@train_app.command("eradiff")
+def eradiff_command(
+    config: str = typer.Option(..., "--config", "-c", help="YAML config or packaged config (eradiff_sd2)"),
+    overrides: list[str] = typer.Option(None, "--set", help="override a setting: KEY=VALUE (dotted keys)"),
+    output_dir: str | None = typer.Option(None, "--output-dir", "-o", help="checkpoints and weights go here"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="optimizer steps"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+) -> None:
+    """Train EraDiff's UNet with Chain-Rectifying Optimization; writes weights to OUTPUT/eradiff."""
+    from ..methods.eradiff.train.config import load_config, packaged_config
+    from ..methods.osor.train.config import parse_overrides  # generic KEY=VALUE parsing
+
+    path = Path(config).expanduser()
+    if not path.is_file() and not config.endswith((".yaml", ".yml")):
+        path = packaged_config(config)
+    extra = parse_overrides(list(overrides or []))
+    if output_dir is not None:
+        extra["output_dir"] = output_dir
+    if max_steps is not None:
+        extra["max_steps"] = max_steps
+    cfg = load_config(path, extra)
+    from ..methods.eradiff.train.trainer import train_eradiff
+
+    result = train_eradiff(cfg, progress=not no_progress)
+    Console(stderr=True).print(f"EraDiff CRO: step {result.step}"
+                               f"{f' (resumed from {result.resumed_from})' if result.resumed_from else ''}; "
+                               f"weights {result.weights_dir}; metrics {result.metrics_path}",
+                               highlight=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import baselines, classical, clipaway, magicremover, osor
+from . import baselines, classical, clipaway, eradiff, magicremover, osor
 
-for _module in (classical, baselines, osor, clipaway, magicremover):
+for _module in (classical, baselines, osor, eradiff, clipaway, magicremover):
     _module.register()

@@ -48,6 +48,15 @@ def _osor(family: str) -> Callable[[Path], dict[str, Any]]:
     return write
 
 
+def _eradiff(folder: Path) -> dict[str, Any]:
+    from .eradiff import write_tiny_eradiff_weights
+
+    model = folder / "sd2-inpaint"
+    if not (model / "model_index.json").is_file():
+        write_tiny_pipeline("sd2-inpaint", model)
+    return {"model": str(model), "weights": str(write_tiny_eradiff_weights(model, folder / "eradiff"))}
+
+
 def _clipaway(folder: Path) -> dict[str, Any]:
     from .clipaway import write_tiny_clipaway_weights
 
@@ -69,7 +78,7 @@ TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "patchmatch": _weight_free, "telea": _weight_free, "ns": _weight_free,
     "sd15-inpaint": _baseline("sd15-inpaint"), "sd2-inpaint": _baseline("sd2-inpaint"),
     "sdxl-inpaint": _baseline("sdxl-inpaint"), "flux-fill": _baseline("flux-fill"),
-    "osor-sdxl": _osor("sdxl"), "osor-flux": _osor("flux"), "clipaway": _clipaway,
+    "osor-sdxl": _osor("sdxl"), "osor-flux": _osor("flux"), "eradiff": _eradiff, "clipaway": _clipaway,
     "magicremover": _baseline("sd15"), "pixperfect": _pixperfect,
 }
 

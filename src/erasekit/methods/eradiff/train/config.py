@@ -1,0 +1,121 @@
+"""EraDiff CRO training configuration: pydantic models loaded from YAML (``erasekit train eradiff
+--config``).
+
+The packaged ``configs/sd2.yaml`` (name ``eradiff_sd2``) holds the paper's settings (arXiv:2503.07026
+Sec. 5.1: Adam, lr 3e-6, λ_t = 1 − ᾱ_t, γ_m = 100) and says which of its values are ours.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ....types import InvalidInputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """A paired dataset (:mod:`erasekit.data.paired`): ``image`` is x_obj (with the pasted object),
+    ``background`` is x_ori, ``object_mask`` the pasted object's mask (the inpainting condition)."""
+
+    path: str
+    resolution: int | None = Field(None, description="short side resized to this, rounded up to a "
+                                                      "multiple of 8")
+
+
+class CroConfig(_Strict):
+    gamma_max: int = Field(100, ge=1, description="γ_m: the largest jump t → t−γ (Sec. 5.1)")
+    mixup: bool = Field(True, description="λ_t = 1 − ᾱ_t; false: λ_t held at constant_lambda (Table 3)")
+    constant_lambda: float = Field(0.0, ge=0.0, le=1.0, description="λ for every t when mixup is false")
+    sra: bool = Field(False, description="Self-Rectifying Attention in the training forward (the paper is "
+                                         "silent; off by default)")
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(3e-6, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+
+
+class LoraConfig(_Strict):
+    rank: int = Field(64, ge=1)
+    alpha: int | None = None
+    target_modules: list[str] = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+class EraDiffTrainConfig(_Strict):
+    model: str = "sd2-inpaint"
+    data: DataConfig
+    output_dir: str = "runs/eradiff"
+    prompt: str = ""
+    max_steps: int = Field(20000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    seed: int = 0
+    cro: CroConfig = Field(default_factory=lambda: CroConfig.model_validate({}))
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig.model_validate({}))
+    lora: LoraConfig | None = None
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+    device: str | None = None
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> EraDiffTrainConfig:
+    """Read a YAML config, merge ``overrides`` (nested dict) and validate; errors are one-line
+    :class:`InvalidInputError`s."""
+    path = Path(path).expanduser()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"config {path} must be a mapping")
+    merged = _merge(raw, overrides or {})
+    try:
+        return EraDiffTrainConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInputError(f"config {path}: {where}: {first['msg']}") from None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
+def packaged_config(name: str) -> Path:
+    """A config shipped with erasekit: ``eradiff_sd2`` (the ``eradiff_`` prefix is optional)."""
+    from importlib.resources import files
+
+    stem = name.removesuffix(".yaml").removeprefix("eradiff_")
+    path = Path(str(files("erasekit.methods.eradiff.train") / "configs" / f"{stem}.yaml"))
+    if not path.is_file():
+        raise InvalidInputError(f"no packaged config {name!r} (packaged: eradiff_sd2)")
+    return path
+
+
+__all__ = ["CroConfig", "DataConfig", "EraDiffTrainConfig", "LoraConfig", "OptimConfig", "load_config",
+           "packaged_config"]
