@@ -52,11 +52,11 @@ def layer_table(shapes, device: str, dtype: torch.dtype, repeats: int) -> list[s
         x = torch.randn(2, tokens, channels, device=device, dtype=dtype)
         stock = AttnProcessor2_0()
         with torch.no_grad():
-            t_stock = timed(lambda: stock(attn, x), repeats, device)
+            t_stock = timed(lambda s=stock, a=attn, q=x: s(a, q), repeats, device)
             rule = MaskedSelfAttentionRule(mask.to(device))
             sra = MaskedSelfAttnProcessor("layer", rule)
-            t_build = timed(lambda: rule._build(tokens, dtype, torch.device(device)), 1, device)
-            t_sra = timed(lambda: sra(attn, x), repeats, device)
+            t_build = timed(lambda r=rule, n=tokens: r._build(n, dtype, torch.device(device)), 1, device)
+            t_sra = timed(lambda s=sra, a=attn, q=x: s(a, q), repeats, device)
         bias = rule.bias("layer", x[:, None], x[:, None])
         mib = 0.0 if bias is None else bias.numel() * bias.element_size() / 2 ** 20
         rows.append(f"| {heads} | {tokens} | {t_stock * 1e3:.2f} | {t_sra * 1e3:.2f} | {t_sra / t_stock:.3f} "

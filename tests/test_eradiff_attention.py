@@ -12,17 +12,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0  # noqa: E402
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from erasekit.diffusion.attention import LayerSelector, installed_processors  # noqa: E402
-from erasekit.methods.eradiff.attention import (  # noqa: E402
+from erasekit.diffusion.attention import LayerSelector, installed_processors
+from erasekit.methods.eradiff.attention import (
     MaskedSelfAttentionRule,
     MaskedSelfAttnProcessor,
     mask_to_tokens,
     processor_factory,
     token_grid,
 )
-from erasekit.testing import tiny_pipeline  # noqa: E402
+from erasekit.testing import tiny_pipeline
 
 
 # ------------------------------------------------------------------------------------------------------------

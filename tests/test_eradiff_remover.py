@@ -11,12 +11,12 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-import erasekit  # noqa: E402
-from erasekit.cli import main  # noqa: E402
-from erasekit.methods.eradiff.attention import MaskedSelfAttnProcessor  # noqa: E402
-from erasekit.methods.eradiff.remover import parse_layers  # noqa: E402
-from erasekit.testing import write_tiny_weights  # noqa: E402
-from erasekit.types import InvalidInputError, MissingWeightsError, RemovalRequest  # noqa: E402
+import erasekit
+from erasekit.cli import main
+from erasekit.methods.eradiff.attention import MaskedSelfAttnProcessor
+from erasekit.methods.eradiff.remover import parse_layers
+from erasekit.testing import write_tiny_weights
+from erasekit.types import InvalidInputError, MissingWeightsError, RemovalRequest
 
 OPTIONS = {"steps": 3}
 

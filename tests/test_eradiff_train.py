@@ -14,13 +14,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
-import erasekit  # noqa: E402
-from erasekit.cli import main  # noqa: E402
-from erasekit.data.paired import PairedDatasetWriter  # noqa: E402
-from erasekit.methods.eradiff.train import cro  # noqa: E402
-from erasekit.methods.eradiff.train.config import load_config, packaged_config  # noqa: E402
-from erasekit.methods.eradiff.train.trainer import CroStep, prepare_unet, train_eradiff  # noqa: E402
-from erasekit.testing import tiny_pipeline, write_tiny_pipeline  # noqa: E402
+import erasekit
+from erasekit.cli import main
+from erasekit.data.paired import PairedDatasetWriter
+from erasekit.methods.eradiff.train import cro
+from erasekit.methods.eradiff.train.config import load_config, packaged_config
+from erasekit.methods.eradiff.train.trainer import CroStep, prepare_unet, train_eradiff
+from erasekit.testing import tiny_pipeline, write_tiny_pipeline
 
 
 def test_eq_6_to_9_on_a_constructed_batch_equal_a_hand_computation():

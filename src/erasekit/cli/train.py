@@ -2,8 +2,10 @@
 :mod:`erasekit.refiners.pixperfect.train`): OSOR Phase I / II training from a YAML config.
 
 ``--config`` takes a file or the name of a packaged config (``osor_sdxl_phase1``, ``osor_sdxl_phase2``,
-``osor_flux_phase1``, ``osor_flux_phase2``); ``--set KEY=VALUE`` overrides any field (dotted for sections, e.g.
-``--set optim.lr_generator=2e-5 --set data.path=/data/corne``). A run resumes from the newest checkpoint in its
+``osor_flux_phase1``, ``osor_flux_phase2``); ``--set KEY=VALUE`` overrides any field (dotted for sections,
+e.g.
+``--set optim.lr_generator=2e-5 --set data.path=/data/corne``). A run resumes from the newest checkpoint in
+its
 output folder. Multi-GPU: ``accelerate launch -m erasekit train osor --config ...``.
 """
 
@@ -14,8 +16,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-train_app = typer.Typer(help="Train removal models (OSOR Phase I / II, EraDiff CRO) and the PixPerfect refiner.",
-                        no_args_is_help=True)
+train_app = typer.Typer(
+    help="Train removal models (OSOR Phase I / II, EraDiff CRO) and the PixPerfect refiner.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +30,9 @@ def register(app: typer.Typer) -> None:
 def osor_command(
     config: str = typer.Option(..., "--config", "-c", help="YAML config file or packaged config name"),
     overrides: list[str] = typer.Option(None, "--set", help="override a setting: KEY=VALUE (dotted keys)"),
-    output_dir: str | None = typer.Option(None, "--output-dir", "-o", help="where checkpoints and weights go"),
+    output_dir: str | None = typer.Option(
+        None, "--output-dir", "-o", help="where checkpoints and weights go"
+    ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="optimizer steps (default: the paper's)"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
@@ -45,9 +51,12 @@ def osor_command(
     from ..methods.osor.train.trainer import train_osor
 
     result = train_osor(cfg, progress=not no_progress)
-    Console(stderr=True).print(f"OSOR {cfg.backbone} phase {cfg.phase}: step {result.step}"
-                               f"{f' (resumed from {result.resumed_from})' if result.resumed_from else ''}; "
-                               f"weights {result.weights_dir}; metrics {result.metrics_path}", highlight=False)
+    Console(stderr=True).print(
+        f"OSOR {cfg.backbone} phase {cfg.phase}: step {result.step}"
+        f"{f' (resumed from {result.resumed_from})' if result.resumed_from else ''}; "
+        f"weights {result.weights_dir}; metrics {result.metrics_path}",
+        highlight=False,
+    )
 
 
 @train_app.command("pixperfect")
@@ -73,8 +82,11 @@ def pixperfect_command(
         extra["max_steps"] = max_steps
     result = train_pixperfect(load_config(path, extra), progress=not no_progress)
     resumed = f" (resumed from {result.resumed_from})" if result.resumed_from else ""
-    Console(stderr=True).print(f"PixPerfect: step {result.step}{resumed}; weights {result.weights_dir}; "
-                               f"metrics {result.metrics_path}", highlight=False)
+    Console(stderr=True).print(
+        f"PixPerfect: step {result.step}{resumed}; weights {result.weights_dir}; "
+        f"metrics {result.metrics_path}",
+        highlight=False,
+    )
 
 
 @train_app.command("eradiff")
@@ -101,7 +113,9 @@ def eradiff_command(
     from ..methods.eradiff.train.trainer import train_eradiff
 
     result = train_eradiff(cfg, progress=not no_progress)
-    Console(stderr=True).print(f"EraDiff CRO: step {result.step}"
-                               f"{f' (resumed from {result.resumed_from})' if result.resumed_from else ''}; "
-                               f"weights {result.weights_dir}; metrics {result.metrics_path}",
-                               highlight=False)
+    Console(stderr=True).print(
+        f"EraDiff CRO: step {result.step}"
+        f"{f' (resumed from {result.resumed_from})' if result.resumed_from else ''}; "
+        f"weights {result.weights_dir}; metrics {result.metrics_path}",
+        highlight=False,
+    )

@@ -3,13 +3,15 @@
 One entry point per method::
 
     from erasekit.testing import write_tiny_weights
-    options = write_tiny_weights("osor-sdxl", "/tmp/tiny")       # writes everything the method needs
-    remover = erasekit.load_remover("osor-sdxl", **options)      # loads through the same path real weights take
+    options = write_tiny_weights("osor-sdxl", "/tmp/tiny")   # writes everything the method needs
+    remover = erasekit.load_remover("osor-sdxl", **options)  # loads as real weights load
     # erasekit remove photo.png -m mask.png --method osor-sdxl --model /tmp/tiny/sdxl-inpaint
     #   --weights /tmp/tiny/osor_sdxl_phase2.pth -o out.png
 
-The returned load options name the written files. The pieces: :mod:`.pipelines` (tiny diffusers pipelines saved
-with ``save_pretrained``), :mod:`.osor` (OSOR LoRA + alpha-head files in the authors' ``.pth`` layout and erasekit's
+The returned load options name the written files. The pieces: :mod:`.pipelines` (tiny diffusers pipelines
+saved
+with ``save_pretrained``), :mod:`.osor` (OSOR LoRA + alpha-head files in the authors' ``.pth`` layout and
+erasekit's
 folder layout), :mod:`.training` (training-only stand-ins: the discriminator trunk in open_clip's layout).
 """
 
@@ -75,23 +77,43 @@ def _pixperfect(folder: Path) -> dict[str, Any]:
 
 # method (or refiner) name -> writer(folder) -> load options. A new method adds its writer here.
 TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
-    "patchmatch": _weight_free, "telea": _weight_free, "ns": _weight_free,
-    "sd15-inpaint": _baseline("sd15-inpaint"), "sd2-inpaint": _baseline("sd2-inpaint"),
-    "sdxl-inpaint": _baseline("sdxl-inpaint"), "flux-fill": _baseline("flux-fill"),
-    "osor-sdxl": _osor("sdxl"), "osor-flux": _osor("flux"), "eradiff": _eradiff, "clipaway": _clipaway,
-    "magicremover": _baseline("sd15"), "pixperfect": _pixperfect,
+    "patchmatch": _weight_free,
+    "telea": _weight_free,
+    "ns": _weight_free,
+    "sd15-inpaint": _baseline("sd15-inpaint"),
+    "sd2-inpaint": _baseline("sd2-inpaint"),
+    "sdxl-inpaint": _baseline("sdxl-inpaint"),
+    "flux-fill": _baseline("flux-fill"),
+    "osor-sdxl": _osor("sdxl"),
+    "osor-flux": _osor("flux"),
+    "eradiff": _eradiff,
+    "clipaway": _clipaway,
+    "magicremover": _baseline("sd15"),
+    "pixperfect": _pixperfect,
 }
 
 
 def write_tiny_weights(method: str, folder: str | Path) -> dict[str, Any]:
-    """Write tiny random weights for ``method`` under ``folder`` in the real checkpoints' layouts; return the load
-    options (``model``, ``weights``, ...) that make ``erasekit.load_remover(method, **options)`` run offline."""
+    """Write tiny random weights for ``method`` under ``folder`` in the real checkpoints' layouts.
+
+    Returns the load options (``model``, ``weights``, ...) that make
+    ``erasekit.load_remover(method, **options)`` run offline."""
     if method not in TINY_WEIGHT_WRITERS:
-        raise ValueError(f"no tiny weights for method {method!r}; known: {', '.join(sorted(TINY_WEIGHT_WRITERS))}")
+        raise ValueError(
+            f"no tiny weights for method {method!r}; known: {', '.join(sorted(TINY_WEIGHT_WRITERS))}"
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return TINY_WEIGHT_WRITERS[method](folder)
 
 
-__all__ = ["TINY_NAMES", "TINY_WEIGHT_WRITERS", "TinyCheckpoints", "build_tiny_pipeline", "tiny_pipeline",
-           "write_tiny_osor_weights", "write_tiny_pipeline", "write_tiny_weights"]
+__all__ = [
+    "TINY_NAMES",
+    "TINY_WEIGHT_WRITERS",
+    "TinyCheckpoints",
+    "build_tiny_pipeline",
+    "tiny_pipeline",
+    "write_tiny_osor_weights",
+    "write_tiny_pipeline",
+    "write_tiny_weights",
+]

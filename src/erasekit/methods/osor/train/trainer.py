@@ -214,8 +214,8 @@ def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> lis
         # peft annotates lora_alpha as int but only computes lora_alpha / r with it; the config's is a float.
         lora = LoraConfig(
             r=rank,
-            lora_alpha=alpha,
-            target_modules=targets,  # type: ignore[arg-type]
+            lora_alpha=alpha,  # type: ignore[arg-type]
+            target_modules=targets,
             init_lora_weights="gaussian" if config.lora.init == "gaussian" else True,
         )
         with torch.random.fork_rng(devices=[]):
