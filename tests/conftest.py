@@ -7,7 +7,8 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a two-core CI machine extra threads only add contention."""
+    """Tiny models gain nothing from intra-op threads; on a two-core CI machine extra threads only add
+    contention."""
     try:
         import torch
     except ImportError:
@@ -29,8 +30,9 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture
 def offline_hub(monkeypatch, tmp_path):
-    """No weights anywhere and no network: an empty ``$ERASEKIT_MODELS_DIR`` (``tmp_path/models``) and Hugging Face
-    cache (``tmp_path/hf-cache``), offline mode, and any non-local ``snapshot_download`` fails the test."""
+    """No weights anywhere and no network: an empty ``$ERASEKIT_MODELS_DIR`` (``tmp_path/models``) and Hugging
+    Face cache (``tmp_path/hf-cache``), offline mode, and any non-local ``snapshot_download`` fails the
+    test."""
     import huggingface_hub
 
     monkeypatch.setenv("ERASEKIT_MODELS_DIR", str(tmp_path / "models"))

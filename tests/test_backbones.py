@@ -1,4 +1,5 @@
-"""Backbones: scheduler maths and latent codecs agree exactly with diffusers; offline-first checkpoint resolution."""
+"""Backbones: scheduler maths and latent codecs agree exactly with diffusers; offline-first checkpoint
+resolution."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # schedule: exact agreement with diffusers' schedulers
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", ["DDPMScheduler", "DDIMScheduler"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_add_noise_equals_scheduler(cls, dtype):
@@ -102,9 +103,9 @@ def test_predict_x0_rejects_unknown_parametrization_and_missing_schedule():
         S.predict_x0(z, z, 1, "epsilon")
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # latents: exact agreement with diffusers' pipelines
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_pack_unpack_equal_flux_pipeline():
     from diffusers import FluxPipeline
 
@@ -189,11 +190,12 @@ def test_mask_to_latent_nearest_equals_sd_inpaint_and_max_is_conservative():
     assert L.mask_to_latent(torch.ones(1, 1, 30, 30), (4, 4), "max").shape == (1, 1, 4, 4)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # presets: resolution order, missing weights, no network
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _fake_hf_cache(cache: Path, hub_id: str, source: Path) -> Path:
-    """The hub cache layout: models--org--repo/{refs/main, snapshots/<commit>/...} (files as symlinks to blobs)."""
+    """The hub cache layout: models--org--repo/{refs/main, snapshots/<commit>/...} (files as symlinks to
+    blobs)."""
     repo = cache / ("models--" + hub_id.replace("/", "--"))
     commit = "0123456789abcdef0123456789abcdef01234567"
     (repo / "refs").mkdir(parents=True)
@@ -309,9 +311,9 @@ def test_load_pipeline_sd_preset_skips_safety_checker(tiny, offline_hub):
     assert pipe.safety_checker is None
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # device
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_device_and_dtype_resolution():
     cpu = torch.device("cpu")
     assert D.resolve_device("cpu") == cpu

@@ -1,4 +1,5 @@
-"""Diffusion baselines: equal to calling diffusers' pipelines directly, offline-first loading, CLI and auto."""
+"""Diffusion baselines: equal to calling diffusers' pipelines directly, offline-first loading, CLI and
+auto."""
 
 from __future__ import annotations
 
@@ -156,9 +157,9 @@ def test_flux_fill_has_no_negative_prompt(tiny):
         remover(RemovalRequest(image, mask, options={"negative_prompt": "x"}))
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # weights: missing, resolved, auto
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_missing_weights_error_and_no_network(offline_hub, name):
     info = {i.name: i for i in erasekit.available_methods()}[name]

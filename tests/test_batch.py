@@ -1,4 +1,5 @@
-"""Batch removal: mask matching, failures recorded while the batch goes on, resume after SIGKILL, exit codes."""
+"""Batch removal: mask matching, failures recorded while the batch goes on, resume after SIGKILL, exit
+codes."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
 def _crops(count: int, size: int) -> list[tuple[str, np.ndarray]]:
-    """``count`` different real-photo crops of ``size``×``size`` (two corners of each bundled colour photo)."""
+    """``count`` different real-photo crops of ``size``×``size`` (two corners of each bundled colour
+    photo)."""
     crops = []
     for name in PHOTOS:
         photo = getattr(skimage.data, name)()

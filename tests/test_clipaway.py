@@ -12,14 +12,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from torch import nn  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
+from torch import nn
+from torch.nn import functional as F
 
-from erasekit.methods.clipaway.alpha_clip import convert_alpha_clip_state_dict, load_alpha_clip  # noqa: E402
-from erasekit.methods.clipaway.embedding import ClipAwayEmbedder, eq2_projection, foreground_alpha  # noqa: E402
-from erasekit.methods.clipaway.mlp import ClipAwayMLP, load_mlp  # noqa: E402
-from erasekit.testing.clipaway import TINY_ALPHA_CLIP, alpha_clip_state_dict  # noqa: E402
-from erasekit.types import InvalidInputError, MissingWeightsError  # noqa: E402
+from erasekit.methods.clipaway.alpha_clip import convert_alpha_clip_state_dict, load_alpha_clip
+from erasekit.methods.clipaway.embedding import ClipAwayEmbedder, eq2_projection, foreground_alpha
+from erasekit.methods.clipaway.mlp import ClipAwayMLP, load_mlp
+from erasekit.testing.clipaway import TINY_ALPHA_CLIP, alpha_clip_state_dict
+from erasekit.types import InvalidInputError, MissingWeightsError
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""OSOR discriminator: exact occupancy targets, the open_clip ConvNeXt trunk in transformers, heads, freezing."""
+"""OSOR discriminator: exact occupancy targets, the open_clip ConvNeXt trunk in transformers, heads,
+freezing."""
 
 from __future__ import annotations
 
@@ -99,9 +100,9 @@ def trunk_file(tmp_path_factory):
     return path
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # targets
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_occupancy_targets_are_exact_area_fractions():
     mask = np.zeros((8, 8), np.float32)
     mask[0:3, 0:3] = 1  # 9 of the 16 pixels of the top-left 4×4 patch
@@ -131,9 +132,9 @@ def test_patch_targets_per_scale_batch_and_modes():
         D.PatchTargets("fuzzy")
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # trunk
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_openclip_checkpoint_converts_to_transformers_convnext(trunk_file):
     config, converted = D.convert_openclip_convnext(tiny_openclip_state())
     assert list(config.hidden_sizes) == list(DIMS) and list(config.depths) == list(DEPTHS)
@@ -163,9 +164,9 @@ def test_trunk_from_folder_and_missing_hub_weights(trunk_file, tmp_path, monkeyp
         D.convert_openclip_convnext({"visual.proj": torch.zeros(2)})
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # heads and the whole discriminator
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_blurpool_is_a_normalised_binomial_lowpass():
     pool = D.BlurPool2d(3)
     k = pool.kernel[0, 0]

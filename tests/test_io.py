@@ -1,4 +1,5 @@
-"""erasekit.io: each reading, validation and writing rule, on real photos from scikit-image where pixels matter."""
+"""erasekit.io: each reading, validation and writing rule, on real photos from scikit-image where pixels
+matter."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ EXIF_IFD = 0x8769
 MAKE, MODEL, DATETIME_ORIGINAL = 0x010F, 0x0110, 0x9003
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Fixtures: real photos, metadata, hand-made files
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _no_env_limit(monkeypatch):
     monkeypatch.delenv(io.MAX_PIXELS_ENV, raising=False)
@@ -65,8 +66,9 @@ def _s15(value: float) -> bytes:
 
 
 def cmyk_icc() -> bytes:
-    """A tiny but valid ICC v2 CMYK printer profile (lut8 A2B0, CMYK -> Lab), built here because Pillow/LittleCMS
-    can only create RGB/Lab/XYZ profiles and no CMYK profile ships with the test dependencies."""
+    """A tiny but valid ICC v2 CMYK printer profile (lut8 A2B0, CMYK -> Lab), built here because
+    Pillow/LittleCMS can only create RGB/Lab/XYZ profiles and no CMYK profile ships with the test
+    dependencies."""
     text = b"erasekit test CMYK\0"
     desc = (
         b"desc"
@@ -125,7 +127,8 @@ def png_with_size(width: int, height: int) -> bytes:
 
 
 def exif_with_thumbnail(thumbnail: bytes) -> bytes:
-    """An EXIF block with IFD0 (Make) and IFD1 (a JPEG thumbnail), laid out by hand: Pillow never writes IFD1."""
+    """An EXIF block with IFD0 (Make) and IFD1 (a JPEG thumbnail), laid out by hand: Pillow never writes
+    IFD1."""
 
     def ifd(entries, next_offset):
         body = struct.pack(">H", len(entries))
@@ -155,9 +158,9 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
     return message
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Reading: sources and EXIF orientation
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_png_photo_reads_exactly_from_path_bytes_file_pil_and_array(tmp_path, chelsea):
     path = tmp_path / "chelsea.png"
     Image.fromarray(chelsea).save(path)
@@ -245,9 +248,9 @@ def test_mask_gets_the_same_exif_orientation_as_images(tmp_path):
     np.testing.assert_array_equal(read, np.rot90(mask > 0, k=-1).astype(np.float32))
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Reading: mode rules (module docstring table)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """round((c·a + 255·(255 − a)) / 255), computed in exact integer arithmetic."""
     c, a = rgb.astype(np.int64), alpha.astype(np.int64)[..., None]
@@ -421,9 +424,9 @@ def test_bad_arrays_are_invalid_input(array, message):
         io.read_image(array)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Masks
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_mask_any_nonzero_value_means_remove(tmp_path):
     values = np.array([[0, 1, 2, 128, 255]], np.uint8)
     path = tmp_path / "m.png"
@@ -513,9 +516,9 @@ def test_bad_mask_arrays_are_invalid_input():
         io.read_mask(np.zeros((2, 2, 2)))
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Limits
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_pixel_limit_from_argument(tmp_path, chelsea):
     path = tmp_path / "chelsea.png"
     Image.fromarray(chelsea).save(path)
@@ -579,9 +582,9 @@ def test_real_compressed_bomb_is_refused(tmp_path, no_decoding):
         io.read_image(path)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Broken inputs: one clear line each
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _jpeg_bytes(pixels: np.ndarray, **options) -> bytes:
     buffer = _io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", **options)
@@ -623,9 +626,9 @@ def test_missing_file_and_directory(tmp_path):
         io.read_image(tmp_path)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Writing
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_write_is_atomic_when_the_encoder_fails(tmp_path, coffee_small, monkeypatch):
     target = tmp_path / "out.png"
     io.write_image(target, coffee_small)
@@ -754,9 +757,9 @@ def test_write_mask_round_trip(tmp_path):
         io.write_mask(tmp_path / "mask.jpg", mask)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The CLI uses all of the above
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def squash(text: str) -> str:
     """Drop all whitespace: rich wraps long messages at the terminal width, sometimes eating a space."""
     return "".join(text.split())

@@ -169,7 +169,7 @@ def test_the_stores_map_equals_softmax_qk_computed_directly(pipe):
         q, k = module.to_q(captured["h"][1]), module.to_k(captured["ctx"][1])
         q, k = (x.reshape(x.shape[0], heads, -1).transpose(0, 1) for x in (q, k))
         probs = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1).mean(0)  # (q, 77)
-        side = int(math.isqrt(probs.shape[0]))
+        side = math.isqrt(probs.shape[0])
         word = probs[:, list(tokens)].sum(-1).reshape(1, 1, side, side)
         expected = F.interpolate(word, size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
         expected = expected / expected.max()

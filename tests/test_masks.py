@@ -1,4 +1,5 @@
-"""Mask algebra: properties (hypothesis) and exact values against hand computations and reference libraries."""
+"""Mask algebra: properties (hypothesis) and exact values against hand computations and reference
+libraries."""
 
 from __future__ import annotations
 
@@ -400,7 +401,8 @@ def test_sample_perturbation_mode_follows_the_probabilities():
 
 @pytest.mark.parametrize("where", [(0, 0), (0, 11), (11, 0), (11, 11), (0, 5), (5, 11)])
 def test_shift_never_pushes_a_border_mask_out_of_the_image(where):
-    """A 1-2 px mask at the border stays non-empty for every seed (it used to vanish: an empty training mask)."""
+    """A 1-2 px mask at the border stays non-empty for every seed (it used to vanish: an empty training
+    mask)."""
     for size in (1, 2):
         mask = np.zeros((12, 12), np.float32)
         y, x = min(where[0], 12 - size), min(where[1], 12 - size)

@@ -63,9 +63,9 @@ def _mask(shape, box=(25, 35, 70, 100)) -> np.ndarray:
     return m
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # PSNR / SSIM vs scikit-image
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
 def test_psnr_ssim_equal_scikit_image_on_photos(name):
     target = _photos()[name]
@@ -103,9 +103,9 @@ def test_pixel_metric_edge_cases():
         ssim(img[:8, :8], img[:8, :8])
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # FID / KID / CMMD from features
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_fid_from_features_equals_direct_scipy_computation():
     rng = np.random.default_rng(0)
     real = rng.normal(size=(60, 12))
@@ -190,9 +190,9 @@ def test_cmmd_metric_through_a_tiny_clip_folder(tmp_path):
     assert metric.compute()["cmmd"] == pytest.approx(mmd_rbf(real, fake), rel=1e-6)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # LPIPS vs the lpips package (and torchmetrics) with the same weights
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _random_lpips_weights(tmp_path: Path) -> tuple[Path, Path]:
     g = torch.Generator().manual_seed(0)
     trunk = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in AlexNetTrunk().state_dict().items()}
@@ -206,8 +206,9 @@ def _random_lpips_weights(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _torchvision_shim(monkeypatch, trunk_path: Path) -> None:
-    """A stand-in ``torchvision.models.alexnet`` returning torchvision's AlexNet layout with our weight file, so the
-    reference packages (which import torchvision, absent here) build exactly the trunk we compare against."""
+    """A stand-in ``torchvision.models.alexnet`` returning torchvision's AlexNet layout with our weight file,
+    so the reference packages (which import torchvision, absent here) build exactly the trunk we compare
+    against."""
 
     def alexnet(pretrained=False, weights=None, **_):
         net = AlexNetTrunk()
@@ -273,9 +274,9 @@ def test_lpips_equals_torchmetrics_implementation_with_same_weights(tmp_path, mo
             )
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # FID network
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_tf1_bilinear_resize_matches_hand_values():
     x = torch.tensor([[[[0.0, 4.0]]]])  # 1×1×1×2 -> width 4: src = dst·0.5 -> 0, 0.5, 1, 1.5 (clamped)
     out = resize_bilinear_tf1(x, (1, 4))
@@ -333,9 +334,9 @@ def test_fid_inception_equals_torch_fidelity(tmp_path, monkeypatch):
     assert torch.allclose(ours(x), ref(x)[0], atol=1e-5)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Weights: resolution, checksums, unavailable
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_missing_weights_make_metrics_unavailable_with_reason(tmp_path, monkeypatch):
     monkeypatch.setenv(W.WEIGHTS_DIR_ENV, str(tmp_path))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -370,9 +371,9 @@ def test_weights_table_lists_every_file_with_a_checksum_or_pin():
     assert all(r["sha256"] for r in rows)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Crops and boxes
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_local_crop_box_procedure():
     m = np.zeros((200, 300), np.float32)
     m[50:90, 100:120] = 1
@@ -386,9 +387,9 @@ def test_local_crop_box_procedure():
     assert mask_box(m) == (100, 50, 120, 150)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CFD pieces
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_box_nms_keeps_best_of_overlapping_boxes():
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], dtype=torch.float32)
     scores = torch.tensor([0.8, 0.9, 0.5])
@@ -524,9 +525,9 @@ def test_sam_automatic_masks_run_through_a_tiny_sam(tmp_path):
     assert masks and all(m.shape == img.shape[:2] and m.dtype == bool for m in masks)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CLIP distance / accuracy@k (Inst-Inpaint procedure) through a tiny CLIP folder
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _tiny_clip_full(path: Path) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
@@ -630,8 +631,8 @@ def test_clip_eval_pixels_follow_openai_clip_preprocessing():
 
 
 def test_cfd_quirk_pixels_equal_the_dinov2_image_processor():
-    """The reference feeds DINOv2 through its AutoImageProcessor (BitImageProcessor: short side 256 bicubic, centre
-    crop 224, ImageNet mean/std) after a 224×224 resize; quirk mode reproduces those pixels."""
+    """The reference feeds DINOv2 through its AutoImageProcessor (BitImageProcessor: short side 256 bicubic,
+    centre crop 224, ImageNet mean/std) after a 224×224 resize; quirk mode reproduces those pixels."""
     from PIL import Image
     from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 

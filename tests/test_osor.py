@@ -1,6 +1,6 @@
-"""OSOR on tiny SDXL-Inpainting / FLUX Fill backbones: the recipe's exact conditioning, Eq. 5/6/13, the alpha head,
-determinism, batches, weights and the CLI. Expected values are computed independently with diffusers' own
-components (DDPMScheduler, FlowMatchEulerDiscreteScheduler, FluxFillPipeline helpers, encode_prompt)."""
+"""OSOR on tiny SDXL-Inpainting / FLUX Fill backbones: the recipe's exact conditioning, Eq. 5/6/13, the alpha
+head, determinism, batches, weights and the CLI. Expected values are computed independently with diffusers'
+own components (DDPMScheduler, FlowMatchEulerDiscreteScheduler, FluxFillPipeline helpers, encode_prompt)."""
 
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ def sdxl_weights(tmp_path_factory):
     return write_tiny_osor_weights("sdxl", tmp_path_factory.mktemp("osor") / "tiny_sdxl_phase2.pth", phase=2)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The recipe, tensor by tensor
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_sdxl_unet_receives_the_recipe_and_x0_is_the_ddpm_estimate():
     from diffusers import DDPMScheduler
 
@@ -197,9 +197,9 @@ def test_paste_back_off_returns_the_decoded_image_everywhere():
     assert np.array_equal(raw.image[mask == 1], pasted.image[mask == 1])
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Alpha head
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", ["sdxl", "flux"])
 def test_fresh_alpha_head_leaves_native_outputs_unchanged_and_round_trips(family, tmp_path):
     model = copy.deepcopy(
@@ -243,9 +243,9 @@ def test_fresh_alpha_head_leaves_native_outputs_unchanged_and_round_trips(family
         assert torch.equal(reloaded(**kwargs, return_dict=False)[0], after)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Determinism, sizes, batching
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_same_seed_same_output_across_removers_and_different_seed_differs():
     image, mask = _scene(40, 56)
     first = _remover("sdxl")
@@ -304,9 +304,9 @@ def test_options_are_validated_and_prompt_is_encoded_once():
     )
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CLI and API
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_cli_remove_with_weights_timestep_and_alpha(sdxl_weights, tmp_path):
     from PIL import Image
 
@@ -363,7 +363,8 @@ def test_cli_remove_with_weights_timestep_and_alpha(sdxl_weights, tmp_path):
 
 
 def test_cli_paste_back_text_is_read_as_a_boolean(sdxl_weights, tmp_path):
-    """-O paste_back=False / =no / =0 all turn paste-back off (JSON parsing once read "no" as a truthy string)."""
+    """-O paste_back=False / =no / =0 all turn paste-back off (JSON parsing once read "no" as a truthy
+    string)."""
     from PIL import Image
 
     import erasekit

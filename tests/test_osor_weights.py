@@ -1,5 +1,6 @@
-"""OSOR weights: the authors' .pth layout (built independently by erasekit.testing.osor the way their training code
-saves it), erasekit's safetensors format, conversion both ways, non-strict peft loading with clear reports."""
+"""OSOR weights: the authors' .pth layout (built independently by erasekit.testing.osor the way their training
+code saves it), erasekit's safetensors format, conversion both ways, non-strict peft loading with clear
+reports."""
 
 from __future__ import annotations
 

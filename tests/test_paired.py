@@ -1,5 +1,5 @@
-"""Paired dataset format: round trip, validation errors, crash-safe resume, resize rules, consistent augmentation,
-readers for CORNE and RORD-style folders, Phase II conditioning sampler."""
+"""Paired dataset format: round trip, validation errors, crash-safe resume, resize rules, consistent
+augmentation, readers for CORNE and RORD-style folders, Phase II conditioning sampler."""
 
 from __future__ import annotations
 

@@ -186,7 +186,8 @@ def test_patchmatch_seed_is_not_mixed_up_between_threads():
 
 @functools.lru_cache(maxsize=1)
 def _hd_photo() -> tuple[np.ndarray, np.ndarray]:
-    """A 1500×1000 upscale of a real photo with two small masks far apart (read-only: shared between tests)."""
+    """A 1500×1000 upscale of a real photo with two small masks far apart (read-only: shared between
+    tests)."""
     import cv2
 
     image = cv2.resize(data.coffee(), (1500, 1000), interpolation=cv2.INTER_CUBIC)

@@ -1,7 +1,6 @@
-"""SAVP: Table 6 constants, each stage of Algorithms 1-2 on constructed inputs (every rejection reason reached),
-the full pipeline on synthetic triplets, the transformers adapters with tiny random models, the CLI
-(resumable,
-idempotent), the local process pool and the Ray executor."""
+"""SAVP: Table 6 constants, each stage of Algorithms 1-2 on constructed inputs (every rejection reason
+reached), the full pipeline on synthetic triplets, the transformers adapters with tiny random models, the CLI
+(resumable, idempotent), the local process pool and the Ray executor."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""REST API: every endpoint, every error status, the queue, progress streams, auth, CORS and memory-only uploads.
+"""REST API: every endpoint, every error status, the queue, progress streams, auth, CORS and memory-only
+uploads.
 
 Slow or step-based behaviour comes from small fake removers registered under unique names for one test and
 removed afterwards; everything else runs the real weight-free methods on a real photo.
@@ -36,9 +37,9 @@ from erasekit.server.settings import is_loopback
 from erasekit.types import InvalidInputError
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Inputs
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _photo() -> np.ndarray:
     small = resize(data.astronaut(), (72, 96), anti_aliasing=True, preserve_range=True)
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
@@ -91,9 +92,9 @@ def expect_error(response, status: int, kind: str | None = None, contains: str |
     return body["error"]
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Fake removers for queue / progress behaviour (registered per test under a unique name)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class GatedRemover(Remover):
     """Blocks inside inpaint until released; records how many calls overlap."""
 
@@ -204,9 +205,9 @@ def fake_method():
         )  # the registry has no public unregister: tests clean up after themselves
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # health, methods, UI
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_health_reports_queue_and_limits(client):
     body = client.get("/api/v1/health").json()
     assert body["status"] == "ok" and body["version"] == erasekit.__version__
@@ -256,9 +257,9 @@ def test_web_ui_is_served_from_memory_with_a_content_security_policy(client):
         assert client.get(path).status_code == 404, path
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # /remove
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_multipart_remove_returns_the_library_result_and_alpha(client):
     response = client.post("/api/v1/remove", files=files(), data={"method": "telea", "dilate": "3"})
     assert response.status_code == 200, response.text
@@ -416,9 +417,9 @@ def test_mask_of_another_size_needs_resize_mask(client):
     )
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Error statuses
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def test_400_for_unparseable_requests(client):
     headers = {"content-type": "application/json"}
     expect_error(client.post("/api/v1/remove", content=b"{not json", headers=headers), 400, "BadRequestError")
@@ -664,9 +665,9 @@ def _drain(c: TestClient, url: str, headers: dict | None = None) -> list[tuple[s
     return events
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Jobs and progress streams
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("remover_cls", [SteppingRemover, OptionSteppingRemover], ids=["attribute", "option"])
 def test_step_based_methods_stream_progress_events(fake_method, remover_cls):
     name, _, _ = fake_method(remover_cls)
@@ -720,9 +721,9 @@ def test_bad_input_to_jobs_fails_before_a_job_exists(client):
     assert client.get("/api/v1/health").json()["queue"]["in_flight"] == 0
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Memory only: no temporary files
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class _TempSpy:
     def __init__(self, monkeypatch, directory):
         self.calls: list[str] = []
@@ -802,9 +803,9 @@ def test_the_temp_file_spy_does_see_starlettes_default_spooling(monkeypatch, tmp
     assert "TemporaryFile" in spy.calls
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Exposure, CORS, OpenAPI, CLI
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "host, loopback",
     [
@@ -913,9 +914,9 @@ def test_openapi_documents_every_field_and_both_body_encodings(client):
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # A real step-based method: the tiny SD 1.5 inpainting pipeline (diffusers), progress through the server
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow  # building the tiny pipeline imports diffusers and transformers
 def test_diffusion_baseline_streams_one_progress_event_per_denoising_step():
     pytest.importorskip("diffusers")

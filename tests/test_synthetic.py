@@ -1,4 +1,5 @@
-"""Synthetic effect scenes: determinism, exact background outside the effect mask, physically sensible effects."""
+"""Synthetic effect scenes: determinism, exact background outside the effect mask, physically sensible
+effects."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""OSOR trainer on tiny models: what is trained, Phase II from Phase I, CLI end to end, exact resume, inference load."""
+"""OSOR trainer on tiny models: what is trained, Phase II from Phase I, CLI end to end, exact resume,
+inference load."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def tiny_settings(env, output_dir: Path, **extra) -> dict:
     return settings
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backbone", ["sdxl", "flux"])
 def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_path, backbone):
     from erasekit.methods.osor.weights import HEADS, load_osor_weights
