@@ -1,4 +1,4 @@
-"""Benchmark the weight-free removers (patchmatch, telea, ns) on real photos, and the HD strategies' peak memory.
+"""Benchmark weight-free removers (patchmatch, telea, ns) on real photos, and the HD strategies' peak memory.
 
 Quality: scikit-image's bundled photos (astronaut, coffee, chelsea, rocket, motorcycle — no download needed)
 with
@@ -81,7 +81,10 @@ def _centre(h: int, w: int, rng: np.random.Generator) -> tuple[float, float]:
 
 
 def make_mask(shape: str, fraction: float, hw: tuple[int, int], seed: int) -> np.ndarray:
-    """A ``shape`` mask covering about ``fraction`` of the image, placed near the centre (where the subject is)."""
+    """A ``shape`` mask covering about ``fraction`` of the image.
+
+    It is placed near the centre (where the subject is).
+    """
     h, w = hw
     rng = np.random.default_rng(seed)
     cy, cx = _centre(h, w, rng)
@@ -136,7 +139,7 @@ def make_mask(shape: str, fraction: float, hw: tuple[int, int], seed: int) -> np
 
 
 # ---- metrics
-# -------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def masked_psnr(gt: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float:
     inside = mask > 0
     mse = np.mean((gt[inside].astype(np.float64) - out[inside].astype(np.float64)) ** 2)
@@ -342,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         rows = run_quality(photo_names, SHAPES, sizes, args.methods, long_side, progress)
         print(
-            f"\n## Fill quality inside the mask ({len(photo_names)} photos: {', '.join(photo_names)}; long side "
-            f"{long_side or 'native'} px; mean over photos; {time.perf_counter() - t0:.0f} s)\n"
+            f"\n## Fill quality inside the mask ({len(photo_names)} photos: {', '.join(photo_names)}; "
+            f"long side {long_side or 'native'} px; mean over photos; {time.perf_counter() - t0:.0f} s)\n"
         )
         print(quality_table(rows, args.methods, SHAPES, sizes))
         report["quality"] = [r.__dict__ for r in rows]
@@ -359,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(memory_table(results))
         print(
-            "\ntracemalloc sees numpy arrays only: the full-size result, binarized mask, alpha and raw copy cost the "
-            "same under every strategy; the native buffers of OpenCV / PatchMatch show up only in the RSS column."
+            "\ntracemalloc sees numpy arrays only: the full-size result, binarized mask, alpha and raw copy "
+            "cost the same under every strategy; the native buffers of OpenCV / PatchMatch show up only in "
+            "the RSS column."
         )
         report["memory"] = results
     if args.json:

@@ -1,4 +1,4 @@
-"""Images per second of erasekit's FID and LPIPS paths vs calling torchmetrics directly with the same networks.
+"""Images per second of erasekit's FID and LPIPS paths vs direct torchmetrics calls with the same networks.
 
     python benchmarks/metrics_speed.py [--n 16] [--size 256] [--device cpu] [--batch 8]
 
@@ -168,7 +168,8 @@ def main() -> None:
             f"{images / t_ours:.2f} | {v_ours:.6g} |"
         )
         print(
-            f"| {name} | torchmetrics direct (batch {args.batch}) | {images / t_direct:.2f} | {v_direct:.6g} |"
+            f"| {name} | torchmetrics direct (batch {args.batch}) | "
+            f"{images / t_direct:.2f} | {v_direct:.6g} |"
         )
 
 

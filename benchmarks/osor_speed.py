@@ -98,7 +98,10 @@ PAPER_OVERHEAD = {"sdxl": 2881, "flux": 12292}
 
 
 def alpha_head_overhead() -> list[dict]:
-    """Parameters added by the alpha head on the real architectures (meta device: no weights are allocated)."""
+    """Parameters added by the alpha head on the real architectures.
+
+    Built on the meta device: no weights are allocated.
+    """
     from accelerate import init_empty_weights
     from diffusers import FluxTransformer2DModel, UNet2DConditionModel
 

@@ -53,9 +53,9 @@ SETTINGS = {
 }
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 1. the backbone's prior
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class PhotoCrops:
     """Random square crops of scikit-image's bundled photos, resized to ``size``, random horizontal flips."""
 
@@ -109,7 +109,10 @@ def random_masks(n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
 def pretrain_backbone(
     out: Path, *, size: int, vae_steps: int, unet_steps: int, batch: int, seed: int, log
 ) -> Path:
-    """Full-parameter VAE then UNet pretraining of the tiny SDXL-Inpainting pipeline; saved in the Hub layout."""
+    """Full-parameter VAE then UNet pretraining of the tiny SDXL-Inpainting pipeline.
+
+    Saved in the Hub layout.
+    """
     if (out / "model_index.json").is_file():
         log(f"backbone prior: cached at {out}")
         return out
@@ -181,9 +184,9 @@ def pretrain_backbone(
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 2. OSOR Phase I and II
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def train_phase(
     phase: int,
     *,
@@ -236,9 +239,9 @@ def train_phase(
     return result.weights_dir
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # 3. evaluation with object-only masks
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _region_psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
     mse = float(np.mean((a[region].astype(np.float64) - b[region].astype(np.float64)) ** 2))
     return 10 * np.log10(255.0**2 / max(mse, 1e-10))
@@ -394,8 +397,9 @@ def main() -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in results:
         print(
-            f"| {r['name']:<34} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr_eff']:8.2f} | {r['ssim_eff']:8.4f} "
-            f"| {r['iou_edit']:15.3f} | {r['iou_object']:16.3f} | {r['coverage']:11.3f} |"
+            f"| {r['name']:<34} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr_eff']:8.2f} "
+            f"| {r['ssim_eff']:8.4f} | {r['iou_edit']:15.3f} | {r['iou_object']:16.3f} "
+            f"| {r['coverage']:11.3f} |"
         )
     # What a perfect alpha at latent resolution could reach: m_gt max-pooled to the 8×8-pixel latent cells.
     ceiling = np.mean(

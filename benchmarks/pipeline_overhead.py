@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'in-call ratio':>14} {'own ms':>8}"
     )
     print(
-        f"pipeline overhead, {args.threads} torch thread(s), best wall time of {args.repeats} ABBA-interleaved "
-        f"runs; in-call ratio = remover call / the diffusers call inside it (median); own ms = the difference"
+        f"pipeline overhead, {args.threads} torch thread(s), best wall time of {args.repeats} "
+        "ABBA-interleaved runs; in-call ratio = remover call / the diffusers call inside it (median); "
+        "own ms = the difference"
     )
     print(header)
     print("-" * len(header))

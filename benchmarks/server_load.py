@@ -7,7 +7,7 @@ wait
 ``Retry-After`` and retry, as a polite client does, unless --no-retry), other errors and
 the server's peak resident memory (the kernel's high-water mark, VmHWM, so short peaks are not missed).
 
-    python benchmarks/server_load.py                       # defaults: patchmatch, 256 px photo, 24 requests/level
+    python benchmarks/server_load.py                   # defaults: patchmatch, 256 px photo, 24 requests/level
     python benchmarks/server_load.py --clients 1,2,4,8,16 --requests 40 --size 512 --method telea
 
 Bounded in count (--requests per level) and time (--deadline-s over everything).
@@ -223,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         f"server RSS after start-up {idle_mb:.0f} MiB\n"
     )
     header = (
-        f"| {'clients':>7} | {'ok':>4} | {'503':>4} | {'errors':>6} | {'req/s':>6} | {'p50 s':>6} | {'p95 s':>6} "
-        f"| {'peak RSS MiB':>12} |"
+        f"| {'clients':>7} | {'ok':>4} | {'503':>4} | {'errors':>6} | {'req/s':>6} | {'p50 s':>6} "
+        f"| {'p95 s':>6} | {'peak RSS MiB':>12} |"
     )
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = r.ok / r.wall if r.wall > 0 else float("nan")
         print(
             f"| {r.clients:>7} | {r.ok:>4} | {r.busy:>4} | {r.errors:>6} | {rate:>6.2f} | "
-            f"{percentile(r.latencies, 50):>6.2f} | {percentile(r.latencies, 95):>6.2f} | {r.peak_mb:>12.0f} |"
+            f"{percentile(r.latencies, 50):>6.2f} | {percentile(r.latencies, 95):>6.2f} | "
+            f"{r.peak_mb:>12.0f} |"
         )
     return 0 if all(r.errors == 0 for r in results) else 1
 

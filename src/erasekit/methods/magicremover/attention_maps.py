@@ -29,10 +29,13 @@ from ...types import InvalidInputError
 
 # Function words and the caption template's own words ("a photo of …"): never the thing to remove. Written
 # here because the usual lists (scikit-learn's, NLTK's) lack the caption words and are not dependencies.
-STOP_WORDS = frozenset("""
-a an the this that these those of in on at to from by with and or for into onto over under near next its
-is are be there here some any photo photograph picture image shot view scene
-""".split())
+STOP_WORDS = frozenset(
+    [
+        "a", "an", "the", "this", "that", "these", "those", "of", "in", "on", "at", "to", "from", "by",
+        "with", "and", "or", "for", "into", "onto", "over", "under", "near", "next", "its", "is", "are", "be",
+        "there", "here", "some", "any", "photo", "photograph", "picture", "image", "shot", "view", "scene",
+    ]
+)
 
 
 @dataclass(frozen=True)

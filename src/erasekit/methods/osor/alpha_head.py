@@ -52,7 +52,10 @@ FLUX_HEAD = HeadSpec("flux", "proj_out", 64, 4)
 
 
 def family_of(model: Any) -> Family:
-    """``sdxl`` for a UNet (anything with ``conv_out``), ``flux`` for a FLUX transformer (``proj_out`` + ``x_embedder``)."""
+    """``sdxl`` for a UNet (anything with ``conv_out``), ``flux`` for a FLUX transformer.
+
+    A FLUX transformer is anything with ``proj_out`` + ``x_embedder``.
+    """
     if hasattr(model, "conv_out"):
         return "sdxl"
     if hasattr(model, "proj_out") and hasattr(model, "x_embedder"):
@@ -78,7 +81,10 @@ def has_alpha_head(model: Any) -> bool:
 def _widened(
     layer: torch.nn.Module, extra: int, generator: torch.Generator | None
 ) -> torch.nn.Conv2d | torch.nn.Linear:
-    """A copy of ``layer`` (Conv2d or Linear) with ``extra`` more outputs: old rows copied, new rows Kaiming-normal."""
+    """A copy of ``layer`` (Conv2d or Linear) with ``extra`` more outputs.
+
+    Old rows are copied, new rows are Kaiming-normal.
+    """
     import torch
     from torch import nn
 
@@ -121,9 +127,10 @@ def _widened(
 
 
 def add_alpha_head(model: Any, *, seed: int = 0) -> Any:
-    """Expand ``model``'s terminal layer in place by the alpha channels (no-op if already expanded). Returns ``model``.
+    """Expand ``model``'s terminal layer in place by the alpha channels (no-op if already expanded).
 
     SDXL ``conv_out`` 4→5, FLUX ``proj_out`` 64→68 (App. B.5); the config's ``out_channels`` follows.
+    Returns ``model``.
     """
     import torch
 
@@ -165,7 +172,10 @@ def alpha_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def alpha_head_parameter_count(model: Any) -> int:
-    """Parameters the alpha head adds to ``model`` (which must not have it yet): new weight rows plus biases."""
+    """Parameters the alpha head adds to ``model`` (which must not have it yet).
+
+    New weight rows plus biases.
+    """
     spec = spec_of(model)
     layer = getattr(model, spec.attribute)
     per_output = layer.weight[0].numel() + (1 if layer.bias is not None else 0)

@@ -1,4 +1,6 @@
-"""OSOR: one-step, effect-aware object removal on SDXL-Inpainting (``osor-sdxl``) and FLUX Fill (``osor-flux``).
+"""OSOR: one-step, effect-aware object removal.
+
+Backbones: SDXL-Inpainting (``osor-sdxl``) and FLUX Fill (``osor-flux``).
 
 One forward pass of the adapted backbone restores the latent of the whole image (Sec. 3.2); the alpha head
 says
@@ -63,9 +65,9 @@ BLENDS: tuple[str, ...] = ("alpha", "mask")
 NO_WEIGHTS = "none"
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Working sizes (the authors' inference scripts)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def sdxl_working_size(height: int, width: int, resolution: int = RESOLUTION["sdxl"]) -> tuple[int, int]:
     """Short side scaled to ``resolution`` (never up), then both sides rounded up to a multiple of 16."""
     if min(height, width) >= resolution:
@@ -77,16 +79,19 @@ def sdxl_working_size(height: int, width: int, resolution: int = RESOLUTION["sdx
 
 
 def flux_working_size(height: int, width: int, max_side: int = RESOLUTION["flux"]) -> tuple[int, int]:
-    """Long side capped at ``max_side`` (aspect kept), then both sides floored to a multiple of 16 (at least 16)."""
+    """Long side capped at ``max_side`` (aspect kept), then both sides floored to a multiple of 16.
+
+    Each side is at least 16.
+    """
     if max(height, width) > max_side:
         scale = max_side / float(max(height, width))
         height, width = max(1, int(height * scale)), max(1, int(width * scale))
     return max(16, height // 16 * 16), max(16, width // 16 * 16)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The latent maths shared by both backbones
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def composite(x0: torch.Tensor, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``weight·x̂0 + (1-weight)·z̄``: Eq. 13 with the alpha map, Eq. 6 with the max-pooled mask."""
     weight = weight.to(x0.dtype)
@@ -134,8 +139,11 @@ class OsorEngine(ABC):
 
     @property
     def device(self) -> torch.device:
-        """Where inputs go. With CPU offload the denoiser sits on the CPU between calls, so this is the pipeline's
-        execution device."""
+        """Where inputs go.
+
+        With CPU offload the denoiser sits on the CPU between calls, so this is the pipeline's execution
+        device.
+        """
         return self._placement()[0]
 
     @property
@@ -156,8 +164,10 @@ class OsorEngine(ABC):
     # ---- the fixed prompt, encoded once per backbone
     # ------------------------------------------------------------
     def prompt_embeddings(self) -> dict[str, torch.Tensor]:
-        """The fixed prompt's embeddings (batch 1), computed with the pipeline's own ``encode_prompt`` and cached
-        per (backbone, prompt, device, dtype) for the life of the process."""
+        """The fixed prompt's embeddings (batch 1), computed with the pipeline's own ``encode_prompt``.
+
+        Cached per (backbone, prompt, device, dtype) for the life of the process.
+        """
         key = (
             self.family,
             getattr(self.pipe, "name_or_path", None) or id(self.denoiser),
@@ -182,7 +192,10 @@ class OsorEngine(ABC):
             return {k: v.to(self.dtype) for k, v in self._encode_prompt().items()}
 
     def release_text_encoders(self) -> None:
-        """Drop the text encoders once the prompt is cached (the prompt never changes; T5-XXL alone is ~9 GB)."""
+        """Drop the text encoders once the prompt is cached.
+
+        The prompt never changes; T5-XXL alone is ~9 GB.
+        """
         self.prompt_embeddings()
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(self.pipe, name, None) is not None:
@@ -253,7 +266,9 @@ class OsorEngine(ABC):
         blend: Blend,
         **denoise_options: Any,
     ) -> OsorOutput:
-        """The one-step restoration on prepared tensors (validated timestep and blend, the engine's device/dtype).
+        """The one-step restoration on prepared tensors.
+
+        Prepared: validated timestep and blend, the engine's device/dtype.
 
         Differentiable through the denoiser and the VAE decoder, so the trainer's generator step is this very
         code; :meth:`run` wraps it in ``no_grad``. The frozen VAE encoder never needs gradients.
@@ -329,7 +344,10 @@ class SDXLEngine(OsorEngine):
         return int(t)
 
     def conditioning(self, z_t, z_lq, mask, timestep) -> dict[str, Any]:
-        """The UNet call's arguments: ``cat[z_t, maxpool8(m), z̄]``, t, prompt embeddings, ``[H, W, 0, 0, H, W]``."""
+        """The UNet call's arguments.
+
+        ``cat[z_t, maxpool8(m), z̄]``, t, prompt embeddings, ``[H, W, 0, 0, H, W]``.
+        """
         import torch
 
         n = z_lq.shape[0]
@@ -407,7 +425,10 @@ class FluxEngine(OsorEngine):
         return float(s)
 
     def conditioning(self, z_t_packed, z_lq, mask, s, guidance: float | None = None) -> dict[str, Any]:
-        """The transformer call's arguments in FLUX Fill's layout (packed z_s, packed z̄, packed 8×8-unshuffled m)."""
+        """The transformer call's arguments in FLUX Fill's layout.
+
+        Packed z_s, packed z̄, packed 8×8-unshuffled m.
+        """
         import torch
         from diffusers import FluxFillPipeline
 

@@ -1,4 +1,4 @@
-"""Alpha-map visualisation in the style of OSOR's Fig. 8: where the predicted α̂ reaches beyond the user's mask.
+"""Alpha-map visualisation in the style of OSOR's Fig. 8: where predicted α̂ reaches beyond the user's mask.
 
 The alpha map is coloured with a matplotlib colormap and laid over the photo with per-pixel opacity
 ``α̂·strength``

@@ -1,4 +1,4 @@
-"""OSOR weights: the authors' released ``.pth`` format, erasekit's safetensors format, loading into a backbone.
+"""OSOR weights: the authors' released ``.pth`` format, erasekit's safetensors format, backbone loading.
 
 What OSOR trains (Sec. 3.3, App. B.5) is a peft LoRA (``lora_alpha = rank``, so the LoRA scale is 1) on the
 frozen
@@ -170,9 +170,9 @@ class LoadReport:
         return text
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Reading
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _strip(key: str, prefixes: tuple[str, ...]) -> str:
     changed = True
     while changed:
@@ -221,7 +221,10 @@ def _ranks(lora: dict[str, torch.Tensor]) -> tuple[int, dict[str, int]]:
 def split_state_dict(
     state: dict[str, torch.Tensor], backbone: Backbone | None = None, *, source: str | None = None
 ) -> OsorWeights:
-    """Sort an official-format state dict into LoRA, head and other keys (adapter names and prefixes removed)."""
+    """Sort an official-format state dict into LoRA, head and other keys.
+
+    Adapter names and prefixes are removed.
+    """
     raw_keys = [_strip(k, _WRAPPER_PREFIXES) for k in state]
     lora: dict[str, Any] = {}
     head: dict[str, Any] = {}
@@ -259,7 +262,10 @@ def split_state_dict(
 
 
 def read_official(path: str | os.PathLike, backbone: Backbone | None = None) -> OsorWeights:
-    """Read an authors' ``*_phase{1,2}.pth`` file (``torch.load`` with ``weights_only=True``: tensors only)."""
+    """Read an authors' ``*_phase{1,2}.pth`` file.
+
+    ``torch.load`` with ``weights_only=True``: tensors only.
+    """
     import torch
 
     path = Path(path)
@@ -332,7 +338,10 @@ def detect_format(path: str | os.PathLike) -> WeightFormat:
 
 
 def load_osor_weights(path: str | os.PathLike, backbone: Backbone | None = None) -> OsorWeights:
-    """Read OSOR weights in either format (a ``.pth`` file: official; a folder or ``.safetensors``: erasekit)."""
+    """Read OSOR weights in either format.
+
+    A ``.pth`` file: official; a folder or ``.safetensors``: erasekit.
+    """
     path = Path(path).expanduser()
     if not path.exists():
         raise MissingWeightsError(
@@ -345,11 +354,14 @@ def load_osor_weights(path: str | os.PathLike, backbone: Backbone | None = None)
     return weights
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Writing and converting
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def save_erasekit(weights: OsorWeights, folder: str | os.PathLike) -> Path:
-    """Write ``osor_config.json`` + ``osor_weights.safetensors`` into ``folder`` (atomically, file by file)."""
+    """Write ``osor_config.json`` + ``osor_weights.safetensors`` into ``folder``.
+
+    Atomically, file by file.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -415,9 +427,9 @@ def convert_weights(
     raise InvalidInputError(f"unknown OSOR weight format {to!r}; choose official or erasekit")
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Applying to a backbone
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _supported_layer(module: Any) -> bool:
     from torch import nn
 
@@ -517,12 +529,14 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
     return report
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Locating released weights locally
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def locate_weights(backbone: Backbone, phase: int = 2) -> str | None:
-    """Where the released weights are on this machine, without the network: ``$ERASEKIT_MODELS_DIR/osor/<file>``
-    or the Hugging Face cache of ``QinmingZhou/OSOR``. None when absent."""
+    """Where the released weights are on this machine, without the network.
+
+    ``$ERASEKIT_MODELS_DIR/osor/<file>`` or the Hugging Face cache of ``QinmingZhou/OSOR``. None when absent.
+    """
     from ...backbones.presets import models_dir
 
     filename = HUB_FILES[(backbone, phase)]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ class MaskConditionedDiscriminator(nn.Module):
         super().__init__()
         channels = [min(width * 2**i, max_width) for i in range(num_downsamples + 1)]
         self.stem = nn.Conv2d(4, channels[0], 3, padding=1)
-        self.blocks = nn.ModuleList(_ResidualDown(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.blocks = nn.ModuleList(_ResidualDown(a, b) for a, b in pairwise(channels))
         self.head = nn.Linear(channels[-1], 1)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -189,7 +190,7 @@ class FFC(nn.Module):
 
     def __init__(self, channels: int, global_ratio: float):
         super().__init__()
-        self.global_channels = min(max(int(round(channels * global_ratio)), 1), channels - 1)
+        self.global_channels = min(max(round(channels * global_ratio), 1), channels - 1)
         local_channels = channels - self.global_channels
         self.local_to_local = nn.Conv2d(local_channels, local_channels, 3, padding=1, padding_mode="reflect")
         self.global_to_local = nn.Conv2d(
@@ -283,7 +284,7 @@ class PixPerfectGenerator(nn.Module):
         self.config = config = config or PixPerfectConfig()
         channels = config.channels()
         self.stem = nn.Conv2d(4, channels[0], 3, padding=1)
-        self.encoder = nn.ModuleList(EncoderStage(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.encoder = nn.ModuleList(EncoderStage(a, b) for a, b in pairwise(channels))
         self.bottleneck = nn.Sequential(
             *(FFCResidualBlock(channels[-1], config.global_ratio) for _ in range(config.ffc_blocks))
         )
@@ -294,7 +295,7 @@ class PixPerfectGenerator(nn.Module):
         )
         ups = list(reversed(channels))
         self.decoder = nn.ModuleList(
-            CascadedModulationBlock(a, b, b, config.style_dim) for a, b in zip(ups[:-1], ups[1:])
+            CascadedModulationBlock(a, b, b, config.style_dim) for a, b in pairwise(ups)
         )
         # Choice: small initial RGB weights, so an untrained refiner changes its input only slightly.
         self.to_rgb = ModulatedConv2d(channels[0], 3, 1, config.style_dim, demodulate=False, weight_gain=0.1)
@@ -328,8 +329,8 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = [
-    "CascadedModulationBlock",
     "FFC",
+    "CascadedModulationBlock",
     "FFCResidualBlock",
     "ModulatedConv2d",
     "PixPerfectConfig",

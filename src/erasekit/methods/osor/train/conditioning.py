@@ -86,7 +86,10 @@ class IncompleteMaskSampler:
     def condition_batch(
         self, batch: dict[str, Any], *, rng: np.random.Generator | None = None
     ) -> tuple[str, Any]:
-        """Torch batches from :func:`erasekit.data.loader.collate_paired`: returns (mode, N×1×H×W mask tensor)."""
+        """Torch batches from :func:`erasekit.data.loader.collate_paired`.
+
+        Returns (mode, N×1×H×W mask tensor).
+        """
         from ....convert import mask_to_tensor, tensor_to_mask
 
         effect = tensor_to_mask(batch["effect_mask"])

@@ -63,9 +63,9 @@ XXLARGE_NORM_EPS = 1e-5
 OPENCLIP_TRUNK_PREFIX = "visual.trunk."
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # open_clip / timm ConvNeXt -> transformers ConvNextModel
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 _BLOCK_KEYS = {  # timm block parameter -> transformers ConvNextLayer parameter
     "conv_dw.weight": "dwconv.weight",
     "conv_dw.bias": "dwconv.bias",
@@ -101,8 +101,10 @@ def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 def convert_openclip_convnext(
     state: dict[str, torch.Tensor], *, prefix: str = OPENCLIP_TRUNK_PREFIX, norm_eps: float = 1e-6
 ):
-    """An open_clip ConvNeXt tower state dict (timm key names under ``visual.trunk.``) -> (ConvNextConfig, state dict
-    for transformers' ``ConvNextModel``). Text tower and projection keys are ignored."""
+    """An open_clip ConvNeXt tower state dict -> (ConvNextConfig, transformers ``ConvNextModel`` state dict).
+
+    The tower's keys are timm key names under ``visual.trunk.``. Text tower and projection keys are ignored.
+    """
     from transformers import ConvNextConfig
 
     trunk = _strip_prefix(state, prefix)
@@ -154,8 +156,10 @@ def _set_layernorm_eps(model: nn.Module, eps: float) -> None:
 def convnext_from_openclip_state(
     state: dict[str, torch.Tensor], *, norm_eps: float = 1e-6, prefix: str = OPENCLIP_TRUNK_PREFIX
 ) -> ConvNextModel:
-    """Build a transformers ``ConvNextModel`` holding an open_clip ConvNeXt tower's weights (strict: every trunk
-    weight must be present)."""
+    """Build a transformers ``ConvNextModel`` holding an open_clip ConvNeXt tower's weights.
+
+    Strict: every trunk weight must be present.
+    """
     from transformers import ConvNextModel
 
     config, converted = convert_openclip_convnext(state, prefix=prefix, norm_eps=norm_eps)
@@ -181,8 +185,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def resolve_trunk_file(source: str | os.PathLike, *, allow_download: bool = False) -> Path:
-    """A local open_clip weights file for ``source``: a file, a folder holding one, or a Hub id (local cache only
-    unless ``allow_download``)."""
+    """A local open_clip weights file for ``source``: a file, a folder holding one, or a Hub id.
+
+    A Hub id is looked up in the local cache only, unless ``allow_download``.
+    """
     path = Path(source).expanduser()
     if path.is_file():
         return path
@@ -262,9 +268,9 @@ class ConvNextTrunk(nn.Module):
         return cls(convnext_from_openclip_state(state, norm_eps=norm_eps))
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Heads
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class BlurPool2d(nn.Module):
     """Anti-aliased downsampling (Zhang 2019): a fixed binomial low-pass, then stride.
 
@@ -324,13 +330,15 @@ class OccupancyDiscriminator(nn.Module):
         return self.head_logits(self.features(images))
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Patch targets w̃_k
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PatchTargets:
-    """How a pixel mask becomes per-scale targets (Fig. 4): ``occupancy`` (OG, default), ``hard`` (HM), ``soft``
-    (SM, Gaussian with ``sigma`` in grid cells)."""
+    """How a pixel mask becomes per-scale targets (Fig. 4).
+
+    ``occupancy`` (OG, default), ``hard`` (HM), ``soft`` (SM, Gaussian with ``sigma`` in grid cells).
+    """
 
     mode: TargetMode = "occupancy"
     sigma: float = 1.0

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from ....backbones.latents import mask_to_latent
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Adversarial terms
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def discriminator_loss(
     real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
 ) -> torch.Tensor:
@@ -40,8 +40,10 @@ def discriminator_loss(
 def generator_adversarial_loss(
     fake_logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], *, eps: float = 1e-6
 ) -> torch.Tensor:
-    """Eq. 8: Σ_k E[ Σ_p w̃_k(p)·(−log D_k(x̂)_p) / (Σ_p w̃_k(p) + ε) ] — non-saturating, normalised by the occupied area
-    so the loss scale does not depend on mask size."""
+    """Eq. 8: Σ_k E[ Σ_p w̃_k(p)·(−log D_k(x̂)_p) / (Σ_p w̃_k(p) + ε) ].
+
+    Non-saturating, normalised by the occupied area so the loss scale does not depend on mask size.
+    """
     total = fake_logits[0].new_zeros((), dtype=torch.float32)
     for fake, w in zip(fake_logits, targets, strict=True):
         per_sample = (w * F.softplus(-fake.float())).flatten(1).sum(1) / (w.flatten(1).sum(1) + eps)
@@ -52,7 +54,9 @@ def generator_adversarial_loss(
 def r1_penalty(
     heads: Sequence[Callable[[torch.Tensor], torch.Tensor]], real_features: Sequence[torch.Tensor]
 ) -> torch.Tensor:
-    """Eq. 16: (1/K) Σ_k E_x[ (1/|f_k|) ‖∇_{f_k} Σ_p h_k(f_k)_p‖² ] on real samples, on the head inputs (App. B.7).
+    """Eq. 16: (1/K) Σ_k E_x[ (1/|f_k|) ‖∇_{f_k} Σ_p h_k(f_k)_p‖² ] on real samples (App. B.7).
+
+    Taken on the head inputs.
 
     The features are detached from the frozen trunk and made leaves; the graph of the gradient is kept
     (``create_graph``) so the penalty trains the heads. Per sample, 1/|f_k| with |f_k| = C·H·W elements; the
@@ -68,9 +72,9 @@ def r1_penalty(
     return torch.stack(terms).mean()
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Reconstruction
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def masked_l1(
     prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *, eps: float = 1e-6
 ) -> torch.Tensor:
@@ -85,9 +89,9 @@ def masked_l1(
     return (diff / (w.flatten(1).sum(1) + eps)).mean()
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Alpha supervision (Phase II)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def effect_mask_to_latent(effect_mask: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
     """m_gt^z: the effect-aware mask max-pooled to the latent grid (a latent cell is in the region if any
     pixel is), the same rule the inference recipe uses for the conditioning mask (the authors' public code,

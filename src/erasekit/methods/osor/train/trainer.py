@@ -81,9 +81,9 @@ class TrainResult:
     resumed_from: int
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Data: deterministic batches for any step (resume-exact), a common size per batch
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class StepBatchSampler:
     """Yields this process's micro-batches of dataset indices from micro-batch ``start`` on, forever.
 
@@ -157,8 +157,11 @@ def _window(extent: np.ndarray, size: int, crop: int) -> int:
 
 
 def collate_common_size(items: list[dict[str, Any]], multiple: int = 16) -> dict[str, Any]:
-    """Stack samples of different sizes by cropping all to the batch's smallest H×W (a multiple of ``multiple``),
-    each window centred on its effect mask. Same-size batches are stacked unchanged."""
+    """Stack samples of different sizes by cropping all to the batch's smallest H×W.
+
+    The common size is a multiple of ``multiple``, each window centred on its effect mask. Same-size batches
+    are stacked unchanged.
+    """
     from ....data.loader import collate_paired
 
     h = min(item["image"].shape[-2] for item in items) // multiple * multiple
@@ -179,9 +182,9 @@ def collate_common_size(items: list[dict[str, Any]], multiple: int = 16) -> dict
     return collate_paired(cropped)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Model set-up
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _engine_for(config: OsorTrainConfig, pipe):
     from ..remover import REMOVERS
 
@@ -189,8 +192,11 @@ def _engine_for(config: OsorTrainConfig, pipe):
 
 
 def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> list[torch.nn.Parameter]:
-    """Freeze ``denoiser``, add the LoRA (fresh, or Phase I weights for Phase II via ``init_weights``), add the alpha
-    head for Phase II, unfreeze the terminal layer and return the trainable parameters (all cast to float32)."""
+    """Freeze ``denoiser``, add the LoRA and (Phase II) the alpha head, unfreeze the terminal layer.
+
+    The LoRA is fresh, or Phase I weights for Phase II via ``init_weights``. Returns the trainable parameters
+    (all cast to float32).
+    """
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -237,8 +243,11 @@ def prepare_denoiser(denoiser, config: OsorTrainConfig, *, seed: int = 0) -> lis
 
 
 def export_weights(denoiser, config: OsorTrainConfig, timestep: float):
-    """The trained parameters as :class:`erasekit.methods.osor.weights.OsorWeights` (LoRA in peft's adapter-free
-    key names, the terminal layer in full), ready for ``save_erasekit`` / ``save_official``."""
+    """The trained parameters as :class:`erasekit.methods.osor.weights.OsorWeights`.
+
+    LoRA in peft's adapter-free key names, the terminal layer in full; ready for ``save_erasekit`` /
+    ``save_official``.
+    """
     from peft import get_peft_model_state_dict
 
     from ..alpha_head import spec_of
@@ -271,8 +280,11 @@ def export_weights(denoiser, config: OsorTrainConfig, timestep: float):
 
 
 class _TrainableState:
-    """What a checkpoint must restore besides the optimizers: the trainable tensors and the discriminator heads
-    (including spectral norm's power-iteration vectors), and the step counter."""
+    """What a checkpoint must restore besides the optimizers.
+
+    The trainable tensors and the discriminator heads (including spectral norm's power-iteration vectors), and
+    the step counter.
+    """
 
     def __init__(self, params: dict[str, torch.nn.Parameter], heads: torch.nn.Module):
         self.params, self.heads, self.step = params, heads, 0
@@ -301,9 +313,9 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The trainer
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class OsorTrainer:
     """Builds everything from a config; :meth:`train` runs (or resumes) to ``max_steps``.
 
@@ -467,8 +479,10 @@ class OsorTrainer:
     def generator_forward(
         self, batch: dict[str, torch.Tensor], cond_mask: torch.Tensor, noise_gen: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        """The inference method's one-step restoration, differentiable: returns x̂ (decoded), the blend weight and
-        the alpha logits (Phase II)."""
+        """The inference method's one-step restoration, differentiable.
+
+        Returns x̂ (decoded), the blend weight and the alpha logits (Phase II).
+        """
         blend = "alpha" if self.config.phase == 2 else "mask"  # Eq. 13 / Eq. 6
         out = self.engine.forward(
             batch["image"].to(self.device),
@@ -587,8 +601,10 @@ class OsorTrainer:
     # ---- the loop
     # --------------------------------------------------------------------------------------------
     def train(self, *, stop_after: int | None = None, progress: bool = True) -> TrainResult:
-        """Train (resuming from the newest checkpoint in ``output_dir``) until ``max_steps``; ``stop_after`` ends
-        the run early after that step's checkpoint, like an interruption."""
+        """Train (resuming from the newest checkpoint in ``output_dir``) until ``max_steps``.
+
+        ``stop_after`` ends the run early after that step's checkpoint, like an interruption.
+        """
         from tqdm import tqdm
 
         cfg, acc = self.config, self.accelerator
@@ -666,8 +682,11 @@ class OsorTrainer:
 
 
 def train_osor(config: OsorTrainConfig, **kwargs: Any) -> TrainResult:
-    """Build an :class:`OsorTrainer` and run it. ``kwargs``: ``perceptual_loss``, ``discriminator``, ``pipeline``
-    for the trainer; ``stop_after``, ``progress`` for :meth:`OsorTrainer.train`."""
+    """Build an :class:`OsorTrainer` and run it.
+
+    ``kwargs``: ``perceptual_loss``, ``discriminator``, ``pipeline`` for the trainer; ``stop_after``,
+    ``progress`` for :meth:`OsorTrainer.train`.
+    """
     train_kwargs = {k: kwargs.pop(k) for k in ("stop_after", "progress") if k in kwargs}
     return OsorTrainer(config, **kwargs).train(**train_kwargs)
 
