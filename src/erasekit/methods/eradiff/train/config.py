@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ....training.config import read_config
 from ....types import InvalidInputError
 
 
@@ -80,30 +80,7 @@ class EraDiffTrainConfig(_Strict):
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> EraDiffTrainConfig:
     """Read a YAML config, merge ``overrides`` (nested dict) and validate; errors are one-line
     :class:`InvalidInputError`s."""
-    path = Path(path).expanduser()
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise InvalidInputError(f"config {path} must be a mapping")
-    merged = _merge(raw, overrides or {})
-    try:
-        return EraDiffTrainConfig.model_validate(merged)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInputError(f"config {path}: {where}: {first['msg']}") from None
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
-            else value
-    return out
+    return read_config(path, EraDiffTrainConfig, overrides)
 
 
 def packaged_config(name: str) -> Path:

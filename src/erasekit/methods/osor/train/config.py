@@ -30,9 +30,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ....training.config import read_config
 from ....types import InvalidInputError
 from ..recipe import (
     BACKBONE_LOSS_WEIGHTS,
@@ -178,65 +178,14 @@ class OsorTrainConfig(_Strict):
         return self.global_batch_size // per_step
 
 
-def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise InvalidInputError(f"cannot set {dotted}: {key} is not a section")
-    node[keys[-1]] = value
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["optim.lr_generator=2e-5", "max_steps=10"]`` -> a nested dict (values parsed as YAML scalars)."""
-    tree: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInputError(f"override {item!r} is not KEY=VALUE")
-        _set_path(tree, key.strip(), yaml.safe_load(raw))
-    return tree
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "config"
-    return f"{where}: {err['msg']}" + (
-        f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    )
-
-
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> OsorTrainConfig:
     """Read a YAML config, apply ``overrides`` and validate. Errors are one-line :class:`InvalidInputError`s.
 
     Relative ``data.path`` / ``model`` / ``init_weights`` are taken relative to the config file's folder when
-    they
-    exist there (a config beside its data), else relative to the working directory, like ``output_dir``."""
-    path = Path(path).expanduser()
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise InvalidInputError(f"config {path} must be a mapping of settings")
-    raw = _merge(raw, overrides or {})
-    try:
-        config = OsorTrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidInputError(f"config {path}: {_first_error(exc)}") from None
-    return _relative_to(config, path.parent)
+    they exist there (a config beside its data), else relative to the working directory, like
+    ``output_dir``."""
+    config = read_config(path, OsorTrainConfig, overrides)
+    return _relative_to(config, Path(path).expanduser().parent)
 
 
 def _relative_to(config: OsorTrainConfig, folder: Path) -> OsorTrainConfig:
@@ -272,5 +221,4 @@ __all__ = [
     "OsorTrainConfig",
     "load_config",
     "packaged_config",
-    "parse_overrides",
 ]

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from ....training.config import read_config
 from ....types import InvalidInputError
 from ..losses import LossWeights
 from ..network import PixPerfectConfig
@@ -60,23 +60,6 @@ def packaged_config(name: str = "pixperfect") -> Path:
     return path
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
-
-
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> PixPerfectTrainConfig:
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInputError(f"cannot read config {path}: {exc}") from None
-    try:
-        return PixPerfectTrainConfig(**_merge(data, overrides or {}))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInputError(f"config {path}: {where}: {first['msg']}") from None
+    """Read a YAML config, apply ``overrides`` and validate (one-line errors)."""
+    return read_config(path, PixPerfectTrainConfig, overrides)
