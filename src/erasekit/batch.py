@@ -65,9 +65,9 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Finding the work
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files, folders and glob patterns into image paths, in the order given, without duplicates.
 
@@ -108,7 +108,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def find_mask(image: Path, mask_dir: Path) -> Path:
-    """The mask for ``image`` in ``mask_dir`` (rules in the module docstring), or InvalidInputError naming them."""
+    """The mask for ``image`` in ``mask_dir``, or InvalidInputError naming the rules.
+
+    The rules are in the module docstring.
+    """
     extensions = image_extensions()
     stem = image.stem
     candidates = [mask_dir / f"{stem}{suffix}.png" for suffix in MASK_SUFFIXES]
@@ -156,9 +159,9 @@ def _output_lock(out_dir: Path) -> Iterator[None]:
         handle.close()
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Records and summary
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @dataclass
 class BatchRecord:
     """One image's line in the report."""
@@ -240,7 +243,10 @@ def read_report(path: str | os.PathLike) -> list[BatchRecord]:
 
 
 class _ReportWriter:
-    """Appends one synced JSON line per record, so the report survives a kill up to the last finished image."""
+    """Appends one synced JSON line per record.
+
+    So the report survives a kill up to the last finished image.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -253,9 +259,9 @@ class _ReportWriter:
         self._stream.close()
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Running
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _failure(record: BatchRecord, exc: BaseException) -> BatchRecord:
     record.status = "failed"
     record.error = type(exc).__name__

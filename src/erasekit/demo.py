@@ -122,7 +122,11 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, strength: float = 0.55) ->
 
 
 def comparison_sheet(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
-    """One PNG-ready grid: a row per photo (label, before, mask overlay, after), each scaled to the same height."""
+    """One PNG-ready grid: a row per photo (label, before, mask overlay, after).
+
+    Each row is scaled to the same height.
+    """
+
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=16)

@@ -5,8 +5,9 @@ strategy decides which pixels the method sees:
 
 * ``original`` — the whole image at full resolution (only padded/limited to honour the constraints);
 * ``resize``   — the whole image scaled so the long side is at most ``resize_limit``;
-* ``crop``     — one crop per (merged) mask component with ``crop_margin`` pixels of context. Images whose long side
-  is at most ``crop_trigger`` are processed whole, as with ``original``; so is a request without a mask.
+* ``crop``     — one crop per (merged) mask component with ``crop_margin`` pixels of context. Images whose
+  long side is at most ``crop_trigger`` are processed whole, as with ``original``; so is a request without a
+  mask.
 
 Whatever the strategy, the output is pasted back onto the original through the paste region only, so pixels
 outside it are bit-identical to the input. ``feather`` softens the paste inside the region.
@@ -59,7 +60,10 @@ class HDStrategy:
 
     @classmethod
     def parse(cls, value: HDStrategy | str | dict | None) -> HDStrategy:
-        """Accept an HDStrategy, a name (``"crop"``), ``"resize:1024"`` / ``"crop:64"`` or a dict of fields."""
+        """Build an HDStrategy from any accepted form.
+
+        Accepts an HDStrategy, a name (``"crop"``), ``"resize:1024"`` / ``"crop:64"`` or a dict of fields.
+        """
         if value is None:
             return cls()
         if isinstance(value, HDStrategy):
@@ -98,7 +102,10 @@ def _resize(array: np.ndarray, size_hw: tuple[int, int], *, nearest: bool = Fals
 
 
 def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn):
-    """Run ``fn`` on an input made to satisfy ``c``: scale down past max_side, pad to min_side and the multiple."""
+    """Run ``fn`` on an input made to satisfy ``c``.
+
+    Scales down past max_side, pads to min_side and the multiple.
+    """
     h, w = mask.shape
     sh, sw = h, w
     m = max(c.size_multiple, 1)

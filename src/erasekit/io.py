@@ -122,11 +122,10 @@ class LoadedImage:
     """A decoded image and what is needed to write a result the way the source was written.
 
     ``pixels``: uint8 RGB H×W×3 with EXIF orientation applied. ``format``: Pillow's format name ("JPEG",
-    "PNG",
-    ...) or None for arrays. ``exif``: the raw EXIF block with Orientation reset to 1, or None. ``icc_profile``:
-    an RGB ICC profile matching ``pixels``, or None. ``mode``: the source's Pillow mode before conversion.
-    ``path``: where it was read from, if a path. ``jpeg``: the source's JPEG encoder settings, if a colour
-    JPEG.
+    "PNG", ...) or None for arrays. ``exif``: the raw EXIF block with Orientation reset to 1, or None.
+    ``icc_profile``: an RGB ICC profile matching ``pixels``, or None. ``mode``: the source's Pillow mode
+    before conversion. ``path``: where it was read from, if a path. ``jpeg``: the source's JPEG encoder
+    settings, if a colour JPEG.
     ``compression``: the source's compression as Pillow names it (TIFF), reused when writing the same format.
     """
 
@@ -145,11 +144,14 @@ class LoadedImage:
         return self.pixels.shape[1], self.pixels.shape[0]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Limits
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def pixel_limit(max_pixels: int | None = None) -> int | None:
-    """The limit in force: the argument, else ``$ERASEKIT_MAX_PIXELS``, else the default. None means no limit."""
+    """The limit in force: the argument, else ``$ERASEKIT_MAX_PIXELS``, else the default.
+
+    None means no limit.
+    """
     if max_pixels is None:
         raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
         if not raw:
@@ -173,9 +175,9 @@ def _check_pixels(width: int, height: int, limit: int | None, what: str) -> None
         )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Opening files without decoding them
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _describe(source: Any, kind: str) -> str:
     if isinstance(source, (str, os.PathLike)):
         return f"{kind} '{os.fspath(source)}'"
@@ -204,7 +206,10 @@ def _decode(image: Image.Image, what: str) -> Image.Image:
 
 @contextmanager
 def _decoded(source: Any, what: str, limit: int | None) -> Iterator[Image.Image]:
-    """A decoded Pillow image from any non-array source, size-checked first; closed afterwards if we opened it."""
+    """A decoded Pillow image from any non-array source, size-checked first.
+
+    Closed afterwards if we opened it.
+    """
     if isinstance(source, Image.Image):
         _check_pixels(source.width, source.height, limit, what)
         yield _decode(source, what)
@@ -218,7 +223,10 @@ def _decoded(source: Any, what: str, limit: int | None) -> Iterator[Image.Image]
 
 
 def _open(source: Any, what: str, limit: int | None) -> Image.Image:
-    """Open lazily (header only), check the pixel limit, then decode. Every failure is one InvalidInputError."""
+    """Open lazily (header only), check the pixel limit, then decode.
+
+    Every failure is one InvalidInputError.
+    """
     owned = not hasattr(source, "read")
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = _io.BytesIO(bytes(source))
@@ -255,9 +263,9 @@ def _open(source: Any, what: str, limit: int | None) -> Image.Image:
         raise
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Mode conversion (see the module docstring's table)
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _profile_space(icc: bytes | None) -> str | None:
     """The colour space an ICC profile describes ("RGB", "CMYK", "GRAY", ...), or None if it is unreadable."""
     if not icc:
@@ -270,7 +278,10 @@ def _profile_space(icc: bytes | None) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def _srgb_bytes() -> bytes:
-    """LittleCMS's sRGB profile. Cached: its header holds the creation time, so one process writes one profile."""
+    """LittleCMS's sRGB profile.
+
+    Cached: its header holds the creation time, so one process writes one profile.
+    """
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
@@ -333,7 +344,10 @@ def _image_to_rgb(image: Image.Image, what: str) -> tuple[np.ndarray, bytes | No
 
 
 def _array_to_image(array: np.ndarray, what: str) -> tuple[Image.Image | None, np.ndarray | None, str]:
-    """Numpy input -> (a Pillow image for the shared rules, or a ready RGB array) and the mode it corresponds to."""
+    """Numpy input -> (a Pillow image for the shared rules, or a ready RGB array) and its mode.
+
+    The mode is the Pillow mode the array corresponds to.
+    """
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
@@ -397,9 +411,9 @@ def _jpeg_settings(image: Image.Image) -> JpegSettings | None:
     return JpegSettings({k: list(v) for k, v in qtables.items()}, subsampling, progressive)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Reading
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def read_image(source: ImageSource | LoadedImage, *, max_pixels: int | None = None) -> LoadedImage:
     """Read any supported image source into a :class:`LoadedImage` (rules in the module docstring)."""
     if isinstance(source, LoadedImage):
@@ -518,9 +532,9 @@ def read_mask(
     return binary.astype(np.float32)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Writing
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _normalise_format(name: str) -> str:
     upper = name.strip().lstrip(".").upper()
     upper = _FORMAT_ALIASES.get(upper, upper)
@@ -540,7 +554,8 @@ def output_format(
         by_extension = Image.registered_extensions().get(suffix)
         if by_extension is None or by_extension not in Image.SAVE:
             raise InvalidInputError(
-                f"unknown image extension '{suffix}' for '{os.fspath(path)}' (use .png, .jpg, .webp, .tif, ...)"
+                f"unknown image extension '{suffix}' for '{os.fspath(path)}' "
+                "(use .png, .jpg, .webp, .tif, ...)"
             )
         chosen = _FORMAT_ALIASES.get(by_extension, by_extension)
         if format is not None and _normalise_format(format) != chosen:
@@ -665,7 +680,10 @@ def write_image(
     format: str | None = None,
     quality: int | None = None,
 ) -> Path:
-    """Write uint8 RGB pixels to ``path`` atomically, keeping the source's format details and metadata (``like``)."""
+    """Write uint8 RGB pixels to ``path`` atomically.
+
+    Keeps the source's format details and metadata (``like``).
+    """
     path = Path(path)
     fmt = output_format(path, format, like)
     options = _save_options(fmt, like, quality)
@@ -696,7 +714,10 @@ def encode_image(
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
-    """Write a float mask in [0, 1] (or bool) as an 8-bit greyscale PNG (0..255, soft values kept), atomically."""
+    """Write a float mask in [0, 1] (or bool) as an 8-bit greyscale PNG, atomically.
+
+    Values map to 0..255; soft values are kept.
+    """
     path = Path(path)
     if path.suffix and path.suffix.lower() != ".png":
         raise InvalidInputError(f"masks are written as PNG; '{path}' has the extension '{path.suffix}'")

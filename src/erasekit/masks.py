@@ -260,13 +260,11 @@ def nearest_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
 
 
 def gaussian_grid(mask: np.ndarray, grid_hw: tuple[int, int], sigma: float = 1.0) -> np.ndarray:
-    """OSOR "SM" targets: nearest downsampling followed by Gaussian smoothing on the grid (Fig. 4 caption, App. B.6).
+    """OSOR "SM" targets: nearest downsampling, then Gaussian smoothing on the grid.
 
-    ``sigma`` is in grid cells (default 1.0), so the same sigma blurs over more image pixels on coarser grids
-    — the
-    dependence on bandwidth the paper criticises. Beyond the border the edge cell is repeated (a mask touching
-    the
-    frame stays 1 there). ``sigma = 0`` returns the HM grid.
+    See Fig. 4 caption and App. B.6. ``sigma`` is in grid cells (default 1.0), so the same sigma blurs over
+    more image pixels on coarser grids — the dependence on bandwidth the paper criticises. Beyond the border
+    the edge cell is repeated (a mask touching the frame stays 1 there). ``sigma = 0`` returns the HM grid.
     """
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
@@ -404,9 +402,9 @@ def shrink(
 def expand(
     mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)
 ) -> np.ndarray:
-    """Dilate by ``max(1, round(f · sqrt(area / π)))`` pixels, ``f ~ U(fraction)`` (the mask's equivalent radius).
+    """Dilate by ``max(1, round(f · sqrt(area / π)))`` pixels, ``f ~ U(fraction)``.
 
-    Result ⊇ mask.
+    ``sqrt(area / π)`` is the mask's equivalent radius. Result ⊇ mask.
     """
     m = np.asarray(mask, dtype=np.float32)
     area = float(_hard_uint8(m).sum())
@@ -423,9 +421,12 @@ def punch_holes(
     count: tuple[int, int] = (1, 4),
     radius_fraction: tuple[float, float] = (0.2, 0.6),
 ) -> np.ndarray:
-    """Drop ``n ~ U{count}`` disks centred on random mask pixels, each of radius ``f · R`` (R: largest inscribed
-    radius, ``f ~ U(radius_fraction)``, at least 1 pixel). Result ⊆ mask; if the holes would erase the whole
-    mask, it is returned unchanged (a removal request with no mask left is not a training sample)."""
+    """Drop ``n ~ U{count}`` disks centred on random mask pixels, each of radius ``f · R``.
+
+    R is the largest inscribed radius, ``f ~ U(radius_fraction)``, at least 1 pixel. Result ⊆ mask; if the
+    holes would erase the whole mask, it is returned unchanged (a removal request with no mask left is not a
+    training sample).
+    """
     m = np.asarray(mask, dtype=np.float32)
     hard = _hard_uint8(m)
     ys, xs = np.nonzero(hard)
@@ -446,10 +447,11 @@ def punch_holes(
 def shift(
     mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)
 ) -> np.ndarray:
-    """Translate by a whole-pixel offset of ``f ·`` the mask's bounding-box height/width per axis (random signs,
-    at least 1 pixel on one axis). Pixels pushed past the border are dropped, so the area is preserved unless
-    the
-    mask is clipped; the offset never moves the whole mask out of the image."""
+    """Translate by a whole-pixel offset of ``f ·`` the mask's bounding-box height/width per axis.
+
+    Random signs, at least 1 pixel on one axis. Pixels pushed past the border are dropped, so the area is
+    preserved unless the mask is clipped; the offset never moves the whole mask out of the image.
+    """
     from scipy.ndimage import shift as nd_shift
 
     m = np.asarray(mask, dtype=np.float32)

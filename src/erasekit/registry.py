@@ -116,7 +116,9 @@ def method_info(spec: MethodSpec) -> MethodInfo:
             desc = f"{req.description} (resolver failed: {exc})"
         else:
             desc = req.description
-        statuses.append(WeightStatus(req.name, desc, location is not None, location, req.hub_id, req.fetch_hint))
+        statuses.append(
+            WeightStatus(req.name, desc, location is not None, location, req.hub_id, req.fetch_hint)
+        )
     missing = [s for s in statuses if not s.present]
     reason = None
     if missing:

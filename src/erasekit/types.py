@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Errors. Each subclass carries the CLI exit code it maps to, so the CLI and the server never guess.
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class ErasekitError(Exception):
     """Base of every error erasekit raises on purpose. The message is one line a user can act on."""
 
@@ -23,7 +23,10 @@ class ErasekitError(Exception):
 
 
 class InvalidInputError(ErasekitError):
-    """The caller gave something we cannot use: a corrupt file, a mask of the wrong size, an unknown option."""
+    """The caller gave something we cannot use.
+
+    For example a corrupt file, a mask of the wrong size or an unknown option.
+    """
 
     exit_code = 2
     http_status = 422
@@ -47,9 +50,9 @@ class UnknownMethodError(InvalidInputError):
     """No method is registered under that name."""
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Requests and results
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @dataclass
 class RemovalRequest:
     """One removal job as a remover sees it.

@@ -84,7 +84,10 @@ def resolve_dtype(
 
 @dataclass(frozen=True, kw_only=True)
 class PlacementOptions:
-    """How to put a pipeline on its device. ``attention_slicing``: False, True/"auto", "max" or a slice size."""
+    """How to put a pipeline on its device.
+
+    ``attention_slicing``: False, True/"auto", "max" or a slice size.
+    """
 
     offload: OffloadMode = "none"
     attention_slicing: bool | str | int = False
@@ -96,7 +99,10 @@ class PlacementOptions:
 
 
 def place_pipeline(pipe: Any, device: torch.device, options: PlacementOptions | None = None) -> Any:
-    """Move ``pipe`` to ``device`` (or install CPU-offload hooks) and apply the memory options. Returns ``pipe``."""
+    """Move ``pipe`` to ``device`` (or install CPU-offload hooks) and apply the memory options.
+
+    Returns ``pipe``.
+    """
     options = options or PlacementOptions()
     if options.offload != "none":
         if device.type == "cpu":

@@ -1,4 +1,6 @@
-"""Latent codecs: VAE encode/decode with each VAE's scaling and shift factors, FLUX 2×2 packing, masks to latents.
+"""Latent codecs: VAE encode/decode, FLUX 2×2 packing, masks to latents.
+
+The VAE codecs apply each VAE's scaling and shift factors.
 
 Every formula here mirrors what diffusers' own pipelines do, so a method that works in latent space (OSOR's
 one-step
@@ -87,7 +89,10 @@ def encode(
 
 
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> NCHW images in (roughly) [-1, 1], in the latents' dtype. Inverse of :func:`encode`."""
+    """Scaled latents -> NCHW images in (roughly) [-1, 1], in the latents' dtype.
+
+    Inverse of :func:`encode`.
+    """
     cfg = vae.config
     mean, std = _latent_stats(vae, latents)
     shift = getattr(cfg, "shift_factor", None)
@@ -103,12 +108,12 @@ def decode(vae, latents: torch.Tensor) -> torch.Tensor:
     return images.to(out_dtype)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # FLUX packing. diffusers keeps these as private static methods of FluxPipeline; they are re-stated here in
 # terms of
 # latent sizes (not pixel sizes) so latent-space methods need no pipeline object. Tests pin them to
 # diffusers'.
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:
     """N×C×H×W -> N×(H/2·W/2)×(4C): 2×2 patches flattened into tokens (FluxPipeline._pack_latents)."""
     n, c, h, w = latents.shape
@@ -142,9 +147,9 @@ def fill_mask_tokens(mask: torch.Tensor, vae_scale: int = 8) -> torch.Tensor:
     return pack_latents(m.reshape(n, vae_scale * vae_scale, lh, lw))
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Masks to the latent grid
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def mask_to_latent(
     mask: torch.Tensor, latent_hw: tuple[int, int], mode: Literal["max", "nearest"] = "max"
 ) -> torch.Tensor:

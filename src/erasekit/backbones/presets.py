@@ -64,7 +64,10 @@ class BackbonePreset:
 
     @property
     def allow_patterns(self) -> list[str]:
-        """Files ``erasekit download`` fetches: the index plus configs, tokenizer files and safetensors per component."""
+        """Files ``erasekit download`` fetches.
+
+        The index plus configs, tokenizer files and safetensors per component.
+        """
         patterns = ["model_index.json"]
         for comp in self.components:
             patterns += [f"{comp}/*.json", f"{comp}/*.txt", f"{comp}/*.model", f"{comp}/*.safetensors"]
@@ -170,16 +173,19 @@ def preset_for_hub_id(hub_id: str) -> BackbonePreset | None:
     return next((p for p in PRESETS.values() if p.hub_id == hub_id), None)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Where things live
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def models_dir() -> Path | None:
     value = os.environ.get(MODELS_DIR_ENV)
     return Path(value).expanduser() if value else None
 
 
 def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time (huggingface_hub reads it at import)."""
+    """The Hugging Face hub cache, read from the environment at call time.
+
+    huggingface_hub itself reads it at import.
+    """
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(var):
             return Path(os.environ[var]).expanduser()
@@ -268,7 +274,10 @@ def find_local(preset_or_id: BackbonePreset | str) -> Resolved | None:
 
 
 def locate_preset(name: str) -> str | None:
-    """For ``WeightRequirement.locate``: the local folder of preset ``name``, or None. Never touches the network."""
+    """For ``WeightRequirement.locate``: the local folder of preset ``name``, or None.
+
+    Never touches the network.
+    """
     found = find_local(get_preset(name))
     return None if found is None else str(found.path)
 
@@ -298,12 +307,14 @@ def resolve_model_path(
     path: str | os.PathLike | None = None,
     allow_download: bool = False,
 ) -> Path:
-    """The local folder to load, in the order explicit path > ``$ERASEKIT_MODELS_DIR`` > HF cache (> download).
+    """The local folder to load.
+
+    Order: explicit path > ``$ERASEKIT_MODELS_DIR`` > HF cache (> download).
 
     ``preset_or_path`` is a preset (or its name), a local folder, or a Hub id ``org/repo``. ``path`` overrides
     everything. Raises :class:`MissingWeightsError` (with the fetch command) when nothing local has the
-    weights and
-    ``allow_download`` is False; :class:`InvalidInputError` for an explicit path that is not a checkpoint.
+    weights and ``allow_download`` is False; :class:`InvalidInputError` for an explicit path that is not a
+    checkpoint.
     """
     return resolve(preset_or_path, path=path, allow_download=allow_download).path
 
@@ -343,9 +354,9 @@ def resolve(
     return Resolved(download(preset or hub_id), "download")
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Download (only on explicit request)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def download(
     preset_or_id: BackbonePreset | str,
     *,
@@ -408,9 +419,9 @@ def _one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Loading
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _read_index(folder: Path) -> dict[str, Any]:
     try:
         return json.loads((folder / "model_index.json").read_text())
@@ -429,11 +440,13 @@ def load_pipeline(
     variant: str | None = None,
     placement: PlacementOptions | None = None,
 ):
-    """Resolve (offline first) and load a diffusers pipeline with diffusers' own classes, placed on ``device``.
+    """Resolve (offline first) and load a diffusers pipeline, placed on ``device``.
+
+    The pipeline is built with diffusers' own classes.
 
     ``preset``: a preset or its name, a local folder or a Hub id. ``pipeline_cls`` overrides the class (e.g.
-    to
-    load an inpainting checkpoint's components into another pipeline). ``dtype``: ``auto``/fp32/fp16/bf16.
+    to load an inpainting checkpoint's components into another pipeline). ``dtype``:
+    ``auto``/fp32/fp16/bf16.
     """
     import diffusers
 
@@ -468,7 +481,10 @@ def load_pipeline(
 
 
 def _dtype_keyword() -> str:
-    """diffusers renamed ``torch_dtype`` to ``dtype`` (and warns on the old name); use what this version takes."""
+    """The dtype keyword this diffusers version takes.
+
+    diffusers renamed ``torch_dtype`` to ``dtype`` (and warns on the old name).
+    """
     try:
         from diffusers.utils.deprecation_utils import _TORCH_DTYPE_DEPRECATION_MESSAGE  # noqa: F401
     except ImportError:
@@ -477,7 +493,10 @@ def _dtype_keyword() -> str:
 
 
 def preset_for_class(class_name: str | None) -> BackbonePreset | None:
-    """The first preset loaded by diffusers class ``class_name`` (used to pick family defaults for local folders)."""
+    """The first preset loaded by diffusers class ``class_name``.
+
+    Used to pick family defaults for local folders.
+    """
     return next((p for p in PRESETS.values() if p.pipeline_class == class_name), None)
 
 

@@ -60,7 +60,11 @@ def add_noise(schedule: Any, x0: torch.Tensor, noise: torch.Tensor, t: Any) -> t
 
 
 def flow_noise(x0: torch.Tensor, noise: torch.Tensor, s: Any) -> torch.Tensor:
-    """Flow-matching interpolation ``s·noise + (1-s)·x0`` at noise level ``s`` in [0, 1] (scalar or per sample)."""
+    """Flow-matching interpolation ``s·noise + (1-s)·x0`` at noise level ``s``.
+
+    ``s`` is in [0, 1], a scalar or one value per sample.
+    """
+
     import torch
 
     sigma = _per_sample(torch.as_tensor(s, device=x0.device, dtype=x0.dtype), x0)

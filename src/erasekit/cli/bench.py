@@ -1,4 +1,7 @@
-"""``erasekit bench`` (run methods over a dataset and score them) and ``erasekit report`` (rebuild the HTML report)."""
+"""``erasekit bench`` and ``erasekit report``.
+
+``bench`` runs methods over a dataset and scores them; ``report`` rebuilds the HTML report.
+"""
 
 from __future__ import annotations
 
@@ -96,7 +99,11 @@ def bench_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Benchmark removal methods on a paired dataset: per-image CSV, summary JSON, Table-1 Markdown, HTML report."""
+    """Benchmark removal methods on a paired dataset.
+
+    Writes a per-image CSV, summary JSON, Table-1 Markdown and an HTML report.
+    """
+
     if list_metrics:
         _print_weights(_key_values(weights, "--weights"))
         return

@@ -246,7 +246,11 @@ def demo_command(
     ),
     seed: int = typer.Option(0, "--seed", help="random seed for stochastic methods"),
 ) -> None:
-    """Remove objects from real photos bundled with scikit-image; writes before/after images and comparison.png."""
+    """Remove objects from real photos bundled with scikit-image.
+
+    Writes before/after images and comparison.png.
+    """
+
     from erasekit.demo import run_demo
 
     console = Console(soft_wrap=True)

@@ -1,5 +1,7 @@
-"""Data commands: ``erasekit synth`` (synthetic effect scenes) and ``erasekit savp`` (build a paired dataset from
-instruction-edit triplets)."""
+"""Data commands: ``erasekit synth`` and ``erasekit savp``.
+
+``synth`` writes synthetic effect scenes; ``savp`` builds a paired dataset from instruction-edit triplets.
+"""
 
 from __future__ import annotations
 

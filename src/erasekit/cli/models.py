@@ -43,7 +43,11 @@ def _methods_by_backbone() -> dict[str, list[str]]:
 def models_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """List the diffusion backbone presets: Hub id, where each resolves locally, size on disk, which methods use it."""
+    """List the diffusion backbone presets.
+
+    For each: Hub id, where it resolves locally, size on disk, which methods use it.
+    """
+
     from ..backbones.presets import PRESETS, find_local, folder_size, hf_cache_dir, models_dir
 
     users = _methods_by_backbone()

@@ -1,8 +1,9 @@
-"""PyTorch view of a paired dataset: resize rule, consistent augmentation, tensors through :mod:`erasekit.convert`.
+"""PyTorch view of a paired dataset.
+
+Resize rule, consistent augmentation, tensors through :mod:`erasekit.convert`.
 
 Each item is a dict: ``image`` and ``background`` 3×H×W in [-1, 1], ``object_mask`` and ``effect_mask`` 1×H×W
-in
-{0, 1}, ``phase2`` (bool tensor), ``id`` (str). The augmentation generator for item ``i`` in epoch ``e`` is
+in {0, 1}, ``phase2`` (bool tensor), ``id`` (str). The augmentation generator for item ``i`` in epoch ``e`` is
 ``numpy.random.default_rng([seed, e, i])``: the same item gets the same crop/flip whatever the worker count or
 order, and a new one each epoch (:meth:`PairedTorchDataset.set_epoch`).
 """

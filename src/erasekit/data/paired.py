@@ -1,4 +1,6 @@
-"""The paired removal dataset: shots, clean backgrounds, object-core and effect-aware masks, one JSONL manifest.
+"""The paired removal dataset.
+
+Shots, clean backgrounds, object-core and effect-aware masks, one JSONL manifest.
 
 Layout (every path in the manifest is relative to the dataset folder)::
 
@@ -101,7 +103,8 @@ class PairedSample:
 def check_id(sample_id: Any) -> str:
     if not isinstance(sample_id, str) or not _ID_PATTERN.match(sample_id):
         raise InvalidInputError(
-            f"sample id {sample_id!r} is not usable as a file name (letters, digits, '.', '_', '-'; at most 128)"
+            f"sample id {sample_id!r} is not usable as a file name "
+            "(letters, digits, '.', '_', '-'; at most 128)"
         )
     return sample_id
 
@@ -142,7 +145,10 @@ def _parse_record(raw: Any, where: str, root: Path) -> PairedRecord:
 
 
 def read_manifest(root: str | os.PathLike, *, check_files: bool = True) -> list[PairedRecord]:
-    """Parse and validate ``root/manifest.jsonl``: JSON per line, required fields, unique ids, files present."""
+    """Parse and validate ``root/manifest.jsonl``.
+
+    Checks JSON per line, required fields, unique ids and that the files are present.
+    """
     root = Path(root)
     path = root / MANIFEST_NAME
     if not path.is_file():
@@ -226,8 +232,8 @@ class PairedDataset:
         background = io.read_image(self.root / record.background).pixels
         if background.shape != image.shape:
             raise InvalidInputError(
-                f"sample {record.id!r}: background is {background.shape[1]}×{background.shape[0]} but the image is "
-                f"{image.shape[1]}×{image.shape[0]}"
+                f"sample {record.id!r}: background is {background.shape[1]}×{background.shape[0]} "
+                f"but the image is {image.shape[1]}×{image.shape[0]}"
             )
         masks = {}
         for key in ("object_mask", "effect_mask"):
@@ -248,7 +254,11 @@ class PairedDataset:
         )
 
     def validate(self) -> None:
-        """Check every file's format and that all four files of each sample have the same size (headers only)."""
+        """Check every file's format and that all four files of each sample have the same size.
+
+        Reads headers only.
+        """
+
         for record in self.records:
             sizes = {
                 key: _header_size(self.root / getattr(record, key), key.replace("_", " "))

@@ -8,7 +8,8 @@ mask m_gt and the Phase II flag.
 Algorithm 1 — semantic-anchored verification
   order      add ⇒ (I_shot, I_gt) = (I_edit, I_orig); remove ⇒ (I_orig, I_edit); anything else: reject.
   heatmap    H = w_L·ΔL_log + w_ab·Δab + w_T·ΔTex on normalised feature differences; m = H > τ_H.
-  clean      opening then closing with a disk of radius r_morph; drop components < A_min px; fill holes ≤ A_hole.
+  clean      opening then closing with a disk of radius r_morph; drop components < A_min px; fill holes
+             ≤ A_hole.
   audit      dominant components have area ≥ α·(largest area), the rest are noise; reject when more than N_max
              dominant components, or when noise area / mask area > τ_noise.
   semantic   detector boxes on I_shot for p with score ≥ τ_score, top K_sem by score.

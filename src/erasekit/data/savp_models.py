@@ -70,7 +70,10 @@ def box_from_xyxy(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, 
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class OracleDetector:
-    """Returns fixed, known boxes (ground truth) whatever the query. For tests and the synthetic benchmark only."""
+    """Returns fixed, known boxes (ground truth) whatever the query.
+
+    For tests and the synthetic benchmark only.
+    """
 
     boxes: Sequence[Box]
     score: float = 1.0
@@ -81,7 +84,10 @@ class OracleDetector:
 
 @dataclass
 class OracleSegmenter:
-    """Returns the known object mask for every prompt box that overlaps it (ground truth; tests/benchmarks)."""
+    """Returns the known object mask for every prompt box that overlaps it.
+
+    Ground truth, for tests and benchmarks.
+    """
 
     mask: np.ndarray
 

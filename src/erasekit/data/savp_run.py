@@ -103,10 +103,13 @@ def read_triplets(manifest: str | os.PathLike) -> list[Triplet]:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:
-    """What each worker loads. ``detector``: a GroundingDINO folder / cached Hub id, or ``oracle-truth`` (boxes
-    from each triplet's ``truth.object_box``: a stand-in for tests and the synthetic benchmark, not
-    detection).
-    ``segmenter``: a SAM2/SAM folder / cached Hub id, ``grabcut`` (OpenCV), or ``oracle-truth`` (the truth mask)."""
+    """What each worker loads.
+
+    ``detector``: a GroundingDINO folder / cached Hub id, or ``oracle-truth`` (boxes from each triplet's
+    ``truth.object_box``: a stand-in for tests and the synthetic benchmark, not detection).
+    ``segmenter``: a SAM2/SAM folder / cached Hub id, ``grabcut`` (OpenCV), or ``oracle-truth`` (the truth
+    mask).
+    """
 
     detector: str = DEFAULT_DETECTOR
     segmenter: str = DEFAULT_SEGMENTER

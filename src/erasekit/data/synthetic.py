@@ -291,7 +291,10 @@ def make_scene(rng: np.random.Generator, config: SceneConfig | None = None) -> S
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:
-    """Scene ``index`` of a seeded set has its own stream, so scene i does not depend on how many come before."""
+    """Scene ``index`` of a seeded set has its own stream.
+
+    So scene i does not depend on how many come before.
+    """
     return np.random.default_rng([int(seed), int(index)])
 
 
@@ -313,8 +316,12 @@ def generate_synthetic_dataset(
     config: SceneConfig | None = None,
     progress: bool = False,
 ) -> Path:
-    """Write ``n`` scenes as a paired dataset (ids ``000000``...). Resumable: existing ids are skipped, and since
-    scene i depends only on (seed, i) a resumed run writes the same bytes an uninterrupted one would."""
+    """Write ``n`` scenes as a paired dataset (ids ``000000``...).
+
+    Resumable: existing ids are skipped, and since scene i depends only on (seed, i) a resumed run writes the
+    same bytes an uninterrupted one would.
+    """
+
     if n < 0:
         raise InvalidInputError(f"n must be >= 0, got {n}")
     writer = PairedDatasetWriter(out_dir)

@@ -56,9 +56,9 @@ _PATCHES = 16
 _SIZE = 224
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # SAM automatic masks (transformers SamModel; NMS written here because torchvision.ops is unavailable)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _box_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> list[int]:
     """Greedy non-maximum suppression on (x0, y0, x1, y1) boxes, highest score first (torchvision.ops.nms
     semantics). Written here: torchvision, which provides it, cannot be installed beside our CPU torch."""
@@ -93,8 +93,11 @@ class SamSettings:
 def sam_automatic_masks(
     image: np.ndarray, model, processor, settings: SamSettings = SamSettings(), device: str = "cpu"
 ) -> list[np.ndarray]:
-    """Segment everything: a grid of point prompts through SAM, masks filtered by predicted IoU and stability, then
-    box NMS. Returns boolean H×W masks. Uses the transformers SAM processor's own grid/filter helpers."""
+    """Segment everything with SAM.
+
+    A grid of point prompts through SAM, masks filtered by predicted IoU and stability, then box NMS. Returns
+    boolean H×W masks. Uses the transformers SAM processor's own grid/filter helpers.
+    """
     from transformers.models.sam.image_processing_pil_sam import _rle_to_mask
 
     target = processor.size.get("longest_edge", 1024)
@@ -140,9 +143,9 @@ def sam_automatic_masks(
     return [_rle_to_mask(all_masks[i]).astype(bool) for i in keep]
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The score
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
@@ -280,7 +283,11 @@ def cfd_component(
 def cfd_score(
     image: np.ndarray, mask: np.ndarray, segments: list[np.ndarray], features: RegionFeatures
 ) -> dict[str, float]:
-    """Average of :func:`cfd_component` over the mask's 8-connected components (OpenCV's default, as the reference)."""
+    """Average of :func:`cfd_component` over the mask's 8-connected components.
+
+    8-connectivity is OpenCV's default, as in the reference.
+    """
+
     binary = (np.asarray(mask) > 0.5).astype(np.uint8)
     n, labels = cv2.connectedComponents(binary)
     parts = [cfd_component(image, labels == i, segments, features) for i in range(1, n)]

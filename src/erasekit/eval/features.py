@@ -80,7 +80,11 @@ def _hf_folder(key: str, path: PathLike) -> W.ResolvedWeight:
 
 
 def load_clip(key: str, path: PathLike = None, *, device: str = "cpu", with_text: bool = False) -> Loaded:
-    """A CLIP model from a local Hugging Face folder: vision tower with projection, or the full model (+tokenizer)."""
+    """A CLIP model from a local Hugging Face folder.
+
+    The vision tower with projection, or the full model (+tokenizer).
+    """
+
     r = _hf_folder(key, path)
     try:
         import transformers
@@ -136,9 +140,9 @@ def load_sam(path: PathLike = None, *, device: str = "cpu") -> Loaded:
     )
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Preprocessing
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def to_uint8_tensor(
     images: np.ndarray | list[np.ndarray], device: str | torch.device = "cpu"
 ) -> torch.Tensor:

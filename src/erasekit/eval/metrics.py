@@ -45,14 +45,16 @@ def _inside(mask: np.ndarray) -> np.ndarray:
     return np.asarray(mask) > 0.5
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # PSNR / SSIM
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def psnr(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR in dB over the RGB values: 10·log10(255² / MSE), MSE averaged over all pixels and the three channels —
-    or, with ``mask``, over the pixels inside the mask only (each counted in three channels). Identical images
-    give
-    +inf; an empty mask gives NaN (nothing to measure)."""
+    """PSNR in dB over the RGB values: 10·log10(255² / MSE).
+
+    MSE is averaged over all pixels and the three channels — or, with ``mask``, over the pixels inside the
+    mask only (each counted in three channels). Identical images give +inf; an empty mask gives NaN (nothing
+    to measure).
+    """
     _check_pair(output, target, mask)
     diff = output.astype(np.float64) - target.astype(np.float64)
     if mask is not None:
@@ -84,10 +86,12 @@ def ssim_map(output: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean SSIM over the image interior — the 5-pixel border where the 11×11 window leaves the image is excluded,
-    as scikit-image and the original MATLAB code do. With ``mask``: the mean of the same SSIM map over the
-    mask's
-    pixels in that interior (the window still sees the context around the hole). Empty → NaN."""
+    """Mean SSIM over the image interior.
+
+    The 5-pixel border where the 11×11 window leaves the image is excluded, as scikit-image and the original
+    MATLAB code do. With ``mask``: the mean of the same SSIM map over the mask's pixels in that interior (the
+    window still sees the context around the hole). Empty → NaN.
+    """
     _check_pair(output, target, mask)
     h, w = output.shape[:2]
     pad = (SSIM_KERNEL - 1) // 2
@@ -103,13 +107,16 @@ def ssim(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None)
     return float(smap[region].mean())
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Accumulating metrics (per-image values and/or one value for the whole set)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @dataclass
 class Sample:
-    """One evaluated image: the method ``output``, the ground-truth ``target`` background, the ``mask`` the method
-    was given, the original ``image`` (with the object) and, when the dataset has one, the object's class ``label``."""
+    """One evaluated image.
+
+    The method ``output``, the ground-truth ``target`` background, the ``mask`` the method was given, the
+    original ``image`` (with the object) and, when the dataset has one, the object's class ``label``.
+    """
 
     id: str
     output: np.ndarray
@@ -126,8 +133,11 @@ class Sample:
 
 
 class Metric:
-    """Base of the accumulating metrics the benchmark runs. ``update`` returns this sample's per-image values (may be
-    empty); ``compute`` returns set-level values; ``settings`` is recorded in every report."""
+    """Base of the accumulating metrics the benchmark runs.
+
+    ``update`` returns this sample's per-image values (may be empty); ``compute`` returns set-level values;
+    ``settings`` is recorded in every report.
+    """
 
     name = "metric"
     needs_target = True
@@ -171,8 +181,11 @@ class PixelMetrics(Metric):
 
 
 class LPIPSMetric(Metric):
-    """LPIPS v0.1 with the AlexNet trunk between output and target at full resolution (inputs scaled to [-1, 1]),
-    one distance per image; the set value is the mean. ``net`` is an :class:`~erasekit.eval.networks.LPIPSAlex`."""
+    """LPIPS v0.1 with the AlexNet trunk between output and target.
+
+    At full resolution (inputs scaled to [-1, 1]), one distance per image; the set value is the mean. ``net``
+    is an :class:`~erasekit.eval.networks.LPIPSAlex`.
+    """
 
     name = "lpips"
 
@@ -205,8 +218,10 @@ class PrecomputedFeatures(nn.Module):
 
 
 def fid_from_features(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor) -> float:
-    """FID between two feature sets (N×D), computed by torchmetrics: ‖μ_r − μ_f‖² + Tr(Σ_r + Σ_f − 2(Σ_r Σ_f)^½)
-    with sample (N−1) covariances (Heusel et al. 2017)."""
+    """FID between two feature sets (N×D), computed by torchmetrics.
+
+    ‖μ_r − μ_f‖² + Tr(Σ_r + Σ_f − 2(Σ_r Σ_f)^½) with sample (N−1) covariances (Heusel et al. 2017).
+    """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     real, fake = torch.as_tensor(np.asarray(real)).double(), torch.as_tensor(np.asarray(fake)).double()
@@ -392,9 +407,9 @@ class LocalFIDMetric(_FeatureSetMetric):
         }
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CMMD
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def mmd_rbf(
     x: np.ndarray | torch.Tensor,
     y: np.ndarray | torch.Tensor,
@@ -405,7 +420,9 @@ def mmd_rbf(
     """Biased MMD² with the Gaussian RBF kernel k(a, b) = exp(−‖a − b‖² / (2σ²)), times ``scale``:
     scale · (mean K_xx + mean K_yy − 2 mean K_xy), diagonals included (CMMD, Jayasumana et al. CVPR 2024).
 
-    In-house because no installed library implements CMMD (torchmetrics has no CLIP-MMD); it is a few lines."""
+    In-house because no installed library implements CMMD (torchmetrics has no CLIP-MMD); it is a few lines.
+    """
+
     x = torch.as_tensor(np.asarray(x), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(y), dtype=torch.float64)
     gamma = 1.0 / (2.0 * sigma**2)
@@ -418,8 +435,11 @@ def mmd_rbf(
 
 
 class CMMDMetric(Metric):
-    """CMMD between outputs and ground truths: CLIP ViT-L/14@336 image embeddings (``image_embeds``), L2-normalised,
-    then :func:`mmd_rbf` with σ = 10, ×1000. ``model`` is a transformers ``CLIPVisionModelWithProjection``."""
+    """CMMD between outputs and ground truths.
+
+    CLIP ViT-L/14@336 image embeddings (``image_embeds``), L2-normalised, then :func:`mmd_rbf` with σ = 10,
+    ×1000. ``model`` is a transformers ``CLIPVisionModelWithProjection``.
+    """
 
     name = "cmmd"
 
@@ -455,9 +475,9 @@ class CMMDMetric(Metric):
         }
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # CLIP distance and CLIP accuracy@k (Inst-Inpaint, as used by CLIPAway Sec. 4.3)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Bounding box (left, top, right, bottom), half-open, of the mask pixels; None when empty."""
     inside = _inside(mask)
@@ -468,8 +488,12 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def inst_inpaint_crop(image: np.ndarray, box: tuple[int, int, int, int], resolution: int = 256) -> np.ndarray:
-    """Inst-Inpaint's region crop: the image resized to resolution×resolution (PIL bilinear), the object box scaled
-    by the same factors (truncated to int) and cut out."""
+    """Inst-Inpaint's region crop.
+
+    The image resized to resolution×resolution (PIL bilinear), the object box scaled by the same factors
+    (truncated to int) and cut out.
+    """
+
     from PIL import Image
 
     h, w = image.shape[:2]

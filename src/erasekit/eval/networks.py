@@ -1,5 +1,6 @@
-"""The feature networks written here: LPIPS v0.1 (AlexNet for the metric, VGG16 for training) and the TF-Inception
-used by FID.
+"""The feature networks written here: LPIPS v0.1 and the TF-Inception used by FID.
+
+LPIPS uses AlexNet for the metric and VGG16 for training.
 
 Why in-house: the reference implementations (the ``lpips`` package, torch-fidelity, pytorch-fid) build their
 networks from ``torchvision.models``, and torchvision has no wheel that installs beside the CPU torch build we
@@ -30,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # LPIPS v0.1 with the AlexNet trunk (Zhang et al., CVPR 2018)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class TappedTrunk(nn.Module):
     """A torchvision-style ``features`` stack that returns the activations at the slice ends ``TAPS`` (whose
     channel counts are ``CHANNELS``): the trunk interface :class:`LPIPS` reads."""
@@ -183,14 +184,17 @@ class LPIPSVGG(LPIPS):
         super().__init__(VGG16Trunk())
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # FID Inception (TF graph 2015-12-05, pt_inception layout)
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """TensorFlow 1.x ``resize_bilinear(align_corners=False)``: source coordinate = dst · (in/out), no half-pixel
-    offset, right/bottom neighbour clamped. The original FID graph resizes this way; torch's ``interpolate``
-    uses
-    half-pixel centres and would shift every feature slightly, so it cannot be used."""
+    """TensorFlow 1.x ``resize_bilinear(align_corners=False)``.
+
+    Source coordinate = dst · (in/out), no half-pixel offset, right/bottom neighbour clamped. The original FID
+    graph resizes this way; torch's ``interpolate`` uses half-pixel centres and would shift every feature
+    slightly, so it cannot be used.
+    """
+
     out_h, out_w = size
     in_h, in_w = x.shape[-2:]
 

@@ -1,12 +1,10 @@
-"""Static report of a benchmark results folder: ``report/index.html`` with comparison grids and bar charts (PNG).
+"""Static report of a benchmark results folder.
 
-Grids (one PNG per sample and mask setting): input, mask, each method's output, the ground truth, and each
-method's
-alpha when it differs from the mask it was given (effect-aware methods). Charts: one matplotlib bar chart per
-metric,
-methods grouped by mask setting. Everything is read back from the results folder, so a report can be rebuilt
-without
-rerunning anything.
+``report/index.html`` with comparison grids and bar charts (PNG). Grids (one PNG per sample and mask
+setting): input, mask, each method's output, the ground truth, and each method's alpha when it differs from
+the mask it was given (effect-aware methods). Charts: one matplotlib bar chart per metric, methods grouped by
+mask setting. Everything is read back from the results folder, so a report can be rebuilt without rerunning
+anything.
 """
 
 from __future__ import annotations
@@ -126,7 +124,8 @@ def build_report(results: str | Path, *, max_samples: int = 8) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'><title>erasekit benchmark</title>",
         (
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}</style></head><body>"
+            "td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px}img{max-width:100%}"
+            "</style></head><body>"
         ),
         (
             f"<h1>erasekit benchmark — {html.escape(summary['dataset']['layout'])} "

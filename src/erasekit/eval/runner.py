@@ -3,9 +3,11 @@
 Layout of a results folder::
 
     RESULTS/outputs/<method>/<object|effect>/<id>.png   the method's output (plus <id>_alpha.png, <id>.json)
-    RESULTS/per_image.csv                               one row per (method, mask, image): timings, memory, metrics
-    RESULTS/summary.json                                config, dataset, metric settings + weights, unavailable
-                                                        metrics/methods with reasons, aggregated values
+    RESULTS/per_image.csv                               one row per (method, mask, image): timings, memory,
+                                                        metrics
+    RESULTS/summary.json                                config, dataset, metric settings + weights,
+                                                        unavailable metrics/methods with reasons, aggregated
+                                                        values
     RESULTS/table.md                                    the OSOR Table 1 layout (methods × metrics per mask)
 
 Resumable: an output is reused when its sidecar JSON carries the same cache key — a hash of the method name,
@@ -72,9 +74,9 @@ class BenchConfig:
         return MASK_MODES[self.mask]
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Memory
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _rss_bytes() -> int:
     import psutil
 
@@ -137,9 +139,9 @@ class PeakMemory:
         }
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Methods and their cache keys
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def method_weights_fingerprint(name: str, load_options: dict[str, Any]) -> str:
     """Fingerprint of what the method loads: an explicit model/weights path if given, else each registered
     weight requirement's resolved location (a description for in-process libraries)."""
@@ -244,9 +246,9 @@ def _save(paths, run: RunOutput, key: str) -> None:
     tmp.replace(meta_path)  # the sidecar is written last: its presence marks a complete output
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The run
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 @dataclass
 class BenchResult:
     out: Path
@@ -268,8 +270,11 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchResult:
-    """Run every method on every record under each mask setting, then score the outputs. ``networks``: preloaded
-    metric networks by weight key (tests pass tiny ones)."""
+    """Run every method on every record under each mask setting, then score the outputs.
+
+    ``networks``: preloaded metric networks by weight key (tests pass tiny ones).
+    """
+
     from ..registry import check_call, get_method, load_remover
 
     out = Path(cfg.out)
@@ -394,9 +399,9 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
     return BenchResult(out, rows, summary)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Writing
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _fmt(v: Any, col: str) -> str:
     if v is None:
         return "n/a"

@@ -59,8 +59,12 @@ def parse_metrics(text: str | list[str]) -> list[str]:
 def build_suite(names: list[str], *, weights: dict[str, str] | None = None, device: str = "cpu",
                 networks: dict[str, FT.Loaded] | None = None, cfd_reference_quirks: bool = False,
                 clip_classes: list[str] | None = None) -> dict[str, MetricFactory]:
-    """``weights``: explicit paths by weight key (see :data:`erasekit.eval.weights.METRIC_WEIGHTS`); ``networks``:
-    already loaded networks by the same keys (used instead of loading)."""
+    """The metric factories for ``names``.
+
+    ``weights``: explicit paths by weight key (see :data:`erasekit.eval.weights.METRIC_WEIGHTS`);
+    ``networks``: already loaded networks by the same keys (used instead of loading).
+    """
+
     weights, networks = dict(weights or {}), dict(networks or {})
 
     def net(key: str, loader: Callable[..., FT.Loaded], *args) -> FT.Loaded:

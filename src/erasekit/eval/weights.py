@@ -1,5 +1,6 @@
-"""Where the feature networks (metrics, and the LPIPS-VGG training loss) come from: local files only, never the
-network.
+"""Where the feature networks (metrics, and the LPIPS-VGG training loss) come from.
+
+Local files only, never the network.
 
 Search order for every entry of :data:`METRIC_WEIGHTS` (first hit wins):
 
@@ -229,7 +230,11 @@ def _hf_snapshot(hub_id: str) -> Path | None:
 
 
 def resolve(key: str, explicit: str | os.PathLike | None = None) -> ResolvedWeight:
-    """Find the weights ``key`` locally or raise :class:`MissingWeightsError` saying what is missing and how to get it."""
+    """Find the weights ``key`` locally.
+
+    Otherwise raise :class:`MissingWeightsError` saying what is missing and how to get it.
+    """
+
     try:
         spec = METRIC_WEIGHTS[key]
     except KeyError:

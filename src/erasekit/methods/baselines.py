@@ -169,9 +169,9 @@ class DiffusersInpaintRemover(DiffusionRemover):
         return np.asarray(out.convert("RGB"), dtype=np.uint8), None
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The four baselines. Defaults follow each model card's recommended settings.
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 class SD15InpaintRemover(DiffusersInpaintRemover):
     name: ClassVar[str] = "sd15-inpaint"
     preset_name: ClassVar[str] = "sd15-inpaint"

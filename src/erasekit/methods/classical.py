@@ -31,7 +31,10 @@ def _hole(mask: np.ndarray) -> np.ndarray:
 
 
 def patchmatch_library():
-    """The pypatchmatch module, or a MissingWeightsError naming the fix when its native library cannot load."""
+    """The pypatchmatch module.
+
+    Raises a MissingWeightsError naming the fix when its native library cannot load.
+    """
     try:
         import patchmatch
     except ImportError as exc:
@@ -55,7 +58,10 @@ def patchmatch_location() -> str | None:
 
 
 class PatchMatchRemover(Remover):
-    """Exemplar-based fill (Barnes et al. 2009): copies patches from the known region. Seeded, so deterministic."""
+    """Exemplar-based fill (Barnes et al. 2009): copies patches from the known region.
+
+    Seeded, so deterministic.
+    """
 
     name: ClassVar[str] = "patchmatch"
     constraints: ClassVar[SizeConstraints] = SizeConstraints(min_side=8)
@@ -97,7 +103,10 @@ class PatchMatchRemover(Remover):
 
 
 class OpenCVRemover(Remover):
-    """Diffusion-style fill from the mask border (Telea 2004 fast marching, or Navier-Stokes). Cheap, blurry."""
+    """Diffusion-style fill from the mask border (Telea 2004 fast marching, or Navier-Stokes).
+
+    Cheap, blurry.
+    """
 
     constraints: ClassVar[SizeConstraints] = SizeConstraints()
     call_options: OptionSet = OptionSet(

@@ -138,9 +138,9 @@ def _load_static() -> dict[str, bytes]:
     return {name: (root / name).read_bytes() for name in ("index.html", *_STATIC_FILES)}
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Dependencies
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _settings(request: Request) -> ServerSettings:
     return request.app.state.settings
 
@@ -186,9 +186,9 @@ def _respond(result: processing.EncodedResult, fmt: str) -> Response:
     return JSONResponse(result.to_response().model_dump())
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The app
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """Build the app for ``settings`` (defaults: loopback, no token). Nothing is loaded until first use."""
     settings = settings or ServerSettings()
@@ -207,8 +207,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         summary="Remove objects from photos, with their shadows and reflections.",
-        description="REST API of `erasekit serve`. Send a photo and a mask; get the photo without the object. "
-        'Errors are `{"error": {"type", "message"}}`.',
+        description=(
+            "REST API of `erasekit serve`. Send a photo and a mask; get the photo without the object. "
+            'Errors are `{"error": {"type", "message"}}`.'
+        ),
         max_body_size=settings.max_upload_bytes,
     )
     app.state.settings = settings
@@ -293,7 +295,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return MethodsResponse(default=default, methods=out, refiners=refiners)
 
     async def _admit_and_prepare(request: Request) -> tuple[Slot, processing.PreparedJob]:
-        """Parse the body, take a queue slot (503 when full), then decode: decoded images never exceed the bound."""
+        """Parse the body, take a queue slot (503 when full), then decode.
+
+        So decoded images never exceed the bound.
+        """
         upload = await read_remove_input(request, settings.max_upload_bytes)
         slot = queue.admit()
         try:

@@ -59,7 +59,9 @@ class EncodedResult:
         return {
             "X-Erasekit-Method": self.method,
             "X-Erasekit-Timings": json.dumps(self.timings),
-            "Content-Disposition": f'inline; filename="erasekit-result.{self.image_format.replace("jpeg", "jpg")}"',
+            "Content-Disposition": (
+                f'inline; filename="erasekit-result.{self.image_format.replace("jpeg", "jpg")}"'
+            ),
         }
 
 
@@ -72,7 +74,10 @@ def choose_method(requested: str | None, settings: ServerSettings, mask_given: b
 
 
 def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
-    """Decode and check everything before the job takes a queue slot (runs in a worker thread: decoding is CPU)."""
+    """Decode and check everything before the job takes a queue slot.
+
+    Runs in a worker thread: decoding is CPU-bound.
+    """
     t0 = time.perf_counter()
     opts = upload.options
     method = choose_method(opts.method, settings, upload.mask is not None)

@@ -69,7 +69,10 @@ class ServerSettings(BaseModel):
         return origins
 
     def check_exposure(self) -> None:
-        """Refuse to serve on a non-loopback address without a token (the caller turns this into an exit code)."""
+        """Refuse to serve on a non-loopback address without a token.
+
+        The caller turns the error into an exit code.
+        """
         if not is_loopback(self.host) and not self.token:
             raise InvalidInputError(
                 f"refusing to listen on {self.host}, which other machines can reach, without a token; "

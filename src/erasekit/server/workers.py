@@ -119,7 +119,10 @@ class WorkQueue:
     # ---- loading
     # ---------------------------------------------------------------------------------------------
     def worker(self, name: str) -> MethodWorker:
-        """The worker for ``name``, loading its remover the first time (errors such as missing weights propagate)."""
+        """The worker for ``name``, loading its remover the first time.
+
+        Load errors, such as missing weights, propagate.
+        """
         worker = self._workers.get(name)
         if worker is not None:
             return worker

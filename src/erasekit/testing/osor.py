@@ -1,16 +1,14 @@
-"""Tiny OSOR weight fixtures in both on-disk formats, built offline for the tiny backbones of :mod:`erasekit.testing`.
+"""Tiny OSOR weight fixtures in both on-disk formats.
+
+Built offline for the tiny backbones of :mod:`erasekit.testing`.
 
 :func:`official_state_dict_for` reproduces how the authors' training code produces its ``*_phase{1,2}.pth``
-files:
-the backbone sits in a wrapper module (``unet`` for SDXL, ``transformer`` for FLUX), peft LoRA with
+files: the backbone sits in a wrapper module (``unet`` for SDXL, ``transformer`` for FLUX), peft LoRA with
 ``lora_alpha = rank`` is injected exactly as they do (diffusers' ``add_adapter`` for the UNet, peft's
 ``get_peft_model`` for the FLUX transformer), Phase II widens the terminal layer, and the file holds the
-trainable
-parameters under the wrapper's names. The LoRA ``B`` matrices get random values (peft's Gaussian init leaves
-them
-zero) so loaded weights visibly change the output. Nothing here shares code with erasekit's loader, so a test
-that
-loads these files checks the loader against an independent construction::
+trainable parameters under the wrapper's names. The LoRA ``B`` matrices get random values (peft's Gaussian
+init leaves them zero) so loaded weights visibly change the output. Nothing here shares code with erasekit's
+loader, so a test that loads these files checks the loader against an independent construction::
 
     from erasekit.testing.osor import write_tiny_osor_weights
     pth = write_tiny_osor_weights("sdxl", "/tmp/osor_sdxl_phase2.pth", phase=2)              # official format
@@ -107,13 +105,12 @@ def write_tiny_osor_weights(
 def tiny_osor_remover(
     backbone: Literal["sdxl", "flux"], *, weights: Any = "none", seed: int = 0, **kwargs: Any
 ):
-    """An ``osor-sdxl`` / ``osor-flux`` remover on a private copy of the tiny backbone (OSOR edits its denoiser).
+    """An ``osor-sdxl`` / ``osor-flux`` remover on a private copy of the tiny backbone.
 
-    ``weights="none"`` gives the bare tiny backbone with a fresh alpha head; pass a fixture path for
-    trained-like
-    weights. Other keyword arguments are the remover's load options (``prompt``, ``alpha_head``,
-    ``merge_lora``, ``release_text_encoders``); ``timestep`` and ``blend`` are per call
-    (``RemovalRequest.options``).
+    The copy is private because OSOR edits its denoiser. ``weights="none"`` gives the bare tiny backbone with
+    a fresh alpha head; pass a fixture path for trained-like weights. Other keyword arguments are the
+    remover's load options (``prompt``, ``alpha_head``, ``merge_lora``, ``release_text_encoders``);
+    ``timestep`` and ``blend`` are per call (``RemovalRequest.options``).
     """
     from .pipelines import tiny_pipeline
 

@@ -1,33 +1,26 @@
 """Tiny, randomly initialised diffusion pipelines of the real architectures, built fully offline.
 
 Tests (and users who want to try the plumbing without downloading gigabytes) build these with the very classes
-the
-real checkpoints use — diffusers' ``UNet2DConditionModel``, ``FluxTransformer2DModel``, ``AutoencoderKL`` and
-transformers' CLIP/T5 encoders and tokenizers — only with a handful of channels. :func:`write_tiny_pipeline`
-saves one
-with ``save_pretrained`` so the folder has ``model_index.json`` plus per-component configs and safetensors,
-exactly
-the layout of a Hub checkpoint; erasekit's loaders then read it through the same code path a real checkpoint takes::
+the real checkpoints use — diffusers' ``UNet2DConditionModel``, ``FluxTransformer2DModel``, ``AutoencoderKL``
+and transformers' CLIP/T5 encoders and tokenizers — only with a handful of channels.
+:func:`write_tiny_pipeline` saves one with ``save_pretrained`` so the folder has ``model_index.json`` plus
+per-component configs and safetensors, exactly the layout of a Hub checkpoint; erasekit's loaders then read it
+through the same code path a real checkpoint takes::
 
     from erasekit.testing import write_tiny_pipeline
     path = write_tiny_pipeline("sdxl-inpaint", "/tmp/tiny-sdxl")
-    # erasekit remove photo.png --mask mask.png --method sdxl-inpaint --model /tmp/tiny-sdxl --steps 2 -o out.png
+    # erasekit remove photo.png --mask mask.png --method sdxl-inpaint \
+    #     --model /tmp/tiny-sdxl --steps 2 -o out.png
 
 What is kept from the real models (so that code written against them works unchanged): the VAE downsamples by
-8
-(four blocks), SD/SDXL latents have 4 channels and FLUX latents 16, the inpainting UNets take 9 input
-channels,
-SDXL's UNet uses ``addition_embed_type="text_time"`` with two text encoders, FLUX Fill's transformer takes 384
-input
-channels (64 packed latent + 64 packed masked-image latent + 256 packed 8×8 pixel-unshuffled mask) with
-guidance
-embedding, and each VAE has its real ``scaling_factor`` / ``shift_factor``. Building is deterministic given
-``seed``
-and leaves the global torch RNG untouched.
+8 (four blocks), SD/SDXL latents have 4 channels and FLUX latents 16, the inpainting UNets take 9 input
+channels, SDXL's UNet uses ``addition_embed_type="text_time"`` with two text encoders, FLUX Fill's transformer
+takes 384 input channels (64 packed latent + 64 packed masked-image latent + 256 packed 8×8 pixel-unshuffled
+mask) with guidance embedding, and each VAE has its real ``scaling_factor`` / ``shift_factor``. Building is
+deterministic given ``seed`` and leaves the global torch RNG untouched.
 
 Tokenizers are built from a small vocabulary written here (characters only for CLIP's BPE, characters and a
-few words
-for T5's Unigram model), so nothing touches the network.
+few words for T5's Unigram model), so nothing touches the network.
 """
 
 from __future__ import annotations
@@ -51,9 +44,9 @@ _T5_HIDDEN = 32
 _CLIP_MAX_LEN = 77
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Tokenizers from a local vocabulary
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Whole-word tokens for the prompts erasekit uses, so they stay well under 77 tokens like with the real
 # vocabulary.
 _WORDS = (
@@ -140,9 +133,9 @@ def _t5_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Components
-# --------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 def _clip_text_config(vocab_size: int, *, hidden_act: str = "quick_gelu", projection_dim: int | None = None):
     from transformers import CLIPTextConfig
 
@@ -358,7 +351,10 @@ def _builders() -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
 
 
 def build_tiny_pipeline(name: str, *, seed: int = 0):
-    """A fresh in-memory tiny pipeline of the architecture ``name`` (one of :data:`TINY_NAMES`), fp32 on CPU."""
+    """A fresh in-memory tiny pipeline of the architecture ``name``, fp32 on CPU.
+
+    ``name`` is one of :data:`TINY_NAMES`.
+    """
     import diffusers
     import torch
 
@@ -376,7 +372,10 @@ def build_tiny_pipeline(name: str, *, seed: int = 0):
 
 
 def write_tiny_pipeline(name: str, path: str | Path, *, seed: int = 0) -> Path:
-    """Build the tiny ``name`` pipeline and save it at ``path`` in the Hub checkpoint layout. Returns ``path``."""
+    """Build the tiny ``name`` pipeline and save it at ``path`` in the Hub checkpoint layout.
+
+    Returns ``path``.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     build_tiny_pipeline(name, seed=seed).save_pretrained(path, safe_serialization=True)
@@ -394,7 +393,10 @@ def tiny_pipeline(name: str, *, seed: int = 0):
 
 
 class TinyCheckpoints:
-    """Writes each tiny checkpoint once under ``root`` and hands out its path (a per-session cache for tests)."""
+    """Writes each tiny checkpoint once under ``root`` and hands out its path.
+
+    A per-session cache for tests.
+    """
 
     def __init__(self, root: str | Path, *, seed: int = 0):
         self.root = Path(root)

@@ -64,7 +64,10 @@ def tiny_openclip_convnext_state(
 
 
 def write_tiny_openclip_convnext(folder: str | Path, **kwargs) -> Path:
-    """Write :func:`tiny_openclip_convnext_state` as ``folder/open_clip_model.safetensors``; returns the folder."""
+    """Write :func:`tiny_openclip_convnext_state` as ``folder/open_clip_model.safetensors``.
+
+    Returns the folder.
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)

@@ -1,16 +1,14 @@
-"""The perceptual term L_per = LPIPS-VGG(x̂, x_bg) of Eq. 10 (App. B.1: "LPIPS [48]", VGG variant as in the authors'
-training code).
+"""The perceptual term L_per = LPIPS-VGG(x̂, x_bg) of Eq. 10.
+
+App. B.1 says "LPIPS [48]"; the VGG variant is the one in the authors' training code.
 
 The network is :class:`erasekit.eval.networks.LPIPSVGG` (written in-house there because the ``lpips`` package
-needs
-torchvision, which cannot be installed beside our CPU torch build); its files resolve like every feature
-network's,
-through :func:`erasekit.eval.weights.resolve` (explicit path > ``$ERASEKIT_WEIGHTS_DIR`` > torch hub cache >
-copies bundled in installed packages, heads only).
+needs torchvision, which cannot be installed beside our CPU torch build); its files resolve like every feature
+network's, through :func:`erasekit.eval.weights.resolve` (explicit path > ``$ERASEKIT_WEIGHTS_DIR`` > torch
+hub cache > copies bundled in installed packages, heads only).
 
 The trainer takes any ``perceptual_loss(prediction, target) -> scalar`` callable; :func:`load_lpips_vgg` is
-the
-default and raises :class:`MissingWeightsError` (naming the files and where to put them) when weights are
+the default and raises :class:`MissingWeightsError` (naming the files and where to put them) when weights are
 absent.
 """
 
@@ -43,7 +41,10 @@ class LPIPSLoss(nn.Module):
 def load_lpips_vgg(
     trunk: str | os.PathLike | None = None, heads: str | os.PathLike | None = None
 ) -> LPIPSLoss:
-    """LPIPS-VGG from local files: ``trunk`` torchvision's ``vgg16-397923af.pth``, ``heads`` lpips' v0.1 ``vgg.pth``."""
+    """LPIPS-VGG from local files.
+
+    ``trunk``: torchvision's ``vgg16-397923af.pth``; ``heads``: lpips' v0.1 ``vgg.pth``.
+    """
     trunk_file = resolve("vgg16", trunk).path
     heads_file = resolve("lpips-vgg-v0.1", heads).path
     try:
