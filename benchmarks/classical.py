@@ -1,14 +1,11 @@
 """Benchmark weight-free removers (patchmatch, telea, ns) on real photos, and the HD strategies' peak memory.
 
 Quality: scikit-image's bundled photos (astronaut, coffee, chelsea, rocket, motorcycle — no download needed)
-with
-masks of four shapes (box, ellipse, scribble stroke, irregular blob) at three sizes (2 %, 8 %, 20 % of the
-image).
-The original photo is the ground truth: we mask a region that holds real content and measure how close each
-fill
-comes to it, *inside the mask only* (outside, every remover returns the input bit for bit). This is a proxy —
-a
-plausible fill that differs from the hidden content scores low — but it is the same proxy for every method.
+with masks of four shapes (box, ellipse, scribble stroke, irregular blob) at three sizes (2 %, 8 %, 20 % of
+the image). The original photo is the ground truth: we mask a region that holds real content and measure how
+close each fill comes to it, *inside the mask only* (outside, every remover returns the input bit for bit).
+This is a proxy — a plausible fill that differs from the hidden content scores low — but it is the same proxy
+for every method.
 
 * PSNR inside the mask: 10·log10(255² / MSE) with the MSE over masked pixels and all three channels.
 * SSIM inside the mask: ``skimage.metrics.structural_similarity(full=True)`` map averaged over masked pixels.
@@ -17,10 +14,8 @@ relative.
 
 Memory: a 4096×4096 upscale of a photo with two small masks, processed with the ``crop`` strategy and the
 ``original`` strategy. Each run happens in a fresh subprocess, which reports the peak of numpy/Python
-allocations
-(``tracemalloc``) and the growth of the process's peak resident set (``ru_maxrss``, which also sees native
-OpenCV /
-PatchMatch buffers) across the remover call, with the inputs already in memory.
+allocations (``tracemalloc``) and the growth of the process's peak resident set (``ru_maxrss``, which also
+sees native OpenCV / PatchMatch buffers) across the remover call, with the inputs already in memory.
 
     python benchmarks/classical.py            # ~3 minutes of CPU on 2 idle cores
     python benchmarks/classical.py --quick    # ~1 minute: 2 photos, 2 mask sizes, 256 px photos
@@ -120,8 +115,7 @@ def make_mask(shape: str, fraction: float, hw: tuple[int, int], seed: int) -> np
         return M.stroke_to_mask(points, lo, hw)
     if shape == "blob":
         # Irregular: smooth noise plus a radial falloff, thresholded at the quantile that gives the target
-        # area,
-        # keeping the component that contains the centre.
+        # area, keeping the component that contains the centre.
         noise = cv2.GaussianBlur(rng.normal(size=(h, w)).astype(np.float32), (0, 0), sigmaX=max(h, w) / 25)
         noise /= noise.std() + 1e-8
         yy, xx = np.mgrid[:h, :w]

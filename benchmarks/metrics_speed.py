@@ -3,20 +3,15 @@
     python benchmarks/metrics_speed.py [--n 16] [--size 256] [--device cpu] [--batch 8]
 
 FID: erasekit's :class:`FIDMetric` (one image per update, ground-truth features cached across methods,
-features
-handed to torchmetrics through an identity module) vs ``torchmetrics.image.fid.FrechetInceptionDistance`` with
-the
-same :class:`FIDInceptionV3` as ``feature=`` and batched updates. LPIPS: erasekit's :class:`LPIPSMetric` (one
-pair per
-call) vs torchmetrics' LPIPS module with the same AlexNet trunk and v0.1 heads, batched. Randomly initialised
-networks
-of the real architectures are used (no weights are downloadable here); speed does not depend on the weight
-values.
-Both paths produce the same numbers, which the table's last column checks.
+features handed to torchmetrics through an identity module) vs
+``torchmetrics.image.fid.FrechetInceptionDistance`` with the same :class:`FIDInceptionV3` as ``feature=`` and
+batched updates. LPIPS: erasekit's :class:`LPIPSMetric` (one pair per call) vs torchmetrics' LPIPS module with
+the same AlexNet trunk and v0.1 heads, batched. Randomly initialised networks of the real architectures are
+used (no weights are downloadable here); speed does not depend on the weight values. Both paths produce the
+same numbers, which the table's last column checks.
 
 torchmetrics' LPIPS builds its trunk with torchvision, which cannot be installed beside our CPU torch; this
-script
-gives it the same AlexNet through a minimal ``torchvision.models`` stand-in (benchmark only).
+script gives it the same AlexNet through a minimal ``torchvision.models`` stand-in (benchmark only).
 """
 
 from __future__ import annotations

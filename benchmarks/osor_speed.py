@@ -4,17 +4,15 @@ Three tables:
 
 1. Wall time per image of ``osor-sdxl`` / ``osor-flux`` against ``sdxl-inpaint`` / ``flux-fill`` (diffusers'
    pipelines, 50 steps, strength 1) on the SAME tiny backbones (erasekit.testing), so the ratio isolates the
-   step
-   count. The network-time ratio approaches the number of network calls; the end-to-end ratio is lower on tiny
-   backbones, whose VAE costs more than their network (on real models the network dominates; the paper reports
-   4×–30× against baselines with their own settings).
+   step count. The network-time ratio approaches the number of network calls; the end-to-end ratio is lower on
+   tiny backbones, whose VAE costs more than their network (on real models the network dominates; the paper
+   reports 4×–30× against baselines with their own settings).
 2. Where OSOR's time goes: VAE encode, one network call, VAE decode, and everything else (resizing,
 conversion,
    compositing, paste-back). Target: "everything else" ≤ 10 % of the total.
 3. The alpha head's parameter overhead on the REAL architectures (configs below, copied from the checkpoints'
    ``unet/config.json`` / ``transformer/config.json``), instantiated on the meta device (no weights, no
-   memory).
-   The paper (App. B.5) reports 2,881 (SDXL) and 12,292 (FLUX).
+   memory). The paper (App. B.5) reports 2,881 (SDXL) and 12,292 (FLUX).
 
 Run:  python benchmarks/osor_speed.py [--size 256] [--repeats 3] [--device cpu]
 Timings on tiny models measure pipeline overhead, not real-model latency; treat them as relative.

@@ -6,9 +6,8 @@ OSOR fine-tunes a *pretrained* inpainting backbone; LoRA on a random network can
 UNet2DConditionModel +
    AutoencoderKL) a prior: full-parameter training of the VAE (L1 reconstruction + a small KL) and then of the
    9-channel UNet (standard diffusion inpainting: ε-prediction on ``cat[z_t, mask, E(masked image)]`` with
-   random
-   rectangle/ellipse masks), on random crops of the photos bundled with scikit-image. Cached on disk: runs
-   once.
+   random rectangle/ellipse masks), on random crops of the photos bundled with scikit-image. Cached on disk:
+   runs once.
 2. trains OSOR Phase I, then Phase II (initialised from Phase I), with ``erasekit.methods.osor.train`` on
 synthetic effect scenes
    (``erasekit.data.synthetic``: objects with cast shadows and mirror reflections on photo crops);
@@ -16,18 +15,13 @@ synthetic effect scenes
 block.
 
 Honest differences from the paper (toy scale, no weights can be downloaded here): 64-px images; the
-discriminator
-trunk is a tiny *random* ConvNeXt in open_clip's layout (no CLIP weights); the perceptual term is off (no
-LPIPS-VGG
-weights); learning rates are 5e-4 (G) / 2e-4 (D) instead of 1e-5 and LoRA rank 8 (the tiny UNet has 16–32
-channels); a few hundred
-steps. Reported: PSNR/SSIM on the whole image and inside the effect region (effect mask minus object mask),
-the
-IoU of the edited region (thresholded alpha) with the effect mask vs the IoU of the object mask with it, and
-the share
-of the effect region (m_gt minus m_obj) that the method edited at all. At 64 px a latent cell is 8×8 pixels,
-so even a
-perfect latent alpha has a low pixel IoU; the script prints that ceiling.
+discriminator trunk is a tiny *random* ConvNeXt in open_clip's layout (no CLIP weights); the perceptual term
+is off (no LPIPS-VGG weights); learning rates are 5e-4 (G) / 2e-4 (D) instead of 1e-5 and LoRA rank 8 (the
+tiny UNet has 16–32 channels); a few hundred steps. Reported: PSNR/SSIM on the whole image and inside the
+effect region (effect mask minus object mask), the IoU of the edited region (thresholded alpha) with the
+effect mask vs the IoU of the object mask with it, and the share of the effect region (m_gt minus m_obj) that
+the method edited at all. At 64 px a latent cell is 8×8 pixels, so even a perfect latent alpha has a low pixel
+IoU; the script prints that ceiling.
 
     python benchmarks/osor_toy.py --quick      # a few minutes
     python benchmarks/osor_toy.py              # the full toy (≤ ~40 min CPU), cached stages are reused

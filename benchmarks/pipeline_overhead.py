@@ -1,16 +1,14 @@
 """Overhead of erasekit's baseline removers over calling the diffusers pipeline directly.
 
 For each backbone family, one tiny checkpoint (``erasekit.testing``) is written and loaded once; the same
-pipeline
-object then runs (a) directly, with the exact arguments the remover passes, and (b) through the remover (mask
-checks,
-HD strategy, PIL conversion, paste-back, metadata). Runs are interleaved so machine load affects both alike.
+pipeline object then runs (a) directly, with the exact arguments the remover passes, and (b) through the
+remover (mask checks, HD strategy, PIL conversion, paste-back, metadata). Runs are interleaved so machine load
+affects both alike.
 
 The table reports the best wall time of N runs and their ratio (target: within 5 %), and, inside each remover
 call, the total over the time spent in diffusers: that split is immune to machine load, which on a shared
-machine
-can swamp a 5 % difference between separate runs. Tiny models make erasekit's fixed per-call cost look large;
-with real checkpoints the denoising steps dominate even more.
+machine can swamp a 5 % difference between separate runs. Tiny models make erasekit's fixed per-call cost look
+large; with real checkpoints the denoising steps dominate even more.
 
     python benchmarks/pipeline_overhead.py --size 256 --steps 4 --repeats 7
 """

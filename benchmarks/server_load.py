@@ -3,9 +3,8 @@
 Starts the server as a subprocess (the weight-free method by default), sends bounded batches of real removal
 requests (a real photo and a mask, multipart, ``?format=image``) from 1, 4 and 8 concurrent httpx clients, and
 prints one row per concurrency level: requests/s, p50/p95 latency, successes, 503s (queue full; the clients
-wait
-``Retry-After`` and retry, as a polite client does, unless --no-retry), other errors and
-the server's peak resident memory (the kernel's high-water mark, VmHWM, so short peaks are not missed).
+wait ``Retry-After`` and retry, as a polite client does, unless --no-retry), other errors and the server's
+peak resident memory (the kernel's high-water mark, VmHWM, so short peaks are not missed).
 
     python benchmarks/server_load.py                   # defaults: patchmatch, 256 px photo, 24 requests/level
     python benchmarks/server_load.py --clients 1,2,4,8,16 --requests 40 --size 512 --method telea

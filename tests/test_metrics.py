@@ -316,8 +316,7 @@ def test_fid_inception_loads_the_reference_layout_and_rejects_others(tmp_path):
 )
 def test_fid_inception_equals_torch_fidelity(tmp_path, monkeypatch):
     # torch-fidelity cannot be installed beside torchmetrics without torchvision; load its modules from a
-    # folder
-    # without running its package __init__ (which imports torchvision).
+    # folder without running its package __init__ (which imports torchvision).
     root = Path(os.environ["ERASEKIT_TORCH_FIDELITY_SRC"]) / "torch_fidelity"
     pkg = types.ModuleType("torch_fidelity")
     pkg.__path__ = [str(root)]

@@ -2,8 +2,7 @@
 
 References are independent of the implementation: numpy's ``lstsq`` for the tone-map fit, scikit-image's HSV
 conversion for the hue shift, :func:`erasekit.hd.paste_back` for what the base must produce, and a binomial
-bound
-for the Table 5 probabilities.
+bound for the Table 5 probabilities.
 """
 
 from __future__ import annotations

@@ -201,9 +201,8 @@ def _hd_photo() -> tuple[np.ndarray, np.ndarray]:
 
 STRATEGIES = ["original", "resize:600", "crop:48", HDStrategy("crop", crop_margin=32, feather=3)]
 # Full-resolution PatchMatch on 1.5 MP takes several seconds (the slow path the crop strategy exists to
-# avoid), so
-# that one pair is left to benchmarks/classical.py; the same "original" code path is covered by telea and ns
-# here.
+# avoid), so that one pair is left to benchmarks/classical.py; the same "original" code path is covered by
+# telea and ns here.
 HD_CASES = [(m, s) for m in CLASSICAL for s in STRATEGIES if not (m == "patchmatch" and s == "original")]
 
 

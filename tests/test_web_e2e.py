@@ -5,8 +5,7 @@ Needs Debian's chromium and the Playwright Python package (no Playwright browser
     apt-get install -y chromium && pip install playwright
 
 The server runs in a background thread (uvicorn on 127.0.0.1, a free port). The result and the mask are read
-back
-through the UI's own download buttons, so the check covers the whole path a user takes. Set
+back through the UI's own download buttons, so the check covers the whole path a user takes. Set
 ``ERASEKIT_UPDATE_SCREENSHOT=1`` to refresh docs/img/webui.png from this test.
 """
 

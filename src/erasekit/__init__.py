@@ -55,13 +55,12 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     """Remove what ``mask`` marks (or what ``prompt`` names, for mask-free methods) from ``image``.
 
     ``image``: a path, bytes, PIL image or uint8 RGB array. ``mask``: the same kinds; any nonzero pixel means
-    remove
-    (an RGBA mask uses its alpha). A mask of another size is an error unless ``resize_mask=True``. Options the
-    method's factory takes (``device``, ``model``, ``weights`` ...) load the model (cached across calls); all
-    others
-    are per-call options (``steps``, ``timestep`` ...), checked against the method's declaration before the
-    model loads (``erasekit methods --options NAME`` lists them). ``refine`` names refiners that run on the
-    method's output before paste-back, in order (``"poisson"``, ``"color-match,poisson"``, a list; see
+    remove (an RGBA mask uses its alpha). A mask of another size is an error unless ``resize_mask=True``.
+    Options the method's factory takes (``device``, ``model``, ``weights`` ...) load the model (cached across
+    calls); all others are per-call options (``steps``, ``timestep`` ...), checked against the method's
+    declaration before the model loads (``erasekit methods --options NAME`` lists them). ``refine`` names
+    refiners that run on the method's output before paste-back, in order (``"poisson"``,
+    ``"color-match,poisson"``, a list; see
     :mod:`erasekit.refiners`). An empty mask returns the input unchanged with ``result.unchanged = True``.
     """
     from . import io

@@ -10,18 +10,13 @@ extension
 The output is ``OUTDIR/photo.jpg`` (same name, same format as the input, EXIF/ICC kept by :mod:`erasekit.io`).
 
 Resume: outputs are written atomically (temp file + rename, :func:`erasekit.io.write_image`), so an output
-that
-exists is complete; a re-run skips it (unless ``skip_existing=False``). Temp files a killed run left behind
-are
-deleted when the next run starts. A lock on ``OUTDIR/.erasekit-batch.lock`` keeps two batches from writing
-into the
-same folder at once (the kernel drops the lock when a process dies, even on SIGKILL).
+that exists is complete; a re-run skips it (unless ``skip_existing=False``). Temp files a killed run left
+behind are deleted when the next run starts. A lock on ``OUTDIR/.erasekit-batch.lock`` keeps two batches from
+writing into the same folder at once (the kernel drops the lock when a process dies, even on SIGKILL).
 
 Report: ``OUTDIR/batch_report.jsonl`` describes the latest run, one JSON record per image, written (and
-synced) as
-each image finishes, so a killed run's report is complete up to the kill. Failures (corrupt image, missing
-mask,
-size mismatch, ...) are recorded and the batch goes on.
+synced) as each image finishes, so a killed run's report is complete up to the kill. Failures (corrupt image,
+missing mask, size mismatch, ...) are recorded and the batch goes on.
 
 Exit code (:attr:`BatchSummary.exit_code`): 0 when nothing failed; when every image failed with the same error
 class, that class's code (2 bad input, 3 missing weights, 4 resource limit, 1 internal); otherwise
@@ -72,8 +67,7 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files, folders and glob patterns into image paths, in the order given, without duplicates.
 
     A path that does not exist (or a pattern that matches nothing) is kept as it is, so the batch records it
-    as a
-    failed item instead of silently doing less work.
+    as a failed item instead of silently doing less work.
     """
     extensions = image_extensions()
     found: list[Path] = []
@@ -321,11 +315,10 @@ def run_batch(
     ``refine`` names the refiners every image gets, as in :func:`erasekit.remove`.
 
     The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the
-    method's
-    factory takes (``device``, ``model`` ...) load the model, the rest are per-call options (``steps`` ...),
-    checked against the method's declaration before anything runs. Raises only for problems that stop the
-    whole batch (no images at all, a missing mask folder, an unavailable method); everything that concerns one
-    image is recorded in the report instead.
+    method's factory takes (``device``, ``model`` ...) load the model, the rest are per-call options
+    (``steps`` ...), checked against the method's declaration before anything runs. Raises only for problems
+    that stop the whole batch (no images at all, a missing mask folder, an unavailable method); everything
+    that concerns one image is recorded in the report instead.
     """
     from rich.console import Console
     from rich.progress import (

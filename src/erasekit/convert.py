@@ -1,8 +1,8 @@
 """The one place where pixels change representation.
 
 API edge: uint8 RGB H×W×3 arrays and float32 H×W masks in [0, 1]. Models: NCHW float tensors in [-1, 1] for
-images
-and N1HW tensors in [0, 1] for masks. Every other module converts through these functions, never ad hoc.
+images and N1HW tensors in [0, 1] for masks. Every other module converts through these functions, never ad
+hoc.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """The out-of-the-box demo: remove objects from real photos that scikit-image ships, with masks we drew.
 
 The photos come from ``skimage.data`` (bundled in the scikit-image wheel, so nothing is downloaded). The
-object
-masks are polygons in each photo's pixel coordinates, written by the erasekit authors and stored in
+object masks are polygons in each photo's pixel coordinates, written by the erasekit authors and stored in
 ``erasekit/data/demo_masks.json``. :func:`run_demo` writes, per photo, the input, the mask, the result (and
-the
-method's own alpha map when it has one), plus one comparison sheet ``comparison.png`` with a row per photo:
-before | mask overlay | after.
+the method's own alpha map when it has one), plus one comparison sheet ``comparison.png`` with a row per
+photo: before | mask overlay | after.
 """
 
 from __future__ import annotations
@@ -197,8 +195,7 @@ def run_demo(
             "result": io.write_image(out / f"{photo.name}_result.png", result.image),
         }
         # Every remover reports the region it filled as `alpha`; only a method's own (soft or wider) effect
-        # map is
-        # worth a file, the dilated mask already is the mask file.
+        # map is worth a file, the dilated mask already is the mask file.
         if result.alpha is not None and not np.array_equal(
             result.alpha > 0, masks.dilate(mask, DEMO_DILATE) > 0
         ):

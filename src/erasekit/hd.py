@@ -110,8 +110,8 @@ def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn)
     sh, sw = h, w
     m = max(c.size_multiple, 1)
     # Padding to the multiple must not push a side past max_side, so the usable long side is max_side floored
-    # to
-    # the multiple (when max_side is smaller than one multiple, the multiple wins: it is a hard requirement).
+    # to the multiple (when max_side is smaller than one multiple, the multiple wins: it is a hard
+    # requirement).
     limit = max((c.max_side // m) * m, m) if c.max_side else None
     if limit and max(h, w) > limit:
         scale = limit / max(h, w)
@@ -152,8 +152,8 @@ def paste_back(
         )
     # A soft region (an effect alpha) blends proportionally; feathering only lowers weights inside the region.
     # Work inside the region's bounding box only: on a 4096² photo with a small mask, full-size float
-    # temporaries
-    # would cost more memory than the method itself (the crop strategy exists to avoid exactly that).
+    # temporaries would cost more memory than the method itself (the crop strategy exists to avoid exactly
+    # that).
     out = original.copy()
     rows, cols = np.flatnonzero(np.any(region > 0, axis=1)), np.flatnonzero(np.any(region > 0, axis=0))
     if rows.size == 0:
@@ -180,8 +180,7 @@ def run_strategy(
     """Apply ``strategy`` and return (raw output, alpha), both at the input's size.
 
     The raw output is not yet pasted back (the caller decides the paste region); outside the processed crops
-    it
-    equals the input.
+    it equals the input.
     """
     h, w = mask.shape
     if strategy.name == "original" or (strategy.name == "crop" and max(h, w) <= strategy.crop_trigger):

@@ -2,16 +2,13 @@
 
 Everything that crosses the file boundary goes through here, so the rest of erasekit only sees uint8 RGB H×W×3
 arrays and float32 H×W masks in {0, 1}. Pillow does the decoding, EXIF orientation, colour management
-(LittleCMS)
-and encoding; this module holds the rules that say which Pillow call applies to which input.
+(LittleCMS) and encoding; this module holds the rules that say which Pillow call applies to which input.
 
 Images (:func:`read_image`)
     Sources: a path (str or Path), ``bytes``, a binary file object, a ``PIL.Image.Image`` or a numpy array.
     Any format Pillow reads; for animations and multi-page files the first frame is used. EXIF orientation is
     applied to the pixels and the kept EXIF block says ``Orientation = 1`` from then on (its embedded
-    thumbnail is
-    dropped: it would still show the removed object). Modes become RGB by these
-    rules:
+    thumbnail is dropped: it would still show the removed object). Modes become RGB by these rules:
 
     ======================  ==============================================================================
     RGB                     unchanged
@@ -41,24 +38,19 @@ Images (:func:`read_image`)
 
 Masks (:func:`read_mask`)
     Any nonzero value means "remove". Which channel is read: RGBA / LA / PA masks and P masks with
-    transparency
-    use their alpha channel — unless that alpha is fully opaque everywhere (a black-and-white mask saved with
-    a
-    useless alpha channel, which would otherwise mean "remove everything"), then the colour channels are used.
-    RGB masks use the maximum over R, G and B, so any coloured stroke counts. JPEG masks count values of 128
-    and
-    above instead of any nonzero value, because JPEG noise turns black into small nonzero values. EXIF
-    orientation is applied to masks exactly as to images. A mask of another size than the image is an error
-    naming both sizes unless the caller asks for a nearest-neighbour resize. Bool, integer and float arrays
-    are
-    accepted (nonzero = remove; H×W×4 arrays follow the alpha rule).
+    transparency use their alpha channel — unless that alpha is fully opaque everywhere (a black-and-white
+    mask saved with a useless alpha channel, which would otherwise mean "remove everything"), then the colour
+    channels are used. RGB masks use the maximum over R, G and B, so any coloured stroke counts. JPEG masks
+    count values of 128 and above instead of any nonzero value, because JPEG noise turns black into small
+    nonzero values. EXIF orientation is applied to masks exactly as to images. A mask of another size than the
+    image is an error naming both sizes unless the caller asks for a nearest-neighbour resize. Bool, integer
+    and float arrays are accepted (nonzero = remove; H×W×4 arrays follow the alpha rule).
 
 Limits
     A pixel limit guards against decompression bombs. It is checked on the header, before any pixel is
-    decoded.
-    Default 8192 × 8192 = 67,108,864 pixels; override per call (``max_pixels=``) or for the process with the
-    environment variable ``ERASEKIT_MAX_PIXELS`` (0 disables erasekit's check). Pillow keeps its own hard cap
-    (twice ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP); raise that too for larger images.
+    decoded. Default 8192 × 8192 = 67,108,864 pixels; override per call (``max_pixels=``) or for the process
+    with the environment variable ``ERASEKIT_MAX_PIXELS`` (0 disables erasekit's check). Pillow keeps its own
+    hard cap (twice ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP); raise that too for larger images.
 
 Writing (:func:`write_image`, :func:`write_mask`, :func:`encode_image`)
     Atomic: the file is written to a temporary name in the target folder, flushed to disk and renamed over the
@@ -66,10 +58,8 @@ Writing (:func:`write_image`, :func:`write_mask`, :func:`encode_image`)
     The format comes from the extension; without one, from ``format=``, else the source's format, else PNG.
     EXIF and ICC from the source (``like=``) are kept for JPEG, PNG, WebP and TIFF. JPEG → JPEG reuses the
     source's quantisation tables and chroma subsampling (what Pillow calls ``quality="keep"``), so the output
-    is
-    about the size and quality of the input; other JPEG output uses quality 95. ``quality=`` applies to the
-    lossy
-    formats (JPEG, WebP) and is ignored by lossless ones.
+    is about the size and quality of the input; other JPEG output uses quality 95. ``quality=`` applies to the
+    lossy formats (JPEG, WebP) and is ignored by lossless ones.
 """
 
 from __future__ import annotations
@@ -125,8 +115,8 @@ class LoadedImage:
     "PNG", ...) or None for arrays. ``exif``: the raw EXIF block with Orientation reset to 1, or None.
     ``icc_profile``: an RGB ICC profile matching ``pixels``, or None. ``mode``: the source's Pillow mode
     before conversion. ``path``: where it was read from, if a path. ``jpeg``: the source's JPEG encoder
-    settings, if a colour JPEG.
-    ``compression``: the source's compression as Pillow names it (TIFF), reused when writing the same format.
+    settings, if a colour JPEG. ``compression``: the source's compression as Pillow names it (TIFF), reused
+    when writing the same format.
     """
 
     pixels: np.ndarray
@@ -238,9 +228,8 @@ def _open(source: Any, what: str, limit: int | None) -> Image.Image:
             raise InvalidInputError(f"cannot read {what}: it is a directory, not an image file")
     try:
         # We check the size ourselves below with the erasekit limit; Pillow's softer warning would only add
-        # noise.
-        # (catch_warnings is process-wide; the worst a concurrent thread can see is that warning silenced
-        # too.)
+        # noise. (catch_warnings is process-wide; the worst a concurrent thread can see is that warning
+        # silenced too.)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source)
@@ -507,8 +496,7 @@ def read_mask(
     """Read a mask as float32 H×W in {0, 1} (1 = remove); rules in the module docstring.
 
     ``shape`` is the image's (H, W). A mask of another size raises :class:`InvalidInputError` naming both
-    sizes,
-    unless ``resize=True``, which resizes it with nearest-neighbour sampling (so it stays binary).
+    sizes, unless ``resize=True``, which resizes it with nearest-neighbour sampling (so it stays binary).
     """
     what = _describe(source, "mask")
     limit = pixel_limit(max_pixels)
@@ -600,8 +588,7 @@ def _save_options(fmt: str, like: LoadedImage | None, quality: int | None) -> di
         options["compression"] = kept if kept in _TIFF_COMPRESSIONS else "tiff_adobe_deflate"
         if options.get("exif") and _has_sub_ifds(options["exif"]):
             # Pillow's libtiff writer (every compressed TIFF) fails on the EXIF sub-IFD pointers; its own
-            # writer
-            # handles them but only uncompressed. Keeping the camera metadata wins over file size here.
+            # writer handles them but only uncompressed. Keeping the camera metadata wins over file size here.
             options["compression"] = "raw"
     return options
 

@@ -1,9 +1,8 @@
 """Crash-safe JSON-lines files: the dataset manifests, decision logs and batch reports erasekit appends to.
 
 Each record is appended, flushed and fsynced before the next one starts, so a killed process leaves at most
-one
-torn last line (one without its newline). Readers ignore that line with a warning; :func:`repair_torn_tail`
-removes it before a writer appends again.
+one torn last line (one without its newline). Readers ignore that line with a warning;
+:func:`repair_torn_tail` removes it before a writer appends again.
 """
 
 from __future__ import annotations

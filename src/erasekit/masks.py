@@ -1,11 +1,9 @@
 """Mask algebra on float32 H×W masks in [0, 1] (1 = remove).
 
 OpenCV does the morphology, component labelling, distance transforms, resampling and drawing; scikit-image
-gives the
-disk structuring element; SciPy shifts.
-What is written here by hand is only the glue these libraries do not provide (soft-mask semantics, component
-boxes
-with margins, the OSOR target grids and the incomplete-mask perturbation family).
+gives the disk structuring element; SciPy shifts. What is written here by hand is only the glue these
+libraries do not provide (soft-mask semantics, component boxes with margins, the OSOR target grids and the
+incomplete-mask perturbation family).
 
 Sections: basics (binarize/dilate/erode/feather) · components and boxes · grids (max-pool to latent, OSOR
 occupancy "OG" / nearest "HM" / Gaussian "SM" targets) · drawing (strokes, polygons) · perturbations (OSOR
@@ -54,10 +52,8 @@ def feather(mask: np.ndarray, pixels: int, *, inward: bool = True) -> np.ndarray
     """Soft edge of width ``pixels``.
 
     ``inward=True`` (the paste-back default) ramps from 0 at the mask border to 1 at ``pixels`` inside, so the
-    soft
-    mask never exceeds the hard one: pixels outside the mask are never touched. ``inward=False`` blurs
-    symmetrically
-    (a Gaussian with sigma = pixels / 2), which reaches outside the mask.
+    soft mask never exceeds the hard one: pixels outside the mask are never touched. ``inward=False`` blurs
+    symmetrically (a Gaussian with sigma = pixels / 2), which reaches outside the mask.
     """
     hard = binarize(mask, 0.0)
     if pixels <= 0:
@@ -137,8 +133,7 @@ def connected_components(mask: np.ndarray, *, connectivity: int = 2) -> tuple[np
     """Label the nonzero pixels (``connectivity=2``: 8-neighbours, the default; ``1``: 4-neighbours).
 
     Returns (labels int32 H×W, count). OpenCV labels in raster order like scikit-image, with int32 labels from
-    the
-    start (scikit-image returns int64: twice the memory on a 4096² mask).
+    the start (scikit-image returns int64: twice the memory on a 4096² mask).
     """
     if connectivity not in (1, 2):
         raise ValueError(f"connectivity must be 1 or 2, got {connectivity}")
@@ -197,8 +192,7 @@ def max_pool_to_grid_ceil(mask: np.ndarray, factor: int) -> np.ndarray:
     """Max-pool by ``factor`` for any size: the grid is ``ceil(H / factor) × ceil(W / factor)``.
 
     The last row/column of cells covers the leftover pixels only (the mask is padded with zeros, which never
-    win a
-    max), so equal to :func:`max_pool_to_grid` whenever the size divides.
+    win a max), so equal to :func:`max_pool_to_grid` whenever the size divides.
     """
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
@@ -210,12 +204,10 @@ def max_pool_to_grid_ceil(mask: np.ndarray, factor: int) -> np.ndarray:
 
 
 # ---- OSOR discriminator targets (Fig. 4, Eq. 7)
-# ------------------------------------------------------------------
-# The occupancy-guided discriminator needs, for each patch-logit location, a target in [0, 1]. The paper
-# compares
-# three constructions (Sec. 3 and App. B.6, ablation Table 3): HM (nearest), SM (Gaussian-smoothed) and OG
-# (area
-# pooling, the one OSOR uses as w~_k in Eqs. 7-8).
+# ------------------------------------------------------------------ The occupancy-guided discriminator needs,
+# for each patch-logit location, a target in [0, 1]. The paper compares three constructions (Sec. 3 and App.
+# B.6, ablation Table 3): HM (nearest), SM (Gaussian-smoothed) and OG (area pooling, the one OSOR uses as w~_k
+# in Eqs. 7-8).
 
 
 def _check_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> tuple[np.ndarray, int, int]:
@@ -233,14 +225,11 @@ def occupancy_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
     """OSOR "OG" targets: each grid cell holds the exact fraction of its area that the mask covers (Fig. 4).
 
     Cell ``(i, j)`` spans rows ``[i·H/gh, (i+1)·H/gh)`` and columns ``[j·W/gw, (j+1)·W/gw)`` in continuous
-    pixel
-    coordinates, so when the size does not divide, boundary pixels count with their fractional overlap.
-    OpenCV's
-    ``INTER_AREA`` downscaling computes exactly this area average (``torch.nn.functional.adaptive_avg_pool2d``
-    does
-    not: it uses whole-pixel bins). ``grid_hw`` must not exceed the mask size (OpenCV's area mode is only an
-    area
-    average when shrinking). Soft masks give the area-weighted mean of their values.
+    pixel coordinates, so when the size does not divide, boundary pixels count with their fractional overlap.
+    OpenCV's ``INTER_AREA`` downscaling computes exactly this area average
+    (``torch.nn.functional.adaptive_avg_pool2d`` does not: it uses whole-pixel bins). ``grid_hw`` must not
+    exceed the mask size (OpenCV's area mode is only an area average when shrinking). Soft masks give the
+    area-weighted mean of their values.
     """
     m, gh, gw = _check_grid(mask, grid_hw)
     if (gh, gw) == m.shape:
@@ -252,8 +241,7 @@ def nearest_grid(mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
     """OSOR "HM" targets: nearest-neighbour downsampling (hard labels for a binary mask).
 
     Samples pixel ``floor(i · H / gh)``, the same rule as ``torch.nn.functional.interpolate(mode="nearest")``
-    and
-    OpenCV's ``INTER_NEAREST``, so these targets match what a PyTorch training loop would compute.
+    and OpenCV's ``INTER_NEAREST``, so these targets match what a PyTorch training loop would compute.
     """
     m, gh, gw = _check_grid(mask, grid_hw)
     return cv2.resize(m, (gw, gh), interpolation=cv2.INTER_NEAREST).astype(np.float32)
@@ -304,11 +292,9 @@ def stroke_to_mask(points, radius: float, shape: Sequence[int]) -> np.ndarray:
     """A scribble: the polyline through ``points`` ((x, y) pixel coordinates) drawn with a round brush.
 
     The one-pixel polyline (OpenCV) dilated by a Euclidean disk of ``radius``: every pixel within ``radius``
-    of a
-    drawn line pixel, so caps and joints are round and the brush is never wider than asked (OpenCV's own thick
-    lines
-    overshoot by up to a pixel). A single point gives a disk. Points may lie outside the image; the stroke is
-    clipped. ``radius = 0`` draws the one-pixel line.
+    of a drawn line pixel, so caps and joints are round and the brush is never wider than asked (OpenCV's own
+    thick lines overshoot by up to a pixel). A single point gives a disk. Points may lie outside the image;
+    the stroke is clipped. ``radius = 0`` draws the one-pixel line.
     """
     from .types import InvalidInputError
 
@@ -383,8 +369,8 @@ def shrink(
     transform).
 
     Scaling by R (not by image size) keeps thin masks from vanishing: with ``f < 1`` the core survives. The
-    image
-    border does not erode (the object may continue beyond the frame). Result ⊆ mask (soft values are kept).
+    image border does not erode (the object may continue beyond the frame). Result ⊆ mask (soft values are
+    kept).
     """
     m = np.asarray(mask, dtype=np.float32)
     hard = _hard_uint8(m)

@@ -21,8 +21,7 @@ class WeightRequirement:
     """One thing a method needs on disk (or in the process).
 
     ``locate`` returns where it resolves locally (a path or a short description) or None when it is missing;
-    it
-    must never touch the network. ``fetch_hint`` is the one command that gets it.
+    it must never touch the network. ``fetch_hint`` is the one command that gets it.
     """
 
     name: str

@@ -58,8 +58,7 @@ class RemovalRequest:
     """One removal job as a remover sees it.
 
     ``image`` is uint8 RGB H×W×3, ``mask`` float32 H×W in [0, 1] (1 = remove) or ``None`` for mask-free
-    methods.
-    ``dilate`` grows the mask by that many pixels before anything else; ``hd_strategy`` (an
+    methods. ``dilate`` grows the mask by that many pixels before anything else; ``hd_strategy`` (an
     :class:`erasekit.hd.HDStrategy`) decides how large images are processed; ``refine`` names the refiners
     that run on the method's output before paste-back (``"color-match,poisson"``, a list, or None; read by
     :func:`erasekit.refiners.parse_refine`); ``options`` holds method-specific per-call settings (steps,
@@ -103,10 +102,9 @@ class RemovalResult:
 
     ``image``: uint8 RGB H×W×3 at the input's size. ``alpha``: float32 H×W in [0, 1], the region the method
     actually edited (the effect-aware alpha for OSOR, the processed mask for others). ``unchanged`` is True
-    when the
-    mask was empty and the input came back as it was. ``timings`` are seconds per stage; ``metadata`` records
-    the
-    settings that produced the result (method options, seed, strategy) so a result can be reproduced.
+    when the mask was empty and the input came back as it was. ``timings`` are seconds per stage; ``metadata``
+    records the settings that produced the result (method options, seed, strategy) so a result can be
+    reproduced.
     """
 
     image: np.ndarray

@@ -2,15 +2,13 @@
 
 ``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` is float32 on CPU (half precision is slow or
 unsupported there), bfloat16 for FLUX on a GPU (its activations overflow float16) and float16 for SD/SDXL on a
-GPU.
-The SDXL VAE overflows in float16; its config says ``force_upcast`` and both diffusers' pipelines and
+GPU. The SDXL VAE overflows in float16; its config says ``force_upcast`` and both diffusers' pipelines and
 :mod:`erasekit.backbones.latents` then run it in float32, so nothing else is needed here.
 
 Small GPUs: ``offload="model"`` keeps each component on the CPU until it runs (accelerate hooks, via
-diffusers'
-``enable_model_cpu_offload``), ``offload="sequential"`` streams weights layer by layer (slowest, least
-memory),
-``attention_slicing`` computes attention in slices, ``vae_tiling`` decodes large images tile by tile.
+diffusers' ``enable_model_cpu_offload``), ``offload="sequential"`` streams weights layer by layer (slowest,
+least memory), ``attention_slicing`` computes attention in slices, ``vae_tiling`` decodes large images tile by
+tile.
 """
 
 from __future__ import annotations

@@ -3,14 +3,12 @@
 The VAE codecs apply each VAE's scaling and shift factors.
 
 Every formula here mirrors what diffusers' own pipelines do, so a method that works in latent space (OSOR's
-one-step
-restoration, EraDiff, ...) sees exactly the latents a diffusers pipeline would, and tests check that bit for
-bit:
+one-step restoration, EraDiff, ...) sees exactly the latents a diffusers pipeline would, and tests check that
+bit for bit:
 
 * SD / SDXL: ``z = scaling_factor · E(x)``, ``x = D(z / scaling_factor)`` (``StableDiffusion*Pipeline``);
   a VAE with ``latents_mean``/``latents_std`` in its config uses ``z = (E(x) - mean) · scaling / std`` (as
-  SDXL
-  pipelines do when those fields are present);
+  SDXL pipelines do when those fields are present);
 * FLUX: ``z = (E(x) - shift_factor) · scaling_factor``, ``x = D(z / scaling_factor + shift_factor)``
   (``FluxFillPipeline.prepare_mask_latents`` and its decode step).
 
@@ -110,8 +108,7 @@ def decode(vae, latents: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------------------
 # FLUX packing. diffusers keeps these as private static methods of FluxPipeline; they are re-stated here in
-# terms of
-# latent sizes (not pixel sizes) so latent-space methods need no pipeline object. Tests pin them to
+# terms of latent sizes (not pixel sizes) so latent-space methods need no pipeline object. Tests pin them to
 # diffusers'.
 # ------------------------------------------------------------------------------------------------------------
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:
@@ -137,9 +134,8 @@ def fill_mask_tokens(mask: torch.Tensor, vae_scale: int = 8) -> torch.Tensor:
     """FLUX Fill's mask conditioning: a pixel mask N×1×H×W pixel-unshuffled to (s·s) channels, then packed.
 
     Equals the mask half of ``FluxFillPipeline.prepare_mask_latents`` (the 8×8 unshuffle is written as a view
-    and a
-    permute there; ``torch.nn.functional.pixel_unshuffle`` uses the other channel order, hence the explicit
-    view).
+    and a permute there; ``torch.nn.functional.pixel_unshuffle`` uses the other channel order, hence the
+    explicit view).
     """
     n, _, h, w = mask.shape
     lh, lw = h // vae_scale, w // vae_scale
@@ -156,9 +152,8 @@ def mask_to_latent(
     """Pixel mask N×1×H×W -> N×1×h×w on the latent grid.
 
     ``max``: a latent cell is masked when any pixel it covers is (OSOR's ``maxpool8``; adaptive pooling when
-    the size
-    is not an exact multiple). ``nearest``: ``F.interpolate`` nearest, what diffusers' inpainting pipelines
-    do.
+    the size is not an exact multiple). ``nearest``: ``F.interpolate`` nearest, what diffusers' inpainting
+    pipelines do.
     """
     import torch.nn.functional as F
 

@@ -13,9 +13,8 @@ e.g.
    ``huggingface_hub.snapshot_download(local_files_only=True)`` — never a network request.
 
 If none has the weights, :class:`~erasekit.types.MissingWeightsError` names the preset, the Hub id and the
-command
-that fetches it (``erasekit download NAME``). Downloads happen only in :func:`download` (the ``download``
-command) or when ``allow_download=True`` (``--allow-download``).
+command that fetches it (``erasekit download NAME``). Downloads happen only in :func:`download` (the
+``download`` command) or when ``allow_download=True`` (``--allow-download``).
 """
 
 from __future__ import annotations
@@ -367,10 +366,8 @@ def download(
     """Fetch a preset (or any diffusers Hub repo) with ``huggingface_hub.snapshot_download``.
 
     Only the files a diffusers pipeline needs are fetched (``allow_patterns``). Interrupted downloads resume:
-    the
-    hub client keeps partial files and continues them on the next call. Without ``local_dir`` the files go to
-    the
-    Hugging Face cache, where :func:`find_local` finds them.
+    the hub client keeps partial files and continues them on the next call. Without ``local_dir`` the files go
+    to the Hugging Face cache, where :func:`find_local` finds them.
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (

@@ -83,12 +83,10 @@ def predict_x0(
     """The one-step clean-latent estimate x̂0 from a model output at ``t``.
 
     ``epsilon`` / ``v_prediction``: ``t`` is an integer timestep (or one per sample) and ``schedule`` the
-    scheduler
-    (or its ``alphas_cumprod``); equals ``step(...).pred_original_sample`` of DDPM/DDIM with ``clip_sample``
-    off (pass
-    ``clip_sample_range`` to clamp like ``clip_sample=True``). ``flow``: ``t`` is the noise level s in [0, 1]
-    and the
-    output a velocity; equals the Euler step of FlowMatchEulerDiscreteScheduler from s to 0.
+    scheduler (or its ``alphas_cumprod``); equals ``step(...).pred_original_sample`` of DDPM/DDIM with
+    ``clip_sample`` off (pass ``clip_sample_range`` to clamp like ``clip_sample=True``). ``flow``: ``t`` is
+    the noise level s in [0, 1] and the output a velocity; equals the Euler step of
+    FlowMatchEulerDiscreteScheduler from s to 0.
     """
     import torch
 

@@ -3,10 +3,8 @@
 
 ``--config`` takes a file or the name of a packaged config (``osor_sdxl_phase1``, ``osor_sdxl_phase2``,
 ``osor_flux_phase1``, ``osor_flux_phase2``); ``--set KEY=VALUE`` overrides any field (dotted for sections,
-e.g.
-``--set optim.lr_generator=2e-5 --set data.path=/data/corne``). A run resumes from the newest checkpoint in
-its
-output folder. Multi-GPU: ``accelerate launch -m erasekit train osor --config ...``.
+e.g. ``--set optim.lr_generator=2e-5 --set data.path=/data/corne``). A run resumes from the newest checkpoint
+in its output folder. Multi-GPU: ``accelerate launch -m erasekit train osor --config ...``.
 """
 
 from __future__ import annotations

@@ -18,14 +18,12 @@ A record::
      "phase2": true, "meta": {"source": "savp", "instruction": "Remove the red mug"}}
 
 ``phase2`` marks the effect-heavy subset OSOR's Phase II trains on (arXiv:2606.28094 Eq. 2 and Table 6:
-‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25).
-Masks are binary on disk and read as float32 {0, 1}.
+‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25). Masks are binary on disk and read as float32 {0, 1}.
 
 Writing is crash-safe: each file goes through :func:`erasekit.io.write_image` / :func:`erasekit.io.write_mask`
 (temp file + rename) and only then is the manifest line appended and fsynced, so a record never names a file
-that
-is not complete. A last line without its newline is an append interrupted by a crash; readers skip it and the
-writer cuts it off before appending. The writer knows which ids exist, so a re-run skips them (resumable).
+that is not complete. A last line without its newline is an append interrupted by a crash; readers skip it and
+the writer cuts it off before appending. The writer knows which ids exist, so a re-run skips them (resumable).
 """
 
 from __future__ import annotations
@@ -200,8 +198,7 @@ class PairedDataset:
     """Read a paired dataset folder. ``len``, integer indexing, iteration and lookup by id.
 
     The manifest and the presence of every file are checked when the dataset is opened; image sizes are
-    checked
-    when a sample is loaded (or all at once with :meth:`validate`).
+    checked when a sample is loaded (or all at once with :meth:`validate`).
     """
 
     def __init__(self, root: str | os.PathLike):

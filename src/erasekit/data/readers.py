@@ -13,12 +13,9 @@ READMEs describe; each assumption is written down so a mismatch is easy to spot.
 
 Assumptions: a sample is the set of stems present in ``shot`` and ``bg``; a stem without an effect mask is an
 error. Without an object-core mask the object mask is the effect mask and ``phase2`` is false (nothing tells
-the
-object from its effects). With one, ``phase2`` is the Eq. 2 ratio ‖m_gt \\ m_obj‖₁ / ‖m_gt‖₁ ≥ 0.25 computed
-on
-m_gt — the paper computes it on the pre-expansion fused mask, which CORNE does not ship, so the 1.2× growth
-makes
-our ratio slightly larger than the authors' on borderline samples.
+the object from its effects). With one, ``phase2`` is the Eq. 2 ratio ‖m_gt \\ m_obj‖₁ / ‖m_gt‖₁ ≥ 0.25
+computed on m_gt — the paper computes it on the pre-expansion fused mask, which CORNE does not ship, so the
+1.2× growth makes our ratio slightly larger than the authors' on borderline samples.
 
 **RORD-style** folders (real object removal pairs from videos)::
 
@@ -27,8 +24,7 @@ our ratio slightly larger than the authors' on borderline samples.
     ROOT/<mask|masks|multi_mask>/<stem>.png
 
 Assumptions: shot, background and mask share a stem; the mask covers the removed object (RORD does not
-separate
-effects), so it is both the object and the effect mask and ``phase2`` is false.
+separate effects), so it is both the object and the effect mask and ``phase2`` is false.
 """
 
 from __future__ import annotations

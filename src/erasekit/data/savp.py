@@ -2,8 +2,7 @@
 
 From an instruction-edit triplet (I_orig, I_edit, p) SAVP either rejects the pair, with a reason and the stage
 that rejected it, or returns a removal pair (I_shot, I_gt) with an object-core mask m_obj, an effect-aware
-target
-mask m_gt and the Phase II flag.
+target mask m_gt and the Phase II flag.
 
 Algorithm 1 — semantic-anchored verification
   order      add ⇒ (I_shot, I_gt) = (I_edit, I_orig); remove ⇒ (I_orig, I_edit); anything else: reject.
@@ -22,15 +21,12 @@ Algorithm 2 — effect-aware masks
   m_eff = m_fuse \\ m_obj (Eq. 2), r_eff = ‖m_eff‖₁/‖m_fuse‖₁, Phase II if r_eff ≥ τ_eff.
 
 Choices the paper leaves open (made as in the authors' released SAVP code where it is explicit, see
-docs/data.md):
-feature differences are in CIE Lab (scikit-image), each normalised by the 99th percentile of its positive
-values
-and clipped to [0, 1]; ΔL_log uses log(L + 1) so black regions do not explode; components are 8-connected; the
-collapse test also applies when the best IoU is below τ_iou (as Algorithm 1's ``else if`` reads); a candidate
-that overlaps no semantic box is dropped; the segmenter is prompted with the validated difference boxes b_val.
-erasekit adds one rejection the paper does not need: an empty object-core mask (the segmenter found nothing),
-since
-such a sample cannot give Phase II its object-core conditioning mask.
+docs/data.md): feature differences are in CIE Lab (scikit-image), each normalised by the 99th percentile of
+its positive values and clipped to [0, 1]; ΔL_log uses log(L + 1) so black regions do not explode; components
+are 8-connected; the collapse test also applies when the best IoU is below τ_iou (as Algorithm 1's ``else if``
+reads); a candidate that overlaps no semantic box is dropped; the segmenter is prompted with the validated
+difference boxes b_val. erasekit adds one rejection the paper does not need: an empty object-core mask (the
+segmenter found nothing), since such a sample cannot give Phase II its object-core conditioning mask.
 """
 
 from __future__ import annotations
@@ -210,8 +206,8 @@ def order_pair(
 
 
 # Differences below this are floating-point noise (one 8-bit step moves Lab by ~0.3 units or more), not
-# change; without the floor
-# the percentile normalisation would blow rounding noise up to 1 on a channel that did not change at all.
+# change; without the floor the percentile normalisation would blow rounding noise up to 1 on a channel that
+# did not change at all.
 _NOISE_FLOOR = 0.05
 
 

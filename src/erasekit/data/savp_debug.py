@@ -1,9 +1,8 @@
 """Visual debug sheets for SAVP decisions: one row of panels per sample.
 
 Panels: I_shot | I_gt | heatmap H (inferno) | components of m_diff with candidate boxes (green accepted, red
-not)
-and semantic boxes (cyan) | m_obj (red) over I_shot | m_gt (orange) over I_shot, with the decision written on
-top. Panels a rejected sample never reached are grey.
+not) and semantic boxes (cyan) | m_obj (red) over I_shot | m_gt (orange) over I_shot, with the decision
+written on top. Panels a rejected sample never reached are grey.
 """
 
 from __future__ import annotations

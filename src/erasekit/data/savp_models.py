@@ -12,8 +12,7 @@ is a
 :class:`~erasekit.types.MissingWeightsError` naming the download command.
 
 Stand-ins, named for what they are: :class:`OracleDetector` returns boxes it was given (ground truth in tests
-and
-in the synthetic benchmark, never a claim about detection quality); :class:`GrabCutSegmenter` is OpenCV's
+and in the synthetic benchmark, never a claim about detection quality); :class:`GrabCutSegmenter` is OpenCV's
 box-initialised GrabCut, a weight-free classical segmenter; :class:`OracleSegmenter` returns known masks.
 """
 
@@ -161,8 +160,7 @@ class GroundingDinoDetector:
     """GroundingDINO through transformers, from a local folder or a cached Hub id (never downloads).
 
     The query is lower-cased and ends with "." (GroundingDINO's phrase convention). ``box_threshold`` is a
-    floor
-    below which boxes are not even returned; SAVP applies τ_score and K_sem itself.
+    floor below which boxes are not even returned; SAVP applies τ_score and K_sem itself.
     """
 
     def __init__(
@@ -224,13 +222,10 @@ class SamSegmenter:
     """SAM2 (``Sam2Model``) or SAM (``SamModel``) through transformers with box prompts, single-mask output.
 
     SAM v1 uses transformers' ``SamProcessor``. SAM2's processor needs torchvision; where torchvision is
-    missing
-    (it has no CPU wheel on some platforms) the same preprocessing is done here from the checkpoint's own
-    settings:
-    resize to the model's square input, scale to [0, 1], normalise with the processor's mean/std; boxes are
-    scaled
-    to the resized frame; low-resolution mask logits are resized back bilinearly and thresholded at 0, as the
-    processor's ``post_process_masks`` does.
+    missing (it has no CPU wheel on some platforms) the same preprocessing is done here from the checkpoint's
+    own settings: resize to the model's square input, scale to [0, 1], normalise with the processor's
+    mean/std; boxes are scaled to the resized frame; low-resolution mask logits are resized back bilinearly
+    and thresholded at 0, as the processor's ``post_process_masks`` does.
     """
 
     def __init__(self, name_or_path: str = DEFAULT_SEGMENTER, *, device: str | None = None):

@@ -5,8 +5,7 @@ Input: a JSONL manifest, one triplet per line::
     {"id": "t0001", "original": "imgs/a.png", "edited": "imgs/a_edit.png", "instruction": "Add a red mug"}
 
 (paths relative to the manifest's folder; ``id`` defaults to the line number; other keys are kept — ``truth``
-is
-read by the ``oracle-truth`` stand-ins). Output, in the dataset folder:
+is read by the ``oracle-truth`` stand-ins). Output, in the dataset folder:
 
 * the paired dataset (:mod:`erasekit.data.paired`) with the accepted samples,
 * ``savp_decisions.jsonl``: one line per processed triplet (accepted, or the rejection stage and reason, plus
@@ -16,9 +15,8 @@ the
 * ``debug/<id>.png`` sheets with ``debug_sheets=True``.
 
 Resumable and idempotent: triplets already in the decision log are skipped, so an interrupted run continues
-and a
-finished one changes nothing. Only the driver process writes files (except debug sheets, one file per sample,
-written atomically by the workers), so appends never interleave.
+and a finished one changes nothing. Only the driver process writes files (except debug sheets, one file per
+sample, written atomically by the workers), so appends never interleave.
 
 Executors: ``local`` runs in-process for one worker and in a process pool otherwise; ``ray`` maps a Ray Data
 dataset over the manifest with one model-holding actor per worker (``concurrency``), for clusters.
@@ -276,8 +274,8 @@ def run_local(
     from concurrent.futures import ProcessPoolExecutor
 
     # Plain fork is unsafe once the driver has run torch/OpenMP (a forked child can inherit a held lock and
-    # hang);
-    # forkserver forks from a clean server that has imported this module once, so workers still start fast.
+    # hang); forkserver forks from a clean server that has imported this module once, so workers still start
+    # fast.
     context: mp.context.BaseContext
     if "forkserver" in mp.get_all_start_methods():
         context = mp.get_context("forkserver")

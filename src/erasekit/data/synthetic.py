@@ -1,10 +1,9 @@
 """Synthetic effect scenes: real photo crops with inserted objects that cast shadows and mirror reflections.
 
 Each scene is a quadruple (shot, background, object mask, effect mask) with exact ground truth, used as test
-data
-for training, for SAVP and for a small honest benchmark. It is *not* a photorealistic renderer; it has the two
-properties the methods care about: effects that extend beyond the object, and a background that is untouched
-everywhere else.
+data for training, for SAVP and for a small honest benchmark. It is *not* a photorealistic renderer; it has
+the two properties the methods care about: effects that extend beyond the object, and a background that is
+untouched everywhere else.
 
 How a scene is made (all randomness from one ``numpy.random.Generator``, so a seed gives identical bytes):
 
@@ -21,10 +20,9 @@ hue,
 5. The object is pasted on top.
 
 **Effect-mask threshold.** Shadow and reflection alphas below :attr:`SceneConfig.alpha_floor` (default 0.05)
-are
-set to 0, so a penumbra ends instead of fading into one-grey-level changes across the image. The effect mask
-is
-then exactly ``object ∪ {pixels whose value changed}``: outside it the shot equals the background bit for bit.
+are set to 0, so a penumbra ends instead of fading into one-grey-level changes across the image. The effect
+mask is then exactly ``object ∪ {pixels whose value changed}``: outside it the shot equals the background bit
+for bit.
 
 ``phase2`` uses Eq. 2 of OSOR (arXiv:2606.28094): ‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25 with m_fuse the effect mask
 and m_eff = m_fuse \\ m_obj.
@@ -208,8 +206,7 @@ def _shadow_alpha(rng: np.random.Generator, mask: np.ndarray, base: int, cfg: Sc
     squash = _uniform(rng, cfg.shadow_squash)
     shear = _uniform(rng, cfg.shadow_shear) * float(rng.choice((-1.0, 1.0)))
     # Points (x, y) of the silhouette map to (x + shear·(base - y), base - squash·(base - y)): flattened onto
-    # the
-    # ground behind the object, leaning sideways away from the light.
+    # the ground behind the object, leaning sideways away from the light.
     matrix = np.array([[1.0, -shear, shear * base], [0.0, squash, (1.0 - squash) * base]], np.float32)
     warped = cv2.warpAffine(
         mask.astype(np.float32),

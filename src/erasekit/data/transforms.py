@@ -7,8 +7,7 @@ OSOR resizes per backbone (OSOR arXiv:2606.28094 App. B.1 and the authors' publi
 of 16.
 
 Both are :class:`ResizeRule` instances (:data:`SDXL_RESIZE`, :data:`FLUX_RESIZE`), so a new backbone is a new
-value,
-not a new branch. Images resize with Lanczos, masks with nearest neighbour (they stay binary).
+value, not a new branch. Images resize with Lanczos, masks with nearest neighbour (they stay binary).
 
 :class:`PairedAugment` draws one flip and one crop and applies them to the shot, the background and both
 masks, so
@@ -89,10 +88,8 @@ class PairedAugment:
     """Consistent augmentation of (shot, background, object mask, effect mask).
 
     ``flip_p``: probability of a horizontal flip. ``crop_scale``: each crop side is a fraction drawn from this
-    range
-    of the image side (``(1, 1)`` disables cropping). ``keep_object``: the crop window always contains the
-    whole
-    effect-mask box when it fits, so a crop never cuts away the thing to remove.
+    range of the image side (``(1, 1)`` disables cropping). ``keep_object``: the crop window always contains
+    the whole effect-mask box when it fits, so a crop never cuts away the thing to remove.
     """
 
     flip_p: float = 0.5

@@ -44,10 +44,9 @@ class LayerSelector:
 
     ``kind``: ``"self"`` (``attn1``), ``"cross"`` (``attn2``) or ``"both"`` (every attention layer).
     ``blocks``: key prefixes to keep, ``"down"``/``"mid"``/``"up"`` for whole block groups or any longer
-    prefix such as ``"up_blocks.1"``; ``None`` keeps every block.
-    ``indices``: positions among *all* the model's layers of ``kind`` in forward order (down, mid, up), so
-    "self-attention layers 7–15" means the same layers whatever ``blocks`` says; ``None`` keeps every
-    position.
+    prefix such as ``"up_blocks.1"``; ``None`` keeps every block. ``indices``: positions among *all* the
+    model's layers of ``kind`` in forward order (down, mid, up), so "self-attention layers 7–15" means the
+    same layers whatever ``blocks`` says; ``None`` keeps every position.
     """
 
     kind: Literal["self", "cross", "both"] = "both"

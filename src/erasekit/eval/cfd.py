@@ -1,8 +1,7 @@
 """CFD — Context-aware Feature Deviation (OmniPaint, Yu et al. ICCV 2025), a reference-free removal score.
 
 Definition (read from the authors' ``cfd_score/main.py``; lower is better). For a result image I and each
-connected
-component M of the removal mask (scores are averaged over components, then over images):
+connected component M of the removal mask (scores are averaged over components, then over images):
 
 1. **Context term.** B = the mask's bounding box grown by a third of its width/height on each side (clamped to
 the
@@ -12,32 +11,23 @@ the
 2. **Hallucination term.** SAM ViT-H automatic masks of I (segment-anything defaults: 32×32 points,
 predicted-IoU
    ≥ 0.88, stability ≥ 0.95, box NMS 0.7), largest first, dropping any mask with IoU > 0.8 with, or > 90 %
-   inside, a
-   kept one. *Nested* segments lie entirely inside M; *boundary* segments overlap M without being inside it
-   and are
-   cut to M. For every nested segment C that has adjacent boundary segments (within a 5×5 kernel dilated 3
-   times),
-   their union U is compared with C: each region is cut out on a white background and cropped to its box, and
-   d(C) = 1 − cos(f(crop_U, U), f(crop_C, C)). d_hal = Σ_C |C| · d(C) / Σ_C |C| (sum over all nested
-   segments).
+   inside, a kept one. *Nested* segments lie entirely inside M; *boundary* segments overlap M without being
+   inside it and are cut to M. For every nested segment C that has adjacent boundary segments (within a 5×5
+   kernel dilated 3 times), their union U is compared with C: each region is cut out on a white background and
+   cropped to its box, and d(C) = 1 − cos(f(crop_U, U), f(crop_C, C)). d_hal = Σ_C |C| · d(C) / Σ_C |C| (sum
+   over all nested segments).
 3. CFD = d_ctx + d_hal.
 
 ``reference_quirks=True`` reproduces the reference code where it departs from that description, so numbers
-match
-published tables: the DINOv2 processor's resize-to-256 + centre-crop-224 after the 224×224 resize (patches
-then no
-longer line up with the mask, which is resized over the full 224×224), the patch selector built as
-``[16×16 mask flattened, True]`` and applied to ``[CLS, patch_1 … patch_256]`` (shifted by one token),
-grey-level
-region masks (values 0/255 after bicubic resizing) used as *integer indices* into the tokens instead of a
-boolean
-selection, and the second region mask resized bicubically. With ``reference_quirks=False`` (default) patches
-and
-masks are aligned: the crop is resized straight to 224×224, the mask to 16×16 by nearest neighbour, tokens
-1…256
-are selected by the boolean mask. Assumption recorded in the docs: the SAM automatic mask generator here is
-transformers' SAM with the segment-anything default thresholds (no multi-crop layers, no small-region
-removal).
+match published tables: the DINOv2 processor's resize-to-256 + centre-crop-224 after the 224×224 resize
+(patches then no longer line up with the mask, which is resized over the full 224×224), the patch selector
+built as ``[16×16 mask flattened, True]`` and applied to ``[CLS, patch_1 … patch_256]`` (shifted by one
+token), grey-level region masks (values 0/255 after bicubic resizing) used as *integer indices* into the
+tokens instead of a boolean selection, and the second region mask resized bicubically. With
+``reference_quirks=False`` (default) patches and masks are aligned: the crop is resized straight to 224×224,
+the mask to 16×16 by nearest neighbour, tokens 1…256 are selected by the boolean mask. Assumption recorded in
+the docs: the SAM automatic mask generator here is transformers' SAM with the segment-anything default
+thresholds (no multi-crop layers, no small-region removal).
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Benchmark datasets: erasekit's paired format plus adapters for the published removal benchmarks' layouts.
 
 Everything becomes a sequence of :class:`EvalRecord` (input image, ground-truth background or None, object
-mask,
-effect-aware mask, optional class label). Supported layouts (``--layout auto`` picks by what the folder
+mask, effect-aware mask, optional class label). Supported layouts (``--layout auto`` picks by what the folder
 contains):
 
 ``paired``  erasekit's paired format (``manifest.jsonl``; :mod:`erasekit.data.paired`) — the synthetic effect
@@ -16,8 +15,7 @@ contains):
             files).
 ``omnipaint``  OmniPaint-Bench (removal split): ``images|input/``, ``masks|mask/``, ``gt|background|target/``.
             Assumed layout, as for RemovalBench. Both have object masks only: the effect mask equals the
-            object mask
-            (the papers evaluate them "under object-only masks", OSOR Table 4).
+            object mask (the papers evaluate them "under object-only masks", OSOR Table 4).
 
 Labels (for CLIP acc@k) come from ``meta.label`` / ``meta.class`` or an instruction "Remove the <label>".
 """

@@ -1,12 +1,10 @@
 """Loading the metric feature networks from local files, and the preprocessing each metric prescribes.
 
 Every loader takes an optional explicit path and otherwise resolves through :mod:`erasekit.eval.weights`; a
-missing
-file raises :class:`~erasekit.types.MissingWeightsError`, which the benchmark reports as "unavailable:
-<reason>".
-Hugging Face models are read with ``local_files_only=True``. Preprocessing follows each metric's reference
-code; CLIP images go through transformers' PIL-backend ``CLIPImageProcessorPil`` (the default backend needs
-torchvision, and would resample differently).
+missing file raises :class:`~erasekit.types.MissingWeightsError`, which the benchmark reports as "unavailable:
+<reason>". Hugging Face models are read with ``local_files_only=True``. Preprocessing follows each metric's
+reference code; CLIP images go through transformers' PIL-backend ``CLIPImageProcessorPil`` (the default
+backend needs torchvision, and would resample differently).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """The metrics of the papers' tables, each with its exact definition.
 
 Conventions shared by all metrics: images are uint8 RGB H×W×3 arrays; ``output`` is a method's result,
-``target`` the
-ground-truth background; ``mask`` is float32 H×W, pixels > 0.5 count as inside. Pixel metrics use the RGB
-values with
-a fixed data range of **255** (never per-image ranges). Feature metrics take their networks as arguments (see
+``target`` the ground-truth background; ``mask`` is float32 H×W, pixels > 0.5 count as inside. Pixel metrics
+use the RGB values with a fixed data range of **255** (never per-image ranges). Feature metrics take their
+networks as arguments (see
 :mod:`erasekit.eval.features` for the loaders), so tests pass tiny random networks through the same code.
 
 Per-image metrics: :func:`psnr`, :func:`ssim` (each also inside the mask), :class:`LPIPSMetric`.
@@ -268,8 +267,7 @@ class _FeatureSetMetric(Metric):
     """Collects one feature vector per real and per fake image, then compares the two sets.
 
     Images are queued by size and embedded in batches of ``batch_size`` (the set statistic does not depend on
-    the
-    order); ground-truth features are cached by key in ``real_cache``, which the benchmark shares between
+    the order); ground-truth features are cached by key in ``real_cache``, which the benchmark shares between
     methods.
     """
 
@@ -357,12 +355,9 @@ def local_crop_box(
     """The Local FID crop around a mask: (top, left, bottom, right), half-open.
 
     Procedure (ours — no public code fixes one): take the bounding box of the mask pixels (> 0.5), make it
-    square
-    with side ``s = max(h, w) · (1 + context)`` (by default half the box size of context, a quarter on each
-    side),
-    at least ``min_side`` pixels and at most the image's shorter side; centre it on the box centre and shift
-    it so
-    it lies inside the image. An empty mask gives the centred largest square.
+    square with side ``s = max(h, w) · (1 + context)`` (by default half the box size of context, a quarter on
+    each side), at least ``min_side`` pixels and at most the image's shorter side; centre it on the box centre
+    and shift it so it lies inside the image. An empty mask gives the centred largest square.
     """
     inside = _inside(mask)
     H, W = inside.shape
@@ -511,9 +506,8 @@ class CLIPRemovalMetric(Metric):
     * ``clip_dist`` = 1 − cos(e_in, e_out) of the two crops' image embeddings (larger: more changed).
     * ``clip_acc@k``: zero-shot classify both crops over the prompts "a photo of a {class}" for every class in
       ``classes``; success when the input crop's top-1 class is not among the output crop's top-k (k = 1, 3,
-      5).
-      The set values are success percentages. Needs object labels (``Sample.label``) only to be in the class
-      list.
+      5). The set values are success percentages. Needs object labels (``Sample.label``) only to be in the
+      class list.
     """
 
     name = "clip"

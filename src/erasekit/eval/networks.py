@@ -4,12 +4,10 @@ LPIPS uses AlexNet for the metric and VGG16 for training.
 
 Why in-house: the reference implementations (the ``lpips`` package, torch-fidelity, pytorch-fid) build their
 networks from ``torchvision.models``, and torchvision has no wheel that installs beside the CPU torch build we
-pin
-(its wheels need a CUDA torch or a newer torch). torch-fidelity is worse than absent: once installed,
-torchmetrics
-imports it at ``import torchmetrics`` time and that import fails without torchvision. So the two networks are
-written
-here with the exact module names of the reference state dicts, so the published weight files load unchanged:
+pin (its wheels need a CUDA torch or a newer torch). torch-fidelity is worse than absent: once installed,
+torchmetrics imports it at ``import torchmetrics`` time and that import fails without torchvision. So the two
+networks are written here with the exact module names of the reference state dicts, so the published weight
+files load unchanged:
 
 * AlexNet / VGG16 trunks: torchvision's ``features.*`` indices (``alexnet-owt-7be5be79.pth``,
   ``vgg16-397923af.pth``);
@@ -18,8 +16,7 @@ here with the exact module names of the reference state dicts, so the published 
 * FID Inception: the ``pt_inception-2015-12-05`` layout (``Conv2d_1a_3x3.conv.weight``,
 ``Mixed_5b.branch1x1...``),
   with the TensorFlow graph's quirks (average pools that ignore padding, a max pool in the last block, the TF
-  1.x
-  bilinear resize to 299 and the ``(x - 128) / 128`` scaling).
+  1.x bilinear resize to 299 and the ``(x - 128) / 128`` scaling).
 
 Tests compare LPIPS with the real ``lpips`` package on the same weights (through a torchvision shim).
 """
@@ -121,8 +118,7 @@ class LPIPS(nn.Module):
     Inputs N×3×H×W in [-1, 1]; output N (one distance per pair).
 
     d(x, y) = Σ_l mean_hw( w_l · (f̂_l(x) − f̂_l(y))² ), f̂ = channel-unit-normalised activations of layer l
-    of the
-    trunk applied to the input shifted/scaled by the v0.1 ScalingLayer constants.
+    of the trunk applied to the input shifted/scaled by the v0.1 ScalingLayer constants.
     """
 
     SHIFT = (-0.030, -0.088, -0.188)
@@ -361,8 +357,7 @@ class FIDInceptionV3(nn.Module):
     """The FID feature network: uint8 N×3×H×W in, 2048-d pool features out (float32).
 
     Preprocessing is part of the network, as in the TF graph: TF 1.x bilinear resize to 299×299 (no
-    antialias),
-    then ``(x − 128) / 128``.
+    antialias), then ``(x − 128) / 128``.
     """
 
     INPUT_SIZE = 299

@@ -11,14 +11,11 @@ Layout of a results folder::
     RESULTS/table.md                                    the OSOR Table 1 layout (methods × metrics per mask)
 
 Resumable: an output is reused when its sidecar JSON carries the same cache key — a hash of the method name,
-its load
-and call options, the seed, the mask setting, the fingerprint of the method's weights and the exact input
-pixels and
-mask. Latency is measured per image with ``time.perf_counter`` around the remover call, after ``warmup``
-untimed calls
-on the first image; peak memory per call is the process RSS peak (sampled every 2 ms), the tracemalloc peak of
-Python
-allocations (numpy included) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+its load and call options, the seed, the mask setting, the fingerprint of the method's weights and the exact
+input pixels and mask. Latency is measured per image with ``time.perf_counter`` around the remover call, after
+``warmup`` untimed calls on the first image; peak memory per call is the process RSS peak (sampled every 2
+ms), the tracemalloc peak of Python allocations (numpy included) and, on CUDA,
+``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations

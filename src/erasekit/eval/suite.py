@@ -1,9 +1,8 @@
 """Which metrics a benchmark computes, and how each one's network is found.
 
 ``build_suite(names, ...)`` loads each metric's networks once and returns a :class:`MetricFactory` per metric
-(fresh
-accumulators per method × mask run) or, when its weights are missing, an "unavailable" entry with the reason —
-metrics are never silently skipped.
+(fresh accumulators per method × mask run) or, when its weights are missing, an "unavailable" entry with the
+reason — metrics are never silently skipped.
 """
 
 from __future__ import annotations

@@ -9,17 +9,13 @@ Search order for every entry of :data:`METRIC_WEIGHTS` (first hit wins):
 3. the standard caches: torch hub's ``checkpoints/`` folder (``torch.hub.get_dir()``), files that ship inside
 an
    installed package (torchmetrics and lpips both bundle the LPIPS v0.1 linear heads), and the Hugging Face
-   hub cache
-   read offline (``huggingface_hub.snapshot_download(..., local_files_only=True)``).
+   hub cache read offline (``huggingface_hub.snapshot_download(..., local_files_only=True)``).
 
 Checksums: a file found under its standard name in 2. or 3. is verified against the table (the full sha256
-where it
-is known, otherwise the 8-hex prefix that torch hub file names carry). A mismatch makes the metric unavailable
-with the
-reason; it is never loaded. An explicit path is trusted (it may be a converted or tiny test checkpoint) and
-its
-fingerprint is recorded in the report instead. Folders (Hugging Face snapshots) are fingerprinted, not
-verified.
+where it is known, otherwise the 8-hex prefix that torch hub file names carry). A mismatch makes the metric
+unavailable with the reason; it is never loaded. An explicit path is trusted (it may be a converted or tiny
+test checkpoint) and its fingerprint is recorded in the report instead. Folders (Hugging Face snapshots) are
+fingerprinted, not verified.
 """
 
 from __future__ import annotations
@@ -65,8 +61,7 @@ class WeightSpec:
 
 # The table of expected files. Digests: LPIPS heads computed from the lpips 0.1.4 wheel (identical to the copy
 # bundled in torchmetrics); the two torch hub files carry their sha256 prefix in the name (the full digest is
-# not
-# recorded here, the prefix is what torch.hub itself checks). Hugging Face folders are pinned by hub id.
+# not recorded here, the prefix is what torch.hub itself checks). Hugging Face folders are pinned by hub id.
 METRIC_WEIGHTS: dict[str, WeightSpec] = {
     s.key: s
     for s in (

@@ -5,8 +5,7 @@ each method module owns its registrations. This package itself imports no method
 as :mod:`erasekit.diffusion` can build on :mod:`.base` while the methods build on them.
 
 Method modules import their heavy libraries (diffusers, transformers) lazily, at first use, so listing methods
-and
-the weight-free path stay fast.
+and the weight-free path stay fast.
 """
 
 from __future__ import annotations

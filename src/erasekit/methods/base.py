@@ -12,10 +12,8 @@ Per-call options are declared once per method as ``call_options`` (an
 text prompt refuses one (``takes_prompt``).
 
 Paste-back rule: pixels outside the paste region are bit-identical to the input. The paste region is the
-(dilated)
-mask, united with the method's alpha when the method edits beyond the mask on purpose (``edits_outside_mask``,
-e.g.
-OSOR's effect-aware alpha removing a shadow).
+(dilated) mask, united with the method's alpha when the method edits beyond the mask on purpose
+(``edits_outside_mask``, e.g. OSOR's effect-aware alpha removing a shadow).
 
 Refiners (:mod:`erasekit.refiners`) run after the HD strategy and before paste-back, on the full image at
 its original size: they see the method's raw output as paste-back will use it and the final paste region,
@@ -63,9 +61,8 @@ class Remover(ABC):
         """Fill ``mask`` (binary float32 H×W) in ``image`` (uint8 H×W×3, constraints already met).
 
         Returns (uint8 H×W×3, alpha float32 H×W or None). The output may differ from the input anywhere; the
-        base
-        pastes back. ``request`` carries prompt, seed and per-call options (validated, typed and complete:
-        every option of ``call_options`` is present).
+        base pastes back. ``request`` carries prompt, seed and per-call options (validated, typed and
+        complete: every option of ``call_options`` is present).
         """
 
     def describe(self) -> dict[str, Any]:

@@ -2,16 +2,13 @@
 
 These are the comparison methods of OSOR's tables. Each remover wraps diffusers' own pipeline
 (``StableDiffusionInpaintPipeline``, ``StableDiffusionXLInpaintPipeline``, ``FluxFillPipeline``) and calls it
-with
-the image at its working size; the sampling loop is diffusers', unchanged. What erasekit adds is shared with
-every
-other method through the :class:`~erasekit.methods.base.Remover` base: mask checks and dilation, the HD
-strategy,
-paste-back (pixels outside the mask stay bit-identical) and metadata.
+with the image at its working size; the sampling loop is diffusers', unchanged. What erasekit adds is shared
+with every other method through the :class:`~erasekit.methods.base.Remover` base: mask checks and dilation,
+the HD strategy, paste-back (pixels outside the mask stay bit-identical) and metadata.
 
 Defaults are removal-friendly: a prompt asking for background, a negative prompt naming what must not appear,
-and
-each model card's recommended steps/guidance/strength, declared as each class's ``call_options``. A per-call
+and each model card's recommended steps/guidance/strength, declared as each class's ``call_options``. A
+per-call
 option overrides any of them::
 
     remover = erasekit.load_remover("sdxl-inpaint", model="/models/sdxl-inpaint", device="cuda")
@@ -19,12 +16,10 @@ option overrides any of them::
 
 Progress: diffusers' own tqdm bar over the denoising steps (``progress_bar=False`` hides it), and an optional
 ``progress(step, total)`` callable — set ``remover.progress`` or pass ``options["progress"]`` per call — which
-the
-web server uses to stream progress. It is called after each denoising step.
+the web server uses to stream progress. It is called after each denoising step.
 
 With a tiny checkpoint and a seed the result equals calling the diffusers pipeline directly with the same
-arguments
-(tests check this for every family).
+arguments (tests check this for every family).
 """
 
 from __future__ import annotations

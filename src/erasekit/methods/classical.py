@@ -1,8 +1,7 @@
 """Weight-free removers: PatchMatch (the default) and OpenCV's Telea and Navier-Stokes inpainting.
 
 PatchMatch comes compiled from the ``pypatchmatch`` package; Telea and NS from OpenCV. Nothing is
-reimplemented here:
-these classes only adapt the libraries to the remover contract.
+reimplemented here: these classes only adapt the libraries to the remover contract.
 """
 
 from __future__ import annotations
@@ -20,8 +19,7 @@ from ..types import MissingWeightsError, RemovalRequest
 from .base import Remover
 
 # The native PatchMatch library keeps its random seed in one process-wide variable: seeding and inpainting
-# must
-# happen together, or two threads (the web server) would each run with the other's seed.
+# must happen together, or two threads (the web server) would each run with the other's seed.
 _PATCHMATCH_LOCK = threading.Lock()
 
 
@@ -67,9 +65,8 @@ class PatchMatchRemover(Remover):
     constraints: ClassVar[SizeConstraints] = SizeConstraints(min_side=8)
     # Always work on a crop around each object, whatever the image size: patches then come from the object's
     # surroundings, not from far regions (a whole-image search on the astronaut photo pasted part of her face
-    # where
-    # the shuttle was). 48 px of context worked on every demo photo; much larger margins pull that structure
-    # back in.
+    # where the shuttle was). 48 px of context worked on every demo photo; much larger margins pull that
+    # structure back in.
     default_hd_strategy: ClassVar[HDStrategy] = HDStrategy(name="crop", crop_trigger=1, crop_margin=48)
     call_options: OptionSet = OptionSet(
         # 3 is the radius pypatchmatch's own examples use ((2·3+1)² = 49-pixel patches). The cost grows with

@@ -13,9 +13,8 @@ Endpoints (all JSON errors are ``{"error": {"type", "message"}}``)::
 
 Safety: request bodies are capped while they stream (413), decoded images by pixel count (413); a token, when
 set, is required on every API call except health; CORS is off unless origins are given; the web UI's files are
-read
-once at start-up and served from memory, so no path a client sends ever reaches the file system; uploads and
-results live in memory only.
+read once at start-up and served from memory, so no path a client sends ever reaches the file system; uploads
+and results live in memory only.
 """
 
 from __future__ import annotations
@@ -103,9 +102,8 @@ class _DeclaredSizeGuard:
     """Answers 413 in the API's JSON shape when ``Content-Length`` already says the body is too large.
 
     FastAPI's ``max_body_size`` counts the bytes as they stream (chunked uploads, lying headers) and reaches
-    our
-    JSON error handler; for a declared length it answers before our handlers with plain text, so this guard
-    sits in front of it and answers first, without reading a byte of the body.
+    our JSON error handler; for a declared length it answers before our handlers with plain text, so this
+    guard sits in front of it and answers first, without reading a byte of the body.
     """
 
     def __init__(self, app, limit: int):

@@ -1,10 +1,8 @@
 """Every error the API returns has one shape: ``{"error": {"type": ..., "message": ...}}``.
 
 Status codes come from the exception hierarchy (``ErasekitError.http_status``): bad input 422, resource limits
-413,
-missing weights 503. Malformed requests (undecodable JSON or base64, a broken multipart body) are 400; a body
-that
-does not match the schema (unknown field, wrong type) is 422; an unsupported Content-Type is 415.
+413, missing weights 503. Malformed requests (undecodable JSON or base64, a broken multipart body) are 400; a
+body that does not match the schema (unknown field, wrong type) is 422; an unsupported Content-Type is 415.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A job's events are appended by the worker thread (``queued``, ``started``, ``progress`` per denoising step for
 step-based methods, then ``done`` or ``error``) and read by any number of SSE streams, each in its own event
-loop
-position. Every reader gets the full history from the start, so a client that subscribes late misses nothing.
+loop position. Every reader gets the full history from the start, so a client that subscribes late misses
+nothing.
 
 Jobs are kept in memory only (no files): at most ``max_jobs`` of them, finished ones expire after ``ttl``
 seconds.

@@ -83,8 +83,7 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     method = choose_method(opts.method, settings, upload.mask is not None)
     spec = get_method(method)
     # Factory options (model, weights, device, ...) can name server paths: clients may not set them, unless
-    # the
-    # method also declares the same name per call (patchmatch's patch_size), which is plain data.
+    # the method also declares the same name per call (patchmatch's patch_size), which is plain data.
     server_side = set(opts.options) & (load_options(spec) - set(spec.call_options or ()))
     if server_side:
         raise InvalidInputError(

@@ -1,8 +1,7 @@
 """Server settings: what `erasekit serve` was started with, validated once, before anything listens.
 
 The one rule enforced here that is not a simple bound: a server reachable from other machines (any host that
-is
-not a loopback address) must have a token, because the API runs models on the caller's behalf.
+is not a loopback address) must have a token, because the API runs models on the caller's behalf.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 Two encodings reach the same place: ``application/json`` with base64 images (:class:`RemoveJSONRequest`) and
 ``multipart/form-data`` with files plus the same options as form fields. The body size is bounded while it
-streams
-(FastAPI's ``max_body_size`` on the app), so neither path ever holds more than the limit.
+streams (FastAPI's ``max_body_size`` on the app), so neither path ever holds more than the limit.
 """
 
 from __future__ import annotations

@@ -2,16 +2,12 @@
 bounded number of jobs in flight.
 
 Why a lock per method: a loaded model (a diffusers pipeline, the native PatchMatch library) keeps per-call
-state on
-the object, so two requests must never run through the same instance at once (IOPaint's shared-model race).
-Methods
-are independent of each other, so two different methods may run side by side.
+state on the object, so two requests must never run through the same instance at once (IOPaint's shared-model
+race). Methods are independent of each other, so two different methods may run side by side.
 
 Why a bound: every admitted job holds its decoded image in memory while it waits. Past ``capacity`` jobs
-(running
-plus waiting) the server answers 503 with a Retry-After estimated from recent job durations, instead of
-queueing
-without limit.
+(running plus waiting) the server answers 503 with a Retry-After estimated from recent job durations, instead
+of queueing without limit.
 """
 
 from __future__ import annotations
@@ -141,8 +137,7 @@ class WorkQueue:
         """Reserve a place for one job or raise :class:`ServerBusyError` (503) at once.
 
         The slot is taken before the upload is decoded, so decoded images in memory are bounded by
-        ``capacity``
-        too; release it if the job never gets submitted (bad input).
+        ``capacity`` too; release it if the job never gets submitted (bad input).
         """
         with self._lock:
             if self._in_flight >= self.capacity:

@@ -9,10 +9,9 @@ One entry point per method::
     #   --weights /tmp/tiny/osor_sdxl_phase2.pth -o out.png
 
 The returned load options name the written files. The pieces: :mod:`.pipelines` (tiny diffusers pipelines
-saved
-with ``save_pretrained``), :mod:`.osor` (OSOR LoRA + alpha-head files in the authors' ``.pth`` layout and
-erasekit's
-folder layout), :mod:`.training` (training-only stand-ins: the discriminator trunk in open_clip's layout).
+saved with ``save_pretrained``), :mod:`.osor` (OSOR LoRA + alpha-head files in the authors' ``.pth`` layout
+and erasekit's folder layout), :mod:`.training` (training-only stand-ins: the discriminator trunk in
+open_clip's layout).
 """
 
 from __future__ import annotations

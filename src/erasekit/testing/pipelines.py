@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 TINY_NAMES = ("sd15-inpaint", "sd2-inpaint", "sdxl-inpaint", "flux-fill", "sd15", "sd21-base")
 
 # Sizes shared by the tiny models. Text hidden sizes are tiny; the token length of the CLIP tokenizers stays
-# 77
-# like the real ones so prompt handling is exercised unchanged.
+# 77 like the real ones so prompt handling is exercised unchanged.
 _CLIP_HIDDEN = 32
 _T5_HIDDEN = 32
 _CLIP_MAX_LEN = 77

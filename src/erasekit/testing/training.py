@@ -1,12 +1,10 @@
 """Tiny stand-ins for the training-only weights, so the trainer runs offline through its real loading paths.
 
 :func:`write_tiny_openclip_convnext` writes a randomly initialised open_clip ConvNeXt vision tower in
-open_clip's
-on-disk layout (timm key names under ``visual.trunk.``, ``open_clip_model.safetensors``), which the
-discriminator
-loads exactly as it loads the real ``convnext_xxlarge`` checkpoint. :class:`TinyPerceptual` is a small fixed
-random
-conv feature distance for the perceptual slot (honestly *not* LPIPS) for tests and the toy benchmark.
+open_clip's on-disk layout (timm key names under ``visual.trunk.``, ``open_clip_model.safetensors``), which
+the discriminator loads exactly as it loads the real ``convnext_xxlarge`` checkpoint. :class:`TinyPerceptual`
+is a small fixed random conv feature distance for the perceptual slot (honestly *not* LPIPS) for tests and the
+toy benchmark.
 """
 
 from __future__ import annotations

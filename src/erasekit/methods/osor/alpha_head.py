@@ -8,16 +8,12 @@ alpha
   channel in FLUX's 2×2-packed token layout and unpack to a single channel at latent resolution.
 
 The old output rows are copied, so the backbone's native prediction (the first 4 / 64 outputs) is unchanged by
-the
-expansion; the new rows are freshly initialised (Kaiming-normal weights and zero bias, as the authors do). The
-model
-config's ``out_channels`` is updated with :meth:`register_to_config`, so ``save_pretrained`` /
-``from_pretrained``
-rebuild the expanded layer. ``alpha = sigmoid(logits)`` (Eq. 12).
+the expansion; the new rows are freshly initialised (Kaiming-normal weights and zero bias, as the authors do).
+The model config's ``out_channels`` is updated with :meth:`register_to_config`, so ``save_pretrained`` /
+``from_pretrained`` rebuild the expanded layer. ``alpha = sigmoid(logits)`` (Eq. 12).
 
 No library ships this layer surgery (diffusers can only rebuild a model with another ``out_channels``,
-dropping the
-pretrained head), hence this module.
+dropping the pretrained head), hence this module.
 """
 
 from __future__ import annotations

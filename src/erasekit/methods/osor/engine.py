@@ -3,36 +3,28 @@
 Backbones: SDXL-Inpainting (``osor-sdxl``) and FLUX Fill (``osor-flux``).
 
 One forward pass of the adapted backbone restores the latent of the whole image (Sec. 3.2); the alpha head
-says
-where to use it (Sec. 3.4, App. B.5). The recipe follows the authors' public inference code exactly:
+says where to use it (Sec. 3.4, App. B.5). The recipe follows the authors' public inference code exactly:
 
 SDXL-Inpainting (epsilon prediction)
     ``z̄ = E(x)`` of the full, unmasked image; ``z_t = DDPMScheduler.add_noise(z̄, ε, t)`` with t = 400 (Eq.
-    3);
-    UNet input ``cat[z_t, maxpool8(m), z̄]``; the fixed prompt's two CLIP embeddings and pooled embedding;
+    3); UNet input ``cat[z_t, maxpool8(m), z̄]``; the fixed prompt's two CLIP embeddings and pooled embedding;
     ``time_ids = [H, W, 0, 0, H, W]``; ``x̂0`` = the DDPM scheduler's ``pred_original_sample`` (Eq. 5, clipped
     exactly when the scheduler config says ``clip_sample``).
 FLUX Fill (flow / velocity prediction)
     ``z_s = (1-s)·z̄ + s·ε`` with s = 0.4 (Eq. 3), no resolution shift; transformer input is FLUX Fill's own
-    layout
-    ``cat[pack(z_s), pack(z̄), pack(unshuffle8(m))]`` along channels (64 + 64 + 256); timestep s (the
-    transformer
-    multiplies it by 1000), guidance embedding 30; ``x̂0 = z_s - s·v`` (Eq. 5).
+    layout ``cat[pack(z_s), pack(z̄), pack(unshuffle8(m))]`` along channels (64 + 64 + 256); timestep s (the
+    transformer multiplies it by 1000), guidance embedding 30; ``x̂0 = z_s - s·v`` (Eq. 5).
 Both
     ``α̂ = σ(ℓ)`` from the alpha head (Eq. 12) and ``z_out = α̂·x̂0 + (1-α̂)·z̄`` (Eq. 13) — or, with Phase I
     weights / ``blend="mask"``, ``z_out = m_z·x̂0 + (1-m_z)·z̄`` with the max-pooled mask (Eq. 6) — then
-    decode.
-    The prompt "Remove the instance of object" is encoded once per backbone and cached.
+    decode. The prompt "Remove the instance of object" is encoded once per backbone and cached.
 
 Working size (authors' scripts): SDXL scales the short side to 512 (smaller images are kept) and rounds both
-sides
-up to a multiple of 16; FLUX caps the long side at 1024 and floors both sides to a multiple of 16. Images are
-resized
-with PIL (bicubic; masks nearest), the output is resized back to the input size, and the remover base pastes
-it onto
-the input through ``max(mask, α̂)`` (``edits_outside_mask``), so the effect region the alpha found is replaced
-too
-and everything else stays bit-identical. Larger images also go through the shared HD strategies first.
+sides up to a multiple of 16; FLUX caps the long side at 1024 and floors both sides to a multiple of 16.
+Images are resized with PIL (bicubic; masks nearest), the output is resized back to the input size, and the
+remover base pastes it onto the input through ``max(mask, α̂)`` (``edits_outside_mask``), so the effect region
+the alpha found is replaced too and everything else stays bit-identical. Larger images also go through the
+shared HD strategies first.
 
 Determinism: the only randomness is ε, drawn per image at the unpacked latent shape (1×C×h×w) by diffusers'
 ``randn_tensor`` from one ``torch.Generator("cpu").manual_seed(seed)`` per image
@@ -152,8 +144,7 @@ class OsorEngine(ABC):
 
     def _placement(self) -> tuple[torch.device, torch.dtype]:
         # diffusers finds both by walking every module (on a CPU, about as long as a tiny model's forward
-        # pass),
-        # so the answer is kept until the denoiser's weights move or change type.
+        # pass), so the answer is kept until the denoiser's weights move or change type.
         anchor = next(self.denoiser.parameters())
         where = (anchor.device, anchor.dtype)
         if self._placed is None or self._placed[0] != where:

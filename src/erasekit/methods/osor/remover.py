@@ -100,18 +100,14 @@ class OsorRemover(DiffusionRemover):
     ):
         """``model`` … ``pipeline``: the backbone, as for every diffusion method (see
         :class:`~erasekit.diffusion.remover.DiffusionRemover`); a given ``pipeline``'s denoiser is modified in
-        place.
-        ``weights``: OSOR weights (authors' ``.pth`` or an erasekit folder); default: the released Phase II
-        file
-        found locally; ``"none"``: no OSOR weights (the bare backbone, with a fresh alpha head if
-        ``alpha_head``) —
-        for plumbing checks and benchmarks only. ``release_text_encoders``: drop them after caching the prompt
-        (default: yes when this remover loaded the pipeline).
+        place. ``weights``: OSOR weights (authors' ``.pth`` or an erasekit folder); default: the released
+        Phase II file found locally; ``"none"``: no OSOR weights (the bare backbone, with a fresh alpha head
+        if ``alpha_head``) — for plumbing checks and benchmarks only. ``release_text_encoders``: drop them
+        after caching the prompt (default: yes when this remover loaded the pipeline).
 
         ``timestep``, ``blend`` (and FLUX's ``guidance``) are per-call options (``RemovalRequest.options``);
-        their
-        defaults are the weights' training timestep (paper: t = 400 / s = 0.4), ``alpha`` blending when the
-        model
+        their defaults are the weights' training timestep (paper: t = 400 / s = 0.4), ``alpha`` blending when
+        the model
         has the alpha head (else ``mask``), and guidance 30."""
         self.osor_weights: OsorWeights | None = self._read_weights(weights)  # before loading: fail fast
         super().__init__(
@@ -229,8 +225,7 @@ class OsorRemover(DiffusionRemover):
             )
         [pixels] = tensor_to_image(out.images)
         # The paste weight at pixel resolution: α̂ upsampled bilinearly (as the authors do), the hard latent
-        # mask
-        # nearest (it is exactly the region Eq. 6 replaced).
+        # mask nearest (it is exactly the region Eq. 6 replaced).
         mode = "bilinear" if settings.blend == "alpha" else "nearest"
         weight = F.interpolate(out.weight, size=(wh, ww), mode=mode).clamp(0, 1).cpu().numpy()[0, 0]
         if (wh, ww) != (h, w):

@@ -1,10 +1,9 @@
 """Alpha-map visualisation in the style of OSOR's Fig. 8: where predicted α̂ reaches beyond the user's mask.
 
 The alpha map is coloured with a matplotlib colormap and laid over the photo with per-pixel opacity
-``α̂·strength``
-(so untouched background stays visible as it is); the conditioning mask's outline is drawn on top with OpenCV,
-which
-makes the part of α̂ outside the mask — the shadow or reflection the alpha head found — easy to see.
+``α̂·strength`` (so untouched background stays visible as it is); the conditioning mask's outline is drawn on
+top with OpenCV, which makes the part of α̂ outside the mask — the shadow or reflection the alpha head found —
+easy to see.
 """
 
 from __future__ import annotations

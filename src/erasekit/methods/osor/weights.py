@@ -1,27 +1,23 @@
 """OSOR weights: the authors' released ``.pth`` format, erasekit's safetensors format, backbone loading.
 
 What OSOR trains (Sec. 3.3, App. B.5) is a peft LoRA (``lora_alpha = rank``, so the LoRA scale is 1) on the
-frozen
-backbone plus the full terminal layer (SDXL ``conv_out``, FLUX ``proj_out``; 5 / 68 outputs once the alpha
-head is
-added in Phase II). Two on-disk formats carry it:
+frozen backbone plus the full terminal layer (SDXL ``conv_out``, FLUX ``proj_out``; 5 / 68 outputs once the
+alpha head is added in Phase II). Two on-disk formats carry it:
 
 * **official** — ``*_phase1.pth`` / ``*_phase2.pth`` from the Hub repo ``QinmingZhou/OSOR``: a plain
 ``torch.save``'d
   state dict of the trainable parameters of the authors' wrapper module, so keys look like
   ``unet.down_blocks.1.attentions.0.proj_in.lora_A.default.weight`` / ``unet.conv_out.weight`` (SDXL,
-  diffusers'
-  ``add_adapter``) or ``transformer.base_model.model.transformer_blocks.0.attn.to_q.lora_A.default.weight`` /
+  diffusers' ``add_adapter``) or
+  ``transformer.base_model.model.transformer_blocks.0.attn.to_q.lora_A.default.weight`` /
   ``transformer.base_model.model.proj_out.weight`` (FLUX, peft's ``get_peft_model``); DDP/compile wrappers may
-  add
-  ``module.`` / ``_orig_mod.``. SDXL uses rank 256 (attention, feed-forward, resnet convs,
-  ``proj_in``/``proj_out``),
-  FLUX rank 64.
+  add ``module.`` / ``_orig_mod.``. SDXL uses rank 256 (attention, feed-forward, resnet convs,
+  ``proj_in``/``proj_out``), FLUX rank 64.
 * **erasekit** — a folder with ``osor_config.json`` (backbone, phase, rank, lora_alpha, timestep, target
 modules,
   head width, prompt) and ``osor_weights.safetensors`` whose keys are module paths relative to the backbone
-  model in
-  peft's adapter-free naming (``down_blocks.1.attentions.0.proj_in.lora_A.weight``, ``conv_out.weight``).
+  model in peft's adapter-free naming (``down_blocks.1.attentions.0.proj_in.lora_A.weight``,
+  ``conv_out.weight``).
 
 Both read into :class:`OsorWeights`; :func:`convert_weights` writes either format from either.
 :func:`apply_osor_weights` injects the adapters with peft (``inject_adapter_in_model`` with a ``LoraConfig``
@@ -108,9 +104,8 @@ class OsorWeights:
     """OSOR's trained parameters in one neutral form.
 
     ``lora``: ``{module path}.lora_A.weight`` / ``.lora_B.weight`` tensors; ``head``: ``weight``/``bias`` of
-    the
-    terminal layer (5/68 rows for Phase II, 4/64 for Phase I); ``other``: keys that are neither (reported as
-    unexpected when applied). ``timestep``: SDXL's integer DDPM timestep t or FLUX's flow noise level s.
+    the terminal layer (5/68 rows for Phase II, 4/64 for Phase I); ``other``: keys that are neither (reported
+    as unexpected when applied). ``timestep``: SDXL's integer DDPM timestep t or FLUX's flow noise level s.
     """
 
     backbone: Backbone

@@ -1,14 +1,12 @@
 """Training pairs (x_gen, x_gt) from clean photos by simulating local-editing artifacts (Sec. 3.2, App. C).
 
-Every module is a function ``module(x_gen, x_gt, mask, rng) -> (x_gen, x_gt)`` on float32 H×W×3 images in
-[0, 1] and a binary H×W mask, seeded only by the ``numpy.random.Generator`` it is given, and confined to its
+Every module is a function ``module(x_gen, x_gt, mask, rng) -> (x_gen, x_gt)`` on float32 H×W×3 images in [0,
+1] and a binary H×W mask, seeded only by the ``numpy.random.Generator`` it is given, and confined to its
 region: a *foreground* module changes x_gen inside the mask only and leaves x_gt alone; a *background* module
 changes x_gen outside the mask only. A background artifact (a colour cast, JPEG) belongs to the photo, not to
-the
-edit, so the truth gets it too: x_gt becomes T(x_gt) everywhere and x_gen takes T(x_gt) outside the mask — the
-refiner must then match the fill to the changed surroundings. Hence the invariant of every pair (tested):
-x_gen
-equals x_gt bit for bit outside the mask, as a pasted-back edit does.
+the edit, so the truth gets it too: x_gt becomes T(x_gt) everywhere and x_gen takes T(x_gt) outside the mask —
+the refiner must then match the fill to the changed surroundings. Hence the invariant of every pair (tested):
+x_gen equals x_gt bit for bit outside the mask, as a pasted-back edit does.
 
 :func:`simulate_artifacts` runs the modules of Table 5 in a fixed order, each firing with its probability:
 
@@ -25,13 +23,11 @@ soft / hard boundary        1.0          the artifacts blended in through a dila
 =========================  ===========  =============================================================
 
 Colour shifts (App. C): a *linear gradient* (coordinates projected on a random direction, normalised to [0,
-1]),
-*random blobs* (soft ellipses, merged by maximum) or a *uniform* blend, each an alpha α in Eq. 5,
-x_sim = α·x_img + (1 − α)·x_jit, with x_jit a colour-jittered copy.
+1]), *random blobs* (soft ellipses, merged by maximum) or a *uniform* blend, each an alpha α in Eq. 5, x_sim =
+α·x_img + (1 − α)·x_jit, with x_jit a colour-jittered copy.
 
 Choices (docs/pixperfect.md): the paper gives probabilities but no magnitudes; the ranges below are ours, set
-so
-that a shift is visible but subtle (jitter of up to ±8 % brightness / contrast / saturation and ±3 % hue).
+so that a shift is visible but subtle (jitter of up to ±8 % brightness / contrast / saturation and ±3 % hue).
 """
 
 from __future__ import annotations

@@ -7,14 +7,12 @@
 with w1 = 64, w2 = 5, w3 = 1 (Sec. 4.1), y = f_θ(x) the discriminative tone map (:mod:`.tone_map`), D a
 mask-conditioned discriminator on images and D' a second one on tone-mapped images. The adversarial terms are
 StyleGAN2's non-saturating logistic loss; the discriminators add R1 with γ = 1 (App. C). L_disc is switched
-off
-during a warm-up (App. C), which the trainer does through ``use_disc``.
+off during a warm-up (App. C), which the trainer does through ``use_disc``.
 
 Choices: ‖·‖₁ is the mean absolute error over all pixels of [0, 1] images (the paper does not say mean or sum,
 nor whether the loss covers the whole image; it writes x_pred against x_gt, so the whole image); LPIPS takes
 [-1, 1] inputs as the metric does; the discriminator is a small StyleGAN2-style residual network (the paper
-only
-says "mask-conditioned").
+only says "mask-conditioned").
 """
 
 from __future__ import annotations

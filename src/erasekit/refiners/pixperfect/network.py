@@ -2,19 +2,16 @@
 
 PixPerfect builds on CM-GAN (Zheng et al., ECCV 2022, "Cascaded Modulation GAN"), with its bottleneck fully
 connected layer replaced by global average pooling, which makes the network fully convolutional (App. C).
-Neither
-paper's code is public: everything here is written from the two papers, and every choice they leave open is
-marked "choice:" and listed in docs/pixperfect.md. Written by hand because no library (diffusers, timm,
-kornia)
-provides Fourier convolutions or StyleGAN2 modulated convolutions.
+Neither paper's code is public: everything here is written from the two papers, and every choice they leave
+open is marked "choice:" and listed in docs/pixperfect.md. Written by hand because no library (diffusers,
+timm, kornia) provides Fourier convolutions or StyleGAN2 modulated convolutions.
 
 Layout, top to bottom:
 
 * encoder: a 3×3 stem over [x_gen in [-1, 1], m] and ``num_downsamples`` stride-2 stages, each keeping its
 output
   as a skip feature; at the bottom ``ffc_blocks`` Fourier-convolution residual blocks (LaMa, Suvorov et al.
-  2022),
-  whose spectral branch sees the whole image at once;
+  2022), whose spectral branch sees the whole image at once;
 * global code: global average pooling of the bottleneck, then a two-layer MLP (App. C: GAP instead of CM-GAN's
   flatten + fully connected layer, so any input size works);
 * decoder: one :class:`CascadedModulationBlock` per scale. A global stream is modulated by the global code

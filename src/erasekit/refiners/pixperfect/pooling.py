@@ -6,8 +6,7 @@ correction means the refiner found that copy already close to consistent, hence 
 
 Choices: copy 0 is the input itself, unjittered, so N = 1 is plain refinement and pooling can only add
 candidates; the jitter is :func:`.artifacts.color_jitter` (the training colour jitter); the L1 is the mean
-over the
-whole refined crop; copies are refined one at a time, so memory does not grow with N.
+over the whole refined crop; copies are refined one at a time, so memory does not grow with N.
 """
 
 from __future__ import annotations

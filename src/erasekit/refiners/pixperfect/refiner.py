@@ -4,8 +4,7 @@ What it feeds the network: x_gen is the method's output *pasted back* into the i
 paper refines the composite, Sec. 3: "following latent decoding and background compositing"), and m is the
 region binarised at 0 (the network is trained on binary masks). It works on the region's bounding box grown by
 ``context`` pixels (the network is fully convolutional, so any box size works) and returns the method output
-with
-that box replaced by the refined composite; the base pastes back, so pixels outside the region stay the
+with that box replaced by the refined composite; the base pastes back, so pixels outside the region stay the
 input's.
 
 Options (``refine="pixperfect:pool=4:weights=/models/pp"``):

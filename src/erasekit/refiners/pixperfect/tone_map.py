@@ -6,9 +6,8 @@ Per sample and per channel c a polynomial tone map without constant term (Eq. 3)
 
 is fitted by least squares (the Moore–Penrose pseudoinverse, ``torch.linalg.pinv``) from the prediction x_pred
 to the amplified target y_amp = x_gt + β · (x_pred − x_gt), β ~ U[20, 40]. Both images are then mapped through
-the
-same f_θ and clamped to [0, 1]: y_pred = f_θ(x_pred), y_gt = f_θ(x_gt). Where the prediction differs from the
-truth (inside the mask) the fit is pulled towards β-times the difference, while outside (where they agree)
+the same f_θ and clamped to [0, 1]: y_pred = f_θ(x_pred), y_gt = f_θ(x_gt). Where the prediction differs from
+the truth (inside the mask) the fit is pulled towards β-times the difference, while outside (where they agree)
 it is held to the identity, so a colour offset between fill and surroundings is magnified in y-space.
 
 The fit uses a balanced pixel sample: the same number of pixels inside and outside the mask (Sec. 3.1, "for
@@ -18,8 +17,7 @@ Choices (docs/pixperfect.md):
 
 * D = 5 by default, the value Sec. 4.1 gives; the ablation text of Sec. 4.3 calls 6 "our default" and Table 4
   labels its main row d=6. Both cannot hold; Sec. 4.1 is the implementation section, so 5 it is, and
-  ``degree``
-  takes any value (the ablation runs 2/5/6/10).
+  ``degree`` takes any value (the ablation runs 2/5/6/10).
 * Gradients do **not** flow through the fitted coefficients p: they are a fixed per-sample lens, computed
 under
   ``torch.no_grad`` (the paper does not say). With gradients through p the generator could lower the loss by

@@ -27,9 +27,8 @@ class IncompleteMaskSampler:
     """Draws one mode per batch and builds the conditioning masks.
 
     ``probabilities`` default to the authors' (:data:`erasekit.masks.PERTURBATION_PROBABILITIES`). When a
-    batch
-    holds a sample without an object-core mask, ``object_core`` is impossible for that batch and the remaining
-    modes are renormalised (the batch still shares one mode).
+    batch holds a sample without an object-core mask, ``object_core`` is impossible for that batch and the
+    remaining modes are renormalised (the batch still shares one mode).
     """
 
     probabilities: Mapping[str, float] = field(default_factory=lambda: dict(PERTURBATION_PROBABILITIES))

@@ -2,8 +2,8 @@
 
 ``erasekit train osor --config FILE.yaml [--set key.sub=value ...]``. The packaged configs
 (``erasekit/methods/osor/train/configs/{sdxl,flux}_phase{1,2}.yaml``, named ``osor_sdxl_phase1`` ...) spell
-out every paper setting; fields left out of a YAML file
-take the per-backbone/per-phase defaults resolved in :meth:`OsorTrainConfig.resolved`:
+out every paper setting; fields left out of a YAML file take the per-backbone/per-phase defaults resolved in
+:meth:`OsorTrainConfig.resolved`:
 
 =====================  =====================  =====================
 setting                SDXL-Inpainting        FLUX Fill
@@ -20,8 +20,7 @@ steps                  15K (I), 5K (II)       15K (I), 5K (II)
 =====================  =====================  =====================
 
 The optimiser's other settings (AdamW β, ε, weight decay, clipping) are not given in the paper; we use AdamW
-with
-β = (0.9, 0.999), ε = 1e-8, no weight decay and gradient clipping at 1.0, and say so in the configs.
+with β = (0.9, 0.999), ε = 1e-8, no weight decay and gradient clipping at 1.0, and say so in the configs.
 """
 
 from __future__ import annotations

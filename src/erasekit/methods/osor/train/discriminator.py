@@ -1,26 +1,21 @@
 """OSOR's occupancy-guided multi-scale discriminator (Sec. 3.3, App. B.6, Fig. 10–11).
 
 A frozen CLIP ConvNeXt trunk φ gives four feature maps f_k (strides 4, 8, 16, 32); four trainable heads h_k
-map them
-to patch logits at strides 8, 16, 32, 64. D_k(x) = σ(h_k(f_k)); the losses (``losses.py``) work on the logits.
+map them to patch logits at strides 8, 16, 32, 64. D_k(x) = σ(h_k(f_k)); the losses (``losses.py``) work on
+the logits.
 
 The trunk. The paper uses OpenCLIP's ``convnext_xxlarge`` vision tower (``laion2b_s34b_b82k_augreg_soup``).
-open_clip
-builds that tower with timm, and both open_clip and timm import torchvision, which has no build for our torch
-here,
-so neither can be imported. The ConvNeXt architecture itself is in transformers (``ConvNextModel``, the same
-blocks:
-7×7 depthwise conv, LayerNorm, MLP ×4, layer scale), so we load the open_clip checkpoint into it with a key
-converter
-(:func:`convert_openclip_convnext`). The converter reads the architecture (depths, widths) off the tensor
-shapes, so
-any open_clip/timm ConvNeXt checkpoint works, and the tiny trunk in the tests goes through the same path.
+open_clip builds that tower with timm, and both open_clip and timm import torchvision, which has no build for
+our torch here, so neither can be imported. The ConvNeXt architecture itself is in transformers
+(``ConvNextModel``, the same blocks: 7×7 depthwise conv, LayerNorm, MLP ×4, layer scale), so we load the
+open_clip checkpoint into it with a key converter (:func:`convert_openclip_convnext`). The converter reads the
+architecture (depths, widths) off the tensor shapes, so any open_clip/timm ConvNeXt checkpoint works, and the
+tiny trunk in the tests goes through the same path.
 
 The heads: SN-Conv3×3 (C_k→512) → LeakyReLU(0.2) → BlurPool(stride 2) → SN-Conv1×1 (512→1).
 
 Patch targets w̃_k (Fig. 4, Table 3): ``occupancy`` (area pooling, exact fractional coverage; the paper's
-choice),
-``hard`` (nearest) and ``soft`` (Gaussian). The grid constructions are in :mod:`erasekit.masks`.
+choice), ``hard`` (nearest) and ``soft`` (Gaussian). The grid constructions are in :mod:`erasekit.masks`.
 """
 
 from __future__ import annotations
@@ -57,8 +52,7 @@ DEFAULT_TRUNK = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
 # File names open_clip uses for its weights on the Hub (newer uploads are safetensors).
 OPENCLIP_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 # timm builds convnext_xxlarge with LayerNorm eps 1e-5 (every other ConvNeXt uses 1e-6). The eps is not stored
-# in the
-# checkpoint, so it is part of the trunk's description.
+# in the checkpoint, so it is part of the trunk's description.
 XXLARGE_NORM_EPS = 1e-5
 OPENCLIP_TRUNK_PREFIX = "visual.trunk."
 

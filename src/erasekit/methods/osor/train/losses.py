@@ -2,8 +2,7 @@
 
 All adversarial terms work on logits: −log σ(l) = softplus(−l) and −log(1 − σ(l)) = softplus(l), which is the
 numerically stable way to write the paper's log D terms. Expectations E[·] are means over the batch and,
-inside the
-patch maps of Eq. 7, over patch positions. Targets w̃_k come from
+inside the patch maps of Eq. 7, over patch positions. Targets w̃_k come from
 :class:`erasekit.methods.osor.train.discriminator.PatchTargets`.
 """
 
@@ -26,9 +25,8 @@ def discriminator_loss(
     """Eq. 7 without the R1 term: Σ_k E[−log D_k(x_bg)] + E[−(1−w̃_k) log D_k(x̂) − w̃_k log(1 − D_k(x̂))].
 
     "Real" is 1: the paired background is real everywhere; a generated patch is real in proportion to how
-    little of
-    it was synthesised (1 − w̃_k), so preserved context is not punished and boundary patches get fractional
-    targets.
+    little of it was synthesised (1 − w̃_k), so preserved context is not punished and boundary patches get
+    fractional targets.
     """
     total = real_logits[0].new_zeros((), dtype=torch.float32)
     for real, fake, w in zip(real_logits, fake_logits, targets, strict=True):
@@ -60,8 +58,7 @@ def r1_penalty(
 
     The features are detached from the frozen trunk and made leaves; the graph of the gradient is kept
     (``create_graph``) so the penalty trains the heads. Per sample, 1/|f_k| with |f_k| = C·H·W elements; the
-    mean over
-    the batch then equals the mean of the squared gradient over the whole feature tensor.
+    mean over the batch then equals the mean of the squared gradient over the whole feature tensor.
     """
     terms = []
     for head, feats in zip(heads, real_features, strict=True):
@@ -81,8 +78,7 @@ def masked_l1(
     """Eq. 9: E[ ‖w ⊙ (x̂ − x_bg)‖₁ / (‖w‖₁ + ε) ].
 
     ``weight`` is N×1×H×W and is broadcast over the image channels on both sides, so the term is the mean
-    absolute
-    error per channel value inside the region (a full mask gives the plain L1 loss).
+    absolute error per channel value inside the region (a full mask gives the plain L1 loss).
     """
     w = weight.float().expand_as(prediction)
     diff = (w * (prediction.float() - target.float())).abs().flatten(1).sum(1)

@@ -1,39 +1,32 @@
 """OSOR training, Phase I and Phase II (Sec. 3.3–3.4, App. B.1), with Hugging Face Accelerate.
 
 What is trained: a peft LoRA on the backbone's denoiser (the authors' target modules and ranks, ``lora_alpha =
-rank``,
-Gaussian init) plus the full terminal layer (SDXL ``conv_out`` / FLUX ``proj_out``, kept in float32; in Phase
-II it
-carries the alpha head), and the discriminator's four patch heads. Everything else is frozen.
+rank``, Gaussian init) plus the full terminal layer (SDXL ``conv_out`` / FLUX ``proj_out``, kept in float32;
+in Phase II it carries the alpha head), and the discriminator's four patch heads. Everything else is frozen.
 
 One step, as in the paper:
 
 * **generator** — the one-step forward of :mod:`erasekit.methods.osor` (the engine's ``denoise``: Eq. 3–5,
 12),
   blended in latent space with the max-pooled conditioning mask (Phase I, Eq. 6) or the predicted alpha (Phase
-  II,
-  Eq. 13), decoded to x̂; loss L_G(m_gt) = λ_rec·Eq. 9 + λ_per·LPIPS + λ_adv·Eq. 8 (Eq. 10), plus Eq. 14 in
-  Phase II.
-  Phase I conditions on m_gt; Phase II on an incomplete mask m_in (one perturbation mode per batch, drawn by
+  II, Eq. 13), decoded to x̂; loss L_G(m_gt) = λ_rec·Eq. 9 + λ_per·LPIPS + λ_adv·Eq. 8 (Eq. 10), plus Eq. 14
+  in Phase II. Phase I conditions on m_gt; Phase II on an incomplete mask m_in (one perturbation mode per
+  batch, drawn by
   :class:`erasekit.methods.osor.train.conditioning.IncompleteMaskSampler`), while the losses always use m_gt.
 * **discriminator** — Eq. 7 with occupancy targets and λ_r1·R1 on the head inputs (Eq. 16), on x̂ detached.
 
 Engineering: Accelerate gives the device, mixed precision (bf16/fp16 autocast, fp16 loss scaling), the process
 group and checkpoint/RNG state. Gradients are accumulated by hand (loss / k, step every k micro-batches) and,
-with
-several processes, averaged over processes once per optimizer step (StyleGAN2-style) — the models are not
-wrapped in
-DistributedDataParallel because R1 needs ``autograd.grad`` on head inputs, which DDP does not support, and
-because the
-denoiser is called through the OSOR engine. All randomness of a step (noise, mask perturbation, batch order,
-augmentation) is derived from (seed, step), so a run resumed from a checkpoint continues exactly where it
-stopped.
+with several processes, averaged over processes once per optimizer step (StyleGAN2-style) — the models are not
+wrapped in DistributedDataParallel because R1 needs ``autograd.grad`` on head inputs, which DDP does not
+support, and because the denoiser is called through the OSOR engine. All randomness of a step (noise, mask
+perturbation, batch order, augmentation) is derived from (seed, step), so a run resumed from a checkpoint
+continues exactly where it stopped.
 
 Outputs in ``output_dir``: ``checkpoints/step-NNNNNNN/`` (``accelerator.save_state`` + ``trainer_state.json``
 + the
 weights in erasekit's OSOR format under ``osor/``), ``osor/`` (final weights; ``erasekit remove --method
-osor-sdxl
---weights OUTPUT/osor``), ``metrics.jsonl`` and ``config.yaml`` (the resolved config).
+osor-sdxl --weights OUTPUT/osor``), ``metrics.jsonl`` and ``config.yaml`` (the resolved config).
 """
 
 from __future__ import annotations
@@ -88,9 +81,8 @@ class StepBatchSampler:
     """Yields this process's micro-batches of dataset indices from micro-batch ``start`` on, forever.
 
     Epoch e is a permutation drawn from (seed, e); a global micro-batch holds ``batch_size × num_replicas``
-    indices,
-    of which process ``rank`` takes its slice. Items are ``(epoch, index)`` so per-epoch augmentation works in
-    worker processes too.
+    indices, of which process ``rank`` takes its slice. Items are ``(epoch, index)`` so per-epoch augmentation
+    works in worker processes too.
     """
 
     def __init__(
@@ -320,10 +312,8 @@ class OsorTrainer:
     """Builds everything from a config; :meth:`train` runs (or resumes) to ``max_steps``.
 
     ``perceptual_loss``: any ``(x̂, x_bg) -> scalar`` (default LPIPS-VGG from local weights; not loaded when
-    its
-    weight is 0). ``discriminator``: an :class:`OccupancyDiscriminator` (default: the config's open_clip
-    trunk).
-    ``pipeline``: an already loaded diffusers pipeline (default: ``config.model``).
+    its weight is 0). ``discriminator``: an :class:`OccupancyDiscriminator` (default: the config's open_clip
+    trunk). ``pipeline``: an already loaded diffusers pipeline (default: ``config.model``).
     """
 
     def __init__(

@@ -2,10 +2,8 @@
 
 Each step draws a batch of crops from the image folder, a CoModGAN-style mask per crop and simulated artifacts
 (:mod:`..artifacts`), adds Gaussian noise to the generator's input (Sec. 3.3), then takes one generator step
-on
-Eq. 4 (Eq. 1 only during the warm-up) and one discriminator step on D and D' with R1 (App. C), both with Adam
-at
-a constant learning rate.
+on Eq. 4 (Eq. 1 only during the warm-up) and one discriminator step on D and D' with R1 (App. C), both with
+Adam at a constant learning rate.
 
 Determinism and resume: every random draw of a step comes from generators seeded by (seed, step), so a run
 resumed from a checkpoint continues exactly as the uninterrupted run would (tested). Checkpoints:
