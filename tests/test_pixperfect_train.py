@@ -83,7 +83,7 @@ def test_resume_continues_exactly(photos, tmp_path):
     resumed = PixPerfectTrainer(_config(photos, tmp_path / "b", max_steps=4), cpu=True)
     result = resumed.train(progress=False)
     assert (
-        result.step == 4 and result.resumed_from is not None and result.resumed_from.endswith("step-0000002")
+        result.step == 4 and result.resumed_from == 2
     )
     a, b = (
         straight.accelerator.unwrap_model(straight.generator),

@@ -16,13 +16,9 @@ pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
 from erasekit.methods.osor.train.config import OsorTrainConfig, load_config
-from erasekit.methods.osor.train.trainer import (
-    OsorTrainer,
-    collate_common_size,
-    latest_checkpoint,
-    train_osor,
-)
+from erasekit.methods.osor.train.trainer import OsorTrainer, collate_common_size, train_osor
 from erasekit.testing.training import TinyPerceptual, write_tiny_openclip_convnext
+from erasekit.training.checkpoints import latest_checkpoint
 from erasekit.types import InvalidInputError
 
 SIZE = 32

@@ -26,7 +26,6 @@ import contextlib
 import copy
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +33,19 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ....training.checkpoints import (
+    TrainResult,
+    checkpoint_dir,
+    checkpoint_step,
+    latest_checkpoint,
+    mark_complete,
+)
 from ....types import InvalidInputError
 from ..weights import save_weights
 from .config import EraDiffTrainConfig
 from .cro import alphas_bar_with_clean, chain_states, cro_loss, ddim_jump, sample_timesteps
 
 logger = logging.getLogger(__name__)
-
-STATE_FILE = "trainer_state.json"
-CHECKPOINT_PREFIX = "step-"
-
-
-@dataclass
-class TrainResult:
-    step: int
-    output_dir: Path
-    weights_dir: Path
-    metrics_path: Path
-    resumed_from: int
-
 
 def batch_indices(micro_batch: int, n_items: int, batch_size: int, seed: int) -> list[int]:
     """The dataset indices of one micro-batch: epoch e is a permutation drawn from (seed, e)."""
@@ -133,12 +126,6 @@ class CroStep:
         return cro_loss(x_s, prediction)
 
 
-def _latest_checkpoint(output_dir: Path) -> Path | None:
-    found = sorted((output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"))
-    found = [p for p in found if (p / STATE_FILE).is_file()]
-    return found[-1] if found else None
-
-
 def train_eradiff(config: EraDiffTrainConfig, *, progress: bool = True, pipeline: Any = None) -> TrainResult:
     """Run CRO training to ``config.max_steps`` optimizer steps, resuming from the newest checkpoint in
     ``config.output_dir``; write the EraDiff weights. ``pipeline``: an already loaded SD2-Inpaint pipeline."""
@@ -175,10 +162,10 @@ def train_eradiff(config: EraDiffTrainConfig, *, progress: bool = True, pipeline
     resize = ResizeRule("short", config.data.resolution, multiple=8) if config.data.resolution else None
     dataset = PairedTorchDataset(config.data.path, resize=resize, seed=config.seed)
     start, resumed_from = 0, 0
-    latest = _latest_checkpoint(output_dir)
+    latest = latest_checkpoint(output_dir)
     if latest is not None:
         accelerator.load_state(str(latest))
-        start = resumed_from = int(json.loads((latest / STATE_FILE).read_text())["step"])
+        start = resumed_from = checkpoint_step(latest)
         logger.info("resumed from %s (step %d)", latest, start)
 
     metrics_path = output_dir / "metrics.jsonl"
@@ -213,10 +200,10 @@ def train_eradiff(config: EraDiffTrainConfig, *, progress: bool = True, pipeline
             with metrics_path.open("a") as f:
                 f.write(json.dumps({"step": step, "loss": sum(losses) / len(losses)}) + "\n")
         if step % config.checkpoint_every == 0 or step == config.max_steps:
-            checkpoint = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}"
+            checkpoint = checkpoint_dir(output_dir, step)
             accelerator.save_state(str(checkpoint))
             if accelerator.is_main_process:
-                (checkpoint / STATE_FILE).write_text(json.dumps({"step": step}))
+                mark_complete(checkpoint, step)
     bar.close()
 
     accelerator.wait_for_everyone()

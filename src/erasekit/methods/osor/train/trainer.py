@@ -38,7 +38,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,13 @@ import numpy as np
 import torch
 import yaml
 
+from ....training.checkpoints import (
+    TrainResult,
+    checkpoint_dir,
+    complete_checkpoints,
+    latest_checkpoint,
+    mark_complete,
+)
 from ....types import InvalidInputError
 from .config import OsorTrainConfig
 from .discriminator import ConvNextTrunk, OccupancyDiscriminator, PatchTargets
@@ -61,17 +67,6 @@ from .losses import (
 logger = logging.getLogger(__name__)
 
 PerceptualLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-STATE_FILE = "trainer_state.json"
-CHECKPOINT_PREFIX = "step-"
-
-
-@dataclass
-class TrainResult:
-    step: int
-    output_dir: Path
-    weights_dir: Path
-    metrics_path: Path
-    resumed_from: int
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -294,15 +289,6 @@ class _TrainableState:
                 self.params[k].copy_(v)
         self.heads.load_state_dict(state["heads"])
         self.step = int(state["step"])
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint (one whose ``trainer_state.json`` was written last)."""
-    root = output_dir / "checkpoints"
-    done = (
-        [p for p in root.glob(CHECKPOINT_PREFIX + "*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
-    )
-    return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -560,21 +546,16 @@ class OsorTrainer:
 
     def save_checkpoint(self, step: int) -> Path:
         acc = self.accelerator
-        folder = self.output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}"
+        folder = checkpoint_dir(self.output_dir, step)
         self.state.step = step
         acc.save_state(str(folder))
         if acc.is_main_process:
             self.save_weights(folder / "osor")
-            (folder / STATE_FILE).write_text(
-                json.dumps({"step": step}) + "\n"
-            )  # written last: marks it complete
+            mark_complete(folder, step)  # written last: marks it complete
             # Rotation by hand: Accelerate's ProjectConfiguration(total_limit=...) deletes the oldest folders
             # before the new checkpoint is written, complete or not (with a limit of 1 a crash while saving
             # leaves none), and names folders by save count, not by step.
-            done = sorted(
-                (p for p in folder.parent.glob(CHECKPOINT_PREFIX + "*") if (p / STATE_FILE).is_file()),
-                key=lambda p: p.name,
-            )
+            done = complete_checkpoints(self.output_dir)
             for old in done[: -max(1, self.config.keep_checkpoints)]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -687,7 +668,6 @@ __all__ = [
     "TrainResult",
     "collate_common_size",
     "export_weights",
-    "latest_checkpoint",
     "prepare_denoiser",
     "train_osor",
 ]

@@ -14,13 +14,19 @@ resumed automatically. Weights in the refiner's format go to ``output_dir/pixper
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ....training.checkpoints import (
+    TrainResult,
+    checkpoint_dir,
+    checkpoint_step,
+    latest_checkpoint,
+    mark_complete,
+)
 from ....types import InvalidInputError
 from ..artifacts import free_form_mask, simulate_artifacts
 from ..losses import MaskConditionedDiscriminator, PerceptualLoss, PixPerfectLoss
@@ -30,14 +36,6 @@ from ..weights import save_weights
 from .config import PixPerfectTrainConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-@dataclass
-class TrainResult:
-    step: int
-    resumed_from: str | None
-    weights_dir: Path
-    metrics_path: Path
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -191,19 +189,18 @@ class PixPerfectTrainer:
     # ---- checkpoints
     # -----------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        folder = self.output_dir / "checkpoints" / f"step-{self.step:07d}"
+        folder = checkpoint_dir(self.output_dir, self.step)
         self.accelerator.save_state(str(folder))
-        (folder / "trainer_state.json").write_text(json.dumps({"step": self.step}))
+        if self.accelerator.is_main_process:
+            mark_complete(folder, self.step)
         return folder
 
     def resume(self) -> Path | None:
-        root = self.output_dir / "checkpoints"
-        found = sorted(root.glob("step-*/trainer_state.json")) if root.is_dir() else []
-        if not found:
+        folder = latest_checkpoint(self.output_dir)
+        if folder is None:
             return None
-        folder = found[-1].parent
         self.accelerator.load_state(str(folder))
-        self.step = json.loads(found[-1].read_text())["step"]
+        self.step = checkpoint_step(folder)
         return folder
 
     def train(self, *, stop_after: int | None = None, progress: bool = True) -> TrainResult:
@@ -228,7 +225,8 @@ class PixPerfectTrainer:
         weights_dir = save_weights(
             self.accelerator.unwrap_model(self.generator), self.output_dir / "pixperfect"
         )
-        return TrainResult(self.step, str(resumed) if resumed else None, weights_dir, metrics_path)
+        return TrainResult(self.step, self.output_dir, weights_dir, metrics_path,
+                           checkpoint_step(resumed) if resumed else 0)
 
 
 def train_pixperfect(config: PixPerfectTrainConfig, **kwargs: Any) -> TrainResult:
