@@ -42,6 +42,9 @@ from .metrics import Sample
 from .suite import LOWER_IS_BETTER, MetricFactory, build_suite, parse_metrics
 from .weights import fingerprint
 
+# What each method run records beside its metrics, in per_image.csv column order.
+RUN_COLUMNS = ("latency_s", "peak_rss_mb", "rss_increase_mb", "peak_python_mb", "peak_cuda_mb", "cached")
+
 MASK_MODES = {"object": ("object",), "effect": ("effect",), "both": ("object", "effect")}
 
 
@@ -330,17 +333,7 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
                     "method": method,
                     "mask": mode,
                     "id": sample_id,
-                    **{
-                        k: run.info.get(k)
-                        for k in (
-                            "latency_s",
-                            "peak_rss_mb",
-                            "rss_increase_mb",
-                            "peak_python_mb",
-                            "peak_cuda_mb",
-                            "cached",
-                        )
-                    },
+                    **{k: run.info.get(k) for k in RUN_COLUMNS},
                 }
                 sample = Sample(
                     sample_id, run.image, record.background, record.mask(mode), record.image, record.label
@@ -453,17 +446,7 @@ def table_markdown(summary: dict[str, Any], columns: list[str]) -> str:
 
 def write_results(out: Path, rows: list[dict], summary: dict, suite: dict[str, MetricFactory]) -> None:
     columns = [c for f in suite.values() for c in f.columns]
-    fieldnames = [
-        "method",
-        "mask",
-        "id",
-        "latency_s",
-        "peak_rss_mb",
-        "rss_increase_mb",
-        "peak_python_mb",
-        "peak_cuda_mb",
-        "cached",
-    ] + [c for c in columns if any(c in r for r in rows)]
+    fieldnames = ["method", "mask", "id", *RUN_COLUMNS] + [c for c in columns if any(c in r for r in rows)]
     tmp = out / "per_image.csv.tmp"
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
