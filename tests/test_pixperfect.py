@@ -24,8 +24,9 @@ from erasekit.refiners.pixperfect.tone_map import (
     apply_tone_map,
     balanced_sample,
 )
-from erasekit.refiners.pixperfect.weights import CONFIG_FILE, WEIGHTS_FILE, load_generator, tiny_config
+from erasekit.refiners.pixperfect.weights import CONFIG_FILE, WEIGHTS_FILE, load_generator
 from erasekit.testing import write_tiny_weights
+from erasekit.testing.pixperfect import tiny_config
 from erasekit.types import InvalidInputError, MissingWeightsError
 
 

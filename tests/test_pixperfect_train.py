@@ -13,7 +13,8 @@ from erasekit import io
 from erasekit.cli import main
 from erasekit.refiners.pixperfect.train.config import load_config, packaged_config
 from erasekit.refiners.pixperfect.train.trainer import PixPerfectTrainer
-from erasekit.refiners.pixperfect.weights import load_generator, tiny_config
+from erasekit.refiners.pixperfect.weights import load_generator
+from erasekit.testing.pixperfect import tiny_config
 from erasekit.testing.training import TinyPerceptual
 from erasekit.types import InvalidInputError
 

@@ -69,9 +69,9 @@ def _clipaway(folder: Path) -> dict[str, Any]:
 
 def _pixperfect(folder: Path) -> dict[str, Any]:
     # A refiner, not a method: the options are the refiner's, passed as refine=f"pixperfect:weights={DIR}".
-    from ..refiners.pixperfect.weights import write_tiny_weights as write_tiny_pixperfect
+    from .pixperfect import write_tiny_pixperfect_weights
 
-    return {"weights": str(write_tiny_pixperfect(folder / "pixperfect"))}
+    return {"weights": str(write_tiny_pixperfect_weights(folder / "pixperfect"))}
 
 
 # method (or refiner) name -> writer(folder) -> load options. A new method adds its writer here.

@@ -1,4 +1,4 @@
-"""The checkpoint layout every trainer shares, and what a run returns.
+"""The checkpoint layout every trainer shares, its metrics log, and what a run returns.
 
 ``OUTPUT/checkpoints/step-NNNNNNN/`` holds Accelerate's state plus ``trainer_state.json``, written last: a
 folder without it is an interrupted save and is never resumed from. Folders are named by optimizer step (not
@@ -8,8 +8,13 @@ by save count, as Accelerate's automatic naming would), so a resumed run and an 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from .. import jsonl
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_PREFIX = "step-"
@@ -54,5 +59,27 @@ def checkpoint_step(folder: Path) -> int:
     return int(folder.name[len(CHECKPOINT_PREFIX):])
 
 
+def open_metrics(output_dir: Path, resumed_step: int) -> Path:
+    """``OUTPUT/metrics.jsonl``, made consistent with the checkpoint a run resumes from.
+
+    A line torn by a kill mid-write is cut off, and lines logged after ``resumed_step`` (work the resumed run
+    redoes) are dropped."""
+    path = output_dir / "metrics.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        jsonl.repair_torn_tail(path)
+        kept = [record for _, record in jsonl.read_lines(path) if int(record.get("step", 0)) <= resumed_step]
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        os.replace(tmp, path)
+    return path
+
+
+def log_metrics(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one durable record to a metrics file from :func:`open_metrics`."""
+    with path.open("a", encoding="utf-8") as stream:
+        jsonl.append_line(stream, record)
+
+
 __all__ = ["CHECKPOINT_PREFIX", "STATE_FILE", "TrainResult", "checkpoint_dir", "checkpoint_step",
-           "complete_checkpoints", "latest_checkpoint", "mark_complete"]
+           "complete_checkpoints", "latest_checkpoint", "log_metrics", "mark_complete", "open_metrics"]

@@ -12,8 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 from ...backbones.presets import MODELS_DIR_ENV, models_dir
 from ...types import InvalidInputError, MissingWeightsError
 from .network import PixPerfectConfig, PixPerfectGenerator
@@ -83,19 +81,6 @@ def load_generator(folder: str | os.PathLike | None = None) -> PixPerfectGenerat
     return generator.eval().requires_grad_(False)
 
 
-def tiny_config() -> PixPerfectConfig:
-    """The test-size network (a few thousand parameters)."""
-    return PixPerfectConfig(width=4, max_width=16, num_downsamples=3, ffc_blocks=1, style_dim=16)
-
-
-def write_tiny_weights(folder: str | os.PathLike, *, seed: int = 0) -> Path:
-    """Random tiny-width weights in the real layout (``erasekit.testing`` uses this)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        generator = PixPerfectGenerator(tiny_config())
-    return save_weights(generator, folder)
-
-
 __all__ = [
     "CONFIG_FILE",
     "FORMAT_VERSION",
@@ -103,6 +88,4 @@ __all__ = [
     "default_weights_dir",
     "load_generator",
     "save_weights",
-    "tiny_config",
-    "write_tiny_weights",
 ]

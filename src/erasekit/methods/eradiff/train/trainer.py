@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,9 @@ from ....training.checkpoints import (
     checkpoint_dir,
     checkpoint_step,
     latest_checkpoint,
+    log_metrics,
     mark_complete,
+    open_metrics,
 )
 from ....types import InvalidInputError
 from ..weights import save_weights
@@ -169,6 +170,8 @@ def train_eradiff(config: EraDiffTrainConfig, *, progress: bool = True, pipeline
         logger.info("resumed from %s (step %d)", latest, start)
 
     metrics_path = output_dir / "metrics.jsonl"
+    if accelerator.is_main_process:
+        open_metrics(output_dir, start)
     bar = tqdm(total=config.max_steps, initial=start, disable=not progress or not accelerator.is_main_process,
                desc="eradiff CRO")
     accumulation = config.gradient_accumulation_steps
@@ -197,8 +200,7 @@ def train_eradiff(config: EraDiffTrainConfig, *, progress: bool = True, pipeline
             ema.step(trainable)
         bar.update(1)
         if accelerator.is_main_process and (step % config.log_every == 0 or step == config.max_steps):
-            with metrics_path.open("a") as f:
-                f.write(json.dumps({"step": step, "loss": sum(losses) / len(losses)}) + "\n")
+            log_metrics(metrics_path, {"step": step, "loss": sum(losses) / len(losses)})
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             checkpoint = checkpoint_dir(output_dir, step)
             accelerator.save_state(str(checkpoint))

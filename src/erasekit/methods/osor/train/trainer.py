@@ -32,7 +32,6 @@ osor-sdxl --weights OUTPUT/osor``), ``metrics.jsonl`` and ``config.yaml`` (the r
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -50,7 +49,9 @@ from ....training.checkpoints import (
     checkpoint_dir,
     complete_checkpoints,
     latest_checkpoint,
+    log_metrics,
     mark_complete,
+    open_metrics,
 )
 from ....types import InvalidInputError
 from .config import OsorTrainConfig
@@ -588,13 +589,8 @@ class OsorTrainer:
             )
         start = step = self.resume()
         metrics_path = self.output_dir / "metrics.jsonl"
-        if (
-            acc.is_main_process and metrics_path.is_file()
-        ):  # drop lines logged after the checkpoint we resume from
-            kept = [
-                line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= start
-            ]
-            metrics_path.write_text("".join(line + "\n" for line in kept))
+        if acc.is_main_process:
+            open_metrics(self.output_dir, start)
         if cfg.report_to:
             acc.init_trackers("osor", config=cfg.model_dump(mode="json"))
         end = max_steps if stop_after is None else min(max_steps, stop_after)
@@ -632,8 +628,7 @@ class OsorTrainer:
                     for k, v in record.items()
                 }
                 if acc.is_main_process:
-                    with open(metrics_path, "a") as fh:
-                        fh.write(json.dumps(record) + "\n")
+                    log_metrics(metrics_path, record)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("loss_g", "loss_d")})
                 if cfg.report_to:
                     acc.log({k: v for k, v in record.items() if k != "step"}, step=step)

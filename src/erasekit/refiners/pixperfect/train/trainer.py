@@ -13,7 +13,6 @@ resumed automatically. Weights in the refiner's format go to ``output_dir/pixper
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ from ....training.checkpoints import (
     checkpoint_dir,
     checkpoint_step,
     latest_checkpoint,
+    log_metrics,
     mark_complete,
+    open_metrics,
 )
 from ....types import InvalidInputError
 from ..artifacts import free_form_mask, simulate_artifacts
@@ -209,18 +210,16 @@ class PixPerfectTrainer:
         cfg = self.config
         resumed = self.resume()
         end = cfg.max_steps if stop_after is None else min(cfg.max_steps, self.step + stop_after)
-        metrics_path = self.output_dir / "metrics.jsonl"
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path = open_metrics(self.output_dir, self.step)
         bar = tqdm(total=end, initial=self.step, disable=not progress, desc="pixperfect")
-        with metrics_path.open("a") as log:
-            while self.step < end:
-                record = self.train_step(self.step)
-                self.step += 1
-                log.write(json.dumps(record) + "\n")
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['total']:.3f}")
-                if self.step % cfg.checkpoint_every == 0 or self.step == end:
-                    self.save_checkpoint()
+        while self.step < end:
+            record = self.train_step(self.step)
+            self.step += 1
+            log_metrics(metrics_path, {**record, "step": self.step})  # steps completed, as the other trainers
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['total']:.3f}")
+            if self.step % cfg.checkpoint_every == 0 or self.step == end:
+                self.save_checkpoint()
         bar.close()
         weights_dir = save_weights(
             self.accelerator.unwrap_model(self.generator), self.output_dir / "pixperfect"
