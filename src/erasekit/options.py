@@ -20,6 +20,7 @@ is allowed, so the CLI exits 2 and the server answers 422 with the same sentence
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -148,10 +149,9 @@ class Option:
             if _INTEGER_TEXT.fullmatch(word):
                 return int(word)
         elif self.type is float:
-            try:
-                return float(word)  # also "1e-3", "nan", "inf"; finiteness is checked next
-            except ValueError:
-                pass
+            # also "1e-3", "nan", "inf"; finiteness is checked next. Unparseable text falls to the error.
+            with contextlib.suppress(ValueError):
+                return float(word)
         raise self._error(text, owner)
 
     def _check_number_or_bool(self, value: Any, shown: Any, owner: str) -> Any:

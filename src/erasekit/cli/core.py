@@ -74,23 +74,33 @@ def method_options(method: str, *, mask_given: bool = True, option: list[str] | 
             **typed_options(name, parse_option_values(option))}
 
 
+# Flags `remove` and `batch` share, declared once (Typer reads the declaration from the default value).
+METHOD_OPTION = typer.Option("auto", "--method", help="method name (see `erasekit methods`)")
+SEED_OPTION = typer.Option(None, "--seed", help="random seed for stochastic methods")
+HD_STRATEGY_OPTION = typer.Option(None, "--hd-strategy", help="original | resize[:LIMIT] | crop[:MARGIN]")
+DEVICE_OPTION = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion methods)")
+MODEL_OPTION = typer.Option(None, "--model", help="backbone preset, local diffusers folder or Hub id")
+STEPS_OPTION = typer.Option(None, "--steps", help="denoising steps (diffusion methods)")
+METHOD_OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)")
+
+
 def remove_command(
     image: Path = typer.Argument(..., help="input photo"),
     mask: Path = typer.Option(None, "--mask", "-m", help="mask PNG: any nonzero pixel is removed"),
     out: Path = typer.Option(..., "--out", "-o", help="output file (format from the extension)"),
-    method: str = typer.Option("auto", "--method", help="method name (see `erasekit methods`)"),
+    method: str = METHOD_OPTION,
     dilate: int = typer.Option(0, "--dilate", help="grow the mask by this many pixels"),
-    seed: int = typer.Option(None, "--seed", help="random seed for stochastic methods"),
-    hd_strategy: str = typer.Option(None, "--hd-strategy", help="original | resize[:LIMIT] | crop[:MARGIN]"),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion methods)"),
+    seed: int = SEED_OPTION,
+    hd_strategy: str = HD_STRATEGY_OPTION,
+    device: str = DEVICE_OPTION,
     resize_mask: bool = typer.Option(False, "--resize-mask", help="accept a mask of another size (nearest)"),
     prompt: str = typer.Option(None, "--prompt", help="text prompt (diffusion and text-guided methods)"),
     target: str = typer.Option(None, "--target", help="what to remove, words of the prompt (magicremover)"),
-    model: str = typer.Option(None, "--model", help="backbone preset, local diffusers folder or Hub id"),
-    steps: int = typer.Option(None, "--steps", help="denoising steps (diffusion methods)"),
+    model: str = MODEL_OPTION,
+    steps: int = STEPS_OPTION,
     guidance: float = typer.Option(None, "--guidance", help="guidance scale (diffusion methods)"),
     allow_download: bool = typer.Option(False, "--allow-download", help="fetch missing weights from the Hub"),
-    option: list[str] = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)"),
+    option: list[str] = METHOD_OPTIONS_OPTION,
     weights: str = typer.Option(
         None, "--weights", help="method weights file/folder (OSOR: *_phase2.pth or folder)"
     ),
@@ -189,15 +199,15 @@ def batch_command(
         ..., "--masks", "-m", help="mask folder: photo.jpg <- photo.png or photo_mask.png"
     ),
     out: Path = typer.Option(..., "--out", "-o", help="output folder (same names and formats as the inputs)"),
-    method: str = typer.Option("auto", "--method", help="method name (see `erasekit methods`)"),
+    method: str = METHOD_OPTION,
     dilate: int = typer.Option(0, "--dilate", help="grow every mask by this many pixels"),
-    seed: int = typer.Option(None, "--seed", help="random seed for stochastic methods"),
-    hd_strategy: str = typer.Option(None, "--hd-strategy", help="original | resize[:LIMIT] | crop[:MARGIN]"),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion methods)"),
-    model: str = typer.Option(None, "--model", help="backbone preset, local diffusers folder or Hub id"),
+    seed: int = SEED_OPTION,
+    hd_strategy: str = HD_STRATEGY_OPTION,
+    device: str = DEVICE_OPTION,
+    model: str = MODEL_OPTION,
     weights: str = typer.Option(None, "--weights", help="method weights file/folder (OSOR)"),
-    steps: int = typer.Option(None, "--steps", help="denoising steps (diffusion methods)"),
-    option: list[str] = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)"),
+    steps: int = STEPS_OPTION,
+    option: list[str] = METHOD_OPTIONS_OPTION,
     resize_mask: bool = typer.Option(False, "--resize-mask", help="accept masks of another size (nearest)"),
     skip_existing: bool = typer.Option(
         True, "--skip-existing/--overwrite", help="skip images whose output exists (resume), or redo them"
@@ -240,7 +250,7 @@ def batch_command(
 
 def demo_command(
     out: Path = typer.Option(Path("demo"), "--out", "-o", help="folder for the demo images"),
-    method: str = typer.Option("auto", "--method", help="method name (see `erasekit methods`)"),
+    method: str = METHOD_OPTION,
     photos: str = typer.Option(
         None, "--photos", help="comma-separated subset of: astronaut, coffee, rocket, camera"
     ),
