@@ -245,43 +245,29 @@ def main() -> None:
         print(
             _table(
                 speed_rows,
-                [
-                    ("backbone", "backbone", "s"),
-                    ("osor_s", "OSOR s", ".4f"),
-                    ("baseline_s", "baseline (50 steps) s", ".4f"),
-                    ("ratio", "speed-up", ".1f"),
-                    ("baseline_net_calls", "baseline network calls", "d"),
-                    ("net_ratio", "network-time ratio", ".1f"),
-                ],
+                [("backbone", "backbone", "s"), ("osor_s", "OSOR s", ".4f"),
+                 ("baseline_s", "baseline (50 steps) s", ".4f"), ("ratio", "speed-up", ".1f"),
+                 ("baseline_net_calls", "baseline network calls", "d"),
+                 ("net_ratio", "network-time ratio", ".1f")],
             )
         )
         print("\nWhere OSOR's time goes (one call)")
         print(
             _table(
                 share_rows,
-                [
-                    ("backbone", "backbone", "s"),
-                    ("total_s", "total s", ".4f"),
-                    ("vae_encode", "VAE encode s", ".4f"),
-                    ("denoiser", "network s", ".4f"),
-                    ("vae_decode", "VAE decode s", ".4f"),
-                    ("other_s", "other s", ".4f"),
-                    ("other_share", "other share", ".1%"),
-                ],
+                [("backbone", "backbone", "s"), ("total_s", "total s", ".4f"),
+                 ("vae_encode", "VAE encode s", ".4f"), ("denoiser", "network s", ".4f"),
+                 ("vae_decode", "VAE decode s", ".4f"), ("other_s", "other s", ".4f"),
+                 ("other_share", "other share", ".1%")],
             )
         )
     print("\nAlpha head parameter overhead on the real architectures (meta device)")
     print(
         _table(
             alpha_head_overhead(),
-            [
-                ("backbone", "backbone", "s"),
-                ("params", "backbone params", ",d"),
-                ("added", "alpha head adds", ",d"),
-                ("paper", "paper (App. B.5)", ",d"),
-                ("share", "share", ".2e"),
-                ("fp32_kib", "fp32 KiB", ".1f"),
-            ],
+            [("backbone", "backbone", "s"), ("params", "backbone params", ",d"),
+             ("added", "alpha head adds", ",d"), ("paper", "paper (App. B.5)", ",d"),
+             ("share", "share", ".2e"), ("fp32_kib", "fp32 KiB", ".1f")],
         )
     )
 

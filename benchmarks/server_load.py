@@ -163,20 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "erasekit",
-            "serve",
-            "--port",
-            str(port),
-            "--method",
-            args.method,
-            "--queue-size",
-            str(args.queue_size),
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "erasekit", "serve", "--port", str(port), "--method", args.method,
+         "--queue-size", str(args.queue_size), "--log-level", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -134,15 +134,10 @@ def test_empty_mask_returns_input_without_sampling(sd15):
 
 @pytest.mark.parametrize(
     "options, match",
-    [
-        ({"steps": 0}, "steps must be"),
-        ({"strength": 1.5}, "strength must be"),
-        ({"guidance": -1}, "guidance"),
-        ({"steps": "many"}, "steps must be an integer in \\[1, 1000\\], got 'many'"),
-        ({"sampler": "ddim"}, "does not take"),
-        ({"progress": 3}, "callable"),
-        ({"steps": 1, "strength": 0.5}, "no denoising step"),
-    ],
+    [({"steps": 0}, "steps must be"), ({"strength": 1.5}, "strength must be"), ({"guidance": -1}, "guidance"),
+     ({"steps": "many"}, "steps must be an integer in \\[1, 1000\\], got 'many'"),
+     ({"sampler": "ddim"}, "does not take"), ({"progress": 3}, "callable"),
+     ({"steps": 1, "strength": 0.5}, "no denoising step")],
 )
 def test_bad_options_are_invalid_input(sd15, options, match):
     image, mask = _scene()
@@ -179,16 +174,8 @@ def test_cli_missing_weights_exit_code_3(offline_hub, tmp_path, capsys):
     Image.fromarray(image).save(tmp_path / "in.png")
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "m.png")
     code = main(
-        [
-            "remove",
-            str(tmp_path / "in.png"),
-            "--mask",
-            str(tmp_path / "m.png"),
-            "--method",
-            "sdxl-inpaint",
-            "-o",
-            str(tmp_path / "out.png"),
-        ]
+        ["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"), "--method", "sdxl-inpaint",
+         "-o", str(tmp_path / "out.png")]
     )
     assert code == 3 and not (tmp_path / "out.png").exists()
     err = capsys.readouterr().err
@@ -218,42 +205,17 @@ def test_cli_remove_with_tiny_checkpoint(tiny, tmp_path, capsys):
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "m.png")
     out = tmp_path / "out.png"
     code = main(
-        [
-            "remove",
-            str(tmp_path / "in.png"),
-            "--mask",
-            str(tmp_path / "m.png"),
-            "--method",
-            "sdxl-inpaint",
-            "--model",
-            str(tiny("sdxl-inpaint")),
-            "--steps",
-            "2",
-            "--seed",
-            "0",
-            "--option",
-            "strength=0.5",
-            "-o",
-            str(out),
-        ]
+        ["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"), "--method", "sdxl-inpaint",
+         "--model", str(tiny("sdxl-inpaint")), "--steps", "2", "--seed", "0", "--option", "strength=0.5",
+         "-o", str(out)]
     )
     assert code == 0, capsys.readouterr().err
     written = np.asarray(Image.open(out).convert("RGB"))
     assert written.shape == image.shape and np.array_equal(written[mask == 0], image[mask == 0])
     # a flag the method does not take is reported, not dropped
     code = main(
-        [
-            "remove",
-            str(tmp_path / "in.png"),
-            "--mask",
-            str(tmp_path / "m.png"),
-            "--method",
-            "telea",
-            "--steps",
-            "2",
-            "-o",
-            str(tmp_path / "o2.png"),
-        ]
+        ["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"), "--method", "telea",
+         "--steps", "2", "-o", str(tmp_path / "o2.png")]
     )
     assert code == 2 and "steps" in capsys.readouterr().err
 

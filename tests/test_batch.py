@@ -162,17 +162,8 @@ def test_cli_batch_prints_a_summary_and_exits_5_on_partial_failure(tmp_path, cap
     images, masks = _write_set(tmp_path, 2, 48, 12)
     Image.fromarray(_crops(1, 48)[0][1]).save(images / "orphan.png")
     code = main(
-        [
-            "batch",
-            str(images),
-            "--masks",
-            str(masks),
-            "-o",
-            str(tmp_path / "out"),
-            "--method",
-            "ns",
-            "--no-progress",
-        ]
+        ["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "out"), "--method", "ns",
+         "--no-progress"]
     )
     assert code == PARTIAL_FAILURE_EXIT_CODE
     err = capsys.readouterr().err
@@ -182,53 +173,20 @@ def test_cli_batch_prints_a_summary_and_exits_5_on_partial_failure(tmp_path, cap
 def test_cli_batch_passes_method_options_and_rejects_unknown_ones(tmp_path):
     images, masks = _write_set(tmp_path, 2, 48, 12)
     code = main(
-        [
-            "batch",
-            str(images),
-            "--masks",
-            str(masks),
-            "-o",
-            str(tmp_path / "small"),
-            "--method",
-            "telea",
-            "-O",
-            "radius=1",
-            "--no-progress",
-        ]
+        ["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "small"), "--method", "telea",
+         "-O", "radius=1", "--no-progress"]
     )
     assert code == 0
     code = main(
-        [
-            "batch",
-            str(images),
-            "--masks",
-            str(masks),
-            "-o",
-            str(tmp_path / "large"),
-            "--method",
-            "telea",
-            "-O",
-            "radius=9",
-            "--no-progress",
-        ]
+        ["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "large"), "--method", "telea",
+         "-O", "radius=9", "--no-progress"]
     )
     assert code == 0
     name = min(p.name for p in images.iterdir())
     assert not np.array_equal(_pixels(tmp_path / "small" / name), _pixels(tmp_path / "large" / name))
     bad = main(
-        [
-            "batch",
-            str(images),
-            "--masks",
-            str(masks),
-            "-o",
-            str(tmp_path / "bad"),
-            "--method",
-            "telea",
-            "-O",
-            "bogus=1",
-            "--no-progress",
-        ]
+        ["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "bad"), "--method", "telea", "-O",
+         "bogus=1", "--no-progress"]
     )
     assert bad == 2  # refused before any image is processed
     assert not any((tmp_path / "bad").glob("*.png"))
@@ -294,22 +252,8 @@ def test_overwrite_redoes_and_skip_existing_skips(tmp_path):
 def test_resume_after_sigkill_loses_and_corrupts_nothing(tmp_path):
     images, masks = _write_set(tmp_path, 8, 112, 28)
     out, clean = tmp_path / "out", tmp_path / "clean"
-    command = [
-        sys.executable,
-        "-m",
-        "erasekit",
-        "batch",
-        str(images),
-        "--masks",
-        str(masks),
-        "-o",
-        str(out),
-        "--method",
-        "patchmatch",
-        "--seed",
-        "3",
-        "--no-progress",
-    ]
+    command = [sys.executable, "-m", "erasekit", "batch", str(images), "--masks", str(masks), "-o", str(out),
+               "--method", "patchmatch", "--seed", "3", "--no-progress"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -375,19 +319,8 @@ def test_batch_options_are_typed_once_and_out_of_range_is_exit_2_before_any_imag
         assert np.array_equal(_pixels(tmp_path / "typed" / name), _pixels(tmp_path / "text" / name))
     capsys.readouterr()
     code = main(
-        [
-            "batch",
-            str(images),
-            "--masks",
-            str(masks),
-            "-o",
-            str(tmp_path / "bad"),
-            "--method",
-            "telea",
-            "-O",
-            "radius=65",
-            "--no-progress",
-        ]
+        ["batch", str(images), "--masks", str(masks), "-o", str(tmp_path / "bad"), "--method", "telea", "-O",
+         "radius=65", "--no-progress"]
     )
     assert code == 2
     assert "telea option radius must be an integer in [1, 64], got '65'" in capsys.readouterr().err

@@ -124,22 +124,8 @@ def test_bench_end_to_end_with_resume_and_report(dataset, lpips_trunk, tmp_path,
 def test_bench_cli_weight_free_and_errors(dataset, tmp_path, capsys):
     out = tmp_path / "cli-results"
     code = main(
-        [
-            "bench",
-            "--dataset",
-            str(dataset),
-            "--methods",
-            "patchmatch,ns",
-            "--mask",
-            "object",
-            "--metrics",
-            "psnr,ssim,lpips,cfd",
-            "-o",
-            str(out),
-            "--quiet",
-            "--limit",
-            "2",
-        ]
+        ["bench", "--dataset", str(dataset), "--methods", "patchmatch,ns", "--mask", "object", "--metrics",
+         "psnr,ssim,lpips,cfd", "-o", str(out), "--quiet", "--limit", "2"]
     )
     assert code == 0
     printed = capsys.readouterr().out
@@ -182,22 +168,8 @@ def test_dataset_layouts(tmp_path):
 
 def test_bench_call_options_are_typed_by_the_declaration(dataset, tmp_path, capsys):
     out = tmp_path / "typed"
-    base = [
-        "bench",
-        "--dataset",
-        str(dataset),
-        "--methods",
-        "ns",
-        "--mask",
-        "object",
-        "--metrics",
-        "psnr",
-        "-o",
-        str(out),
-        "--quiet",
-        "--limit",
-        "2",
-    ]
+    base = ["bench", "--dataset", str(dataset), "--methods", "ns", "--mask", "object", "--metrics", "psnr",
+            "-o", str(out), "--quiet", "--limit", "2"]
     assert main([*base, "-O", "ns:radius=3"]) == 0
     # The same option given as a number from Python reuses every cached output: one canonical cache key.
     cfg = BenchConfig(

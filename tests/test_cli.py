@@ -68,18 +68,8 @@ def test_remove_dilate_grows_the_changed_region_only_by_that_much(scene, tmp_pat
     out = tmp_path / "out.png"
     assert (
         main(
-            [
-                "remove",
-                str(image_path),
-                "-m",
-                str(mask_path),
-                "-o",
-                str(out),
-                "--method",
-                "telea",
-                "--dilate",
-                "3",
-            ]
+            ["remove", str(image_path), "-m", str(mask_path), "-o", str(out), "--method", "telea", "--dilate",
+             "3"]
         )
         == 0
     )
@@ -147,17 +137,8 @@ def test_resize_mask_accepts_a_mask_of_another_size(scene, tmp_path):
     out = tmp_path / "o.png"
     assert (
         main(
-            [
-                "remove",
-                str(image_path),
-                "-m",
-                str(small_path),
-                "-o",
-                str(out),
-                "--resize-mask",
-                "--method",
-                "telea",
-            ]
+            ["remove", str(image_path), "-m", str(small_path), "-o", str(out), "--resize-mask", "--method",
+             "telea"]
         )
         == 0
     )
@@ -168,16 +149,8 @@ def test_unknown_method_is_exit_2_and_lists_the_known_ones(scene, tmp_path, caps
     _, _, image_path, mask_path = scene
     assert (
         main(
-            [
-                "remove",
-                str(image_path),
-                "-m",
-                str(mask_path),
-                "-o",
-                str(tmp_path / "o.png"),
-                "--method",
-                "magic-eraser",
-            ]
+            ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--method",
+             "magic-eraser"]
         )
         == 2
     )
@@ -235,16 +208,8 @@ def test_missing_weights_is_exit_3_with_the_fetch_hint(scene, tmp_path, method_w
     _, _, image_path, mask_path = scene
     assert (
         main(
-            [
-                "remove",
-                str(image_path),
-                "-m",
-                str(mask_path),
-                "-o",
-                str(tmp_path / "o.png"),
-                "--method",
-                method_without_weights,
-            ]
+            ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--method",
+             method_without_weights]
         )
         == 3
     )
@@ -313,18 +278,8 @@ def test_remove_refine_writes_what_the_api_returns_and_changes_only_the_mask(sce
         out = tmp_path / "refined.png"
         assert (
             main(
-                [
-                    "remove",
-                    str(image_path),
-                    "-m",
-                    str(mask_path),
-                    "-o",
-                    str(out),
-                    "--method",
-                    "telea",
-                    "--refine",
-                    refine,
-                ]
+                ["remove", str(image_path), "-m", str(mask_path), "-o", str(out), "--method", "telea",
+                 "--refine", refine]
             )
             == 0
         )
@@ -338,18 +293,8 @@ def test_unknown_refiner_is_exit_2_and_lists_the_known_ones(scene, tmp_path, cap
     _, _, image_path, mask_path = scene
     assert (
         main(
-            [
-                "remove",
-                str(image_path),
-                "-m",
-                str(mask_path),
-                "-o",
-                str(tmp_path / "o.png"),
-                "--method",
-                "telea",
-                "--refine",
-                "sharpen",
-            ]
+            ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--method",
+             "telea", "--refine", "sharpen"]
         )
         == 2
     )
@@ -365,19 +310,8 @@ def test_batch_refine_refines_every_image_and_an_unknown_one_stops_it_early(scen
     (masks / "astronaut.png").write_bytes(mask_path.read_bytes())
     assert (
         main(
-            [
-                "batch",
-                str(image_path),
-                "--masks",
-                str(masks),
-                "-o",
-                str(tmp_path / "out"),
-                "--method",
-                "telea",
-                "--refine",
-                "color-match",
-                "--no-progress",
-            ]
+            ["batch", str(image_path), "--masks", str(masks), "-o", str(tmp_path / "out"), "--method",
+             "telea", "--refine", "color-match", "--no-progress"]
         )
         == 0
     )
@@ -388,19 +322,8 @@ def test_batch_refine_refines_every_image_and_an_unknown_one_stops_it_early(scen
     capsys.readouterr()
     assert (
         main(
-            [
-                "batch",
-                str(image_path),
-                "--masks",
-                str(masks),
-                "-o",
-                str(tmp_path / "bad"),
-                "--method",
-                "telea",
-                "--refine",
-                "nope",
-                "--no-progress",
-            ]
+            ["batch", str(image_path), "--masks", str(masks), "-o", str(tmp_path / "bad"), "--method",
+             "telea", "--refine", "nope", "--no-progress"]
         )
         == 2
     )
@@ -445,37 +368,15 @@ def recording_method():
 
 @pytest.mark.parametrize(
     "text, expected",
-    [
-        ("False", False),
-        ("false", False),
-        ("no", False),
-        ("NO", False),
-        ("0", False),
-        ("off", False),
-        ("True", True),
-        ("yes", True),
-        ("1", True),
-        ("on", True),
-    ],
+    [("False", False), ("false", False), ("no", False), ("NO", False), ("0", False), ("off", False),
+     ("True", True), ("yes", True), ("1", True), ("on", True)],
 )
 def test_option_values_are_parsed_by_the_declared_type(scene, tmp_path, recording_method, text, expected):
     _, _, image_path, mask_path = scene
     assert (
         main(
-            [
-                "remove",
-                str(image_path),
-                "-m",
-                str(mask_path),
-                "-o",
-                str(tmp_path / "o.png"),
-                "--method",
-                recording_method.name,
-                "-O",
-                f"paste_back={text}",
-                "-O",
-                "radius=3",
-            ]
+            ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--method",
+             recording_method.name, "-O", f"paste_back={text}", "-O", "radius=3"]
         )
         == 0
     )
@@ -503,18 +404,8 @@ def test_bad_option_values_are_exit_2_naming_the_range(
     _, _, image_path, mask_path = scene
     assert (
         main(
-            [
-                "remove",
-                str(image_path),
-                "-m",
-                str(mask_path),
-                "-o",
-                str(tmp_path / "o.png"),
-                "--method",
-                recording_method.name,
-                "-O",
-                item,
-            ]
+            ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--method",
+             recording_method.name, "-O", item]
         )
         == 2
     )
@@ -525,16 +416,8 @@ def test_bad_option_values_are_exit_2_naming_the_range(
 @pytest.mark.parametrize("method", CLASSICAL)
 def test_prompt_to_a_method_that_ignores_it_is_refused_like_steps(scene, tmp_path, method, capsys):
     _, _, image_path, mask_path = scene
-    args = [
-        "remove",
-        str(image_path),
-        "-m",
-        str(mask_path),
-        "-o",
-        str(tmp_path / "o.png"),
-        "--method",
-        method,
-    ]
+    args = ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--method",
+            method]
     assert main([*args, "--steps", "4"]) == 2
     assert f"method {method!r} does not take option(s): steps" in _one_error_line(capsys.readouterr().err)
     assert main([*args, "--prompt", "a brick wall"]) == 2
@@ -578,18 +461,8 @@ def test_out_of_range_options_are_exit_2_before_any_model_loads(
     _, _, image_path, mask_path = scene
     assert (
         main(
-            [
-                "remove",
-                str(image_path),
-                "-m",
-                str(mask_path),
-                "-o",
-                str(tmp_path / "o.png"),
-                "--method",
-                method,
-                "-O",
-                item,
-            ]
+            ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--method",
+             method, "-O", item]
         )
         == 2
     )
@@ -603,20 +476,8 @@ def test_unknown_device_is_exit_2_with_the_devices_erasekit_knows(scene, tmp_pat
     for device in ("tpu", "xla"):  # torch parses 'xla', but erasekit places pipelines on cpu/cuda/mps only
         assert (
             main(
-                [
-                    "remove",
-                    str(image_path),
-                    "-m",
-                    str(mask_path),
-                    "-o",
-                    str(tmp_path / "o.png"),
-                    "--method",
-                    "sd15-inpaint",
-                    "--model",
-                    model,
-                    "--device",
-                    device,
-                ]
+                ["remove", str(image_path), "-m", str(mask_path), "-o", str(tmp_path / "o.png"), "--method",
+                 "sd15-inpaint", "--model", model, "--device", device]
             )
             == 2
         )

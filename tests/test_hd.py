@@ -229,17 +229,8 @@ def test_parse_forms():
 
 @pytest.mark.parametrize(
     "bad",
-    [
-        "tile",
-        "resize:big",
-        "original:5",
-        "resize:4",
-        "crop:-1",
-        "",
-        {"name": "crop", "margin": 3},
-        {"name": "crop", "feather": "x"},
-        {"name": "resize", "resize_limit": 1.5},
-    ],
+    ["tile", "resize:big", "original:5", "resize:4", "crop:-1", "", {"name": "crop", "margin": 3},
+     {"name": "crop", "feather": "x"}, {"name": "resize", "resize_limit": 1.5}],
 )
 def test_parse_errors_are_invalid_input(bad):
     with pytest.raises(InvalidInputError):

@@ -789,14 +789,8 @@ def test_cli_remove_keeps_jpeg_exif_and_icc(tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(source.read_bytes()[:500])
     assert (
         main(
-            [
-                "remove",
-                str(tmp_path / "broken.jpg"),
-                "--mask",
-                str(tmp_path / "m.png"),
-                "-o",
-                str(tmp_path / "x.jpg"),
-            ]
+            ["remove", str(tmp_path / "broken.jpg"), "--mask", str(tmp_path / "m.png"), "-o",
+             str(tmp_path / "x.jpg")]
         )
         == 2
     )
@@ -820,28 +814,16 @@ def test_cli_pixel_limit_exits_with_code_4(tmp_path, capsys, monkeypatch):
     Image.new("L", (50, 50)).save(tmp_path / "m.png")
     assert (
         main(
-            [
-                "remove",
-                str(tmp_path / "bomb.png"),
-                "--mask",
-                str(tmp_path / "m.png"),
-                "-o",
-                str(tmp_path / "x.png"),
-            ]
+            ["remove", str(tmp_path / "bomb.png"), "--mask", str(tmp_path / "m.png"), "-o",
+             str(tmp_path / "x.png")]
         )
         == 4
     )
     monkeypatch.setenv(io.MAX_PIXELS_ENV, "1000")
     assert (
         main(
-            [
-                "remove",
-                str(tmp_path / "m.png"),
-                "--mask",
-                str(tmp_path / "m.png"),
-                "-o",
-                str(tmp_path / "x.png"),
-            ]
+            ["remove", str(tmp_path / "m.png"), "--mask", str(tmp_path / "m.png"), "-o",
+             str(tmp_path / "x.png")]
         )
         == 4
     )

@@ -316,41 +316,17 @@ def test_cli_remove_with_weights_timestep_and_alpha(sdxl_weights, tmp_path):
     image, mask = _scene(40, 56)
     Image.fromarray(image).save(tmp_path / "in.png")
     Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "mask.png")
-    args = [
-        "remove",
-        str(tmp_path / "in.png"),
-        "--mask",
-        str(tmp_path / "mask.png"),
-        "--method",
-        "osor-sdxl",
-        "--model",
-        str(model),
-        "--weights",
-        str(sdxl_weights),
-        "--timestep",
-        "300",
-        "--seed",
-        "1",
-        "--save-alpha",
-        str(tmp_path / "alpha.png"),
-        "-o",
-        str(tmp_path / "out.png"),
-    ]
+    args = ["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--method", "osor-sdxl",
+            "--model", str(model), "--weights", str(sdxl_weights), "--timestep", "300", "--seed", "1",
+            "--save-alpha", str(tmp_path / "alpha.png"), "-o", str(tmp_path / "out.png")]
     assert main(args) == 0
     out = np.asarray(Image.open(tmp_path / "out.png"))
     alpha = np.asarray(Image.open(tmp_path / "alpha.png"))
     assert out.shape == image.shape and alpha.shape == mask.shape and alpha.max() > 0
     assert (
         main(
-            [
-                "alpha-overlay",
-                str(tmp_path / "in.png"),
-                str(tmp_path / "alpha.png"),
-                "--mask",
-                str(tmp_path / "mask.png"),
-                "-o",
-                str(tmp_path / "overlay.png"),
-            ]
+            ["alpha-overlay", str(tmp_path / "in.png"), str(tmp_path / "alpha.png"), "--mask",
+             str(tmp_path / "mask.png"), "-o", str(tmp_path / "overlay.png")]
         )
         == 0
     )
@@ -379,23 +355,9 @@ def test_cli_paste_back_text_is_read_as_a_boolean(sdxl_weights, tmp_path):
         out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}.png"
         assert (
             main(
-                [
-                    "remove",
-                    str(tmp_path / "in.png"),
-                    "--mask",
-                    str(tmp_path / "mask.png"),
-                    "--method",
-                    "osor-sdxl",
-                    "--model",
-                    str(model),
-                    "--weights",
-                    str(sdxl_weights),
-                    "--seed",
-                    "1",
-                    *extra,
-                    "-o",
-                    str(out),
-                ]
+                ["remove", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--method",
+                 "osor-sdxl", "--model", str(model), "--weights", str(sdxl_weights), "--seed", "1", *extra,
+                 "-o", str(out)]
             )
             == 0
         )

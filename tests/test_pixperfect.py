@@ -303,18 +303,8 @@ def test_remove_with_pixperfect_keeps_everything_outside_the_region(weights, tmp
     io.write_image(tmp_path / "in.png", photo)
     io.write_mask(tmp_path / "mask.png", mask)
     code = main(
-        [
-            "remove",
-            str(tmp_path / "in.png"),
-            "-m",
-            str(tmp_path / "mask.png"),
-            "-o",
-            str(tmp_path / "out.png"),
-            "--method",
-            "telea",
-            "--refine",
-            f"pixperfect:weights={weights}:pool=3",
-        ]
+        ["remove", str(tmp_path / "in.png"), "-m", str(tmp_path / "mask.png"), "-o",
+         str(tmp_path / "out.png"), "--method", "telea", "--refine", f"pixperfect:weights={weights}:pool=3"]
     )
     assert code == 0
     out = io.read_image(tmp_path / "out.png").pixels
@@ -355,18 +345,9 @@ def test_cli_refine_end_to_end(weights, tmp_path):
         io.write_image(tmp_path / name, array)
     io.write_mask(tmp_path / "m.png", mask)
     code = main(
-        [
-            "refine",
-            str(tmp_path / "edit.png"),
-            "--original",
-            str(tmp_path / "orig.png"),
-            "--mask",
-            str(tmp_path / "m.png"),
-            "-o",
-            str(tmp_path / "out.png"),
-            "--refine",
-            f"pixperfect:weights={weights}",
-        ]
+        ["refine", str(tmp_path / "edit.png"), "--original", str(tmp_path / "orig.png"), "--mask",
+         str(tmp_path / "m.png"), "-o", str(tmp_path / "out.png"), "--refine",
+         f"pixperfect:weights={weights}"]
     )
     assert code == 0
     out = io.read_image(tmp_path / "out.png").pixels
@@ -375,18 +356,9 @@ def test_cli_refine_end_to_end(weights, tmp_path):
     assert np.array_equal(out[mask == 0], photo[mask == 0])
     assert (
         main(
-            [
-                "refine",
-                str(tmp_path / "edit.png"),
-                "--original",
-                str(tmp_path / "orig.png"),
-                "--mask",
-                str(tmp_path / "m.png"),
-                "-o",
-                str(tmp_path / "o2.png"),
-                "--refine",
-                f"pixperfect:weights={tmp_path / 'none'}",
-            ]
+            ["refine", str(tmp_path / "edit.png"), "--original", str(tmp_path / "orig.png"), "--mask",
+             str(tmp_path / "m.png"), "-o", str(tmp_path / "o2.png"), "--refine",
+             f"pixperfect:weights={tmp_path / 'none'}"]
         )
         == 3
     )

@@ -97,17 +97,8 @@ def test_resume_continues_exactly(photos, tmp_path):
 
 
 def test_cli_trains_and_writes_refiner_weights(photos, tmp_path):
-    args = [
-        "train",
-        "pixperfect",
-        "--output-dir",
-        str(tmp_path),
-        "--max-steps",
-        "2",
-        "--no-progress",
-        "--set",
-        f"data_dir={photos}",
-    ] + [f"--set={k}={json.dumps(v)}" for k, v in TINY.items()]
+    args = ["train", "pixperfect", "--output-dir", str(tmp_path), "--max-steps", "2", "--no-progress",
+            "--set", f"data_dir={photos}"] + [f"--set={k}={json.dumps(v)}" for k, v in TINY.items()]
     assert main(args) == 0
     generator = load_generator(tmp_path / "pixperfect")
     assert generator.config == tiny_config()

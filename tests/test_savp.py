@@ -71,15 +71,9 @@ def test_config_yaml_overrides_and_rejects_unknown(tmp_path):
 
 @pytest.mark.parametrize(
     "text, kind",
-    [
-        ("Add a red mug on the table", "add"),
-        ("insert a dog", "add"),
-        ("Remove the lamp", "remove"),
-        ("please delete the car", "remove"),
-        ("get rid of the bin", "remove"),
-        ("Make the sky blue", None),
-        ("additional lighting", None),
-    ],
+    [("Add a red mug on the table", "add"), ("insert a dog", "add"), ("Remove the lamp", "remove"),
+     ("please delete the car", "remove"), ("get rid of the bin", "remove"), ("Make the sky blue", None),
+     ("additional lighting", None)],
 )
 def test_instruction_kind(text, kind):
     assert instruction_kind(text) == kind
@@ -212,17 +206,8 @@ def _square_mask(top, left, side, shape=(256, 256)):
 
 @pytest.mark.parametrize(
     "case",
-    [
-        "unsupported_instruction",
-        "size_mismatch",
-        "empty_difference",
-        "too_many_dominant_components",
-        "noisy_difference",
-        "no_semantic_boxes",
-        "collapse",
-        "no_validated_region",
-        "empty_object_core",
-    ],
+    ["unsupported_instruction", "size_mismatch", "empty_difference", "too_many_dominant_components",
+     "noisy_difference", "no_semantic_boxes", "collapse", "no_validated_region", "empty_object_core"],
 )
 def test_every_rejection_reason_is_reached(case):
     clean, shot = _with_squares([(60, 60, 80)])
@@ -333,24 +318,8 @@ def tiny_models(tmp_path_factory):
     )
 
     root = tmp_path_factory.mktemp("tiny")
-    words = [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        ".",
-        "a",
-        "the",
-        "add",
-        "remove",
-        "red",
-        "ball",
-        "box",
-        "toy",
-        "white",
-        "square",
-    ]
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "the", "add", "remove", "red", "ball",
+             "box", "toy", "white", "square"]
     (root / "vocab.txt").write_text("\n".join(words) + "\n")
     torch.manual_seed(0)
     gd = GroundingDinoConfig(
@@ -571,15 +540,8 @@ def test_cli_errors(tmp_path):
     manifest = write_synthetic_triplets(tmp_path / "t", 1, size=64)
     assert (
         _cli(
-            [
-                "savp",
-                "--triplets",
-                str(manifest),
-                "-o",
-                str(tmp_path / "ds"),
-                "--detector",
-                str(tmp_path / "no-such-model"),
-            ]
+            ["savp", "--triplets", str(manifest), "-o", str(tmp_path / "ds"), "--detector",
+             str(tmp_path / "no-such-model")]
         )
         == 3
     )

@@ -341,15 +341,10 @@ def test_methods_lists_the_refiners(client):
 
 @pytest.mark.parametrize(
     "method, options, prompt",
-    [
-        ("telea", {"radius": 65}, None),
-        ("patchmatch", {"patch_size": 0}, None),
-        ("patchmatch", {"steps": 3}, None),
-        ("sd15-inpaint", {"strength": 1.5}, None),
-        ("osor-sdxl", {"timestep": 40.5}, None),
-        ("osor-flux", {"paste_back": "maybe"}, None),
-        ("ns", {}, "a brick wall"),
-    ],
+    [("telea", {"radius": 65}, None), ("patchmatch", {"patch_size": 0}, None),
+     ("patchmatch", {"steps": 3}, None), ("sd15-inpaint", {"strength": 1.5}, None),
+     ("osor-sdxl", {"timestep": 40.5}, None), ("osor-flux", {"paste_back": "maybe"}, None),
+     ("ns", {}, "a brick wall")],
 )
 def test_bad_options_and_ignored_prompts_are_422_with_the_apis_own_message(client, method, options, prompt):
     with pytest.raises(InvalidInputError) as api:  # the Python API, checked before any model loads
@@ -466,15 +461,10 @@ def test_415_for_other_content_types(client):
 
 @pytest.mark.parametrize(
     "payload, needle",
-    [
-        (json_body(bogus=1), "bogus: unknown field"),
-        (json_body(dilate=-1), "dilate"),
-        (json_body(seed="abc"), "seed"),
-        (json_body(hd_strategy="crop:../etc"), "hd_strategy"),
-        (json_body(output_format="bmp"), "output_format"),
-        (json_body(options={"steps": [1, 2]}), "options.steps"),
-        ({"mask": b64(png(MASK))}, "image"),
-    ],
+    [(json_body(bogus=1), "bogus: unknown field"), (json_body(dilate=-1), "dilate"),
+     (json_body(seed="abc"), "seed"), (json_body(hd_strategy="crop:../etc"), "hd_strategy"),
+     (json_body(output_format="bmp"), "output_format"),
+     (json_body(options={"steps": [1, 2]}), "options.steps"), ({"mask": b64(png(MASK))}, "image")],
 )
 def test_422_for_schema_violations_including_unknown_fields(client, payload, needle):
     expect_error(client.post("/api/v1/remove", json=payload), 422, "ValidationError", needle)
@@ -501,17 +491,14 @@ def test_422_for_unknown_form_fields_and_files(client):
 
 @pytest.mark.parametrize(
     "change, needle",
-    [
-        ({"image": b64(b"definitely not an image")}, "not an image file"),
-        ({"image": b64(png(PHOTO)[:200])}, "truncated or corrupt"),
-        ({"mask": b64(b"garbage")}, "cannot read mask"),
-        ({"mask": None, "method": "telea"}, "needs a mask"),
-        ({"mask": b64(png(np.full_like(MASK, 255)))}, "whole image"),
-        ({"method": "no-such-method"}, "unknown method"),
-        ({"method": "patchmatch", "options": {"steps": 3}}, "does not take option"),
-        ({"refine": "sharpen"}, "unknown refiner 'sharpen'; known: color-match, pixperfect, poisson"),
-        ({"refine": "poisson:strength=2"}, "does not take option(s): strength"),
-    ],
+    [({"image": b64(b"definitely not an image")}, "not an image file"),
+     ({"image": b64(png(PHOTO)[:200])}, "truncated or corrupt"),
+     ({"mask": b64(b"garbage")}, "cannot read mask"), ({"mask": None, "method": "telea"}, "needs a mask"),
+     ({"mask": b64(png(np.full_like(MASK, 255)))}, "whole image"),
+     ({"method": "no-such-method"}, "unknown method"),
+     ({"method": "patchmatch", "options": {"steps": 3}}, "does not take option"),
+     ({"refine": "sharpen"}, "unknown refiner 'sharpen'; known: color-match, pixperfect, poisson"),
+     ({"refine": "poisson:strength=2"}, "does not take option(s): strength")],
 )
 def test_422_for_invalid_images_masks_methods_and_options(client, change, needle):
     expect_error(client.post("/api/v1/remove", json=json_body(**change)), 422, None, needle)
@@ -808,17 +795,8 @@ def test_the_temp_file_spy_does_see_starlettes_default_spooling(monkeypatch, tmp
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "host, loopback",
-    [
-        ("127.0.0.1", True),
-        ("127.1.2.3", True),
-        ("::1", True),
-        ("[::1]", True),
-        ("localhost", True),
-        ("0.0.0.0", False),
-        ("::", False),
-        ("192.168.1.10", False),
-        ("example.org", False),
-    ],
+    [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("192.168.1.10", False), ("example.org", False)],
 )
 def test_loopback_detection(host, loopback):
     assert is_loopback(host) is loopback
@@ -844,21 +822,8 @@ def test_serve_refuses_to_expose_without_a_token_and_checks_the_method(monkeypat
     started.clear()
     assert (
         main(
-            [
-                "serve",
-                "--host",
-                "0.0.0.0",
-                "--token",
-                "long-enough-token",
-                "--port",
-                "9999",
-                "--method",
-                "telea",
-                "--queue-size",
-                "2",
-                "--cors-origin",
-                "https://example.org",
-            ]
+            ["serve", "--host", "0.0.0.0", "--token", "long-enough-token", "--port", "9999", "--method",
+             "telea", "--queue-size", "2", "--cors-origin", "https://example.org"]
         )
         == 0
     )

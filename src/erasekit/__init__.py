@@ -76,18 +76,6 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     return remover(request)
 
 
-__all__ = [
-    "ErasekitError",
-    "HDStrategy",
-    "InvalidInputError",
-    "MissingWeightsError",
-    "RemovalRequest",
-    "RemovalResult",
-    "ResourceLimitError",
-    "SizeConstraints",
-    "UnknownMethodError",
-    "__version__",
-    "available_methods",
-    "load_remover",
-    "remove",
-]
+__all__ = ["ErasekitError", "HDStrategy", "InvalidInputError", "MissingWeightsError", "RemovalRequest",
+           "RemovalResult", "ResourceLimitError", "SizeConstraints", "UnknownMethodError", "__version__",
+           "available_methods", "load_remover", "remove"]

@@ -418,16 +418,5 @@ def run_batch(
     )
 
 
-__all__ = [
-    "LOCK_NAME",
-    "PARTIAL_FAILURE_EXIT_CODE",
-    "REPORT_NAME",
-    "BatchRecord",
-    "BatchSummary",
-    "clean_stale_temps",
-    "collect_images",
-    "find_mask",
-    "image_extensions",
-    "read_report",
-    "run_batch",
-]
+__all__ = ["LOCK_NAME", "PARTIAL_FAILURE_EXIT_CODE", "REPORT_NAME", "BatchRecord", "BatchSummary",
+           "clean_stale_temps", "collect_images", "find_mask", "image_extensions", "read_report", "run_batch"]

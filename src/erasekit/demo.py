@@ -253,14 +253,5 @@ def _write_json(path: Path, payload) -> None:
         raise
 
 
-__all__ = [
-    "DEMO_DILATE",
-    "DemoObject",
-    "DemoPhoto",
-    "DemoRecord",
-    "comparison_sheet",
-    "demo_photos",
-    "mask_overlay",
-    "run_demo",
-    "select_photos",
-]
+__all__ = ["DEMO_DILATE", "DemoObject", "DemoPhoto", "DemoRecord", "comparison_sheet", "demo_photos",
+           "mask_overlay", "run_demo", "select_photos"]

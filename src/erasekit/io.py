@@ -721,16 +721,5 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
     return _atomic_write(path, lambda stream: _encode(image, stream, "PNG", {}, f"'{path}'"))
 
 
-__all__ = [
-    "DEFAULT_MAX_PIXELS",
-    "MAX_PIXELS_ENV",
-    "JpegSettings",
-    "LoadedImage",
-    "encode_image",
-    "output_format",
-    "pixel_limit",
-    "read_image",
-    "read_mask",
-    "write_image",
-    "write_mask",
-]
+__all__ = ["DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV", "JpegSettings", "LoadedImage", "encode_image",
+           "output_format", "pixel_limit", "read_image", "read_mask", "write_image", "write_mask"]

@@ -168,12 +168,5 @@ def mask_to_latent(
     return F.adaptive_max_pool2d(mask, (lh, lw))
 
 
-__all__ = [
-    "decode",
-    "encode",
-    "fill_mask_tokens",
-    "mask_to_latent",
-    "pack_latents",
-    "unpack_latents",
-    "vae_scale_factor",
-]
+__all__ = ["decode", "encode", "fill_mask_tokens", "mask_to_latent", "pack_latents", "unpack_latents",
+           "vae_scale_factor"]

@@ -509,22 +509,6 @@ def folder_size(folder: Path) -> int:
     return total
 
 
-__all__ = [
-    "MODELS_DIR_ENV",
-    "PRESETS",
-    "BackbonePreset",
-    "Resolved",
-    "checkpoint_problem",
-    "download",
-    "find_local",
-    "folder_size",
-    "get_preset",
-    "hf_cache_dir",
-    "load_pipeline",
-    "locate_preset",
-    "models_dir",
-    "preset_for_class",
-    "preset_for_hub_id",
-    "resolve",
-    "resolve_model_path",
-]
+__all__ = ["MODELS_DIR_ENV", "PRESETS", "BackbonePreset", "Resolved", "checkpoint_problem", "download",
+           "find_local", "folder_size", "get_preset", "hf_cache_dir", "load_pipeline", "locate_preset",
+           "models_dir", "preset_for_class", "preset_for_hub_id", "resolve", "resolve_model_path"]

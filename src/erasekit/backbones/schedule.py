@@ -130,12 +130,5 @@ def parametrization_of(scheduler: Any) -> Parametrization:
     return cast(Parametrization, kind)
 
 
-__all__ = [
-    "PARAMETRIZATIONS",
-    "Parametrization",
-    "add_noise",
-    "alphas_cumprod",
-    "flow_noise",
-    "parametrization_of",
-    "predict_x0",
-]
+__all__ = ["PARAMETRIZATIONS", "Parametrization", "add_noise", "alphas_cumprod", "flow_noise",
+           "parametrization_of", "predict_x0"]

@@ -15,16 +15,5 @@ from .paired import (
 )
 from .transforms import FLUX_RESIZE, RESIZE_RULES, SDXL_RESIZE, PairedAugment, ResizeRule
 
-__all__ = [
-    "FLUX_RESIZE",
-    "MANIFEST_NAME",
-    "RESIZE_RULES",
-    "SDXL_RESIZE",
-    "PairedAugment",
-    "PairedDataset",
-    "PairedDatasetWriter",
-    "PairedRecord",
-    "PairedSample",
-    "ResizeRule",
-    "read_manifest",
-]
+__all__ = ["FLUX_RESIZE", "MANIFEST_NAME", "RESIZE_RULES", "SDXL_RESIZE", "PairedAugment", "PairedDataset",
+           "PairedDatasetWriter", "PairedRecord", "PairedSample", "ResizeRule", "read_manifest"]

@@ -353,12 +353,5 @@ class PairedDatasetWriter:
         return None
 
 
-__all__ = [
-    "MANIFEST_NAME",
-    "PairedDataset",
-    "PairedDatasetWriter",
-    "PairedRecord",
-    "PairedSample",
-    "check_id",
-    "read_manifest",
-]
+__all__ = ["MANIFEST_NAME", "PairedDataset", "PairedDatasetWriter", "PairedRecord", "PairedSample",
+           "check_id", "read_manifest"]

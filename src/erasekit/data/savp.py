@@ -442,20 +442,6 @@ def config_table(config: SAVPConfig) -> list[tuple[str, Any]]:
     return list(asdict(config).items())
 
 
-__all__ = [
-    "REASONS",
-    "SAVP",
-    "STAGES",
-    "SAVPConfig",
-    "SAVPResult",
-    "audit_components",
-    "clean_difference",
-    "difference_heatmap",
-    "effect_aware_masks",
-    "grow_area",
-    "instruction_kind",
-    "keep_supported",
-    "match_candidates",
-    "order_pair",
-    "semantic_boxes",
-]
+__all__ = ["REASONS", "SAVP", "STAGES", "SAVPConfig", "SAVPResult", "audit_components", "clean_difference",
+           "difference_heatmap", "effect_aware_masks", "grow_area", "instruction_kind", "keep_supported",
+           "match_candidates", "order_pair", "semantic_boxes"]

@@ -75,14 +75,8 @@ def debug_sheet(result: SAVPResult, original: np.ndarray, edited: np.ndarray, ti
         if result.effect_mask is not None
         else _panel_base(shape)
     )
-    panels = [
-        ("shot", shot),
-        ("gt", gt),
-        ("heatmap", heat),
-        ("components/boxes", _components(result, shape)),
-        ("object core", obj),
-        ("effect-aware", eff),
-    ]
+    panels = [("shot", shot), ("gt", gt), ("heatmap", heat), ("components/boxes", _components(result, shape)),
+              ("object core", obj), ("effect-aware", eff)]
     row = np.concatenate([_label(np.ascontiguousarray(p), name) for name, p in panels], axis=1)
     status = (
         "ACCEPTED" + (" phase2" if result.phase2 else "")

@@ -332,16 +332,6 @@ class SamSegmenter:
         return outputs.pred_masks[0, :, 0].float().cpu()  # (boxes, h', w') logits
 
 
-__all__ = [
-    "DEFAULT_DETECTOR",
-    "DEFAULT_SEGMENTER",
-    "Detection",
-    "Detector",
-    "GrabCutSegmenter",
-    "GroundingDinoDetector",
-    "OracleDetector",
-    "OracleSegmenter",
-    "SamSegmenter",
-    "Segmenter",
-    "box_from_xyxy",
-]
+__all__ = ["DEFAULT_DETECTOR", "DEFAULT_SEGMENTER", "Detection", "Detector", "GrabCutSegmenter",
+           "GroundingDinoDetector", "OracleDetector", "OracleSegmenter", "SamSegmenter", "Segmenter",
+           "box_from_xyxy"]

@@ -390,14 +390,12 @@ class SAVPStats:
         def pct(n: int, d: int, of: str = "") -> str:
             return f"{100.0 * n / d:.2f}%{of}" if d else "—"
 
-        rows = [
-            ("Source samples", self.source, ""),
-            ("Add-object samples", self.add, pct(self.add, self.source)),
-            ("Remove-object samples", self.remove, pct(self.remove, self.source)),
-            ("Add/remove total", self.add + self.remove, pct(self.add + self.remove, self.source)),
-            ("Retained (paired dataset)", self.retained, pct(self.retained, self.source, " of source")),
-            ("Phase II subset", self.phase2, pct(self.phase2, self.retained, " of retained")),
-        ]
+        rows = [("Source samples", self.source, ""),
+                ("Add-object samples", self.add, pct(self.add, self.source)),
+                ("Remove-object samples", self.remove, pct(self.remove, self.source)),
+                ("Add/remove total", self.add + self.remove, pct(self.add + self.remove, self.source)),
+                ("Retained (paired dataset)", self.retained, pct(self.retained, self.source, " of source")),
+                ("Phase II subset", self.phase2, pct(self.phase2, self.retained, " of retained"))]
         rows += [
             (f"Rejected — {k}", v, pct(v, self.source, " of source")) for k, v in self.rejections.items()
         ]
@@ -472,18 +470,5 @@ def run_savp(
     return stats
 
 
-__all__ = [
-    "DECISIONS_NAME",
-    "EXECUTORS",
-    "ORACLE",
-    "REASONS",
-    "STATS_NAME",
-    "ModelSpec",
-    "SAVPStats",
-    "SAVPWorker",
-    "Triplet",
-    "read_triplets",
-    "run_local",
-    "run_ray",
-    "run_savp",
-]
+__all__ = ["DECISIONS_NAME", "EXECUTORS", "ORACLE", "REASONS", "STATS_NAME", "ModelSpec", "SAVPStats",
+           "SAVPWorker", "Triplet", "read_triplets", "run_local", "run_ray", "run_savp"]

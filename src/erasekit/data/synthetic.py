@@ -409,13 +409,5 @@ def write_synthetic_triplets(
     return manifest
 
 
-__all__ = [
-    "BACKGROUND_PHOTOS",
-    "SceneConfig",
-    "SyntheticScene",
-    "generate_synthetic_dataset",
-    "iter_scenes",
-    "make_scene",
-    "scene_rng",
-    "write_synthetic_triplets",
-]
+__all__ = ["BACKGROUND_PHOTOS", "SceneConfig", "SyntheticScene", "generate_synthetic_dataset", "iter_scenes",
+           "make_scene", "scene_rng", "write_synthetic_triplets"]

@@ -341,14 +341,8 @@ class _BlockE(nn.Module):
             _avg_pool_tf(x) if self.pool == "avg" else F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
         )
         return torch.cat(
-            [
-                self.branch1x1(x),
-                self.branch3x3_2a(b3),
-                self.branch3x3_2b(b3),
-                self.branch3x3dbl_3a(d3),
-                self.branch3x3dbl_3b(d3),
-                self.branch_pool(pooled),
-            ],
+            [self.branch1x1(x), self.branch3x3_2a(b3), self.branch3x3_2b(b3), self.branch3x3dbl_3a(d3),
+             self.branch3x3dbl_3b(d3), self.branch_pool(pooled)],
             1,
         )
 

@@ -249,16 +249,6 @@ def register() -> None:
         )
 
 
-__all__ = [
-    "BASELINES",
-    "REMOVAL_NEGATIVE_PROMPT",
-    "REMOVAL_PROMPT",
-    "DiffusersInpaintRemover",
-    "FluxFillRemover",
-    "SD2InpaintRemover",
-    "SD15InpaintRemover",
-    "SDXLInpaintRemover",
-    "backbone_requirement",
-    "register",
-    "sampling_options",
-]
+__all__ = ["BASELINES", "REMOVAL_NEGATIVE_PROMPT", "REMOVAL_PROMPT", "DiffusersInpaintRemover",
+           "FluxFillRemover", "SD2InpaintRemover", "SD15InpaintRemover", "SDXLInpaintRemover",
+           "backbone_requirement", "register", "sampling_options"]

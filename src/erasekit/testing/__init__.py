@@ -106,13 +106,5 @@ def write_tiny_weights(method: str, folder: str | Path) -> dict[str, Any]:
     return TINY_WEIGHT_WRITERS[method](folder)
 
 
-__all__ = [
-    "TINY_NAMES",
-    "TINY_WEIGHT_WRITERS",
-    "TinyCheckpoints",
-    "build_tiny_pipeline",
-    "tiny_pipeline",
-    "write_tiny_osor_weights",
-    "write_tiny_pipeline",
-    "write_tiny_weights",
-]
+__all__ = ["TINY_NAMES", "TINY_WEIGHT_WRITERS", "TinyCheckpoints", "build_tiny_pipeline", "tiny_pipeline",
+           "write_tiny_osor_weights", "write_tiny_pipeline", "write_tiny_weights"]

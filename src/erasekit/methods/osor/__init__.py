@@ -29,17 +29,5 @@ from .engine import (
 )
 from .remover import OsorFluxRemover, OsorRemover, OsorSDXLRemover, OsorSettings, register
 
-__all__ = [
-    "FluxEngine",
-    "OsorEngine",
-    "OsorFluxRemover",
-    "OsorOutput",
-    "OsorRemover",
-    "OsorSDXLRemover",
-    "OsorSettings",
-    "SDXLEngine",
-    "composite",
-    "flux_working_size",
-    "register",
-    "sdxl_working_size",
-]
+__all__ = ["FluxEngine", "OsorEngine", "OsorFluxRemover", "OsorOutput", "OsorRemover", "OsorSDXLRemover",
+           "OsorSettings", "SDXLEngine", "composite", "flux_working_size", "register", "sdxl_working_size"]

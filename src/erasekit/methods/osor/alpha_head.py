@@ -178,15 +178,5 @@ def alpha_head_parameter_count(model: Any) -> int:
     return spec.alpha * per_output
 
 
-__all__ = [
-    "FLUX_HEAD",
-    "SDXL_HEAD",
-    "HeadSpec",
-    "add_alpha_head",
-    "alpha_from_logits",
-    "alpha_head_parameter_count",
-    "family_of",
-    "has_alpha_head",
-    "spec_of",
-    "split_output",
-]
+__all__ = ["FLUX_HEAD", "SDXL_HEAD", "HeadSpec", "add_alpha_head", "alpha_from_logits",
+           "alpha_head_parameter_count", "family_of", "has_alpha_head", "spec_of", "split_output"]

@@ -558,26 +558,7 @@ def fetch_hint(backbone: Backbone) -> str:
     return f"hf download {HUB_REPO} --include '{folder}/weights/*.pth'"
 
 
-__all__ = [
-    "ADAPTER_NAME",
-    "CONFIG_FILE",
-    "HUB_FILES",
-    "HUB_REPO",
-    "OFFICIAL_PREFIX",
-    "OFFICIAL_TARGETS",
-    "WEIGHTS_FILE",
-    "LoadReport",
-    "OsorWeights",
-    "apply_osor_weights",
-    "convert_weights",
-    "detect_format",
-    "fetch_hint",
-    "load_osor_weights",
-    "locate_weights",
-    "official_state_dict",
-    "read_erasekit",
-    "read_official",
-    "save_erasekit",
-    "save_official",
-    "split_state_dict",
-]
+__all__ = ["ADAPTER_NAME", "CONFIG_FILE", "HUB_FILES", "HUB_REPO", "OFFICIAL_PREFIX", "OFFICIAL_TARGETS",
+           "WEIGHTS_FILE", "LoadReport", "OsorWeights", "apply_osor_weights", "convert_weights",
+           "detect_format", "fetch_hint", "load_osor_weights", "locate_weights", "official_state_dict",
+           "read_erasekit", "read_official", "save_erasekit", "save_official", "split_state_dict"]

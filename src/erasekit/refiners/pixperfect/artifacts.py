@@ -309,22 +309,7 @@ def write_sample_sheet(image: np.ndarray, path: str, *, seed: int = 0, vae: Any 
     return path
 
 
-__all__ = [
-    "PROBABILITIES",
-    "TEXTURE_SIDES",
-    "SimulatedPair",
-    "background_color",
-    "blob_alpha",
-    "boundary_mixing",
-    "color_jitter",
-    "color_shift",
-    "content_discontinuity",
-    "degrade_texture",
-    "foreground_color",
-    "free_form_mask",
-    "gradient_alpha",
-    "simulate_artifacts",
-    "texture",
-    "vae_round_trip",
-    "write_sample_sheet",
-]
+__all__ = ["PROBABILITIES", "TEXTURE_SIDES", "SimulatedPair", "background_color", "blob_alpha",
+           "boundary_mixing", "color_jitter", "color_shift", "content_discontinuity", "degrade_texture",
+           "foreground_color", "free_form_mask", "gradient_alpha", "simulate_artifacts", "texture",
+           "vae_round_trip", "write_sample_sheet"]

@@ -159,11 +159,5 @@ class PixPerfectLoss(nn.Module):
         return loss
 
 
-__all__ = [
-    "LossWeights",
-    "MaskConditionedDiscriminator",
-    "PerceptualLoss",
-    "PixPerfectLoss",
-    "discriminator_loss",
-    "generator_adversarial",
-]
+__all__ = ["LossWeights", "MaskConditionedDiscriminator", "PerceptualLoss", "PixPerfectLoss",
+           "discriminator_loss", "generator_adversarial"]

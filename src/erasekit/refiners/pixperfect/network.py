@@ -325,12 +325,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = [
-    "FFC",
-    "CascadedModulationBlock",
-    "FFCResidualBlock",
-    "ModulatedConv2d",
-    "PixPerfectConfig",
-    "PixPerfectGenerator",
-    "count_parameters",
-]
+__all__ = ["FFC", "CascadedModulationBlock", "FFCResidualBlock", "ModulatedConv2d", "PixPerfectConfig",
+           "PixPerfectGenerator", "count_parameters"]

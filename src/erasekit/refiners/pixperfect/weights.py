@@ -81,11 +81,5 @@ def load_generator(folder: str | os.PathLike | None = None) -> PixPerfectGenerat
     return generator.eval().requires_grad_(False)
 
 
-__all__ = [
-    "CONFIG_FILE",
-    "FORMAT_VERSION",
-    "WEIGHTS_FILE",
-    "default_weights_dir",
-    "load_generator",
-    "save_weights",
-]
+__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "WEIGHTS_FILE", "default_weights_dir", "load_generator",
+           "save_weights"]

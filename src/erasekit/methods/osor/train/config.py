@@ -211,13 +211,5 @@ def packaged_config(name: str) -> Path:
     return path
 
 
-__all__ = [
-    "DataConfig",
-    "DiscriminatorConfig",
-    "LoraSettings",
-    "LossConfig",
-    "OptimConfig",
-    "OsorTrainConfig",
-    "load_config",
-    "packaged_config",
-]
+__all__ = ["DataConfig", "DiscriminatorConfig", "LoraSettings", "LossConfig", "OptimConfig",
+           "OsorTrainConfig", "load_config", "packaged_config"]

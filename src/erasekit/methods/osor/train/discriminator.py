@@ -362,16 +362,6 @@ class PatchTargets:
         ]
 
 
-__all__ = [
-    "DEFAULT_TRUNK",
-    "TARGET_MODES",
-    "XXLARGE_NORM_EPS",
-    "BlurPool2d",
-    "ConvNextTrunk",
-    "OccupancyDiscriminator",
-    "PatchHead",
-    "PatchTargets",
-    "convert_openclip_convnext",
-    "convnext_from_openclip_state",
-    "resolve_trunk_file",
-]
+__all__ = ["DEFAULT_TRUNK", "TARGET_MODES", "XXLARGE_NORM_EPS", "BlurPool2d", "ConvNextTrunk",
+           "OccupancyDiscriminator", "PatchHead", "PatchTargets", "convert_openclip_convnext",
+           "convnext_from_openclip_state", "resolve_trunk_file"]

@@ -120,12 +120,5 @@ def alpha_loss(
     return {"alpha": bce_weight * bce + dice_weight * dice, "bce": bce, "dice": dice}
 
 
-__all__ = [
-    "alpha_loss",
-    "dice_loss",
-    "discriminator_loss",
-    "effect_mask_to_latent",
-    "generator_adversarial_loss",
-    "masked_l1",
-    "r1_penalty",
-]
+__all__ = ["alpha_loss", "dice_loss", "discriminator_loss", "effect_mask_to_latent",
+           "generator_adversarial_loss", "masked_l1", "r1_penalty"]

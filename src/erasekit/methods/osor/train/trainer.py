@@ -657,12 +657,5 @@ def train_osor(config: OsorTrainConfig, **kwargs: Any) -> TrainResult:
     return OsorTrainer(config, **kwargs).train(**train_kwargs)
 
 
-__all__ = [
-    "OsorTrainer",
-    "StepBatchSampler",
-    "TrainResult",
-    "collate_common_size",
-    "export_weights",
-    "prepare_denoiser",
-    "train_osor",
-]
+__all__ = ["OsorTrainer", "StepBatchSampler", "TrainResult", "collate_common_size", "export_weights",
+           "prepare_denoiser", "train_osor"]
