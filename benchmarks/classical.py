@@ -69,8 +69,7 @@ def fit_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
     return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
 
 
-# ---- masks of a given shape and area
-# -----------------------------------------------------------------------------
+# ---- masks of a given shape and area -----------------------------------------------------------------------
 def _centre(h: int, w: int, rng: np.random.Generator) -> tuple[float, float]:
     return h * rng.uniform(0.4, 0.6), w * rng.uniform(0.4, 0.6)
 
@@ -132,8 +131,7 @@ def make_mask(shape: str, fraction: float, hw: tuple[int, int], seed: int) -> np
     raise ValueError(f"unknown shape {shape!r}")
 
 
-# ---- metrics
-# ------------------------------------------------------------------------------------------------------------
+# ---- metrics -----------------------------------------------------------------------------------------------
 def masked_psnr(gt: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float:
     inside = mask > 0
     mse = np.mean((gt[inside].astype(np.float64) - out[inside].astype(np.float64)) ** 2)
@@ -145,8 +143,7 @@ def masked_ssim(gt: np.ndarray, out: np.ndarray, mask: np.ndarray) -> float:
     return float(ssim_map[mask > 0].mean())
 
 
-# ---- quality + latency
-# ---------------------------------------------------------------------------------------------
+# ---- quality + latency -------------------------------------------------------------------------------------
 @dataclass
 class Row:
     method: str
@@ -223,8 +220,7 @@ def quality_table(rows: list[Row], methods, shapes, sizes) -> str:
     return "\n".join(lines)
 
 
-# ---- memory (one subprocess per run)
-# -------------------------------------------------------------------------------
+# ---- memory (one subprocess per run) -----------------------------------------------------------------------
 def memory_child(method: str, strategy: str, side: int) -> None:
     """Runs in a fresh process: build the inputs, then measure only the remover call."""
     import resource

@@ -67,8 +67,7 @@ def _pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-# ---- finding images and masks
-# -------------------------------------------------------------------------------------
+# ---- finding images and masks ------------------------------------------------------------------------------
 def test_collect_images_from_files_folders_and_globs(tmp_path):
     images, _ = _write_set(tmp_path, 4, 32, 8)
     (images / "notes.txt").write_text("not an image")
@@ -115,8 +114,7 @@ def test_clean_stale_temps_removes_only_atomic_write_leftovers(tmp_path):
     assert not leftover.exists() and all(p.exists() for p in keep)
 
 
-# ---- failures are recorded, the batch goes on
-# -----------------------------------------------------------------------
+# ---- failures are recorded, the batch goes on --------------------------------------------------------------
 def test_failures_are_recorded_and_the_batch_goes_on(tmp_path):
     images, masks = _write_set(tmp_path, 4, 64, 16)
     corrupt = images / "broken.png"
@@ -247,8 +245,7 @@ def test_overwrite_redoes_and_skip_existing_skips(tmp_path):
     assert len(read_report(out / REPORT_NAME)) == 2  # the report describes the latest run
 
 
-# ---- resume after the process is killed
-# ------------------------------------------------------------------------------
+# ---- resume after the process is killed --------------------------------------------------------------------
 def test_resume_after_sigkill_loses_and_corrupts_nothing(tmp_path):
     images, masks = _write_set(tmp_path, 8, 112, 28)
     out, clean = tmp_path / "out", tmp_path / "clean"

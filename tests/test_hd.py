@@ -177,8 +177,7 @@ def test_crop_alpha_is_placed_where_its_crop_was():
     assert np.array_equal(alpha, mask)
 
 
-# ---- paste_back
-# -------------------------------------------------------------------------------------------------------
+# ---- paste_back --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("feather", [0, 3])
 def test_paste_back_is_bit_identical_outside_the_region(feather):
     original, generated = photo(40, 50, 1), photo(40, 50, 2)
@@ -214,8 +213,7 @@ def test_paste_back_rejects_mismatched_shapes():
         paste_back(photo(10, 10), photo(10, 12), np.ones((10, 10), np.float32))
 
 
-# ---- HDStrategy.parse
-# --------------------------------------------------------------------------------------------------
+# ---- HDStrategy.parse --------------------------------------------------------------------------------------
 def test_parse_forms():
     assert HDStrategy.parse(None) == HDStrategy()
     s = HDStrategy("resize", resize_limit=900)

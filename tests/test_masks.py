@@ -51,8 +51,7 @@ def assert_mask_contract(out: np.ndarray, shape: tuple[int, int]) -> None:
     assert out.min() >= 0.0 and out.max() <= 1.0
 
 
-# ---- basics
-# ---------------------------------------------------------------------------------------------------------
+# ---- basics ------------------------------------------------------------------------------------------------
 @FAST
 @given(soft_masks(), st.integers(1, 4))
 def test_dilate_contains_mask_contains_erode(mask, r):
@@ -121,8 +120,7 @@ def test_binarize_threshold():
     assert M.binarize(m, 0.0).tolist() == [[0, 1, 1, 1]]
 
 
-# ---- components and boxes
-# ---------------------------------------------------------------------------------------------
+# ---- components and boxes ----------------------------------------------------------------------------------
 @FAST
 @given(binary_masks(4, 30))
 def test_component_boxes_cover_every_pixel_and_merge_is_disjoint(mask):
@@ -154,8 +152,7 @@ def test_components_count_and_boxes_exact():
     assert M.Box(5, 5, 8, 8).expand(10, (10, 12)) == M.Box(0, 0, 10, 12)
 
 
-# ---- grids
-# ----------------------------------------------------------------------------------------------------------
+# ---- grids -------------------------------------------------------------------------------------------------
 def exact_area_reference(mask: np.ndarray, gh: int, gw: int) -> np.ndarray:
     """Occupancy from first principles: overlap length of each cell with each pixel, separably, in float64."""
 
@@ -259,8 +256,7 @@ def test_max_pool_to_grid_strict_and_ceil():
     assert M.max_pool_to_grid(even, 8).tolist() == [[0.5], [0.0]]
 
 
-# ---- drawing
-# --------------------------------------------------------------------------------------------------------
+# ---- drawing -----------------------------------------------------------------------------------------------
 @FAST
 @given(st.lists(st.tuples(st.integers(0, 39), st.integers(0, 29)), min_size=1, max_size=5), st.integers(0, 4))
 def test_stroke_contains_its_points_and_stays_near_the_line(points, radius):
@@ -305,8 +301,7 @@ def test_polygon_union_and_exact_fill():
         M.polygon_to_mask([(0, 0), (1, 1)], (5, 5))
 
 
-# ---- perturbations
-# ----------------------------------------------------------------------------------------------------
+# ---- perturbations -----------------------------------------------------------------------------------------
 @FAST
 @given(blob_masks(), st.integers(0, 2**32 - 1), st.sampled_from(["shrink", "expand", "holes", "shift"]))
 def test_perturbations_keep_the_mask_contract(mask, seed, mode):

@@ -250,8 +250,7 @@ def test_rord_reader_and_missing_pair(tmp_path):
         list(iter_rord(tmp_path))
 
 
-# ---- Phase II incomplete-mask conditioning
-# ------------------------------------------------------------------------
+# ---- Phase II incomplete-mask conditioning -----------------------------------------------------------------
 def test_conditioning_mode_frequencies_match_the_authors():
     from erasekit.methods.osor.train.conditioning import IncompleteMaskSampler
 

@@ -228,8 +228,7 @@ def test_crop_strategy_matches_running_on_the_crop_itself():
         assert np.array_equal(result.image[crop.slices], direct.image)
 
 
-# ---- the public API with files
-# -------------------------------------------------------------------------------------
+# ---- the public API with files -----------------------------------------------------------------------------
 @pytest.mark.parametrize("method", CLASSICAL)
 def test_remove_with_paths_equals_remove_with_arrays(tmp_path, method):
     from PIL import Image

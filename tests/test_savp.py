@@ -79,8 +79,7 @@ def test_instruction_kind(text, kind):
     assert instruction_kind(text) == kind
 
 
-# ---- constructed inputs
-# ------------------------------------------------------------------------------------------
+# ---- constructed inputs ------------------------------------------------------------------------------------
 def _grey(h=256, w=256, value=120):
     return np.full((h, w, 3), value, np.uint8)
 
@@ -296,8 +295,7 @@ def test_full_pipeline_on_synthetic_triplets(kind):
     assert accepted >= 2
 
 
-# ---- transformers adapters with tiny random models
-# ---------------------------------------------------------------
+# ---- transformers adapters with tiny random models ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     import torch
@@ -490,8 +488,7 @@ def test_tiny_models_through_the_whole_run(tiny_models, tmp_path):
     assert {d["id"] for d in decisions} == {"scene00000-add", "scene00000-remove"}
 
 
-# ---- runs: CLI, resume, executors
-# --------------------------------------------------------------------------------
+# ---- runs: CLI, resume, executors --------------------------------------------------------------------------
 def _cli(args):
     from erasekit.cli import main
 

@@ -264,8 +264,7 @@ def gaussian_grid(mask: np.ndarray, grid_hw: tuple[int, int], sigma: float = 1.0
     ).astype(np.float32)
 
 
-# ---- drawing
-# ----------------------------------------------------------------------------------------------------
+# ---- drawing -----------------------------------------------------------------------------------------------
 
 
 def _shape_hw(shape: Sequence[int]) -> tuple[int, int]:

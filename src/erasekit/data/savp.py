@@ -45,8 +45,7 @@ from .paired import PHASE2_THRESHOLD
 from .savp_models import Detection, Detector, Segmenter
 
 
-# ---- Table 6
-# ------------------------------------------------------------------------------------------------------
+# ---- Table 6 -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SAVPConfig:
     """SAVP constants; defaults equal OSOR arXiv:2606.28094 Table 6 (names follow the table's symbols)."""
@@ -101,8 +100,7 @@ class SAVPConfig:
         return cls.from_mapping(values)
 
 
-# ---- results
-# ------------------------------------------------------------------------------------------------------
+# ---- results -----------------------------------------------------------------------------------------------
 STAGES = ("order", "difference", "semantic", "segmentation")
 REASONS = {
     "unsupported_instruction": "order",
@@ -174,8 +172,7 @@ class Rejected(Exception):
         self.details = details
 
 
-# ---- Algorithm 1
-# --------------------------------------------------------------------------------------------------
+# ---- Algorithm 1 -------------------------------------------------------------------------------------------
 _ADD = re.compile(r"^\s*(please\s+)?(add|insert|put|place|include|introduce|draw|paste)\b", re.IGNORECASE)
 _REMOVE = re.compile(
     r"^\s*(please\s+)?(remove|delete|erase|eliminate|take\s+(away|out|off)|get\s+rid\s+of|"
@@ -336,8 +333,7 @@ def keep_supported(diff_mask: np.ndarray, boxes: list[Box], config: SAVPConfig =
     return keep[labels]
 
 
-# ---- Algorithm 2
-# --------------------------------------------------------------------------------------------------
+# ---- Algorithm 2 -------------------------------------------------------------------------------------------
 def grow_area(mask: np.ndarray, ratio: float) -> np.ndarray:
     """Distance-transform area growth: add the nearest outside pixels until the area reaches ``ratio`` × area.
 
@@ -379,8 +375,7 @@ def effect_aware_masks(result: SAVPResult, segmenter: Segmenter, config: SAVPCon
     result.phase2 = r_eff >= config.tau_eff
 
 
-# ---- the pipeline
-# -------------------------------------------------------------------------------------------------
+# ---- the pipeline ------------------------------------------------------------------------------------------
 class SAVP:
     """Algorithm 1 then Algorithm 2 with a detector and a segmenter (see :mod:`erasekit.data.savp_models`)."""
 

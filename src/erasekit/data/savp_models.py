@@ -65,8 +65,7 @@ def box_from_xyxy(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, 
     return Box(max(0, math.floor(y0)), max(0, math.floor(x0)), min(h, math.ceil(y1)), min(w, math.ceil(x1)))
 
 
-# ---- stand-ins
-# --------------------------------------------------------------------------------------------------
+# ---- stand-ins ---------------------------------------------------------------------------------------------
 @dataclass
 class OracleDetector:
     """Returns fixed, known boxes (ground truth) whatever the query.
@@ -132,8 +131,7 @@ def _box_mask(box: Box, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-# ---- transformers adapters
-# --------------------------------------------------------------------------------------
+# ---- transformers adapters ---------------------------------------------------------------------------------
 def _missing(kind: str, name: str, hub_id: str, exc: Exception | None = None) -> MissingWeightsError:
     looks_like_path = Path(name).is_absolute() or name.startswith(".") or name.count("/") != 1
     if looks_like_path and not Path(name).exists():

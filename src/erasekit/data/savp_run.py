@@ -57,8 +57,7 @@ STATS_NAME = "savp_stats.json"
 ORACLE = "oracle-truth"
 
 
-# ---- triplets
-# ------------------------------------------------------------------------------------------------------
+# ---- triplets ----------------------------------------------------------------------------------------------
 @dataclass
 class Triplet:
     id: str
@@ -97,8 +96,7 @@ def read_triplets(manifest: str | os.PathLike) -> list[Triplet]:
     return out
 
 
-# ---- models per worker
-# ---------------------------------------------------------------------------------------------
+# ---- models per worker -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelSpec:
     """What each worker loads.
@@ -233,8 +231,7 @@ def _jsonable(result: SAVPResult) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in decision.items()}
 
 
-# ---- executors
-# -----------------------------------------------------------------------------------------------------
+# ---- executors ---------------------------------------------------------------------------------------------
 _WORKER: SAVPWorker | None = None
 
 
@@ -350,8 +347,7 @@ def _ray_outcomes(
 EXECUTORS = {"local": run_local, "ray": run_ray}
 
 
-# ---- decision log and statistics
-# ----------------------------------------------------------------------------------
+# ---- decision log and statistics ---------------------------------------------------------------------------
 def _read_decisions(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}

@@ -52,8 +52,7 @@ class Remover(ABC):
     # Whether request.prompt reaches the method; a prompt given to a method that ignores it is refused.
     takes_prompt: ClassVar[bool] = False
 
-    # ---- what a method implements
-    # -----------------------------------------------------------------------------
+    # ---- what a method implements --------------------------------------------------------------------------
     @abstractmethod
     def inpaint(
         self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest
@@ -83,8 +82,7 @@ class Remover(ABC):
             return np.maximum(mask, np.clip(alpha, 0.0, 1.0))
         return mask
 
-    # ---- shared work
-    # -------------------------------------------------------------------------------------------
+    # ---- shared work ---------------------------------------------------------------------------------------
     @classmethod
     def check_call(
         cls, options: Mapping[str, Any], *, prompt: str | None = None, from_python: bool = True

@@ -114,8 +114,7 @@ class DiffusersInpaintRemover(DiffusionRemover):
             "strength": d["strength"],
         }
 
-    # ---- per-call settings
-    # --------------------------------------------------------------------------------------
+    # ---- per-call settings ---------------------------------------------------------------------------------
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         resolved = super().resolve_options(options)
         if int(resolved["steps"] * resolved["strength"]) < 1:  # diffusers runs int(steps × strength) steps
@@ -154,8 +153,7 @@ class DiffusersInpaintRemover(DiffusionRemover):
             kwargs["negative_prompt"] = s["negative_prompt"]
         return kwargs
 
-    # ---- the work
-    # ----------------------------------------------------------------------------------------------
+    # ---- the work ------------------------------------------------------------------------------------------
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
         kwargs = self.pipeline_kwargs(image, mask, request)
         progress = request.options["progress"] if request.options["progress"] is not None else self.progress

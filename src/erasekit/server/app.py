@@ -225,8 +225,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             max_age=600,
         )
 
-    # ---- web UI
-    # ----------------------------------------------------------------------------------------------
+    # ---- web UI --------------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
         return Response(static["index.html"], media_type="text/html; charset=utf-8", headers=_UI_HEADERS)
@@ -237,8 +236,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             raise HTTPException(404, "not found")
         return Response(static[name], media_type=_STATIC_FILES[name], headers=_UI_HEADERS)
 
-    # ---- API
-    # -------------------------------------------------------------------------------------------------
+    # ---- API -----------------------------------------------------------------------------------------------
     api = APIRouter(prefix=API, responses=_ERRORS)
     private = APIRouter(prefix=API, dependencies=[Depends(require_token)], responses=_ERRORS)
 

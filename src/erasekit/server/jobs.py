@@ -48,8 +48,7 @@ class Job:
     def finished(self) -> bool:
         return self.status in ("done", "error")
 
-    # ---- writing (any thread)
-    # ----------------------------------------------------------------------------------
+    # ---- writing (any thread) ------------------------------------------------------------------------------
     def publish(self, name: str, data: dict[str, Any], *, status: Status | None = None) -> None:
         with self._lock:
             if status is not None:
@@ -64,8 +63,7 @@ class Job:
             except RuntimeError:
                 pass  # that reader's loop has closed: nobody is listening there any more
 
-    # ---- reading (async)
-    # ---------------------------------------------------------------------------------------
+    # ---- reading (async) -----------------------------------------------------------------------------------
     async def follow(self) -> AsyncIterator[tuple[int, Event]]:
         """Every event from the first, waiting for new ones until the job finishes."""
         index = 0

@@ -96,8 +96,7 @@ class WorkQueue:
         # One thread per admitted job at most: a waiting job blocks on its method's lock, not on the pool.
         self._pool = ThreadPoolExecutor(max_workers=capacity, thread_name_prefix="erasekit-job")
 
-    # ---- state
-    # -----------------------------------------------------------------------------------------------
+    # ---- state ---------------------------------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
         return self._in_flight
@@ -112,8 +111,7 @@ class WorkQueue:
         """Seconds until a slot is likely free: about one job's duration (clamped to 1..120)."""
         return int(min(120, max(1, math.ceil(self._mean_seconds))))
 
-    # ---- loading
-    # ---------------------------------------------------------------------------------------------
+    # ---- loading -------------------------------------------------------------------------------------------
     def worker(self, name: str) -> MethodWorker:
         """The worker for ``name``, loading its remover the first time.
 
@@ -131,8 +129,7 @@ class WorkQueue:
                 self._workers[name] = worker
         return worker
 
-    # ---- running
-    # ---------------------------------------------------------------------------------------------
+    # ---- running -------------------------------------------------------------------------------------------
     def admit(self) -> Slot:
         """Reserve a place for one job or raise :class:`ServerBusyError` (503) at once.
 

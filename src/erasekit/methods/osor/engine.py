@@ -152,8 +152,7 @@ class OsorEngine(ABC):
             self._placed = (where, (device, self.denoiser.dtype))
         return self._placed[1]
 
-    # ---- the fixed prompt, encoded once per backbone
-    # ------------------------------------------------------------
+    # ---- the fixed prompt, encoded once per backbone -------------------------------------------------------
     def prompt_embeddings(self) -> dict[str, torch.Tensor]:
         """The fixed prompt's embeddings (batch 1), computed with the pipeline's own ``encode_prompt``.
 
@@ -195,8 +194,7 @@ class OsorEngine(ABC):
     @abstractmethod
     def _encode_prompt(self) -> dict[str, torch.Tensor]: ...
 
-    # ---- the one step
-    # ------------------------------------------------------------------------------------------
+    # ---- the one step --------------------------------------------------------------------------------------
     @abstractmethod
     def check_timestep(self, value: float | None) -> float:
         """Validate/normalise a timestep option (None -> the paper's default)."""

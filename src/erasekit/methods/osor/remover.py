@@ -164,8 +164,7 @@ class OsorRemover(DiffusionRemover):
             "dtype": str(self.engine.dtype).replace("torch.", ""),
         }
 
-    # ---- settings
-    # ----------------------------------------------------------------------------------------------
+    # ---- settings ------------------------------------------------------------------------------------------
     def bind_options(self, weights_timestep: float | None) -> OptionSet:
         """The declaration with the defaults the loaded model decides: the weights' training timestep (else
         the paper's) and the blend its alpha head allows."""

@@ -412,8 +412,7 @@ class OsorTrainer:
         )
         return load_backbone(REMOVERS[cfg.backbone].preset_name, options)
 
-    # ---- data
-    # ------------------------------------------------------------------------------------------------
+    # ---- data ----------------------------------------------------------------------------------------------
     def _loader(self, start_micro: int):
         from ....data.loader import PairedTorchDataset
         from ....data.transforms import RESIZE_RULES, PairedAugment
@@ -451,8 +450,7 @@ class OsorTrainer:
             np.random.default_rng(key),
         )
 
-    # ---- one micro-batch
-    # -------------------------------------------------------------------------------------
+    # ---- one micro-batch -----------------------------------------------------------------------------------
     def generator_forward(
         self, batch: dict[str, torch.Tensor], cond_mask: torch.Tensor, noise_gen: torch.Generator
     ) -> dict[str, torch.Tensor]:
@@ -538,8 +536,7 @@ class OsorTrainer:
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    # ---- checkpoints
-    # -----------------------------------------------------------------------------------------
+    # ---- checkpoints ---------------------------------------------------------------------------------------
     def save_weights(self, folder: Path) -> Path:
         from ..weights import save_erasekit
 
@@ -570,8 +567,7 @@ class OsorTrainer:
         logger.info("resumed from %s (step %d)", found, self.state.step)
         return self.state.step
 
-    # ---- the loop
-    # --------------------------------------------------------------------------------------------
+    # ---- the loop ------------------------------------------------------------------------------------------
     def train(self, *, stop_after: int | None = None, progress: bool = True) -> TrainResult:
         """Train (resuming from the newest checkpoint in ``output_dir``) until ``max_steps``.
 

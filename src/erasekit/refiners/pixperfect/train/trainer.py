@@ -187,8 +187,7 @@ class PixPerfectTrainer:
             "d_loss": float(d_loss.detach()),
         }
 
-    # ---- checkpoints
-    # -----------------------------------------------------------------------------------------
+    # ---- checkpoints ---------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         folder = checkpoint_dir(self.output_dir, self.step)
         self.accelerator.save_state(str(folder))
