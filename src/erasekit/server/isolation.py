@@ -1,0 +1,124 @@
+"""Classical fills in a child process, so a job can be stopped mid-call.
+
+OpenCV's and PatchMatch's fills are single C calls: a thread running one cannot be interrupted (Ctrl+C in
+the CLI waited 23 s). Each such method gets one long-lived child process (calls to a method are serialised
+by its worker's lock anyway); the request goes over a pipe, the result comes back the same way, and while it
+waits the parent checks the job's :class:`~.cancel.CancelToken`. When the token fires the child is killed
+(SIGKILL) and the next call starts a fresh one.
+
+The children are forked from a clean fork server (``multiprocessing``'s "forkserver" start method), never from
+the threaded server process itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import threading
+from dataclasses import replace
+from typing import Any
+
+from ..refiners import parse_refine
+from ..registry import load_remover
+from ..types import ErasekitError, RemovalRequest, RemovalResult
+from .cancel import CancelToken
+
+_POLL_S = 0.05
+_CONTEXT = multiprocessing.get_context("forkserver")
+
+
+def _serve(name: str, conn) -> None:  # runs in the child
+    try:
+        remover = load_remover(name)
+    except BaseException as exc:  # noqa: BLE001 - a load error goes back to the parent as is
+        conn.send((False, _portable(exc)))
+        return
+    conn.send((True, None))
+    while True:
+        try:
+            request, refine = conn.recv()
+        except EOFError:
+            return
+        try:
+            request = replace(request, refine=parse_refine(refine))
+            conn.send((True, remover(request)))
+        except BaseException as exc:  # noqa: BLE001 - every failure is the caller's answer
+            conn.send((False, _portable(exc)))
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself when it pickles (erasekit's errors do), else a RuntimeError naming it."""
+    try:
+        pickle.dumps(exc)
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def refine_text(request: RemovalRequest) -> str | None:
+    """The refiners as the text the child parses again, or None when one of them is not a registered
+    name with plain options (then the job runs in-process)."""
+    parts = []
+    for refiner in request.refine:
+        described = refiner.describe()
+        options = {k: v for k, v in described.items() if k != "name"}
+        if not all(isinstance(v, (bool, int, float, str)) for v in options.values()):
+            return None
+        parts.append(":".join([described["name"], *(f"{k}={v}" for k, v in options.items())]))
+    return ",".join(parts)
+
+
+class ChildProcessRemover:
+    """One method, loaded and run in a child process that can be killed."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._lock = threading.Lock()
+        self._process: Any = None
+        self._conn: Any = None
+        self._start()  # load errors (missing library, weights) surface here, as for an in-process load
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _start(self) -> None:
+        parent, child = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(target=_serve, args=(self.name, child), daemon=True,
+                                   name=f"erasekit-{self.name}")
+        process.start()
+        child.close()
+        try:
+            ok, error = parent.recv()
+        except EOFError:
+            process.join()
+            raise RuntimeError(f"the {self.name!r} worker process exited while loading") from None
+        if not ok:
+            process.join()
+            raise error
+        self._process, self._conn = process, parent
+
+    def __call__(self, request: RemovalRequest, token: CancelToken, refine: str) -> RemovalResult:
+        if self._process is None or not self._process.is_alive():
+            self._start()
+        self._conn.send((replace(request, refine=()), refine))
+        while not self._conn.poll(_POLL_S):
+            if not self._process.is_alive():
+                self.stop()
+                raise RuntimeError(f"the {self.name!r} worker process died")
+            try:
+                token.check()
+            except ErasekitError:
+                self.stop()  # the C call cannot be interrupted: end the process running it
+                raise
+        ok, payload = self._conn.recv()
+        if not ok:
+            raise payload
+        return payload
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.join()
+            self._conn.close()
+        self._process = self._conn = None
