@@ -19,12 +19,28 @@ from dataclasses import replace
 from typing import Any
 
 from ..refiners import parse_refine
-from ..registry import load_remover
+from ..registry import get_method, load_remover
 from ..types import ErasekitError, RemovalRequest, RemovalResult
 from .cancel import CancelToken
 
 _POLL_S = 0.05
 _CONTEXT = multiprocessing.get_context("forkserver")
+# The fork server imports erasekit and the method registry once; each child forks from it ready to load.
+_CONTEXT.set_forkserver_preload([__name__])
+
+
+def _warm() -> None:
+    """Import what the built-in methods need, in the fork server (so children fork with it loaded)."""
+    import contextlib
+
+    for name in ("telea",):
+        with contextlib.suppress(Exception):
+            get_method(name)
+    import cv2  # noqa: F401 - the classical fills' library
+
+
+if multiprocessing.parent_process() is not None:  # imported in the fork server, not in the server itself
+    _warm()
 
 
 def _serve(name: str, conn) -> None:  # runs in the child

@@ -133,7 +133,7 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     options = check_call(spec, per_call, prompt=opts.prompt, from_python=False)
     _refuse_server_side_refiner_options(opts.refine)
     refiners = parse_refine(opts.refine)  # an unknown refiner is a 422 before anything is decoded
-    formats = settings.extra_formats
+    formats = settings.extra_formats or None  # None: $ERASEKIT_EXTRA_FORMATS decides
     source = io.read_image(upload.image, max_pixels=settings.max_pixels, extra_formats=formats)
     longer = max(source.pixels.shape[:2])
     if opts.dilate > longer:
