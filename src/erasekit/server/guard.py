@@ -104,7 +104,7 @@ class RequestGuard:
         if refusal is None and method in BODY_METHODS and declared != 0:
             nbytes = declared if declared is not None else settings.max_upload_bytes
             if not self.gate.acquire(nbytes):
-                retry = str(max(1, int(settings.read_timeout_s)))
+                retry = "2"  # a normal upload takes well under a second; a slot frees up soon
                 refusal = error_response(503, "ServerBusyError", "too many uploads in progress; retry later",
                                          {"Retry-After": retry})
             else:

@@ -80,7 +80,7 @@ class ServerSettings(BaseModel):
         default=300.0, gt=0, le=86400, description="seconds one job may run before it is stopped (413)"
     )
     max_uploads: int = Field(
-        default=8, ge=1, le=1024, description="request bodies read at once; more get 503"
+        default=16, ge=1, le=1024, description="request bodies read at once; more get 503"
     )
     upload_budget_bytes: int = Field(
         default=256 * 1024 * 1024,
