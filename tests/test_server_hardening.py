@@ -434,3 +434,16 @@ def test_refiner_options_naming_server_paths_are_refused():
         form = {"method": "telea", "refine": "color-match:ring=8"}
         fine = c.post(f"{API}/remove", files=files(), data=form)
         assert fine.is_success
+
+
+def test_a_classical_method_runs_calls_side_by_side_in_separate_children():
+    from erasekit.server.isolation import ChildPool
+
+    pool = ChildPool("telea", 2)
+    try:
+        with pool.lease() as first, pool.lease() as second:
+            assert first is not second and first.pid != second.pid  # a long fill does not hold the other call
+        with pool.lease() as again:
+            assert again in (first, second)  # children are reused
+    finally:
+        pool.stop()

@@ -1,8 +1,8 @@
 """Classical fills in a child process, so a job can be stopped mid-call.
 
 OpenCV's and PatchMatch's fills are single C calls: a thread running one cannot be interrupted (Ctrl+C in
-the CLI waited 23 s). Each such method gets one long-lived child process (calls to a method are serialised
-by its worker's lock anyway); the request goes over a pipe, the result comes back the same way, and while it
+the CLI waited 23 s). Each such method gets a few long-lived child processes (:class:`ChildPool`, one call at
+a time each); the request goes over a pipe, the result comes back the same way, and while it
 waits the parent checks the job's :class:`~.cancel.CancelToken`. When the token fires the child is killed
 (SIGKILL) and the next call starts a fresh one.
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -138,3 +140,37 @@ class ChildProcessRemover:
             self._process.join()
             self._conn.close()
         self._process = self._conn = None
+
+
+class ChildPool:
+    """Up to ``size`` children of one method, so its calls run side by side: each child has its own copy of
+    the method, so there is no shared per-call state to protect (unlike an in-process model). One long fill
+    then holds one child, not every request for that method."""
+
+    def __init__(self, name: str, size: int):
+        self.name = name
+        self._slots = threading.Semaphore(size)
+        self._lock = threading.Lock()
+        self._idle = [ChildProcessRemover(name)]  # the first loads now: load errors surface at load time
+        self._all = list(self._idle)
+
+    @contextmanager
+    def lease(self) -> Iterator[ChildProcessRemover]:
+        with self._slots:
+            with self._lock:
+                child = self._idle.pop() if self._idle else None
+            if child is None:
+                child = ChildProcessRemover(self.name)
+                with self._lock:
+                    self._all.append(child)
+            try:
+                yield child
+            finally:
+                with self._lock:
+                    self._idle.append(child)
+
+    def stop(self) -> None:
+        with self._lock:
+            children = list(self._all)
+        for child in children:
+            child.stop()

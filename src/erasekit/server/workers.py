@@ -13,6 +13,7 @@ of queueing without limit.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from ..registry import get_method, load_remover
 from ..types import RemovalRequest, RemovalResult
 from .cancel import CancelToken
 from .errors import ServerBusyError
-from .isolation import ChildProcessRemover, refine_text
+from .isolation import ChildPool, refine_text
 
 ProgressFn = Callable[[int, int], None]
 
@@ -32,15 +33,15 @@ ProgressFn = Callable[[int, int], None]
 class MethodWorker:
     """One loaded remover and the lock that serialises calls to it.
 
-    An isolated method (a classical fill) lives in a child process (:class:`ChildProcessRemover`); a request
-    whose refiners cannot be sent there by name runs in-process instead, loading the remover here on first
-    need.
+    An isolated method (a classical fill) lives in child processes (:class:`ChildPool`), which run its calls
+    side by side; a request whose refiners cannot be sent there by name runs in-process instead, loading the
+    remover here on first need.
     """
 
     def __init__(self, name: str, remover: Any, loader: Callable[[str], Any] = load_remover):
         self.name = name
-        self.child = remover if isinstance(remover, ChildProcessRemover) else None
-        self.remover: Any = None if self.child is not None else remover
+        self.pool = remover if isinstance(remover, ChildPool) else None
+        self.remover: Any = None if self.pool is not None else remover
         self._loader = loader
         self.lock = threading.Lock()
 
@@ -56,17 +57,22 @@ class MethodWorker:
     def run(self, request: RemovalRequest, progress: ProgressFn | None = None,
             on_start: Callable[[], None] | None = None, token: CancelToken | None = None) -> RemovalResult:
         token = token or CancelToken(float("inf"))
-        with self.lock:
+
+        def begin() -> None:
             token.start()
             token.check()  # cancelled while it waited for the method
             if on_start is not None:
                 on_start()
-            if self.child is not None:
-                text = refine_text(request)
-                if text is not None:
-                    return self.child(request, token, text)
-                if self.remover is None:
-                    self.remover = self._loader(self.name)
+
+        text = refine_text(request) if self.pool is not None else None
+        if self.pool is not None and text is not None:
+            with self.pool.lease() as child:
+                begin()
+                return child(request, token, text)
+        with self.lock:
+            begin()
+            if self.remover is None:
+                self.remover = self._loader(self.name)
             if not self.streams_progress:
                 return self.remover(request)
 
@@ -87,8 +93,8 @@ class MethodWorker:
             return self.remover(request)
 
     def stop(self) -> None:
-        if self.child is not None:
-            self.child.stop()
+        if self.pool is not None:
+            self.pool.stop()
 
 
 class Slot:
@@ -121,6 +127,8 @@ class WorkQueue:
         self.capacity = capacity
         self._loader = loader
         self._isolate = isolate
+        # Children per isolated method: as many as can run at once, within the queue.
+        self._children = max(1, min(capacity, os.cpu_count() or 1))
         self._lock = threading.Lock()
         self._in_flight = 0
         self._workers: dict[str, MethodWorker] = {}
@@ -158,7 +166,8 @@ class WorkQueue:
         with load_lock:  # two first requests for the same method load it once
             worker = self._workers.get(name)
             if worker is None:
-                remover = ChildProcessRemover(name) if self._isolate(name) else self._loader(name)
+                isolated = self._isolate(name)
+                remover = ChildPool(name, self._children) if isolated else self._loader(name)
                 worker = MethodWorker(name, remover, self._loader)
                 self._workers[name] = worker
         return worker
