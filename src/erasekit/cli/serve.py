@@ -100,4 +100,13 @@ def serve_command(
         f"erasekit {'(token required) ' if token else ''}on http://{shown}:{port}/  — API docs at /docs",
         highlight=False,
     )
+    # The server's own lines (refused uploads, disconnects) next to uvicorn's, at the same level.
+    import logging
+
+    server_log = logging.getLogger("erasekit.server")
+    if not server_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        server_log.addHandler(handler)
+    server_log.setLevel(log_level.upper())
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
