@@ -13,7 +13,7 @@ from skimage.morphology import disk
 
 from erasekit import io as eio
 from erasekit import masks as M
-from erasekit.types import InvalidInputError
+from erasekit.types import InvalidInputError, RemovalRequest
 
 
 def _disk_dilation(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -99,3 +99,24 @@ def test_other_formats_are_read_when_opted_in(monkeypatch):
     assert eio.read_image(_encoded("ICO")).format == "ICO"
     monkeypatch.setenv(eio.EXTRA_FORMATS_ENV, "all")
     assert eio.read_image(_encoded("JPEG2000")).format == "JPEG2000"
+
+
+def test_a_huge_dilation_from_the_library_is_a_clear_error_not_memory():
+    """`--dilate 100000` used to ask for a 298 GiB disk; the radius is now cut at the image's diagonal."""
+    import erasekit
+
+    image = np.full((48, 64, 3), 120, np.uint8)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[20:24, 30:34] = 255
+    with pytest.raises(InvalidInputError, match="whole image"):
+        erasekit.remove(image, mask, method="telea", dilate=100000)
+
+
+def test_refiners_travel_to_a_child_process_as_text_only_when_that_is_exact():
+    from erasekit.refiners import parse_refine
+    from erasekit.server.isolation import refine_text
+
+    request = RemovalRequest(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.float32),
+                             refine=parse_refine("color-match:ring=8,poisson"))
+    text = refine_text(request)
+    assert [r.describe() for r in parse_refine(text)] == [r.describe() for r in request.refine]

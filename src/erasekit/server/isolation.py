@@ -12,6 +12,7 @@ the threaded server process itself.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import pickle
 import threading
@@ -26,9 +27,12 @@ from ..types import ErasekitError, RemovalRequest, RemovalResult
 from .cancel import CancelToken
 
 _POLL_S = 0.05
-_CONTEXT = multiprocessing.get_context("forkserver")
-# The fork server imports erasekit and the method registry once; each child forks from it ready to load.
-_CONTEXT.set_forkserver_preload([__name__])
+# A fork server where there is one (Linux, macOS): it imports erasekit and the registry once, and each child
+# forks from it ready to load. Elsewhere (Windows) children are spawned.
+_FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()
+_CONTEXT: Any = multiprocessing.get_context("forkserver" if _FORKSERVER else "spawn")
+if _FORKSERVER:
+    _CONTEXT.set_forkserver_preload([__name__])
 
 
 def _warm() -> None:
@@ -80,9 +84,11 @@ def refine_text(request: RemovalRequest) -> str | None:
     for refiner in request.refine:
         described = refiner.describe()
         options = {k: v for k, v in described.items() if k != "name"}
-        if not all(isinstance(v, (bool, int, float, str)) for v in options.values()):
+        texts = [json.dumps(v) for v in options.values() if isinstance(v, (bool, int, float, str))]
+        if len(texts) != len(options) or any(c in t for t in texts for c in ":,"):
             return None
-        parts.append(":".join([described["name"], *(f"{k}={v}" for k, v in options.items())]))
+        pairs = (f"{k}={t}" for k, t in zip(options, texts, strict=True))
+        parts.append(":".join([described["name"], *pairs]))
     return ",".join(parts)
 
 
