@@ -487,3 +487,22 @@ def test_mask_upload_retry_after_503_and_small_defects(page, server_url, tmp_pat
     page.wait_for_function("document.body.dataset.state === 'error'")
     assert "too large for this server: 600×400" in page.text_content("#status")
     assert page.evaluate("state.source.name") == "astronaut.png"
+
+
+def test_before_after_labels_fit_their_boxes_on_hidpi_screens(phone, tmp_path):
+    page = phone  # 3 device pixels per CSS pixel
+    _open_photo(page, np.full((400, 300, 3), (255, 0, 0), np.uint8), tmp_path / "red.png")
+    page.select_option("#method", "telea")
+    _stroke(page, [(150, 200), (160, 220)])
+    page.click("#run")
+    _wait_done(page)
+    # Every pixel of the "after" label's text rows is the label's box or its text, never the red photo.
+    rows = page.evaluate("""() => {
+        const r = window.devicePixelRatio, v = state.view;
+        const split = v.tx + state.source.width * v.scale * state.compare;
+        const x = Math.round(split + 8 * r), y = Math.round(v.ty + 8 * r);
+        const w = Math.round(ctx.measureText('after').width), h = Math.round(12 * r);
+        return [...ctx.getImageData(x, y, w, h).data]; }""")
+    pixels = np.array(rows, np.int32).reshape(-1, 4)[:, :3]
+    red = (pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)
+    assert not red.any()

@@ -418,7 +418,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         error = {k: v for k, v in job.error.items() if k != "status"} if job.error else None
         return JobStatus(id=job.id, status=job.status, method=job.method, progress=job.progress, error=error)
 
-    @private.delete("/jobs/{job_id}", tags=["jobs"], summary="Cancel a job (and forget it once it has ended)")
+    @private.delete(
+        "/jobs/{job_id}", tags=["jobs"], summary="Cancel a job: it stops at its next step (a classical fill is killed)"
+    )
     async def cancel_job(job: Annotated[Job, Depends(_job)]) -> JobStatus:
         if not job.finished and job.token is not None:
             job.token.cancel("cancelled by DELETE")  # a running job stops at its next step
