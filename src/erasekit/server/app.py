@@ -419,7 +419,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return JobStatus(id=job.id, status=job.status, method=job.method, progress=job.progress, error=error)
 
     @private.delete(
-        "/jobs/{job_id}", tags=["jobs"], summary="Cancel a job: it stops at its next step (a classical fill is killed)"
+        "/jobs/{job_id}",
+        tags=["jobs"],
+        summary="Cancel a job: it stops at its next step (a classical fill is killed)",
     )
     async def cancel_job(job: Annotated[Job, Depends(_job)]) -> JobStatus:
         if not job.finished and job.token is not None:
