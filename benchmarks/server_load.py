@@ -10,12 +10,25 @@ peak resident memory (the kernel's high-water mark, VmHWM, so short peaks are no
     python benchmarks/server_load.py --clients 1,2,4,8,16 --requests 40 --size 512 --method telea
 
 Bounded in count (--requests per level) and time (--deadline-s over everything).
+
+``--attack`` runs issue 18's attack mix instead, on the server's defaults: 16 clients × 4 normal Telea
+requests (256 px) while, at the same time, dilation bombs (a flat 2048² PNG, a 64 px mask, ``dilate=512``),
+steps bombs (``steps=100000``), slow uploads (8 bodies declaring 8 MiB, sent at 4 KiB/s) and cross-site
+posts (``Origin`` of another site) arrive. It prints p50/p95 of the normal requests (503s are retried after
+Retry-After, capped at 10 s), the peak RSS of the server and of the server plus its child processes, and
+the status codes each kind got; any 5xx other than 503 is counted. Everything stays on 127.0.0.1 and ends
+by --deadline-s.
+
+    python benchmarks/server_load.py --attack --deadline-s 240
+    (cd /work/main && python /path/to/benchmarks/server_load.py --attack)   # the same mix against other code
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import io
 import os
 import socket
@@ -137,6 +150,167 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+# ------------------------------------------------------------------------------------------------------------
+# The attack mix (issue 18)
+# ------------------------------------------------------------------------------------------------------------
+def flat_png(side: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (120, 130, 140)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def square_mask(side: int, box: int) -> bytes:
+    mask = np.zeros((side, side), np.uint8)
+    mask[side // 2 - box // 2 : side // 2 + box // 2, side // 2 - box // 2 : side // 2 + box // 2] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class Sampler:
+    """Peak RSS of the server and of the server plus its children (sampled every 0.2 s: children come
+    and go), next to the kernel's high-water mark for the server itself."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.peak_total_mb = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        import psutil
+
+        while not stop.is_set():
+            total = 0
+            try:
+                for p in [self.process, *self.process.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += p.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak_total_mb = max(self.peak_total_mb, total / 2**20)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+
+
+async def attack_mix(url: str, pid: int, deadline: float, normal_clients: int, normal_each: int) -> dict:
+    statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    latencies: list[float] = []
+    photo, mask = photo_and_mask(256)
+    normal_files = {"image": ("astronaut.png", photo, "image/png"), "mask": ("mask.png", mask, "image/png")}
+    bomb_files = {"image": ("flat.png", flat_png(2048), "image/png"),
+                  "mask": ("mask.png", square_mask(2048, 64), "image/png")}
+
+    def left() -> float:
+        return max(1.0, deadline - time.monotonic())
+
+    async def post(http: httpx.AsyncClient, kind: str, files: dict, data: dict, headers=None) -> int:
+        try:
+            response = await http.post("/api/v1/remove", params={"format": "image"}, files=files, data=data,
+                                       headers=headers or {}, timeout=left())
+        except httpx.HTTPError as exc:
+            statuses[kind][type(exc).__name__] += 1
+            return 0
+        statuses[kind][response.status_code] += 1
+        return response.status_code
+
+    async def normal(http: httpx.AsyncClient) -> None:
+        await asyncio.sleep(1.0)  # the attacks are under way first
+        for _ in range(normal_each):
+            start = time.perf_counter()
+            while time.monotonic() < deadline:
+                try:
+                    response = await http.post("/api/v1/remove", params={"format": "image"},
+                                               files=normal_files, data={"method": "telea"}, timeout=left())
+                except httpx.HTTPError as exc:
+                    statuses["normal"][type(exc).__name__] += 1
+                    break
+                statuses["normal"][response.status_code] += 1
+                if response.status_code == 503:
+                    await asyncio.sleep(min(10.0, float(response.headers.get("retry-after", "1"))))
+                    continue
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+                break
+
+    async def dilation_bombs(http: httpx.AsyncClient) -> None:
+        for _ in range(2):
+            await post(http, "dilation bomb", bomb_files, {"method": "telea", "dilate": "512"})
+
+    async def steps_bombs(http: httpx.AsyncClient) -> None:
+        for _ in range(2):
+            await post(http, "steps bomb", normal_files, {"method": "sd2-inpaint",
+                                                           "options": '{"steps": 100000}'})
+
+    async def cross_site(http: httpx.AsyncClient) -> None:
+        # What a page on another site can send (a no-cors form post); retried while the server is busy.
+        headers = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+        for _ in range(4):
+            while await post(http, "cross-site post", normal_files, {"method": "telea"}, headers) == 503:
+                await asyncio.sleep(1)
+                if time.monotonic() > deadline:
+                    return
+
+    async def slow_upload() -> None:
+        host, port = url.removeprefix("http://").split(":")
+        try:
+            reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError as exc:
+            statuses["slow upload"][type(exc).__name__] += 1
+            return
+        # A valid multipart start, then the image's bytes at a trickle.
+        writer.write(f"POST /api/v1/remove HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                     f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {8 * 2**20}\r\n\r\n"
+                     '--x\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+                     "Content-Type: image/png\r\n\r\n".encode())
+        status: object = "no answer (client gave up)"
+        end = min(deadline, time.monotonic() + 40)
+        try:
+            while time.monotonic() < end:
+                writer.write(b"x" * 4096)
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    line = await asyncio.wait_for(reader.readline(), 1.0)
+                    status = int(line.split()[1]) if line else "closed"
+                    break
+        except (OSError, IndexError, ValueError) as exc:
+            status = type(exc).__name__
+        writer.close()
+        statuses["slow upload"][status] += 1
+
+    sampler = Sampler(pid)
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+    async with httpx.AsyncClient(base_url=url, limits=limits) as http:
+        sampling = asyncio.create_task(sampler.run(stop))
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(dilation_bombs(http) for _ in range(2)), *(steps_bombs(http) for _ in range(2)),
+            cross_site(http), *(slow_upload() for _ in range(8)),
+            *(normal(http) for _ in range(normal_clients)),
+        )
+        wall = time.perf_counter() - started
+        stop.set()
+        await sampling
+    return {"statuses": statuses, "latencies": latencies, "wall": wall, "peak_server_mb": peak_rss_mb(pid),
+            "peak_total_mb": sampler.peak_total_mb}
+
+
+def report_attack(out: dict, normal_total: int, label: str) -> None:
+    lat = out["latencies"]
+    five = sum(n for counts in out["statuses"].values() for code, n in counts.items()
+               if isinstance(code, int) and code >= 500 and code != 503)
+    print(f"\nerasekit serve under attack ({label}); {os.cpu_count()} CPU(s)\n")
+    print("| normal ok | p50 s | p95 s | wall s | peak RSS server MiB | peak RSS server+children MiB | "
+          "5xx (not 503) |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {len(lat)} / {normal_total} | {percentile(lat, 50):.2f} | {percentile(lat, 95):.2f} | "
+          f"{out['wall']:.1f} | {out['peak_server_mb']:.0f} | {out['peak_total_mb']:.0f} | {five} |")
+    print("\n| request kind | answers (status: count) |\n|---|---|")
+    for kind, counts in out["statuses"].items():
+        print(f"| {kind} | {', '.join(f'{k}: {v}' for k, v in sorted(counts.items(), key=str))} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,14 +331,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deadline-s", type=float, default=600.0, help="stop sending after this many seconds"
     )
+    parser.add_argument("--attack", action="store_true", help="run the attack mix (module docstring)")
+    parser.add_argument("--label", default="", help="a name for this run in the attack table's title")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra argument for `erasekit serve` (repeatable)")
     args = parser.parse_args(argv)
     levels = [int(x) for x in args.clients.split(",")]
+    if args.attack:
+        args.method = "telea"
 
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "erasekit", "serve", "--port", str(port), "--method", args.method,
-         "--queue-size", str(args.queue_size), "--log-level", "warning"],
+         *([] if args.attack else ["--queue-size", str(args.queue_size)]), "--log-level", "warning",
+         *args.server_arg],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -187,8 +368,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             time.sleep(0.2)
         idle_mb = peak_rss_mb(server.pid)
-        photo, mask = photo_and_mask(args.size)
         deadline = time.monotonic() + args.deadline_s
+        if args.attack:
+            out = asyncio.run(attack_mix(url, server.pid, deadline, 16, 4))
+            import erasekit
+
+            report_attack(out, 64, f"{args.label or 'code at ' + str(Path(erasekit.__file__).parent)}; "
+                          f"server RSS after start-up {idle_mb:.0f} MiB")
+            return 0
+        photo, mask = photo_and_mask(args.size)
         results = [
             asyncio.run(
                 run_level(

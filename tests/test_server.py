@@ -24,7 +24,7 @@ from skimage.transform import resize
 
 pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
-from fastapi.testclient import TestClient
+from fastapi.testclient import TestClient as _TestClient
 
 import erasekit
 from erasekit import masks as M
@@ -35,6 +35,11 @@ from erasekit.registry import MethodSpec, WeightRequirement
 from erasekit.server import ServerSettings, create_app
 from erasekit.server.settings import is_loopback
 from erasekit.types import InvalidInputError
+
+
+def TestClient(app, **kwargs):
+    """Starlette's test client under a Host the server answers to (it sends 'testserver' by default)."""
+    return _TestClient(app, base_url="http://127.0.0.1:8080", **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------------

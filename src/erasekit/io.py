@@ -6,9 +6,11 @@ arrays and float32 H×W masks in {0, 1}. Pillow does the decoding, EXIF orientat
 
 Images (:func:`read_image`)
     Sources: a path (str or Path), ``bytes``, a binary file object, a ``PIL.Image.Image`` or a numpy array.
-    Any format Pillow reads; for animations and multi-page files the first frame is used. EXIF orientation is
-    applied to the pixels and the kept EXIF block says ``Orientation = 1`` from then on (its embedded
-    thumbnail is dropped: it would still show the removed object). Modes become RGB by these rules:
+    PNG, JPEG, WebP, TIFF, BMP and GIF (HEIF/AVIF with a plugin); other Pillow formats only when opted in
+    (``extra_formats=``, ``$ERASEKIT_EXTRA_FORMATS``). For animations and multi-page files the first frame is
+    used. EXIF orientation is applied to the pixels and the kept EXIF block says ``Orientation = 1`` from then
+    on (its embedded thumbnail is dropped: it would still show the removed object).
+    Modes become RGB by these rules:
 
     ======================  ==============================================================================
     RGB                     unchanged
@@ -71,7 +73,7 @@ import os
 import secrets
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,12 @@ from .types import ErasekitError, InvalidInputError, ResourceLimitError
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
 MAX_PIXELS_ENV = "ERASEKIT_MAX_PIXELS"
+# Formats read by default: the photo formats. Pillow has readers for many more (EPS runs Ghostscript, ICO,
+# TGA, PPM, JPEG 2000, ...); each is more parser surface for an upload to reach, so they are opt-in, per call
+# (``extra_formats=``) or for the process (``$ERASEKIT_EXTRA_FORMATS``, comma-separated names, or "all").
+# HEIF and AVIF count when a Pillow plugin for them is installed (pillow-heif; Pillow >= 11.3 for AVIF).
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "TIFF", "BMP", "DIB", "GIF", "HEIF", "AVIF")
+EXTRA_FORMATS_ENV = "ERASEKIT_EXTRA_FORMATS"
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO | Image.Image | np.ndarray
 
@@ -194,8 +202,22 @@ def _decode(image: Image.Image, what: str) -> Image.Image:
     return image
 
 
+def _head(source: Any) -> bytes:
+    """The first bytes of a source that Image.open could not identify (a path, or a seekable file)."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as f:
+                return f.read(64)
+        source.seek(0)
+        return source.read(64)
+    except (OSError, AttributeError, ValueError):
+        return b""
+
+
 @contextmanager
-def _decoded(source: Any, what: str, limit: int | None) -> Iterator[Image.Image]:
+def _decoded(
+    source: Any, what: str, limit: int | None, extra_formats: Sequence[str] | None = None
+) -> Iterator[Image.Image]:
     """A decoded Pillow image from any non-array source, size-checked first.
 
     Closed afterwards if we opened it.
@@ -204,7 +226,7 @@ def _decoded(source: Any, what: str, limit: int | None) -> Iterator[Image.Image]
         _check_pixels(source.width, source.height, limit, what)
         yield _decode(source, what)
         return
-    image = _open(source, what, limit)
+    image = _open(source, what, limit, extra_formats)
     try:
         yield image
     finally:
@@ -212,7 +234,33 @@ def _decoded(source: Any, what: str, limit: int | None) -> Iterator[Image.Image]
             image.close()  # a caller's file object stays open: it is theirs
 
 
-def _open(source: Any, what: str, limit: int | None) -> Image.Image:
+def readable_formats(extra_formats: Sequence[str] | None = None) -> list[str] | None:
+    """The Pillow formats a read may open: the accepted ones, those the caller or the environment adds, and
+    only those with a registered reader. None means every format Pillow has (``"all"``)."""
+    if extra_formats is None:
+        extra_formats = os.environ.get(EXTRA_FORMATS_ENV, "").split(",")
+    extra = list(extra_formats)
+    names = {name.strip().upper() for name in extra if name.strip()}
+    if "ALL" in names:
+        return None
+    Image.init()
+    return [name for name in (*ACCEPTED_FORMATS, *sorted(names)) if name in Image.OPEN]
+
+
+def _refused_format(head: bytes) -> str | None:
+    """The name of a format Pillow knows but the allow-list left out, judged by its plugins' header checks
+    only (no reader runs)."""
+    for name, (_, accept) in Image.OPEN.items():
+        if accept is not None and name not in ACCEPTED_FORMATS:
+            with contextlib.suppress(Exception):
+                if accept(head):
+                    return name
+    return None
+
+
+def _open(
+    source: Any, what: str, limit: int | None, extra_formats: Sequence[str] | None = None
+) -> Image.Image:
     """Open lazily (header only), check the pixel limit, then decode.
 
     Every failure is one InvalidInputError.
@@ -226,16 +274,24 @@ def _open(source: Any, what: str, limit: int | None) -> Image.Image:
             raise InvalidInputError(f"cannot read {what}: file not found")
         if path.is_dir():
             raise InvalidInputError(f"cannot read {what}: it is a directory, not an image file")
+    formats = readable_formats(extra_formats)
     try:
         # We check the size ourselves below with the erasekit limit; Pillow's softer warning would only add
         # noise. (catch_warnings is process-wide; the worst a concurrent thread can see is that warning
         # silenced too.)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image = Image.open(source, formats=formats)
     except Image.DecompressionBombError:
         raise _bomb(what) from None
     except UnidentifiedImageError:
+        refused = _refused_format(_head(source)) if formats is not None else None
+        if refused is not None:
+            raise InvalidInputError(
+                f"cannot read {what}: it looks like {refused}, a format not accepted by default (accepted: "
+                "PNG, JPEG, WebP, TIFF, BMP, GIF, HEIF/AVIF with a plugin); "
+                f"opt in with {EXTRA_FORMATS_ENV}={refused}"
+            ) from None
         raise InvalidInputError(
             f"cannot read {what}: not an image file (or a format Pillow cannot read)"
         ) from None
@@ -403,8 +459,17 @@ def _jpeg_settings(image: Image.Image) -> JpegSettings | None:
 # ------------------------------------------------------------------------------------------------------------
 # Reading
 # ------------------------------------------------------------------------------------------------------------
-def read_image(source: ImageSource | LoadedImage, *, max_pixels: int | None = None) -> LoadedImage:
-    """Read any supported image source into a :class:`LoadedImage` (rules in the module docstring)."""
+def read_image(
+    source: ImageSource | LoadedImage,
+    *,
+    max_pixels: int | None = None,
+    extra_formats: Sequence[str] | None = None,
+) -> LoadedImage:
+    """Read any supported image source into a :class:`LoadedImage` (rules in the module docstring).
+
+    Files in formats outside :data:`ACCEPTED_FORMATS` are refused unless named in ``extra_formats`` (or
+    ``$ERASEKIT_EXTRA_FORMATS``; ``"all"`` accepts every format Pillow reads).
+    """
     if isinstance(source, LoadedImage):
         return source
     what = _describe(source, "image")
@@ -417,7 +482,7 @@ def read_image(source: ImageSource | LoadedImage, *, max_pixels: int | None = No
             pixels, _ = _image_to_rgb(image, what)
         return LoadedImage(pixels=pixels, format=None, mode=mode)
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    with _decoded(source, what, limit) as image:
+    with _decoded(source, what, limit, extra_formats) as image:
         upright, exif = _upright(image)
         pixels, icc = _image_to_rgb(upright, what)
         compression = image.info.get("compression") if image.format == "TIFF" else None
@@ -492,6 +557,7 @@ def read_mask(
     shape: tuple[int, int] | None = None,
     resize: bool = False,
     max_pixels: int | None = None,
+    extra_formats: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Read a mask as float32 H×W in {0, 1} (1 = remove); rules in the module docstring.
 
@@ -504,7 +570,7 @@ def read_mask(
         binary = _mask_from_array(source, what)
         _check_pixels(binary.shape[1], binary.shape[0], limit, what)
     else:
-        with _decoded(source, what, limit) as image:
+        with _decoded(source, what, limit, extra_formats) as image:
             threshold = 127 if image.format in _LOSSY_MASK_FORMATS else 0
             binary = _mask_from_image(_upright(image)[0], threshold, what)
     if shape is not None and binary.shape != tuple(shape[:2]):
@@ -721,5 +787,6 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
     return _atomic_write(path, lambda stream: _encode(image, stream, "PNG", {}, f"'{path}'"))
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "MAX_PIXELS_ENV", "JpegSettings", "LoadedImage", "encode_image",
-           "output_format", "pixel_limit", "read_image", "read_mask", "write_image", "write_mask"]
+__all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "EXTRA_FORMATS_ENV", "MAX_PIXELS_ENV", "JpegSettings",
+           "LoadedImage", "encode_image", "output_format", "pixel_limit", "read_image", "read_mask",
+           "readable_formats", "write_image", "write_mask"]

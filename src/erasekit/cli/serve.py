@@ -29,6 +29,14 @@ def serve_command(
         "--cors-origin",
         help="allow this origin via CORS, e.g. https://example.org (repeatable; default: CORS off)",
     ),
+    allow_host: list[str] = typer.Option(
+        None,
+        "--allow-host",
+        help="also answer requests for this Host name (repeatable; loopback names and --host always work)",
+    ),
+    job_timeout: float = typer.Option(
+        300, "--job-timeout", help="seconds a job may run before it is stopped"
+    ),
     max_upload_mb: float = typer.Option(
         64, "--max-upload-mb", help="largest request body in MiB (413 above)"
     ),
@@ -69,6 +77,8 @@ def serve_command(
             queue_size=queue_size,
             cors_origins=tuple(cor for cor in (cors_origin or ())),
             preload=preload,
+            allowed_hosts=tuple(allow_host or ()),
+            job_timeout_s=job_timeout,
         )
     except ValidationError as exc:
         from ..server.errors import validation_message
@@ -90,4 +100,13 @@ def serve_command(
         f"erasekit {'(token required) ' if token else ''}on http://{shown}:{port}/  — API docs at /docs",
         highlight=False,
     )
+    # The server's own lines (refused uploads, disconnects) next to uvicorn's, at the same level.
+    import logging
+
+    server_log = logging.getLogger("erasekit.server")
+    if not server_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        server_log.addHandler(handler)
+    server_log.setLevel(log_level.upper())
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -10,11 +10,14 @@ Endpoints (all JSON errors are ``{"error": {"type", "message"}}``)::
     GET  /api/v1/jobs/{id}         job status
     GET  /api/v1/jobs/{id}/events  server-sent events: queued, started, progress {step, total}, done | error
     GET  /api/v1/jobs/{id}/result  the finished job's result, like /remove
+    DELETE /api/v1/jobs/{id}       cancel a job (it stops at its next step; a classical fill is killed)
 
-Safety: request bodies are capped while they stream (413), decoded images by pixel count (413); a token, when
-set, is required on every API call except health; CORS is off unless origins are given; the web UI's files are
-read once at start-up and served from memory, so no path a client sends ever reaches the file system; uploads
-and results live in memory only.
+Safety: before a body is read, the Host must name this server (400), cross-site writes are refused (403), the
+queue and upload slots must have room (503) and a declared size must fit (413) — see :mod:`.guard`; bodies are
+capped while they stream (413) and must keep a minimum rate (408); decoded images are capped by pixel count
+(413); every job has a time budget; a token, when set, is required on every API call except health; CORS is
+off unless origins are given; the web UI's files are read once at start-up and served from memory, so no path
+a client sends ever reaches the file system; uploads and results live in memory only.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException
@@ -39,7 +42,9 @@ from ..refiners import get_refiner, refiner_names
 from ..registry import available_methods, get_method
 from ..types import ErasekitError
 from . import processing
-from .errors import error_response, install_error_handlers, log
+from .cancel import CancelToken
+from .errors import JobCancelledError, install_error_handlers, log
+from .guard import RequestGuard
 from .jobs import Job, JobStore
 from .schemas import (
     MULTIPART_SCHEMA,
@@ -58,9 +63,10 @@ from .schemas import (
 )
 from .settings import ServerSettings
 from .uploads import read_remove_input
-from .workers import Slot, WorkQueue
+from .workers import Slot, WorkQueue, isolate_classical
 
 API = "/api/v1"
+_DISCONNECT_POLL_S = 0.25
 
 _bearer = HTTPBearer(
     auto_error=False, description="the token given to `erasekit serve --token` (only when set)"
@@ -69,12 +75,14 @@ _bearer = HTTPBearer(
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
-        400: "malformed request (JSON, base64 or multipart)",
+        400: "malformed request (JSON, base64 or multipart), or a Host this server does not answer to",
         401: "missing or wrong bearer token",
-        413: "request body or image too large",
+        403: "cross-site request (Origin / Sec-Fetch-Site) from an origin not on the CORS allow-list",
+        408: "the request body stalled or arrived under the minimum rate",
+        413: "request body or image too large, or the job ran past the time budget",
         415: "unsupported Content-Type",
         422: "invalid input: unknown field, bad option, unreadable image, mask size mismatch, unknown method",
-        503: "queue full (see Retry-After) or the method's weights are missing",
+        503: "queue, upload slots or result memory full (see Retry-After), or the method's weights missing",
     }.items()
 }
 
@@ -88,7 +96,12 @@ _REMOVE_BODY = {
     }
 }
 
-_STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+_STATIC_FILES = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "docs.js": "text/javascript; charset=utf-8",
+}
+_UPLOAD_PATHS = frozenset({f"{API}/remove", f"{API}/jobs"})
 _UI_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
     "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
@@ -98,42 +111,15 @@ _UI_HEADERS = {
 }
 
 
-class _DeclaredSizeGuard:
-    """Answers 413 in the API's JSON shape when ``Content-Length`` already says the body is too large.
-
-    FastAPI's ``max_body_size`` counts the bytes as they stream (chunked uploads, lying headers) and reaches
-    our JSON error handler; for a declared length it answers before our handlers with plain text, so this
-    guard sits in front of it and answers first, without reading a byte of the body.
-    """
-
-    def __init__(self, app, limit: int):
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            declared = dict(scope.get("headers", ())).get(b"content-length", b"")
-            if declared.isdigit() and int(declared) > self.limit:
-                response = error_response(
-                    413,
-                    "ResourceLimitError",
-                    f"request body of {int(declared):,} bytes is "
-                    f"larger than the server's limit of {self.limit:,} bytes",
-                    {"Connection": "close"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 class _ErasekitApp(FastAPI):
     def build_middleware_stack(self):
-        return _DeclaredSizeGuard(super().build_middleware_stack(), self.state.settings.max_upload_bytes)
+        state = self.state
+        return RequestGuard(super().build_middleware_stack(), state.settings, state.queue, _UPLOAD_PATHS)
 
 
 def _load_static() -> dict[str, bytes]:
     root = resources.files("erasekit.server") / "static"
-    return {name: (root / name).read_bytes() for name in ("index.html", *_STATIC_FILES)}
+    return {name: (root / name).read_bytes() for name in ("index.html", "docs.html", *_STATIC_FILES)}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -192,8 +178,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     settings.check_exposure()
     static = _load_static()
-    queue = WorkQueue(settings.queue_size)
-    jobs = JobStore(settings.max_jobs, settings.job_ttl_s)
+    queue = WorkQueue(settings.queue_size, isolate=isolate_classical if settings.isolate_classical else
+                      (lambda name: False))
+    jobs = JobStore(settings.max_jobs, settings.job_ttl_s, settings.result_budget_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -210,6 +197,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             'Errors are `{"error": {"type", "message"}}`.'
         ),
         max_body_size=settings.max_upload_bytes,
+        # Swagger UI and ReDoc load from a CDN, blank offline: /docs and /redoc are a local page instead.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.queue = queue
@@ -219,7 +209,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
             expose_headers=["Retry-After", "X-Erasekit-Method", "X-Erasekit-Timings"],
             max_age=600,
@@ -229,6 +219,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
         return Response(static["index.html"], media_type="text/html; charset=utf-8", headers=_UI_HEADERS)
+
+    @app.get("/docs", include_in_schema=False)
+    @app.get("/redoc", include_in_schema=False)
+    async def docs() -> Response:
+        return HTMLResponse(static["docs.html"], headers=_UI_HEADERS)
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static_file(name: str) -> Response:
@@ -246,7 +241,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             version=__version__,
             auth=settings.token is not None,
             queue=QueueOut(capacity=queue.capacity, in_flight=queue.in_flight, loaded_methods=queue.loaded()),
-            limits={"max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels},
+            limits={
+                "max_upload_bytes": settings.max_upload_bytes,
+                "max_pixels": settings.max_pixels,
+                "job_timeout_s": int(settings.job_timeout_s),
+                "max_dilate": processing.MAX_DILATE,
+            },
         )
 
     @private.get("/methods", tags=["methods"], summary="Every method, whether it can run here, and why not")
@@ -291,10 +291,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return MethodsResponse(default=default, methods=out, refiners=refiners)
 
     async def _admit_and_prepare(request: Request) -> tuple[Slot, processing.PreparedJob]:
-        """Parse the body, take a queue slot (503 when full), then decode.
-
-        So decoded images never exceed the bound.
-        """
+        """Parse the body (the guard admitted it: queue room, an upload slot), take a queue slot (503 when
+        full), then decode. So decoded images never exceed the bound."""
         upload = await read_remove_input(request, settings.max_upload_bytes)
         slot = queue.admit()
         try:
@@ -318,8 +316,20 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     async def remove(request: Request, format: FormatParam = "json") -> Response:
         slot, job = await _admit_and_prepare(request)
-        outcome = await asyncio.wrap_future(queue.submit(slot, job.method, job.request))
+        token = CancelToken(settings.job_timeout_s)
+        future = asyncio.wrap_future(queue.submit(slot, job.method, job.request, token=token))
+        job.release()
+        # A client that goes away cancels its work: poll for the disconnect while the job runs.
+        while not (await asyncio.wait({future}, timeout=_DISCONNECT_POLL_S))[0]:
+            if await request.is_disconnected():
+                token.cancel("the client disconnected")
+                log.info("client disconnected from /remove; its %s job is cancelled", job.method)
+                future.add_done_callback(lambda f: f.exception())  # consumed: no "never retrieved" warning
+                raise JobCancelledError("the client disconnected")
+        outcome = future.result()
         encoded = await run_in_threadpool(processing.encode, job, outcome.result, outcome.queue_seconds)
+        del outcome
+        processing.release_memory()
         return _respond(encoded, format)
 
     @private.post(
@@ -331,8 +341,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     async def submit_job(request: Request) -> JobCreated:
         slot, prepared = await _admit_and_prepare(request)
+        token = CancelToken(settings.job_timeout_s)
         try:
-            job = jobs.create(prepared.method)
+            job = jobs.create(prepared.method, token)
         except BaseException:
             slot.release()
             raise
@@ -347,17 +358,26 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         job.publish("queued", {"method": prepared.method})  # first, so it always precedes "started"
         try:
             future = queue.submit(
-                slot, prepared.method, prepared.request, progress=progress, on_start=started
+                slot, prepared.method, prepared.request, progress=progress, on_start=started, token=token
             )
         except ErasekitError:
             jobs.discard(job.id)
             raise
+        prepared.release()
 
         def finished(fut) -> None:
             try:
+                if fut.cancelled():
+                    raise JobCancelledError(f"the job was cancelled ({token.reason or 'server stopping'})")
                 outcome = fut.result()
                 job.response = processing.encode(prepared, outcome.result, outcome.queue_seconds)
-            except BaseException as exc:  # noqa: BLE001 - every outcome, cancellation included, becomes an event
+                del outcome
+            except JobCancelledError as exc:
+                job.error = {"type": "JobCancelledError", "message": str(exc), "status": "410"}
+                job.publish("error", {"type": "JobCancelledError", "message": str(exc), "status": 410},
+                            status="cancelled")
+                return
+            except BaseException as exc:  # noqa: BLE001 - every outcome becomes an event
                 status = exc.http_status if isinstance(exc, ErasekitError) else 500
                 kind = type(exc).__name__ if isinstance(exc, ErasekitError) else "InternalError"
                 message = (
@@ -370,6 +390,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                     "error", {"type": kind, "message": job.error["message"], "status": status}, status="error"
                 )
                 return
+            finally:
+                job.future = None  # the Future holds the RemovalResult's arrays: let them go now
+                processing.release_memory()
             job.publish(
                 "done",
                 {
@@ -381,6 +404,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 status="done",
             )
 
+        job.future = future
         future.add_done_callback(finished)
         return JobCreated(
             id=job.id,
@@ -393,6 +417,18 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def job_status(job: Annotated[Job, Depends(_job)]) -> JobStatus:
         error = {k: v for k, v in job.error.items() if k != "status"} if job.error else None
         return JobStatus(id=job.id, status=job.status, method=job.method, progress=job.progress, error=error)
+
+    @private.delete(
+        "/jobs/{job_id}",
+        tags=["jobs"],
+        summary="Cancel a job: it stops at its next step (a classical fill is killed)",
+    )
+    async def cancel_job(job: Annotated[Job, Depends(_job)]) -> JobStatus:
+        if not job.finished and job.token is not None:
+            job.token.cancel("cancelled by DELETE")  # a running job stops at its next step
+            if job.future is not None:
+                job.future.cancel()  # one not yet started never runs
+        return await job_status(job)
 
     @private.get(
         "/jobs/{job_id}/events",

@@ -13,11 +13,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from ..types import ErasekitError
+from ..types import ErasekitError, ResourceLimitError
 
 log = logging.getLogger("erasekit.server")
 
@@ -45,6 +46,32 @@ class UnsupportedMediaTypeError(ErasekitError):
     http_status = 415
 
 
+class ForbiddenError(ErasekitError):
+    """A cross-site request that would change state (Origin / Sec-Fetch-Site), or a Host the server does not
+    answer to (400 is used for that one: it is not the client's identity that is wrong)."""
+
+    exit_code = 2
+    http_status = 403
+
+
+class UploadTimeoutError(ErasekitError):
+    """The body arrived too slowly (idle past the read timeout, or under the minimum rate)."""
+
+    exit_code = 2
+    http_status = 408
+
+
+class JobCancelledError(ErasekitError):
+    """The job was cancelled (DELETE, or its client went away) before it finished."""
+
+    exit_code = 1
+    http_status = 410
+
+
+class JobTimeoutError(ResourceLimitError):
+    """The job ran past the server's time budget per job and was stopped."""
+
+
 def error_response(
     status: int, kind: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -70,9 +97,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ErasekitError)
     async def _erasekit(request: Request, exc: ErasekitError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, ServerBusyError) else None
+        if isinstance(exc, UploadTimeoutError):
+            log.info("upload refused: %s", exc)
+            headers = {"Connection": "close"}  # the rest of the body is not read
         if exc.http_status >= 500 and not isinstance(exc, ServerBusyError):
             log.warning("%s: %s", type(exc).__name__, exc)
         return error_response(exc.http_status, type(exc).__name__, _one_line(str(exc)), headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody is listening; the guard has logged the one line this deserves.
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

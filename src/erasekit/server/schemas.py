@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+_PHOTO_FORMATS = "the photo: PNG, JPEG, WebP, TIFF, BMP or GIF (HEIF/AVIF with a plugin)"
 OutputFormat = Literal["png", "jpeg", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -29,7 +30,10 @@ class RemoveOptions(_Strict):
         "the best available; omitted: the server's default (`erasekit serve --method`)",
         examples=["patchmatch"],
     )
-    dilate: int = Field(0, ge=0, le=512, description="grow the mask by this many pixels before removing")
+    dilate: int = Field(
+        0, ge=0, le=1024,
+        description="grow the mask by this many pixels before removing (at most the image's longer side)",
+    )
     seed: int | None = Field(
         None,
         ge=0,
@@ -38,6 +42,12 @@ class RemoveOptions(_Strict):
     )
     prompt: str | None = Field(
         None, max_length=2000, description="text prompt (diffusion and text-guided methods)"
+    )
+    target: str | None = Field(
+        None,
+        max_length=200,
+        description="the word(s) naming what to remove, for methods that take a target (magicremover); "
+        "the same as options.target",
     )
     hd_strategy: str | None = Field(
         None,
@@ -81,7 +91,7 @@ class RemoveJSONRequest(RemoveOptions):
         ...,
         min_length=1,
         description="the photo: base64 (standard or URL-safe alphabet) or a data "
-        "URL such as data:image/jpeg;base64,...; any format Pillow reads",
+        "URL such as data:image/jpeg;base64,...; PNG, JPEG, WebP, TIFF, BMP or GIF (HEIF/AVIF with a plugin)",
     )
     mask: str | None = Field(
         None,
@@ -198,7 +208,7 @@ class HealthResponse(BaseModel):
 
 class JobCreated(BaseModel):
     id: str = Field(..., description="job id (unguessable)")
-    status: Literal["queued", "running", "done", "error"]
+    status: Literal["queued", "running", "done", "error", "cancelled"]
     events_url: str = Field(
         ..., description="GET: server-sent events (queued, started, progress, done, error)"
     )
@@ -209,7 +219,7 @@ class JobCreated(BaseModel):
 
 class JobStatus(BaseModel):
     id: str
-    status: Literal["queued", "running", "done", "error"]
+    status: Literal["queued", "running", "done", "error", "cancelled"]
     method: str
     progress: dict[str, int] | None = Field(
         None, description="last {step, total} reported by a step-based method"
@@ -236,7 +246,7 @@ MULTIPART_SCHEMA: dict[str, Any] = {
     "required": ["image"],
     "additionalProperties": False,
     "properties": {
-        "image": {"type": "string", "format": "binary", "description": "the photo (any format Pillow reads)"},
+        "image": {"type": "string", "format": "binary", "description": _PHOTO_FORMATS},
         "mask": {
             "type": "string",
             "format": "binary",

@@ -16,9 +16,26 @@ from ..types import InvalidInputError
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header: lower case, without the port (``[::1]:8080`` -> ``::1``)."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def is_wildcard(host: str) -> bool:
+    return host.strip("[]") in ("0.0.0.0", "::", "")
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``: addresses no other machine can reach."""
-    if host.strip().lower() == "localhost":
+    if host.strip().lower() == "localhost" or host.strip().lower().endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -49,12 +66,49 @@ class ServerSettings(BaseModel):
         default=4, ge=1, le=256, description="jobs running or waiting at once; more get 503"
     )
     max_jobs: int = Field(
-        default=32, ge=1, description="finished progress jobs kept in memory for their result"
+        default=32, ge=1, description="progress jobs kept in memory (finished ones job_ttl_s); past it 503"
     )
     job_ttl_s: float = Field(
         default=600.0, gt=0, description="seconds a finished job's result stays available"
     )
     cors_origins: tuple[str, ...] = Field(default=(), description="origins allowed by CORS (empty: CORS off)")
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Host names answered besides the bound one and the loopback names (DNS-rebinding guard)",
+    )
+    job_timeout_s: float = Field(
+        default=300.0, gt=0, le=86400, description="seconds one job may run before it is stopped (413)"
+    )
+    max_uploads: int = Field(
+        default=16, ge=1, le=1024, description="request bodies read at once; more get 503"
+    )
+    upload_budget_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="declared bytes of the bodies read at once (a body without Content-Length counts as "
+        "max_upload_bytes); past it, 503",
+    )
+    read_timeout_s: float = Field(
+        default=15.0, gt=0, le=3600, description="seconds a body may stall between two chunks (408)"
+    )
+    min_upload_rate: int = Field(
+        default=16 * 1024,
+        ge=0,
+        description="bytes/s a body must average once read_timeout_s has passed (408); 0: no minimum",
+    )
+    result_budget_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="encoded bytes of the finished jobs' results kept at once; past it new jobs get 503",
+    )
+    isolate_classical: bool = Field(
+        default=True,
+        description="run classical fills (OpenCV, PatchMatch: C calls that cannot be interrupted) in a child "
+        "process that is killed on cancel or timeout",
+    )
+    extra_formats: tuple[str, ...] = Field(
+        default=(), description="image formats accepted besides PNG, JPEG, WebP, TIFF, BMP, GIF (HEIF/AVIF)"
+    )
     preload: bool = Field(default=True, description="load the default method when the server starts")
 
     @field_validator("cors_origins")
@@ -77,3 +131,17 @@ class ServerSettings(BaseModel):
                 f"refusing to listen on {self.host}, which other machines can reach, without a token; "
                 "pass --token SECRET (clients send 'Authorization: Bearer SECRET') or bind to 127.0.0.1"
             )
+
+    def answers_host(self, header: str | None) -> bool:
+        """Whether a request's Host header names this server: the bound name, a loopback name or an
+        allow-listed one. A wildcard bind (0.0.0.0, ::) needs a token, so it answers any name."""
+        if is_wildcard(self.host):
+            return True
+        if not header:
+            return False
+        name = host_name(header)
+        return (
+            is_loopback(name)
+            or name == host_name(self.host)
+            or name in {host_name(h) for h in self.allowed_hosts}
+        )

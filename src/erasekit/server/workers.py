@@ -13,6 +13,7 @@ of queueing without limit.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,44 +21,80 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..registry import load_remover
+from ..registry import get_method, load_remover
 from ..types import RemovalRequest, RemovalResult
+from .cancel import CancelToken
 from .errors import ServerBusyError
+from .isolation import ChildPool, refine_text
 
 ProgressFn = Callable[[int, int], None]
 
 
 class MethodWorker:
-    """One loaded remover and the lock that serialises calls to it."""
+    """One loaded remover and the lock that serialises calls to it.
 
-    def __init__(self, name: str, remover: Any):
+    An isolated method (a classical fill) lives in child processes (:class:`ChildPool`), which run its calls
+    side by side; a request whose refiners cannot be sent there by name runs in-process instead, loading the
+    remover here on first need.
+    """
+
+    def __init__(self, name: str, remover: Any, loader: Callable[[str], Any] = load_remover):
         self.name = name
-        self.remover = remover
+        self.pool = remover if isinstance(remover, ChildPool) else None
+        self.remover: Any = None if self.pool is not None else remover
+        self._loader = loader
         self.lock = threading.Lock()
 
     @property
     def streams_progress(self) -> bool:
         """Whether the remover reports per-step progress: a ``progress`` attribute (diffusion baselines) or a
         ``progress`` per-call option."""
-        return hasattr(self.remover, "progress") or "progress" in getattr(self.remover, "call_options", ())
+        remover = self.remover
+        if remover is None:
+            return False
+        return hasattr(remover, "progress") or "progress" in getattr(remover, "call_options", ())
 
     def run(self, request: RemovalRequest, progress: ProgressFn | None = None,
-            on_start: Callable[[], None] | None = None) -> RemovalResult:
-        with self.lock:
+            on_start: Callable[[], None] | None = None, token: CancelToken | None = None) -> RemovalResult:
+        token = token or CancelToken(float("inf"))
+
+        def begin() -> None:
+            token.start()
+            token.check()  # cancelled while it waited for the method
             if on_start is not None:
                 on_start()
-            if progress is None or not self.streams_progress:
+
+        text = refine_text(request) if self.pool is not None else None
+        if self.pool is not None and text is not None:
+            with self.pool.lease() as child:
+                begin()
+                return child(request, token, text)
+        with self.lock:
+            begin()
+            if self.remover is None:
+                self.remover = self._loader(self.name)
+            if not self.streams_progress:
                 return self.remover(request)
+
+            def step(done: int, total: int) -> None:
+                token.check()  # a cancelled or overdue diffusion job stops at its next step
+                if progress is not None:
+                    progress(done, total)
+
             if hasattr(self.remover, "progress"):
                 # Safe to set on the shared instance: we hold its lock for the whole call.
                 previous = self.remover.progress
-                self.remover.progress = progress
+                self.remover.progress = step
                 try:
                     return self.remover(request)
                 finally:
                     self.remover.progress = previous
-            request.options = {**request.options, "progress": progress}
+            request.options = {**request.options, "progress": step}
             return self.remover(request)
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
 
 
 class Slot:
@@ -85,9 +122,13 @@ class Outcome:
 class WorkQueue:
     """Admission control plus a thread pool; removers are loaded lazily, once, on first use."""
 
-    def __init__(self, capacity: int, loader: Callable[[str], Any] = load_remover):
+    def __init__(self, capacity: int, loader: Callable[[str], Any] = load_remover, *,
+                 isolate: Callable[[str], bool] = lambda name: False):
         self.capacity = capacity
         self._loader = loader
+        self._isolate = isolate
+        # Children per isolated method: as many as can run at once, within the queue.
+        self._children = max(1, min(capacity, os.cpu_count() or 1))
         self._lock = threading.Lock()
         self._in_flight = 0
         self._workers: dict[str, MethodWorker] = {}
@@ -125,11 +166,23 @@ class WorkQueue:
         with load_lock:  # two first requests for the same method load it once
             worker = self._workers.get(name)
             if worker is None:
-                worker = MethodWorker(name, self._loader(name))
+                isolated = self._isolate(name)
+                remover = ChildPool(name, self._children) if isolated else self._loader(name)
+                worker = MethodWorker(name, remover, self._loader)
                 self._workers[name] = worker
         return worker
 
     # ---- running -------------------------------------------------------------------------------------------
+    @property
+    def full(self) -> bool:
+        return self._in_flight >= self.capacity
+
+    def busy_error(self) -> ServerBusyError:
+        return ServerBusyError(
+            f"the server is busy ({self._in_flight} jobs running or waiting); retry later",
+            retry_after=self.retry_after(),
+        )
+
     def admit(self) -> Slot:
         """Reserve a place for one job or raise :class:`ServerBusyError` (503) at once.
 
@@ -138,10 +191,7 @@ class WorkQueue:
         """
         with self._lock:
             if self._in_flight >= self.capacity:
-                raise ServerBusyError(
-                    f"the server is busy ({self._in_flight} jobs running or waiting); retry later",
-                    retry_after=self.retry_after(),
-                )
+                raise self.busy_error()
             self._in_flight += 1
         return Slot(self)
 
@@ -157,8 +207,10 @@ class WorkQueue:
         *,
         progress: ProgressFn | None = None,
         on_start: Callable[[], None] | None = None,
+        token: CancelToken | None = None,
     ) -> Future[Outcome]:
-        """Run ``request`` with ``method`` in the pool; the slot is released when the job ends."""
+        """Run ``request`` with ``method`` in the pool; the slot is released when the job ends. ``token``
+        stops it (cancel, time budget)."""
         submitted = time.perf_counter()
 
         def job() -> Outcome:
@@ -170,7 +222,7 @@ class WorkQueue:
                     on_start()
 
             try:
-                result = self.worker(method).run(request, progress, mark_started)
+                result = self.worker(method).run(request, progress, mark_started, token)
                 elapsed = time.perf_counter() - started[0]
                 with self._lock:
                     self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
@@ -190,3 +242,10 @@ class WorkQueue:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        for worker in list(self._workers.values()):
+            worker.stop()
+
+
+def isolate_classical(name: str) -> bool:
+    """Whether ``name`` is a classical fill (one uninterruptible C call), run in a child process."""
+    return get_method(name).family == "classical"

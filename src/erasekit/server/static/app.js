@@ -3,11 +3,17 @@
 // Coordinates: everything the user paints is stored in *image* pixels of the full-resolution photo (the mask
 // canvas is the photo's size), so a large photo is displayed downscaled while the mask and the removal stay full
 // resolution. The view maps image -> screen with `screen = image * view.scale + view.t`.
-// Undo/redo keep strokes as vectors (tool, size, points) and replay them, which costs no full-size bitmaps.
+// Undo/redo is one history of documents: a document is (photo, strokes, result). Painting, Clear, Remove and
+// Iterate each push the document they replace, so every one of them can be undone and redone. Strokes are kept as
+// vectors (tool, size, points) and replayed, which costs no full-size bitmaps; photos and results are shared
+// between the documents that show them.
 "use strict";
 
 const API = "/api/v1";
 const DISPLAY_MAX_SIDE = 2048; // photos larger than this are shown from a downscaled copy
+const HISTORY_LIMIT = 50;
+const RETRY_LIMIT = 5;          // tries of a submission the server answers 503 (busy)
+const OUTPUT_FORMATS = {"image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp"};
 
 const $ = (id) => document.getElementById(id);
 const view = $("view");
@@ -19,8 +25,15 @@ const state = {
   tint: null,          // display-resolution canvas: the mask drawn in the overlay colour
   k: 1,                // display bitmap pixels per image pixel
   strokes: [],
+  undo: [],            // documents to go back to: {source, strokes, result}
   redo: [],
   current: null,       // the stroke being painted
+  touches: new Map(),  // active touch pointers: id -> [clientX, clientY]
+  pinch: null,         // two-finger gesture: the view and the fingers when it began
+  generation: 0,       // bumped when a new photo opens: a removal started before it must not draw
+  job: null,           // the running job's id
+  methods: {},         // name -> the server's description of it
+  limits: {},
   tool: "brush",
   size: 40,
   maskVisible: true,
@@ -55,14 +68,34 @@ async function api(path, options = {}) {
     const retry = response.headers.get("Retry-After");
     const error = new Error(retry ? `${message} (retry in ${retry} s)` : message);
     error.status = response.status;
+    error.retryAfter = retry ? Number(retry) : null;
+    error.missingWeights = /weights|install/i.test(message) && !retry;
     throw error;
   }
   return response;
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A submission the server answers 503 (queue full) is tried again after its Retry-After, else with back-off.
+async function submitWithRetry(path, makeBody, stillWanted) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await api(path, {method: "POST", body: await makeBody()});
+    } catch (error) {
+      if (error.status !== 503 || attempt >= RETRY_LIMIT || error.missingWeights) throw error;
+      const wait = error.retryAfter ? Math.min(30, error.retryAfter) : Math.min(30, 2 ** (attempt - 1));
+      setStatus(`Server busy; trying again in ${wait} s (try ${attempt + 1} of ${RETRY_LIMIT})…`);
+      await sleep(wait * 1000);
+      if (!stillWanted()) throw Object.assign(new Error("superseded"), {superseded: true});
+    }
+  }
+}
+
 async function loadMethods() {
   try {
     const health = await (await fetch(API + "/health")).json();
+    state.limits = health.limits || {};
     $("token-group").hidden = !health.auth;
     $("token").value = sessionStorage.getItem("erasekit-token") || "";
     const data = await (await api("/methods")).json();
@@ -70,13 +103,17 @@ async function loadMethods() {
     select.replaceChildren();
     state.defaultMethod = data.default;
     if (data.default === "auto") select.append(new Option("auto (best available)", "auto"));
+    let available = 0;
     for (const m of data.methods) {
+      state.methods[m.name] = m;
       if (!m.available) continue;  // only what can run here
       const option = new Option(m.name, m.name);
       option.title = m.description;
       select.append(option);
+      available++;
     }
     select.value = data.default;
+    showMethodOptions();
     const refine = $("refine");
     refine.replaceChildren(new Option("none", ""));
     for (const r of data.refiners || []) {
@@ -84,10 +121,50 @@ async function loadMethods() {
       option.title = r.description;
       refine.append(option);
     }
-    setStatus(`${select.options.length} method(s) available.`);
+    setStatus(`${available} ${available === 1 ? "method" : "methods"} available.`);
   } catch (error) {
     setStatus(`Cannot list methods: ${error.message}`, "error");
   }
+}
+
+// The controls a method takes, from the typed options the server declares: prompt, target, steps, guidance, seed.
+function declaredOption(method, name) {
+  const m = state.methods[method];
+  return m && m.options ? m.options.find((o) => o.name === name) || null : null;
+}
+
+function parseRange(text) {
+  const match = /^[[(]\s*([-\d.e+]+)\s*,\s*([-\d.e+]+)\s*[\])]$/.exec(text || "");
+  return match ? [Number(match[1]), Number(match[2])] : null;
+}
+
+function showMethodOptions() {
+  const method = $("method").value;
+  const m = state.methods[method];
+  const stepLike = m && m.family !== "classical";
+  const shown = {
+    prompt: !!(m && m.takes_prompt),
+    target: !!declaredOption(method, "target"),
+    steps: !!declaredOption(method, "steps"),
+    guidance: !!declaredOption(method, "guidance"),
+    seed: !!stepLike && method !== "auto",
+  };
+  for (const [name, visible] of Object.entries(shown)) {
+    $(`${name}-label`).hidden = !visible;
+    const option = declaredOption(method, name);
+    if (!option || !visible) continue;
+    const range = parseRange(option.range);
+    if (range) { $(name).min = range[0]; $(name).max = range[1]; }
+    if (option.default !== null && option.default !== undefined) $(name).placeholder = String(option.default);
+  }
+  $("method-options").hidden = !Object.values(shown).some(Boolean);
+}
+
+function requestedSteps() {
+  const typed = Number($("steps").value);
+  if (!$("steps-label").hidden && typed > 0) return typed;
+  const option = declaredOption($("method").value, "steps");
+  return option && typeof option.default === "number" ? option.default : null;
 }
 
 // --------------------------------------------------------------------------------------------------------------
@@ -102,30 +179,67 @@ async function displayBitmap(blob, width, height) {
   });
 }
 
-async function openImage(blob, name, {keepView = false} = {}) {
+async function loadSource(blob, name) {
   let full;
   try {
     full = await createImageBitmap(blob, {imageOrientation: "from-image"});
   } catch (_) {
     setStatus("This file is not an image the browser can show.", "error");
-    return;
+    return null;
   }
   const width = full.width, height = full.height;
   full.close();
+  const limit = state.limits.max_pixels;
+  if (limit && width * height > limit) {
+    const mp = (n) => (n / 1e6).toFixed(n < 1e7 ? 1 : 0);
+    setStatus(`This photo is too large for this server: ${width}×${height} is ${mp(width * height)} megapixels, ` +
+              `the limit is ${mp(limit)}. Make it smaller and open it again.`, "error");
+    return null;
+  }
   const display = await displayBitmap(blob, width, height);
-  state.source = {blob, name: name || "image", width, height, display};
-  state.k = display.width / width;
-  state.mask = makeCanvas(width, height);
-  state.tint = makeCanvas(display.width, display.height);
-  state.strokes = [];
+  return {blob, name: name || "image", width, height, display};
+}
+
+// A new photo starts a new history; a removal still running for the old one is cancelled and never drawn.
+async function openImage(blob, name) {
+  const generation = ++state.generation;
+  const source = await loadSource(blob, name);
+  if (!source || generation !== state.generation) return;
+  cancelRunningJob();
+  state.undo = [];
   state.redo = [];
+  setDocument({source, strokes: [], result: null});
   state.maskVisible = true;
-  clearResult();
+  fit();
+  setStatus(`Opened ${source.name}.`);
   document.body.dataset.state = "ready";
-  $("info").textContent = `${width}×${height}` + (state.k < 1 ? ` (shown at ${Math.round(state.k * 100)} %)` : "");
-  if (!keepView) fit();
+}
+
+// Show a document: its photo (new mask canvases when the photo changes), its strokes and its result.
+function setDocument(doc) {
+  if (doc.source !== state.source) {
+    const {width, height, display} = doc.source;
+    state.source = doc.source;
+    state.k = display.width / width;
+    state.mask = makeCanvas(width, height);
+    state.tint = makeCanvas(display.width, display.height);
+    $("info").textContent = `${width}×${height}` + (state.k < 1 ? ` (shown at ${Math.round(state.k * 100)} %)` : "");
+  }
+  state.strokes = doc.strokes.slice();
+  replayStrokes();
+  showResultState(doc.result);
   updateButtons();
   draw();
+}
+
+function currentDocument() {
+  return {source: state.source, strokes: state.strokes.slice(), result: state.result};
+}
+
+function pushHistory() {
+  state.undo.push(currentDocument());
+  if (state.undo.length > HISTORY_LIMIT) state.undo.shift();
+  state.redo = [];
 }
 
 function makeCanvas(width, height) {
@@ -143,6 +257,16 @@ function stem(name) {
 // Painting
 // --------------------------------------------------------------------------------------------------------------
 function paintStroke(context, stroke, k, colour) {
+  if (stroke.tool === "mask") {  // an uploaded mask: its canvas, in the overlay colour
+    const layer = makeCanvas(context.canvas.width, context.canvas.height);
+    const l = layer.getContext("2d");
+    l.drawImage(stroke.canvas, 0, 0, layer.width, layer.height);
+    l.globalCompositeOperation = "source-in";
+    l.fillStyle = colour;
+    l.fillRect(0, 0, layer.width, layer.height);
+    context.drawImage(layer, 0, 0);
+    return;
+  }
   context.save();
   context.globalCompositeOperation = stroke.tool === "eraser" ? "destination-out" : "source-over";
   context.strokeStyle = context.fillStyle = colour;
@@ -184,33 +308,25 @@ function replayStrokes() {
 }
 
 function undo() {
-  if (!state.strokes.length) return;
-  state.redo.push(state.strokes.pop());
-  replayStrokes();
-  updateButtons();
-  draw();
+  if (!state.undo.length || state.busy) return;
+  state.redo.push(currentDocument());
+  setDocument(state.undo.pop());
 }
 
 function redo() {
-  if (!state.redo.length) return;
-  state.strokes.push(state.redo.pop());
-  replayStrokes();
-  updateButtons();
-  draw();
+  if (!state.redo.length || state.busy) return;
+  state.undo.push(currentDocument());
+  setDocument(state.redo.pop());
 }
 
 function clearMask() {
   if (!state.strokes.length) return;
-  // Clearing is itself undoable: the strokes move to the redo stack in order.
-  while (state.strokes.length) state.redo.push(state.strokes.pop());
-  replayStrokes();
-  updateButtons();
-  draw();
+  pushHistory();  // clearing is itself undoable
+  setDocument({...currentDocument(), strokes: []});
 }
 
 function maskIsEmpty() {
-  const strokes = state.strokes;
-  if (!strokes.length) return true;
+  if (!state.strokes.length) return true;
   const data = state.mask.getContext("2d").getImageData(0, 0, state.mask.width, state.mask.height).data;
   for (let i = 3; i < data.length; i += 4) if (data[i]) return false;
   return true;
@@ -289,11 +405,12 @@ function draw() {
     ctx.rect(split, v.ty, v.tx + w - split, h);
     ctx.clip();
     ctx.drawImage(result.display, v.tx, v.ty, w, h);
-    if (state.showAlpha && result.alphaTint) {
+    ctx.restore();
+    if (state.showAlpha && result.alphaTint) {  // over the whole photo: visible wherever the slider is
       ctx.globalAlpha = 0.55;
       ctx.drawImage(result.alphaTint, v.tx, v.ty, w, h);
+      ctx.globalAlpha = 1;
     }
-    ctx.restore();
   }
   if (state.maskVisible) {
     ctx.globalAlpha = 0.5;
@@ -301,10 +418,11 @@ function draw() {
     ctx.globalAlpha = 1;
   }
   if (split !== null) {
+    const ratio = window.devicePixelRatio || 1;
     ctx.fillStyle = "#fff";
-    ctx.fillRect(split - 1, v.ty, 2, h);
-    label("before", split - 8, v.ty + 8, "right");
-    label("after", split + 8, v.ty + 8, "left");
+    ctx.fillRect(split - ratio, v.ty, 2 * ratio, h);
+    label("before", split - 8 * ratio, v.ty + 8 * ratio, "right");
+    label("after", split + 8 * ratio, v.ty + 8 * ratio, "left");
   }
   if (state.pointer && !state.panning && !state.spaceDown) {
     const [sx, sy] = state.pointer;
@@ -317,12 +435,15 @@ function draw() {
 }
 
 function label(text, x, y, align) {
-  ctx.font = `${12 * (window.devicePixelRatio || 1)}px system-ui, sans-serif`;
+  // Everything in device pixels: the box grows with the font on HiDPI screens.
+  const ratio = window.devicePixelRatio || 1;
+  const pad = 5 * ratio;
+  ctx.font = `${12 * ratio}px system-ui, sans-serif`;
   ctx.textAlign = align;
   ctx.textBaseline = "top";
-  const width = ctx.measureText(text).width + 10;
+  const width = ctx.measureText(text).width + 2 * pad;
   ctx.fillStyle = "rgba(0, 0, 0, 0.55)";
-  ctx.fillRect(align === "right" ? x - width + 5 : x - 5, y - 3, width, 20);
+  ctx.fillRect(align === "right" ? x - width + pad : x - pad, y - 3 * ratio, width, 18 * ratio);
   ctx.fillStyle = "#fff";
   ctx.fillText(text, x, y);
 }
@@ -330,9 +451,37 @@ function label(text, x, y, align) {
 // --------------------------------------------------------------------------------------------------------------
 // Pointer and keyboard
 // --------------------------------------------------------------------------------------------------------------
+// Touch: one finger paints; a second finger turns the gesture into pinch-zoom and pan (the stroke the first
+// finger began is dropped, not kept).
+function pinchState() {
+  const [a, b] = [...state.touches.values()];
+  const [, , ax, ay] = toImage(a[0], a[1]);
+  const [, , bx, by] = toImage(b[0], b[1]);
+  return {mx: (ax + bx) / 2, my: (ay + by) / 2, dist: Math.max(1, Math.hypot(ax - bx, ay - by))};
+}
+
+function startPinch() {
+  if (state.current) { state.current = null; replayStrokes(); }
+  state.pinch = {...pinchState(), view: {...state.view}};
+  draw();
+}
+
+function movePinch() {
+  const now = pinchState(), start = state.pinch;
+  const scale = Math.max(0.02, Math.min(32, start.view.scale * now.dist / start.dist));
+  const f = scale / start.view.scale;
+  // The image point under the fingers' starting midpoint follows the midpoint (pan), scaled about it (zoom).
+  state.view = {scale, tx: now.mx - (start.mx - start.view.tx) * f, ty: now.my - (start.my - start.view.ty) * f};
+  draw();
+}
+
 view.addEventListener("pointerdown", (event) => {
   if (!state.source) return;
   view.setPointerCapture(event.pointerId);
+  if (event.pointerType === "touch") {
+    state.touches.set(event.pointerId, [event.clientX, event.clientY]);
+    if (state.touches.size >= 2) { startPinch(); return; }
+  }
   const [ix, iy, sx, sy] = toImage(event.clientX, event.clientY);
   if (event.button === 1 || state.spaceDown) {
     state.panning = {sx, sy, tx: state.view.tx, ty: state.view.ty};
@@ -348,6 +497,11 @@ view.addEventListener("pointerdown", (event) => {
 });
 
 view.addEventListener("pointermove", (event) => {
+  if (state.touches.has(event.pointerId)) {
+    state.touches.set(event.pointerId, [event.clientX, event.clientY]);
+    if (state.pinch && state.touches.size >= 2) { movePinch(); return; }
+  }
+  if (state.pinch) return;
   const [ix, iy, sx, sy] = toImage(event.clientX, event.clientY);
   state.pointer = [sx, sy];
   if (state.panning) {
@@ -360,10 +514,15 @@ view.addEventListener("pointermove", (event) => {
   draw();
 });
 
-function endPointer() {
+function endPointer(event) {
+  if (event && state.touches.delete(event.pointerId) && state.pinch) {
+    if (state.touches.size < 2) state.pinch = null;
+    if (!state.touches.size) state.pinch = null;
+    return;
+  }
   if (state.current) {
+    pushHistory();
     state.strokes.push(state.current);
-    state.redo = [];
     state.current = null;
     updateButtons();
   }
@@ -435,14 +594,54 @@ function setProgress(value) {
 }
 
 function maskBlob() {
-  // A binary greyscale-looking PNG (white = remove) from the painted alpha, at the photo's full resolution.
+  // A binary PNG (255 = remove, 0 = keep) at the photo's full resolution: any painted alpha counts, so the
+  // anti-aliased brush edges become 255, never grey.
   const { width, height } = state.mask;
   const out = makeCanvas(width, height);
   const octx = out.getContext("2d");
-  octx.fillStyle = "#000";
-  octx.fillRect(0, 0, width, height);
-  octx.drawImage(state.mask, 0, 0);
+  const painted = state.mask.getContext("2d").getImageData(0, 0, width, height);
+  const px = painted.data;
+  for (let i = 0; i < px.length; i += 4) {
+    const v = px[i + 3] ? 255 : 0;
+    px[i] = px[i + 1] = px[i + 2] = v;
+    px[i + 3] = 255;
+  }
+  octx.putImageData(painted, 0, 0);
   return new Promise((resolve) => out.toBlob(resolve, "image/png"));
+}
+
+// An uploaded mask: nonzero (or, with transparency, opaque) pixels are removed; it joins the history as a stroke.
+async function openMask(file) {
+  if (!state.source) return;
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, {resizeWidth: state.source.width, resizeHeight: state.source.height,
+                                             resizeQuality: "pixelated"});
+  } catch (_) {
+    setStatus("This mask file is not an image the browser can read.", "error");
+    return;
+  }
+  const canvas = makeCanvas(state.source.width, state.source.height);
+  const c = canvas.getContext("2d");
+  c.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const img = c.getImageData(0, 0, canvas.width, canvas.height);
+  const px = img.data;
+  let opaque = true;
+  for (let i = 3; i < px.length; i += 4) if (px[i] !== 255) { opaque = false; break; }
+  for (let i = 0; i < px.length; i += 4) {
+    const on = opaque ? Math.max(px[i], px[i + 1], px[i + 2]) > 0 : px[i + 3] > 0;
+    px[i] = px[i + 1] = px[i + 2] = 255;
+    px[i + 3] = on ? 255 : 0;
+  }
+  c.putImageData(img, 0, 0);
+  pushHistory();
+  state.strokes.push({tool: "mask", canvas});
+  state.maskVisible = true;
+  replayStrokes();
+  updateButtons();
+  draw();
+  setStatus(`Mask ${file.name || ""} loaded; press Remove.`);
 }
 
 async function* serverSentEvents(response) {
@@ -488,76 +687,120 @@ async function tintedAlpha(blob, width, height) {
   return canvas;
 }
 
+function cancelRunningJob() {
+  if (state.job) {
+    api(`/jobs/${state.job}`, {method: "DELETE"}).catch(() => {});
+    state.job = null;
+  }
+}
+
+function optionalNumber(id) {
+  const input = $(id);
+  return !$(`${id}-label`).hidden && input.value !== "" ? input.value : null;
+}
+
 async function run() {
   if (!state.source || state.busy) return;
   if (maskIsEmpty()) {
     setStatus("Paint over the object to remove first (the mask is empty).", "error");
     return;
   }
+  const generation = state.generation;
+  const current = () => generation === state.generation;
+  const before = currentDocument();
   state.busy = true;
   document.body.dataset.state = "running";
   updateButtons();
   setProgress(undefined);
   setStatus("Uploading…");
   const started = performance.now();
+  const steps = requestedSteps();
+  let jobId = null;
   try {
-    const form = new FormData();
-    form.append("image", state.source.blob, state.source.name);
-    form.append("mask", await maskBlob(), "mask.png");
     const method = $("method").value;
-    if (method) form.append("method", method);
-    form.append("dilate", $("dilate").value);
-    const refine = $("refine").value;
-    if (refine) form.append("refine", refine);
-    form.append("seed", "0");
-    const job = await (await api("/jobs", {method: "POST", body: form})).json();
+    const makeForm = async () => {
+      const form = new FormData();
+      form.append("image", before.source.blob, before.source.name);
+      form.append("mask", await maskBlob(), "mask.png");
+      if (method) form.append("method", method);
+      form.append("dilate", $("dilate").value);
+      const refine = $("refine").value;
+      if (refine) form.append("refine", refine);
+      // The result comes back in the photo's own format (JPEG in, JPEG out); others become PNG.
+      form.append("output_format", OUTPUT_FORMATS[before.source.blob.type] || "png");
+      form.append("seed", optionalNumber("seed") ?? "0");
+      if (!$("prompt-label").hidden && $("prompt").value.trim()) form.append("prompt", $("prompt").value.trim());
+      if (!$("target-label").hidden && $("target").value.trim()) form.append("target", $("target").value.trim());
+      const options = {};
+      if (optionalNumber("steps") !== null) options.steps = Number(optionalNumber("steps"));
+      if (optionalNumber("guidance") !== null) options.guidance = Number(optionalNumber("guidance"));
+      if (Object.keys(options).length) form.append("options", JSON.stringify(options));
+      return form;
+    };
+    const job = await (await submitWithRetry("/jobs", makeForm, current)).json();
+    jobId = job.id;
+    if (!current()) { api(`/jobs/${jobId}`, {method: "DELETE"}).catch(() => {}); return; }
+    state.job = jobId;
     setStatus("Queued…");
     const events = await api(`/jobs/${job.id}/events`, {headers: {Accept: "text/event-stream"}});
     let outcome = null;
     for await (const event of serverSentEvents(events)) {
+      if (!current()) return;  // a new photo was opened: this removal is not wanted any more
       if (event.name === "started") setStatus(`Running ${event.data.method}…`);
       else if (event.name === "progress") {
-        setProgress(event.data.step / Math.max(1, event.data.total));
-        setStatus(`Step ${event.data.step} / ${event.data.total}`);
+        const fraction = event.data.step / Math.max(1, event.data.total);
+        setProgress(fraction);
+        // Schedulers may count an extra step (51 of 51 for 50): show the steps the user asked for.
+        setStatus(steps ? `Step ${Math.max(1, Math.round(fraction * steps))} / ${steps}`
+                        : `${Math.round(fraction * 100)} %`);
       } else if (event.name === "done" || event.name === "error") { outcome = event; break; }
     }
+    if (!current()) return;
     if (!outcome) throw new Error("the progress stream ended early");
     if (outcome.name === "error") throw new Error(outcome.data.message);
     const result = await (await api(`/jobs/${job.id}/result`)).json();
-    await showResult(result);
+    const shown = await decodeResult(result);
+    if (!current()) { shown.display.close(); return; }
+    pushHistory();  // the document before the removal: Undo brings it back
+    state.undo[state.undo.length - 1] = before;
+    setDocument({...before, strokes: state.strokes.slice(), result: shown});
+    state.maskVisible = false;  // show the result clean; painting again brings the mask back
+    draw();
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
     setStatus(`${result.method}: done in ${seconds} s` + (result.unchanged ? " (nothing to remove)" : "") + ".");
     document.body.dataset.state = "done";
   } catch (error) {
-    setStatus(`Failed: ${error.message}`, "error");
+    if (current() && !error.superseded) setStatus(`Failed: ${error.message}`, "error");
   } finally {
+    if (state.job === jobId) state.job = null;
     state.busy = false;
     setProgress(null);
     updateButtons();
   }
 }
 
-async function showResult(result) {
-  clearResult();
+async function decodeResult(result) {
   const type = {png: "image/png", jpeg: "image/jpeg", webp: "image/webp"}[result.image_format];
   const blob = base64Blob(result.image, type);
   const display = await displayBitmap(blob, result.width, result.height);
   const alphaBlob = result.alpha ? base64Blob(result.alpha, "image/png") : null;
   const alphaTint = alphaBlob ? await tintedAlpha(alphaBlob, display.width, display.height) : null;
-  state.result = {blob, format: result.image_format, display, alphaBlob, alphaTint, method: result.method};
-  state.maskVisible = false;  // show the result clean; painting again brings the mask back
-  $("compare").disabled = false;
-  $("alpha").disabled = !alphaTint;
-  draw();
+  return {blob, format: result.image_format, display, alphaBlob, alphaTint, method: result.method};
+}
+
+// Bitmaps are never closed here: documents in the history may still show them.
+function showResultState(result) {
+  state.result = result;
+  $("compare").disabled = !result;
+  $("alpha").disabled = !(result && result.alphaTint);
+  if (!result) {
+    $("alpha").checked = false;
+    state.showAlpha = false;
+  }
 }
 
 function clearResult() {
-  if (state.result) state.result.display.close();
-  state.result = null;
-  $("compare").disabled = true;
-  $("alpha").disabled = true;
-  $("alpha").checked = false;
-  state.showAlpha = false;
+  showResultState(null);
 }
 
 function toggleAlpha() {
@@ -566,10 +809,16 @@ function toggleAlpha() {
 }
 
 async function iterate() {
-  if (!state.result) return;
+  if (!state.result || state.busy) return;
   const { blob, format } = state.result;
   const name = `${stem(state.source.name)}.${format === "jpeg" ? "jpg" : format}`;
-  await openImage(blob, name, {keepView: true});
+  const generation = state.generation;
+  const source = await loadSource(blob, name);
+  if (!source || generation !== state.generation) return;
+  pushHistory();  // undoable: Undo brings back the photo, its strokes and its result
+  setDocument({source, strokes: [], result: null});
+  state.maskVisible = true;
+  draw();
   setStatus("The result is the new input: paint the next object.");
 }
 
@@ -586,8 +835,9 @@ function download(blob, filename) {
 
 function updateButtons() {
   const has = !!state.source;
-  $("undo").disabled = !state.strokes.length;
-  $("redo").disabled = !state.redo.length;
+  $("undo").disabled = !state.undo.length || state.busy;
+  $("redo").disabled = !state.redo.length || state.busy;
+  $("open-mask").disabled = !has || state.busy;
   $("clear").disabled = !state.strokes.length;
   $("run").disabled = !has || state.busy || !state.strokes.length;
   $("iterate").disabled = !state.result || state.busy;
@@ -598,6 +848,14 @@ function updateButtons() {
 // --------------------------------------------------------------------------------------------------------------
 // Wiring
 // --------------------------------------------------------------------------------------------------------------
+$("open").addEventListener("click", () => $("file").click());
+$("open-mask").addEventListener("click", () => $("mask-file").click());
+$("mask-file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) openMask(file);
+  event.target.value = "";
+});
+$("method").addEventListener("change", showMethodOptions);
 $("file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (file) openImage(file, file.name);
