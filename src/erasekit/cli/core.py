@@ -67,8 +67,10 @@ def method_options(method: str, *, mask_given: bool = True, option: list[str] | 
                    **flags: Any) -> dict[str, Any]:
     """Options for a method from the CLI: only the flags given, so a method that does not take one reports it
     instead of ignoring it, then every ``--option KEY=VALUE`` (see :func:`typed_options`)."""
+    from ..chain import parse_chain
     from ..registry import resolve_auto
 
+    method = parse_chain(method).method  # a chain's options are its method's ("telea+poisson" -> telea)
     name = resolve_auto(mask_given=mask_given) if method == "auto" else method
     return {**{k: v for k, v in flags.items() if v is not None},
             **typed_options(name, parse_option_values(option))}
@@ -82,6 +84,15 @@ DEVICE_OPTION = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion m
 MODEL_OPTION = typer.Option(None, "--model", help="backbone preset, local diffusers folder or Hub id")
 STEPS_OPTION = typer.Option(None, "--steps", help="denoising steps (diffusion methods)")
 METHOD_OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)")
+# Text -> mask (erasekit.masking): used when a masked method gets --prompt and no --mask.
+MASK_SOURCE_OPTION = typer.Option(None, "--mask-source", help="text -> mask: auto | sam3 | grounding-dino-sam2")
+INSTANCES_OPTION = typer.Option(None, "--instances", help="text -> mask: all | largest | N (N best scores)")
+SCORE_THRESHOLD_OPTION = typer.Option(
+    None, "--score-threshold", help="text -> mask: keep instances scoring above this (sam3 0.5, gdino 0.35)")
+MASK_GROW_OPTION = typer.Option(None, "--mask-grow", help="text -> mask: grow the mask by N px (default 5)")
+SAM3_OPTION = typer.Option(None, "--sam3", help="SAM 3 folder or Hub id (text -> mask)")
+DETECTOR_OPTION = typer.Option(None, "--detector", help="Grounding DINO folder or Hub id (text -> mask)")
+SEGMENTER_OPTION = typer.Option(None, "--segmenter", help="SAM 2 folder or Hub id (text -> mask)")
 
 
 def remove_command(
@@ -109,8 +120,19 @@ def remove_command(
         None, "--save-alpha", help="also write the edited-region alpha map (PNG)"
     ),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
+    mask_source: str = MASK_SOURCE_OPTION,
+    instances: str = INSTANCES_OPTION,
+    score_threshold: float = SCORE_THRESHOLD_OPTION,
+    mask_grow: int = MASK_GROW_OPTION,
+    sam3: str = SAM3_OPTION,
+    detector: str = DETECTOR_OPTION,
+    segmenter: str = SEGMENTER_OPTION,
+    save_mask: Path = typer.Option(None, "--save-mask", help="also write the mask the method got (PNG)"),
 ) -> None:
-    """Remove the masked object from IMAGE and write the result to OUT."""
+    """Remove the masked object (or what --prompt names) from IMAGE and write the result to OUT.
+
+    METHOD may be a chain, e.g. telea+poisson. A masked method with --prompt and no --mask segments what the
+    prompt names first (SAM 3, or Grounding DINO + SAM 2; see docs/masking.md)."""
     import erasekit
     from erasekit import io
 
@@ -139,13 +161,21 @@ def remove_command(
         refine=refine,
         resize_mask=resize_mask,
         **options,
+        **{k: v for k, v in {"mask_source": mask_source, "instances": instances, "score_threshold": score_threshold,
+                             "mask_grow": mask_grow, "sam3": sam3, "detector": detector,
+                             "segmenter": segmenter}.items() if v is not None},
     )
     io.write_image(out, result.image, like=loaded)
     if save_alpha is not None and result.alpha is not None:
         io.write_mask(save_alpha, result.alpha)
+    if save_mask is not None and result.mask is not None:
+        io.write_mask(save_mask, result.mask)
     note = " (empty mask: unchanged)" if result.unchanged else ""
+    found = result.metadata.get("mask_source", {})
+    if "instances_kept" in found:
+        note += f" (mask: {found['source']}, {len(found['instances_kept'])} of {found['instances_found']} instances)"
     Console(stderr=True).print(
-        f"{result.method}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
+        f"{result.metadata.get('chain', result.method)}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
     )
 
 

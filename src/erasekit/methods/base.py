@@ -145,6 +145,7 @@ class Remover(ABC):
             "options": {k: request.options[k] for k in given},  # the options given, typed
             "remover": self.describe(),
             "refine": [refiner.describe() for refiner in refiners],
+            "chain": "+".join([self.name, *(refiner.name for refiner in refiners)]),  # erasekit.chain's name
         }
         image = request.image
         if mask is not None:
