@@ -244,6 +244,8 @@ def batch_command(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
+    executor: str = typer.Option("local", "--executor", help="local | ray (Ray Data actors; docs/cluster.md)"),
+    workers: int = typer.Option(1, "--workers", help="Ray actors, one model each (--executor ray)"),
 ) -> None:
     """Remove objects from many images; resumable. Writes OUT/batch_report.jsonl (one record per image).
 
@@ -269,6 +271,8 @@ def batch_command(
         progress=progress,
         console=console,
         refine=refine,
+        executor=executor,
+        workers=workers,
     )
     if summary.stale_temps_removed:
         console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")
