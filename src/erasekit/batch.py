@@ -368,8 +368,8 @@ def run_batch(
     strategy = (
         HDStrategy.parse(hd_strategy) if hd_strategy is not None else None
     )  # bad value: fail before work
-    chain = parse_chain(method, refine if isinstance(refine, str) else None)
-    refine_value = chain.refine(None if isinstance(refine, str) else refine)
+    chain = parse_chain(method)
+    refine_value = chain.refine(refine)
     refiners = parse_refine(refine_value)  # an unknown refiner fails the batch once, not every image
     name = resolve_auto() if chain.method == "auto" else chain.method
     # Per-call options are checked here, before the model loads: otherwise every image would fail alike.

@@ -54,22 +54,14 @@ class Chain:
         return items or None
 
 
-def parse_chain(text: str, refine: Any = None) -> Chain:
-    """``"telea+poisson"`` -> Chain("telea", ("poisson",)); ``refine`` (comma-separated names) appends."""
+def parse_chain(text: str) -> Chain:
+    """``"telea+poisson"`` -> Chain("telea", ("poisson",)); ``"telea"`` -> Chain("telea")."""
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError(f"a chain is METHOD[+REFINER...], got {text!r}")
     parts = [p.strip() for p in text.split(SEPARATOR)]
     if any(not p for p in parts):
         raise InvalidInputError(f"empty step in chain {text!r} (write METHOD+REFINER, e.g. telea+poisson)")
-    refiners = list(parts[1:])
-    if isinstance(refine, str):
-        refiners += [p.strip() for p in _split_refine(refine) if p.strip()]
-    return Chain(parts[0], tuple(refiners))
-
-
-def _split_refine(text: str) -> list[str]:
-    """Comma-separated refiner specs (options inside one spec are separated by ``:``)."""
-    return text.split(",")
+    return Chain(parts[0], tuple(parts[1:]))
 
 
 def refiner_names(refine: Any) -> list[str]:
@@ -122,8 +114,7 @@ def run_removal(image: Any, mask: Any = None, *, method: str = "auto", prompt: s
 
     options = dict(options or {})
     text_opts = TextMaskOptions.pop_from(options)
-    chain = parse_chain(method, refine if isinstance(refine, str) else None)
-    extra_refine = None if isinstance(refine, str) else refine
+    chain = parse_chain(method)
     pixels = io.read_image(image).pixels
     mask_array = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2], resize=resize_mask)
     name = chain.method
@@ -149,7 +140,7 @@ def run_removal(image: Any, mask: Any = None, *, method: str = "auto", prompt: s
     load_opts, call_opts = split_options(spec, options, prompt=method_prompt)
     remover = (load or (lambda n, o: load_remover(n, **o)))(name, load_opts)
     request = RemovalRequest(image=pixels, mask=mask_array, prompt=method_prompt, seed=seed, dilate=dilate,
-                             hd_strategy=hd_strategy, refine=chain.with_method(name).refine(extra_refine),
+                             hd_strategy=hd_strategy, refine=chain.refine(refine),
                              options=call_opts)
     result = remover(request)
     result.mask = mask_array
@@ -159,7 +150,7 @@ def run_removal(image: Any, mask: Any = None, *, method: str = "auto", prompt: s
 
 def chain_entries(text: str | Sequence[str]) -> list[Chain]:
     """``"telea+poisson,patchmatch"`` (bench's ``--methods``) -> one Chain per comma-separated entry."""
-    items = _split_refine(text) if isinstance(text, str) else list(text)
+    items = text.split(",") if isinstance(text, str) else list(text)
     return [parse_chain(item) for item in items if item.strip()]
 
 

@@ -66,7 +66,8 @@ def bench_command(
     dataset: Path = typer.Option(
         None, "--dataset", "-d", help="dataset folder (paired format or a benchmark layout)"
     ),
-    methods: str = typer.Option("patchmatch,telea", "--methods", help="comma-separated method names"),
+    methods: str = typer.Option(
+        "patchmatch,telea", "--methods", help="comma-separated methods or chains (telea+poisson): one row each"),
     mask: str = typer.Option("both", "--mask", help="object | effect | both"),
     metrics: str = typer.Option(
         "fid,cmmd,lpips,psnr,ssim,cfd",

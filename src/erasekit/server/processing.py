@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from ..chain import parse_chain
 from ..refiners import parse_refine
 from ..registry import check_call, get_method, load_options, resolve_auto
 from ..types import InvalidInputError, RemovalRequest, RemovalResult
@@ -80,7 +81,8 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     """
     t0 = time.perf_counter()
     opts = upload.options
-    method = choose_method(opts.method, settings, upload.mask is not None)
+    chain = parse_chain(opts.method or settings.default_method)  # "telea+poisson" (erasekit.chain)
+    method = choose_method(chain.method, settings, upload.mask is not None)
     spec = get_method(method)
     # Factory options (model, weights, device, ...) can name server paths: clients may not set them, unless
     # the method also declares the same name per call (patchmatch's patch_size), which is plain data.
@@ -94,7 +96,7 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     # (the remover would say the same, but only after loading its model). Python-only options (progress) are
     # refused.
     options = check_call(spec, dict(opts.options), prompt=opts.prompt, from_python=False)
-    refiners = parse_refine(opts.refine)  # an unknown refiner is a 422 before anything is decoded
+    refiners = parse_refine(chain.refine(opts.refine))  # an unknown refiner is a 422 before anything is decoded
     source = io.read_image(upload.image, max_pixels=settings.max_pixels)
     mask = None
     if upload.mask is not None:
