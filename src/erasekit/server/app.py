@@ -38,7 +38,7 @@ from .. import __version__
 from ..refiners import get_refiner, refiner_names
 from ..registry import available_methods, get_method
 from ..types import ErasekitError
-from . import processing
+from . import processing, select
 from .errors import error_response, install_error_handlers, log
 from .jobs import Job, JobStore
 from .schemas import (
@@ -88,7 +88,8 @@ _REMOVE_BODY = {
     }
 }
 
-_STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+_STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
+                 "select.js": "text/javascript; charset=utf-8"}
 _UI_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
     "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
@@ -432,4 +433,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     app.include_router(api)
     app.include_router(private)
+    app.include_router(select.router(), dependencies=[Depends(require_token)], responses=_ERRORS)  # click/text
     return app
