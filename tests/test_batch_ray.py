@@ -104,3 +104,22 @@ def test_killed_ray_batch_reruns_without_losing_anything(ray_session, tmp_path):
     assert reference.exit_code == 0
     assert _outputs(out) == _outputs(tmp_path / "local")  # every image complete, the same bytes
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_bench_on_ray_writes_the_local_outputs(ray_session, tmp_path):
+    from erasekit.data.synthetic import generate_synthetic_dataset
+    from erasekit.eval.runner import BenchConfig, run_benchmark
+
+    dataset = generate_synthetic_dataset(tmp_path / "ds", 3, size=64, seed=0)
+    common = {"dataset": str(dataset), "methods": ["telea+poisson"], "mask": "object", "metrics": ["psnr"],
+              "warmup": 0, "progress": False}
+    local = run_benchmark(BenchConfig(out=str(tmp_path / "local"), **common))
+    remote = run_benchmark(BenchConfig(out=str(tmp_path / "ray"), executor="ray", workers=1, **common))
+    assert [r["cached"] for r in remote.rows] == [False] * 3
+    for row_local, row_ray in zip(local.rows, remote.rows):
+        assert row_ray["psnr"] == row_local["psnr"] and row_ray["method"] == "telea+poisson"
+    folder = Path("outputs") / "telea+poisson" / "object"
+    for png in (tmp_path / "local" / folder).glob("*.png"):
+        assert (tmp_path / "ray" / folder / png.name).read_bytes() == png.read_bytes()
+    again = run_benchmark(BenchConfig(out=str(tmp_path / "ray"), executor="ray", workers=1, **common))
+    assert all(r["cached"] for r in again.rows)  # nothing recomputed, on Ray or here

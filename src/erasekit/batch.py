@@ -508,6 +508,25 @@ def _ray_records(todo: list[BatchRecord], job: dict[str, Any], *, workers: int,
     this process, which writes the report."""
     if not todo:
         return
+    with ray_session(workers) as ray:
+        gpus = ray_gpus_per_worker(ray, job["method"]) if gpus_per_worker is None else gpus_per_worker
+        dataset = ray.data.from_items([{"record": r.to_json()} for r in todo]).map_batches(
+            RayBatchWorker,
+            fn_constructor_kwargs={"job": job},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            num_gpus=gpus,
+        )
+        for row in dataset.iter_rows():
+            yield BatchRecord(**json.loads(row["record"]))
+
+
+@contextlib.contextmanager
+def ray_session(workers: int) -> Iterator[Any]:
+    """The ``ray`` module, connected: to the cluster this process is attached to (``ray.init`` beforehand, or
+    ``RAY_ADDRESS``), else to a local instance started here and stopped on exit. Ray Data returns rows in input
+    order and shows no progress bars of its own."""
     try:
         import ray
     except ImportError:
@@ -520,23 +539,13 @@ def _ray_records(todo: list[BatchRecord], job: dict[str, Any], *, workers: int,
             ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
     try:
         context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True  # records come back in input order
+        context.execution_options.preserve_order = True
         context.enable_progress_bars = False
-        gpus = ray_gpus_per_worker(ray, job["method"]) if gpus_per_worker is None else gpus_per_worker
-        dataset = ray.data.from_items([{"record": r.to_json()} for r in todo]).map_batches(
-            RayBatchWorker,
-            fn_constructor_kwargs={"job": job},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=1,
-            num_gpus=gpus,
-        )
-        for row in dataset.iter_rows():
-            yield BatchRecord(**json.loads(row["record"]))
+        yield ray
     finally:
         if started_here:  # a cluster the caller connected to stays up; a local one we started does not
             ray.shutdown()
 
 
 __all__ = ["EXECUTORS", "LOCK_NAME", "PARTIAL_FAILURE_EXIT_CODE", "REPORT_NAME", "BatchRecord", "BatchSummary",
-           "clean_stale_temps", "collect_images", "find_mask", "image_extensions", "RayBatchWorker", "read_report", "run_batch"]
+           "clean_stale_temps", "collect_images", "find_mask", "image_extensions", "RayBatchWorker", "ray_session", "read_report", "run_batch"]

@@ -99,6 +99,8 @@ def bench_command(
         False, "--list-metrics", help="show metric weight files and where they resolve, then exit"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    executor: str = typer.Option("local", "--executor", help="local | ray (outputs on Ray actors; docs/cluster.md)"),
+    workers: int = typer.Option(1, "--workers", help="Ray actors, one model each (--executor ray)"),
 ) -> None:
     """Benchmark removal methods on a paired dataset.
 
@@ -131,6 +133,8 @@ def bench_command(
         clip_classes=[c.strip() for c in clip_classes.split(",")] if clip_classes else None,
         trace_python_memory=tracemalloc,
         progress=not quiet,
+        executor=executor,
+        workers=workers,
     )
     result = run_benchmark(cfg)
     typer.echo((result.out / "table.md").read_text())

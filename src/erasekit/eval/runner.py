@@ -68,6 +68,8 @@ class BenchConfig:
     clip_classes: list[str] | None = None
     trace_python_memory: bool = True
     progress: bool = True
+    executor: str = "local"  # or "ray": outputs computed on Ray Data actors (erasekit.eval.ray_bench)
+    workers: int = 1  # Ray actors
 
     def mask_modes(self) -> tuple[str, ...]:
         if self.mask not in MASK_MODES:
@@ -286,6 +288,9 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
     metric_names = parse_metrics(cfg.metrics)
     if not cfg.methods:
         raise InvalidInputError("no methods given")
+    if cfg.executor not in ("local", "ray") or cfg.workers < 1:
+        raise InvalidInputError(f"executor must be local or ray with workers >= 1, got {cfg.executor!r}, "
+                                f"{cfg.workers}")
     dataset: EvalDataset = open_dataset(cfg.dataset, cfg.layout).subset(cfg.limit)
     if len(dataset) == 0:
         raise InvalidInputError(f"dataset '{cfg.dataset}' has no samples")
@@ -321,6 +326,14 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
         # Checked once, not per sample; typed values also make the cache key canonical ("2" and 2 alike).
         call_opts = check_call(get_method(method), call_opts)
         warmed = False
+        fresh: set[str] = set()  # keys computed on Ray in this run
+        if cfg.executor == "ray":
+            from .ray_bench import fill_on_ray
+
+            missing = [(i, mode, cache_key(chain.name, load_opts, call_opts, cfg.seed, mode, weights_fp, dataset[i]))
+                       for mode in modes for i in dataset.ids]
+            missing = [m for m in missing if _load_cached(_output_paths(out, chain.name, m[1], m[0]), m[2]) is None]
+            fresh = fill_on_ray(cfg, chain, load_opts, call_opts, missing)
         for mode in modes:
             metrics = {name: f.make() for name, f in suite.items() if f.make is not None}
             run_rows = []
@@ -329,6 +342,8 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
                 key = cache_key(chain.name, load_opts, call_opts, cfg.seed, mode, weights_fp, record)
                 paths = _output_paths(out, chain.name, mode, sample_id)
                 run = _load_cached(paths, key)
+                if run is not None and key in fresh:
+                    run.info["cached"] = False
                 if run is None:
                     if not warmed:
                         for _ in range(cfg.warmup):  # untimed: first-call costs (lazy init, kernels) excluded
