@@ -1,4 +1,5 @@
-"""``erasekit batch --executor ray``: the same bytes as the local executor on real photos, the same report, and
+"""``erasekit batch --executor ray``: the same bytes as the local executor on real photos, the same report,
+and
 a Ray batch killed mid-run (SIGKILL of the driver) and re-run loses nothing.
 
 One local Ray instance serves the whole module (``ray.init`` takes tens of seconds here); the tests skip when
@@ -54,7 +55,7 @@ def _photo_set(folder: Path, count: int, size: int = 96) -> tuple[Path, Path]:
             cols = slice(0, size) if left == 0 else slice(-size, None)
             crops.append((f"{name}_{i}", np.ascontiguousarray(photo[rows, cols])))
     mask = np.zeros((size, size), np.uint8)
-    mask[size // 3: 2 * size // 3, size // 4: 3 * size // 4] = 255
+    mask[size // 3 : 2 * size // 3, size // 4 : 3 * size // 4] = 255
     for name, pixels in crops[:count]:
         Image.fromarray(pixels).save(images / f"{name}.png")
         Image.fromarray(mask).save(masks / f"{name}.png")
@@ -69,14 +70,19 @@ def test_ray_batch_equals_local_byte_for_byte(ray_session, tmp_path):
     images, masks = _photo_set(tmp_path, 6)
     (masks / "coffee_0.png").unlink()  # one failure: recorded by both executors alike, the run goes on
     local = run_batch([images], masks, tmp_path / "local", method="telea+poisson", progress=False)
-    remote = run_batch([images], masks, tmp_path / "ray", method="telea+poisson", progress=False,
-                       executor="ray", workers=2)
+    remote = run_batch(
+        [images], masks, tmp_path / "ray", method="telea+poisson", progress=False, executor="ray", workers=2
+    )
     assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local") and len(_outputs(tmp_path / "ray")) == 5
     strip = ("run", "finished_at", "timings", "output", "image", "mask")
-    rows = [[{k: v for k, v in vars(r).items() if k not in strip} for r in read_report(s.report_path)]
-            for s in (local, remote)]
+    rows = [
+        [{k: v for k, v in vars(r).items() if k not in strip} for r in read_report(s.report_path)]
+        for s in (local, remote)
+    ]
     assert rows[0] == rows[1]
-    assert [r.status for r in remote.records].count("failed") == 1 and remote.exit_code == local.exit_code == 5
+    assert [r.status for r in remote.records].count(
+        "failed"
+    ) == 1 and remote.exit_code == local.exit_code == 5
     assert {r.chain for r in remote.records if r.status == "ok"} == {"telea+poisson"}
 
 
@@ -84,13 +90,31 @@ def test_killed_ray_batch_reruns_without_losing_anything(ray_session, tmp_path):
     images, masks = _photo_set(tmp_path, 10)
     out = tmp_path / "ray"
     env = {**os.environ, "RAY_ADDRESS": ray_session}
-    cmd = [sys.executable, "-m", "erasekit", "batch", str(images), "-m", str(masks), "-o", str(out),
-           "--method", "telea", "--executor", "ray", "--workers", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "erasekit",
+        "batch",
+        str(images),
+        "-m",
+        str(masks),
+        "-o",
+        str(out),
+        "--method",
+        "telea",
+        "--executor",
+        "ray",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None and len(list(out.glob("*.png"))) < 2:
         time.sleep(0.02)
-    assert proc.poll() is None, f"the batch ended before it could be killed: {proc.stderr.read().decode()[-400:]}"
+    assert proc.poll() is None, (
+        f"the batch ended before it could be killed: {proc.stderr.read().decode()[-400:]}"
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     written_before = set(_outputs(out))
@@ -111,8 +135,14 @@ def test_bench_on_ray_writes_the_local_outputs(ray_session, tmp_path):
     from erasekit.eval.runner import BenchConfig, run_benchmark
 
     dataset = generate_synthetic_dataset(tmp_path / "ds", 3, size=64, seed=0)
-    common = {"dataset": str(dataset), "methods": ["telea+poisson"], "mask": "object", "metrics": ["psnr"],
-              "warmup": 0, "progress": False}
+    common = {
+        "dataset": str(dataset),
+        "methods": ["telea+poisson"],
+        "mask": "object",
+        "metrics": ["psnr"],
+        "warmup": 0,
+        "progress": False,
+    }
     local = run_benchmark(BenchConfig(out=str(tmp_path / "local"), **common))
     remote = run_benchmark(BenchConfig(out=str(tmp_path / "ray"), executor="ray", workers=1, **common))
     assert [r["cached"] for r in remote.rows] == [False] * 3

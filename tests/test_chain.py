@@ -30,7 +30,9 @@ def photo(tmp_path_factory):
 
 def test_parser():
     assert parse_chain("telea+poisson") == Chain("telea", ("poisson",))
-    assert parse_chain(" osor-sdxl + pixperfect:weights=/w:pool=4 ").refiners == ("pixperfect:weights=/w:pool=4",)
+    assert parse_chain(" osor-sdxl + pixperfect:weights=/w:pool=4 ").refiners == (
+        "pixperfect:weights=/w:pool=4",
+    )
     assert parse_chain("telea").name == "telea" and parse_chain("a+b+c").name == "a+b+c"
     assert Chain("telea", ("poisson",)).refine("color-match") == ["poisson", "color-match"]
     assert Chain("telea").refine() is None
@@ -49,10 +51,27 @@ def test_api_and_cli_spellings_are_one_chain(photo, tmp_path):
     assert joined.metadata["chain"] == split.metadata["chain"] == "telea+poisson"
     assert joined.metadata["mask_source"] == {"source": "drawn"}
     assert not np.array_equal(joined.image, erasekit.remove(image, mask, method="telea").image)
-    assert main(["remove", str(image), "-m", str(mask), "--method", "telea+poisson", "-o", str(tmp_path / "o.png")]) == 0
+    assert (
+        main(
+            [
+                "remove",
+                str(image),
+                "-m",
+                str(mask),
+                "--method",
+                "telea+poisson",
+                "-o",
+                str(tmp_path / "o.png"),
+            ]
+        )
+        == 0
+    )
     with Image.open(tmp_path / "o.png") as im:
         assert np.array_equal(np.asarray(im), joined.image)
-    assert main(["remove", str(image), "-m", str(mask), "--method", "telea+nope", "-o", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["remove", str(image), "-m", str(mask), "--method", "telea+nope", "-o", str(tmp_path / "x.png")])
+        == 2
+    )
 
 
 def test_batch_report_has_a_chain_column(photo, tmp_path):
@@ -61,8 +80,24 @@ def test_batch_report_has_a_chain_column(photo, tmp_path):
     masks.mkdir()
     (images / "cat.png").write_bytes((photo / "cat.png").read_bytes())
     (masks / "cat.png").write_bytes((photo / "cat_mask.png").read_bytes())
-    assert main(["batch", str(images), "-m", str(masks), "-o", str(tmp_path / "out"), "--method", "telea",
-                 "--refine", "poisson", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "batch",
+                str(images),
+                "-m",
+                str(masks),
+                "-o",
+                str(tmp_path / "out"),
+                "--method",
+                "telea",
+                "--refine",
+                "poisson",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "out" / "batch_report.jsonl").read_text().splitlines()[0])
     assert record["chain"] == "telea+poisson" and record["method"] == "telea"
 
@@ -72,8 +107,26 @@ def test_bench_gives_one_row_per_chain(tmp_path, capsys):
 
     dataset = generate_synthetic_dataset(tmp_path / "ds", 2, size=64, seed=0)
     out = tmp_path / "bench"
-    assert main(["bench", "--dataset", str(dataset), "--methods", "telea+poisson,telea", "--mask", "object",
-                 "--metrics", "psnr", "-o", str(out), "--quiet", "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--dataset",
+                str(dataset),
+                "--methods",
+                "telea+poisson,telea",
+                "--mask",
+                "object",
+                "--metrics",
+                "psnr",
+                "-o",
+                str(out),
+                "--quiet",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| telea+poisson |" in printed and "| telea |" in printed
     summary = json.loads((out / "summary.json").read_text())
@@ -93,8 +146,11 @@ def test_server_method_field_takes_a_chain(photo):
 
     client = TestClient(create_app())
     with open(photo / "cat.png", "rb") as image, open(photo / "cat_mask.png", "rb") as mask:
-        response = client.post("/api/v1/remove", files={"image": image, "mask": mask},
-                               data={"method": "telea+poisson", "output_format": "png"})
+        response = client.post(
+            "/api/v1/remove",
+            files={"image": image, "mask": mask},
+            data={"method": "telea+poisson", "output_format": "png"},
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["metadata"]["chain"] == "telea+poisson"

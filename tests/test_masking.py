@@ -21,7 +21,10 @@ from erasekit.testing import write_tiny_weights
 @pytest.fixture(scope="module")
 def segmenters(tmp_path_factory):
     root = tmp_path_factory.mktemp("segmenters")
-    return {"sam3": write_tiny_weights("sam3", root), "gdino": write_tiny_weights("grounding-dino-sam2", root)}
+    return {
+        "sam3": write_tiny_weights("sam3", root),
+        "gdino": write_tiny_weights("grounding-dino-sam2", root),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +74,31 @@ def test_cli_text_to_mask_to_removal_on_a_real_photo(path, segmenters, rocket, t
     from erasekit.masking.text import load_segmenter, resolve
 
     opts = segmenters[path]
-    flags = (["--sam3", opts["sam3"]] if path == "sam3"
-             else ["--detector", opts["detector"], "--segmenter", opts["segmenter"]])
+    flags = (
+        ["--sam3", opts["sam3"]]
+        if path == "sam3"
+        else ["--detector", opts["detector"], "--segmenter", opts["segmenter"]]
+    )
     out, saved = tmp_path / "out.png", tmp_path / "mask.png"
-    code = main(["remove", str(rocket), "--prompt", "the rocket", "--method", "telea", *flags,
-                 "--instances", "1", "--score-threshold", "0", "--save-mask", str(saved), "-o", str(out)])
+    code = main(
+        [
+            "remove",
+            str(rocket),
+            "--prompt",
+            "the rocket",
+            "--method",
+            "telea",
+            *flags,
+            "--instances",
+            "1",
+            "--score-threshold",
+            "0",
+            "--save-mask",
+            str(saved),
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     image = _read(rocket)
     # The segmenter alone, called directly: its top-scoring instance.
@@ -85,8 +108,9 @@ def test_cli_text_to_mask_to_removal_on_a_real_photo(path, segmenters, rocket, t
     expected = binary_dilation(best.mask, disk(DEFAULT_GROW))  # scikit-image, not erasekit.masks
     assert 0 < expected.mean() < 1
     np.testing.assert_array_equal(_read(saved) > 127, expected)
-    result = erasekit.remove(rocket, method="telea", prompt="the rocket", instances=1, score_threshold=0.0,
-                             **opts)
+    result = erasekit.remove(
+        rocket, method="telea", prompt="the rocket", instances=1, score_threshold=0.0, **opts
+    )
     np.testing.assert_array_equal(result.mask > 0, expected)  # what the remover got
     np.testing.assert_array_equal(result.alpha > 0, expected)  # what telea filled (its processed mask)
     written = _read(out)
@@ -100,9 +124,18 @@ def test_cli_text_to_mask_to_removal_on_a_real_photo(path, segmenters, rocket, t
 def test_text_mask_with_a_learned_method_and_a_refiner_chain(segmenters, rocket, tmp_path):
     """OSOR (tiny weights) behind text -> mask, as a chain with a refiner: the API records the chain."""
     options = write_tiny_weights("osor-sdxl", tmp_path / "osor")
-    result = erasekit.remove(rocket, method="osor-sdxl+poisson", prompt="the rocket", instances="largest",
-                             score_threshold=0.0, **segmenters["sam3"], **options)
-    assert result.metadata["chain"] == "osor-sdxl+poisson" and result.metadata["mask_source"]["source"] == "sam3"
+    result = erasekit.remove(
+        rocket,
+        method="osor-sdxl+poisson",
+        prompt="the rocket",
+        instances="largest",
+        score_threshold=0.0,
+        **segmenters["sam3"],
+        **options,
+    )
+    assert (
+        result.metadata["chain"] == "osor-sdxl+poisson" and result.metadata["mask_source"]["source"] == "sam3"
+    )
     opts = TextMaskOptions.pop_from(dict(segmenters["sam3"], instances="largest", score_threshold=0.0))
     np.testing.assert_array_equal(result.mask, text_to_mask(_read(rocket), "the rocket", opts).mask)
     assert result.image.shape == _read(rocket).shape
@@ -111,7 +144,9 @@ def test_text_mask_with_a_learned_method_and_a_refiner_chain(segmenters, rocket,
 def test_grow_option_and_instance_rules(segmenters):
     image = np.ascontiguousarray(skimage.data.coffee()[::4, ::4])
     base = dict(segmenters["sam3"], score_threshold=0.0)
-    grown = text_to_mask(image, "the cup", TextMaskOptions.pop_from({**base, "instances": "all", "mask_grow": 0}))
+    grown = text_to_mask(
+        image, "the cup", TextMaskOptions.pop_from({**base, "instances": "all", "mask_grow": 0})
+    )
     assert np.array_equal(grown.mask, grown.segmented) and len(grown.kept) == grown.found == 8
     largest = text_to_mask(image, "the cup", TextMaskOptions.pop_from({**base, "instances": "largest"}))
     assert len(largest.kept) == 1 and largest.kept[0].mask.sum() == max(i.mask.sum() for i in grown.kept)
@@ -142,12 +177,44 @@ def test_errors_are_one_line_with_their_exit_codes(segmenters, rocket, tmp_path,
     # Segmenter weights missing: exit 3 naming the command that fetches them.
     assert main(["remove", str(rocket), "--method", "telea", "--prompt", "the rocket", "-o", out]) == 3
     assert "hf download facebook/sam3" in capsys.readouterr().err
-    assert main(["remove", str(rocket), "--method", "telea", "--prompt", "x", "--sam3",
-                 str(tmp_path / "none"), "-o", out]) == 3
+    assert (
+        main(
+            [
+                "remove",
+                str(rocket),
+                "--method",
+                "telea",
+                "--prompt",
+                "x",
+                "--sam3",
+                str(tmp_path / "none"),
+                "-o",
+                out,
+            ]
+        )
+        == 3
+    )
     assert "hf download facebook/sam3 --local-dir" in capsys.readouterr().err
     # Nothing above the threshold: exit 2, nothing written.
-    assert main(["remove", str(rocket), "--method", "telea", "--prompt", "the rocket", "--sam3",
-                 segmenters["sam3"]["sam3"], "--score-threshold", "0.999", "-o", out]) == 2
+    assert (
+        main(
+            [
+                "remove",
+                str(rocket),
+                "--method",
+                "telea",
+                "--prompt",
+                "the rocket",
+                "--sam3",
+                segmenters["sam3"]["sam3"],
+                "--score-threshold",
+                "0.999",
+                "-o",
+                out,
+            ]
+        )
+        == 2
+    )
     assert "found nothing matching" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
     # Mask-source options with a drawn mask would be ignored: refused instead.
@@ -165,8 +232,15 @@ def test_auto_with_a_prompt_prefers_text_mask_then_magicremover_then_a_fill(monk
 
     def info(spec):
         got = real(spec)
-        return registry.MethodInfo(got.name, got.description, got.family, got.requires_mask,
-                                   spec.family == "classical" or spec.name in present, None, got.weights)
+        return registry.MethodInfo(
+            got.name,
+            got.description,
+            got.family,
+            got.requires_mask,
+            spec.family == "classical" or spec.name in present,
+            None,
+            got.weights,
+        )
 
     monkeypatch.setattr(registry, "method_info", info)
     fill = registry.resolve_auto(mask_given=True)
@@ -177,7 +251,12 @@ def test_auto_with_a_prompt_prefers_text_mask_then_magicremover_then_a_fill(monk
     present.add("osor-sdxl")
     assert chain.resolve_auto_for_prompt(True) == ("osor-sdxl", True)
     present.clear()
-    monkeypatch.setattr(registry, "method_info", lambda spec: registry.MethodInfo(
-        spec.name, "", spec.family, spec.requires_mask, False, "missing", ()))
+    monkeypatch.setattr(
+        registry,
+        "method_info",
+        lambda spec: registry.MethodInfo(
+            spec.name, "", spec.family, spec.requires_mask, False, "missing", ()
+        ),
+    )
     with pytest.raises(erasekit.MissingWeightsError, match="hf download facebook/sam3"):
         chain.resolve_auto_for_prompt(True)

@@ -1,6 +1,7 @@
-"""Click-to-select and Find in the web UI, in headless Chromium (see tests/test_web_e2e.py for the setup): a click
-on the photo gives a mask preview equal to SAM 2's decoder answer for the same points, Shift+click refines it in
-the same undo step, Remove gives a result; Find turns words into a mask layer; the endpoints' error cases."""
+"""Click-to-select and Find in the web UI, in headless Chromium (see tests/test_web_e2e.py for the setup):
+a click on the photo gives a mask preview equal to SAM 2's decoder answer for the same points, Shift+click
+refines it in the same undo step, Remove gives a result; Find turns words into a mask layer; the endpoints'
+error cases."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,14 +19,24 @@ from skimage import data
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
     pytest.skip("headless Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright is not installed (pip install playwright)"
+)
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'erasekit[server]')")
 
-from erasekit.server import ServerSettings, create_app  # noqa: E402
+from erasekit.server import ServerSettings, create_app
 
 pytestmark = pytest.mark.browser
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PHOTO = np.ascontiguousarray(data.astronaut()[::2, ::2])  # 256×256 real photo
 
 
@@ -83,12 +93,16 @@ def page(server_url):
 def _client_point(page, x: float, y: float) -> tuple[float, float]:
     box = page.locator("#view").bounding_box()
     view = page.evaluate("({...state.view, ratio: view.width / view.getBoundingClientRect().width})")
-    return (box["x"] + (x * view["scale"] + view["tx"]) / view["ratio"],
-            box["y"] + (y * view["scale"] + view["ty"]) / view["ratio"])
+    return (
+        box["x"] + (x * view["scale"] + view["tx"]) / view["ratio"],
+        box["y"] + (y * view["scale"] + view["ty"]) / view["ratio"],
+    )
 
 
-MASK_JS = """() => { const c = state.mask.getContext('2d').getImageData(0, 0, state.mask.width, state.mask.height);
-  const out = []; for (let i = 3; i < c.data.length; i += 4) out.push(c.data[i] > 127 ? 1 : 0); return out; }"""
+MASK_JS = """() => {
+  const c = state.mask.getContext('2d').getImageData(0, 0, state.mask.width, state.mask.height);
+  const out = []; for (let i = 3; i < c.data.length; i += 4) out.push(c.data[i] > 127 ? 1 : 0);
+  return out; }"""
 
 
 def _browser_mask(page) -> np.ndarray:
@@ -112,7 +126,9 @@ def test_click_select_previews_a_mask_then_remove(page, models, tmp_path):
     # The preview is SAM 2's decoder answer for the same click, computed here without the server.
     segmenter = ClickSegmenter(str(models / "sam2.1-hiera-large"), device="cpu")
     embedding = segmenter.embed(PHOTO)
-    np.testing.assert_array_equal(_browser_mask(page), segmenter.decode(embedding, sent["points"], sent["labels"]))
+    np.testing.assert_array_equal(
+        _browser_mask(page), segmenter.decode(embedding, sent["points"], sent["labels"])
+    )
 
     # Shift+click: "not the object"; the same selection, refined (still one undo step).
     with page.expect_request("**/api/v1/select/click") as second:
@@ -157,14 +173,23 @@ def test_select_endpoint_errors(server_url, tmp_path):
     from fastapi.testclient import TestClient
 
     client = TestClient(create_app())
-    assert client.post("/api/v1/select/click", json={"id": "nope", "points": [[1, 1]], "labels": [1]}).status_code == 404
+    assert (
+        client.post(
+            "/api/v1/select/click", json={"id": "nope", "points": [[1, 1]], "labels": [1]}
+        ).status_code
+        == 404
+    )
     assert client.post("/api/v1/select/embed", content=b"").status_code == 422
     assert client.post("/api/v1/select/embed", content=b"not an image").status_code == 422
     buffer = tmp_path / "p.png"
     Image.fromarray(PHOTO).save(buffer)
     embedded = client.post("/api/v1/select/embed", content=buffer.read_bytes()).json()
     assert embedded["width"] == 256 and len(embedded["id"]) == 16
-    outside = client.post("/api/v1/select/click", json={"id": embedded["id"], "points": [[999, 1]], "labels": [1]})
+    outside = client.post(
+        "/api/v1/select/click", json={"id": embedded["id"], "points": [[999, 1]], "labels": [1]}
+    )
     assert outside.status_code == 422 and "inside" in outside.json()["error"]["message"]
-    bad_label = client.post("/api/v1/select/click", json={"id": embedded["id"], "points": [[1, 1]], "labels": [3]})
+    bad_label = client.post(
+        "/api/v1/select/click", json={"id": embedded["id"], "points": [[1, 1]], "labels": [3]}
+    )
     assert bad_label.status_code == 422

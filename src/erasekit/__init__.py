@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from .hd import HDStrategy, SizeConstraints
-from .registry import available_methods, get_method, load_remover, resolve_auto, split_options
+from .registry import available_methods, get_method, load_remover, resolve_auto, split_options  # noqa: F401
 from .types import (
     ErasekitError,
     InvalidInputError,

@@ -384,7 +384,7 @@ def run_batch(
     }
     if executor == "local":
         remover = load_remover(name, **load_opts)  # once for the whole batch
-    elif not method_info(spec).available and not any(load_opts.get(k) is not None for k in ("model", "weights")):
+    elif not method_info(spec).available and all(load_opts.get(k) is None for k in ("model", "weights")):
         load_remover(name, **load_opts)  # raises the usual MissingWeightsError before Ray starts
 
     out = Path(out_dir)
@@ -415,8 +415,9 @@ def run_batch(
             else:
                 decided.append(None)
                 todo.append(record)
+        done: Iterator[BatchRecord]
         if executor == "local":
-            done = (_process_or_fail(remover, record, masks_dir, request_args, resize_mask) for record in todo)
+            done = (_process_or_fail(remover, r, masks_dir, request_args, resize_mask) for r in todo)
         else:
             job = {"method": name, "load_options": load_opts, "options": call_options, "seed": seed,
                    "dilate": dilate, "hd_strategy": hd_strategy, "refine": refine_value,
@@ -457,7 +458,8 @@ def _process_or_fail(remover, record: BatchRecord, mask_dir: Path, request_args:
     """One image as the local executor and every Ray actor run it: processed, or its failure recorded."""
     assert record.output is not None
     try:
-        _process(remover, Path(record.image), mask_dir, Path(record.output), request_args, resize_mask, record)
+        _process(remover, Path(record.image), mask_dir, Path(record.output), request_args, resize_mask,
+                 record)
     except Exception as exc:  # noqa: BLE001 (one image's failure never stops the batch)
         _failure(record, exc)
     return record
@@ -525,8 +527,8 @@ def _ray_records(todo: list[BatchRecord], job: dict[str, Any], *, workers: int,
 @contextlib.contextmanager
 def ray_session(workers: int) -> Iterator[Any]:
     """The ``ray`` module, connected: to the cluster this process is attached to (``ray.init`` beforehand, or
-    ``RAY_ADDRESS``), else to a local instance started here and stopped on exit. Ray Data returns rows in input
-    order and shows no progress bars of its own."""
+    ``RAY_ADDRESS``), else to a local instance started here and stopped on exit. Ray Data returns rows in
+    input order and shows no progress bars of its own."""
     try:
         import ray
     except ImportError:
@@ -547,5 +549,19 @@ def ray_session(workers: int) -> Iterator[Any]:
             ray.shutdown()
 
 
-__all__ = ["EXECUTORS", "LOCK_NAME", "PARTIAL_FAILURE_EXIT_CODE", "REPORT_NAME", "BatchRecord", "BatchSummary",
-           "clean_stale_temps", "collect_images", "find_mask", "image_extensions", "RayBatchWorker", "ray_session", "read_report", "run_batch"]
+__all__ = [
+    "EXECUTORS",
+    "LOCK_NAME",
+    "PARTIAL_FAILURE_EXIT_CODE",
+    "REPORT_NAME",
+    "BatchRecord",
+    "BatchSummary",
+    "RayBatchWorker",
+    "clean_stale_temps",
+    "collect_images",
+    "find_mask",
+    "image_extensions",
+    "ray_session",
+    "read_report",
+    "run_batch",
+]

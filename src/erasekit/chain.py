@@ -1,14 +1,14 @@
 """A chain: mask source -> remover -> refiner(s), named the same way in the API, CLI, server, batch and bench.
 
 Chain names join a method and its refiners with ``+``: ``telea+poisson``, ``osor-sdxl+pixperfect``,
-``clipaway+color-match+poisson`` (refiner options as usual: ``osor-sdxl+pixperfect:weights=/w:pool=4``). The same
-chain can be given as separate keywords (``method="osor-sdxl", refine="pixperfect"``); both spellings mean
-the same chain and record the same name. :func:`parse_chain` is the one parser.
+``clipaway+color-match+poisson`` (refiner options as usual: ``osor-sdxl+pixperfect:weights=/w:pool=4``). The
+same chain can be given as separate keywords (``method="osor-sdxl", refine="pixperfect"``); both spellings
+mean the same chain and record the same name. :func:`parse_chain` is the one parser.
 
 The mask source is not part of the name; it is what the request carries: a drawn mask (``drawn``), a text
-prompt for a masked method (``text``, :mod:`erasekit.masking`), clicks (``clicks``, the web UI), or nothing for
-a mask-free method (``none``). Results record both: ``metadata["chain"]`` (the name, with ``auto`` resolved) and
-``metadata["mask_source"]``.
+prompt for a masked method (``text``, :mod:`erasekit.masking`), clicks (``clicks``, the web UI), or nothing
+for a mask-free method (``none``). Results record both: ``metadata["chain"]`` (the name, with ``auto``
+resolved) and ``metadata["mask_source"]``.
 
 ``auto`` with a prompt and no mask picks, in this order (:func:`resolve_auto_for_prompt`):
 
@@ -29,7 +29,7 @@ from typing import Any
 from .types import InvalidInputError, MissingWeightsError, RemovalResult
 
 SEPARATOR = "+"
-MASK_OR_PROMPT = "draw a mask (--mask) or say what to remove (--prompt \"the cup\")"
+MASK_OR_PROMPT = 'draw a mask (--mask) or say what to remove (--prompt "the cup")'
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class Chain:
         return Chain(method, self.refiners)
 
     def refine(self, extra: Any = None) -> list[Any] | None:
-        """The request's ``refine`` value: the chain's refiners, then ``extra`` (a string, Refiner or list)."""
+        """The request's ``refine`` value: the chain's refiners, then ``extra`` (a string, Refiner or
+        list)."""
         items: list[Any] = list(self.refiners)
         if extra is not None:
             items += list(extra) if isinstance(extra, (list, tuple)) else [extra]
@@ -82,8 +83,10 @@ def resolve_auto_for_prompt(text_available: bool) -> tuple[str, bool]:
     from .registry import _REGISTRY, _ensure_loaded, method_info
 
     _ensure_loaded()
-    ranked = sorted((s for s in _REGISTRY.values() if s.auto_priority is not None),
-                    key=lambda s: (-(s.auto_priority or 0), s.name))
+    ranked = sorted(
+        (s for s in _REGISTRY.values() if s.auto_priority is not None),
+        key=lambda s: (-(s.auto_priority or 0), s.name),
+    )
     here = [s for s in ranked if method_info(s).available]
     learned = [s for s in here if s.requires_mask and s.family != "classical"]
     if text_available and learned:
@@ -95,14 +98,25 @@ def resolve_auto_for_prompt(text_available: bool) -> tuple[str, bool]:
         return fills[0].name, True
     raise MissingWeightsError(
         "auto with a prompt and no mask needs a text -> mask segmenter (`hf download facebook/sam3`) or "
-        "MagicRemover's weights (erasekit download sd15); or draw a mask")
+        "MagicRemover's weights (erasekit download sd15); or draw a mask"
+    )
 
 
 # ---- one removal -------------------------------------------------------------------------------------------
-def run_removal(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | None = None,
-                seed: int | None = None, dilate: int = 0, hd_strategy: Any = None, refine: Any = None,
-                resize_mask: bool = False, options: dict[str, Any] | None = None,
-                load: Callable[[str, dict[str, Any]], Any] | None = None) -> RemovalResult:
+def run_removal(
+    image: Any,
+    mask: Any = None,
+    *,
+    method: str = "auto",
+    prompt: str | None = None,
+    seed: int | None = None,
+    dilate: int = 0,
+    hd_strategy: Any = None,
+    refine: Any = None,
+    resize_mask: bool = False,
+    options: dict[str, Any] | None = None,
+    load: Callable[[str, dict[str, Any]], Any] | None = None,
+) -> RemovalResult:
     """What :func:`erasekit.remove` does: chain name, mask source (drawn or text -> mask), remover, refiners.
 
     ``options`` holds the method's options and the mask source's (:data:`erasekit.masking.OPTION_KEYS`);
@@ -129,8 +143,10 @@ def run_removal(image: Any, mask: Any = None, *, method: str = "auto", prompt: s
     if spec.requires_mask and mask_array is None and not use_text:
         raise InvalidInputError(f"method {name!r} needs a mask: {MASK_OR_PROMPT}")
     if not use_text and text_opts != TextMaskOptions():
-        raise InvalidInputError("mask-source options (instances, score_threshold, mask_grow, sam3, ...) apply "
-                                "only to a prompt with no mask")
+        raise InvalidInputError(
+            "mask-source options (instances, score_threshold, mask_grow, sam3, ...) apply "
+            "only to a prompt with no mask"
+        )
     source: dict[str, Any] = {"source": "drawn"} if mask_array is not None else {"source": "none"}
     method_prompt = prompt
     if use_text:
@@ -139,9 +155,16 @@ def run_removal(image: Any, mask: Any = None, *, method: str = "auto", prompt: s
         mask_array, source, method_prompt = found.mask, found.metadata(), None  # the prompt named the mask
     load_opts, call_opts = split_options(spec, options, prompt=method_prompt)
     remover = (load or (lambda n, o: load_remover(n, **o)))(name, load_opts)
-    request = RemovalRequest(image=pixels, mask=mask_array, prompt=method_prompt, seed=seed, dilate=dilate,
-                             hd_strategy=hd_strategy, refine=chain.refine(refine),
-                             options=call_opts)
+    request = RemovalRequest(
+        image=pixels,
+        mask=mask_array,
+        prompt=method_prompt,
+        seed=seed,
+        dilate=dilate,
+        hd_strategy=hd_strategy,
+        refine=chain.refine(refine),
+        options=call_opts,
+    )
     result = remover(request)
     result.mask = mask_array
     result.metadata["mask_source"] = source
@@ -154,5 +177,14 @@ def chain_entries(text: str | Sequence[str]) -> list[Chain]:
     return [parse_chain(item) for item in items if item.strip()]
 
 
-__all__ = ["MASK_OR_PROMPT", "SEPARATOR", "Chain", "chain_entries", "chain_name", "parse_chain",
-           "refiner_names", "resolve_auto_for_prompt", "run_removal"]
+__all__ = [
+    "MASK_OR_PROMPT",
+    "SEPARATOR",
+    "Chain",
+    "chain_entries",
+    "chain_name",
+    "parse_chain",
+    "refiner_names",
+    "resolve_auto_for_prompt",
+    "run_removal",
+]

@@ -67,7 +67,8 @@ def bench_command(
         None, "--dataset", "-d", help="dataset folder (paired format or a benchmark layout)"
     ),
     methods: str = typer.Option(
-        "patchmatch,telea", "--methods", help="comma-separated methods or chains (telea+poisson): one row each"),
+        "patchmatch,telea", "--methods", help="comma-separated methods or chains (telea+poisson): a row each"
+    ),
     mask: str = typer.Option("both", "--mask", help="object | effect | both"),
     metrics: str = typer.Option(
         "fid,cmmd,lpips,psnr,ssim,cfd",
@@ -99,7 +100,9 @@ def bench_command(
         False, "--list-metrics", help="show metric weight files and where they resolve, then exit"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
-    executor: str = typer.Option("local", "--executor", help="local | ray (outputs on Ray actors; docs/cluster.md)"),
+    executor: str = typer.Option(
+        "local", "--executor", help="local | ray (outputs on Ray actors; docs/cluster.md)"
+    ),
     workers: int = typer.Option(1, "--workers", help="Ray actors, one model each (--executor ray)"),
 ) -> None:
     """Benchmark removal methods on a paired dataset.

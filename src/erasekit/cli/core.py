@@ -85,7 +85,9 @@ MODEL_OPTION = typer.Option(None, "--model", help="backbone preset, local diffus
 STEPS_OPTION = typer.Option(None, "--steps", help="denoising steps (diffusion methods)")
 METHOD_OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)")
 # Text -> mask (erasekit.masking): used when a masked method gets --prompt and no --mask.
-MASK_SOURCE_OPTION = typer.Option(None, "--mask-source", help="text -> mask: auto | sam3 | grounding-dino-sam2")
+MASK_SOURCE_OPTION = typer.Option(
+    None, "--mask-source", help="text -> mask: auto | sam3 | grounding-dino-sam2"
+)
 INSTANCES_OPTION = typer.Option(None, "--instances", help="text -> mask: all | largest | N (N best scores)")
 SCORE_THRESHOLD_OPTION = typer.Option(
     None, "--score-threshold", help="text -> mask: keep instances scoring above this (sam3 0.5, gdino 0.35)")
@@ -161,8 +163,8 @@ def remove_command(
         refine=refine,
         resize_mask=resize_mask,
         **options,
-        **{k: v for k, v in {"mask_source": mask_source, "instances": instances, "score_threshold": score_threshold,
-                             "mask_grow": mask_grow, "sam3": sam3, "detector": detector,
+        **{k: v for k, v in {"mask_source": mask_source, "instances": instances, "sam3": sam3,
+                             "score_threshold": score_threshold, "mask_grow": mask_grow, "detector": detector,
                              "segmenter": segmenter}.items() if v is not None},
     )
     io.write_image(out, result.image, like=loaded)
@@ -173,9 +175,11 @@ def remove_command(
     note = " (empty mask: unchanged)" if result.unchanged else ""
     found = result.metadata.get("mask_source", {})
     if "instances_kept" in found:
-        note += f" (mask: {found['source']}, {len(found['instances_kept'])} of {found['instances_found']} instances)"
+        kept, total = len(found["instances_kept"]), found["instances_found"]
+        note += f" (mask: {found['source']}, {kept} of {total} instances)"
+    chain = result.metadata.get("chain", result.method)
     Console(stderr=True).print(
-        f"{result.metadata.get('chain', result.method)}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
+        f"{chain}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
     )
 
 
@@ -244,7 +248,9 @@ def batch_command(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
-    executor: str = typer.Option("local", "--executor", help="local | ray (Ray Data actors; docs/cluster.md)"),
+    executor: str = typer.Option(
+        "local", "--executor", help="local | ray (Ray Data actors; docs/cluster.md)"
+    ),
     workers: int = typer.Option(1, "--workers", help="Ray actors, one model each (--executor ray)"),
 ) -> None:
     """Remove objects from many images; resumable. Writes OUT/batch_report.jsonl (one record per image).

@@ -316,8 +316,8 @@ class SamSegmenter:
         return [m.numpy() > 0 for m in up]
 
     def sam2_pixel_values(self, image: np.ndarray):
-        """(1×3×S×S input tensor, (sx, sy) photo -> input coordinate scale) by the steps in the class docstring;
-        also used by :mod:`erasekit.masking.clicks`, which embeds once and decodes per click."""
+        """(1×3×S×S input tensor, (sx, sy) photo -> input coordinate scale) by the steps in the class
+        docstring; also used by :mod:`erasekit.masking.clicks`, which embeds once and decodes per click."""
         import cv2
         import torch
 

@@ -1,12 +1,12 @@
 """``erasekit bench --executor ray``: the methods' outputs computed on Ray Data actors, one remover each.
 
-The benchmark runner (:mod:`.runner`) keeps everything else: before it scores a chain, :func:`fill_on_ray` runs
-every (sample, mask) pair whose output is not cached yet on ``workers`` actors; each actor loads the remover once,
-runs the same :func:`~erasekit.eval.runner._run_one` (its warm-up calls included) and writes the output through the
-same :func:`~erasekit.eval.runner._save` (sidecar last, so a present sidecar marks a complete output). The runner
-then reads those outputs as it reads cached ones and scores them in this process; their rows say
-``cached = False``. Outputs go to the results folder, which must be on storage the actors see (docs/cluster.md).
-"""
+The benchmark runner (:mod:`.runner`) keeps everything else: before it scores a chain, :func:`fill_on_ray`
+runs every (sample, mask) pair whose output is not cached yet on ``workers`` actors; each actor loads the
+remover once, runs the same :func:`~erasekit.eval.runner._run_one` (its warm-up calls included) and writes the
+output through the same :func:`~erasekit.eval.runner._save` (sidecar last, so a present sidecar marks a
+complete output). The runner then reads those outputs as it reads cached ones and scores them in this process;
+their rows say ``cached = False``. Outputs go to the results folder, which must be on storage the actors see
+(docs/cluster.md). """
 
 from __future__ import annotations
 
@@ -52,15 +52,27 @@ class BenchWorker:
         return {"key": np.array(done, dtype=object)}
 
 
-def fill_on_ray(cfg, chain: Chain, load_opts: dict[str, Any], call_opts: dict[str, Any],
-                missing: list[tuple[str, str, str]]) -> set[str]:
-    """Compute the ``missing`` (sample id, mask mode, cache key) outputs of ``chain`` on Ray; returns their keys."""
+def fill_on_ray(
+    cfg,
+    chain: Chain,
+    load_opts: dict[str, Any],
+    call_opts: dict[str, Any],
+    missing: list[tuple[str, str, str]],
+) -> set[str]:
+    """Compute the ``missing`` (sample id, mask mode, cache key) outputs of ``chain`` on Ray; returns their
+    keys."""
     from ..batch import ray_gpus_per_worker, ray_session
 
     if not missing:
         return set()
-    job = {"config": {k: v for k, v in asdict(cfg).items()}, "method": chain.method, "chain": chain.name,
-           "load_options": load_opts, "options": call_opts, "refine": chain.refine()}
+    job = {
+        "config": {k: v for k, v in asdict(cfg).items()},
+        "method": chain.method,
+        "chain": chain.name,
+        "load_options": load_opts,
+        "options": call_opts,
+        "refine": chain.refine(),
+    }
     with ray_session(cfg.workers) as ray:
         dataset = ray.data.from_items([{"item": json.dumps(m)} for m in missing]).map_batches(
             BenchWorker,

@@ -330,9 +330,10 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
         if cfg.executor == "ray":
             from .ray_bench import fill_on_ray
 
-            missing = [(i, mode, cache_key(chain.name, load_opts, call_opts, cfg.seed, mode, weights_fp, dataset[i]))
-                       for mode in modes for i in dataset.ids]
-            missing = [m for m in missing if _load_cached(_output_paths(out, chain.name, m[1], m[0]), m[2]) is None]
+            wanted = [(i, m, cache_key(chain.name, load_opts, call_opts, cfg.seed, m, weights_fp, dataset[i]))
+                      for m in modes for i in dataset.ids]
+            missing = [(i, m, k) for i, m, k in wanted
+                       if _load_cached(_output_paths(out, chain.name, m, i), k) is None]
             fresh = fill_on_ray(cfg, chain, load_opts, call_opts, missing)
         for mode in modes:
             metrics = {name: f.make() for name, f in suite.items() if f.make is not None}

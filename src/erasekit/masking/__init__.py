@@ -25,5 +25,17 @@ from .text import (
 
 text_available = available
 
-__all__ = ["DEFAULT_GROW", "DEFAULT_THRESHOLD", "OPTION_KEYS", "SOURCES", "Instance", "TextMask",
-           "TextMaskOptions", "available", "parse_instances", "resolve", "text_available", "text_to_mask"]
+__all__ = [
+    "DEFAULT_GROW",
+    "DEFAULT_THRESHOLD",
+    "OPTION_KEYS",
+    "SOURCES",
+    "Instance",
+    "TextMask",
+    "TextMaskOptions",
+    "available",
+    "parse_instances",
+    "resolve",
+    "text_available",
+    "text_to_mask",
+]

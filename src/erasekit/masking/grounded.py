@@ -1,9 +1,8 @@
 """Grounding DINO + SAM 2: boxes for the phrase, then one SAM 2 mask per box (Grounded-SAM 2's recipe).
 
-Both models go through SAVP's adapters (:mod:`erasekit.data.savp_models`): the same local-only loading, the same
-missing-weights messages, the same SAM 2 preprocessing where torchvision is absent. An instance's score is its
-Grounding DINO box score.
-"""
+Both models go through SAVP's adapters (:mod:`erasekit.data.savp_models`): the same local-only loading, the
+same missing-weights messages, the same SAM 2 preprocessing where torchvision is absent. An instance's score
+is its Grounding DINO box score. """
 
 from __future__ import annotations
 
@@ -22,11 +21,17 @@ class GroundedSam2:
 
     name = "grounding-dino-sam2"
 
-    def __init__(self, detector: str = DEFAULT_DETECTOR, segmenter: str = DEFAULT_SEGMENTER, *,
-                 device: str | None = None):
+    def __init__(
+        self,
+        detector: str = DEFAULT_DETECTOR,
+        segmenter: str = DEFAULT_SEGMENTER,
+        *,
+        device: str | None = None,
+    ):
         # box_threshold is a floor of 0: the caller's score threshold decides (it has its own default).
-        self.detector = GroundingDinoDetector(detector, device=device, box_threshold=0.0,
-                                              text_threshold=TEXT_THRESHOLD)
+        self.detector = GroundingDinoDetector(
+            detector, device=device, box_threshold=0.0, text_threshold=TEXT_THRESHOLD
+        )
         self.segmenter = SamSegmenter(segmenter, device=device)
 
     def instances(self, image: np.ndarray, prompt: str, *, threshold: float) -> list[Instance]:

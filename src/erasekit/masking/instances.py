@@ -1,4 +1,5 @@
-"""Instances a segmenter found, and the rule that turns them into one mask: ``all``, ``largest`` or the N best.
+"""Instances a segmenter found, and the rule that turns them into one mask: ``all``, ``largest`` or the N
+best.
 
 ``instances``:
 
@@ -24,8 +25,11 @@ class Instance:
     box: Box
 
     def as_dict(self) -> dict[str, object]:
-        return {"score": round(self.score, 6), "box": [self.box.top, self.box.left, self.box.bottom,
-                                                       self.box.right], "pixels": int(self.mask.sum())}
+        return {
+            "score": round(self.score, 6),
+            "box": [self.box.top, self.box.left, self.box.bottom, self.box.right],
+            "pixels": int(self.mask.sum()),
+        }
 
 
 def parse_instances(value: str | int | None) -> str | int:
@@ -41,7 +45,9 @@ def parse_instances(value: str | int | None) -> str | int:
         try:
             count = int(text)
         except ValueError:
-            raise InvalidInputError(f"instances must be all, largest or a count N >= 1, got {value!r}") from None
+            raise InvalidInputError(
+                f"instances must be all, largest or a count N >= 1, got {value!r}"
+            ) from None
     if count < 1:
         raise InvalidInputError(f"instances must be all, largest or a count N >= 1, got {value!r}")
     return count

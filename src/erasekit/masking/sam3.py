@@ -1,12 +1,12 @@
 """SAM 3 (Meta, arXiv:2511.16719) through transformers: a phrase straight to instance masks.
 
 :class:`Sam3TextSegmenter` loads ``Sam3Model`` from a local folder or a Hub id already in the local cache (it
-never downloads). ``Sam3Processor``'s image processor imports torchvision, which has no wheel beside the CPU torch
-on some machines; there the same steps are done here from the checkpoint's ``preprocessor_config.json``: resize
-to the model's square input (bilinear), scale to [0, 1], normalise with the processor's mean/std (0.5 by
-default); the text is tokenised by the checkpoint's CLIP tokenizer padded to 32 tokens, as ``Sam3Processor``
-does. Post-processing is the processor's ``post_process_instance_segmentation``: score = sigmoid(logit) ×
-sigmoid(presence logit), mask = sigmoid(mask logits) resized bilinearly to the photo, > 0.5.
+never downloads). ``Sam3Processor``'s image processor imports torchvision, which has no wheel beside the CPU
+torch on some machines; there the same steps are done here from the checkpoint's ``preprocessor_config.json``:
+resize to the model's square input (bilinear), scale to [0, 1], normalise with the processor's mean/std (0.5
+by default); the text is tokenised by the checkpoint's CLIP tokenizer padded to 32 tokens, as
+``Sam3Processor`` does. Post-processing is the processor's ``post_process_instance_segmentation``: score =
+sigmoid(logit) × sigmoid(presence logit), mask = sigmoid(mask logits) resized bilinearly to the photo, > 0.5.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -49,12 +50,15 @@ class Sam3TextSegmenter:
 
         self.path = str(name_or_path)
         try:
-            self.model = Sam3Model.from_pretrained(self.path, local_files_only=True)
+            model: Any = Sam3Model.from_pretrained(self.path, local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise missing_sam3(self.path) from exc
+        self.model = model
         if self.model.config.model_type != "sam3":
-            raise InvalidInputError(f"'{self.path}' is a {self.model.config.model_type!r} checkpoint, not SAM 3")
+            raise InvalidInputError(
+                f"'{self.path}' is a {self.model.config.model_type!r} checkpoint, not SAM 3"
+            )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.size, self.mean, self.std = self._preprocessing()
@@ -88,11 +92,15 @@ class Sam3TextSegmenter:
         import torch
 
         h, w = image.shape[:2]
-        text = self.tokenizer([prompt], padding="max_length", max_length=TEXT_LENGTH, truncation=True,
-                              return_tensors="pt")
+        text = self.tokenizer(
+            [prompt], padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt"
+        )
         with self._lock, torch.no_grad():
-            out = self.model(pixel_values=self.pixel_values(image), input_ids=text.input_ids.to(self.device),
-                             attention_mask=text.attention_mask.to(self.device))
+            out = self.model(
+                pixel_values=self.pixel_values(image),
+                input_ids=text.input_ids.to(self.device),
+                attention_mask=text.attention_mask.to(self.device),
+            )
         scores = out.pred_logits[0].float().sigmoid()
         if out.presence_logits is not None:
             scores = scores * out.presence_logits[0].float().sigmoid()
@@ -101,7 +109,9 @@ class Sam3TextSegmenter:
             return []
         logits = out.pred_masks[0, keep].float().sigmoid()[None]
         masks = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
-        boxes = out.pred_boxes[0, keep].float().cpu() * torch.tensor([w, h, w, h])  # normalised xyxy -> pixels
+        boxes = out.pred_boxes[0, keep].float().cpu() * torch.tensor(
+            [w, h, w, h]
+        )  # normalised xyxy -> pixels
         found = []
         for i, index in enumerate(keep):
             x0, y0, x1, y1 = boxes[i].tolist()

@@ -1,10 +1,10 @@
 """Text -> mask: the mask source that runs in front of a masked method when the user names the object.
 
 ``text_to_mask(image, "the spoon", TextMaskOptions(...))`` runs a segmenter, keeps the instances the
-``instances`` rule picks (:mod:`.instances`), unites them and grows the union by ``mask_grow`` pixels
-(default :data:`DEFAULT_GROW` = 5, a disk, :func:`erasekit.masks.dilate`): segmenters trace the object's edge
-tightly and the fill needs the anti-aliased rim and a little context; IOPaint and Grounded-SAM inpainting demos
-dilate for the same reason. The grown mask is what the remover gets, unchanged.
+``instances`` rule picks (:mod:`.instances`), unites them and grows the union by ``mask_grow`` pixels (default
+:data:`DEFAULT_GROW` = 5, a disk, :func:`erasekit.masks.dilate`): segmenters trace the object's edge tightly
+and the fill needs the anti-aliased rim and a little context; IOPaint and Grounded-SAM inpainting demos dilate
+for the same reason. The grown mask is what the remover gets, unchanged.
 
 Sources (``mask_source``):
 
@@ -16,9 +16,8 @@ Sources (``mask_source``):
   :class:`~erasekit.types.MissingWeightsError` naming the command that fetches SAM 3.
 
 Weights resolve from an explicit folder (``sam3=DIR``, ``detector=DIR``, ``segmenter=DIR``), then
-``$ERASEKIT_MODELS_DIR/<name>`` or ``$ERASEKIT_MODELS_DIR/<org>/<repo>``, then the local Hugging Face cache; never
-the network. Loaded segmenters are cached (two at most), like removers.
-"""
+``$ERASEKIT_MODELS_DIR/<name>`` or ``$ERASEKIT_MODELS_DIR/<org>/<repo>``, then the local Hugging Face cache;
+never the network. Loaded segmenters are cached (two at most), like removers. """
 
 from __future__ import annotations
 
@@ -43,9 +42,16 @@ FETCH_HINT = f"hf download {DEFAULT_SAM3}"
 
 # API / server keyword -> TextMaskOptions field. These are the mask source's options, taken out of a remove()
 # call's keywords before the method sees them.
-OPTION_KEYS = {"mask_source": "source", "sam3": "sam3", "detector": "detector", "segmenter": "segmenter",
-               "instances": "instances", "score_threshold": "score_threshold", "mask_grow": "mask_grow",
-               "mask_device": "device"}
+OPTION_KEYS = {
+    "mask_source": "source",
+    "sam3": "sam3",
+    "detector": "detector",
+    "segmenter": "segmenter",
+    "instances": "instances",
+    "score_threshold": "score_threshold",
+    "mask_grow": "mask_grow",
+    "mask_device": "device",
+}
 
 
 class TextSegmenter(Protocol):
@@ -91,8 +97,11 @@ class TextMaskOptions:
         """The inverse of :meth:`pop_from`: keywords that rebuild these options (defaults left out)."""
         by_field = {v: k for k, v in OPTION_KEYS.items()}
         default = TextMaskOptions()
-        return {by_field[f.name]: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) != getattr(default, f.name)}
+        return {
+            by_field[f.name]: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }
 
 
 @dataclass
@@ -106,7 +115,11 @@ class TextMask:
     source: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
-        return {**self.source, "instances_found": self.found, "instances_kept": [i.as_dict() for i in self.kept]}
+        return {
+            **self.source,
+            "instances_found": self.found,
+            "instances_kept": [i.as_dict() for i in self.kept],
+        }
 
 
 # ---- where weights are -------------------------------------------------------------------------------------
@@ -141,7 +154,8 @@ def resolve(opts: TextMaskOptions) -> tuple[str, dict[str, str]]:
         else:
             raise MissingWeightsError(
                 "text -> mask needs SAM 3 (or Grounding DINO + SAM 2) weights: fetch them with "
-                f"`{FETCH_HINT}` (or `hf download {DEFAULT_DETECTOR}` and `hf download {DEFAULT_SEGMENTER}`)")
+                f"`{FETCH_HINT}` (or `hf download {DEFAULT_DETECTOR}` and `hf download {DEFAULT_SEGMENTER}`)"
+            )
     if source == "sam3":
         return source, {"sam3": sam3 or DEFAULT_SAM3}
     return source, {"detector": detector or DEFAULT_DETECTOR, "segmenter": segmenter or DEFAULT_SEGMENTER}
@@ -184,7 +198,8 @@ def load_segmenter(source: str, paths: Mapping[str, str], device: str | None = N
 
 
 def text_to_mask(image: np.ndarray, prompt: str, opts: TextMaskOptions | None = None) -> TextMask:
-    """Segment what ``prompt`` names in ``image`` (uint8 H×W×3) into one grown mask (see the module docstring).
+    """Segment what ``prompt`` names in ``image`` (uint8 H×W×3) into one grown mask (see the module
+    docstring).
 
     Nothing found above the threshold is an InvalidInputError (exit 2 / HTTP 422) saying what to try."""
     opts = opts or TextMaskOptions()
@@ -199,8 +214,14 @@ def text_to_mask(image: np.ndarray, prompt: str, opts: TextMaskOptions | None = 
     if not segmented.any():
         raise InvalidInputError(
             f"{source} found nothing matching {prompt.strip()!r} with score > {threshold:g}: rephrase, lower "
-            "--score-threshold, or draw a mask")
+            "--score-threshold, or draw a mask"
+        )
     grown = M.dilate(segmented, int(opts.mask_grow))
-    described = {**segmenter.describe(), "prompt": prompt.strip(), "instances": opts.instances,
-                 "score_threshold": threshold, "mask_grow": int(opts.mask_grow)}
+    described = {
+        **segmenter.describe(),
+        "prompt": prompt.strip(),
+        "instances": opts.instances,
+        "score_threshold": threshold,
+        "mask_grow": int(opts.mask_grow),
+    }
     return TextMask(grown, segmented, kept, len(found), described)

@@ -433,5 +433,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     app.include_router(api)
     app.include_router(private)
-    app.include_router(select.router(), dependencies=[Depends(require_token)], responses=_ERRORS)  # click/text
+    # click-to-select and find-by-text (select.py), behind the same token check
+    app.include_router(select.router(), dependencies=[Depends(require_token)], responses=_ERRORS)
     return app

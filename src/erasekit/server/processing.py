@@ -96,7 +96,7 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     # (the remover would say the same, but only after loading its model). Python-only options (progress) are
     # refused.
     options = check_call(spec, dict(opts.options), prompt=opts.prompt, from_python=False)
-    refiners = parse_refine(chain.refine(opts.refine))  # an unknown refiner is a 422 before anything is decoded
+    refiners = parse_refine(chain.refine(opts.refine))  # an unknown refiner: 422 before anything is decoded
     source = io.read_image(upload.image, max_pixels=settings.max_pixels)
     mask = None
     if upload.mask is not None:

@@ -1,8 +1,8 @@
 """Click-to-select and find-by-text for the web UI: ``/api/v1/select/{embed,click,text}``.
 
 * ``POST /select/embed`` — body: the photo's bytes. Decodes it and runs SAM 2's image encoder once; answers
-  ``{"id", "width", "height"}``. The id is the SHA-256 of the bytes (16 hex digits), so the same photo is embedded
-  once however often it is sent; the last :data:`CACHE_SIZE` photos stay cached.
+  ``{"id", "width", "height"}``. The id is the SHA-256 of the bytes (16 hex digits), so the same photo is
+  embedded once however often it is sent; the last :data:`CACHE_SIZE` photos stay cached.
 * ``POST /select/click`` — JSON ``{"id", "points": [[x, y], ...], "labels": [1, 0, ...]}`` (photo pixels;
   1 = the object, 0 = not the object). Runs only SAM 2's prompt encoder and mask decoder on the cached
   embedding (:mod:`erasekit.masking.clicks`); answers the mask as an 8-bit PNG (255 = selected).
@@ -81,7 +81,9 @@ class _Photos:
     def get(self, key: str) -> tuple[np.ndarray, object | None]:
         with self._lock:
             if key not in self._items:
-                raise HTTPException(404, f"photo {key!r} is not embedded (or was evicted): POST /select/embed first")
+                raise HTTPException(
+                    404, f"photo {key!r} is not embedded (or was evicted): POST /select/embed first"
+                )
             self._items.move_to_end(key)
             return self._items[key]
 
@@ -114,23 +116,32 @@ def router() -> APIRouter:
         photos.put(key, pixels, embedding)
         return JSONResponse({"id": key, "width": int(pixels.shape[1]), "height": int(pixels.shape[0])})
 
-    @api.post("/click", summary="Positive/negative clicks -> mask (SAM 2's decoder only)",
-              response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    @api.post(
+        "/click",
+        summary="Positive/negative clicks -> mask (SAM 2's decoder only)",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
     async def click(body: ClickRequest) -> Response:
         _, embedding = photos.get(body.id)
         mask = await run_in_threadpool(photos.clicks().decode, embedding, body.points, body.labels)
         return Response(_png(mask), media_type="image/png")
 
-    @api.post("/text", summary="A phrase -> mask (SAM 3, or Grounding DINO + SAM 2)",
-              response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    @api.post(
+        "/text",
+        summary="A phrase -> mask (SAM 3, or Grounding DINO + SAM 2)",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
     async def text(body: TextRequest) -> Response:
         from ..masking import TextMaskOptions, text_to_mask
 
         pixels, _ = photos.get(body.id)
         options = TextMaskOptions.pop_from(body.model_dump(exclude={"id", "prompt"}))
         found = await run_in_threadpool(text_to_mask, pixels, body.prompt, options)
-        return Response(_png(found.mask), media_type="image/png",
-                        headers={"X-Erasekit-Instances": str(len(found.kept))})
+        return Response(
+            _png(found.mask), media_type="image/png", headers={"X-Erasekit-Instances": str(len(found.kept))}
+        )
 
     return api
 

@@ -84,8 +84,8 @@ def _sam3(folder: Path) -> dict[str, Any]:
 def _grounding_dino_sam2(folder: Path) -> dict[str, Any]:
     from .segment import write_tiny_grounding_dino, write_tiny_sam2
 
-    return {"mask_source": "grounding-dino-sam2", "detector": str(write_tiny_grounding_dino(folder / "gdino")),
-            "segmenter": str(write_tiny_sam2(folder / "sam2"))}
+    detector, segmenter = write_tiny_grounding_dino(folder / "gdino"), write_tiny_sam2(folder / "sam2")
+    return {"mask_source": "grounding-dino-sam2", "detector": str(detector), "segmenter": str(segmenter)}
 
 
 # method (or refiner) name -> writer(folder) -> load options. A new method adds its writer here.
