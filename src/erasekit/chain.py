@@ -5,10 +5,11 @@ Chain names join a method and its refiners with ``+``: ``telea+poisson``, ``osor
 same chain can be given as separate keywords (``method="osor-sdxl", refine="pixperfect"``); both spellings
 mean the same chain and record the same name. :func:`parse_chain` is the one parser.
 
-The mask source is not part of the name; it is what the request carries: a drawn mask (``drawn``), a text
-prompt for a masked method (``text``, :mod:`erasekit.masking`), clicks (``clicks``, the web UI), or nothing
-for a mask-free method (``none``). Results record both: ``metadata["chain"]`` (the name, with ``auto``
-resolved) and ``metadata["mask_source"]``.
+The mask source is not part of the name; it is what the request carries: a drawn mask, a text prompt for a
+masked method (:mod:`erasekit.masking`), clicks (the web UI sends their mask as a drawn one), or nothing for a
+mask-free method. Results record both: ``metadata["chain"]`` (the name, with ``auto`` resolved) and
+``metadata["mask_source"]`` (``{"source": "drawn"}``, ``{"source": "none"}``, or the segmenter, ``sam3`` or
+``grounding-dino-sam2``, with its settings and the instances it kept).
 
 ``auto`` with a prompt and no mask picks, in this order (:func:`resolve_auto_for_prompt`):
 
@@ -22,7 +23,7 @@ resolved) and ``metadata["mask_source"]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ MASK_OR_PROMPT = 'draw a mask (--mask) or say what to remove (--prompt "the cup"
 
 @dataclass(frozen=True)
 class Chain:
-    """A method and the refiners (spec texts, ``NAME[:KEY=VALUE,...]``) that run after it, in order."""
+    """A method and the refiners (spec texts, ``NAME[:KEY=VALUE...]``) that run after it, in order."""
 
     method: str
     refiners: tuple[str, ...] = ()
@@ -63,17 +64,6 @@ def parse_chain(text: str) -> Chain:
     if any(not p for p in parts):
         raise InvalidInputError(f"empty step in chain {text!r} (write METHOD+REFINER, e.g. telea+poisson)")
     return Chain(parts[0], tuple(parts[1:]))
-
-
-def refiner_names(refine: Any) -> list[str]:
-    """The names of the refiners in a request's ``refine`` value, for a chain name."""
-    from .refiners import parse_refine
-
-    return [r.name for r in parse_refine(refine)]
-
-
-def chain_name(method: str, refine: Any) -> str:
-    return SEPARATOR.join((method, *refiner_names(refine)))
 
 
 # ---- auto with a prompt ------------------------------------------------------------------------------------
@@ -171,20 +161,4 @@ def run_removal(
     return result
 
 
-def chain_entries(text: str | Sequence[str]) -> list[Chain]:
-    """``"telea+poisson,patchmatch"`` (bench's ``--methods``) -> one Chain per comma-separated entry."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    return [parse_chain(item) for item in items if item.strip()]
-
-
-__all__ = [
-    "MASK_OR_PROMPT",
-    "SEPARATOR",
-    "Chain",
-    "chain_entries",
-    "chain_name",
-    "parse_chain",
-    "refiner_names",
-    "resolve_auto_for_prompt",
-    "run_removal",
-]
+__all__ = ["MASK_OR_PROMPT", "SEPARATOR", "Chain", "parse_chain", "resolve_auto_for_prompt", "run_removal"]

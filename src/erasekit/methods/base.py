@@ -158,6 +158,7 @@ class Remover(ABC):
                     timings={"total": time.perf_counter() - t_start},
                     metadata=metadata,
                     unchanged=True,
+                    mask=request.mask,
                 )
             if mask.all():
                 raise InvalidInputError("mask covers the whole image: there is no background to fill from")
@@ -184,4 +185,5 @@ class Remover(ABC):
                 "total": t_end - t_start,
             },
             metadata=metadata,
+            mask=request.mask,
         )
