@@ -75,19 +75,25 @@ def server_url(models):
     thread.join(10)
 
 
-@pytest.fixture
-def page(server_url):
+@pytest.fixture(scope="module")
+def browser():
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server_url)
-        page.wait_for_function("document.getElementById('method').options.length > 0")
-        yield page
-        browser.close()
-        assert errors == [], f"JavaScript errors: {errors}"
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server_url)
+    page.wait_for_function("document.getElementById('method').options.length > 0")
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
 
 
 def _client_point(page, x: float, y: float) -> tuple[float, float]:
