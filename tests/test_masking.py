@@ -260,3 +260,18 @@ def test_auto_with_a_prompt_prefers_text_mask_then_magicremover_then_a_fill(monk
     )
     with pytest.raises(erasekit.MissingWeightsError, match="hf download facebook/sam3"):
         chain.resolve_auto_for_prompt(True)
+
+
+def test_cli_auto_with_a_prompt_segments_then_fills(segmenters, rocket, tmp_path, offline_hub):
+    """No learned weights and no MagicRemover here: `auto` + a prompt = text -> mask -> the best fill."""
+    from erasekit import registry
+
+    out, saved = tmp_path / "out.png", tmp_path / "mask.png"
+    code = main(["remove", str(rocket), "--prompt", "the rocket", "--sam3", segmenters["sam3"]["sam3"],
+                 "--score-threshold", "0", "--instances", "1", "--save-mask", str(saved), "-o", str(out)])
+    assert code == 0
+    result = erasekit.remove(rocket, prompt="the rocket", instances=1, score_threshold=0.0,
+                             **segmenters["sam3"])
+    assert result.method == registry.resolve_auto(mask_given=True)
+    np.testing.assert_array_equal(_read(saved) > 127, result.mask > 0)
+    np.testing.assert_array_equal(_read(out), result.image)

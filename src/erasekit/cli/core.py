@@ -64,16 +64,24 @@ def typed_options(method: str, texts: dict[str, str]) -> dict[str, Any]:
 
 
 def method_options(method: str, *, mask_given: bool = True, option: list[str] | None = None,
-                   **flags: Any) -> dict[str, Any]:
+                   prompt_given: bool = False, **flags: Any) -> dict[str, Any]:
     """Options for a method from the CLI: only the flags given, so a method that does not take one reports it
     instead of ignoring it, then every ``--option KEY=VALUE`` (see :func:`typed_options`)."""
-    from ..chain import parse_chain
+    from ..chain import parse_chain, resolve_auto_for_prompt
+    from ..masking import text_available
     from ..registry import resolve_auto
 
-    method = parse_chain(method).method  # a chain's options are its method's ("telea+poisson" -> telea)
-    name = resolve_auto(mask_given=mask_given) if method == "auto" else method
-    return {**{k: v for k, v in flags.items() if v is not None},
-            **typed_options(name, parse_option_values(option))}
+    given = {k: v for k, v in flags.items() if v is not None}
+    texts = parse_option_values(option)
+    name = parse_chain(method).method  # a chain's options are its method's ("telea+poisson" -> telea)
+    if name == "auto":
+        if not texts:  # nothing to type: `auto` is resolved once, where the removal runs
+            return given
+        if prompt_given and not mask_given:  # the order erasekit.chain documents
+            name = resolve_auto_for_prompt(text_available())[0]
+        else:
+            name = resolve_auto(mask_given=mask_given)
+    return {**given, **typed_options(name, texts)}
 
 
 # Flags `remove` and `batch` share, declared once (Typer reads the declaration from the default value).
@@ -142,6 +150,7 @@ def remove_command(
     options = method_options(
         method,
         mask_given=mask is not None,
+        prompt_given=prompt is not None,
         option=option,
         device=device,
         model=model,
