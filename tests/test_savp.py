@@ -298,124 +298,12 @@ def test_full_pipeline_on_synthetic_triplets(kind):
 # ---- transformers adapters with tiny random models ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    import torch
-    from transformers import (
-        BertConfig,
-        BertTokenizer,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-        Sam2Config,
-        Sam2HieraDetConfig,
-        Sam2MaskDecoderConfig,
-        Sam2Model,
-        Sam2PromptEncoderConfig,
-        Sam2VisionConfig,
-        SwinConfig,
-    )
+    from erasekit.testing.segment import write_tiny_grounding_dino, write_tiny_sam, write_tiny_sam2
 
     root = tmp_path_factory.mktemp("tiny")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "the", "add", "remove", "red", "ball",
-             "box", "toy", "white", "square"]
-    (root / "vocab.txt").write_text("\n".join(words) + "\n")
-    torch.manual_seed(0)
-    gd = GroundingDinoConfig(
-        backbone_config=SwinConfig(
-            image_size=64,
-            patch_size=4,
-            embed_dim=8,
-            depths=[1, 1, 1, 1],
-            num_heads=[1, 1, 1, 1],
-            window_size=4,
-            out_features=["stage2", "stage3", "stage4"],
-        ),
-        text_config=BertConfig(
-            vocab_size=len(words),
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=64,
-        ),
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        num_queries=8,
-        num_feature_levels=4,
-        encoder_n_points=1,
-        decoder_n_points=1,
-        max_text_len=32,
-    )
-    GroundingDinoForObjectDetection(gd).save_pretrained(root / "gdino")
-    GroundingDinoProcessor(
-        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128}),
-        tokenizer=BertTokenizer(str(root / "vocab.txt")),
-    ).save_pretrained(root / "gdino")
-    hiera = Sam2HieraDetConfig(
-        hidden_size=8,
-        num_attention_heads=1,
-        image_size=[128, 128],
-        blocks_per_stage=[1, 1, 2, 1],
-        embed_dim_per_stage=[8, 16, 32, 64],
-        num_attention_heads_per_stage=[1, 1, 1, 1],
-        window_size_per_stage=[4, 4, 4, 4],
-        global_attention_blocks=[3],
-        window_positional_embedding_background_size=[4, 4],
-    )
-    sam2 = Sam2Config(
-        vision_config=Sam2VisionConfig(
-            backbone_config=hiera,
-            backbone_channel_list=[64, 32, 16, 8],
-            backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
-            fpn_hidden_size=32,
-        ),
-        prompt_encoder_config=Sam2PromptEncoderConfig(
-            hidden_size=32, image_size=128, patch_size=16, mask_input_channels=4
-        ),
-        mask_decoder_config=Sam2MaskDecoderConfig(
-            hidden_size=32, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=32
-        ),
-    )
-    Sam2Model(sam2).save_pretrained(root / "sam2")
-    from transformers import (
-        SamConfig,
-        SamImageProcessor,
-        SamMaskDecoderConfig,
-        SamModel,
-        SamProcessor,
-        SamPromptEncoderConfig,
-        SamVisionConfig,
-    )
-
-    sam1 = SamConfig(
-        vision_config=SamVisionConfig(
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=1,
-            image_size=64,
-            patch_size=8,
-            output_channels=16,
-            global_attn_indexes=[1],
-            mlp_dim=16,
-            window_size=4,
-            num_pos_feats=8,
-        ),
-        prompt_encoder_config=SamPromptEncoderConfig(
-            hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4
-        ),
-        mask_decoder_config=SamMaskDecoderConfig(
-            hidden_size=16, mlp_dim=16, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
-        ),
-    )
-    SamModel(sam1).save_pretrained(root / "sam1")
-    SamProcessor(
-        image_processor=SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
-    ).save_pretrained(root / "sam1")
+    write_tiny_grounding_dino(root / "gdino")
+    write_tiny_sam2(root / "sam2")
+    write_tiny_sam(root / "sam1")
     return root
 
 

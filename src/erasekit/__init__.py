@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 from .hd import HDStrategy, SizeConstraints
-from .registry import available_methods, get_method, load_remover, resolve_auto, split_options
+from .registry import available_methods, get_method, load_remover, resolve_auto, split_options  # noqa: F401
 from .types import (
     ErasekitError,
     InvalidInputError,
@@ -62,18 +62,18 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     refiners that run on the method's output before paste-back, in order (``"poisson"``,
     ``"color-match,poisson"``, a list; see
     :mod:`erasekit.refiners`). An empty mask returns the input unchanged with ``result.unchanged = True``.
-    """
-    from . import io
 
-    pixels = io.read_image(image).pixels
-    mask_array = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2], resize=resize_mask)
-    name = resolve_auto(mask_given=mask is not None) if method == "auto" else method
-    spec = get_method(name)
-    load_opts, call_opts = split_options(spec, options, prompt=prompt)
-    remover = _cached_remover(name, load_opts)
-    request = RemovalRequest(image=pixels, mask=mask_array, prompt=prompt, seed=seed, dilate=dilate,
-                             hd_strategy=hd_strategy, refine=refine, options=call_opts)
-    return remover(request)
+    ``method`` may name a chain, ``"telea+poisson"`` (:mod:`erasekit.chain`). A masked method given a
+    ``prompt`` and no mask segments what the prompt names first (:mod:`erasekit.masking`; its options
+    ``mask_source``, ``instances``, ``score_threshold``, ``mask_grow``, ``sam3``, ``detector``, ``segmenter``
+    go in ``options`` too); ``result.mask`` is the mask the method got and ``result.metadata["mask_source"]``
+    says where it came from.
+    """
+    from .chain import run_removal
+
+    return run_removal(image, mask, method=method, prompt=prompt, seed=seed, dilate=dilate,
+                       hd_strategy=hd_strategy, refine=refine, resize_mask=resize_mask, options=options,
+                       load=_cached_remover)
 
 
 __all__ = ["ErasekitError", "HDStrategy", "InvalidInputError", "MissingWeightsError", "RemovalRequest",

@@ -18,6 +18,12 @@ Report: ``OUTDIR/batch_report.jsonl`` describes the latest run, one JSON record 
 synced) as each image finishes, so a killed run's report is complete up to the kill. Failures (corrupt image,
 missing mask, size mismatch, ...) are recorded and the batch goes on.
 
+Executors: ``local`` (default) runs the images one after another in this process. ``ray`` maps them over a Ray
+Data actor pool, one remover per actor (``num_gpus=1`` per actor when the cluster has GPUs and the method is
+not a weight-free fill); each actor runs the same per-image code as the local executor and writes its outputs
+atomically, while this process keeps the lock, decides what to skip and writes the report, so resume and the
+report behave exactly as above and the outputs are the same bytes. See docs/cluster.md.
+
 Exit code (:attr:`BatchSummary.exit_code`): 0 when nothing failed; when every image failed with the same error
 class, that class's code (2 bad input, 3 missing weights, 4 resource limit, 1 internal); otherwise
 :data:`PARTIAL_FAILURE_EXIT_CODE` (5).
@@ -165,6 +171,7 @@ class BatchRecord:
     output: str | None = None
     mask: str | None = None
     method: str | None = None
+    chain: str | None = None  # the method and its refiners, "telea+poisson" (erasekit.chain)
     error: str | None = None  # exception class name
     exit_code: int | None = None  # what that error class maps to on the command line
     message: str | None = None
@@ -289,9 +296,13 @@ def _process(
     t3 = time.perf_counter()
     record.status = "ok"
     record.method = result.method
+    record.chain = result.metadata.get("chain")
     record.unchanged = result.unchanged
     record.timings = {"read": t1 - t0, "remove": t2 - t1, "write": t3 - t2, "total": t3 - t0}
     return record
+
+
+EXECUTORS = ("local", "ray")
 
 
 def run_batch(
@@ -309,16 +320,24 @@ def run_batch(
     progress: bool = True,
     console=None,
     refine: Any = None,
+    executor: str = "local",
+    workers: int = 1,
+    gpus_per_worker: float | None = None,
 ) -> BatchSummary:
     """Remove the masked objects from every input image; see the module docstring for the rules.
 
-    ``refine`` names the refiners every image gets, as in :func:`erasekit.remove`.
+    ``method`` may be a chain (``"telea+poisson"``, :mod:`erasekit.chain`); ``refine`` names further refiners
+    every image gets, as in :func:`erasekit.remove`. Each record's ``chain`` says what ran.
 
     The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the
     method's factory takes (``device``, ``model`` ...) load the model, the rest are per-call options
     (``steps`` ...), checked against the method's declaration before anything runs. Raises only for problems
     that stop the whole batch (no images at all, a missing mask folder, an unavailable method); everything
     that concerns one image is recorded in the report instead.
+
+    ``executor="ray"`` runs the images on Ray Data with ``workers`` actors, one remover each (see
+    :func:`_ray_records`); the lock, skip, report and atomic writes stay with this process, so resume works
+    as for the local executor and the outputs are the same bytes.
     """
     from rich.console import Console
     from rich.progress import (
@@ -330,11 +349,16 @@ def run_batch(
         TimeRemainingColumn,
     )
 
+    from .chain import parse_chain
     from .hd import HDStrategy
     from .refiners import parse_refine
-    from .registry import get_method, load_remover, resolve_auto, split_options
+    from .registry import get_method, load_remover, method_info, resolve_auto, split_options
 
     start = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise InvalidInputError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if workers < 1:
+        raise InvalidInputError(f"workers must be >= 1, got {workers}")
     images = collect_images(inputs)
     if not images:
         raise InvalidInputError("no images to process (give files, folders or glob patterns)")
@@ -344,11 +368,13 @@ def run_batch(
     strategy = (
         HDStrategy.parse(hd_strategy) if hd_strategy is not None else None
     )  # bad value: fail before work
-    refiners = parse_refine(refine)  # an unknown refiner fails the batch once, not every image
-    name = resolve_auto() if method == "auto" else method
+    chain = parse_chain(method)
+    refine_value = chain.refine(refine)
+    refiners = parse_refine(refine_value)  # an unknown refiner fails the batch once, not every image
+    name = resolve_auto() if chain.method == "auto" else chain.method
     # Per-call options are checked here, before the model loads: otherwise every image would fail alike.
-    load_opts, call_options = split_options(get_method(name), dict(options or {}))
-    remover = load_remover(name, **load_opts)  # once for the whole batch
+    spec = get_method(name)
+    load_opts, call_options = split_options(spec, dict(options or {}))
     request_args = {
         "seed": seed,
         "dilate": dilate,
@@ -356,6 +382,10 @@ def run_batch(
         "refine": refiners,
         "options": call_options,
     }
+    if executor == "local":
+        remover = load_remover(name, **load_opts)  # once for the whole batch
+    elif not method_info(spec).available and all(load_opts.get(k) is None for k in ("model", "weights")):
+        load_remover(name, **load_opts)  # raises the usual MissingWeightsError before Ray starts
 
     out = Path(out_dir)
     try:
@@ -369,6 +399,30 @@ def run_batch(
         stale = clean_stale_temps(out)
         report = _ReportWriter(out / REPORT_NAME)
         claimed: dict[str, Path] = {}
+        decided: list[BatchRecord | None] = []  # None: to process
+        todo: list[BatchRecord] = []
+        for image_path in images:
+            output = out / image_path.name
+            record = BatchRecord(image=str(image_path), status="failed", output=str(output), run=run_id)
+            first = claimed.setdefault(output.name, image_path)
+            if first is not image_path:
+                decided.append(_failure(record, InvalidInputError(
+                    f"output name '{output.name}' is already taken by '{first}' in this batch")))
+            elif skip_existing and output.exists():
+                record.status = "skipped"
+                record.message = "output exists"
+                decided.append(record)
+            else:
+                decided.append(None)
+                todo.append(record)
+        done: Iterator[BatchRecord]
+        if executor == "local":
+            done = (_process_or_fail(remover, r, masks_dir, request_args, resize_mask) for r in todo)
+        else:
+            job = {"method": name, "load_options": load_opts, "options": call_options, "seed": seed,
+                   "dilate": dilate, "hd_strategy": hd_strategy, "refine": refine_value,
+                   "mask_dir": str(masks_dir), "resize_mask": resize_mask}
+            done = _ray_records(todo, job, workers=workers, gpus_per_worker=gpus_per_worker)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -378,36 +432,17 @@ def run_batch(
         )
         try:
             with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-                task = bar.add_task(f"erasing ({name})", total=len(images))
-                for image_path in images:
-                    output = out / image_path.name
-                    record = BatchRecord(
-                        image=str(image_path), status="failed", output=str(output), run=run_id
-                    )
-                    first = claimed.setdefault(output.name, image_path)
-                    if first is not image_path:
-                        _failure(
-                            record,
-                            InvalidInputError(
-                                f"output name '{output.name}' is already taken by '{first}' in this batch"
-                            ),
-                        )
-                    elif skip_existing and output.exists():
-                        record.status = "skipped"
-                        record.message = "output exists"
-                    else:
-                        try:
-                            _process(
-                                remover, image_path, masks_dir, output, request_args, resize_mask, record
-                            )
-                        except Exception as exc:  # noqa: BLE001 (one image's failure never stops the batch)
-                            _failure(record, exc)
+                task = bar.add_task(f"erasing ({chain.with_method(name).name})", total=len(images))
+                for ready in decided:
+                    record = ready if ready is not None else next(done)
                     record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
                     records.append(record)
                     report.write(record)
                     bar.advance(task)
         finally:
             report.close()
+            if hasattr(done, "close"):
+                done.close()  # a Ray run interrupted here releases its actors
     return BatchSummary(
         records=records,
         method=name,
@@ -418,5 +453,115 @@ def run_batch(
     )
 
 
-__all__ = ["LOCK_NAME", "PARTIAL_FAILURE_EXIT_CODE", "REPORT_NAME", "BatchRecord", "BatchSummary",
-           "clean_stale_temps", "collect_images", "find_mask", "image_extensions", "read_report", "run_batch"]
+def _process_or_fail(remover, record: BatchRecord, mask_dir: Path, request_args: dict[str, Any],
+                     resize_mask: bool) -> BatchRecord:
+    """One image as the local executor and every Ray actor run it: processed, or its failure recorded."""
+    assert record.output is not None
+    try:
+        _process(remover, Path(record.image), mask_dir, Path(record.output), request_args, resize_mask,
+                 record)
+    except Exception as exc:  # noqa: BLE001 (one image's failure never stops the batch)
+        _failure(record, exc)
+    return record
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The Ray executor
+# ------------------------------------------------------------------------------------------------------------
+class RayBatchWorker:
+    """A Ray Data actor: loads the remover once, then runs :func:`_process_or_fail` on each row."""
+
+    def __init__(self, job: dict[str, Any]):
+        from .hd import HDStrategy
+        from .refiners import parse_refine
+        from .registry import load_remover
+
+        self.remover = load_remover(job["method"], **job["load_options"])
+        self.mask_dir = Path(job["mask_dir"])
+        self.resize_mask = bool(job["resize_mask"])
+        hd = job["hd_strategy"]
+        self.request_args = {"seed": job["seed"], "dilate": job["dilate"],
+                             "hd_strategy": HDStrategy.parse(hd) if hd is not None else None,
+                             "refine": parse_refine(job["refine"]), "options": job["options"]}
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        done = [_process_or_fail(self.remover, BatchRecord(**json.loads(row)), self.mask_dir,
+                                 self.request_args, self.resize_mask).to_json() for row in batch["record"]]
+        return {"record": np.array(done, dtype=object)}
+
+
+def ray_gpus_per_worker(ray, method: str) -> float:
+    """1 GPU per actor when the cluster has GPUs and the method is not a weight-free fill, else 0."""
+    from .registry import get_method
+
+    has_gpus = float(ray.cluster_resources().get("GPU", 0)) > 0
+    return 1.0 if has_gpus and get_method(method).family != "classical" else 0.0
+
+
+def _ray_records(todo: list[BatchRecord], job: dict[str, Any], *, workers: int,
+                 gpus_per_worker: float | None) -> Iterator[BatchRecord]:
+    """The processed records, in input order, from a Ray Data ``map_batches`` over ``workers`` actors.
+
+    Connects to the cluster this process is attached to (``ray.init(address=...)`` beforehand, or
+    ``RAY_ADDRESS``), else starts a local instance and stops it afterwards. Outputs are written by the actors
+    (atomic writes into the output folder, which must be shared storage on a cluster); records come back to
+    this process, which writes the report."""
+    if not todo:
+        return
+    with ray_session(workers) as ray:
+        gpus = ray_gpus_per_worker(ray, job["method"]) if gpus_per_worker is None else gpus_per_worker
+        dataset = ray.data.from_items([{"record": r.to_json()} for r in todo]).map_batches(
+            RayBatchWorker,
+            fn_constructor_kwargs={"job": job},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            num_gpus=gpus,
+        )
+        for row in dataset.iter_rows():
+            yield BatchRecord(**json.loads(row["record"]))
+
+
+@contextlib.contextmanager
+def ray_session(workers: int) -> Iterator[Any]:
+    """The ``ray`` module, connected: to the cluster this process is attached to (``ray.init`` beforehand, or
+    ``RAY_ADDRESS``), else to a local instance started here and stopped on exit. Ray Data returns rows in
+    input order and shows no progress bars of its own."""
+    try:
+        import ray
+    except ImportError:
+        raise InvalidInputError("the ray executor needs Ray: pip install 'erasekit[cluster]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        yield ray
+    finally:
+        if started_here:  # a cluster the caller connected to stays up; a local one we started does not
+            ray.shutdown()
+
+
+__all__ = [
+    "EXECUTORS",
+    "LOCK_NAME",
+    "PARTIAL_FAILURE_EXIT_CODE",
+    "REPORT_NAME",
+    "BatchRecord",
+    "BatchSummary",
+    "RayBatchWorker",
+    "clean_stale_temps",
+    "collect_images",
+    "find_mask",
+    "image_extensions",
+    "ray_session",
+    "read_report",
+    "run_batch",
+]

@@ -103,8 +103,8 @@ class RemovalResult:
     ``image``: uint8 RGB H×W×3 at the input's size. ``alpha``: float32 H×W in [0, 1], the region the method
     actually edited (the effect-aware alpha for OSOR, the processed mask for others). ``unchanged`` is True
     when the mask was empty and the input came back as it was. ``timings`` are seconds per stage; ``metadata``
-    records the settings that produced the result (method options, seed, strategy) so a result can be
-    reproduced.
+    records the settings that produced the result (method options, seed, strategy, ``chain`` and
+    ``mask_source``) so a result can be reproduced.
     """
 
     image: np.ndarray
@@ -113,6 +113,7 @@ class RemovalResult:
     timings: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     unchanged: bool = False
+    mask: np.ndarray | None = None  # the mask the method got (drawn, or from text -> mask), before `dilate`
 
     def to_pil(self):
         from PIL import Image

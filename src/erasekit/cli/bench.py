@@ -66,7 +66,9 @@ def bench_command(
     dataset: Path = typer.Option(
         None, "--dataset", "-d", help="dataset folder (paired format or a benchmark layout)"
     ),
-    methods: str = typer.Option("patchmatch,telea", "--methods", help="comma-separated method names"),
+    methods: str = typer.Option(
+        "patchmatch,telea", "--methods", help="comma-separated methods or chains (telea+poisson): a row each"
+    ),
     mask: str = typer.Option("both", "--mask", help="object | effect | both"),
     metrics: str = typer.Option(
         "fid,cmmd,lpips,psnr,ssim,cfd",
@@ -98,6 +100,10 @@ def bench_command(
         False, "--list-metrics", help="show metric weight files and where they resolve, then exit"
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    executor: str = typer.Option(
+        "local", "--executor", help="local | ray (outputs on Ray actors; docs/cluster.md)"
+    ),
+    workers: int = typer.Option(1, "--workers", help="Ray actors, one model each (--executor ray)"),
 ) -> None:
     """Benchmark removal methods on a paired dataset.
 
@@ -130,6 +136,8 @@ def bench_command(
         clip_classes=[c.strip() for c in clip_classes.split(",")] if clip_classes else None,
         trace_python_memory=tracemalloc,
         progress=not quiet,
+        executor=executor,
+        workers=workers,
     )
     result = run_benchmark(cfg)
     typer.echo((result.out / "table.md").read_text())

@@ -64,14 +64,24 @@ def typed_options(method: str, texts: dict[str, str]) -> dict[str, Any]:
 
 
 def method_options(method: str, *, mask_given: bool = True, option: list[str] | None = None,
-                   **flags: Any) -> dict[str, Any]:
+                   prompt_given: bool = False, **flags: Any) -> dict[str, Any]:
     """Options for a method from the CLI: only the flags given, so a method that does not take one reports it
     instead of ignoring it, then every ``--option KEY=VALUE`` (see :func:`typed_options`)."""
+    from ..chain import parse_chain, resolve_auto_for_prompt
+    from ..masking import text_available
     from ..registry import resolve_auto
 
-    name = resolve_auto(mask_given=mask_given) if method == "auto" else method
-    return {**{k: v for k, v in flags.items() if v is not None},
-            **typed_options(name, parse_option_values(option))}
+    given = {k: v for k, v in flags.items() if v is not None}
+    texts = parse_option_values(option)
+    name = parse_chain(method).method  # a chain's options are its method's ("telea+poisson" -> telea)
+    if name == "auto":
+        if not texts:  # nothing to type: `auto` is resolved once, where the removal runs
+            return given
+        if prompt_given and not mask_given:  # the order erasekit.chain documents
+            name = resolve_auto_for_prompt(text_available())[0]
+        else:
+            name = resolve_auto(mask_given=mask_given)
+    return {**given, **typed_options(name, texts)}
 
 
 # Flags `remove` and `batch` share, declared once (Typer reads the declaration from the default value).
@@ -82,6 +92,17 @@ DEVICE_OPTION = typer.Option(None, "--device", help="cpu, cuda, mps (diffusion m
 MODEL_OPTION = typer.Option(None, "--model", help="backbone preset, local diffusers folder or Hub id")
 STEPS_OPTION = typer.Option(None, "--steps", help="denoising steps (diffusion methods)")
 METHOD_OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="method option KEY=VALUE (repeatable)")
+# Text -> mask (erasekit.masking): used when a masked method gets --prompt and no --mask.
+MASK_SOURCE_OPTION = typer.Option(
+    None, "--mask-source", help="text -> mask: auto | sam3 | grounding-dino-sam2"
+)
+INSTANCES_OPTION = typer.Option(None, "--instances", help="text -> mask: all | largest | N (N best scores)")
+SCORE_THRESHOLD_OPTION = typer.Option(
+    None, "--score-threshold", help="text -> mask: keep instances scoring above this (sam3 0.5, gdino 0.35)")
+MASK_GROW_OPTION = typer.Option(None, "--mask-grow", help="text -> mask: grow the mask by N px (default 5)")
+SAM3_OPTION = typer.Option(None, "--sam3", help="SAM 3 folder or Hub id (text -> mask)")
+DETECTOR_OPTION = typer.Option(None, "--detector", help="Grounding DINO folder or Hub id (text -> mask)")
+SEGMENTER_OPTION = typer.Option(None, "--segmenter", help="SAM 2 folder or Hub id (text -> mask)")
 
 
 def remove_command(
@@ -109,8 +130,19 @@ def remove_command(
         None, "--save-alpha", help="also write the edited-region alpha map (PNG)"
     ),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
+    mask_source: str = MASK_SOURCE_OPTION,
+    instances: str = INSTANCES_OPTION,
+    score_threshold: float = SCORE_THRESHOLD_OPTION,
+    mask_grow: int = MASK_GROW_OPTION,
+    sam3: str = SAM3_OPTION,
+    detector: str = DETECTOR_OPTION,
+    segmenter: str = SEGMENTER_OPTION,
+    save_mask: Path = typer.Option(None, "--save-mask", help="also write the mask the method got (PNG)"),
 ) -> None:
-    """Remove the masked object from IMAGE and write the result to OUT."""
+    """Remove the masked object (or what --prompt names) from IMAGE and write the result to OUT.
+
+    METHOD may be a chain, e.g. telea+poisson. A masked method with --prompt and no --mask segments what the
+    prompt names first (SAM 3, or Grounding DINO + SAM 2; see docs/masking.md)."""
     import erasekit
     from erasekit import io
 
@@ -118,6 +150,7 @@ def remove_command(
     options = method_options(
         method,
         mask_given=mask is not None,
+        prompt_given=prompt is not None,
         option=option,
         device=device,
         model=model,
@@ -139,13 +172,23 @@ def remove_command(
         refine=refine,
         resize_mask=resize_mask,
         **options,
+        **{k: v for k, v in {"mask_source": mask_source, "instances": instances, "sam3": sam3,
+                             "score_threshold": score_threshold, "mask_grow": mask_grow, "detector": detector,
+                             "segmenter": segmenter}.items() if v is not None},
     )
     io.write_image(out, result.image, like=loaded)
     if save_alpha is not None and result.alpha is not None:
         io.write_mask(save_alpha, result.alpha)
+    if save_mask is not None and result.mask is not None:
+        io.write_mask(save_mask, result.mask)
     note = " (empty mask: unchanged)" if result.unchanged else ""
+    found = result.metadata.get("mask_source", {})
+    if "instances_kept" in found:
+        kept, total = len(found["instances_kept"]), found["instances_found"]
+        note += f" (mask: {found['source']}, {kept} of {total} instances)"
+    chain = result.metadata.get("chain", result.method)
     Console(stderr=True).print(
-        f"{result.method}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
+        f"{chain}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
     )
 
 
@@ -214,6 +257,10 @@ def batch_command(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
+    executor: str = typer.Option(
+        "local", "--executor", help="local | ray (Ray Data actors; docs/cluster.md)"
+    ),
+    workers: int = typer.Option(1, "--workers", help="Ray actors, one model each (--executor ray)"),
 ) -> None:
     """Remove objects from many images; resumable. Writes OUT/batch_report.jsonl (one record per image).
 
@@ -239,6 +286,8 @@ def batch_command(
         progress=progress,
         console=console,
         refine=refine,
+        executor=executor,
+        workers=workers,
     )
     if summary.stale_temps_removed:
         console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")

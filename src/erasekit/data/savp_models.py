@@ -315,16 +315,26 @@ class SamSegmenter:
         ]
         return [m.numpy() > 0 for m in up]
 
-    def _sam2_forward(self, image: np.ndarray, xyxy: list[list[int]]):
+    def sam2_pixel_values(self, image: np.ndarray):
+        """(1×3×S×S input tensor, (sx, sy) photo -> input coordinate scale) by the steps in the class
+        docstring; also used by :mod:`erasekit.masking.clicks`, which embeds once and decodes per click."""
         import cv2
         import torch
 
+        if not hasattr(self, "_size"):
+            self._size, self._mean, self._std = self._sam2_settings()
         h, w = image.shape[:2]
         th, tw = self._size
         resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
         normalised = (resized - self._mean) / self._std
         pixels = torch.from_numpy(normalised.transpose(2, 0, 1).copy())[None].to(self.device)
-        scale = np.array([tw / w, th / h, tw / w, th / h], np.float32)
+        return pixels, (tw / w, th / h)
+
+    def _sam2_forward(self, image: np.ndarray, xyxy: list[list[int]]):
+        import torch
+
+        pixels, (sx, sy) = self.sam2_pixel_values(image)
+        scale = np.array([sx, sy, sx, sy], np.float32)
         boxes = torch.from_numpy(np.asarray(xyxy, np.float32) * scale)[None].to(self.device)
         outputs = self.model(pixel_values=pixels, input_boxes=boxes, multimask_output=False)
         return outputs.pred_masks[0, :, 0].float().cpu()  # (boxes, h', w') logits

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 import tracemalloc
@@ -67,6 +68,8 @@ class BenchConfig:
     clip_classes: list[str] | None = None
     trace_python_memory: bool = True
     progress: bool = True
+    executor: str = "local"  # or "ray": outputs computed on Ray Data actors (erasekit.eval.ray_bench)
+    workers: int = 1  # Ray actors
 
     def mask_modes(self) -> tuple[str, ...]:
         if self.mask not in MASK_MODES:
@@ -200,7 +203,8 @@ class RunOutput:
 
 
 def _output_paths(out: Path, method: str, mode: str, sample_id: str) -> tuple[Path, Path, Path]:
-    folder = out / "outputs" / method / mode
+    # A chain's refiner options may hold ':' and '/' (pixperfect:weights=/w): not in a folder name.
+    folder = out / "outputs" / re.sub(r"[^A-Za-z0-9_.+-]", "_", method) / mode
     return folder / f"{sample_id}.png", folder / f"{sample_id}_alpha.png", folder / f"{sample_id}.json"
 
 
@@ -224,9 +228,10 @@ def _load_cached(paths, key: str) -> RunOutput | None:
     return RunOutput(image, alpha, {**info, "cached": True})
 
 
-def _run_one(remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict) -> RunOutput:
+def _run_one(remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict,
+             refine: Any = None) -> RunOutput:
     request = RemovalRequest(
-        image=record.image, mask=record.mask(mode), seed=cfg.seed, options=dict(call_options)
+        image=record.image, mask=record.mask(mode), seed=cfg.seed, options=dict(call_options), refine=refine
     )
     with PeakMemory(cfg.trace_python_memory) as mem:
         t0 = time.perf_counter()
@@ -283,6 +288,9 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
     metric_names = parse_metrics(cfg.metrics)
     if not cfg.methods:
         raise InvalidInputError("no methods given")
+    if cfg.executor not in ("local", "ray") or cfg.workers < 1:
+        raise InvalidInputError(f"executor must be local or ray with workers >= 1, got {cfg.executor!r}, "
+                                f"{cfg.workers}")
     dataset: EvalDataset = open_dataset(cfg.dataset, cfg.layout).subset(cfg.limit)
     if len(dataset) == 0:
         raise InvalidInputError(f"dataset '{cfg.dataset}' has no samples")
@@ -302,35 +310,50 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
     rows: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Any]] = {}
     methods_unavailable: dict[str, str] = {}
-    for method in cfg.methods:
+    from ..chain import parse_chain
+
+    for entry in cfg.methods:  # a method or a chain, "telea+poisson": one row each (erasekit.chain)
+        chain = parse_chain(entry)
+        method, refine = chain.method, chain.refine()
         load_opts = dict(cfg.load_options.get(method, {}))
         call_opts = dict(cfg.call_options.get(method, {}))
         try:
             remover = load_remover(method, **load_opts)
             weights_fp = method_weights_fingerprint(method, load_opts)
         except ErasekitError as exc:
-            methods_unavailable[method] = str(exc)
+            methods_unavailable[chain.name] = str(exc)
             continue
         # Checked once, not per sample; typed values also make the cache key canonical ("2" and 2 alike).
         call_opts = check_call(get_method(method), call_opts)
         warmed = False
+        fresh: set[str] = set()  # keys computed on Ray in this run
+        if cfg.executor == "ray":
+            from .ray_bench import fill_on_ray
+
+            wanted = [(i, m, cache_key(chain.name, load_opts, call_opts, cfg.seed, m, weights_fp, dataset[i]))
+                      for m in modes for i in dataset.ids]
+            missing = [(i, m, k) for i, m, k in wanted
+                       if _load_cached(_output_paths(out, chain.name, m, i), k) is None]
+            fresh = fill_on_ray(cfg, chain, load_opts, call_opts, missing)
         for mode in modes:
             metrics = {name: f.make() for name, f in suite.items() if f.make is not None}
             run_rows = []
             for sample_id in _progress(dataset.ids, len(dataset), f"{method}/{mode}", cfg.progress):
                 record = dataset[sample_id]
-                key = cache_key(method, load_opts, call_opts, cfg.seed, mode, weights_fp, record)
-                paths = _output_paths(out, method, mode, sample_id)
+                key = cache_key(chain.name, load_opts, call_opts, cfg.seed, mode, weights_fp, record)
+                paths = _output_paths(out, chain.name, mode, sample_id)
                 run = _load_cached(paths, key)
+                if run is not None and key in fresh:
+                    run.info["cached"] = False
                 if run is None:
                     if not warmed:
                         for _ in range(cfg.warmup):  # untimed: first-call costs (lazy init, kernels) excluded
-                            _run_one(remover, record, mode, cfg, call_opts)
+                            _run_one(remover, record, mode, cfg, call_opts, refine)
                         warmed = True
-                    run = _run_one(remover, record, mode, cfg, call_opts)
+                    run = _run_one(remover, record, mode, cfg, call_opts, refine)
                     _save(paths, run, key)
                 row: dict[str, Any] = {
-                    "method": method,
+                    "method": chain.name,
                     "mask": mode,
                     "id": sample_id,
                     **{k: run.info.get(k) for k in RUN_COLUMNS},
@@ -354,8 +377,9 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
             for factory in suite.values():  # unavailable metrics stay visible as missing values
                 for col in factory.columns:
                     values.setdefault(col, None)
-            runs[f"{method}/{mode}"] = {
-                "method": method,
+            runs[f"{chain.name}/{mode}"] = {
+                "method": chain.name,
+                "chain": {"method": method, "refiners": list(chain.refiners)},
                 "mask": mode,
                 "n": len(run_rows),
                 "values": values,

@@ -145,6 +145,7 @@ class Remover(ABC):
             "options": {k: request.options[k] for k in given},  # the options given, typed
             "remover": self.describe(),
             "refine": [refiner.describe() for refiner in refiners],
+            "chain": "+".join([self.name, *(refiner.name for refiner in refiners)]),  # erasekit.chain's name
         }
         image = request.image
         if mask is not None:
@@ -157,6 +158,7 @@ class Remover(ABC):
                     timings={"total": time.perf_counter() - t_start},
                     metadata=metadata,
                     unchanged=True,
+                    mask=request.mask,
                 )
             if mask.all():
                 raise InvalidInputError("mask covers the whole image: there is no background to fill from")
@@ -183,4 +185,5 @@ class Remover(ABC):
                 "total": t_end - t_start,
             },
             metadata=metadata,
+            mask=request.mask,
         )

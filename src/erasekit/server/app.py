@@ -41,7 +41,7 @@ from .. import __version__
 from ..refiners import get_refiner, refiner_names
 from ..registry import available_methods, get_method
 from ..types import ErasekitError
-from . import processing
+from . import processing, select
 from .cancel import CancelToken
 from .errors import JobCancelledError, install_error_handlers, log
 from .guard import RequestGuard
@@ -100,6 +100,7 @@ _STATIC_FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "docs.js": "text/javascript; charset=utf-8",
+    "select.js": "text/javascript; charset=utf-8",
 }
 _UPLOAD_PATHS = frozenset({f"{API}/remove", f"{API}/jobs"})
 _UI_HEADERS = {
@@ -468,4 +469,6 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     app.include_router(api)
     app.include_router(private)
+    # click-to-select and find-by-text (select.py), behind the same token check
+    app.include_router(select.router(), dependencies=[Depends(require_token)], responses=_ERRORS)
     return app

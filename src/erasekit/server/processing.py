@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from ..chain import parse_chain
 from ..refiners import parse_refine
 from ..refiners.registry import get_refiner
 from ..registry import check_call, get_method, load_options, resolve_auto
@@ -112,7 +113,8 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
     """
     t0 = time.perf_counter()
     opts = upload.options
-    method = choose_method(opts.method, settings, upload.mask is not None, bool(opts.prompt or opts.target))
+    chain = parse_chain(opts.method or settings.default_method)  # "telea+poisson" (erasekit.chain)
+    method = choose_method(chain.method, settings, upload.mask is not None, bool(opts.prompt or opts.target))
     spec = get_method(method)
     # Factory options (model, weights, device, ...) can name server paths: clients may not set them, unless
     # the method also declares the same name per call (patchmatch's patch_size), which is plain data.
@@ -131,8 +133,11 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
             raise InvalidInputError("give the target once: as the 'target' field or in 'options', not both")
         per_call["target"] = opts.target
     options = check_call(spec, per_call, prompt=opts.prompt, from_python=False)
-    _refuse_server_side_refiner_options(opts.refine)
-    refiners = parse_refine(opts.refine)  # an unknown refiner is a 422 before anything is decoded
+    refine = chain.refine(opts.refine)
+    for entry in refine or ():
+        if isinstance(entry, str):
+            _refuse_server_side_refiner_options(entry)
+    refiners = parse_refine(refine)  # an unknown refiner is a 422 before anything is decoded
     formats = settings.extra_formats or None  # None: $ERASEKIT_EXTRA_FORMATS decides
     source = io.read_image(upload.image, max_pixels=settings.max_pixels, extra_formats=formats)
     longer = max(source.pixels.shape[:2])

@@ -74,6 +74,20 @@ def _pixperfect(folder: Path) -> dict[str, Any]:
     return {"weights": str(write_tiny_pixperfect_weights(folder / "pixperfect"))}
 
 
+def _sam3(folder: Path) -> dict[str, Any]:
+    # A mask source, not a method: the options go to erasekit.remove(..., prompt=...) beside the method's.
+    from .segment import write_tiny_sam3
+
+    return {"mask_source": "sam3", "sam3": str(write_tiny_sam3(folder / "sam3"))}
+
+
+def _grounding_dino_sam2(folder: Path) -> dict[str, Any]:
+    from .segment import write_tiny_grounding_dino, write_tiny_sam2
+
+    detector, segmenter = write_tiny_grounding_dino(folder / "gdino"), write_tiny_sam2(folder / "sam2")
+    return {"mask_source": "grounding-dino-sam2", "detector": str(detector), "segmenter": str(segmenter)}
+
+
 # method (or refiner) name -> writer(folder) -> load options. A new method adds its writer here.
 TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "patchmatch": _weight_free,
@@ -89,6 +103,8 @@ TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "clipaway": _clipaway,
     "magicremover": _baseline("sd15"),
     "pixperfect": _pixperfect,
+    "sam3": _sam3,
+    "grounding-dino-sam2": _grounding_dino_sam2,
 }
 
 
