@@ -143,7 +143,7 @@ def test_server_method_field_takes_a_chain(photo):
 
     from erasekit.server import create_app
 
-    client = TestClient(create_app())
+    client = TestClient(create_app(), base_url="http://127.0.0.1:8080")  # a loopback Host (server guard)
     with open(photo / "cat.png", "rb") as image, open(photo / "cat_mask.png", "rb") as mask:
         response = client.post(
             "/api/v1/remove",

@@ -178,7 +178,7 @@ def test_find_turns_words_into_a_mask_layer(page, models, tmp_path):
 def test_select_endpoint_errors(server_url, tmp_path):
     from fastapi.testclient import TestClient
 
-    client = TestClient(create_app())
+    client = TestClient(create_app(), base_url="http://127.0.0.1:8080")  # a loopback Host (server guard)
     assert (
         client.post(
             "/api/v1/select/click", json={"id": "nope", "points": [[1, 1]], "labels": [1]}

@@ -7,8 +7,9 @@
 // eraser, undone with Ctrl+Z, and sent by Remove like any stroke. Further clicks refine the newest selection
 // (one undo step) until a brush stroke, Find or Escape starts a new one.
 //
-// What this file uses from app.js (global functions and the `state` object): state.{source, strokes, redo, mask,
-// tint, k, tool, busy}, paintStroke, replayStrokes, updateButtons, draw, toImage, api, setStatus, makeCanvas.
+// What this file uses from app.js (global functions and the `state` object): state.{source, strokes, mask,
+// tint, k, tool, busy}, pushHistory, paintStroke, replayStrokes, updateButtons, draw, toImage, api, setStatus,
+// makeCanvas.
 "use strict";
 
 (() => {
@@ -88,10 +89,10 @@
       selection.layer.canvas = canvas;  // the newest selection, refined: still one undo step
       selection.layer.tinted = null;
     } else {
+      pushHistory();  // app.js: one undo step per new layer, in the same history as strokes and removals
       selection.layer = {tool: "layer", canvas};
       state.strokes.push(selection.layer);
     }
-    state.redo = [];
     state.maskVisible = true;
     replayStrokes();
     updateButtons();
