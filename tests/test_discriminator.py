@@ -117,7 +117,8 @@ def test_occupancy_targets_are_area_fractions():
     np.testing.assert_allclose(
         D.PatchTargets("exact_occupancy").grid(col, (4, 4)), np.tile([2 / 3, 0, 0, 0], (4, 1)), atol=1e-6
     )
-    np.testing.assert_allclose(D.PatchTargets().grid(col, (4, 4)), np.tile([1 / 2, 0, 0, 0], (4, 1)), atol=1e-6)
+    authors = D.PatchTargets().grid(col, (4, 4))
+    np.testing.assert_allclose(authors, np.tile([1 / 2, 0, 0, 0], (4, 1)), atol=1e-6)
 
 
 def test_default_targets_equal_torch_area_interpolation():
@@ -179,9 +180,9 @@ def test_trunk_from_folder_and_missing_hub_weights(trunk_file, tmp_path, monkeyp
 # heads and the whole discriminator
 # ------------------------------------------------------------------------------------------------------------
 def test_blurpool_is_the_authors_five_tap_reflect_filter():
-    """vision_aided_loss BlurPool(filt_size=5, pad_type="reflect", stride=2): a [1,4,6,4,1]² / 256 filter over a
-    reflect-padded map, sampled every second pixel. Reference: kornia's same-size filter2d with reflect borders,
-    subsampled."""
+    """vision_aided_loss BlurPool(filt_size=5, pad_type="reflect", stride=2): a [1,4,6,4,1]² / 256 filter
+    over a reflect-padded map, sampled every second pixel. Reference: kornia's same-size filter2d with
+    reflect borders, subsampled."""
     from kornia.filters import filter2d
 
     pool = D.BlurPool2d(4)

@@ -301,7 +301,7 @@ def test_polygon_union_and_exact_fill():
         M.polygon_to_mask([(0, 0), (1, 1)], (5, 5))
 
 
-# ---- perturbations (the authors' operators; statistics in tests/test_osor_train_recipe.py) -------------------
+# ---- perturbations (the authors' operators; statistics in tests/test_osor_train_recipe.py) -----------------
 @FAST
 @given(blob_masks(), st.integers(0, 2**32 - 1), st.sampled_from(["shrink", "expand", "holes", "shift"]))
 def test_perturbations_keep_the_mask_contract(mask, seed, mode):

@@ -170,7 +170,8 @@ def _two_process_worker(rank: int, config: dict, port: int) -> None:
     GradientState._reset_state()
     cfg = OsorTrainConfig(**config)
     trainer = OsorTrainer(cfg)
-    assert (trainer.accelerator.num_processes, trainer.accelerator.process_index, trainer.accum) == (2, rank, 1)
+    acc = trainer.accelerator
+    assert (acc.num_processes, acc.process_index, trainer.accum) == (2, rank, 1)
     first = trainer.train(stop_after=1, progress=False)  # interrupted after step 1 ...
     assert first.step == 1
     resumed = train_osor(cfg, progress=False)  # ... and resumed from the two-process checkpoint
@@ -187,7 +188,8 @@ def test_two_processes_over_gloo_equal_one_process(env, tmp_path):
     a = load_file(str(Path(two["output_dir"]) / "osor" / "osor_weights.safetensors"))
     b = load_file(str(one.weights_dir / "osor_weights.safetensors"))
     assert a.keys() == b.keys()
-    initial = load_file(str(tmp_path / "two" / "checkpoints" / "step-0000001" / "osor" / "osor_weights.safetensors"))
+    step1 = tmp_path / "two" / "checkpoints" / "step-0000001" / "osor"
+    initial = load_file(str(step1 / "osor_weights.safetensors"))
     assert any(not torch.equal(a[k], initial[k]) for k in a)  # step 2 trained
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"two processes vs one: max |Δ weight| = {worst:.3g}")

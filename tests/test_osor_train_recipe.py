@@ -1,4 +1,4 @@
-"""OSOR training facts from the authors' code (Zhouqm-Git/osor): working sizes and the incomplete-mask operators.
+"""OSOR training facts from the authors' code (Zhouqm-Git/osor): working sizes and incomplete-mask operators.
 
 The references below are the authors' formulas typed in their own form (width first, their branches), not
 erasekit's code."""

@@ -303,7 +303,8 @@ def test_a_batch_shares_one_mode():
     core_only = IncompleteMaskSampler(probabilities={"object_core": 1.0}, seed=1)
     mode, masks = core_only.condition(effects, objects[:3] + [None])
     assert mode == "object_core"
-    assert [_relation(m, e, o) for m, e, o in zip(masks, effects, objects)] == ["object_core"] * 3 + ["smaller"]
+    relations = [_relation(m, e, o) for m, e, o in zip(masks, effects, objects)]
+    assert relations == ["object_core"] * 3 + ["smaller"]
 
 
 def test_conditioning_on_torch_batches(tmp_path):

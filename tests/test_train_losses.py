@@ -127,7 +127,8 @@ def test_authors_losses_on_a_constructed_batch():
     w[1] = 0.0
     gen = 0.0
     for b in range(2):
-        num = sum(w[b].flatten()[i].item() * math.log1p(math.exp(-fake[b].flatten()[i].item())) for i in range(9))
+        wb, fb = w[b].flatten().tolist(), fake[b].flatten().tolist()
+        num = sum(wb[i] * math.log1p(math.exp(-fb[i])) for i in range(9))
         gen += num / max(w[b].sum().item(), 1e-4) / 2
     assert L.generator_adversarial_loss([fake], [w]).item() == pytest.approx(gen, rel=1e-6)
 

@@ -15,8 +15,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
-from erasekit.methods.osor.train.config import OsorTrainConfig, load_config
 from erasekit.data.loader import collate_paired
+from erasekit.methods.osor.train.config import OsorTrainConfig, load_config
 from erasekit.methods.osor.train.trainer import OsorTrainer, train_osor
 from erasekit.testing.training import TinyPerceptual, write_tiny_openclip_convnext
 from erasekit.training.checkpoints import latest_checkpoint
@@ -203,7 +203,8 @@ def test_packaged_configs_equal_the_authors():
             c = load_config(packaged_config(f"osor_{backbone}_phase{phase}")).resolved()
             rank, l1, per, pdb, t, res = AUTHORS[backbone]
             assert (c.lora.rank, c.lora.alpha, c.loss.l1, c.loss.perceptual, c.per_device_batch_size,
-                    c.timestep, c.data.resolution, c.max_steps) == (rank, rank, l1, per, pdb, t[phase], res, steps)
+                    c.timestep, c.data.resolution, c.max_steps) == (
+                        rank, rank, l1, per, pdb, t[phase], res, steps)
             assert (c.loss.adversarial, c.loss.r1, c.loss.bce, c.loss.dice) == (0.3, 60000.0, 1.0, 2.0)
             assert (c.optim.lr_generator, c.optim.lr_discriminator, c.global_batch_size) == (1e-5, 1e-5, 16)
             # torch.optim.AdamW with its defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01
@@ -231,9 +232,12 @@ def test_recipe_constants_equal_the_authors():
     assert recipe.TIMESTEP == {"sdxl": 400, "flux": 0.4}  # inference keeps 400 for both weight files
     sdxl, flux = recipe.MASK_OPERATORS["sdxl"], recipe.MASK_OPERATORS["flux"]
     # src/data/augment.py MaskAugmentor defaults (SDXL) and osor-fluxfill's
-    assert (sdxl.shrink_keep, sdxl.expand_iterations, sdxl.shift_px, sdxl.expand_kernels, sdxl.hole_kernels) == (
+    def values(ops):
+        return ops.shrink_keep, ops.expand_iterations, ops.shift_px, ops.expand_kernels, ops.hole_kernels
+
+    assert values(sdxl) == (
         (0.5, 0.7), (1, 3), 35, (7, 11, 17), (17, 21, 31))
-    assert (flux.shrink_keep, flux.expand_iterations, flux.shift_px, flux.expand_kernels, flux.hole_kernels) == (
+    assert values(flux) == (
         (0.5, 0.7), (1, 3), 50, (11, 17, 21), (21, 31, 41))
     for ops in (sdxl, flux):
         assert (ops.hole_seed_p, ops.hole_min_keep, ops.binarize_above) == (0.0005, 0.4, 128)

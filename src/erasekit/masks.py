@@ -427,12 +427,13 @@ def punch_holes(
 
 def shift(mask: np.ndarray, rng: np.random.Generator, *, limit: int = 35, above: int = 128) -> np.ndarray:
     """Translate by whole pixels dx, dy ~ U{-limit..limit} each (both ends included). Pixels pushed past the
-    border are dropped, as in the authors' ``cv2.warpAffine`` with a zero border, so a mask near the border can
-    shrink or vanish."""
+    border are dropped, as in the authors' ``cv2.warpAffine`` with a zero border, so a mask near the border
+    can shrink or vanish."""
     hard = _hard_uint8(mask, above)
     dx = int(rng.integers(-limit, limit + 1))
     dy = int(rng.integers(-limit, limit + 1))
-    moved = cv2.warpAffine(hard, np.float32([[1, 0, dx], [0, 1, dy]]), (hard.shape[1], hard.shape[0]),
+    matrix = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
+    moved = cv2.warpAffine(hard, matrix, (hard.shape[1], hard.shape[0]),
                            flags=cv2.INTER_NEAREST, borderValue=0)
     return _as_float(moved)
 
@@ -445,7 +446,8 @@ def _operator_options(settings) -> dict[str, dict]:
     above = settings.binarize_above
     return {
         "shrink": {"keep": settings.shrink_keep, "above": above},
-        "expand": {"kernels": settings.expand_kernels, "iterations": settings.expand_iterations, "above": above},
+        "expand": {"kernels": settings.expand_kernels, "iterations": settings.expand_iterations,
+                   "above": above},
         "holes": {"seed_p": settings.hole_seed_p, "kernels": settings.hole_kernels,
                   "min_keep": settings.hole_min_keep, "above": above},
         "shift": {"limit": settings.shift_px, "above": above},

@@ -15,5 +15,6 @@ from .paired import (
 )
 from .transforms import FLUX_RESIZE, RESIZE_RULES, SDXL_RESIZE, BackboneResize, PairedAugment, ResizeRule
 
-__all__ = ["FLUX_RESIZE", "MANIFEST_NAME", "RESIZE_RULES", "SDXL_RESIZE", "BackboneResize", "PairedAugment", "PairedDataset",
-           "PairedDatasetWriter", "PairedRecord", "PairedSample", "ResizeRule", "read_manifest"]
+__all__ = ["FLUX_RESIZE", "MANIFEST_NAME", "RESIZE_RULES", "SDXL_RESIZE", "BackboneResize", "PairedAugment",
+           "PairedDataset", "PairedDatasetWriter", "PairedRecord", "PairedSample", "ResizeRule",
+           "read_manifest"]

@@ -154,5 +154,5 @@ class PairedAugment:
         return int(rng.integers(lo, hi + 1))
 
 
-__all__ = ["FLUX_RESIZE", "RESIZE_RULES", "SDXL_RESIZE", "BackboneResize", "PairedAugment", "ResizeRule", "resize_image",
-           "resize_mask"]
+__all__ = ["FLUX_RESIZE", "RESIZE_RULES", "SDXL_RESIZE", "BackboneResize", "PairedAugment", "ResizeRule",
+           "resize_image", "resize_mask"]

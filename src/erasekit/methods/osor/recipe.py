@@ -19,9 +19,9 @@ PROMPT = "Remove the instance of object"
 # flow-matching noise level s = t / 1000, as the authors' FLUX code divides it.
 TIMESTEP: dict[str, float] = {"sdxl": 400, "flux": 0.4}
 
-# Training noise level per (backbone, phase), from the authors' configs/phase{1,2}.yaml (``model_t``): SDXL Phase I
-# trains at t = 600 and Phase II at 400; FLUX trains both at 400 / 1000. Inference always uses TIMESTEP, which is
-# what exported weights record.
+# Training noise level per (backbone, phase), from the authors' configs/phase{1,2}.yaml (``model_t``): SDXL
+# Phase I trains at t = 600 and Phase II at 400; FLUX trains both at 400 / 1000. Inference always uses
+# TIMESTEP, which is what exported weights record.
 TRAIN_TIMESTEP: dict[tuple[str, int], float] = {
     ("sdxl", 1): 600, ("sdxl", 2): 400, ("flux", 1): 0.4, ("flux", 2): 0.4,
 }
@@ -64,8 +64,8 @@ def sdxl_working_size(
 
     ``upscale=False`` is the authors' inference rule (``scripts/inference.py``: an image whose short side is
     under ``short_side`` keeps its size, only rounded up); ``upscale=True`` is their training rule
-    (``src/data/dataset.py``: such an image is scaled up by ``short_side / min``). Both truncate before rounding,
-    so 300×181 (H×W) trains at 848×512, not 864×512.
+    (``src/data/dataset.py``: such an image is scaled up by ``short_side / min``). Both truncate before
+    rounding, so 300×181 (H×W) trains at 848×512, not 864×512.
     """
     short = min(height, width)
     if short < short_side:
@@ -79,7 +79,9 @@ def sdxl_working_size(
     return _up16(height), _up16(width)
 
 
-def flux_working_size(height: int, width: int, *, max_side: int | None = RESOLUTION["flux"]) -> tuple[int, int]:
+def flux_working_size(
+    height: int, width: int, *, max_side: int | None = RESOLUTION["flux"]
+) -> tuple[int, int]:
     """FLUX's (H, W). ``max_side=None``: the native size rounded up to a multiple of 16, no cap (the authors'
     training rule, ``src/data/dataset.py``, and their Phase I inference script). An integer: the long side
     capped at ``max_side`` (aspect kept, ``int()`` per side) and both sides floored to a multiple of 16, at
@@ -123,5 +125,5 @@ MASK_OPERATORS: dict[str, MaskOperatorSettings] = {
 
 
 __all__ = ["BACKBONE_LOSS_WEIGHTS", "FLUX_GUIDANCE", "LORA_RANK", "MASK_OPERATORS", "PROMPT", "RESOLUTION",
-           "SHARED_LOSS_WEIGHTS", "TIMESTEP", "TRAIN_SEED", "TRAIN_TIMESTEP", "Backbone", "MaskOperatorSettings",
-           "flux_working_size", "sdxl_working_size"]
+           "SHARED_LOSS_WEIGHTS", "TIMESTEP", "TRAIN_SEED", "TRAIN_TIMESTEP", "Backbone",
+           "MaskOperatorSettings", "flux_working_size", "sdxl_working_size"]

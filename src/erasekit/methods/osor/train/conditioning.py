@@ -7,9 +7,10 @@ probabilities shrink 0.35, expand 0.2, holes 0.1, shift 0.05 and object-core 0.3
 m_in = m_obj, the SAVP object mask.
 
 The perturbations themselves live in :mod:`erasekit.masks` (``perturb_mask``, ``PERTURBATION_PROBABILITIES``),
-with per-backbone magnitudes from :data:`erasekit.methods.osor.recipe.MASK_OPERATORS`; this module only decides
-the mode per batch and applies it to every sample. As in the authors' ``src/data/collate.py``, a sample without
-an object-core mask falls back to ``shrink`` when the batch draws ``object_core``; the others keep the draw.
+with per-backbone magnitudes from :data:`erasekit.methods.osor.recipe.MASK_OPERATORS`; this module only
+decides the mode per batch and applies it to every sample. As in the authors' ``src/data/collate.py``, a
+sample without an object-core mask falls back to ``shrink`` when the batch draws ``object_core``; the others
+keep the draw.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class IncompleteMaskSampler:
         """(mode, conditioning masks) for one batch of effect-aware masks m_gt (and object-core masks m_obj).
 
         ``rng`` (optional) replaces the sampler's own generator for this batch, e.g. one keyed by the training
-        step so a resumed run draws the same modes; ``item_rngs`` (optional) give each sample its own generator
-        for its perturbation (the trainer keys them by the sample's slot in the global batch)."""
+        step so a resumed run draws the same modes; ``item_rngs`` (optional) give each sample its own
+        generator for its perturbation (the trainer keys them by the sample's slot in the global batch)."""
         rng = rng or self.rng
         if len(effect_masks) == 0:
             raise InvalidInputError("cannot condition an empty batch")

@@ -51,8 +51,8 @@ from ..recipe import (
 )
 
 PAPER_STEPS = {1: 15000, 2: 5000}
-# The authors' configs: batch_size 2 per GPU on 8 GPUs for both backbones (the paper's text says 4 × 4 for SDXL;
-# the global batch is 16 either way).
+# The authors' configs: batch_size 2 per GPU on 8 GPUs for both backbones (the paper's text says 4 × 4 for
+# SDXL; the global batch is 16 either way).
 PAPER_PER_DEVICE_BATCH = {"sdxl": 2, "flux": 2}
 
 
@@ -66,8 +66,8 @@ class DataConfig(_Strict):
     path: str
     resolution: int | None = Field(
         None,
-        description="SDXL: the short side (512); FLUX: a long-side cap (default none: the native size, as the "
-        "authors train)",
+        description="SDXL: the short side (512); FLUX: a long-side cap (default none: the native size, as "
+        "the authors train)",
     )
     flip_p: float = Field(0.0, description="horizontal flips (the authors use none)")
     crop_scale: tuple[float, float] = Field((1.0, 1.0), description="random crops (the authors use none)")
@@ -97,12 +97,13 @@ class DiscriminatorConfig(_Strict):
     trunk: str = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
     norm_eps: float = 1e-5  # timm's convnext_xxlarge LayerNorm eps
     hidden: int = 512
-    # Table 3: OG (paper; torch area pooling as the authors), exact_occupancy (erasekit's exact coverage), HM, SM
+    # Table 3: OG (paper; torch area pooling as the authors), exact_occupancy (erasekit's exact coverage), HM,
+    # SM
     targets: Literal["occupancy", "exact_occupancy", "hard", "soft"] = "occupancy"
     sigma: float = 1.0  # SM bandwidth in grid cells
     blur: Literal["authors", "erasekit"] = "authors"  # 5-tap reflect BlurPool | erasekit's 4-tap replicate
     init_from_phase1: bool = Field(
-        True, description="Phase II: start the heads from init_weights/discriminator_heads.safetensors"
+        default=True, description="Phase II: start the heads from init_weights/discriminator_heads.safetensors"
     )
 
 
@@ -188,7 +189,8 @@ class OsorTrainConfig(_Strict):
                 "max_steps": self.max_steps or PAPER_STEPS[self.phase],
                 "per_device_batch_size": self.per_device_batch_size
                 or min(PAPER_PER_DEVICE_BATCH[b], self.global_batch_size),
-                "timestep": self.timestep if self.timestep is not None else float(TRAIN_TIMESTEP[b, self.phase]),
+                "timestep": self.timestep if self.timestep is not None
+                else float(TRAIN_TIMESTEP[b, self.phase]),
             }
         )
 

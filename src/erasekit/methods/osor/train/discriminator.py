@@ -16,7 +16,8 @@ The heads: SN-Conv3×3 (C_k→512) → LeakyReLU(0.2) → BlurPool(5 taps, refle
 as the authors' ``src/models/discriminator.py``.
 
 Patch targets w̃_k (Fig. 4, Table 3): ``occupancy`` (torch area pooling, the authors'), ``exact_occupancy``
-(erasekit's exact fractional coverage), ``hard`` (nearest) and ``soft`` (Gaussian). The grid constructions are in :mod:`erasekit.masks`.
+(erasekit's exact fractional coverage), ``hard`` (nearest) and ``soft`` (Gaussian). The grid constructions
+are in :mod:`erasekit.masks`.
 """
 
 from __future__ import annotations
@@ -276,8 +277,9 @@ class BlurPool2d(nn.Module):
     ``kind="authors"`` (default) is the BlurPool the authors import from ``vision_aided_loss``
     (``filt_size=5, pad_type="reflect"``): the 5-tap kernel [1,4,6,4,1]²/256, reflect padding of 2 on every
     side, output ceil(H/2) × ceil(W/2). Reflect padding needs each side > 2; the smaller maps only toy-sized
-    images reach (a 64-px image's last stage is 2×2) are padded by replication instead, so a constant map stays
-    constant. ``kind="erasekit"`` is erasekit's former head: 4 taps [1,3,3,1]²/64 with replicate padding (1, 2).
+    images reach (a 64-px image's last stage is 2×2) are padded by replication instead, so a constant map
+    stays constant. ``kind="erasekit"`` is erasekit's former head: 4 taps [1,3,3,1]²/64 with replicate padding
+    (1, 2).
     The kernels are kornia's normalised Pascal kernels; the padding and the strided depthwise conv are written
     here because kornia's ``BlurPool2D`` zero-pads, which darkens the map's border.
     """
@@ -373,10 +375,10 @@ class PatchTargets:
             m = mask.detach().float()
             m = m if m.ndim == 4 else m[:, None]
             return [F.interpolate(m, size=(h, w), mode="area")[:, 0] for h, w in grid_sizes]
-        m = mask.detach().float().cpu().numpy()
-        m = m[:, 0] if m.ndim == 4 else m
+        arr = mask.detach().float().cpu().numpy()
+        arr = arr[:, 0] if arr.ndim == 4 else arr
         return [
-            torch.from_numpy(np.stack([self.grid(sample, (h, w)) for sample in m])).to(
+            torch.from_numpy(np.stack([self.grid(sample, (h, w)) for sample in arr])).to(
                 device=mask.device, dtype=torch.float32
             )
             for h, w in grid_sizes

@@ -83,8 +83,8 @@ def masked_l1(
     """Eq. 9: E[ ‖w ⊙ (x̂ − x_bg)‖₁ / max(‖w‖₁, 1e-4) ], per sample, then the batch mean.
 
     As the authors compute it: ``weight`` is the N×1×H×W one-channel mask, so the numerator sums over the
-    image channels and the denominator does not; the term is the per-pixel *sum* over the three channels of the
-    absolute error inside the region (3× a per-channel mean).
+    image channels and the denominator does not; the term is the per-pixel *sum* over the three channels of
+    the absolute error inside the region (3× a per-channel mean).
     """
     w = weight.float()
     diff = (w * (prediction.float() - target.float())).abs().flatten(1).sum(1)

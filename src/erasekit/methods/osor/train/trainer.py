@@ -16,8 +16,8 @@ The loop is the authors' (Zhouqm-Git/osor, ``src/engine/train_phase{1,2}.py``); 
 * **discriminator batch** — the *next* batch: x̂ recomputed under ``no_grad`` with the just-updated generator,
   then Eq. 7 with occupancy targets and λ_r1·R1 on the head inputs (Eq. 16).
 
-``schedule: joint`` keeps erasekit's former loop (both updates on one batch, the discriminator on the generator
-step's x̂). With gradient accumulation k, k batches go to the generator, then k to the discriminator.
+``schedule: joint`` keeps erasekit's former loop (both updates on one batch, the discriminator on the
+generator step's x̂). With gradient accumulation k, k batches go to the generator, then k to the discriminator.
 
 Engineering: Accelerate gives the device, autocast and the process group and saves the checkpoint state. Each
 optimizer has its own loss scaler (:class:`erasekit.training.optim.ScaledOptimizer`; fp16 only). Gradients are
@@ -108,8 +108,8 @@ class BucketBatchSampler:
         self.per_epoch = sum(len(v) // width for v in self.buckets.values())
         if self.per_epoch < 1:
             raise InvalidInputError(
-                f"dataset has {len(self.keys)} samples in {len(self.buckets)} size bucket(s), none with a full "
-                f"global batch ({batch_size} × {num_replicas} processes)"
+                f"dataset has {len(self.keys)} samples in {len(self.buckets)} size bucket(s), none with a "
+                f"full global batch ({batch_size} × {num_replicas} processes)"
             )
         self._epoch: tuple[int, list[list[int]]] | None = None
 
@@ -158,7 +158,7 @@ class _EpochIndexed(torch.utils.data.Dataset):
 
 
 def source_sizes(dataset) -> list[tuple[int, int]]:
-    """(H, W) of every item's shot, read from the file headers: the bucket keys (the authors' cached sizes)."""
+    """(H, W) of every item's shot from the file headers: the bucket keys (the authors' cached sizes)."""
     from PIL import Image
 
     sizes = []
@@ -343,7 +343,7 @@ class OsorTrainer:
         from ..recipe import TIMESTEP
 
         self.inference_timestep = float(TIMESTEP[cfg.backbone])
-        vae_dtype = weight_dtype if cfg.vae_dtype == "compute" else torch.float32  # the authors': compute dtype
+        vae_dtype = weight_dtype if cfg.vae_dtype == "compute" else torch.float32  # authors': compute dtype
         self.vae = pipeline.vae.to(self.device, vae_dtype).requires_grad_(False)
         self.denoiser = self.engine.denoiser
         self.trainable = prepare_denoiser(self.denoiser, cfg, seed=cfg.seed)  # loads init weights in fp32
@@ -398,7 +398,8 @@ class OsorTrainer:
             self.trainable, device_type=self.device.type, fp16=fp16, max_grad_norm=o.max_grad_norm,
         )
         self.opt_d = ScaledOptimizer(  # the authors clip the generator's gradients only
-            torch.optim.AdamW(heads, lr=o.lr_discriminator, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay),
+            torch.optim.AdamW(heads, lr=o.lr_discriminator, betas=o.betas, eps=o.eps,
+                              weight_decay=o.weight_decay),
             heads, device_type=self.device.type, fp16=fp16,
         )
         names = {id(p): n for n, p in self.denoiser.named_parameters()}
@@ -410,7 +411,8 @@ class OsorTrainer:
         from .conditioning import IncompleteMaskSampler
 
         self.mask_sampler = (
-            IncompleteMaskSampler(seed=cfg.seed, operators=MASK_OPERATORS[cfg.backbone]) if cfg.phase == 2 else None
+            IncompleteMaskSampler(seed=cfg.seed, operators=MASK_OPERATORS[cfg.backbone])
+            if cfg.phase == 2 else None
         )
     @staticmethod
     def _load_pipeline(cfg: OsorTrainConfig):
@@ -426,7 +428,7 @@ class OsorTrainer:
     # ---- data ----------------------------------------------------------------------------------------------
     def dataset(self):
         from ....data.loader import PairedTorchDataset
-        from ....data.transforms import PairedAugment, BackboneResize
+        from ....data.transforms import BackboneResize, PairedAugment
 
         cfg = self.config
         augment = None
@@ -463,7 +465,7 @@ class OsorTrainer:
         )
 
     def _item_keys(self, micro_index: int, n: int) -> list[list[int]]:
-        """One RNG key per sample of this process's micro-batch: (seed, micro-batch, slot in the global batch)."""
+        """One RNG key per sample of this process's micro-batch: (seed, micro-batch, global-batch slot)."""
         first = self.accelerator.process_index * n
         return [[self.config.seed, micro_index, first + j] for j in range(n)]
 
@@ -484,17 +486,18 @@ class OsorTrainer:
                 for k in keys]
         images = images.to(self.device, self.vae.dtype)
         with torch.no_grad():
-            # One generator per sample (diffusers' randn_tensor takes a list): the draw is batch-size invariant.
+            # One generator per sample (diffusers' randn_tensor takes a list): the draw does not depend on
+            # the batch size.
             z_lq = L.encode(self.vae, images, generator=gens,  # type: ignore[arg-type]
                             sample=self.config.vae_posterior == "sample")
         noise = torch.cat([torch.randn((1, *z_lq.shape[1:]), generator=g) for g in gens]).to(z_lq)
         cond_mask = cond_mask.to(self.device, z_lq.dtype)
-        z_t, x0, logits = self.engine.denoise(z_lq, noise, cond_mask, self.timestep)
+        _, x0, logits = self.engine.denoise(z_lq, noise, cond_mask, self.timestep)
         if self.config.phase == 2:
             assert logits is not None, "Phase II adds the alpha head"
             weight = alpha_from_logits(logits)  # Eq. 12
         else:
-            weight = L.mask_to_latent(cond_mask, tuple(z_lq.shape[-2:]), "max")
+            weight = L.mask_to_latent(cond_mask, (int(z_lq.shape[-2]), int(z_lq.shape[-1])), "max")
         z_out = composite(x0, z_lq, weight)  # Eq. 13 / Eq. 6
         x_hat = L.decode(self.vae, z_out.to(self.vae.dtype)).float()
         return {"x_hat": x_hat, "weight": weight, "logits": logits}
@@ -505,7 +508,8 @@ class OsorTrainer:
         if self.mask_sampler is None:
             return effect
         rng = np.random.default_rng(keys[0][:2])  # the mode: one per global batch
-        _, cond = self.mask_sampler.condition_batch(batch, rng=rng, item_rngs=[np.random.default_rng(k) for k in keys])
+        item_rngs = [np.random.default_rng(k) for k in keys]  # each sample's own perturbation
+        _, cond = self.mask_sampler.condition_batch(batch, rng=rng, item_rngs=item_rngs)
         return cond
 
     # ---- the two updates -----------------------------------------------------------------------------------
@@ -521,7 +525,7 @@ class OsorTrainer:
             out = self.generator_forward(batch["image"], cond, keys)
             x_hat = out["x_hat"]
             fake_logits = [t.float() for t in self.disc(x_hat)]
-        targets = self.targets(effect, [t.shape[-2:] for t in fake_logits])
+        targets = self.targets(effect, _grid_sizes(fake_logits))
         l_rec = masked_l1(x_hat, bg, effect)
         l_adv = generator_adversarial_loss(fake_logits, targets)
         assert w.l1 is not None, "the trainer's config is resolved()"
@@ -553,7 +557,7 @@ class OsorTrainer:
         with acc.autocast():
             real_logits = [t.float() for t in self.disc.head_logits(real_feats)]
             fake_logits = [t.float() for t in self.disc.head_logits(fake_feats)]
-        targets = self.targets(effect, [t.shape[-2:] for t in fake_logits])
+        targets = self.targets(effect, _grid_sizes(fake_logits))
         l_d = discriminator_loss(real_logits, fake_logits, targets)
         l_r1 = r1_penalty(list(self.disc.heads), real_feats)
         return l_d + w.r1 * l_r1, {"loss_d": l_d.item(), "r1": l_r1.item()}
@@ -583,7 +587,7 @@ class OsorTrainer:
         return _mean(logs)
 
     def joint_step(self, batches: list, first_micro: int) -> dict[str, float]:
-        """erasekit's former loop (``schedule: joint``): both updates on the same batches, D on the G step's x̂."""
+        """erasekit's former loop (``schedule: joint``): both updates on one batch, D on the G step's x̂."""
         logs = []
         for i, batch in enumerate(batches):
             keys = self._item_keys(first_micro + i, len(batch["id"]))
@@ -717,6 +721,10 @@ class OsorTrainer:
         return TrainResult(step, self.output_dir, weights_dir, metrics_path, start)
 
 
+def _grid_sizes(logits: list[torch.Tensor]) -> list[tuple[int, int]]:
+    return [(int(t.shape[-2]), int(t.shape[-1])) for t in logits]
+
+
 def _mean(records: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in records])) for k in records[0]}
 
@@ -765,4 +773,5 @@ def train_osor(config: OsorTrainConfig, **kwargs: Any) -> TrainResult:
 
 
 __all__ = ["HEADS_FILE", "BucketBatchSampler", "OsorTrainer", "TrainResult", "export_weights",
-           "load_discriminator_heads", "prepare_denoiser", "save_discriminator_heads", "source_sizes", "train_osor"]
+           "load_discriminator_heads", "prepare_denoiser", "save_discriminator_heads", "source_sizes",
+           "train_osor"]
