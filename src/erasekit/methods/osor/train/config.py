@@ -103,7 +103,7 @@ class DiscriminatorConfig(_Strict):
     sigma: float = 1.0  # SM bandwidth in grid cells
     blur: Literal["authors", "erasekit"] = "authors"  # 5-tap reflect BlurPool | erasekit's 4-tap replicate
     init_from_phase1: bool = Field(
-        default=True, description="Phase II: start the heads from init_weights/discriminator_heads.safetensors"
+        default=True, description="Phase II: heads from init_weights/discriminator_heads.safetensors"
     )
 
 
