@@ -94,9 +94,9 @@ def vae_rows(vae_path: str | None) -> list[str]:
         vae.to(torch.float32)
     std = sample16.std().item()
     return [
-        (f"| vae_posterior=mode | latent, mean |sample − mode| / std(z) ({which}) | "
+        (f"| vae_posterior=mode | latent, mean abs(sample − mode) / std(z) ({which}) | "
          f"{(sample32 - mode32).abs().mean().item() / std:.4f} |"),
-        (f"| vae_dtype=fp32 | latent, mean |bf16 − fp32| / std(z), same posterior draw ({which}) | "
+        (f"| vae_dtype=fp32 | latent, mean abs(bf16 − fp32) / std(z), same posterior draw ({which}) | "
          f"{(sample16 - sample32).abs().mean().item() / std:.4f} |"),
     ]
 
