@@ -82,10 +82,59 @@ def test_generator_and_discriminator_alternate_batches(env, tmp_path):
         assert not torch.equal(g[4], d[4])  # the generator changed between its batch and the D batch
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one process-wide mixed-precision setting; a test that changes it starts and ends afresh."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_vae_runs_in_the_compute_dtype_on_a_posterior_sample(env, tmp_path, fresh_accelerate_state):
+    from erasekit.backbones import latents as L
+
+    trainer = OsorTrainer(OsorTrainConfig(**settings(env, tmp_path / "bf16", mixed_precision="bf16")))
+    assert trainer.vae.dtype == torch.bfloat16  # the authors' weight_dtype
+    fp32 = OsorTrainer(OsorTrainConfig(**settings(env, tmp_path / "fp32", mixed_precision="bf16",
+                                                  vae_dtype="fp32", vae_posterior="mode")))
+    assert fp32.vae.dtype == torch.float32
+    images = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    seen = []
+    encode = L.encode
+
+    def recording_encode(vae, x, generator=None, sample=False):
+        out = encode(vae, x, generator=generator, sample=sample)
+        seen.append((sample, out))
+        return out
+
+    L.encode = recording_encode
+    try:
+        mask = torch.zeros(2, 1, SIZE, SIZE)
+        keys = trainer._item_keys(0, 2)
+        with torch.no_grad(), trainer.accelerator.autocast():  # as the trainer calls it
+            trainer.generator_forward(images, mask, keys)
+            trainer.generator_forward(images[:1], mask[:1], keys[:1])  # the same draw for the same slot
+            fp32.generator_forward(images, mask, keys)
+    finally:
+        L.encode = encode
+    (s1, z1), (s2, z2), (s3, z3) = seen
+    assert (s1, s2, s3) == (True, True, False)
+    assert torch.equal(z1[:1], z2)  # keyed per sample: batch-size invariant
+    mode = encode(trainer.vae, images.to(torch.bfloat16))
+    assert not torch.allclose(z1.float(), mode.float())  # a sample, not the mode
+
+
 def test_phase2_loads_phase1_heads(env, tmp_path):
+    from erasekit.methods.osor.weights import load_osor_weights
+
     phase1 = train_osor(OsorTrainConfig(**settings(env, tmp_path / "p1", max_steps=1)), progress=False)
     heads_file = phase1.weights_dir / HEADS_FILE
     assert heads_file.is_file()
+    # trained at the authors' Phase I t = 600; the weights record the inference t = 400
+    assert OsorTrainConfig(**settings(env, "o")).resolved().timestep == 600
+    assert load_osor_weights(phase1.weights_dir, "sdxl").timestep == 400
     from safetensors.torch import load_file
 
     saved = load_file(str(heads_file))
