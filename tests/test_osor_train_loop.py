@@ -84,7 +84,7 @@ def test_generator_and_discriminator_alternate_batches(env, tmp_path):
 
 @pytest.fixture
 def fresh_accelerate_state():
-    """Accelerate keeps one process-wide mixed-precision setting; a test that changes it starts and ends afresh."""
+    """Accelerate keeps one process-wide mixed precision: a test that changes it starts and ends afresh."""
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -119,7 +119,7 @@ def test_vae_runs_in_the_compute_dtype_on_a_posterior_sample(env, tmp_path, fres
             fp32.generator_forward(images, mask, keys)
     finally:
         L.encode = encode
-    (s1, z1), (s2, z2), (s3, z3) = seen
+    (s1, z1), (s2, z2), (s3, _) = seen
     assert (s1, s2, s3) == (True, True, False)
     assert torch.equal(z1[:1], z2)  # keyed per sample: batch-size invariant
     mode = encode(trainer.vae, images.to(torch.bfloat16))
