@@ -2,22 +2,26 @@
 
 OSOR fine-tunes a *pretrained* inpainting backbone; LoRA on a random network can show nothing. So this script:
 
-1. gives a tiny backbone of the real SDXL-Inpainting architecture (``erasekit.testing``'s tiny
-UNet2DConditionModel +
-   AutoencoderKL) a prior: full-parameter training of the VAE (L1 reconstruction + a small KL) and then of the
-   9-channel UNet (standard diffusion inpainting: ε-prediction on ``cat[z_t, mask, E(masked image)]`` with
-   random rectangle/ellipse masks), on random crops of the photos bundled with scikit-image. Cached on disk:
-   runs once.
-2. trains OSOR Phase I, then Phase II (initialised from Phase I), with ``erasekit.methods.osor.train`` on
-synthetic effect scenes
-   (``erasekit.data.synthetic``: objects with cast shadows and mirror reflections on photo crops);
+1. gives a small backbone of the real SDXL-Inpainting architecture (``erasekit.testing``'s tiny
+   UNet2DConditionModel and an AutoencoderKL widened to ``--vae-channels``) a prior: full-parameter training
+   of the VAE (L1 reconstruction + a small KL) on the shots and clean backgrounds of a separate set of
+   synthetic scenes (the distribution the toy evaluates on), then of the 9-channel UNet (standard diffusion
+   inpainting: ε-prediction on ``cat[z_t, mask, E(masked image)]`` with random rectangle/ellipse masks) on the
+   same scenes. Seeded, cached under ``--cache`` (default ``~/.cache/erasekit/osor_toy``) and resumable: both
+   stages checkpoint every ``SAVE_EVERY`` steps and continue from there after an interruption.
+2. trains OSOR Phase I, then Phase II (initialised from Phase I, discriminator heads included), with
+   ``erasekit.methods.osor.train`` and the authors' recipe (alternating G/D batches, posterior samples,
+   t = 600 in Phase I) on synthetic effect scenes (``erasekit.data.synthetic``: objects with cast shadows and
+   mirror reflections on photo crops);
 3. evaluates both on held-out scenes with **object-only** conditioning masks, as the paper's Table 8 second
-block.
+block, with the oracle row: the VAE round trip of the true background pasted in m_gt, the best any latent
+remover of this backbone can do.
 
 Honest differences from the paper (toy scale, no weights can be downloaded here): 64-px images; the
 discriminator trunk is a tiny *random* ConvNeXt in open_clip's layout (no CLIP weights); the perceptual term
 is off (no LPIPS-VGG weights); learning rates are 5e-4 (G) / 2e-4 (D) instead of 1e-5 and LoRA rank 8 (the
-tiny UNet has 16–32 channels); a few hundred steps. Reported: PSNR/SSIM on the whole image and inside the
+tiny UNet has 16–32 channels); a few hundred steps; fp32 (the authors train in bf16). Reported: PSNR/SSIM on
+the whole image and inside the
 effect region (effect mask minus object mask), the IoU of the edited region (thresholded alpha) with the
 effect mask vs the IoU of the object mask with it, and the share of the effect region (m_gt minus m_obj) that
 the method edited at all. At 64 px a latent cell is 8×8 pixels, so even a perfect latent alpha has a low pixel
@@ -42,48 +46,17 @@ from erasekit.methods.osor.recipe import PROMPT
 
 LR_G, LR_D = 5e-4, 2e-4  # toy learning rates (the paper's 1e-5 is for billion-parameter backbones)
 SETTINGS = {
-    "quick": {"vae": 300, "unet": 300, "phase1": 40, "phase2": 60, "batch": 8, "train": 64, "test": 24},
-    "full": {"vae": 1500, "unet": 1500, "phase1": 300, "phase2": 300, "batch": 8, "train": 400, "test": 100},
+    "quick": {"vae": 600, "unet": 300, "phase1": 40, "phase2": 60, "batch": 8, "train": 64, "test": 24,
+              "prior": 256},
+    "full": {"vae": 3000, "unet": 1500, "phase1": 300, "phase2": 300, "batch": 8, "train": 400, "test": 100,
+             "prior": 1024},
 }
+SAVE_EVERY = 100  # pretraining checkpoint interval (steps)
 
 
 # ------------------------------------------------------------------------------------------------------------
 # 1. the backbone's prior
 # ------------------------------------------------------------------------------------------------------------
-class PhotoCrops:
-    """Random square crops of scikit-image's bundled photos, resized to ``size``, random horizontal flips."""
-
-    def __init__(self, size: int, seed: int):
-        import skimage.data
-
-        from erasekit.data.synthetic import BACKGROUND_PHOTOS
-
-        self.photos = []
-        for name in BACKGROUND_PHOTOS:
-            img = getattr(skimage.data, name)()
-            img = np.asarray(img[0] if isinstance(img, tuple) else img)  # stereo pairs: the left view
-            img = np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
-            self.photos.append(img.astype(np.uint8))
-        self.size, self.rng = size, np.random.default_rng(seed)
-
-    def batch(self, n: int) -> torch.Tensor:
-        from erasekit.convert import image_to_tensor
-
-        out = []
-        for _ in range(n):
-            img = self.photos[self.rng.integers(len(self.photos))]
-            h, w = img.shape[:2]
-            side = int(min(h, w) * self.rng.uniform(0.25, 0.9))
-            top, left = self.rng.integers(0, h - side + 1), self.rng.integers(0, w - side + 1)
-            crop = cv2.resize(
-                img[top : top + side, left : left + side],
-                (self.size, self.size),
-                interpolation=cv2.INTER_AREA,
-            )
-            out.append(crop[:, ::-1] if self.rng.random() < 0.5 else crop)
-        return image_to_tensor(np.ascontiguousarray(np.stack(out)))
-
-
 def random_masks(n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
     """Rectangles and ellipses covering roughly 5–45% of the image (standard inpainting-pretraining masks)."""
     masks = np.zeros((n, size, size), np.float32)
@@ -100,12 +73,66 @@ def random_masks(n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
     return torch.from_numpy(masks)[:, None]
 
 
-def pretrain_backbone(
-    out: Path, *, size: int, vae_steps: int, unet_steps: int, batch: int, seed: int, log
-) -> Path:
-    """Full-parameter VAE then UNet pretraining of the tiny SDXL-Inpainting pipeline.
+class SceneImages:
+    """Shots and clean backgrounds of a synthetic scene set, random (seeded; state kept for resume)."""
 
-    Saved in the Hub layout.
+    def __init__(self, folder: Path, seed: int):
+        from erasekit.data.paired import PairedDataset
+
+        samples = list(PairedDataset(folder))
+        self.images = np.stack([s.image for s in samples] + [s.background for s in samples])
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> torch.Tensor:
+        from erasekit.convert import image_to_tensor
+
+        return image_to_tensor(self.images[self.rng.integers(len(self.images), size=n)])
+
+
+def _resumable(path: Path, modules: dict, opt, rngs: dict) -> int:
+    """Load a pretraining checkpoint into ``modules``/``opt``/``rngs`` if there is one; its step, else 0."""
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for name, module in modules.items():
+        module.load_state_dict(state[name])
+    opt.load_state_dict(state["opt"])
+    for name, rng in rngs.items():
+        rng.bit_generator.state = state["rng"][name]
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+def _save_resumable(path: Path, step: int, modules: dict, opt, rngs: dict) -> None:
+    import io as _io
+
+    from erasekit.io import _atomic_write
+
+    buffer = _io.BytesIO()
+    torch.save({**{k: m.state_dict() for k, m in modules.items()}, "opt": opt.state_dict(), "step": step,
+                "rng": {k: r.bit_generator.state for k, r in rngs.items()},
+                "torch_rng": torch.get_rng_state()},
+               buffer)
+    _atomic_write(path, lambda stream: stream.write(buffer.getvalue()))
+
+
+def toy_vae(channels: tuple[int, ...]):
+    """The toy's AutoencoderKL: the tiny test VAE's layout (4 latent channels, ×8 down), widened."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4,
+                         block_out_channels=channels, layers_per_block=1, norm_num_groups=4, sample_size=64)
+
+
+def pretrain_backbone(
+    out: Path, *, scenes: Path, size: int, vae_steps: int, unet_steps: int, batch: int, seed: int,
+    vae_channels: tuple[int, ...], log
+) -> Path:
+    """Full-parameter VAE then UNet pretraining of the small SDXL-Inpainting pipeline on synthetic scenes.
+
+    Saved in the Hub layout; each stage resumes from its last checkpoint (``out``.work/).
     """
     if (out / "model_index.json").is_file():
         log(f"backbone prior: cached at {out}")
@@ -115,30 +142,40 @@ def pretrain_backbone(
     from erasekit.backbones import latents as L
     from erasekit.testing import build_tiny_pipeline
 
+    work = out.with_name(out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     pipe = build_tiny_pipeline("sdxl-inpaint", seed=seed)
-    crops = PhotoCrops(size, seed)
+    pipe.vae = toy_vae(vae_channels)
+    images = SceneImages(scenes, seed)
     rng = np.random.default_rng(seed)
     vae, unet = pipe.vae.train(), pipe.unet.train()
 
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    lr_at = lambda step: 1e-3 * 0.5 * (1 + np.cos(np.pi * step / vae_steps))
+    ckpt = work / "vae.pt"
+    start = _resumable(ckpt, {"vae": vae}, opt, {"images": images.rng})
+    if start:
+        log(f"  vae: resumed at step {start}")
     t0 = time.perf_counter()
-    for step in range(1, vae_steps + 1):
-        x = crops.batch(batch)
+    for step in range(start + 1, vae_steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step - 1)
+        x = images.batch(batch)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = (rec - x).abs().mean() + 1e-6 * post.kl().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step % SAVE_EVERY == 0 or step == vae_steps:
+            _save_resumable(ckpt, step, {"vae": vae}, opt, {"images": images.rng})
         if step % max(1, vae_steps // 5) == 0:
-            log(
-                f"  vae {step}/{vae_steps}: L1 {((rec - x).abs().mean()).item():.4f} "
-                f"({time.perf_counter() - t0:.0f}s)"
-            )
+            log(f"  vae {step}/{vae_steps}: L1 {((rec - x).abs().mean()).item():.4f} "
+                f"({time.perf_counter() - t0:.0f}s)")
     vae.eval().requires_grad_(False)
     with torch.no_grad():  # unit-variance latents, as SD/SDXL chose their scaling factors
-        z = torch.cat([vae.encode(crops.batch(16)).latent_dist.mode() for _ in range(4)])
+        z = torch.cat([vae.encode(images.batch(16)).latent_dist.mode() for _ in range(4)])
     vae.register_to_config(scaling_factor=float(1.0 / z.std()))
 
     with torch.no_grad():
@@ -148,9 +185,13 @@ def pretrain_backbone(
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32).repeat(batch, 1)
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=0.0)
+    ckpt = work / "unet.pt"
+    start = _resumable(ckpt, {"unet": unet}, opt, {"images": images.rng, "masks": rng})
+    if start:
+        log(f"  unet: resumed at step {start}")
     t0 = time.perf_counter()
-    for step in range(1, unet_steps + 1):
-        x = crops.batch(batch)
+    for step in range(start + 1, unet_steps + 1):
+        x = images.batch(batch)
         m = random_masks(batch, size, rng)
         with torch.no_grad():
             z0 = L.encode(vae, x)
@@ -169,6 +210,8 @@ def pretrain_backbone(
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step % SAVE_EVERY == 0 or step == unet_steps:
+            _save_resumable(ckpt, step, {"unet": unet}, opt, {"images": images.rng, "masks": rng})
         if step % max(1, unet_steps // 5) == 0:
             log(f"  unet {step}/{unet_steps}: eps-MSE {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
     unet.eval()
@@ -206,7 +249,7 @@ def train_phase(
         model=str(model),
         output_dir=str(out),
         init_weights=str(init) if init else None,
-        data={"path": str(data), "resolution": 64, "phase2_only": phase == 2, "crop_scale": (1.0, 1.0)},
+        data={"path": str(data), "resolution": 64, "phase2_only": phase == 2},
         lora={"rank": 8},
         optim={"lr_generator": LR_G, "lr_discriminator": LR_D},
         discriminator={"trunk": str(trunk), "hidden": 32},
@@ -311,6 +354,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few minutes instead of ~40")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "erasekit" / "osor_toy"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-channels", default="16,32,32,32",
+                        help="the toy VAE's block widths (the tiny test VAE is 8,8,16,16)")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy box)"
     )
@@ -330,13 +375,17 @@ def main() -> None:
     from erasekit.masks import max_pool_to_grid_ceil
     from erasekit.testing.training import write_tiny_openclip_convnext
 
+    vae_channels = tuple(int(c) for c in args.vae_channels.split(","))
+    prior_data = generate_synthetic_dataset(root / "scenes-prior", s["prior"], size=64, seed=args.seed + 3)
     train_data = generate_synthetic_dataset(root / "scenes-train", s["train"], size=64, seed=args.seed + 1)
     test_data = generate_synthetic_dataset(root / "scenes-test", s["test"], size=64, seed=args.seed + 2)
     trunk = write_tiny_openclip_convnext(root / "trunk", dims=(16, 32, 48, 64), seed=args.seed)
     log(f"scenes: {s['train']} train, {s['test']} test (64 px); settings {s}")
 
     model = pretrain_backbone(
-        root / f"backbone-{s['vae']}-{s['unet']}",
+        root / f"backbone-scenes{s['prior']}-vae{'x'.join(map(str, vae_channels))}-{s['vae']}-{s['unet']}",
+        scenes=prior_data,
+        vae_channels=vae_channels,
         size=64,
         vae_steps=s["vae"],
         unet_steps=s["unet"],
@@ -345,7 +394,7 @@ def main() -> None:
         log=log,
     )
     log("backbone prior ready")
-    tag = f"lr{LR_G:g}-{LR_D:g}"  # cached phases are reused only with the same settings
+    tag = f"lr{LR_G:g}-{LR_D:g}-authors-{model.name}"  # cached phases are reused only with the same settings
     w1 = train_phase(
         1,
         model=model,

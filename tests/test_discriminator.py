@@ -103,18 +103,30 @@ def trunk_file(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------------------
 # targets
 # ------------------------------------------------------------------------------------------------------------
-def test_occupancy_targets_are_exact_area_fractions():
+def test_occupancy_targets_are_area_fractions():
     mask = np.zeros((8, 8), np.float32)
     mask[0:3, 0:3] = 1  # 9 of the 16 pixels of the top-left 4×4 patch
     mask[4:8, 6:8] = 1  # half of the bottom-right patch
-    got = D.PatchTargets("occupancy").grid(mask, (2, 2))
-    np.testing.assert_allclose(got, [[9 / 16, 0], [0, 8 / 16]], atol=1e-6)
-    # a grid that does not divide the mask: 6 px -> 4 cells of 1.5 px; column 0 covers 2/3 of cell 0
+    for mode in ("occupancy", "exact_occupancy"):  # the two agree when the grid divides the image
+        got = D.PatchTargets(mode).grid(mask, (2, 2))
+        np.testing.assert_allclose(got, [[9 / 16, 0], [0, 8 / 16]], atol=1e-6)
+    # a grid that does not divide the mask: 6 px -> 4 cells of 1.5 px; column 0 covers 2/3 of cell 0 exactly,
+    # while the authors' torch area pooling (adaptive average pooling) averages whole pixels 0..1 -> 1/2
     col = np.zeros((6, 6), np.float32)
     col[:, 0] = 1
     np.testing.assert_allclose(
-        D.PatchTargets().grid(col, (4, 4)), np.tile([2 / 3, 0, 0, 0], (4, 1)), atol=1e-6
+        D.PatchTargets("exact_occupancy").grid(col, (4, 4)), np.tile([2 / 3, 0, 0, 0], (4, 1)), atol=1e-6
     )
+    authors = D.PatchTargets().grid(col, (4, 4))
+    np.testing.assert_allclose(authors, np.tile([1 / 2, 0, 0, 0], (4, 1)), atol=1e-6)
+
+
+def test_default_targets_equal_torch_area_interpolation():
+    """The authors' F.interpolate(mask, size, mode="area") equals adaptive average pooling, batched."""
+    mask = (torch.rand(3, 1, 37, 53, generator=torch.Generator().manual_seed(0)) > 0.6).float()
+    sizes = [(9, 13), (5, 7), (2, 3)]
+    for got, size in zip(D.PatchTargets()(mask, sizes), sizes):
+        torch.testing.assert_close(got, torch.nn.functional.adaptive_avg_pool2d(mask, size)[:, 0])
 
 
 def test_patch_targets_per_scale_batch_and_modes():
@@ -167,8 +179,26 @@ def test_trunk_from_folder_and_missing_hub_weights(trunk_file, tmp_path, monkeyp
 # ------------------------------------------------------------------------------------------------------------
 # heads and the whole discriminator
 # ------------------------------------------------------------------------------------------------------------
-def test_blurpool_is_a_normalised_binomial_lowpass():
-    pool = D.BlurPool2d(3)
+def test_blurpool_is_the_authors_five_tap_reflect_filter():
+    """vision_aided_loss BlurPool(filt_size=5, pad_type="reflect", stride=2): a [1,4,6,4,1]² / 256 filter
+    over a reflect-padded map, sampled every second pixel. Reference: kornia's same-size filter2d with
+    reflect borders, subsampled."""
+    from kornia.filters import filter2d
+
+    pool = D.BlurPool2d(4)
+    taps = torch.tensor([1.0, 4, 6, 4, 1])
+    torch.testing.assert_close(pool.kernel[0, 0], torch.outer(taps, taps) / 256)
+    x = torch.randn(2, 4, 11, 8, generator=torch.Generator().manual_seed(1))
+    reference = filter2d(x, (torch.outer(taps, taps) / 256)[None], border_type="reflect")[..., ::2, ::2]
+    torch.testing.assert_close(pool(x), reference)
+    assert pool(x).shape == (2, 4, 6, 4)  # ceil(H/2) × ceil(W/2)
+    # maps too small for reflect padding (toy images only) fall back to replication: constants stay constant
+    tiny = torch.full((1, 4, 2, 2), 1.5)
+    torch.testing.assert_close(pool(tiny), torch.full((1, 4, 1, 1), 1.5))
+
+
+def test_erasekit_blurpool_option_is_a_normalised_binomial_lowpass():
+    pool = D.BlurPool2d(3, kind="erasekit")
     k = pool.kernel[0, 0]
     expected = torch.outer(torch.tensor([1.0, 3, 3, 1]), torch.tensor([1.0, 3, 3, 1])) / 64
     torch.testing.assert_close(k, expected)
@@ -186,11 +216,11 @@ def test_blurpool_equals_kornia_away_from_the_border():
     from kornia.filters import blur_pool2d
 
     x = torch.randn(2, 5, 16, 12, generator=torch.Generator().manual_seed(0))
-    ours, theirs = D.BlurPool2d(5)(x), blur_pool2d(x, 4)
+    ours, theirs = D.BlurPool2d(5, kind="erasekit")(x), blur_pool2d(x, 4)
     assert ours.shape == theirs.shape == (2, 5, 8, 6)
     assert torch.equal(ours[..., 1:-1, 1:-1], theirs[..., 1:-1, 1:-1])
     const = torch.ones(1, 5, 8, 8)
-    assert torch.equal(D.BlurPool2d(5)(const), torch.ones(1, 5, 4, 4))
+    assert torch.equal(D.BlurPool2d(5, kind="erasekit")(const), torch.ones(1, 5, 4, 4))
     assert blur_pool2d(const, 4)[0, 0, 0, 0] < 1
 
 

@@ -301,35 +301,28 @@ def test_polygon_union_and_exact_fill():
         M.polygon_to_mask([(0, 0), (1, 1)], (5, 5))
 
 
-# ---- perturbations -----------------------------------------------------------------------------------------
+# ---- perturbations (the authors' operators; statistics in tests/test_osor_train_recipe.py) -----------------
 @FAST
 @given(blob_masks(), st.integers(0, 2**32 - 1), st.sampled_from(["shrink", "expand", "holes", "shift"]))
 def test_perturbations_keep_the_mask_contract(mask, seed, mode):
     out = M.perturb_mask(mask, mode, np.random.default_rng(seed))
     assert_mask_contract(out, mask.shape)
-    assert out.any()
+    assert set(np.unique(out).tolist()) <= {0.0, 1.0}  # binarised at > 128, as the authors' operators
     if mode == "shrink":
-        import cv2
-
-        assert np.all(out <= mask)
-        if (
-            cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5).max() >= 2
-        ):  # thick enough to lose a rim
-            assert out.sum() < mask.sum()
+        assert np.all(out <= mask) and out.sum() < mask.sum()
     elif mode == "expand":
         assert np.all(out >= mask)
     elif mode == "holes":
-        assert np.all(out <= mask)
+        assert np.all(out <= mask) and out.sum() >= 0.4 * mask.sum()
 
 
 @FAST
 @given(blob_masks(), st.integers(0, 2**32 - 1))
 def test_shift_preserves_area_unless_clipped(mask, seed):
     out = M.shift(mask, np.random.default_rng(seed))
-    if out.sum() == mask.sum():
+    if out.sum() == mask.sum() and out.any():
         # Same content displaced by one whole-pixel offset: find it and verify exactly.
         (y0, x0), (y1, x1) = np.argwhere(mask).min(0), np.argwhere(out).min(0)
-        assert (y0, x0) != (y1, x1) or not np.array_equal(out, mask)
         assert np.array_equal(np.roll(mask, (y1 - y0, x1 - x0), axis=(0, 1)), out)
     else:
         assert out.sum() < mask.sum()  # only clipping can change the area
@@ -337,19 +330,19 @@ def test_shift_preserves_area_unless_clipped(mask, seed):
 
 def test_shift_exact_offset_inside_the_frame():
     m = np.zeros((100, 100), np.float32)
-    m[40:60, 40:60] = 0.5
+    m[40:60, 40:60] = 1.0
     out = M.shift(m, np.random.default_rng(3))
     assert out.sum() == m.sum() and not np.array_equal(out, m)
-    assert set(np.unique(out).tolist()) == {0.0, 0.5}  # soft values are carried, not interpolated
+    assert set(np.unique(out).tolist()) == {0.0, 1.0}  # whole pixels, no interpolation
 
 
-def test_soft_masks_stay_soft_and_bounded():
+def test_soft_masks_are_binarised_above_128():
     m = np.zeros((40, 40), np.float32)
     m[10:30, 10:30] = 0.6
     rng = np.random.default_rng(0)
     for mode in ("shrink", "expand", "holes", "shift"):
         out = M.perturb_mask(m, mode, rng)
-        assert set(np.unique(out).tolist()) <= {0.0, float(np.float32(0.6))}
+        assert set(np.unique(out).tolist()) <= {0.0, 1.0}
 
 
 def test_perturbations_are_seeded_and_empty_masks_pass_through():
@@ -361,13 +354,6 @@ def test_perturbations_are_seeded_and_empty_masks_pass_through():
         assert np.array_equal(a, b)
         empty = np.zeros((8, 8), np.float32)
         assert np.array_equal(M.perturb_mask(empty, mode, np.random.default_rng(0)), empty)
-
-
-def test_shrink_keeps_a_core_of_thin_masks():
-    line = np.zeros((10, 30), np.float32)
-    line[5, 2:28] = 1
-    out = M.shrink(line, np.random.default_rng(0), fraction=(0.9, 0.9))
-    assert out.any() and np.all(out <= line)
 
 
 def test_object_core_mode_and_errors():
@@ -392,17 +378,3 @@ def test_sample_perturbation_mode_follows_the_probabilities():
     no_core = [M.sample_perturbation_mode(rng, has_object_core=False) for _ in range(2000)]
     assert "object_core" not in no_core
     assert no_core.count("shrink") / 2000 == pytest.approx(0.35 / 0.7, abs=0.03)
-
-
-@pytest.mark.parametrize("where", [(0, 0), (0, 11), (11, 0), (11, 11), (0, 5), (5, 11)])
-def test_shift_never_pushes_a_border_mask_out_of_the_image(where):
-    """A 1-2 px mask at the border stays non-empty for every seed (it used to vanish: an empty training
-    mask)."""
-    for size in (1, 2):
-        mask = np.zeros((12, 12), np.float32)
-        y, x = min(where[0], 12 - size), min(where[1], 12 - size)
-        mask[y : y + size, x : x + size] = 1
-        for seed in range(300):
-            out = M.perturb_mask(mask, "shift", np.random.default_rng(seed))
-            assert out.any(), (where, size, seed)
-            assert not np.array_equal(out, mask), (where, size, seed)  # it did move

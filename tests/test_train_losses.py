@@ -71,7 +71,7 @@ def test_generator_loss_eq8_is_area_normalised():
     fake = torch.tensor([[[0.0, 2.0], [-1.0, 5.0]]])
     w = torch.tensor([[[1.0, 0.5], [0.0, 0.0]]])
     expected = (1.0 * _nll_real(torch.tensor(0.0)) + 0.5 * _nll_real(torch.tensor(2.0))) / 1.5
-    assert torch.allclose(L.generator_adversarial_loss([fake], [w], eps=0.0), expected, atol=1e-6)
+    assert torch.allclose(L.generator_adversarial_loss([fake], [w]), expected, atol=1e-6)
     # scale-free in the mask area: the same logits under a larger mask give the same value
     big = torch.full((1, 4, 4), -1.0)
     small_w, big_w = torch.zeros(1, 4, 4), torch.ones(1, 4, 4)
@@ -83,17 +83,64 @@ def test_generator_loss_eq8_is_area_normalised():
     )
 
 
-def test_masked_l1_eq9():
+def test_masked_l1_eq9_is_the_authors_one_channel_normalisation():
     pred = torch.zeros(1, 3, 2, 2)
     target = torch.zeros(1, 3, 2, 2)
     target[:, :, 0, 0] = 1.0  # error 1 inside the mask
     target[:, :, 1, 1] = 5.0  # error outside the mask is ignored
     w = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
-    # ‖w ⊙ diff‖₁ = 3 (one pixel × 3 channels), ‖w‖₁ over channels = 6
-    assert torch.allclose(L.masked_l1(pred, target, w, eps=0.0), torch.tensor(0.5))
-    # full mask = plain L1
+    # ‖w ⊙ diff‖₁ = 3 (one pixel × 3 channels), ‖w‖₁ of the one-channel mask = 2
+    assert torch.allclose(L.masked_l1(pred, target, w), torch.tensor(1.5))
+    # full mask = 3 × the plain per-channel L1 (the authors' scale: the sum over channels per pixel)
     full = torch.ones(1, 1, 2, 2)
-    assert torch.allclose(L.masked_l1(pred, target, full, eps=0.0), (pred - target).abs().mean())
+    assert torch.allclose(L.masked_l1(pred, target, full), 3 * (pred - target).abs().mean())
+
+
+def test_authors_losses_on_a_constructed_batch():
+    """L1, Dice and the GAN terms on one batch, against the authors' formulas (src/utils/losses.py) written
+    out by hand: per-sample sums over plain Python numbers."""
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    mask = (torch.rand(2, 1, 4, 4, generator=g) > 0.5).float() * 0.75
+    mask[1] = 0.0  # an empty mask: the 1e-4 clamp keeps the term finite (0 / 1e-4)
+    ref = 0.0
+    for b in range(2):
+        num = sum(abs(mask[b, 0, y, x].item() * (pred[b, c, y, x] - target[b, c, y, x]).item())
+                  for c in range(3) for y in range(4) for x in range(4))
+        den = max(sum(mask[b, 0].flatten().tolist()), 1e-4)
+        ref += num / den / 2
+    assert L.masked_l1(pred, target, mask).item() == pytest.approx(ref, rel=1e-6)
+
+    # Dice: one over the whole flattened batch (not a mean of per-sample Dice)
+    p = torch.rand(3, 1, 2, 3, generator=g)
+    t = (torch.rand(3, 1, 2, 3, generator=g) > 0.4).float()
+    pf, tf = p.flatten().tolist(), t.flatten().tolist()
+    dice = 1 - (2 * sum(a * b for a, b in zip(pf, tf)) + 1) / (sum(pf) + sum(tf) + 1)
+    assert L.dice_loss(p, t).item() == pytest.approx(dice, rel=1e-6)
+    per_sample = sum(1 - (2 * (p[i] * t[i]).sum() + 1) / (p[i].sum() + t[i].sum() + 1) for i in range(3)) / 3
+    assert abs(L.dice_loss(p, t).item() - per_sample.item()) > 1e-4  # the old per-sample rule differs
+
+    # GAN: per-sample area-normalised generator term with the 1e-4 clamp; D term with soft targets 1 − w̃
+    fake = torch.randn(2, 3, 3, generator=g)
+    real = torch.randn(2, 3, 3, generator=g)
+    w = torch.rand(2, 3, 3, generator=g)
+    w[1] = 0.0
+    gen = 0.0
+    for b in range(2):
+        wb, fb = w[b].flatten().tolist(), fake[b].flatten().tolist()
+        num = sum(wb[i] * math.log1p(math.exp(-fb[i])) for i in range(9))
+        gen += num / max(w[b].sum().item(), 1e-4) / 2
+    assert L.generator_adversarial_loss([fake], [w]).item() == pytest.approx(gen, rel=1e-6)
+
+    def bce(logit, target):  # BCEWithLogits, by hand
+        s = 1 / (1 + math.exp(-logit))
+        return -(target * math.log(s) + (1 - target) * math.log(1 - s))
+
+    d = 0.0
+    for b in range(2):
+        d += sum(bce(real[b].flatten()[i].item(), 1.0) for i in range(9)) / 9 / 2
+        d += sum(bce(fake[b].flatten()[i].item(), 1 - w[b].flatten()[i].item()) for i in range(9)) / 9 / 2
+    assert L.discriminator_loss([real], [fake], [w]).item() == pytest.approx(d, rel=1e-5)
 
 
 def test_bce_and_dice_on_known_inputs():

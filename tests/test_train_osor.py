@@ -15,8 +15,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
+from erasekit.data.loader import collate_paired
 from erasekit.methods.osor.train.config import OsorTrainConfig, load_config
-from erasekit.methods.osor.train.trainer import OsorTrainer, collate_common_size, train_osor
+from erasekit.methods.osor.train.trainer import OsorTrainer, train_osor
 from erasekit.testing.training import TinyPerceptual, write_tiny_openclip_convnext
 from erasekit.training.checkpoints import latest_checkpoint
 from erasekit.types import InvalidInputError
@@ -99,9 +100,13 @@ def test_phase2_starts_from_phase1_and_gradients_reach_only_trainables(env, tmp_
     torch.testing.assert_close(head.weight[:native].detach(), ref.head["weight"])
     assert all(p.dtype == torch.float32 for p in trainer.trainable)
 
-    batch = collate_common_size([trainer._loader(0).dataset[(0, i)] for i in range(2)])
-    logs = trainer._micro_step(batch, step=0, micro=0)
-    assert {"l1", "lpips", "adv", "bce", "dice", "loss_d", "r1"} <= set(logs)
+    batch = collate_paired([trainer._loader(0).dataset[(0, i)] for i in range(2)])
+    keys = trainer._item_keys(0, 2)
+    loss_g, logs, x_hat = trainer._generator_loss(batch, keys)
+    loss_g.backward()
+    loss_d, logs_d = trainer._discriminator_loss(batch, x_hat.detach())
+    loss_d.backward()
+    assert {"l1", "lpips", "adv", "bce", "dice"} <= set(logs) and {"loss_d", "r1"} <= set(logs_d)
 
     trained = {n for n, p in unet.named_parameters() if p.requires_grad}
     assert trained and all(".osor." in n or n.startswith(head_name + ".") for n in trained)
@@ -181,27 +186,61 @@ def test_config_errors_are_one_line(tmp_path, env):
         cfg.resolved().accumulation_steps(1)
 
 
-def test_packaged_configs_equal_the_paper():
+# The authors' values (Zhouqm-Git/osor, osor-{sdxlinpainting,fluxfill}/configs/phase{1,2}.yaml and
+# src/engine/train_phase*.py), typed here from their files, not from erasekit's recipe.
+AUTHORS = {
+    # backbone: rank, l1, lpips, per-GPU batch, model_t per phase, resolution rule value
+    "sdxl": (256, 0.25, 5.0, 2, {1: 600.0, 2: 400.0}, 512),
+    "flux": (64, 0.5, 3.0, 2, {1: 0.4, 2: 0.4}, None),
+}
+
+
+def test_packaged_configs_equal_the_authors():
     from erasekit.methods.osor.train.config import packaged_config
 
-    expect = {"sdxl": (256, 0.25, 5.0, 4, 400.0, 512), "flux": (64, 0.5, 3.0, 2, 0.4, 1024)}
     for backbone in ("sdxl", "flux"):
         for phase, steps in ((1, 15000), (2, 5000)):
             c = load_config(packaged_config(f"osor_{backbone}_phase{phase}")).resolved()
-            rank, l1, per, pdb, t, res = expect[backbone]
-            assert (
-                c.lora.rank,
-                c.lora.alpha,
-                c.loss.l1,
-                c.loss.perceptual,
-                c.per_device_batch_size,
-                c.timestep,
-                c.data.resolution,
-                c.max_steps,
-            ) == (rank, rank, l1, per, pdb, t, res, steps)
+            rank, l1, per, pdb, t, res = AUTHORS[backbone]
+            assert (c.lora.rank, c.lora.alpha, c.loss.l1, c.loss.perceptual, c.per_device_batch_size,
+                    c.timestep, c.data.resolution, c.max_steps) == (
+                        rank, rank, l1, per, pdb, t[phase], res, steps)
             assert (c.loss.adversarial, c.loss.r1, c.loss.bce, c.loss.dice) == (0.3, 60000.0, 1.0, 2.0)
             assert (c.optim.lr_generator, c.optim.lr_discriminator, c.global_batch_size) == (1e-5, 1e-5, 16)
-            assert c.discriminator.targets == "occupancy" and c.discriminator.trunk.startswith(
-                "laion/CLIP-convnext"
-            )
+            # torch.optim.AdamW with its defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01
+            assert (c.optim.betas, c.optim.eps, c.optim.weight_decay, c.optim.max_grad_norm) == (
+                (0.9, 0.999), 1e-8, 0.01, 1.0)
+            assert (c.seed, c.mixed_precision, c.schedule, c.vae_dtype, c.vae_posterior) == (
+                42, "bf16", "alternate", "compute", "sample")
+            assert (c.data.flip_p, c.data.crop_scale) == (0.0, (1.0, 1.0))  # no flip, no crop
+            assert (c.discriminator.targets, c.discriminator.blur) == ("occupancy", "authors")
+            assert c.discriminator.trunk.startswith("laion/CLIP-convnext_xxlarge")
             assert (c.init_weights is not None) == (phase == 2)
+            # the bare model's defaults resolve to the same values as the packaged files
+            bare = OsorTrainConfig(backbone=backbone, phase=phase, model="m", output_dir="o",
+                                   data={"path": "d"}).resolved()
+            assert (bare.timestep, bare.seed, bare.optim.weight_decay, bare.data.resolution,
+                    bare.per_device_batch_size) == (t[phase], 42, 0.01, res, pdb)
+
+
+def test_recipe_constants_equal_the_authors():
+    from erasekit.masks import PERTURBATION_PROBABILITIES
+    from erasekit.methods.osor import recipe
+
+    assert recipe.TRAIN_SEED == 42
+    assert recipe.TRAIN_TIMESTEP == {("sdxl", 1): 600, ("sdxl", 2): 400, ("flux", 1): 0.4, ("flux", 2): 0.4}
+    assert recipe.TIMESTEP == {"sdxl": 400, "flux": 0.4}  # inference keeps 400 for both weight files
+    sdxl, flux = recipe.MASK_OPERATORS["sdxl"], recipe.MASK_OPERATORS["flux"]
+    # src/data/augment.py MaskAugmentor defaults (SDXL) and osor-fluxfill's
+    def values(ops):
+        return ops.shrink_keep, ops.expand_iterations, ops.shift_px, ops.expand_kernels, ops.hole_kernels
+
+    assert values(sdxl) == (
+        (0.5, 0.7), (1, 3), 35, (7, 11, 17), (17, 21, 31))
+    assert values(flux) == (
+        (0.5, 0.7), (1, 3), 50, (11, 17, 21), (21, 31, 41))
+    for ops in (sdxl, flux):
+        assert (ops.hole_seed_p, ops.hole_min_keep, ops.binarize_above) == (0.0005, 0.4, 128)
+    # src/data/collate.py ConsistentMaskCollate
+    assert PERTURBATION_PROBABILITIES == {"shrink": 0.35, "expand": 0.2, "holes": 0.1, "shift": 0.05,
+                                          "object_core": 0.3}

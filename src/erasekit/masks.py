@@ -381,6 +381,8 @@ def _is_point_list(value) -> bool:
 # Phase II conditions on a conservative mask m_in derived from the effect-aware target m_gt. One mode is
 # sampled per batch with these probabilities (the authors' public code, Zhouqm-Git/osor). "object_core" is not
 # a perturbation of m_gt but the SAVP object-core mask m_obj, so it is only possible when the sample has one.
+# The four operators are the authors' (src/data/augment.py): each binarises its input at > 128/255 and returns
+# a {0, 1} mask. Their defaults are the SDXL magnitudes; FLUX's are in erasekit.methods.osor.recipe.
 PERTURBATION_PROBABILITIES: dict[str, float] = {
     "shrink": 0.35,
     "expand": 0.2,
@@ -390,116 +392,109 @@ PERTURBATION_PROBABILITIES: dict[str, float] = {
 }
 
 
-def _span(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
-    lo, hi = bounds
-    if not 0 <= lo <= hi:
-        raise ValueError(f"bad range {bounds}: need 0 <= low <= high")
-    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+def _hard_uint8(mask: np.ndarray, above: int = 128) -> np.ndarray:
+    """The authors' ``(mask8 > 128)`` on a float mask: 0/255 uint8, what OpenCV's morphology expects."""
+    eight = np.round(np.clip(np.asarray(mask, np.float32), 0.0, 1.0) * 255.0)
+    return (eight > above).astype(np.uint8) * 255
 
 
-def _hard_uint8(mask: np.ndarray) -> np.ndarray:
-    return (np.asarray(mask) > 0).astype(np.uint8)
+def _as_float(mask8: np.ndarray) -> np.ndarray:
+    return (mask8 > 0).astype(np.float32)
 
 
 def shrink(
-    mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.1, 0.5)
+    mask: np.ndarray, rng: np.random.Generator, *, keep: tuple[float, float] = (0.5, 0.7), above: int = 128
 ) -> np.ndarray:
-    """Erode by ``max(1, f · R)`` pixels, ``f ~ U(fraction)``, R = the largest inscribed radius (max distance
-    transform).
+    """Keep the ``int(area · U(keep))`` innermost pixels, ranked by the L2 distance transform.
 
-    Scaling by R (not by image size) keeps thin masks from vanishing: with ``f < 1`` the core survives. The
-    image border does not erode (the object may continue beyond the frame). Result ⊆ mask (soft values are
-    kept).
+    As the authors write it: the pixels at or below the k-th smallest distance (k = pixels to remove) go, so
+    ties at the cut remove a few more than k. Result ⊆ mask.
     """
-    m = np.asarray(mask, dtype=np.float32)
-    hard = _hard_uint8(m)
-    if not hard.any():
-        return m.copy()
-    inside = cv2.distanceTransform(hard, cv2.DIST_L2, 5)
-    # At least one pixel: a boundary pixel is at distance 1, so a sub-pixel radius would change nothing.
-    radius = max(1.0, _span(rng, fraction) * float(inside.max()))
-    keep = inside > radius
-    if not keep.any():  # f·R rounds up to R on a one-pixel-thin mask: keep its deepest pixels
-        keep = inside >= inside.max()
-    return (m * keep).astype(np.float32)
+    hard = _hard_uint8(mask, above)
+    area = int(np.count_nonzero(hard))
+    if area == 0:
+        return _as_float(hard)
+    remove = area - int(area * float(rng.uniform(*keep)))
+    if remove <= 0:
+        return _as_float(hard)
+    dist = cv2.distanceTransform(hard, cv2.DIST_L2, 5)
+    threshold = np.partition(dist[hard > 0], remove - 1)[remove - 1]
+    return (dist > threshold).astype(np.float32)
 
 
 def expand(
-    mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    kernels: Sequence[int] = (7, 11, 17),
+    iterations: tuple[int, int] = (1, 3),
+    above: int = 128,
 ) -> np.ndarray:
-    """Dilate by ``max(1, round(f · sqrt(area / π)))`` pixels, ``f ~ U(fraction)``.
-
-    ``sqrt(area / π)`` is the mask's equivalent radius. Result ⊇ mask.
-    """
-    m = np.asarray(mask, dtype=np.float32)
-    area = float(_hard_uint8(m).sum())
-    if area == 0:
-        return m.copy()
-    pixels = max(1, round(_span(rng, fraction) * np.sqrt(area / np.pi)))
-    return np.maximum(dilate(m, pixels), m)
+    """The convex hull of each outer contour, filled, then dilated by a square ``k × k`` kernel (k drawn from
+    ``kernels``) for ``randint(*iterations)`` iterations (both ends included). Result ⊇ mask."""
+    hard = _hard_uint8(mask, above)
+    contours, _ = cv2.findContours(hard, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return _as_float(hard)
+    hull = np.zeros_like(hard)
+    cv2.drawContours(hull, [cv2.convexHull(c) for c in contours], -1, 255, -1)
+    k = int(kernels[int(rng.integers(len(kernels)))])
+    n = int(rng.integers(iterations[0], iterations[1] + 1))
+    return _as_float(cv2.dilate(hull, np.ones((k, k), np.uint8), iterations=n))
 
 
 def punch_holes(
     mask: np.ndarray,
     rng: np.random.Generator,
     *,
-    count: tuple[int, int] = (1, 4),
-    radius_fraction: tuple[float, float] = (0.2, 0.6),
+    seed_p: float = 0.0005,
+    kernels: Sequence[int] = (17, 21, 31),
+    min_keep: float = 0.4,
+    above: int = 128,
 ) -> np.ndarray:
-    """Drop ``n ~ U{count}`` disks centred on random mask pixels, each of radius ``f · R``.
-
-    R is the largest inscribed radius, ``f ~ U(radius_fraction)``, at least 1 pixel. Result ⊆ mask; if the
-    holes would erase the whole mask, it is returned unchanged (a removal request with no mask left is not a
-    training sample).
-    """
-    m = np.asarray(mask, dtype=np.float32)
-    hard = _hard_uint8(m)
-    ys, xs = np.nonzero(hard)
-    if len(ys) == 0:
-        return m.copy()
-    big_r = float(cv2.distanceTransform(hard, cv2.DIST_L2, 5).max())
-    lo, hi = count
-    n = int(rng.integers(lo, hi + 1))
-    holes = np.zeros_like(hard)
-    for _ in range(n):
-        k = int(rng.integers(len(ys)))
-        r = max(1, round(_span(rng, radius_fraction) * big_r))
-        cv2.circle(holes, (int(xs[k]), int(ys[k])), r, 1, thickness=-1)
-    out = m * (1 - holes)
-    return out.astype(np.float32) if out.any() else m.copy()
+    """Holes: every pixel is a seed with probability ``seed_p``; the seeds are dilated by a square kernel
+    (drawn from ``kernels``) and cut out of the mask. When less than ``min_keep`` of the mask would remain,
+    the mask is returned unchanged. Result ⊆ mask."""
+    hard = _hard_uint8(mask, above)
+    seeds = (rng.random(hard.shape) < seed_p).astype(np.uint8) * 255
+    k = int(kernels[int(rng.integers(len(kernels)))])
+    holes = cv2.dilate(seeds, np.ones((k, k), np.uint8), iterations=1)
+    out = cv2.bitwise_and(hard, cv2.bitwise_not(holes))
+    if np.count_nonzero(out) < np.count_nonzero(hard) * min_keep:
+        return _as_float(hard)
+    return _as_float(out)
 
 
-def shift(
-    mask: np.ndarray, rng: np.random.Generator, *, fraction: tuple[float, float] = (0.05, 0.25)
-) -> np.ndarray:
-    """Translate by a whole-pixel offset of ``f ·`` the mask's bounding-box height/width per axis.
-
-    Random signs, at least 1 pixel on one axis. Pixels pushed past the border are dropped, so the area is
-    preserved unless the mask is clipped; the offset never moves the whole mask out of the image.
-    """
-    from scipy.ndimage import shift as nd_shift
-
-    m = np.asarray(mask, dtype=np.float32)
-    ys, xs = np.nonzero(m > 0)
-    if len(ys) == 0:
-        return m.copy()
-    bh, bw = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    dy = round(_span(rng, fraction) * float(bh)) * int(rng.choice((-1, 1)))
-    dx = round(_span(rng, fraction) * float(bw)) * int(rng.choice((-1, 1)))
-    # Never push the whole mask out of the image (a 1-2 px mask at the border would vanish and leave an empty
-    # training mask): each offset keeps at least the mask's extreme pixel on that axis inside.
-    h, w = m.shape
-    dy = int(np.clip(dy, -ys.max(), h - 1 - ys.min()))
-    dx = int(np.clip(dx, -xs.max(), w - 1 - xs.min()))
-    if dy == 0 and dx == 0:
-        dx = int(rng.choice((-1, 1)))
-        if not -xs.max() <= dx <= w - 1 - xs.min():
-            dx = -dx
-    # order=0 with an integer offset is an exact copy of the values (no interpolation).
-    return nd_shift(m, (dy, dx), order=0, mode="constant", cval=0.0, prefilter=False).astype(np.float32)
+def shift(mask: np.ndarray, rng: np.random.Generator, *, limit: int = 35, above: int = 128) -> np.ndarray:
+    """Translate by whole pixels dx, dy ~ U{-limit..limit} each (both ends included). Pixels pushed past the
+    border are dropped, as in the authors' ``cv2.warpAffine`` with a zero border, so a mask near the border
+    can shrink or vanish."""
+    hard = _hard_uint8(mask, above)
+    dx = int(rng.integers(-limit, limit + 1))
+    dy = int(rng.integers(-limit, limit + 1))
+    matrix = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
+    moved = cv2.warpAffine(hard, matrix, (hard.shape[1], hard.shape[0]),
+                           flags=cv2.INTER_NEAREST, borderValue=0)
+    return _as_float(moved)
 
 
-_PERTURBATIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+def _operator_options(settings) -> dict[str, dict]:
+    """Keyword arguments per operator from a settings object with the fields of
+    :class:`erasekit.methods.osor.recipe.MaskOperatorSettings` (None: the functions' SDXL defaults)."""
+    if settings is None:
+        return {"shrink": {}, "expand": {}, "holes": {}, "shift": {}}
+    above = settings.binarize_above
+    return {
+        "shrink": {"keep": settings.shrink_keep, "above": above},
+        "expand": {"kernels": settings.expand_kernels, "iterations": settings.expand_iterations,
+                   "above": above},
+        "holes": {"seed_p": settings.hole_seed_p, "kernels": settings.hole_kernels,
+                  "min_keep": settings.hole_min_keep, "above": above},
+        "shift": {"limit": settings.shift_px, "above": above},
+    }
+
+
+_PERTURBATIONS: dict[str, Callable[..., np.ndarray]] = {
     "shrink": shrink,
     "expand": expand,
     "holes": punch_holes,
@@ -508,11 +503,18 @@ _PERTURBATIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray
 
 
 def perturb_mask(
-    mask: np.ndarray, mode: str, rng: np.random.Generator, *, object_core: np.ndarray | None = None
+    mask: np.ndarray,
+    mode: str,
+    rng: np.random.Generator,
+    *,
+    object_core: np.ndarray | None = None,
+    settings=None,
 ) -> np.ndarray:
-    """Apply one perturbation mode (a key of :data:`PERTURBATION_PROBABILITIES`) with default magnitudes.
+    """Apply one perturbation mode (a key of :data:`PERTURBATION_PROBABILITIES`).
 
-    ``"object_core"`` returns ``object_core`` (the SAVP object mask m_obj), which must then be given.
+    ``settings``: the operators' magnitudes (:class:`erasekit.methods.osor.recipe.MaskOperatorSettings`;
+    default SDXL's). ``"object_core"`` returns ``object_core`` (the SAVP object mask m_obj, soft values kept),
+    which must then be given.
     """
     if mode == "object_core":
         if object_core is None:
@@ -527,7 +529,7 @@ def perturb_mask(
         raise ValueError(
             f"unknown perturbation mode {mode!r}; choose from {', '.join(PERTURBATION_PROBABILITIES)}"
         ) from None
-    return fn(mask, rng)
+    return fn(mask, rng, **_operator_options(settings)[mode])
 
 
 def sample_perturbation_mode(rng: np.random.Generator, *, has_object_core: bool = True) -> str:

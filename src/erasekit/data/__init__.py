@@ -13,7 +13,8 @@ from .paired import (
     PairedSample,
     read_manifest,
 )
-from .transforms import FLUX_RESIZE, RESIZE_RULES, SDXL_RESIZE, PairedAugment, ResizeRule
+from .transforms import FLUX_RESIZE, RESIZE_RULES, SDXL_RESIZE, BackboneResize, PairedAugment, ResizeRule
 
-__all__ = ["FLUX_RESIZE", "MANIFEST_NAME", "RESIZE_RULES", "SDXL_RESIZE", "PairedAugment", "PairedDataset",
-           "PairedDatasetWriter", "PairedRecord", "PairedSample", "ResizeRule", "read_manifest"]
+__all__ = ["FLUX_RESIZE", "MANIFEST_NAME", "RESIZE_RULES", "SDXL_RESIZE", "BackboneResize", "PairedAugment",
+           "PairedDataset", "PairedDatasetWriter", "PairedRecord", "PairedSample", "ResizeRule",
+           "read_manifest"]

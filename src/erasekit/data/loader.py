@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from ..convert import image_to_tensor, mask_to_tensor
 from ..types import InvalidInputError
 from .paired import PairedDataset, PairedSample
-from .transforms import PairedAugment, ResizeRule
+from .transforms import BackboneResize, PairedAugment, ResizeRule
 
 
 class PairedTorchDataset(Dataset):
@@ -34,7 +34,7 @@ class PairedTorchDataset(Dataset):
         self,
         dataset: PairedDataset | str | os.PathLike,
         *,
-        resize: ResizeRule | None = None,
+        resize: ResizeRule | BackboneResize | None = None,
         augment: PairedAugment | None = None,
         seed: int = 0,
         phase2_only: bool = False,

@@ -1,13 +1,14 @@
 """Resizing rules and paired augmentation for training samples.
 
-OSOR resizes per backbone (OSOR arXiv:2606.28094 App. B.1 and the authors' public code (Zhouqm-Git/osor)):
+OSOR resizes per backbone with the authors' training rules (their ``src/data/dataset.py``), which
+:mod:`erasekit.methods.osor.recipe` holds once, next to the inference rules they share a function with:
 
-* SDXL-Inpainting: the shorter side becomes 512, then each side is rounded **up** to a multiple of 16.
-* FLUX Fill: the longer side is capped at 1024 (never upscaled), then each side is **floored** to a multiple
-of 16.
+* SDXL-Inpainting: the shorter side becomes 512 (smaller images are scaled up), each scaled side is truncated
+  with ``int()``, then rounded **up** to a multiple of 16 (:data:`SDXL_RESIZE`).
+* FLUX Fill: the native size, each side rounded **up** to a multiple of 16, no cap (:data:`FLUX_RESIZE`).
 
-Both are :class:`ResizeRule` instances (:data:`SDXL_RESIZE`, :data:`FLUX_RESIZE`), so a new backbone is a new
-value, not a new branch. Images resize with Lanczos, masks with nearest neighbour (they stay binary).
+Both are :class:`BackboneResize` values. :class:`ResizeRule` is the generic rule other trainers use. Images
+resize with Lanczos, masks with nearest neighbour, keeping their soft values (the authors' ``/255`` masks).
 
 :class:`PairedAugment` draws one flip and one crop and applies them to the shot, the background and both
 masks, so
@@ -59,18 +60,42 @@ class ResizeRule:
                 max(self.multiple, math.floor(round(w, 6) / self.multiple) * self.multiple))
 
     def apply(self, sample: PairedSample) -> PairedSample:
-        h, w = sample.image.shape[:2]
-        out_h, out_w = self.size(h, w)
-        if (out_h, out_w) == (h, w):
-            return sample
-        return replace(sample, image=resize_image(sample.image, out_h, out_w),
-                       background=resize_image(sample.background, out_h, out_w),
-                       object_mask=resize_mask(sample.object_mask, out_h, out_w),
-                       effect_mask=resize_mask(sample.effect_mask, out_h, out_w))
+        return _resize_sample(sample, *self.size(*sample.image.shape[:2]))
 
 
-SDXL_RESIZE = ResizeRule(side="short", target=512, multiple=16, rounding="up", upscale=True)
-FLUX_RESIZE = ResizeRule(side="long", target=1024, multiple=16, rounding="down", upscale=False)
+@dataclass(frozen=True)
+class BackboneResize:
+    """An OSOR backbone's working size (:func:`erasekit.methods.osor.recipe.sdxl_working_size` /
+    ``flux_working_size``). ``target``: SDXL's short side; FLUX's long-side cap (None: no cap). ``upscale``:
+    SDXL's training rule scales small images up (True), its inference rule does not."""
+
+    backbone: Literal["sdxl", "flux"]
+    target: int | None
+    upscale: bool = True
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        from ..methods.osor import recipe
+
+        if self.backbone == "sdxl":
+            return recipe.sdxl_working_size(height, width, upscale=self.upscale,
+                                            short_side=self.target or recipe.RESOLUTION["sdxl"])
+        return recipe.flux_working_size(height, width, max_side=self.target)
+
+    def apply(self, sample: PairedSample) -> PairedSample:
+        return _resize_sample(sample, *self.size(*sample.image.shape[:2]))
+
+
+def _resize_sample(sample: PairedSample, out_h: int, out_w: int) -> PairedSample:
+    if (out_h, out_w) == sample.image.shape[:2]:
+        return sample
+    return replace(sample, image=resize_image(sample.image, out_h, out_w),
+                   background=resize_image(sample.background, out_h, out_w),
+                   object_mask=resize_mask(sample.object_mask, out_h, out_w),
+                   effect_mask=resize_mask(sample.effect_mask, out_h, out_w))
+
+
+SDXL_RESIZE = BackboneResize("sdxl", 512)
+FLUX_RESIZE = BackboneResize("flux", None)
 RESIZE_RULES = {"sdxl": SDXL_RESIZE, "flux": FLUX_RESIZE}
 
 
@@ -79,8 +104,9 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    eight = Image.fromarray((np.asarray(mask) > 0.5).astype(np.uint8) * 255, "L")
-    return (np.asarray(eight.resize((width, height), Image.Resampling.NEAREST)) > 127).astype(np.float32)
+    """Nearest-neighbour resize that keeps soft values (the authors resize 8-bit masks NEAREST, then /255)."""
+    values = Image.fromarray(np.asarray(mask, dtype=np.float32), "F")
+    return np.array(values.resize((width, height), Image.Resampling.NEAREST), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -128,5 +154,5 @@ class PairedAugment:
         return int(rng.integers(lo, hi + 1))
 
 
-__all__ = ["FLUX_RESIZE", "RESIZE_RULES", "SDXL_RESIZE", "PairedAugment", "ResizeRule", "resize_image",
-           "resize_mask"]
+__all__ = ["FLUX_RESIZE", "RESIZE_RULES", "SDXL_RESIZE", "BackboneResize", "PairedAugment", "ResizeRule",
+           "resize_image", "resize_mask"]

@@ -12,10 +12,12 @@ open_clip checkpoint into it with a key converter (:func:`convert_openclip_convn
 architecture (depths, widths) off the tensor shapes, so any open_clip/timm ConvNeXt checkpoint works, and the
 tiny trunk in the tests goes through the same path.
 
-The heads: SN-Conv3×3 (C_k→512) → LeakyReLU(0.2) → BlurPool(stride 2) → SN-Conv1×1 (512→1).
+The heads: SN-Conv3×3 (C_k→512) → LeakyReLU(0.2) → BlurPool(5 taps, reflect, stride 2) → SN-Conv1×1 (512→1),
+as the authors' ``src/models/discriminator.py``.
 
-Patch targets w̃_k (Fig. 4, Table 3): ``occupancy`` (area pooling, exact fractional coverage; the paper's
-choice), ``hard`` (nearest) and ``soft`` (Gaussian). The grid constructions are in :mod:`erasekit.masks`.
+Patch targets w̃_k (Fig. 4, Table 3): ``occupancy`` (torch area pooling, the authors'), ``exact_occupancy``
+(erasekit's exact fractional coverage), ``hard`` (nearest) and ``soft`` (Gaussian). The grid constructions
+are in :mod:`erasekit.masks`.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ from ....types import InvalidInputError, MissingWeightsError
 if TYPE_CHECKING:
     from transformers import ConvNextModel
 
-TargetMode = Literal["occupancy", "hard", "soft"]
-TARGET_MODES: tuple[str, ...] = ("occupancy", "hard", "soft")
+TargetMode = Literal["occupancy", "exact_occupancy", "hard", "soft"]
+TARGET_MODES: tuple[str, ...] = ("occupancy", "exact_occupancy", "hard", "soft")
 
 # The paper's trunk: OpenCLIP convnext_xxlarge (arXiv:2606.28094 App. B.6, stages of 384–3072 channels)
 # with the laion2b_s34b_b82k_augreg_soup weights the authors' public code (Zhouqm-Git/osor) uses; on the Hub
@@ -265,27 +267,38 @@ class ConvNextTrunk(nn.Module):
 # ------------------------------------------------------------------------------------------------------------
 # Heads
 # ------------------------------------------------------------------------------------------------------------
+BlurKind = Literal["authors", "erasekit"]
+BLUR_KINDS: tuple[str, ...] = ("authors", "erasekit")
+
+
 class BlurPool2d(nn.Module):
     """Anti-aliased downsampling (Zhang 2019): a fixed binomial low-pass, then stride.
 
-    The kernel is kornia's normalised Pascal kernel (4 taps: [1,3,3,1]²/64), padded (1, 2) as in
-    antialiased-cnns, so the output is ceil(H/2) × ceil(W/2). The padding and the strided depthwise conv are
-    written here because kornia's ``BlurPool2D`` zero-pads, which darkens the map's border; replicate padding
-    keeps a constant map constant and, unlike antialiased-cnns' reflect padding, works down to 1×1 maps.
+    ``kind="authors"`` (default) is the BlurPool the authors import from ``vision_aided_loss``
+    (``filt_size=5, pad_type="reflect"``): the 5-tap kernel [1,4,6,4,1]²/256, reflect padding of 2 on every
+    side, output ceil(H/2) × ceil(W/2). Reflect padding needs each side > 2; the smaller maps only toy-sized
+    images reach (a 64-px image's last stage is 2×2) are padded by replication instead, so a constant map
+    stays constant. ``kind="erasekit"`` is erasekit's former head: 4 taps [1,3,3,1]²/64 with replicate padding
+    (1, 2).
+    The kernels are kornia's normalised Pascal kernels; the padding and the strided depthwise conv are written
+    here because kornia's ``BlurPool2D`` zero-pads, which darkens the map's border.
     """
 
     kernel: torch.Tensor  # a non-persistent buffer, registered in __init__
 
-    def __init__(self, channels: int, *, taps: int = 4, stride: int = 2):
+    def __init__(self, channels: int, *, kind: BlurKind = "authors", stride: int = 2):
         super().__init__()
+        if kind not in BLUR_KINDS:
+            raise InvalidInputError(f"unknown BlurPool kind {kind!r}; choose from {', '.join(BLUR_KINDS)}")
+        taps = 5 if kind == "authors" else 4
         kernel = get_pascal_kernel_2d(taps, norm=True)
         self.register_buffer("kernel", kernel.expand(channels, 1, taps, taps).contiguous(), persistent=False)
-        self.stride = stride
-        self.channels = channels
+        self.kind, self.stride, self.channels = kind, stride, channels
         self.pad = ((taps - 1) // 2, taps // 2) * 2  # left, right, top, bottom
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, self.pad, mode="replicate")
+        reflect = self.kind == "authors" and min(x.shape[-2:]) > max(self.pad)
+        x = F.pad(x, self.pad, mode="reflect" if reflect else "replicate")
         return F.conv2d(x, self.kernel.to(x.dtype), stride=self.stride, groups=self.channels)
 
 
@@ -294,11 +307,11 @@ class PatchHead(nn.Module):
 
     Returns B×H_k/2×W_k/2 logits (the channel dimension removed)."""
 
-    def __init__(self, in_channels: int, hidden: int = 512):
+    def __init__(self, in_channels: int, hidden: int = 512, *, blur: BlurKind = "authors"):
         super().__init__()
         self.conv = spectral_norm(nn.Conv2d(in_channels, hidden, 3, padding=1))
         self.act = nn.LeakyReLU(0.2)
-        self.blur = BlurPool2d(hidden)
+        self.blur = BlurPool2d(hidden, kind=blur)
         self.out = spectral_norm(nn.Conv2d(hidden, 1, 1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -308,10 +321,10 @@ class PatchHead(nn.Module):
 class OccupancyDiscriminator(nn.Module):
     """Frozen trunk + one trainable :class:`PatchHead` per trunk stage."""
 
-    def __init__(self, trunk: ConvNextTrunk, *, hidden: int = 512):
+    def __init__(self, trunk: ConvNextTrunk, *, hidden: int = 512, blur: BlurKind = "authors"):
         super().__init__()
         self.trunk = trunk
-        self.heads = nn.ModuleList(PatchHead(c, hidden) for c in trunk.channels)
+        self.heads = nn.ModuleList(PatchHead(c, hidden, blur=blur) for c in trunk.channels)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         return self.trunk(images)
@@ -331,7 +344,10 @@ class OccupancyDiscriminator(nn.Module):
 class PatchTargets:
     """How a pixel mask becomes per-scale targets (Fig. 4).
 
-    ``occupancy`` (OG, default), ``hard`` (HM), ``soft`` (SM, Gaussian with ``sigma`` in grid cells).
+    ``occupancy`` (OG, default): the authors' ``F.interpolate(mask, mode="area")``, torch's adaptive average
+    pooling; ``exact_occupancy``: erasekit's exact fractional coverage of each cell (the two agree when the
+    grid divides the image and differ slightly at cell edges when it does not); ``hard`` (HM, nearest);
+    ``soft`` (SM, Gaussian with ``sigma`` in grid cells).
     """
 
     mode: TargetMode = "occupancy"
@@ -345,6 +361,9 @@ class PatchTargets:
 
     def grid(self, mask: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
         if self.mode == "occupancy":
+            t = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None, None]
+            return F.interpolate(t, size=grid_hw, mode="area")[0, 0].numpy()
+        if self.mode == "exact_occupancy":
             return M.occupancy_grid(mask, grid_hw)
         if self.mode == "hard":
             return M.nearest_grid(mask, grid_hw)
@@ -352,16 +371,20 @@ class PatchTargets:
 
     def __call__(self, mask: torch.Tensor, grid_sizes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
         """N×1×H×W (or N×H×W) mask in [0, 1] -> one N×h_k×w_k target per grid size."""
-        m = mask.detach().float().cpu().numpy()
-        m = m[:, 0] if m.ndim == 4 else m
+        if self.mode == "occupancy":  # batched on the mask's device, as the authors compute it
+            m = mask.detach().float()
+            m = m if m.ndim == 4 else m[:, None]
+            return [F.interpolate(m, size=(h, w), mode="area")[:, 0] for h, w in grid_sizes]
+        arr = mask.detach().float().cpu().numpy()
+        arr = arr[:, 0] if arr.ndim == 4 else arr
         return [
-            torch.from_numpy(np.stack([self.grid(sample, (h, w)) for sample in m])).to(
+            torch.from_numpy(np.stack([self.grid(sample, (h, w)) for sample in arr])).to(
                 device=mask.device, dtype=torch.float32
             )
             for h, w in grid_sizes
         ]
 
 
-__all__ = ["DEFAULT_TRUNK", "TARGET_MODES", "XXLARGE_NORM_EPS", "BlurPool2d", "ConvNextTrunk",
+__all__ = ["BLUR_KINDS", "DEFAULT_TRUNK", "TARGET_MODES", "XXLARGE_NORM_EPS", "BlurPool2d", "ConvNextTrunk",
            "OccupancyDiscriminator", "PatchHead", "PatchTargets", "convert_openclip_convnext",
            "convnext_from_openclip_state", "resolve_trunk_file"]

@@ -35,16 +35,21 @@ def discriminator_loss(
     return total
 
 
-def generator_adversarial_loss(
-    fake_logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], *, eps: float = 1e-6
-) -> torch.Tensor:
-    """Eq. 8: Σ_k E[ Σ_p w̃_k(p)·(−log D_k(x̂)_p) / (Σ_p w̃_k(p) + ε) ].
+# The authors clamp every area normaliser from below at this value (src/utils/losses.py: clamp_min(1e-4)).
+AREA_CLAMP = 1e-4
 
-    Non-saturating, normalised by the occupied area so the loss scale does not depend on mask size.
+
+def generator_adversarial_loss(
+    fake_logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], *, clamp: float = AREA_CLAMP
+) -> torch.Tensor:
+    """Eq. 8: Σ_k E[ Σ_p w̃_k(p)·(−log D_k(x̂)_p) / max(Σ_p w̃_k(p), 1e-4) ].
+
+    Non-saturating, normalised per sample by the occupied area (clamped as the authors do), so the loss scale
+    does not depend on mask size.
     """
     total = fake_logits[0].new_zeros((), dtype=torch.float32)
     for fake, w in zip(fake_logits, targets, strict=True):
-        per_sample = (w * F.softplus(-fake.float())).flatten(1).sum(1) / (w.flatten(1).sum(1) + eps)
+        per_sample = (w * F.softplus(-fake.float())).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(clamp)
         total = total + per_sample.mean()
     return total
 
@@ -73,16 +78,17 @@ def r1_penalty(
 # Reconstruction
 # ------------------------------------------------------------------------------------------------------------
 def masked_l1(
-    prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *, eps: float = 1e-6
+    prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *, clamp: float = AREA_CLAMP
 ) -> torch.Tensor:
-    """Eq. 9: E[ ‖w ⊙ (x̂ − x_bg)‖₁ / (‖w‖₁ + ε) ].
+    """Eq. 9: E[ ‖w ⊙ (x̂ − x_bg)‖₁ / max(‖w‖₁, 1e-4) ], per sample, then the batch mean.
 
-    ``weight`` is N×1×H×W and is broadcast over the image channels on both sides, so the term is the mean
-    absolute error per channel value inside the region (a full mask gives the plain L1 loss).
+    As the authors compute it: ``weight`` is the N×1×H×W one-channel mask, so the numerator sums over the
+    image channels and the denominator does not; the term is the per-pixel *sum* over the three channels of
+    the absolute error inside the region (3× a per-channel mean).
     """
-    w = weight.float().expand_as(prediction)
+    w = weight.float()
     diff = (w * (prediction.float() - target.float())).abs().flatten(1).sum(1)
-    return (diff / (w.flatten(1).sum(1) + eps)).mean()
+    return (diff / w.flatten(1).sum(1).clamp_min(clamp)).mean()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -96,10 +102,11 @@ def effect_mask_to_latent(effect_mask: torch.Tensor, latent_hw: tuple[int, int])
 
 
 def dice_loss(probabilities: torch.Tensor, target: torch.Tensor, *, smooth: float = 1.0) -> torch.Tensor:
-    """1 − (2 Σ p·m + s) / (Σ p + Σ m + s) per sample, averaged over the batch (Eq. 14's Dice term)."""
-    p = probabilities.float().flatten(1)
-    m = target.float().flatten(1)
-    return (1 - (2 * (p * m).sum(1) + smooth) / (p.sum(1) + m.sum(1) + smooth)).mean()
+    """Eq. 14's Dice term, 1 − (2 Σ p·m + s) / (Σ p + Σ m + s), as the authors compute it: one Dice over the
+    whole flattened batch (not per sample and then averaged)."""
+    p = probabilities.float().reshape(-1)
+    m = target.float().reshape(-1)
+    return 1 - (2 * (p * m).sum() + smooth) / (p.sum() + m.sum() + smooth)
 
 
 def alpha_loss(
@@ -120,5 +127,5 @@ def alpha_loss(
     return {"alpha": bce_weight * bce + dice_weight * dice, "bce": bce, "dice": dice}
 
 
-__all__ = ["alpha_loss", "dice_loss", "discriminator_loss", "effect_mask_to_latent",
+__all__ = ["AREA_CLAMP", "alpha_loss", "dice_loss", "discriminator_loss", "effect_mask_to_latent",
            "generator_adversarial_loss", "masked_l1", "r1_penalty"]

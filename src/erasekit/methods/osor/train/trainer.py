@@ -4,34 +4,39 @@ What is trained: a peft LoRA on the backbone's denoiser (the authors' target mod
 rank``, Gaussian init) plus the full terminal layer (SDXL ``conv_out`` / FLUX ``proj_out``, kept in float32;
 in Phase II it carries the alpha head), and the discriminator's four patch heads. Everything else is frozen.
 
-One step, as in the paper:
+The loop is the authors' (Zhouqm-Git/osor, ``src/engine/train_phase{1,2}.py``); one optimizer step is:
 
-* **generator** — the one-step forward of :mod:`erasekit.methods.osor` (the engine's ``denoise``: Eq. 3–5,
-12),
-  blended in latent space with the max-pooled conditioning mask (Phase I, Eq. 6) or the predicted alpha (Phase
-  II, Eq. 13), decoded to x̂; loss L_G(m_gt) = λ_rec·Eq. 9 + λ_per·LPIPS + λ_adv·Eq. 8 (Eq. 10), plus Eq. 14
-  in Phase II. Phase I conditions on m_gt; Phase II on an incomplete mask m_in (one perturbation mode per
-  batch, drawn by
-  :class:`erasekit.methods.osor.train.conditioning.IncompleteMaskSampler`), while the losses always use m_gt.
-* **discriminator** — Eq. 7 with occupancy targets and λ_r1·R1 on the head inputs (Eq. 16), on x̂ detached.
+* **generator batch** — the one-step restoration (the engine's ``denoise``: Eq. 3–5, 12) on a VAE posterior
+  *sample* of the shot, blended in latent space with the max-pooled conditioning mask (Phase I, Eq. 6) or the
+  predicted alpha (Phase II, Eq. 13), decoded to x̂; loss L_G(m_gt) = λ_rec·Eq. 9 + λ_per·LPIPS + λ_adv·Eq. 8
+  (Eq. 10), plus Eq. 14 in Phase II. The discriminator's heads are in ``eval()`` here, so spectral norm's
+  power iteration does not advance. Gradients are clipped (generator only). Phase I conditions on m_gt; Phase
+  II on an incomplete mask m_in (one perturbation mode per batch, drawn by
+  :class:`erasekit.methods.osor.train.conditioning.IncompleteMaskSampler`), while the losses use m_gt.
+* **discriminator batch** — the *next* batch: x̂ recomputed under ``no_grad`` with the just-updated generator,
+  then Eq. 7 with occupancy targets and λ_r1·R1 on the head inputs (Eq. 16).
 
-Engineering: Accelerate gives the device, mixed precision (bf16/fp16 autocast, fp16 loss scaling), the process
-group and checkpoint/RNG state. Gradients are accumulated by hand (loss / k, step every k micro-batches) and,
-with several processes, averaged over processes once per optimizer step (StyleGAN2-style) — the models are not
-wrapped in DistributedDataParallel because R1 needs ``autograd.grad`` on head inputs, which DDP does not
-support, and because the denoiser is called through the OSOR engine. All randomness of a step (noise, mask
-perturbation, batch order, augmentation) is derived from (seed, step), so a run resumed from a checkpoint
-continues exactly where it stopped.
+``schedule: joint`` keeps erasekit's former loop (both updates on one batch, the discriminator on the
+generator step's x̂). With gradient accumulation k, k batches go to the generator, then k to the discriminator.
+
+Engineering: Accelerate gives the device, autocast and the process group and saves the checkpoint state. Each
+optimizer has its own loss scaler (:class:`erasekit.training.optim.ScaledOptimizer`; fp16 only). Gradients are
+accumulated by hand (loss / k) and, with several processes, averaged over processes once per optimizer step —
+the models are not wrapped in DistributedDataParallel because R1 needs ``autograd.grad`` on head inputs, which
+DDP does not support, and because the denoiser is called through the OSOR engine. Batches come from
+aspect-ratio buckets (the authors' ``src/data/sampler.py``), formed at the global batch size and split over
+processes, and every random draw of a sample (posterior sample, noise, mask perturbation) is keyed by (seed,
+micro-batch, position in the global batch): the same global batch trains the same way on any number of
+processes, and a run resumed from a checkpoint continues exactly where it stopped.
 
 Outputs in ``output_dir``: ``checkpoints/step-NNNNNNN/`` (``accelerator.save_state`` + ``trainer_state.json``
-+ the
-weights in erasekit's OSOR format under ``osor/``), ``osor/`` (final weights; ``erasekit remove --method
-osor-sdxl --weights OUTPUT/osor``), ``metrics.jsonl`` and ``config.yaml`` (the resolved config).
++ the weights in erasekit's OSOR format under ``osor/``), ``osor/`` (final weights, with
+``discriminator_heads.safetensors`` for Phase II to start from; ``erasekit remove --method osor-sdxl --weights
+OUTPUT/osor``), ``metrics.jsonl`` and ``config.yaml`` (the resolved config).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import shutil
@@ -73,17 +78,20 @@ PerceptualLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # ------------------------------------------------------------------------------------------------------------
 # Data: deterministic batches for any step (resume-exact), a common size per batch
 # ------------------------------------------------------------------------------------------------------------
-class StepBatchSampler:
-    """Yields this process's micro-batches of dataset indices from micro-batch ``start`` on, forever.
+class BucketBatchSampler:
+    """This process's micro-batches of dataset indices, from micro-batch ``start`` on, forever.
 
-    Epoch e is a permutation drawn from (seed, e); a global micro-batch holds ``batch_size × num_replicas``
-    indices, of which process ``rank`` takes its slice. Items are ``(epoch, index)`` so per-epoch augmentation
-    works in worker processes too.
+    Aspect-ratio buckets as the authors' ``DistributedAspectRatioBucketSampler``: items are grouped by
+    ``keys[i]`` (their source size), so a batch never mixes sizes and nothing is cropped. Per epoch e (a
+    generator seeded from (seed, e)): bucket order, items within a bucket and the batches are shuffled; a
+    bucket's incomplete last batch is dropped. Unlike the authors', batches are formed at the *global* size
+    ``batch_size × num_replicas`` and each process takes its slice, so the global batch does not depend on the
+    process count. Items are ``(epoch, index)`` so per-epoch augmentation works in worker processes too.
     """
 
     def __init__(
         self,
-        n_items: int,
+        keys: list,
         batch_size: int,
         *,
         seed: int,
@@ -91,31 +99,43 @@ class StepBatchSampler:
         num_replicas: int = 1,
         rank: int = 0,
     ):
-        self.per_epoch = n_items // (batch_size * num_replicas)
+        self.keys, self.bs, self.seed, self.start = list(keys), batch_size, seed, start
+        self.replicas, self.rank = num_replicas, rank
+        self.buckets: dict = {}
+        for i, key in enumerate(self.keys):
+            self.buckets.setdefault(key, []).append(i)
+        width = batch_size * num_replicas
+        self.per_epoch = sum(len(v) // width for v in self.buckets.values())
         if self.per_epoch < 1:
             raise InvalidInputError(
-                f"dataset has {n_items} samples, fewer than one global batch "
-                f"({batch_size} × {num_replicas} processes)"
+                f"dataset has {len(self.keys)} samples in {len(self.buckets)} size bucket(s), none with a "
+                f"full global batch ({batch_size} × {num_replicas} processes)"
             )
-        self.n, self.bs, self.seed, self.start, self.replicas, self.rank = (
-            n_items,
-            batch_size,
-            seed,
-            start,
-            num_replicas,
-            rank,
-        )
+        self._epoch: tuple[int, list[list[int]]] | None = None
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of ``epoch``, in order."""
+        if self._epoch is not None and self._epoch[0] == epoch:
+            return self._epoch[1]
+        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        keys = list(self.buckets)
+        keys = [keys[i] for i in torch.randperm(len(keys), generator=g).tolist()]
+        width = self.bs * self.replicas
+        batches = []
+        for key in keys:
+            items = self.buckets[key]
+            items = [items[i] for i in torch.randperm(len(items), generator=g).tolist()]
+            batches += [items[i : i + width] for i in range(0, len(items) - width + 1, width)]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        self._epoch = (epoch, batches)
+        return batches
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         g = self.start
         while True:
             epoch, pos = divmod(g, self.per_epoch)
-            order = torch.randperm(
-                self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch)
-            )
-            width = self.bs * self.replicas
-            chunk = order[pos * width : (pos + 1) * width][self.rank * self.bs : (self.rank + 1) * self.bs]
-            yield [(epoch, int(i)) for i in chunk]
+            batch = self.epoch_batches(epoch)[pos][self.rank * self.bs : (self.rank + 1) * self.bs]
+            yield [(epoch, i) for i in batch]
             g += 1
 
     def __len__(self) -> int:  # an endless sampler; DataLoader only needs this for its length hint
@@ -137,37 +157,16 @@ class _EpochIndexed(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-def _window(extent: np.ndarray, size: int, crop: int) -> int:
-    """Start of a ``crop``-long window in ``size`` centred on the masked extent, clamped to the image."""
-    idx = np.flatnonzero(extent)
-    centre = (idx[0] + idx[-1] + 1) / 2 if len(idx) else size / 2
-    return int(min(max(round(centre - crop / 2), 0), size - crop))
+def source_sizes(dataset) -> list[tuple[int, int]]:
+    """(H, W) of every item's shot from the file headers: the bucket keys (the authors' cached sizes)."""
+    from PIL import Image
 
-
-def collate_common_size(items: list[dict[str, Any]], multiple: int = 16) -> dict[str, Any]:
-    """Stack samples of different sizes by cropping all to the batch's smallest H×W.
-
-    The common size is a multiple of ``multiple``, each window centred on its effect mask. Same-size batches
-    are stacked unchanged.
-    """
-    from ....data.loader import collate_paired
-
-    h = min(item["image"].shape[-2] for item in items) // multiple * multiple
-    w = min(item["image"].shape[-1] for item in items) // multiple * multiple
-    if h < multiple or w < multiple:
-        raise InvalidInputError(f"a training sample is smaller than {multiple}×{multiple} pixels")
-    cropped = []
-    for item in items:
-        eff = item["effect_mask"][0].numpy() > 0
-        top = _window(eff.any(axis=1), eff.shape[0], h)
-        left = _window(eff.any(axis=0), eff.shape[1], w)
-        cropped.append(
-            {
-                k: (v[..., top : top + h, left : left + w] if torch.is_tensor(v) and v.ndim == 3 else v)
-                for k, v in item.items()
-            }
-        )
-    return collate_paired(cropped)
+    sizes = []
+    for source in dataset.indices:
+        record = dataset.dataset.records[source]
+        with Image.open(dataset.dataset.root / record.image) as img:
+            sizes.append((img.height, img.width))
+    return sizes
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -340,9 +339,12 @@ class OsorTrainer:
         self.pipe = pipeline
         self.engine = _engine_for(cfg, pipeline)
         self.timestep = self.engine.check_timestep(cfg.timestep)
-        self.vae = pipeline.vae.to(self.device, torch.float32).requires_grad_(
-            False
-        )  # fp32, as diffusers' scripts
+        # The exported weights record the inference timestep (400 / 0.4), whatever the phase trained at.
+        from ..recipe import TIMESTEP
+
+        self.inference_timestep = float(TIMESTEP[cfg.backbone])
+        vae_dtype = weight_dtype if cfg.vae_dtype == "compute" else torch.float32  # authors': compute dtype
+        self.vae = pipeline.vae.to(self.device, vae_dtype).requires_grad_(False)
         self.denoiser = self.engine.denoiser
         self.trainable = prepare_denoiser(self.denoiser, cfg, seed=cfg.seed)  # loads init weights in fp32
         self.denoiser.to(self.device, weight_dtype)  # frozen weights in the compute dtype ...
@@ -367,8 +369,13 @@ class OsorTrainer:
             )
             with torch.random.fork_rng(devices=[]):  # the heads' initialisation depends on the seed only
                 torch.manual_seed(cfg.seed)
-                discriminator = OccupancyDiscriminator(trunk, hidden=cfg.discriminator.hidden)
+                discriminator = OccupancyDiscriminator(
+                    trunk, hidden=cfg.discriminator.hidden, blur=cfg.discriminator.blur
+                )
         self.disc = discriminator
+        self.heads_loaded_from: Path | None = None
+        if cfg.phase == 2 and cfg.init_weights and cfg.discriminator.init_from_phase1:
+            self.heads_loaded_from = load_discriminator_heads(self.disc.heads, cfg.init_weights)
         self.disc.to(self.device)
         self.disc.trunk.to(dtype=weight_dtype)
         self.targets = PatchTargets(cfg.discriminator.targets, cfg.discriminator.sigma)
@@ -380,27 +387,33 @@ class OsorTrainer:
             perceptual_loss.to(self.device)
         self.perceptual = perceptual_loss
 
-        # optimisers (prepared for fp16 loss scaling and checkpointing)
-        o = cfg.optim
-        opt_g = torch.optim.AdamW(
-            self.trainable, lr=o.lr_generator, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
+        # optimisers: each with its own loss scaler (fp16), checkpointed with the run
+        from ....training.optim import ScaledOptimizer
+
+        o, fp16 = cfg.optim, cfg.mixed_precision == "fp16"
+        heads = list(self.disc.heads.parameters())
+        self.opt_g = ScaledOptimizer(
+            torch.optim.AdamW(self.trainable, lr=o.lr_generator, betas=o.betas, eps=o.eps,
+                              weight_decay=o.weight_decay),
+            self.trainable, device_type=self.device.type, fp16=fp16, max_grad_norm=o.max_grad_norm,
         )
-        opt_d = torch.optim.AdamW(
-            self.disc.heads.parameters(),
-            lr=o.lr_discriminator,
-            betas=o.betas,
-            eps=o.eps,
-            weight_decay=o.weight_decay,
+        self.opt_d = ScaledOptimizer(  # the authors clip the generator's gradients only
+            torch.optim.AdamW(heads, lr=o.lr_discriminator, betas=o.betas, eps=o.eps,
+                              weight_decay=o.weight_decay),
+            heads, device_type=self.device.type, fp16=fp16,
         )
-        self.opt_g, self.opt_d = acc.prepare(opt_g, opt_d)
         names = {id(p): n for n, p in self.denoiser.named_parameters()}
         self.state = _TrainableState({names[id(p)]: p for p in self.trainable}, self.disc.heads)
-        acc.register_for_checkpointing(self.state)
+        for obj in (self.state, self.opt_g, self.opt_d):
+            acc.register_for_checkpointing(obj)
 
+        from ..recipe import MASK_OPERATORS
         from .conditioning import IncompleteMaskSampler
 
-        self.mask_sampler = IncompleteMaskSampler(seed=cfg.seed) if cfg.phase == 2 else None
-
+        self.mask_sampler = (
+            IncompleteMaskSampler(seed=cfg.seed, operators=MASK_OPERATORS[cfg.backbone])
+            if cfg.phase == 2 else None
+        )
     @staticmethod
     def _load_pipeline(cfg: OsorTrainConfig):
         from ....backbones.loading import BackboneOptions, load_backbone
@@ -413,23 +426,31 @@ class OsorTrainer:
         return load_backbone(REMOVERS[cfg.backbone].preset_name, options)
 
     # ---- data ----------------------------------------------------------------------------------------------
-    def _loader(self, start_micro: int):
+    def dataset(self):
         from ....data.loader import PairedTorchDataset
-        from ....data.transforms import RESIZE_RULES, PairedAugment
+        from ....data.transforms import BackboneResize, PairedAugment
 
-        cfg, acc = self.config, self.accelerator
-        resolution, batch_size = cfg.data.resolution, cfg.per_device_batch_size
-        assert resolution is not None and batch_size is not None, "the trainer's config is resolved()"
-        rule = dataclasses.replace(RESIZE_RULES[cfg.backbone], target=resolution)
-        dataset = PairedTorchDataset(
+        cfg = self.config
+        augment = None
+        if cfg.data.flip_p > 0 or cfg.data.crop_scale != (1.0, 1.0):  # off by default, as the authors train
+            augment = PairedAugment(flip_p=cfg.data.flip_p, crop_scale=cfg.data.crop_scale)
+        return PairedTorchDataset(
             cfg.data.path,
-            resize=rule,
-            augment=PairedAugment(flip_p=cfg.data.flip_p, crop_scale=cfg.data.crop_scale),
+            resize=BackboneResize(cfg.backbone, cfg.data.resolution, upscale=True),  # the training rule
+            augment=augment,
             seed=cfg.seed,
             phase2_only=bool(cfg.data.phase2_only),
         )
-        sampler = StepBatchSampler(
-            len(dataset),
+
+    def _loader(self, start_micro: int):
+        from ....data.loader import collate_paired
+
+        cfg, acc = self.config, self.accelerator
+        batch_size = cfg.per_device_batch_size
+        assert batch_size is not None, "the trainer's config is resolved()"
+        dataset = self.dataset()
+        sampler = BucketBatchSampler(
+            source_sizes(dataset),
             batch_size,
             seed=cfg.seed,
             start=start_micro,
@@ -439,55 +460,72 @@ class OsorTrainer:
         return torch.utils.data.DataLoader(
             _EpochIndexed(dataset),
             batch_sampler=sampler,
-            collate_fn=collate_common_size,
+            collate_fn=collate_paired,
             num_workers=cfg.data.num_workers,
         )
 
-    def _step_rng(self, step: int, micro: int) -> tuple[torch.Generator, np.random.Generator]:
-        key = [self.config.seed, step, micro, self.accelerator.process_index]
-        return (
-            torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0])),
-            np.random.default_rng(key),
-        )
+    def _item_keys(self, micro_index: int, n: int) -> list[list[int]]:
+        """One RNG key per sample of this process's micro-batch: (seed, micro-batch, global-batch slot)."""
+        first = self.accelerator.process_index * n
+        return [[self.config.seed, micro_index, first + j] for j in range(n)]
 
-    # ---- one micro-batch -----------------------------------------------------------------------------------
+    # ---- the generator's forward ---------------------------------------------------------------------------
     def generator_forward(
-        self, batch: dict[str, torch.Tensor], cond_mask: torch.Tensor, noise_gen: torch.Generator
+        self, images: torch.Tensor, cond_mask: torch.Tensor, keys: list[list[int]]
     ) -> dict[str, torch.Tensor]:
-        """The inference method's one-step restoration, differentiable.
+        """The inference method's one-step restoration, differentiable, on a posterior sample of the shot.
 
-        Returns x̂ (decoded), the blend weight and the alpha logits (Phase II).
-        """
-        blend = "alpha" if self.config.phase == 2 else "mask"  # Eq. 13 / Eq. 6
-        out = self.engine.forward(
-            batch["image"].to(self.device),
-            cond_mask.to(self.device),
-            lambda shape: torch.randn(shape, generator=noise_gen),
-            timestep=self.timestep,
-            blend=blend,
-        )
-        return {"x_hat": out.images.float(), "weight": out.weight, "logits": out.logits}
+        As the authors train: z̄ is a VAE posterior sample (``vae_posterior: sample``), the engine's
+        ``denoise`` gives x̂0 (and the alpha logits), the blend is Eq. 13 (Phase II) or Eq. 6 (Phase I), and
+        the VAE decodes. Returns x̂ (float32), the blend weight and the logits."""
+        from ....backbones import latents as L
+        from ..alpha_head import alpha_from_logits
+        from ..engine import composite
 
-    def _micro_step(self, batch, step: int, micro: int) -> dict[str, float]:
-        cfg, acc, w = self.config, self.accelerator, self.config.loss
-        noise_gen, rng = self._step_rng(step, micro)
-        effect = batch["effect_mask"].float()
-        if self.mask_sampler is not None:
-            self.mask_sampler.rng = rng  # one mode per batch, reproducible per (seed, step)
-            _, cond = self.mask_sampler.condition_batch(batch)
+        gens = [torch.Generator().manual_seed(int(np.random.SeedSequence(k + [0]).generate_state(1)[0]))
+                for k in keys]
+        images = images.to(self.device, self.vae.dtype)
+        with torch.no_grad():
+            # One generator per sample (diffusers' randn_tensor takes a list): the draw does not depend on
+            # the batch size.
+            z_lq = L.encode(self.vae, images, generator=gens,  # type: ignore[arg-type]
+                            sample=self.config.vae_posterior == "sample")
+        noise = torch.cat([torch.randn((1, *z_lq.shape[1:]), generator=g) for g in gens]).to(z_lq)
+        cond_mask = cond_mask.to(self.device, z_lq.dtype)
+        _, x0, logits = self.engine.denoise(z_lq, noise, cond_mask, self.timestep)
+        if self.config.phase == 2:
+            assert logits is not None, "Phase II adds the alpha head"
+            weight = alpha_from_logits(logits)  # Eq. 12
         else:
-            cond = effect
-        bg = batch["background"].to(self.device)
-        effect = effect.to(self.device)
-        logs: dict[str, float] = {}
+            weight = L.mask_to_latent(cond_mask, (int(z_lq.shape[-2]), int(z_lq.shape[-1])), "max")
+        z_out = composite(x0, z_lq, weight)  # Eq. 13 / Eq. 6
+        x_hat = L.decode(self.vae, z_out.to(self.vae.dtype)).float()
+        return {"x_hat": x_hat, "weight": weight, "logits": logits}
 
-        # ---- generator (Eq. 10, + Eq. 14 in Phase II) ----
-        self.disc.heads.requires_grad_(False)
+    def _condition(self, batch, keys: list[list[int]]) -> torch.Tensor:
+        """m_in: m_gt in Phase I; one perturbation mode per global batch in Phase II (per-item randomness)."""
+        effect = batch["effect_mask"].float()
+        if self.mask_sampler is None:
+            return effect
+        rng = np.random.default_rng(keys[0][:2])  # the mode: one per global batch
+        item_rngs = [np.random.default_rng(k) for k in keys]  # each sample's own perturbation
+        _, cond = self.mask_sampler.condition_batch(batch, rng=rng, item_rngs=item_rngs)
+        return cond
+
+    # ---- the two updates -----------------------------------------------------------------------------------
+    def _generator_loss(self, batch, keys) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """L_G (Eq. 10, + Eq. 14 in Phase II) on one micro-batch, with the heads in eval() and frozen."""
+        cfg, acc, w = self.config, self.accelerator, self.config.loss
+        cond = self._condition(batch, keys)
+        bg = batch["background"].to(self.device)
+        effect = batch["effect_mask"].float().to(self.device)
+        self.disc.heads.eval().requires_grad_(False)  # spectral norm's power iteration does not advance here
+        logs: dict[str, float] = {}
         with acc.autocast():
-            out = self.generator_forward(batch, cond, noise_gen)
+            out = self.generator_forward(batch["image"], cond, keys)
             x_hat = out["x_hat"]
             fake_logits = [t.float() for t in self.disc(x_hat)]
-        targets = self.targets(effect, [t.shape[-2:] for t in fake_logits])
+        targets = self.targets(effect, _grid_sizes(fake_logits))
         l_rec = masked_l1(x_hat, bg, effect)
         l_adv = generator_adversarial_loss(fake_logits, targets)
         assert w.l1 is not None, "the trainer's config is resolved()"
@@ -504,43 +542,87 @@ class OsorTrainer:
             parts = alpha_loss(out["logits"], target_z, bce_weight=w.bce, dice_weight=w.dice)
             loss_g = loss_g + parts["alpha"]
             logs.update(bce=parts["bce"].item(), dice=parts["dice"].item())
-        acc.backward(loss_g / self.accum)
+        logs.update(loss_g=loss_g.item(), l1=l_rec.item(), adv=l_adv.item())
+        return loss_g, logs, x_hat
 
-        # ---- discriminator (Eq. 7 + λ_r1 R1, Eq. 16) ----
-        self.disc.heads.requires_grad_(True)
+    def _discriminator_loss(self, batch, x_hat: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 7 + λ_r1·R1 (Eq. 16) on one micro-batch and its x̂, with the heads in train()."""
+        acc, w = self.accelerator, self.config.loss
+        bg = batch["background"].to(self.device)
+        effect = batch["effect_mask"].float().to(self.device)
+        self.disc.heads.train().requires_grad_(True)
         with torch.no_grad(), acc.autocast():
             real_feats = [f.float() for f in self.disc.features(bg)]
             fake_feats = [f.float() for f in self.disc.features(x_hat.detach())]
         with acc.autocast():
             real_logits = [t.float() for t in self.disc.head_logits(real_feats)]
-            fake_logits_d = [t.float() for t in self.disc.head_logits(fake_feats)]
-        l_d = discriminator_loss(real_logits, fake_logits_d, targets)
+            fake_logits = [t.float() for t in self.disc.head_logits(fake_feats)]
+        targets = self.targets(effect, _grid_sizes(fake_logits))
+        l_d = discriminator_loss(real_logits, fake_logits, targets)
         l_r1 = r1_penalty(list(self.disc.heads), real_feats)
-        acc.backward((l_d + w.r1 * l_r1) / self.accum)
-        logs.update(
-            loss_g=loss_g.item(), l1=l_rec.item(), adv=l_adv.item(), loss_d=l_d.item(), r1=l_r1.item()
-        )
-        return logs
+        return l_d + w.r1 * l_r1, {"loss_d": l_d.item(), "r1": l_r1.item()}
 
-    def _optimizer_step(self) -> None:
-        acc, clip = self.accelerator, self.config.optim.max_grad_norm
-        for params, opt in ((self.trainable, self.opt_g), (list(self.disc.heads.parameters()), self.opt_d)):
-            if (
-                acc.num_processes > 1
-            ):  # average over processes once per optimizer step (no DDP wrapper, see above)
-                for p in params:
-                    if p.grad is not None:
-                        p.grad = acc.reduce(p.grad, reduction="mean")
-            if clip:
-                acc.clip_grad_norm_(params, clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+    def generator_step(self, batches: list, first_micro: int) -> dict[str, float]:
+        """Accumulate L_G over ``batches`` and step the generator. Returns the mean logs."""
+        logs = []
+        for i, batch in enumerate(batches):
+            keys = self._item_keys(first_micro + i, len(batch["id"]))
+            loss, record, _ = self._generator_loss(batch, keys)
+            self.opt_g.backward(loss / len(batches))
+            logs.append(record)
+        self.opt_g.step(self._reduce)
+        return _mean(logs)
+
+    def discriminator_step(self, batches: list, first_micro: int) -> dict[str, float]:
+        """x̂ recomputed under no_grad with the current generator on ``batches``, then the D update."""
+        logs = []
+        for i, batch in enumerate(batches):
+            keys = self._item_keys(first_micro + i, len(batch["id"]))
+            with torch.no_grad(), self.accelerator.autocast():
+                x_hat = self.generator_forward(batch["image"], self._condition(batch, keys), keys)["x_hat"]
+            loss, record = self._discriminator_loss(batch, x_hat)
+            self.opt_d.backward(loss / len(batches))
+            logs.append(record)
+        self.opt_d.step(self._reduce)
+        return _mean(logs)
+
+    def joint_step(self, batches: list, first_micro: int) -> dict[str, float]:
+        """erasekit's former loop (``schedule: joint``): both updates on one batch, D on the G step's x̂."""
+        logs = []
+        for i, batch in enumerate(batches):
+            keys = self._item_keys(first_micro + i, len(batch["id"]))
+            loss_g, record, x_hat = self._generator_loss(batch, keys)
+            self.opt_g.backward(loss_g / len(batches))
+            loss_d, record_d = self._discriminator_loss(batch, x_hat.detach())
+            self.opt_d.backward(loss_d / len(batches))
+            logs.append({**record, **record_d})
+        self.opt_g.step(self._reduce)
+        self.opt_d.step(self._reduce)
+        return _mean(logs)
+
+    def _reduce(self, grad: torch.Tensor) -> torch.Tensor:
+        # Average over processes once per optimizer step (no DDP wrapper, see the module docstring).
+        return self.accelerator.reduce(grad, reduction="mean") if self.accelerator.num_processes > 1 else grad
+
+    def micro_batches_per_step(self) -> int:
+        return self.accum * (2 if self.config.schedule == "alternate" else 1)
+
+    def train_step(self, batches: Iterator, step: int) -> dict[str, float]:
+        """One optimizer step (a generator and a discriminator update) from the next micro-batches."""
+        first = step * self.micro_batches_per_step()
+        if self.config.schedule == "joint":
+            return self.joint_step([next(batches) for _ in range(self.accum)], first)
+        logs = self.generator_step([next(batches) for _ in range(self.accum)], first)
+        logs.update(self.discriminator_step([next(batches) for _ in range(self.accum)], first + self.accum))
+        return logs
 
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def save_weights(self, folder: Path) -> Path:
         from ..weights import save_erasekit
 
-        return save_erasekit(export_weights(self.denoiser, self.config, self.timestep), folder)
+        out = save_erasekit(export_weights(self.denoiser, self.config, self.inference_timestep), folder)
+        save_discriminator_heads(self.disc.heads, Path(out))
+        return out
 
     def save_checkpoint(self, step: int) -> Path:
         acc = self.accelerator
@@ -592,7 +674,7 @@ class OsorTrainer:
         end = max_steps if stop_after is None else min(max_steps, stop_after)
         window: list[dict[str, float]] = []
         tick = time.perf_counter()
-        batches = iter(self._loader(start * self.accum))
+        batches = iter(self._loader(start * self.micro_batches_per_step()))
         bar = tqdm(
             total=max_steps,
             initial=step,
@@ -600,13 +682,9 @@ class OsorTrainer:
             disable=not (progress and acc.is_local_main_process),
         )
         while step < end:
-            micro_logs = []
-            for micro in range(self.accum):
-                micro_logs.append(self._micro_step(next(batches), step, micro))
-            self._optimizer_step()
+            window.append(self.train_step(batches, step))
             step += 1
             bar.update(1)
-            window.append({k: float(np.mean([m[k] for m in micro_logs])) for k in micro_logs[0]})
             if step % cfg.log_every == 0 or step == end:
                 record = {
                     "step": step,
@@ -643,6 +721,47 @@ class OsorTrainer:
         return TrainResult(step, self.output_dir, weights_dir, metrics_path, start)
 
 
+def _grid_sizes(logits: list[torch.Tensor]) -> list[tuple[int, int]]:
+    return [(int(t.shape[-2]), int(t.shape[-1])) for t in logits]
+
+
+def _mean(records: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([r[k] for r in records])) for k in records[0]}
+
+
+HEADS_FILE = "discriminator_heads.safetensors"
+
+
+def save_discriminator_heads(heads: torch.nn.Module, folder: Path) -> Path:
+    """The heads' state (spectral norm's vectors included) beside the exported weights, for Phase II."""
+    from safetensors.torch import save
+
+    from ....io import _atomic_write  # erasekit's one fsynced temp-then-rename writer
+
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in heads.state_dict().items()}
+    return _atomic_write(Path(folder) / HEADS_FILE, lambda stream: stream.write(save(tensors)))
+
+
+def load_discriminator_heads(heads: torch.nn.Module, init_weights: str | Path) -> Path | None:
+    """Phase II starts its heads from Phase I's (the authors load Phase I's discriminator state).
+
+    ``init_weights`` is the Phase I weights folder (or a file in it); without a heads file beside it the heads
+    stay fresh, with a warning, as the authors' trainer does."""
+    from safetensors.torch import load_file
+
+    folder = Path(init_weights)
+    path = (folder if folder.is_dir() else folder.parent) / HEADS_FILE
+    if not path.is_file():
+        logger.warning("no %s beside %s: the discriminator heads start fresh", HEADS_FILE, init_weights)
+        return None
+    state = load_file(str(path))
+    try:
+        heads.load_state_dict({k: v.to(heads.state_dict()[k].dtype) for k, v in state.items()})
+    except (RuntimeError, KeyError) as exc:
+        raise InvalidInputError(f"{path} does not fit this discriminator's heads: {exc}") from None
+    return path
+
+
 def train_osor(config: OsorTrainConfig, **kwargs: Any) -> TrainResult:
     """Build an :class:`OsorTrainer` and run it.
 
@@ -653,5 +772,6 @@ def train_osor(config: OsorTrainConfig, **kwargs: Any) -> TrainResult:
     return OsorTrainer(config, **kwargs).train(**train_kwargs)
 
 
-__all__ = ["OsorTrainer", "StepBatchSampler", "TrainResult", "collate_common_size", "export_weights",
-           "prepare_denoiser", "train_osor"]
+__all__ = ["HEADS_FILE", "BucketBatchSampler", "OsorTrainer", "TrainResult", "export_weights",
+           "load_discriminator_heads", "prepare_denoiser", "save_discriminator_heads", "source_sizes",
+           "train_osor"]
