@@ -346,3 +346,86 @@ def test_cli_remove_with_clipaway_end_to_end(tiny_files, tmp_path):
     outside = foreground_alpha(mask, 2) == 0
     np.testing.assert_array_equal(result[outside], image[outside])
     assert not np.array_equal(result[~outside], image[~outside])
+
+
+def test_remove_many_batches_the_sampling_and_equals_one_by_one(remover, monkeypatch):
+    """Two 64×96 requests share one pipeline call (each with its own seed and IP-Adapter rows), a 64×64 one
+    runs alone, an empty mask runs none; every result equals the remover's one-by-one result within 1 level
+    (a batch of 4 UNet rows sums in another order than a batch of 2 on the CPU; mixed IP tokens would be
+    tens of levels off)."""
+    from erasekit.types import RemovalRequest
+
+    rng = np.random.default_rng(3)
+    image_a, mask_a = _scene()
+    image_b = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    mask_b = np.zeros((64, 96), np.float32)
+    mask_b[5:25, 60:90] = 1
+    image_c = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    mask_c = np.zeros((64, 64), np.float32)
+    mask_c[30:50, 10:30] = 1
+    options = {"steps": 2}
+    requests = [RemovalRequest(image_a, mask_a, seed=1, options=options),
+                RemovalRequest(image_c, mask_c, seed=2, options=options),
+                RemovalRequest(image_b, mask_b, seed=3, options=options),
+                RemovalRequest(image_b, np.zeros_like(mask_b), seed=4, options=options)]
+    one_by_one = [remover(r) for r in requests]
+
+    batch_sizes: list[int] = []
+    run = remover.run_pipeline
+
+    def counting(**kwargs):
+        batch_sizes.append(len(kwargs["image"]) if isinstance(kwargs["image"], list) else 1)
+        return run(**kwargs)
+
+    monkeypatch.setattr(remover, "run_pipeline", counting)
+    batched = remover.remove_many(requests)
+    assert sorted(batch_sizes) == [1, 2]
+    for single, many in zip(one_by_one, batched, strict=True):
+        _assert_within_one_level(many.image, single.image)
+        assert many.unchanged == single.unchanged
+    # The images' IP tokens did not mix: the same pair with the seeds swapped still matches one by one.
+    swapped = remover.remove_many([RemovalRequest(image_b, mask_b, seed=1, options=options),
+                                   RemovalRequest(image_a, mask_a, seed=3, options=options)])
+    _assert_within_one_level(swapped[0].image,
+                             remover(RemovalRequest(image_b, mask_b, seed=1, options=options)).image)
+    with pytest.raises(InvalidInputError, match="batch_size"):
+        remover.remove_many(requests, batch_size=0)
+
+
+def _assert_within_one_level(a: np.ndarray, b: np.ndarray) -> None:
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 1, diff.max()
+    assert diff.mean() < 0.05, diff.mean()
+
+
+def test_explicit_alpha_clip_and_mlp_paths_satisfy_the_availability_check(tiny_files, offline_hub):
+    """With SD1.5-inpainting and IP-Adapter in $ERASEKIT_MODELS_DIR but no CLIPAway folder, the method is
+    unavailable, and ``alpha_clip=`` / ``mlp=`` paths make it load (no ``weights`` or ``model`` given)."""
+    import shutil
+    from pathlib import Path
+
+    import erasekit
+    from erasekit.backbones.presets import PRESETS, models_dir
+    from erasekit.methods.clipaway.weights import LAYOUT
+
+    root = models_dir()
+    assert root is not None
+    shutil.copytree(tiny_files["model"], root.joinpath(*PRESETS["sd15-inpaint"].hub_id.split("/")))
+    weights = Path(tiny_files["weights"])
+    ip_target = root / "h94" / "IP-Adapter" / "models" / "ip-adapter_sd15.bin"
+    ip_target.parent.mkdir(parents=True)
+    shutil.copy(weights / LAYOUT["ip_adapter"], ip_target)
+
+    info = {m.name: m for m in erasekit.available_methods()}["clipaway"]
+    assert not info.available
+    assert {w.name for w in info.weights if not w.present} == {"clipaway-alpha-clip", "clipaway-mlp"}
+    with pytest.raises(MissingWeightsError, match="clipaway-mlp") as missing:
+        erasekit.load_remover("clipaway", device="cpu", alpha_clip=str(weights / LAYOUT["alpha_clip"]))
+    assert "clipaway-alpha-clip" not in str(missing.value)
+    remover = erasekit.load_remover("clipaway", device="cpu", progress_bar=False,
+                                    alpha_clip=str(weights / LAYOUT["alpha_clip"]),
+                                    mlp=str(weights / LAYOUT["mlp"]))
+    assert remover.files.ip_adapter == ip_target
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        erasekit.load_remover("clipaway", device="cpu", alpha_clip=str(weights / "nothing.pth"),
+                              mlp=str(weights / LAYOUT["mlp"]))

@@ -37,7 +37,9 @@ from erasekit.methods.magicremover.guidance import (
     alphas,
     attention_energy,
     classifier_update,
+    eq13_guided_noise,
     guided_noise,
+    mask_energy,
     split_ddim_step,
 )
 from erasekit.methods.magicremover.inversion import InversionCache, InversionSettings, cache_key, invert
@@ -207,6 +209,24 @@ def test_eq8_guided_noise_and_eq12_update_by_hand():
     assert z_prev.item() == pytest.approx(0.9 * 0.875 + math.sqrt(0.19) * 0.3, abs=1e-6)
 
 
+def test_eq11_with_sigma_zero_leaves_z_t_where_it_was():
+    """Eq. 11 with σ_t = 0 and one noise for both terms gives z_t back — why Eq. 12 splits ε̂ and ε̂^guid."""
+    z, eps = torch.tensor([1.3, -0.2]), torch.tensor([0.4, 0.9])
+    torch.testing.assert_close(classifier_update(z, eps, eps, torch.tensor(0.3)), z)
+
+
+def test_eq13_and_the_mask_energy_by_hand():
+    # Eq. 13: ε̂ − v·M⊙∇Σg, the mask replacing the maps: where M = 0 the noise is untouched.
+    noise = torch.tensor([[0.5, -0.25], [1.0, 0.0]])
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    grad = torch.tensor([[0.2, 0.4], [-0.6, 0.8]])
+    expected = torch.tensor([[0.5 - 1.5 * 0.2, -0.25], [1.0 + 1.5 * 0.6, 0.0]])
+    torch.testing.assert_close(eq13_guided_noise(noise, mask, grad, scale=1.5), expected)
+    # App. A.4's term as an energy: ½‖(ẑ − z^inv)⊙(1 − M)‖² = ½·(0.5² + 2²) where M = 0.
+    predicted, inverted = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[0.0, 1.5], [0.0, 2.0]])
+    assert mask_energy(predicted, inverted, 1.0 - mask).item() == pytest.approx(0.5 * (0.25 + 4.0))
+
+
 def test_the_split_step_without_guidance_is_diffusers_ddim_step(pipe):
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
     scheduler.set_timesteps(STEPS)
@@ -247,6 +267,39 @@ def test_guidance_gradients_reach_z_t_only_and_leave_the_unet_untouched(pipe, se
         assert p.grad is None, name
         assert p.requires_grad == flags[name], name
         assert torch.equal(p, before[name]), name
+
+
+def test_eq13_weights_the_same_gradient_by_the_mask_instead_of_the_maps(pipe, setup, monkeypatch):
+    """``mask_rule=eq13``: the editing branch's ε̂^guid is ε̂ − v·M⊙∇_{z_t}Σg, with ∇Σg the very gradient the
+    map-weighted rule uses (recorded from it), M on the latent grid; no mask energy is added."""
+    from erasekit.methods.magicremover import sampling
+
+    recorded = {}
+    real = sampling.guided_noise
+
+    def recording(noise, weight, grad, scale=1.0):
+        recorded.update(noise=noise, weight=weight, grad=grad)
+        return real(noise, weight, grad, scale)
+
+    monkeypatch.setattr(sampling, "guided_noise", recording)
+    z_rec, z_edit, null = _latents(0), _latents(1), setup[2].negative
+    plain = _two_branch(pipe, setup, weight=2.0)
+    t = plain.scheduler.timesteps[1]
+    with installed_processors(pipe.unet, LayerSelector(kind="both"), factory=plain.processor):
+        unmasked = plain.evaluate(z_rec, z_edit, t, null, z_rec)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 1:5] = 1
+    eq13 = _two_branch(pipe, setup, weight=2.0)
+    eq13.keep, eq13.mask_rule = 1.0 - mask, "eq13"
+    with installed_processors(pipe.unet, LayerSelector(kind="both"), factory=eq13.processor):
+        masked = eq13.evaluate(z_rec, z_edit, t, null, z_rec)
+    torch.testing.assert_close(masked.edit, unmasked.edit, rtol=0, atol=0)
+    expected = unmasked.edit - 2.0 * mask * recorded["grad"]
+    torch.testing.assert_close(masked.edit_guided, expected)
+    assert torch.equal(masked.edit_guided[..., 0, :], unmasked.edit[..., 0, :])  # M = 0: unguided
+    with pytest.raises(ValueError, match="mask_rule"):
+        TwoBranchSampler(pipe.unet, plain.scheduler, plain.cond, plain.target, GuidanceSettings(),
+                         mask_rule="nope")
 
 
 def test_the_classifier_update_lowers_the_targets_attention(pipe, setup):
@@ -354,6 +407,11 @@ def test_an_optional_mask_adds_the_background_term(remover, photo):
     free = remover(RemovalRequest(photo, None, prompt=PROMPT, options=options))
     masked = remover(RemovalRequest(photo, mask, prompt=PROMPT, options=options))
     assert not np.array_equal(free.image, masked.image)
+    eq13 = remover(RemovalRequest(photo, mask, prompt=PROMPT, options={**options, "mask_rule": "eq13"}))
+    assert not np.array_equal(eq13.image, masked.image) and not np.array_equal(eq13.image, free.image)
+    # Without a mask the rule has nothing to act on.
+    free13 = remover(RemovalRequest(photo, None, prompt=PROMPT, options={**options, "mask_rule": "eq13"}))
+    assert np.array_equal(free13.image, free.image)
 
 
 def test_bad_requests_are_clear_errors(remover, photo):

@@ -29,6 +29,9 @@ class WeightRequirement:
     locate: Callable[[], str | None]
     hub_id: str | None = None
     fetch_hint: str | None = None
+    # Load options that supply this requirement when given (e.g. an explicit file path): load_remover then
+    # leaves its resolution, and any error, to the factory.
+    supplied_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -196,8 +199,11 @@ def load_remover(name: str = "auto", **options: Any):
     info = method_info(spec)
     # An explicit model/weights location is checked by the factory itself (it may be a local folder).
     explicit = any(options.get(k) is not None for k in ("model", "weights"))
-    if not info.available and not explicit:
-        raise MissingWeightsError(f"method {name!r} is unavailable: {info.reason}")
+    unsupplied = [status for status, req in zip(info.weights, spec.weights, strict=True)
+                  if not status.present and not any(options.get(k) is not None for k in req.supplied_by)]
+    if unsupplied and not explicit:
+        hints = "; ".join(f"{s.name}: {s.fetch_hint}" if s.fetch_hint else s.name for s in unsupplied)
+        raise MissingWeightsError(f"method {name!r} is unavailable: missing weights — {hints}")
     unknown = set(options) - load_options(spec)
     if unknown:
         raise InvalidInputError(f"method {name!r} does not take load option(s): {', '.join(sorted(unknown))}")

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 train_app = typer.Typer(
-    help="Train removal models (OSOR Phase I / II, EraDiff CRO) and the PixPerfect refiner.",
+    help="Train removal models (OSOR Phase I / II, EraDiff CRO, CLIPAway's MLP) and the PixPerfect refiner.",
     no_args_is_help=True,
 )
 
@@ -100,3 +100,20 @@ def eradiff_command(
 
     cfg = load_config(*_config(config, overrides, output_dir, max_steps, packaged_config))
     _report("EraDiff CRO", train_eradiff(cfg, progress=not no_progress))
+
+
+@train_app.command("clipaway-mlp")
+def clipaway_mlp_command(
+    config: str = typer.Option("clipaway_mlp", "--config", "-c", help=CONFIG_HELP + " (clipaway_mlp)"),
+    overrides: list[str] = SET_OPTION,
+    output_dir: str | None = OUTPUT_OPTION,
+    max_steps: int | None = STEPS_OPTION,
+    no_progress: bool = PROGRESS_OPTION,
+) -> None:
+    """Train CLIPAway's MLP (AlphaCLIP → IP-Adapter space, Algorithm 1); weights to
+    OUTPUT/CLIPAway/model.safetensors."""
+    from ..methods.clipaway.train.config import load_config, packaged_config
+    from ..methods.clipaway.train.trainer import train_clipaway_mlp
+
+    cfg = load_config(*_config(config, overrides, output_dir, max_steps, packaged_config))
+    _report("CLIPAway MLP", train_clipaway_mlp(cfg, progress=not no_progress))

@@ -8,7 +8,10 @@
   {"<i>.to_k_ip.weight", "<i>.to_v_ip.weight"}}`` with ``i`` the index of each cross-attention processor among
   the UNet's attention processors — sized for the tiny UNet of :mod:`erasekit.testing.pipelines`.
 
-:func:`write_tiny_clipaway_weights` writes all three in the authors' ``ckpts/`` folder layout.
+:func:`write_tiny_clipaway_weights` writes all three in the authors' ``ckpts/`` folder layout, plus the
+training-only IP-Adapter image encoder (:func:`write_tiny_image_encoder`: OpenCLIP ViT-H/14's transformers
+layout, ``CLIPVisionModelWithProjection``, at tiny widths) at ``IPAdapter/image_encoder`` for ``erasekit train
+clipaway-mlp``.
 """
 
 from __future__ import annotations
@@ -103,6 +106,24 @@ def ip_adapter_state_dict(unet: Any, *, clip_embeddings_dim: int, seed: int = 0)
     return {"image_proj": image_proj, "ip_adapter": ip_layers}
 
 
+def write_tiny_image_encoder(folder: str | Path, *, seed: int = 0) -> Path:
+    """A random ``CLIPVisionModelWithProjection`` shaped like IP-Adapter's ViT-H/14 image encoder (GELU, patch
+    14, 224 px, 1024-d ``image_embeds``) at tiny widths: 28 px input, ``TINY_IP_DIM``-d output; saved with
+    ``save_pretrained`` as h94/IP-Adapter's ``models/image_encoder`` is."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=TINY_ALPHA_CLIP.image_size, patch_size=14,
+                              projection_dim=TINY_IP_DIM, hidden_act="gelu", layer_norm_eps=1e-5)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPVisionModelWithProjection(config)
+    folder = Path(folder)
+    model.save_pretrained(str(folder))
+    return folder
+
+
 def write_tiny_clipaway_weights(folder: str | Path, *, unet: Any = None, seed: int = 0) -> Path:
     """Write ``AlphaCLIP/…pth``, ``CLIPAway/model.safetensors`` and ``IPAdapter/ip-adapter_sd15.bin`` under
     ``folder`` (the authors' ``ckpts/`` layout) for the tiny sd15-inpaint UNet (or ``unet``); returns
@@ -111,7 +132,7 @@ def write_tiny_clipaway_weights(folder: str | Path, *, unet: Any = None, seed: i
     from safetensors.torch import save_file
 
     from ..methods.clipaway.mlp import ClipAwayMLP
-    from ..methods.clipaway.weights import LAYOUT
+    from ..methods.clipaway.weights import IMAGE_ENCODER_LAYOUT, LAYOUT
     from .pipelines import tiny_pipeline
 
     folder = Path(folder)
@@ -125,8 +146,9 @@ def write_tiny_clipaway_weights(folder: str | Path, *, unet: Any = None, seed: i
     save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, str(paths["mlp"]))
     unet = unet if unet is not None else tiny_pipeline("sd15-inpaint", seed=seed).unet
     torch.save(ip_adapter_state_dict(unet, clip_embeddings_dim=TINY_IP_DIM, seed=seed), paths["ip_adapter"])
+    write_tiny_image_encoder(folder / IMAGE_ENCODER_LAYOUT, seed=seed)
     return folder
 
 
 __all__ = ["TINY_ALPHA_CLIP", "TINY_IP_DIM", "AlphaClipShape", "alpha_clip_state_dict",
-           "ip_adapter_state_dict", "write_tiny_clipaway_weights"]
+           "ip_adapter_state_dict", "write_tiny_clipaway_weights", "write_tiny_image_encoder"]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -54,6 +54,31 @@ def foreground_alpha(mask: np.ndarray, iterations: int = DILATION_ITERATIONS) ->
         kernel = np.ones((DILATION_KERNEL, DILATION_KERNEL), np.uint8)
         return cv2.dilate(binary, kernel, iterations=iterations).astype(np.float32)
     return binary.astype(np.float32)
+
+
+def square_frame_processor(size: int) -> Any:
+    """CLIP's preprocessing with PIL's bicubic resize (what the authors' torchvision transform does on PIL
+    images), straight to the S×S frame: for a square input, Resize(S) + CenterCrop(S) is this resize."""
+    from transformers import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"height": size, "width": size}, do_center_crop=False)
+
+
+def clip_pixel_values(processor: Any, images: Sequence[np.ndarray]) -> torch.Tensor:
+    """B×3×S×S float32 inputs of uint8 H×W×3 images through a transformers CLIP image processor."""
+    from PIL import Image
+
+    pil = [Image.fromarray(np.asarray(image, dtype=np.uint8)) for image in images]
+    return processor(images=pil, return_tensors="pt").pixel_values.to(torch.float32)
+
+
+def alpha_values(alphas: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """B×1×S×S AlphaCLIP alpha inputs: ToTensor → Resize((S, S)) (bilinear, antialiased: torchvision's tensor
+    resize) → Normalize(0.5, 0.26)."""
+    resized = [torch.nn.functional.interpolate(torch.as_tensor(a, dtype=torch.float32)[None, None],
+                                               size=(size, size), mode="bilinear", align_corners=False,
+                                               antialias=True) for a in alphas]
+    return (torch.cat(resized) - ALPHA_MEAN) / ALPHA_STD
 
 
 def eq2_projection(bg: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
@@ -85,19 +110,13 @@ class ClipAwayEmbedder(nn.Module):
     def __init__(self, alpha_clip: AlphaClipVisionModel, mlp: ClipAwayMLP,
                  dilation_iterations: int = DILATION_ITERATIONS):
         super().__init__()
-        from transformers import CLIPImageProcessorPil
-
         if alpha_clip.config.projection_dim != mlp.in_dim:
             raise InvalidInputError(f"AlphaCLIP gives {alpha_clip.config.projection_dim}-d embeddings but "
                                     f"the MLP takes {mlp.in_dim}-d ones")
         self.alpha_clip, self.mlp = alpha_clip, mlp
         self.dilation_iterations = dilation_iterations
         self.size = alpha_clip.image_size
-        size = self.size
-        # CLIP's preprocessing with PIL's bicubic resize (what the authors' torchvision transform does on PIL
-        # images), straight to the square frame: for a square input, Resize(S) + CenterCrop(S) is this resize.
-        self.image_processor = CLIPImageProcessorPil(size={"height": size, "width": size},
-                                                     do_center_crop=False)
+        self.image_processor = square_frame_processor(self.size)
 
     @property
     def device(self) -> torch.device:
@@ -106,21 +125,14 @@ class ClipAwayEmbedder(nn.Module):
     # ---- preprocessing -------------------------------------------------------------------------------------
     def pixel_values(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """B×3×S×S CLIP inputs of uint8 H×W×3 images, each resized to the S×S frame."""
-        from PIL import Image
-
-        pil = [Image.fromarray(np.asarray(image, dtype=np.uint8)) for image in images]
-        return self.image_processor(images=pil, return_tensors="pt").pixel_values.to(torch.float32)
+        return clip_pixel_values(self.image_processor, images)
 
     def alpha_values(self, alphas: Sequence[np.ndarray]) -> torch.Tensor:
         """B×1×S×S normalised AlphaCLIP inputs of H×W alphas in [0, 1], each resized to the S×S frame.
 
         torchvision's tensor ``Resize`` is bilinear with antialiasing; ``F.interpolate`` with the same
         settings is what it calls, used here directly (erasekit does not depend on torchvision)."""
-        size = self.size
-        resized = [torch.nn.functional.interpolate(torch.as_tensor(a, dtype=torch.float32)[None, None],
-                                                   size=(size, size), mode="bilinear", align_corners=False,
-                                                   antialias=True) for a in alphas]
-        return (torch.cat(resized) - ALPHA_MEAN) / ALPHA_STD
+        return alpha_values(alphas, self.size)
 
     # ---- the embeddings ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -154,4 +166,5 @@ class ClipAwayEmbedder(nn.Module):
 
 
 __all__ = ["ALPHA_MEAN", "ALPHA_STD", "DILATION_ITERATIONS", "DILATION_KERNEL", "ClipAwayEmbedder",
-           "ClipAwayEmbeddings", "eq2_projection", "foreground_alpha"]
+           "ClipAwayEmbeddings", "alpha_values", "clip_pixel_values", "eq2_projection", "foreground_alpha",
+           "square_frame_processor"]

@@ -14,9 +14,13 @@ SD1.5's working range.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import os
 import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,12 +28,29 @@ import numpy as np
 from ... import masks as M
 from ...hd import SizeConstraints
 from ...options import Option, OptionSet, Range
-from ...types import InvalidInputError, RemovalRequest
+from ...types import InvalidInputError, RemovalRequest, RemovalResult
 from ..baselines import DiffusersInpaintRemover, sampling_options
 from .weights import ClipAwayFiles, resolve_files
 
 AUTHORS_NEGATIVE_PROMPT = "monochrome, lowres, bad anatomy, worst quality, low quality"
 AUTHORS_SEED = 42
+
+
+@dataclasses.dataclass
+class _InpaintCall:
+    """One ``inpaint`` call as :meth:`ClipAwayRemover.remove_many` records it."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    request: RemovalRequest
+
+
+# What ``inpaint`` does in this context (thread): None runs the pipeline; a list records the call (first pass
+# of remove_many); a deque hands out the batched outputs in call order (second pass).
+_BATCHING: contextvars.ContextVar[list[_InpaintCall] | deque[np.ndarray] | None] = contextvars.ContextVar(
+    "clipaway_batching", default=None)
+# Per-call options that do not change the pipeline call and so do not split a batch.
+_NOT_BATCH_SETTINGS = frozenset({"progress"})
 
 
 class ClipAwayRemover(DiffusersInpaintRemover):
@@ -105,6 +126,15 @@ class ClipAwayRemover(DiffusersInpaintRemover):
         return kwargs
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
+        batching = _BATCHING.get()
+        if isinstance(batching, list):  # remove_many's first pass: record, the output is discarded
+            batching.append(_InpaintCall(image, mask, request))
+            return image.copy(), None
+        if isinstance(batching, deque):  # its second pass: the batched output of this very call
+            out = batching.popleft()
+            if out.shape != image.shape:
+                raise RuntimeError("remove_many replayed its calls out of order")
+            return out, None
         kwargs = self.pipeline_kwargs(image, mask, request)
         progress = request.options["progress"] if request.options["progress"] is not None else self.progress
         with self.lock:
@@ -112,6 +142,103 @@ class ClipAwayRemover(DiffusersInpaintRemover):
             out = self.run_pipeline(progress=progress, **kwargs).images[0]
         # diffusers' own uint8 conversion (PIL output) so the pixels equal a direct pipeline call.
         return np.asarray(out.convert("RGB"), dtype=np.uint8), None
+
+    # ---- several images per pipeline call ------------------------------------------------------------------
+    def remove_many(self, requests: Sequence[RemovalRequest], *, batch_size: int = 4) -> list[RemovalResult]:
+        """``[self(r) for r in requests]``, sampling up to ``batch_size`` images in one diffusers call.
+
+        Calls of one size, prompt and settings (all but the seed) share a pipeline call; everything else —
+        HD strategy, dilation, paste-back, refiners, metadata — is :meth:`__call__`'s own, run twice: once to
+        record the ``inpaint`` calls, once to hand each its batched output. Each image keeps its own seed
+        (CPU generator) and its own IP-Adapter rows, so each result equals its one-by-one result (tested).
+        """
+        if batch_size < 1:
+            raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
+        calls: list[_InpaintCall] = []
+        with self.lock:
+            token = _BATCHING.set(calls)
+            try:
+                for request in requests:  # the refiners run in the second pass only
+                    self(dataclasses.replace(request, refine=None))
+            finally:
+                _BATCHING.reset(token)
+            outputs = deque(self._run_batched(calls, batch_size))
+            token = _BATCHING.set(outputs)
+            try:
+                return [self(request) for request in requests]
+            finally:
+                _BATCHING.reset(token)
+
+    def _run_batched(self, calls: list[_InpaintCall], batch_size: int) -> list[np.ndarray]:
+        """The output of every recorded call, in order, from as few pipeline calls as the groups allow."""
+        groups: dict[Any, list[int]] = {}
+        for index, call in enumerate(calls):
+            settings = tuple(sorted((k, v) for k, v in call.request.options.items()
+                                    if k not in _NOT_BATCH_SETTINGS))
+            groups.setdefault((call.image.shape, call.request.prompt, settings), []).append(index)
+        outputs: list[np.ndarray | None] = [None] * len(calls)
+        for indices in groups.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                for index, out in zip(chunk, self._pipeline_batch([calls[i] for i in chunk]), strict=True):
+                    outputs[index] = out
+        return [out for out in outputs if out is not None]
+
+    def _pipeline_batch(self, calls: list[_InpaintCall]) -> list[np.ndarray]:
+        """One diffusers call for calls of one size and settings, each image with its own IP-Adapter rows:
+        image i's negative row at i and its Eq. 2 row at B + i, matching the latents' [unconditional;
+        conditional] halves.
+
+        diffusers (0.42) cannot take per-image rows: its ``prepare_ip_adapter_image_embeds`` repeats the given
+        embeddings ``batch_size × num_images_per_prompt`` times, so B images' B rows become B² and the
+        attention processor's reshape then hands each latent row the IP tokens of B images (measured: up to
+        94 levels off on the tiny model). :func:`_per_image_ip_rows` makes that step return the rows as
+        given, for this call only."""
+        import torch
+
+        per_call = [self.pipeline_kwargs(c.image, c.mask, c.request) for c in calls]
+        kwargs = dict(per_call[0])
+        for key in ("prompt", "negative_prompt", "image", "mask_image"):
+            if key in kwargs:
+                kwargs[key] = [k[key] for k in per_call]
+        kwargs["generator"] = [g for k in per_call for g in k["generator"]]
+        halves = [k["ip_adapter_image_embeds"][0].chunk(2) for k in per_call]
+        kwargs["ip_adapter_image_embeds"] = [torch.cat([h[0] for h in halves] + [h[1] for h in halves])]
+        callbacks = [c.request.options["progress"] for c in calls]
+        callbacks = [c for c in callbacks if c is not None]
+        progress = _fan_out(callbacks) if callbacks else self.progress
+        with self.lock, _per_image_ip_rows(self.pipe, kwargs["ip_adapter_image_embeds"]):
+            self.pipe.set_ip_adapter_scale(calls[0].request.options["ip_scale"])
+            images = self.run_pipeline(progress=progress, **kwargs).images
+        return [np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images]
+
+
+@contextlib.contextmanager
+def _per_image_ip_rows(pipe: Any, rows: list[Any]) -> Iterator[None]:
+    """Within the block, ``pipe.prepare_ip_adapter_image_embeds`` returns ``rows`` (moved to the device)
+    instead of repeating them per prompt; an instance attribute shadows the method and is removed after."""
+    expected = rows[0].shape[0] // 2
+
+    def prepare(ip_adapter_image: Any, ip_adapter_image_embeds: Any, device: Any, num_images: int,
+                do_classifier_free_guidance: bool) -> list[Any]:
+        if not do_classifier_free_guidance or num_images != expected:
+            raise RuntimeError(f"per-image IP-Adapter rows need guidance and {expected} images, got "
+                               f"{num_images} (guidance {do_classifier_free_guidance})")
+        return [r.to(device=device) for r in rows]
+
+    pipe.prepare_ip_adapter_image_embeds = prepare
+    try:
+        yield
+    finally:
+        del pipe.prepare_ip_adapter_image_embeds
+
+
+def _fan_out(callbacks: list[Callable[[int, int], None]]) -> Callable[[int, int], None]:
+    def progress(step: int, total: int) -> None:
+        for callback in callbacks:
+            callback(step, total)
+
+    return progress
 
 
 def _located(kind: str) -> str | None:
@@ -132,7 +259,7 @@ def register() -> None:
     def requirement(kind: str, description: str, hub_id: str | None, hint: str) -> WeightRequirement:
         return WeightRequirement(name=f"clipaway-{kind.replace('_', '-')}", description=description,
                                  locate=functools.partial(_located, kind),
-                                 hub_id=hub_id, fetch_hint=hint)
+                                 hub_id=hub_id, fetch_hint=hint, supplied_by=(kind,))
 
     drive = "the authors' Google Drive (see docs/clipaway.md)"
     register_method(MethodSpec(

@@ -111,19 +111,86 @@ def resolve_files(weights: str | os.PathLike | None = None, *, alpha_clip: str |
     if weights is not None and not Path(weights).expanduser().is_dir():
         raise InvalidInputError(f"CLIPAway weights folder {weights} is not a folder")
     explicit = {"alpha_clip": alpha_clip, "mlp": mlp, "ip_adapter": ip_adapter}
-    found: dict[str, Path] = {}
-    for kind, path in explicit.items():
-        if path is not None:
-            found[kind] = _explicit(kind, path)
-            continue
-        file, looked = _in_folders(kind, weights)
-        if file is None and kind == "ip_adapter":
-            file = _ip_adapter_from_hub(allow_download)
-        if file is None:
-            raise MissingWeightsError(missing_message(kind, looked))
-        found[kind] = file
-    return ClipAwayFiles(**found)
+    return ClipAwayFiles(**{kind: resolve_file(kind, path, weights=weights, allow_download=allow_download)
+                            for kind, path in explicit.items()})
 
 
-__all__ = ["ALPHA_CLIP_FILE", "DRIVE_IDS", "IP_ADAPTER_FILE", "IP_ADAPTER_REPO", "LAYOUT", "MLP_FILE",
-           "MODELS_SUBDIR", "ClipAwayFiles", "default_folder", "locate", "missing_message", "resolve_files"]
+def resolve_file(kind: str, path: str | os.PathLike | None = None, *,
+                 weights: str | os.PathLike | None = None, allow_download: bool = False) -> Path:
+    """One file of ``kind``: ``path`` when given, else as :func:`resolve_files` looks for it."""
+    if path is not None:
+        return _explicit(kind, path)
+    file, looked = _in_folders(kind, weights)
+    if file is None and kind == "ip_adapter":
+        file = _ip_adapter_from_hub(allow_download)
+    if file is None:
+        raise MissingWeightsError(missing_message(kind, looked))
+    return file
+
+
+# Training only (``erasekit train clipaway-mlp``): IP-Adapter's own image encoder, OpenCLIP ViT-H/14 in
+# transformers' CLIPVisionModelWithProjection layout (h94/IP-Adapter ``models/image_encoder``; the authors
+# keep it at ``ckpts/IPAdapter/image_encoder``).
+IMAGE_ENCODER_LAYOUT = "IPAdapter/image_encoder"
+IMAGE_ENCODER_SUBFOLDER = f"{IP_ADAPTER_SUBFOLDER}/image_encoder"
+
+
+def _is_model_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
+
+
+def resolve_image_encoder(path: str | os.PathLike | None = None, *, weights: str | os.PathLike | None = None,
+                          allow_download: bool = False) -> Path:
+    """The folder of IP-Adapter SD1.5's image encoder: ``path``, else ``weights``/IPAdapter/image_encoder,
+    ``$ERASEKIT_MODELS_DIR/clipaway/IPAdapter/image_encoder``, ``$ERASEKIT_MODELS_DIR/h94/IP-Adapter/models/
+    image_encoder``, the Hugging Face cache (or a download when ``allow_download``)."""
+    if path is not None:
+        folder = Path(path).expanduser()
+        if not _is_model_folder(folder):
+            raise InvalidInputError(f"IP-Adapter image encoder folder {folder} has no config.json")
+        return folder
+    folders = (weights, default_folder())
+    places = [Path(f).expanduser() / IMAGE_ENCODER_LAYOUT for f in folders if f is not None]
+    root = models_dir()
+    if root is not None:
+        places.append(root.joinpath(*IP_ADAPTER_REPO.split("/"), IMAGE_ENCODER_SUBFOLDER))
+    found = next((p for p in places if _is_model_folder(p)), None)
+    if found is not None:
+        return found
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(IP_ADAPTER_REPO, allow_patterns=[f"{IMAGE_ENCODER_SUBFOLDER}/*"],
+                                          cache_dir=hf_cache_dir(), local_files_only=not allow_download))
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        snapshot = None
+    except OSError as exc:
+        raise MissingWeightsError(f"downloading {IP_ADAPTER_REPO}/{IMAGE_ENCODER_SUBFOLDER} failed: {exc}") \
+            from None
+    if snapshot is not None and _is_model_folder(snapshot / IMAGE_ENCODER_SUBFOLDER):
+        return snapshot / IMAGE_ENCODER_SUBFOLDER
+    where = ", ".join(str(p) for p in places) or "no weights folder ($ERASEKIT_MODELS_DIR unset)"
+    raise MissingWeightsError(
+        f"training CLIPAway's MLP needs IP-Adapter's image encoder (OpenCLIP ViT-H/14); looked in {where} "
+        f"and the Hugging Face cache ({hf_cache_dir()}). Fetch it with `hf download {IP_ADAPTER_REPO} "
+        f"--include '{IMAGE_ENCODER_SUBFOLDER}/*'`, or set encoders.image_encoder, or pass allow_download")
+
+
+__all__ = [
+    "ALPHA_CLIP_FILE",
+    "DRIVE_IDS",
+    "IMAGE_ENCODER_LAYOUT",
+    "IP_ADAPTER_FILE",
+    "IP_ADAPTER_REPO",
+    "LAYOUT",
+    "MLP_FILE",
+    "MODELS_SUBDIR",
+    "ClipAwayFiles",
+    "default_folder",
+    "locate",
+    "missing_message",
+    "resolve_file",
+    "resolve_files",
+    "resolve_image_encoder",
+]

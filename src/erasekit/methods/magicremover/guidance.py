@@ -16,7 +16,8 @@ Open choices, each kept visible here:
   v (Eq. 5's guidance weight) is 1 by default since Eq. 8 writes none.
 * **The optional-mask term** ∇(ẑ_{t−1} − z^inv_{t−1})⊙(1 − M) (Sec. 3.3, App. A.4) is read as the gradient of
   ½‖(ẑ_{t−1} − z^inv_{t−1})⊙(1 − M)‖², with ẑ_{t−1} the unguided DDIM step from z_t, added (unweighted by A)
-  to the perturbation, with the same sign rule.
+  to the perturbation, with the same sign rule. App. A.4's alternative, Eq. 13, weights ∇Σg by M instead of
+  by the maps (:func:`eq13_guided_noise`), with the same sign rule.
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def guided_noise(noise: torch.Tensor, weight: torch.Tensor, energy_grad: torch.T
     """Eq. 8/9 with the descent sign: ε̂^guid = ε̂ − v·W⊙∇_{z_t}Σg, ``weight`` W = Σ_m Π_n A (h×w, broadcast
     over channels)."""
     return noise - scale * (weight * energy_grad)
+
+
+def eq13_guided_noise(noise: torch.Tensor, mask: torch.Tensor, energy_grad: torch.Tensor,
+                      scale: float = 1.0) -> torch.Tensor:
+    """Eq. 13 (App. A.4) with the descent sign: ε̂^guid = ε̂ − v·M⊙∇_{z_t}Σg — the given mask M (1 on the
+    object, on the latent grid) replaces Eq. 9's map weighting Σ_m Π_n A; the energy g is still Eq. 7's."""
+    return noise - scale * (mask * energy_grad)
 
 
 def alphas(scheduler: Scheduler, timestep: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

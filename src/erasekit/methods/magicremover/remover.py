@@ -67,6 +67,9 @@ class MagicRemover(DiffusionRemover):
                help="v: the weight of the attention-guidance term (Eq. 5/8)"),
         Option("kv_injection", bool, default=True,
                help="the editing branch's self-attention reads the reconstruction's K/V (Eq. 10)"),
+        Option("mask_rule", str, default="term", choices=("term", "eq13"),
+               help="with a mask (App. A.4): term adds ∇(ẑ_{t−1} − z^inv_{t−1})⊙(1 − M) to Eq. 9; eq13 "
+                    "weights the guidance by M instead of the maps (Eq. 13)"),
         Option("paste_back", bool, default=True,
                help="paste through alpha ≥ paste_threshold so the rest stays bit-identical; false returns "
                     "the decoded image everywhere (the paper's setting)"),
@@ -191,7 +194,8 @@ class MagicRemover(DiffusionRemover):
             keep = 1.0 - masked
         two_branch = TwoBranchSampler(unet, sampler, embeddings.positive, target,
                                       self.guidance_settings(options), guidance_scale=inv_settings.guidance,
-                                      inject_kv=options["kv_injection"], keep=keep)
+                                      inject_kv=options["kv_injection"], keep=keep,
+                                      mask_rule=options["mask_rule"])
         result = two_branch.run(aligned, progress=lambda step, total: report("sampling", step, total))
         [decoded] = decode(pipe, result.edited, output_type="pil")
         alpha = F.interpolate(result.removal_map[None, None].float(), size=image.shape[:2], mode="bilinear",

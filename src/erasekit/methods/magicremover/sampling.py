@@ -27,6 +27,7 @@ from .guidance import (
     alphas,
     attention_energy,
     classifier_update,
+    eq13_guided_noise,
     guided_noise,
     mask_energy,
     split_ddim_step,
@@ -38,6 +39,9 @@ from .self_attention import SharedKVProcessor
 REC_NULL, EDIT_NULL, REC_COND, EDIT_COND = range(4)
 KV_SOURCES = (REC_NULL, REC_NULL, REC_COND, REC_COND)  # Eq. 10: both editing rows read their half's rec row
 OWN_KV = (REC_NULL, EDIT_NULL, REC_COND, EDIT_COND)
+# How an optional mask M enters (App. A.4): "term" adds ∇(ẑ_{t−1} − z^inv_{t−1})⊙(1 − M) to Eq. 9; "eq13"
+# replaces Eq. 9's map weighting by M (Eq. 13). The paper found no significant difference between the two.
+MASK_RULES = ("term", "eq13")
 
 
 @dataclass
@@ -60,11 +64,14 @@ class SamplingResult:
 
 class TwoBranchSampler:
     """Samples both branches for one image (batch 1). ``cond`` is the prompt embedding, ``target`` the parsed
-    target; ``keep`` (1 − M on the latent grid) switches on App. A.4's mask term; ``inject_kv`` Eq. 10."""
+    target; ``keep`` (1 − M on the latent grid) switches on the optional mask, used as ``mask_rule`` says
+    (:data:`MASK_RULES`); ``inject_kv`` Eq. 10."""
 
     def __init__(self, unet: UNet, scheduler: Scheduler, cond: torch.Tensor, target: Target,
                  settings: GuidanceSettings, *, guidance_scale: float = 7.5, inject_kv: bool = True,
-                 keep: torch.Tensor | None = None):
+                 keep: torch.Tensor | None = None, mask_rule: str = "term"):
+        if mask_rule not in MASK_RULES:
+            raise ValueError(f"mask_rule must be one of {', '.join(MASK_RULES)}, got {mask_rule!r}")
         self.unet = unet
         self.scheduler = scheduler
         self.cond = cond
@@ -72,6 +79,7 @@ class TwoBranchSampler:
         self.settings = settings
         self.guidance_scale = guidance_scale
         self.keep = keep
+        self.mask_rule = mask_rule
         self.store = AttentionStore(average_heads=True, device=None, detach=False)
         self.kv_sources = KV_SOURCES if inject_kv else OWN_KV
 
@@ -131,11 +139,15 @@ class TwoBranchSampler:
 
     def _guided(self, z: torch.Tensor, edit: torch.Tensor, t: torch.Tensor, target_prev: torch.Tensor,
                 maps: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        """ε̂^guid = ε̂ − v·(Σ_m Π_n A ⊙ ∇_z Σ g [+ ∇_z mask energy]) for the editing branch (Eq. 8–9, A.4)."""
+        """ε̂^guid of the editing branch: ε̂ − v·Σ_m Π_n A ⊙ ∇_z Σ g (Eq. 8–9); with a mask, minus v·∇_z of the
+        mask energy (``term``, App. A.4) or with M replacing the map weighting (``eq13``, Eq. 13)."""
         edit_maps = target_maps(maps, EDIT_COND, self.target, size)
         energy = torch.stack([attention_energy(a, self.settings.lam) for words in edit_maps
                               for a in words]).sum()
-        (grad,) = torch.autograd.grad(energy, [z], retain_graph=self.keep is not None)
+        term = self.keep is not None and self.mask_rule == "term"
+        (grad,) = torch.autograd.grad(energy, [z], retain_graph=term)
+        if self.keep is not None and self.mask_rule == "eq13":
+            return eq13_guided_noise(edit.detach(), 1.0 - self.keep, grad, self.settings.weight)
         weight = removal_weight(edit_maps).detach()
         if self.keep is None:
             return guided_noise(edit.detach(), weight, grad, self.settings.weight)
