@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from ...atomic import atomic_path, write_json
 from ...types import InvalidInputError, MissingWeightsError
 from .alpha_head import FLUX_HEAD, SDXL_HEAD, add_alpha_head, family_of, has_alpha_head
 from .recipe import TIMESTEP, Backbone
@@ -364,12 +365,9 @@ def save_erasekit(weights: OsorWeights, folder: str | os.PathLike) -> Path:
     head_attr = HEADS[weights.backbone].attribute
     tensors = {**weights.lora, **{f"{head_attr}.{k}": v for k, v in weights.head.items()}}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT_NAME})
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp_cfg = folder / (CONFIG_FILE + ".tmp")
-    tmp_cfg.write_text(json.dumps(weights.config(), indent=2) + "\n")
-    os.replace(tmp_cfg, folder / CONFIG_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as temp:
+        save_file(tensors, str(temp), metadata={"format": FORMAT_NAME})
+    write_json(folder / CONFIG_FILE, weights.config())
     return folder
 
 
@@ -391,10 +389,9 @@ def save_official(weights: OsorWeights, path: str | os.PathLike) -> Path:
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().contiguous().cpu() for k, v in official_state_dict(weights).items()}, tmp)
-    os.replace(tmp, path)
+    state = {k: v.detach().contiguous().cpu() for k, v in official_state_dict(weights).items()}
+    with atomic_path(path) as temp:
+        torch.save(state, temp)
     return path
 
 
@@ -580,7 +577,8 @@ def fetch_hint(backbone: Backbone) -> str:
     return f"hf download {HUB_REPO} --include '{folder}/weights/*.pth'"
 
 
-__all__ = ["ADAPTER_DTYPE", "ADAPTER_NAME", "AdapterDtype", "CONFIG_FILE", "HUB_FILES", "HUB_REPO", "OFFICIAL_PREFIX", "OFFICIAL_TARGETS",
-           "WEIGHTS_FILE", "LoadReport", "OsorWeights", "apply_osor_weights", "convert_weights",
-           "detect_format", "fetch_hint", "load_osor_weights", "locate_weights", "official_state_dict",
-           "read_erasekit", "read_official", "save_erasekit", "save_official", "split_state_dict"]
+__all__ = ["ADAPTER_DTYPE", "ADAPTER_NAME", "CONFIG_FILE", "HUB_FILES", "HUB_REPO", "OFFICIAL_PREFIX",
+           "OFFICIAL_TARGETS", "WEIGHTS_FILE", "AdapterDtype", "LoadReport", "OsorWeights",
+           "apply_osor_weights", "convert_weights", "detect_format", "fetch_hint", "load_osor_weights",
+           "locate_weights", "official_state_dict", "read_erasekit", "read_official", "save_erasekit",
+           "save_official", "split_state_dict"]
