@@ -158,8 +158,8 @@ def main() -> None:
                 rows.append((family, name, "channels_last input (item 20) vs contiguous",
                              *difference(run(default), run(default, layout="contiguous"))))
     region = float((binary > 0).mean() * 100)
-    print(f"scene {image.shape[1]}×{image.shape[0]}, mask {region:.1f} % of the pixels, tiny Phase II weights, "
-          "seed 0, CPU")
+    print(f"scene {image.shape[1]}×{image.shape[0]}, mask {region:.1f} % of the pixels, "
+          "tiny Phase II weights, seed 0, CPU")
     print(f"{'backbone':9} {'dtype':5} {'change (new vs old)':46} {'max Δ levels':>12} {'pixels ≠ %':>10}")
     for family, name, change, levels, share in rows:
         print(f"{family:9} {name:5} {change:46} {levels:12d} {share:10.2f}")

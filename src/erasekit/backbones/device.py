@@ -122,7 +122,7 @@ class PlacementOptions:
 
     offload: OffloadMode = "none"
     attention_slicing: bool | str | int = False
-    vae_tiling: bool = False
+    vae_tiling: bool | str = False  # True, False or "auto" (tile only beyond fast.VAE_TILE_SIDE px per side)
 
     def __post_init__(self) -> None:
         if self.offload not in ("none", "model", "sequential"):
@@ -150,9 +150,12 @@ def place_pipeline(pipe: Any, device: torch.device, options: PlacementOptions | 
         size = "auto" if options.attention_slicing is True else options.attention_slicing
         # Only modules that support slicing take it (UNets do, the FLUX transformer does not).
         pipe.enable_attention_slicing(size)
-    if options.vae_tiling and getattr(pipe, "vae", None) is not None:
-        pipe.vae.enable_tiling()
+    if options.vae_tiling:
+        from .fast import FastPaths, configure_vae
+
+        configure_vae(getattr(pipe, "vae", None), FastPaths(vae_tiling=options.vae_tiling).vae_tiling)
     return pipe
 
 
-__all__ = ["AUTO_DTYPE", "OffloadMode", "PlacementOptions", "auto_dtype_name", "bf16_supported", "place_pipeline", "resolve_device", "resolve_dtype"]
+__all__ = ["AUTO_DTYPE", "OffloadMode", "PlacementOptions", "auto_dtype_name", "bf16_supported",
+           "place_pipeline", "resolve_device", "resolve_dtype"]

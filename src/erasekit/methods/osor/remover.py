@@ -80,6 +80,7 @@ class OsorRemover(DiffusionRemover):
     family: ClassVar[Backbone]
     preset_name: ClassVar[str]
     engine_cls: ClassVar[type[OsorEngine]]
+    defer_fast_paths: ClassVar[bool] = True  # applied once the OSOR weights are in (see __init__)
     edits_outside_mask: ClassVar[bool] = True  # the alpha map extends the paste region (shadows, reflections)
     constraints: ClassVar[SizeConstraints] = SizeConstraints()  # the paper's resizing happens inside inpaint
 
@@ -99,12 +100,15 @@ class OsorRemover(DiffusionRemover):
         allow_download: bool = False,
         offload: str = "none",
         attention_slicing: bool | str | int = False,
-        vae_tiling: bool = False,
+        vae_tiling: bool | str = False,
         pipeline: Any = None,
         prompt: str = PROMPT,
         alpha_head: bool = True,
         merge_lora: bool | None = None,
         release_text_encoders: bool | None = None,
+        compile: bool | str = False,
+        channels_last: bool = False,
+        fuse_qkv: bool = False,
     ):
         """``model`` … ``pipeline``: the backbone, as for every diffusion method (see
         :class:`~erasekit.diffusion.remover.DiffusionRemover`); a given ``pipeline``'s denoiser is modified in
@@ -133,6 +137,9 @@ class OsorRemover(DiffusionRemover):
             attention_slicing=attention_slicing,
             vae_tiling=vae_tiling,
             pipeline=pipeline,
+            compile=compile,
+            channels_last=channels_last,
+            fuse_qkv=fuse_qkv,
         )
         self.engine = self.engine_cls(self.pipe, prompt=prompt)
         denoiser = self.engine.denoiser
@@ -146,6 +153,7 @@ class OsorRemover(DiffusionRemover):
         elif alpha_head:
             add_alpha_head(denoiser)
         denoiser.eval()
+        self.apply_fast_paths()  # after the weights: compile traces the adapters, fuse_qkv needs merged LoRA
         self.call_options = self.bind_options(self.osor_weights.timestep if self.osor_weights else None)
         if release_text_encoders is None:
             release_text_encoders = self.loaded_pipeline
@@ -254,9 +262,9 @@ class OsorRemover(DiffusionRemover):
         work_image, work_mask = image, self.conditioning_mask(mask, request)
         if (wh, ww) != (h, w):
             work_image = np.asarray(Image.fromarray(image).resize((ww, wh), Image.Resampling.BICUBIC))
-            # Nearest on a float ("F") image keeps the values (soft or binary) exactly, with no rounding to 8 bits.
-            nearest = Image.fromarray(np.asarray(work_mask, dtype=np.float32)).resize((ww, wh), Image.Resampling.NEAREST)
-            work_mask = np.asarray(nearest, dtype=np.float32)
+            # Nearest on a float ("F") image keeps the values (soft or binary) exactly, no rounding to 8 bits.
+            as_float = Image.fromarray(np.asarray(work_mask, dtype=np.float32))
+            work_mask = np.asarray(as_float.resize((ww, wh), Image.Resampling.NEAREST), dtype=np.float32)
         images = image_to_tensor(np.stack([work_image]))  # a copy: torch.from_numpy warns on read-only arrays
         with self.lock:
             out = self.engine.run(
