@@ -378,7 +378,8 @@ def osor_rows(family: str, setup: Setup, rows: list[dict]) -> None:
                 "baseline": "sdxl-inpaint-50" if family == "sdxl" else "flux-fill-50",
             }
         )
-        _free(denoiser, pipe, engine)
+        del denoiser, pipe, engine, one_step, stages  # before the next variant is built
+        _free()
     _free(vae)
 
 
@@ -456,7 +457,7 @@ def unet_sampler(family: str, setup: Setup, *, cfg: bool, size: int) -> tuple[An
         return unet(x, 500, encoder_hidden_states=text, **extra).sample
 
     def sample():
-        scheduler.set_timesteps(setup.steps)
+        scheduler.set_timesteps(setup.steps, device=setup.device)
         z_image = vae.encode(image).latent_dist.mode()
         vae.encode(image * (1 - mask)).latent_dist.mode()
         latents = torch.randn_like(z_image)
@@ -510,7 +511,7 @@ def flux_fill_row(setup: Setup, rows: list[dict]) -> None:
     scheduler = FlowMatchEulerDiscreteScheduler()
 
     def sample():
-        scheduler.set_timesteps(setup.steps)
+        scheduler.set_timesteps(setup.steps, device=setup.device)
         z = L.pack_latents(vae.encode(image * (1 - mask)).latent_dist.mode())
         mask_tokens = L.fill_mask_tokens(mask)
         latents = torch.randn_like(z)
@@ -727,10 +728,17 @@ SECTIONS = (
 )
 
 
+def _release(row: dict) -> None:
+    """Drop a baseline row's networks once the rows that reuse them are done (the table keeps its timing)."""
+    row.pop("modules", None)
+    row.pop("parts", None)
+    _free()
+
+
 def run(setup: Setup, sections: tuple[str, ...] = SECTIONS) -> list[dict]:
     rows: list[dict] = []
     if "sdxl" in sections:
-        _free(*baseline_row("sdxl", setup, rows)["modules"])
+        _release(baseline_row("sdxl", setup, rows))
     if "osor-sdxl" in sections:
         osor_rows("sdxl", setup, rows)
     if "flux" in sections:
@@ -743,12 +751,12 @@ def run(setup: Setup, sections: tuple[str, ...] = SECTIONS) -> list[dict]:
             eradiff_row(sd2, setup, rows)
         if "pixperfect" in sections:
             pixperfect_row(sd2, setup, rows)
-        _free(*sd2.pop("modules"))
+        _release(sd2)
     if {"sd15", "clipaway"} & set(sections):
         sd15 = baseline_row("sd15", setup, rows)
         if "clipaway" in sections:
             clipaway_row(sd15, setup, rows)
-        _free(*sd15.pop("modules"))
+        _release(sd15)
     if "magicremover" in sections:
         magicremover_rows(setup, rows)
     return rows
