@@ -697,7 +697,7 @@ def table(rows: list[dict], setup: Setup) -> str:
         ratio, note = "", ", ".join(f"{k} {v:.1f}" for k, v in t.stages.items())
         if "baseline" in r and r["baseline"] in base:
             b = base[r["baseline"]]
-            ratio = f"{b.ms / t.ms:.1f}× faster than {r['baseline'].replace('-50', f'-{setup.steps}')}"
+            ratio = f"speed-up {b.ms / t.ms:.1f}× vs {r['baseline'].replace('-50', f'-{setup.steps}')}"
             if t.compiled_ms and b.compiled_ms:
                 ratio += f" / {b.compiled_ms / t.compiled_ms:.1f}×"
         elif "ratio_to" in r:

@@ -35,7 +35,7 @@ def test_dry_run_prints_every_row(capsys, monkeypatch):
         assert expected in names, f"{expected!r} missing from the table:\n{out}"
     assert any(name.startswith("clipaway extra encoders") for name in names)
     osor = next(row for row in rows if row.startswith("| osor-sdxl 1 step (LoRA unmerged"))
-    assert "faster than sdxl-inpaint-1" in osor  # the ratio against the baseline of the same run
+    assert "× vs sdxl-inpaint-1" in osor  # the speed-up against the baseline of the same run
 
 
 def test_the_suite_refuses_to_run_without_a_gpu_unless_dry(monkeypatch, capsys):

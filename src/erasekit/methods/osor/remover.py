@@ -186,6 +186,7 @@ class OsorRemover(DiffusionRemover):
             "blend": self.defaults.blend,
             "prompt": self.engine.prompt,
             "weights_report": self.load_report.summary() if self.load_report else None,
+            "lora_merged": self.load_report.merged if self.load_report else None,
             "device": str(self.engine.device),
             "dtype": str(self.engine.dtype).replace("torch.", ""),
         }
