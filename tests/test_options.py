@@ -261,8 +261,9 @@ def test_diffusion_sampling_bounds(name):
 def test_osor_declares_timestep_blend_paste_back_and_flux_guidance():
     sdxl = registry.get_method("osor-sdxl").call_options
     flux = registry.get_method("osor-flux").call_options
-    assert list(sdxl) == ["timestep", "blend", "paste_back"]
-    assert list(flux) == ["timestep", "blend", "paste_back", "guidance"]
+    assert list(sdxl) == ["timestep", "blend", "soft_mask", "paste_back"]
+    assert list(flux) == ["timestep", "blend", "soft_mask", "paste_back", "guidance"]
+    assert sdxl["soft_mask"].default is True and sdxl["soft_mask"].type is bool
     assert str(sdxl["timestep"].range) == "[0, 999]" and sdxl["timestep"].type is int
     assert str(flux["timestep"].range) == "(0, 1000)" and flux["timestep"].type is float
     # The default timestep comes from the weights: bound when the remover loads them.

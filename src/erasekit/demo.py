@@ -237,20 +237,10 @@ def run_demo(
 
 
 def _write_json(path: Path, payload) -> None:
-    """Atomic like every other output: temp file beside the target, then rename."""
-    import os
-    import tempfile
+    """Atomic like every other output (:mod:`erasekit.atomic`)."""
+    from .atomic import write_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_json(path, payload)
 
 
 __all__ = ["DEMO_DILATE", "DemoObject", "DemoPhoto", "DemoRecord", "comparison_sheet", "demo_photos",

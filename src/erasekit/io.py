@@ -66,11 +66,9 @@ Writing (:func:`write_image`, :func:`write_mask`, :func:`encode_image`)
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io as _io
 import os
-import secrets
 import struct
 import warnings
 from collections.abc import Iterator, Sequence
@@ -689,40 +687,20 @@ def _encode(image: Image.Image, stream: BinaryIO, fmt: str, options: dict[str, A
 
 
 def _atomic_write(path: Path, write: Any) -> Path:
-    """Write through ``write(stream)`` to a temporary file beside ``path`` and rename it into place."""
+    """Write through ``write(stream)`` atomically and durably (:mod:`erasekit.atomic`); erasekit errors."""
+    from .atomic import atomic_write
+
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ErasekitError(f"cannot create folder '{path.parent}': {exc.strerror or exc}") from None
     if path.is_dir():
         raise InvalidInputError(f"cannot write '{path}': it is a directory")
-    for _ in range(16):
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            # O_EXCL: never reuse someone else's file; 0o666 lets the umask decide permissions as for any new
-            # file.
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ErasekitError(f"cannot write '{path}': {exc.strerror or exc}") from None
-    else:
-        raise ErasekitError(f"cannot create a temporary file beside '{path}'")
     try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        if isinstance(exc, OSError):
-            raise ErasekitError(f"cannot write '{path}': {exc.strerror or exc}") from exc
-        raise
-    return path
+        return atomic_write(path, write)
+    except OSError as exc:
+        if not path.parent.is_dir():
+            raise ErasekitError(f"cannot create folder '{path.parent}': {exc.strerror or exc}") from None
+        if isinstance(exc, FileExistsError):  # 16 random temporary names were all taken
+            raise ErasekitError(f"cannot create a temporary file beside '{path}'") from None
+        raise ErasekitError(f"cannot write '{path}': {exc.strerror or exc}") from exc
 
 
 def write_image(

@@ -60,15 +60,20 @@ def add_noise(schedule: Any, x0: torch.Tensor, noise: torch.Tensor, t: Any) -> t
 
 
 def flow_noise(x0: torch.Tensor, noise: torch.Tensor, s: Any) -> torch.Tensor:
-    """Flow-matching interpolation ``s·noise + (1-s)·x0`` at noise level ``s``.
+    """Flow-matching interpolation ``(1-s)·x0 + s·noise`` at noise level ``s``.
 
-    ``s`` is in [0, 1], a scalar or one value per sample.
+    ``s`` is in [0, 1]: a Python number, or a tensor with one value per sample. A Python number stays a
+    Python number, so torch multiplies with the exact coefficients ``1-s`` and ``s`` (in its float32 op math
+    for bf16/fp16 tensors) instead of first rounding them to the tensor's dtype: in bf16, 0.4 would become
+    0.40039 and 0.6 0.5996. In float32 both forms give the same bits.
     """
 
     import torch
 
+    if isinstance(s, (int, float)):
+        return (1.0 - s) * x0 + s * noise
     sigma = _per_sample(torch.as_tensor(s, device=x0.device, dtype=x0.dtype), x0)
-    return sigma * noise + (1.0 - sigma) * x0
+    return (1.0 - sigma) * x0 + sigma * noise
 
 
 def predict_x0(

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import io, jsonl
+from ..atomic import write_text
 from ..masks import Box
 from ..types import InvalidInputError
 from .paired import PairedDatasetWriter, check_id
@@ -460,9 +461,7 @@ def run_savp(
     known = {t.id for t in triplets}
     stats = SAVPStats.from_decisions(d for i, d in decisions.items() if i in known)
     text = json.dumps({**asdict(stats), "config": asdict(config)}, indent=2)
-    temp = out / f".{STATS_NAME}.tmp"
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, out / STATS_NAME)
+    write_text(out / STATS_NAME, text)
     return stats
 
 

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 
 from .. import io
+from ..atomic import write_text
 from ..masks import Box
 from ..types import InvalidInputError
 from .paired import PHASE2_THRESHOLD, PairedDatasetWriter
@@ -403,9 +404,7 @@ def write_synthetic_triplets(
         )
     manifest = out / "triplets.jsonl"
     text = "".join(json.dumps(line) + "\n" for line in lines)
-    temp = manifest.with_name(f".{manifest.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, manifest)  # readers never see a half-written manifest
+    write_text(manifest, text)  # readers never see a half-written manifest
     return manifest
 
 

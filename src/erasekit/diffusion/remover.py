@@ -94,13 +94,21 @@ class DiffusionRemover(Remover):
     ``inpaint``."""
 
     preset_name: ClassVar[str]
+    # A method that changes its network after loading (OSOR's weights) applies the fast paths itself, after.
+    defer_fast_paths: ClassVar[bool] = False
 
     def __init__(self, model: str | os.PathLike | None = None, device: str | None = None,
                  dtype: str | None = None, allow_download: bool = False, offload: str = "none",
-                 attention_slicing: bool | str | int = False, vae_tiling: bool = False, pipeline: Any = None,
-                 progress_bar: bool = True):
+                 attention_slicing: bool | str | int = False, vae_tiling: bool | str = False,
+                 pipeline: Any = None, progress_bar: bool = True, compile: bool | str = False,
+                 channels_last: bool = False, fuse_qkv: bool = False):
         """Load the backbone (offline first); the options are :class:`BackboneOptions`' fields. ``pipeline``:
-        an already loaded pipeline to use instead (no loading). ``progress_bar``: diffusers' tqdm bar."""
+        an already loaded pipeline to use instead (no loading). ``progress_bar``: diffusers' tqdm bar.
+        ``compile``, ``channels_last``, ``fuse_qkv``: fast paths (:mod:`erasekit.backbones.fast`,
+        docs/speed.md)."""
+        from ..backbones.fast import FastPaths
+
+        self.fast_paths = FastPaths(compile=compile, channels_last=channels_last, fuse_qkv=fuse_qkv)
         self.backbone = BackboneOptions(
             model=model, device=device, dtype=dtype, allow_download=allow_download,
             offload=offload, attention_slicing=attention_slicing, vae_tiling=vae_tiling)  # type: ignore[arg-type]
@@ -110,6 +118,14 @@ class DiffusionRemover(Remover):
         self.progress_bar = progress_bar
         self.progress: ProgressFn | None = None
         self.lock = threading.Lock()
+        if not self.defer_fast_paths:
+            self.apply_fast_paths()
+
+    def apply_fast_paths(self) -> None:
+        """Apply the load options ``compile``/``channels_last``/``fuse_qkv`` to the pipeline (once)."""
+        from ..backbones.fast import apply_fast_paths
+
+        apply_fast_paths(self.pipe, self.fast_paths)
 
     @property
     def preset(self) -> BackbonePreset:

@@ -30,12 +30,14 @@ import threading
 import time
 import tracemalloc
 from dataclasses import asdict, dataclass, field
+from io import StringIO
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
 from .. import io
+from ..atomic import write_text
 from ..convert import uint8_to_mask
 from ..types import ErasekitError, InvalidInputError, RemovalRequest
 from .datasets import EvalDataset, EvalRecord, open_dataset
@@ -246,9 +248,8 @@ def _save(paths, run: RunOutput, key: str) -> None:
     io.write_image(image_path, run.image)
     if run.alpha is not None:
         io.write_mask(alpha_path, run.alpha)
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**{k: v for k, v in run.info.items() if k != "cached"}, "key": key}, indent=1))
-    tmp.replace(meta_path)  # the sidecar is written last: its presence marks a complete output
+    sidecar = json.dumps({**{k: v for k, v in run.info.items() if k != "cached"}, "key": key}, indent=1)
+    write_text(meta_path, sidecar)  # the sidecar is written last: its presence marks a complete output
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -471,15 +472,12 @@ def table_markdown(summary: dict[str, Any], columns: list[str]) -> str:
 def write_results(out: Path, rows: list[dict], summary: dict, suite: dict[str, MetricFactory]) -> None:
     columns = [c for f in suite.values() for c in f.columns]
     fieldnames = ["method", "mask", "id", *RUN_COLUMNS] + [c for c in columns if any(c in r for r in rows)]
-    tmp = out / "per_image.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fieldnames, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fieldnames})
-    tmp.replace(out / "per_image.csv")
+    table = StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=fieldnames, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fieldnames})
+    write_text(out / "per_image.csv", table.getvalue())
     # Python's json writes inf (PSNR of identical images) as Infinity, which json.loads reads back.
-    (out / "summary.json.tmp").write_text(json.dumps(summary, indent=1, default=str))
-    (out / "summary.json.tmp").replace(out / "summary.json")
-    (out / "table.md.tmp").write_text(table_markdown(summary, columns))
-    (out / "table.md.tmp").replace(out / "table.md")
+    write_text(out / "summary.json", json.dumps(summary, indent=1, default=str))
+    write_text(out / "table.md", table_markdown(summary, columns))

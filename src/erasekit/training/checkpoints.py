@@ -8,13 +8,13 @@ by save count, as Accelerate's automatic naming would), so a resumed run and an 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import jsonl
+from ..atomic import write_text
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_PREFIX = "step-"
@@ -69,9 +69,7 @@ def open_metrics(output_dir: Path, resumed_step: int) -> Path:
     if path.is_file():
         jsonl.repair_torn_tail(path)
         kept = [record for _, record in jsonl.read_lines(path) if int(record.get("step", 0)) <= resumed_step]
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        os.replace(tmp, path)
+        write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
     return path
 
 

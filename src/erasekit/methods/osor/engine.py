@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     import torch
 
 Blend = Literal["alpha", "mask"]
+InputLayout = Literal["channels_last", "contiguous"]
 BLENDS: tuple[str, ...] = ("alpha", "mask")
 NO_WEIGHTS = "none"
 
@@ -70,11 +71,17 @@ def sdxl_working_size(height: int, width: int, resolution: int = RESOLUTION["sdx
     return -(-height // 16) * 16, -(-width // 16) * 16
 
 
-def flux_working_size(height: int, width: int, max_side: int = RESOLUTION["flux"]) -> tuple[int, int]:
-    """Long side capped at ``max_side`` (aspect kept), then both sides floored to a multiple of 16.
+def flux_working_size(
+    height: int, width: int, max_side: int | None = RESOLUTION["flux"]
+) -> tuple[int, int]:
+    """Phase II (``max_side`` given): the long side capped at ``max_side`` (aspect kept), then both sides
+    floored to a multiple of 16, each at least 16 (the authors' ``inference_enhance.py``).
 
-    Each side is at least 16.
+    Phase I (``max_side=None``): the native size with both sides rounded *up* to a multiple of 16, no cap
+    (the authors' Phase I ``inference.py``).
     """
+    if max_side is None:
+        return -(-height // 16) * 16, -(-width // 16) * 16
     if max(height, width) > max_side:
         scale = max_side / float(max(height, width))
         height, width = max(1, int(height * scale)), max(1, int(width * scale))
@@ -85,9 +92,13 @@ def flux_working_size(height: int, width: int, max_side: int = RESOLUTION["flux"
 # The latent maths shared by both backbones
 # ------------------------------------------------------------------------------------------------------------
 def composite(x0: torch.Tensor, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``weight·x̂0 + (1-weight)·z̄``: Eq. 13 with the alpha map, Eq. 6 with the max-pooled mask."""
-    weight = weight.to(x0.dtype)
-    return weight * x0 + (1 - weight) * z
+    """``x̂0·weight + z̄·(1-weight)``: Eq. 13 with the alpha map, Eq. 6 with the max-pooled mask.
+
+    Written as the authors write it and left to torch's type promotion, so the dtypes decide the precision
+    exactly as in their scripts: an fp32 x̂0 (SDXL, see :meth:`SDXLEngine.denoise`) makes the first product
+    and the sum fp32 while ``z̄·(1-weight)`` stays in the model dtype; in fp32 everything is fp32.
+    """
+    return x0 * weight + z * (1 - weight)
 
 
 @dataclass
@@ -122,6 +133,7 @@ class OsorEngine(ABC):
     def __init__(self, pipe: Any, *, prompt: str = PROMPT):
         self.pipe = pipe
         self.prompt = prompt
+        self.input_layout: InputLayout = "channels_last"  # see run(); "contiguous" is the authors' layout
         self.vae = pipe.vae
         self._placed: tuple[Any, tuple[torch.device, torch.dtype]] | None = None  # see _placement()
 
@@ -220,7 +232,8 @@ class OsorEngine(ABC):
         blend: Blend | None = None,
         **denoise_options: Any,
     ) -> OsorOutput:
-        """Remove ``masks`` (N×1×H×W, {0,1}) from ``images`` (N×3×H×W in [-1, 1]); H, W multiples of 16.
+        """Remove ``masks`` (N×1×H×W in [0, 1]; soft values condition as they are) from ``images`` (N×3×H×W in
+        [-1, 1]); H, W multiples of 16.
 
         ``denoise_options`` go to :meth:`denoise` (FLUX: ``guidance``)."""
         import torch
@@ -235,9 +248,14 @@ class OsorEngine(ABC):
         if blend not in BLENDS:
             raise InvalidInputError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
         device, dtype = self._placement()
+        # The VAE gets its input channels_last, on purpose (item 20 of the OSOR fidelity issue): that is the
+        # layout erasekit.convert hands over (an NCHW view of the decoded HWC photo), and cuDNN's fastest conv
+        # layout. The authors' to_tensor gives a contiguous tensor; the two differ only in the order of the
+        # first convolution's sums (measured: at most 1 level, in 0-0.02 % of pixels; docs/osor.md).
+        layout = torch.channels_last if self.input_layout == "channels_last" else torch.contiguous_format
         with torch.no_grad():
             return self.forward(
-                images.to(device=device, dtype=dtype),
+                images.to(device=device, dtype=dtype).contiguous(memory_format=layout),
                 masks.to(device=device, dtype=dtype),
                 lambda shape: per_image_noise(shape, seeds, device=device, dtype=dtype),
                 timestep=timestep,
@@ -281,9 +299,13 @@ class OsorEngine(ABC):
         else:
             latent_h, latent_w = z_lq.shape[-2:]
             weight = L.mask_to_latent(masks, (latent_h, latent_w), "max")
-        z_out = composite(x0, z_lq, weight)  # Eq. 13 (alpha) / Eq. 6 (mask)
+        # The blend weight in the model dtype: the authors' sigmoid of bf16 logits is bf16 (equal to the fp32
+        # sigmoid rounded to bf16), and their pooled mask is cast to the model dtype.
+        z_out = composite(x0, z_lq, weight.to(z_lq.dtype))  # Eq. 13 (alpha) / Eq. 6 (mask)
         start = _tick(device)
-        decoded = L.decode(self.vae, z_out)
+        # The authors cast the blended latent to the model dtype before the VAE's 1/scaling_factor (their
+        # ``vae.decode(z_out.to(weight_dtype) / scaling_factor)``); in fp32 this is a no-op.
+        decoded = L.decode(self.vae, z_out.to(z_lq.dtype))
         timings["vae_decode"] = _tick(device) - start
         return OsorOutput(decoded, weight.float(), alpha, x0, z_lq, z_t, z_out, timings, logits)
 
@@ -365,9 +387,12 @@ class SDXLEngine(OsorEngine):
         eps, logits = split_output(out, "sdxl")
         cfg = self.scheduler.config
         clip = cfg.clip_sample_range if getattr(cfg, "clip_sample", False) else None
+        # Eq. 5 in float32: the authors call ``DDPMScheduler.step(eps, timesteps, z_t)`` with a 1-D timestep
+        # tensor, so ᾱ_t is a 1-D float32 tensor and torch promotes the bf16 ε and z_t to float32 (a 0-d ᾱ_t
+        # would not). Upcasting first is the same arithmetic: bf16 -> fp32 is exact.
         x0 = S.predict_x0(
-            eps, z_t, timestep, "epsilon", schedule=self.scheduler, clip_sample_range=clip
-        )  # Eq. 5
+            eps.float(), z_t.float(), timestep, "epsilon", schedule=self.scheduler, clip_sample_range=clip
+        )
         return z_t, x0, logits
 
 
@@ -440,13 +465,18 @@ class FluxEngine(OsorEngine):
         return kwargs
 
     def denoise(self, z_lq, noise, mask, timestep, guidance: float | None = None):
+        import torch
+
         hw = tuple(z_lq.shape[-2:])
-        z_t = S.flow_noise(
-            L.pack_latents(z_lq), L.pack_latents(noise), timestep
-        )  # Eq. 3, no resolution shift
+        # Eq. 3, no resolution shift; ``timestep`` is a Python float, so the coefficients 1-s and s are exact
+        # (not rounded to the model dtype), as in the authors' ``(1 - t) * z + t * noise``.
+        z_t = S.flow_noise(L.pack_latents(z_lq), L.pack_latents(noise), float(timestep))
         out = self.denoiser(**self.conditioning(z_t, z_lq, mask, timestep, guidance), return_dict=False)[0]
         v, logits = split_output(out, "flux")
-        x0 = S.predict_x0(v, z_t, timestep, "flow")  # Eq. 5: z_s - s·v
+        # Eq. 5: z_s - s·v with s as the transformer got it (the authors' ``z_t - t·v`` with their timestep
+        # tensor in the model dtype); in fp32 this equals diffusers' Euler step bit for bit.
+        s = torch.full((z_t.shape[0], 1, 1), timestep, dtype=z_t.dtype, device=z_t.device)
+        x0 = z_t - s * v
         return (
             L.unpack_latents(z_t, hw),
             L.unpack_latents(x0, hw),

@@ -27,7 +27,7 @@ from .engine import (
     flux_working_size,
     sdxl_working_size,
 )
-from .recipe import FLUX_GUIDANCE, PROMPT, Backbone
+from .recipe import FLUX_GUIDANCE, PROMPT, RESOLUTION, Backbone
 from .weights import (
     LoadReport,
     OsorWeights,
@@ -57,6 +57,14 @@ _BLEND = Option(
     help="alpha: blend latents by the predicted alpha (Eq. 13; needs Phase II weights); "
     "mask: the hard max-pooled mask (Eq. 6)",
 )
+_SOFT_MASK = Option(
+    "soft_mask",
+    bool,
+    default=True,
+    help="condition on the mask's soft values in [0, 1] as the authors do (max-pooled for SDXL, "
+    "unshuffled for FLUX); false binarises every nonzero pixel first. The pasted-back region is the "
+    "binary mask (∪ alpha) either way",
+)
 _PASTE_BACK = Option(
     "paste_back",
     bool,
@@ -72,6 +80,7 @@ class OsorRemover(DiffusionRemover):
     family: ClassVar[Backbone]
     preset_name: ClassVar[str]
     engine_cls: ClassVar[type[OsorEngine]]
+    defer_fast_paths: ClassVar[bool] = True  # applied once the OSOR weights are in (see __init__)
     edits_outside_mask: ClassVar[bool] = True  # the alpha map extends the paste region (shadows, reflections)
     constraints: ClassVar[SizeConstraints] = SizeConstraints()  # the paper's resizing happens inside inpaint
 
@@ -91,12 +100,15 @@ class OsorRemover(DiffusionRemover):
         allow_download: bool = False,
         offload: str = "none",
         attention_slicing: bool | str | int = False,
-        vae_tiling: bool = False,
+        vae_tiling: bool | str = False,
         pipeline: Any = None,
         prompt: str = PROMPT,
         alpha_head: bool = True,
-        merge_lora: bool = True,
+        merge_lora: bool | None = None,
         release_text_encoders: bool | None = None,
+        compile: bool | str = False,
+        channels_last: bool = False,
+        fuse_qkv: bool = False,
     ):
         """``model`` … ``pipeline``: the backbone, as for every diffusion method (see
         :class:`~erasekit.diffusion.remover.DiffusionRemover`); a given ``pipeline``'s denoiser is modified in
@@ -104,6 +116,12 @@ class OsorRemover(DiffusionRemover):
         Phase II file found locally; ``"none"``: no OSOR weights (the bare backbone, with a fresh alpha head
         if ``alpha_head``) — for plumbing checks and benchmarks only. ``release_text_encoders``: drop them
         after caching the prompt (default: yes when this remover loaded the pipeline).
+
+        ``merge_lora``: True folds the LoRA into the base weights (no adapter cost; in bf16 the outputs move,
+        see docs/osor.md, "Inference numerics"); False keeps the adapters unmerged, as the authors do (bf16
+        adapters for SDXL, float32 for FLUX). None (default): unmerged in bf16/fp16, merged in float32, where
+        the two agree up to the order of float sums (measured: at most 1 level in a few pixels) and merging
+        keeps erasekit's fp32 CPU outputs pixel for pixel.
 
         ``timestep``, ``blend`` (and FLUX's ``guidance``) are per-call options (``RemovalRequest.options``);
         their defaults are the weights' training timestep (paper: t = 400 / s = 0.4), ``alpha`` blending when
@@ -119,15 +137,23 @@ class OsorRemover(DiffusionRemover):
             attention_slicing=attention_slicing,
             vae_tiling=vae_tiling,
             pipeline=pipeline,
+            compile=compile,
+            channels_last=channels_last,
+            fuse_qkv=fuse_qkv,
         )
         self.engine = self.engine_cls(self.pipe, prompt=prompt)
         denoiser = self.engine.denoiser
         self.load_report: LoadReport | None = None
         if self.osor_weights is not None:
-            self.load_report = apply_osor_weights(denoiser, self.osor_weights, merge=merge_lora)
+            if merge_lora is None:
+                import torch
+
+                merge_lora = self.engine.dtype == torch.float32
+            self.load_report = apply_osor_weights(denoiser, self.osor_weights, merge=bool(merge_lora))
         elif alpha_head:
             add_alpha_head(denoiser)
         denoiser.eval()
+        self.apply_fast_paths()  # after the weights: compile traces the adapters, fuse_qkv needs merged LoRA
         self.call_options = self.bind_options(self.osor_weights.timestep if self.osor_weights else None)
         if release_text_encoders is None:
             release_text_encoders = self.loaded_pipeline
@@ -160,6 +186,7 @@ class OsorRemover(DiffusionRemover):
             "blend": self.defaults.blend,
             "prompt": self.engine.prompt,
             "weights_report": self.load_report.summary() if self.load_report else None,
+            "lora_merged": self.load_report.merged if self.load_report else None,
             "device": str(self.engine.device),
             "dtype": str(self.engine.dtype).replace("torch.", ""),
         }
@@ -194,6 +221,33 @@ class OsorRemover(DiffusionRemover):
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         """The paper's working size for an input of this size (multiples of 16)."""
 
+    @property
+    def phase(self) -> int:
+        """The training phase of the loaded weights (without weights: 2 with the alpha head, else 1)."""
+        if self.osor_weights is not None:
+            return self.osor_weights.phase
+        return 2 if has_alpha_head(self.engine.denoiser) else 1
+
+    @staticmethod
+    def conditioning_mask(mask: np.ndarray, request: RemovalRequest) -> np.ndarray:
+        """What the denoiser is conditioned on: the request's soft mask where it is the mask being filled.
+
+        ``mask`` is the binary mask the base prepared (every nonzero pixel, then dilation). The soft values
+        (float32 in [0, 1], the authors' ``/255``) are used when ``soft_mask`` is on and the base did not
+        change the geometry: no dilation and no HD crop/resize (``mask`` then has the request's shape, and
+        ``request.mask > 0`` is exactly ``mask``). Otherwise the binary mask is the conditioning, as it is for
+        binary input anyway.
+        """
+        soft = request.mask
+        if (
+            not request.options.get("soft_mask", True)
+            or soft is None
+            or request.dilate
+            or soft.shape != mask.shape
+        ):
+            return mask
+        return np.clip(np.asarray(soft, dtype=np.float32), 0.0, 1.0)
+
     # ---- the work ------------------------------------------------------------------------------------
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
         """Resize to the paper's working size, run the one step, resize back: (pixels, paste weight)."""
@@ -206,12 +260,12 @@ class OsorRemover(DiffusionRemover):
         seed = 0 if request.seed is None else int(request.seed)
         h, w = mask.shape
         wh, ww = self.working_size(h, w)
-        work_image, work_mask = image, mask
+        work_image, work_mask = image, self.conditioning_mask(mask, request)
         if (wh, ww) != (h, w):
             work_image = np.asarray(Image.fromarray(image).resize((ww, wh), Image.Resampling.BICUBIC))
-            mask_u8 = Image.fromarray((mask > 0).astype(np.uint8) * 255)
-            nearest = mask_u8.resize((ww, wh), Image.Resampling.NEAREST)
-            work_mask = (np.asarray(nearest) > 0).astype(np.float32)
+            # Nearest on a float ("F") image keeps the values (soft or binary) exactly, no rounding to 8 bits.
+            as_float = Image.fromarray(np.asarray(work_mask, dtype=np.float32))
+            work_mask = np.asarray(as_float.resize((ww, wh), Image.Resampling.NEAREST), dtype=np.float32)
         images = image_to_tensor(np.stack([work_image]))  # a copy: torch.from_numpy warns on read-only arrays
         with self.lock:
             out = self.engine.run(
@@ -225,8 +279,11 @@ class OsorRemover(DiffusionRemover):
         [pixels] = tensor_to_image(out.images)
         # The paste weight at pixel resolution: α̂ upsampled bilinearly (as the authors do), the hard latent
         # mask nearest (it is exactly the region Eq. 6 replaced).
+        # The hard latent mask of a soft conditioning mask is soft; the region pasted back stays binary: every
+        # latent cell that any masked pixel touches (the same cells as for the binary mask).
         mode = "bilinear" if settings.blend == "alpha" else "nearest"
-        weight = F.interpolate(out.weight, size=(wh, ww), mode=mode).clamp(0, 1).cpu().numpy()[0, 0]
+        latent_weight = out.weight if settings.blend == "alpha" else (out.weight > 0).float()
+        weight = F.interpolate(latent_weight, size=(wh, ww), mode=mode).clamp(0, 1).cpu().numpy()[0, 0]
         if (wh, ww) != (h, w):
             pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC))
             weight_image = Image.fromarray(weight.astype(np.float32), mode="F")
@@ -249,6 +306,7 @@ class OsorSDXLRemover(OsorRemover):
             help="DDPM timestep t of the one denoising step (Sec. 3.2)",
         ),
         _BLEND,
+        _SOFT_MASK,
         _PASTE_BACK,
     )
 
@@ -276,6 +334,7 @@ class OsorFluxRemover(OsorRemover):
             "[1, 999] is the authors' t and means s = t / 1000",
         ),
         _BLEND,
+        _SOFT_MASK,
         _PASTE_BACK,
         Option(
             "guidance",
@@ -287,7 +346,9 @@ class OsorFluxRemover(OsorRemover):
     )
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
-        return flux_working_size(height, width)
+        """Phase II: long side capped at 1024, floored to 16; Phase I: native size rounded up to 16, no cap
+        (the authors' two FLUX inference scripts)."""
+        return flux_working_size(height, width, RESOLUTION["flux"] if self.phase == 2 else None)
 
 
 # One remover class per OSOR backbone: its preset and engine (the trainer and the fixtures look them up here).

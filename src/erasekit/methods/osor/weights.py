@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from ...atomic import atomic_path, write_json
 from ...types import InvalidInputError, MissingWeightsError
 from .alpha_head import FLUX_HEAD, SDXL_HEAD, add_alpha_head, family_of, has_alpha_head
 from .recipe import TIMESTEP, Backbone
@@ -364,12 +365,9 @@ def save_erasekit(weights: OsorWeights, folder: str | os.PathLike) -> Path:
     head_attr = HEADS[weights.backbone].attribute
     tensors = {**weights.lora, **{f"{head_attr}.{k}": v for k, v in weights.head.items()}}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT_NAME})
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp_cfg = folder / (CONFIG_FILE + ".tmp")
-    tmp_cfg.write_text(json.dumps(weights.config(), indent=2) + "\n")
-    os.replace(tmp_cfg, folder / CONFIG_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as temp:
+        save_file(tensors, str(temp), metadata={"format": FORMAT_NAME})
+    write_json(folder / CONFIG_FILE, weights.config())
     return folder
 
 
@@ -391,10 +389,9 @@ def save_official(weights: OsorWeights, path: str | os.PathLike) -> Path:
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({k: v.detach().contiguous().cpu() for k, v in official_state_dict(weights).items()}, tmp)
-    os.replace(tmp, path)
+    state = {k: v.detach().contiguous().cpu() for k, v in official_state_dict(weights).items()}
+    with atomic_path(path) as temp:
+        torch.save(state, temp)
     return path
 
 
@@ -431,18 +428,35 @@ def _supported_layer(module: Any) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
-def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) -> LoadReport:
+# The authors' adapter precision per backbone: SDXL's adapters come from diffusers' ``add_adapter``, which
+# creates them in the UNet's dtype (bf16); FLUX's come from peft's ``get_peft_model``, whose
+# ``autocast_adapter_dtype`` makes bf16/fp16 adapters float32 (and the generator is never cast afterwards).
+AdapterDtype = Literal["model", "float32"]
+ADAPTER_DTYPE: dict[str, AdapterDtype] = {"sdxl": "model", "flux": "float32"}
+
+
+def apply_osor_weights(
+    model: Any, weights: OsorWeights, *, merge: bool = False, adapter_dtype: AdapterDtype | None = None
+) -> LoadReport:
     """Put ``weights`` into ``model`` (a UNet2DConditionModel or FluxTransformer2DModel), in place.
 
     Phase II weights first add the alpha head. LoRA modules the model does not have, and keys that are neither
     LoRA nor head, are reported as unexpected (a warning names them); a LoRA module missing half its pair is
-    reported as missing. ``merge=True`` folds the LoRA into the base weights (diffusers' ``fuse_lora``,
-    i.e. peft's ``merge`` per layer) and removes the adapter wrappers (``unload_lora``), so inference costs
-    exactly what the plain backbone costs.
+    reported as missing.
+
+    The default keeps the LoRA layers unmerged, as the authors' inference does, with adapters in
+    ``adapter_dtype`` (default :data:`ADAPTER_DTYPE` of the family: the model's dtype for SDXL, float32 for
+    FLUX; peft then runs the adapter branch in that dtype and casts the sum back). The adapters are cast
+    *before* the weights are loaded, so float32 adapters keep the file's full precision. ``merge=True`` folds
+    the LoRA into the base weights instead (diffusers' ``fuse_lora``, i.e. peft's ``merge`` per layer, in the
+    model's dtype) and removes the wrappers (``unload_lora``): inference then costs exactly what the plain
+    backbone costs, and in bf16 the outputs move (docs/osor.md, "Inference numerics").
     """
     import torch
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
+    if adapter_dtype not in (None, "model", "float32"):
+        raise InvalidInputError(f"adapter_dtype must be 'model' or 'float32', got {adapter_dtype!r}")
     family = family_of(model)
     if family != weights.backbone:
         raise InvalidInputError(f"OSOR weights are for {weights.backbone} but the backbone is {family}")
@@ -504,6 +518,11 @@ def apply_osor_weights(model: Any, weights: OsorWeights, *, merge: bool = True) 
             init_lora_weights=True,
         )
         inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
+        if (adapter_dtype or ADAPTER_DTYPE[family]) == "float32":
+            from peft.tuners.tuners_utils import cast_adapter_dtype
+
+            # peft's own autocast (what get_peft_model does): bf16/fp16 adapter weights become float32.
+            cast_adapter_dtype(model, ADAPTER_NAME, autocast_adapter_dtype=True)
         state = {k: v for k, v in weights.lora.items() if _lora_parts(k)[0] in usable}
         # peft annotates the result as a bare namedtuple; it is the one Module.load_state_dict returns.
         result = cast("_IncompatibleKeys", set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME))
@@ -558,7 +577,8 @@ def fetch_hint(backbone: Backbone) -> str:
     return f"hf download {HUB_REPO} --include '{folder}/weights/*.pth'"
 
 
-__all__ = ["ADAPTER_NAME", "CONFIG_FILE", "HUB_FILES", "HUB_REPO", "OFFICIAL_PREFIX", "OFFICIAL_TARGETS",
-           "WEIGHTS_FILE", "LoadReport", "OsorWeights", "apply_osor_weights", "convert_weights",
-           "detect_format", "fetch_hint", "load_osor_weights", "locate_weights", "official_state_dict",
-           "read_erasekit", "read_official", "save_erasekit", "save_official", "split_state_dict"]
+__all__ = ["ADAPTER_DTYPE", "ADAPTER_NAME", "CONFIG_FILE", "HUB_FILES", "HUB_REPO", "OFFICIAL_PREFIX",
+           "OFFICIAL_TARGETS", "WEIGHTS_FILE", "AdapterDtype", "LoadReport", "OsorWeights",
+           "apply_osor_weights", "convert_weights", "detect_format", "fetch_hint", "load_osor_weights",
+           "locate_weights", "official_state_dict", "read_erasekit", "read_official", "save_erasekit",
+           "save_official", "split_state_dict"]
