@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ....atomic import atomic_path, write_text
 from ....types import InvalidInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what the authors' TrainDataset reads
@@ -164,21 +165,17 @@ class FeatureCache:
                 inputs.append(a)
                 targets.append(t)
                 bar.update(len(batch))
-            path = self.shard_path(index)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
             tensors = {"alpha_clip": torch.cat(inputs).contiguous(),
                        "target": torch.cat(targets).contiguous()}
-            save_file(tensors, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(self.shard_path(index)) as temp:  # a killed run leaves no half shard
+                save_file(tensors, str(temp))
         bar.close()
         return total
 
     def write_manifest(self) -> None:
         manifest = {"version": CACHE_VERSION, "count": len(self.images), "shards": self.shards,
                     "images": [p.relative_to(self.root).as_posix() for p in self.images]}
-        tmp = self.folder / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest) + "\n")
-        os.replace(tmp, self.folder / "manifest.json")
+        write_text(self.folder / "manifest.json", json.dumps(manifest) + "\n")
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every image's (AlphaCLIP embedding, target embedding), in image order."""

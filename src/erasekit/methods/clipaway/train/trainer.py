@@ -20,13 +20,13 @@ layout), ``metrics.jsonl``, ``config.yaml`` and, unless ``cache_dir`` points els
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import yaml
 
+from ....atomic import atomic_path
 from ....training.checkpoints import (
     TrainResult,
     checkpoint_dir,
@@ -75,9 +75,8 @@ def save_mlp(mlp: ClipAwayMLP, path: Path) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in mlp.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as temp:
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in mlp.state_dict().items()}, str(temp))
 
 
 def train_clipaway_mlp(config: ClipAwayMlpTrainConfig, *, progress: bool = True) -> TrainResult:

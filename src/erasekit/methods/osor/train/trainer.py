@@ -736,10 +736,10 @@ def save_discriminator_heads(heads: torch.nn.Module, folder: Path) -> Path:
     """The heads' state (spectral norm's vectors included) beside the exported weights, for Phase II."""
     from safetensors.torch import save
 
-    from ....io import _atomic_write  # erasekit's one fsynced temp-then-rename writer
+    from ....atomic import write_bytes
 
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in heads.state_dict().items()}
-    return _atomic_write(Path(folder) / HEADS_FILE, lambda stream: stream.write(save(tensors)))
+    return write_bytes(Path(folder) / HEADS_FILE, save(tensors))
 
 
 def load_discriminator_heads(heads: torch.nn.Module, init_weights: str | Path) -> Path | None:
