@@ -46,6 +46,7 @@ from ...backbones import latents as L
 from ...backbones import schedule as S
 from ...diffusion.remover import PromptEmbeddingCache, per_image_noise
 from ...types import InvalidInputError
+from . import recipe
 from .alpha_head import alpha_from_logits, has_alpha_head, split_output
 from .recipe import FLUX_GUIDANCE, PROMPT, RESOLUTION, TIMESTEP
 
@@ -62,30 +63,17 @@ NO_WEIGHTS = "none"
 # Working sizes (the authors' inference scripts)
 # ------------------------------------------------------------------------------------------------------------
 def sdxl_working_size(height: int, width: int, resolution: int = RESOLUTION["sdxl"]) -> tuple[int, int]:
-    """Short side scaled to ``resolution`` (never up), then both sides rounded up to a multiple of 16."""
-    if min(height, width) >= resolution:
-        if width < height:
-            height, width = int(height * resolution / width), resolution
-        else:
-            height, width = resolution, int(width * resolution / height)
-    return -(-height // 16) * 16, -(-width // 16) * 16
+    """The inference rule: short side scaled to ``resolution`` (never up), rounded up to a multiple of 16
+    (:func:`.recipe.sdxl_working_size` with ``upscale=False``)."""
+    return recipe.sdxl_working_size(height, width, upscale=False, short_side=resolution)
 
 
 def flux_working_size(
     height: int, width: int, max_side: int | None = RESOLUTION["flux"]
 ) -> tuple[int, int]:
-    """Phase II (``max_side`` given): the long side capped at ``max_side`` (aspect kept), then both sides
-    floored to a multiple of 16, each at least 16 (the authors' ``inference_enhance.py``).
-
-    Phase I (``max_side=None``): the native size with both sides rounded *up* to a multiple of 16, no cap
-    (the authors' Phase I ``inference.py``).
-    """
-    if max_side is None:
-        return -(-height // 16) * 16, -(-width // 16) * 16
-    if max(height, width) > max_side:
-        scale = max_side / float(max(height, width))
-        height, width = max(1, int(height * scale)), max(1, int(width * scale))
-    return max(16, height // 16 * 16), max(16, width // 16 * 16)
+    """Phase II (``max_side`` given): long side capped, floored to 16; Phase I (``None``): native size rounded
+    up to 16 (:func:`.recipe.flux_working_size`)."""
+    return recipe.flux_working_size(height, width, max_side=max_side)
 
 
 # ------------------------------------------------------------------------------------------------------------
