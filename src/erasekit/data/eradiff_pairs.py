@@ -172,11 +172,14 @@ def transformed_object(image: np.ndarray, mask: np.ndarray, *, angle: float, sca
     out_h = max(1, math.ceil(w * sin + h * cos - 1e-6))
     matrix[0, 2] += (out_w - 1) / 2 - (w - 1) / 2
     matrix[1, 2] += (out_h - 1) / 2 - (h - 1) / 2
-    warp = {"dsize": (out_w, out_h), "flags": cv2.INTER_LINEAR, "borderMode": cv2.BORDER_CONSTANT,
-            "borderValue": 0}
+    def warp(values: np.ndarray) -> np.ndarray:
+        warped = cv2.warpAffine(np.ascontiguousarray(values), matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return np.asarray(warped)
+
     # premultiplied colour, so the object's edge does not pick up the cut-away background
-    premultiplied = cv2.warpAffine(np.ascontiguousarray(rgb * alpha[..., None]), matrix, **warp)
-    alpha_out = np.clip(cv2.warpAffine(np.ascontiguousarray(alpha), matrix, **warp), 0.0, 1.0)
+    premultiplied = warp(rgb * alpha[..., None])
+    alpha_out = np.clip(warp(alpha), 0.0, 1.0)
     alpha_out[alpha_out < 1e-3] = 0.0  # interpolation dust: no mask pixel for an invisible change
     colour = premultiplied / np.maximum(alpha_out, 1e-6)[..., None]
     return np.clip(colour, 0, 255), alpha_out
