@@ -219,8 +219,8 @@ class MaskedSelfAttnProcessor(ExplicitAttnProcessor):
             allowed = self.rule.allowed(self.layer, query, key)
             if allowed is None or attention_mask is None:
                 return attention_mask if allowed is None else allowed
-            bias = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device)
-            return bias.masked_fill(~allowed, -math.inf) + attention_mask
+            additive = torch.zeros(allowed.shape, dtype=query.dtype, device=query.device)
+            return additive.masked_fill(~allowed, -math.inf) + attention_mask
         bias = self.rule.bias(self.layer, query, key)
         if bias is None or attention_mask is None:
             return attention_mask if bias is None else bias
