@@ -145,11 +145,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shapes = SHAPES[1:] if args.quick else SHAPES
     rounds = min(args.rounds, 5) if args.quick else args.rounds
-    print(f"per layer, {args.device} {args.dtype}, batch 2 (CFG), mask 25 %, median of {rounds} interleaved "
-          "rounds")
+    print(f"per layer, {args.device} {args.dtype}, {torch.get_num_threads()} CPU threads, batch 2 (CFG), "
+          f"mask 25 %, median of {rounds} interleaved rounds")
     print("\n".join(layer_table(shapes, args.device, getattr(torch, args.dtype), rounds)))
     print()
     print("\n".join(end_to_end(rounds)))

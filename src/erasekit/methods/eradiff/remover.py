@@ -71,7 +71,7 @@ class EraDiffRemover(DiffusersInpaintRemover):
         Option("grid", str, default="any", choices=GRID_RULES,
                help="mask to token grid: any masked pixel marks the token (max-pool), or half its area"),
         # The three compute the same attention (tests: within 1e-6, gradients included); "bias" stays the
-        # default because it was the fastest on CPU at 4096 tokens (benchmarks/eradiff_speed.py).
+        # default until a GPU run decides: CPU runs of benchmarks/eradiff_speed.py disagree on the fastest.
         Option("impl", str, default="bias", choices=IMPLS,
                help="how the rule runs: bias (cached additive 0/-inf), bool (boolean SDPA mask) or split "
                     "(mask-free: masked queries over the gathered background keys, flash-eligible)"),
