@@ -1,5 +1,5 @@
-"""EraDiff's pair builder (arXiv:2503.07026 Sec. 4.1): x_ori is kept exactly outside the pasted mask, the paste
-lands on the background, transforms against numpy, resume equals an uninterrupted run, the CLI."""
+"""EraDiff's pair builder (arXiv:2503.07026 Sec. 4.1): x_ori is kept exactly outside the pasted mask, the
+paste lands on the background, transforms against numpy, resume equals an uninterrupted run, the CLI."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def check_pairs(out, truth, *, same_image: bool):
         assert mask.sum() <= 1.2 * source_obj.sum() * meta["scale"] ** 2 + 4 * (source_obj.sum() ** 0.5)
 
 
-@pytest.mark.parametrize(("segmenter", "target"), [("grabcut", "same"), ("masks", "same"), ("masks", "other")])
+@pytest.mark.parametrize(("segmenter", "target"),
+                         [("grabcut", "same"), ("masks", "same"), ("masks", "other")])
 def test_pairs_keep_x_ori_outside_the_pasted_mask(photos, tmp_path, segmenter, target):
     root, truth = photos
     spec = f"masks:{root / 'masks'}" if segmenter == "masks" else "grabcut"

@@ -70,9 +70,10 @@ class EraDiffRemover(DiffusersInpaintRemover):
         # background.
         Option("grid", str, default="any", choices=GRID_RULES,
                help="mask to token grid: any masked pixel marks the token (max-pool), or half its area"),
-        # The three compute the same attention (tests: within 1e-6, gradients included); "bias" stays the
-        # default until a GPU run decides: CPU runs of benchmarks/eradiff_speed.py disagree on the fastest.
-        Option("impl", str, default="bias", choices=IMPLS,
+        # The three compute the same attention (tests: within 1e-6, gradients included). "split" is the
+        # default: fastest per layer at SD2's shapes in benchmarks/eradiff_speed.py (CPU, docs/eradiff.md),
+        # no N×N tensor to build or keep, and flash-eligible on a GPU.
+        Option("impl", str, default="split", choices=IMPLS,
                help="how the rule runs: bias (cached additive 0/-inf), bool (boolean SDPA mask) or split "
                     "(mask-free: masked queries over the gathered background keys, flash-eligible)"),
     )
