@@ -18,6 +18,7 @@ from erasekit.diffusion.attention import LayerSelector, installed_processors
 from erasekit.methods.eradiff.attention import (
     MaskedSelfAttentionRule,
     MaskedSelfAttnProcessor,
+    SplitSelfAttnProcessor,
     mask_to_tokens,
     processor_factory,
     token_grid,
@@ -79,15 +80,20 @@ CASES = [  # (batch, heads, latent rows, latent cols)
     (1, 1, 4, 4), (2, 4, 8, 8), (3, 2, 5, 7), (2, 5, 16, 12)]
 
 
+def processor(rule: MaskedSelfAttentionRule, name: str = "layer"):
+    return processor_factory(rule)(name)
+
+
+@pytest.mark.parametrize("impl", ["bias", "bool", "split"])
 @pytest.mark.parametrize("rule", ["sra", "key_mask"])
 @pytest.mark.parametrize(("batch", "heads", "rows", "cols"), CASES)
-def test_processor_equals_the_naive_reference(rule, batch, heads, rows, cols):
+def test_processor_equals_the_naive_reference(impl, rule, batch, heads, rows, cols):
     attn = layer(heads)
     mask = random_mask(rows * 8, cols * 8, seed=rows * cols)
     x = torch.randn(batch, rows * cols, attn.inner_dim, generator=torch.Generator().manual_seed(1))
-    rule_ = MaskedSelfAttentionRule(torch.from_numpy(mask), rule=rule)
+    rule_ = MaskedSelfAttentionRule(torch.from_numpy(mask), rule=rule, impl=impl)
     with torch.no_grad():
-        out = MaskedSelfAttnProcessor("layer", rule_)(attn, x)
+        out = processor(rule_)(attn, x)
         bias = reference_bias(reference_token_mask(mask, rows, cols, 8, "any"), rule)
         expected = reference_attention(attn, x, bias)
     assert torch.allclose(out, expected, rtol=0, atol=1e-6), (out - expected).abs().max()
@@ -107,15 +113,52 @@ def test_background_query_rows_equal_standard_attention(batch, heads, rows, cols
     assert not torch.allclose(sra[:, ~background], stock[:, ~background], atol=1e-3)  # masked rows do change
 
 
+@pytest.mark.parametrize("impl", ["bias", "bool", "split"])
 @pytest.mark.parametrize("rule", ["sra", "key_mask"])
-def test_empty_and_full_masks_are_bit_identical_to_the_stock_processor(rule):
+def test_empty_and_full_masks_are_bit_identical_to_the_stock_processor(rule, impl):
     attn = layer(4)
     x = torch.randn(2, 64, attn.inner_dim, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         stock = AttnProcessor2_0()(attn, x)
         for mask in (torch.zeros(64, 64), torch.ones(64, 64)):  # full: every row falls back
-            out = MaskedSelfAttnProcessor("layer", MaskedSelfAttentionRule(mask, rule=rule))(attn, x)
+            out = processor(MaskedSelfAttentionRule(mask, rule=rule, impl=impl))(attn, x)
             assert torch.equal(out, stock)
+
+
+@pytest.mark.parametrize("impl", ["bool", "split"])
+@pytest.mark.parametrize("rule", ["sra", "key_mask"])
+def test_bool_and_split_equal_the_bias_form_including_gradients(rule, impl):
+    # a batch of two different masks (one of them empty at this resolution) under guidance: UNet batch 4
+    masks = torch.stack([torch.from_numpy(random_mask(64, 48, seed=5)), torch.zeros(64, 48)])
+    attn = layer(3, seed=4)
+    x = torch.randn(4, 48, attn.inner_dim, generator=torch.Generator().manual_seed(6))
+    results = []
+    for form in ("bias", impl):
+        attn.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out = processor(MaskedSelfAttentionRule(masks, rule=rule, impl=form))(attn, xi)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), xi.grad, [p.grad.clone() for p in attn.parameters()]))
+    (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
+    assert torch.allclose(out_a, out_b, rtol=0, atol=1e-6)
+    assert torch.allclose(gx_a, gx_b, rtol=0, atol=1e-6)
+    # parameter gradients sum over every token and sample: 1e-6 of their scale (fp32 rounding is ~2e-7)
+    for a, b in zip(gp_a, gp_b, strict=True):
+        assert float((a - b).abs().max()) <= 1e-6 * max(1.0, float(a.abs().max()))
+
+
+def test_split_gathers_only_background_keys_for_masked_queries():
+    # Independent check of the split itself: masked query rows equal attention over the background keys alone.
+    from erasekit.methods.eradiff.attention import split_attention
+
+    g = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(2, 3, 10, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    masked, background = torch.tensor([1, 4, 5]), torch.tensor([0, 2, 3, 6, 7, 8, 9])
+    out = split_attention(q, k, v, masked, background, rule="sra")
+    for i in range(10):
+        keys = background if i in masked.tolist() else torch.arange(10)
+        probs = (q[:, :, i:i + 1] @ k[:, :, keys].transpose(-1, -2) / 2.0).softmax(-1)
+        assert torch.allclose(out[:, :, i:i + 1], probs @ v[:, :, keys], rtol=0, atol=1e-12)
 
 
 def test_the_bias_is_built_once_per_resolution_and_broadcast_over_batch_and_heads():
@@ -165,6 +208,8 @@ def test_bad_inputs_are_refused():
         MaskedSelfAttentionRule(torch.zeros(8, 8), rule="none")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="grid"):
         MaskedSelfAttentionRule(torch.zeros(8, 8), grid="most")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="impl"):
+        MaskedSelfAttentionRule(torch.zeros(8, 8), impl="flash")  # type: ignore[arg-type]
     q = torch.zeros(1, 1, 1, 8)
     with pytest.raises(ValueError, match="self-attention"):
         MaskedSelfAttentionRule(torch.ones(8, 8)).bias("x", q, torch.zeros(1, 1, 77, 8))
@@ -185,15 +230,16 @@ def run(unet, seed=0):
         return unet(sample, torch.tensor(500), encoder_hidden_states=context).sample
 
 
-@pytest.mark.parametrize("rule", ["sra", "key_mask"])
-def test_processors_change_the_unet_for_the_call_only(unet, rule):
+@pytest.mark.parametrize(("rule", "impl"), [("sra", "bias"), ("key_mask", "bias"), ("sra", "split")])
+def test_processors_change_the_unet_for_the_call_only(unet, rule, impl):
     untouched = copy.deepcopy(unet)
     before = unet.attn_processors
     mask = torch.zeros(128, 128)
     mask[32:96, 40:90] = 1
-    factory = processor_factory(MaskedSelfAttentionRule(mask, rule=rule))
+    factory = processor_factory(MaskedSelfAttentionRule(mask, rule=rule, impl=impl))
+    kind = SplitSelfAttnProcessor if impl == "split" else MaskedSelfAttnProcessor
     with installed_processors(unet, LayerSelector(kind="self"), factory=factory) as installed:
-        assert all(isinstance(p, MaskedSelfAttnProcessor) for p in installed.values())
+        assert all(isinstance(p, kind) for p in installed.values())
         assert all(k.endswith("attn1.processor") for k in installed)
         during = run(unet)
     after = unet.attn_processors

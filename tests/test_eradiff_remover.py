@@ -13,7 +13,7 @@ pytest.importorskip("diffusers")
 
 import erasekit
 from erasekit.cli import main
-from erasekit.methods.eradiff.attention import MaskedSelfAttnProcessor
+from erasekit.methods.eradiff.attention import MaskedSelfAttnProcessor, SplitSelfAttnProcessor
 from erasekit.methods.eradiff.remover import parse_layers
 from erasekit.testing import write_tiny_weights
 from erasekit.types import InvalidInputError, MissingWeightsError, RemovalRequest
@@ -62,12 +62,20 @@ def test_a_rule_changes_the_fill_and_nothing_outside_the_mask(stock, scene, rule
     assert np.array_equal(ruled[~inside], scene[0][~inside])
 
 
-def test_the_call_restores_every_processor(stock, scene):
+@pytest.mark.parametrize(("rule", "impl"), [("sra", "bias"), ("key_mask", "bias"), ("sra", "split")])
+def test_the_call_restores_every_processor(stock, scene, rule, impl):
     before = stock.pipe.unet.attn_processors
-    remove(stock, scene)
+    remove(stock, scene, rule=rule, impl=impl)
     after = stock.pipe.unet.attn_processors
     assert all(after[k] is before[k] for k in before)
-    assert not any(isinstance(p, MaskedSelfAttnProcessor) for p in after.values())
+    assert not any(isinstance(p, (MaskedSelfAttnProcessor, SplitSelfAttnProcessor)) for p in after.values())
+
+
+@pytest.mark.parametrize("rule", ["sra", "key_mask"])
+def test_the_three_implementations_give_the_same_image(stock, scene, rule):
+    bias = remove(stock, scene, rule=rule, impl="bias").image.astype(int)
+    for impl in ("bool", "split"):  # equal attention within 1e-6: at most a rounding flip of one level
+        assert np.abs(remove(stock, scene, rule=rule, impl=impl).image.astype(int) - bias).max() <= 1
 
 
 def test_sra_is_deterministic_and_layers_select_what_it_changes(stock, scene):

@@ -1,6 +1,7 @@
-"""Data commands: ``erasekit synth`` and ``erasekit savp``.
+"""Data commands: ``erasekit synth``, ``erasekit savp`` and ``erasekit data eradiff-pairs``.
 
-``synth`` writes synthetic effect scenes; ``savp`` builds a paired dataset from instruction-edit triplets.
+``synth`` writes synthetic effect scenes; ``savp`` builds a paired dataset from instruction-edit triplets;
+``data eradiff-pairs`` builds EraDiff's object-pasted pairs from photos.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from ..types import InvalidInputError
 def register(app: typer.Typer) -> None:
     app.command("synth")(synth_command)
     app.command("savp")(savp_command)
+    data_app = typer.Typer(no_args_is_help=True, help="Build training datasets.")
+    data_app.command("eradiff-pairs")(eradiff_pairs_command)
+    app.add_typer(data_app, name="data")
 
 
 def synth_command(
@@ -90,3 +94,34 @@ def savp_command(
         progress=True,
     )
     Console().print(stats.table())
+
+
+def eradiff_pairs_command(
+    images: list[Path] = typer.Argument(..., help="source photos: files, folders or glob patterns"),
+    output: Path = typer.Option(..., "-o", "--output", help="paired dataset folder (created or resumed)"),
+    segmenter: str = typer.Option(
+        "sam2", "--segmenter",
+        help="primary-object segmenter: sam2 (facebook/sam2.1-hiera-large, cached), a SAM2/SAM folder or "
+        "cached Hub id, grabcut (OpenCV, weight-free stand-in) or masks:DIR (DIR/<stem>.png)"),
+    copies: int = typer.Option(1, "--copies", help="pairs per source photo"),
+    target: str = typer.Option("same", "--target", help="paste onto the same photo, another one, or either"),
+    max_rotation: float = typer.Option(30.0, "--max-rotation", help="degrees, uniform in ±this"),
+    scale_min: float = typer.Option(0.5, "--scale-min", help="smallest object scale"),
+    scale_max: float = typer.Option(1.0, "--scale-max", help="largest object scale"),
+    flip_prob: float = typer.Option(0.5, "--flip-prob", help="probability of a horizontal flip"),
+    seed: int = typer.Option(0, "--seed", help="pair (i, k) depends only on (seed, i, k)"),
+    debug_sheets: bool = typer.Option(False, "--debug-sheets", help="write debug/<id>.png per pair"),
+    device: str = typer.Option(None, "--device", help="torch device for SAM2 (default: cuda if available)"),
+) -> None:
+    """EraDiff training pairs (arXiv:2503.07026 Sec. 4.1): segment, transform and paste each photo's primary
+    object; x_obj (with the pasted copy) is the image, the photo is the background."""
+    from ..data.eradiff_pairs import PairConfig, build_eradiff_pairs, make_segmenter
+
+    config = PairConfig(copies=copies, target=target, max_rotation=max_rotation,  # type: ignore[arg-type]
+                        scale=(scale_min, scale_max), flip_prob=flip_prob)
+    primary = make_segmenter(segmenter, device=device, box_margin=config.box_margin)
+    stats = build_eradiff_pairs([str(p) for p in images], output, config=config, seed=seed, segmenter=primary,
+                                debug_sheets=debug_sheets, progress=True)
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(stats.skipped.items())) or "none"
+    Console(stderr=True).print(f"{output}: {stats.written} pairs written, {stats.existing} already there, "
+                               f"skipped: {skipped}", highlight=False)

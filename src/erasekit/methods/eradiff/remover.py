@@ -20,7 +20,7 @@ from ...hd import SizeConstraints
 from ...options import Option, OptionSet
 from ...types import InvalidInputError, RemovalRequest
 from ..baselines import DiffusersInpaintRemover, sampling_options
-from .rules import GRID_RULES, RULES
+from .rules import GRID_RULES, IMPLS, RULES
 from .weights import EraDiffWeights, apply_weights, read_weights
 
 if TYPE_CHECKING:
@@ -70,6 +70,12 @@ class EraDiffRemover(DiffusersInpaintRemover):
         # background.
         Option("grid", str, default="any", choices=GRID_RULES,
                help="mask to token grid: any masked pixel marks the token (max-pool), or half its area"),
+        # The three compute the same attention (tests: within 1e-6, gradients included). "split" is the
+        # default: fastest per layer at SD2's shapes in benchmarks/eradiff_speed.py (CPU, docs/eradiff.md),
+        # no N×N tensor to build or keep, and flash-eligible on a GPU.
+        Option("impl", str, default="split", choices=IMPLS,
+               help="how the rule runs: bias (cached additive 0/-inf), bool (boolean SDPA mask) or split "
+                    "(mask-free: masked queries over the gathered background keys, flash-eligible)"),
     )
 
     def __init__(self, model: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
@@ -108,7 +114,8 @@ class EraDiffRemover(DiffusersInpaintRemover):
         from .attention import MaskedSelfAttentionRule, processor_factory
 
         rule = MaskedSelfAttentionRule(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)),
-                                       rule=s["rule"], grid=s["grid"], vae_factor=self.pipe.vae_scale_factor)
+                                       rule=s["rule"], grid=s["grid"], vae_factor=self.pipe.vae_scale_factor,
+                                       impl=s["impl"])
         kwargs = self.pipeline_kwargs(image, mask, request)
         progress = s["progress"] if s["progress"] is not None else self.progress
         if progress is not None:
