@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import yaml
 
 from ....atomic import atomic_path
+from ....training.batches import batch_indices
 from ....training.checkpoints import (
     TrainResult,
     checkpoint_dir,
@@ -45,16 +46,6 @@ from .features import FeatureCache, cache_key, list_images, load_encoders
 logger = logging.getLogger(__name__)
 
 WEIGHTS_SUBDIR, WEIGHTS_FILE = LAYOUT["mlp"].split("/")  # CLIPAway/model.safetensors, the authors' layout
-
-
-def batch_indices(step: int, n_items: int, batch_size: int, seed: int) -> list[int]:
-    """The item indices of step ``step``: epoch e is a permutation drawn from (seed, e); full batches only."""
-    per_epoch = n_items // batch_size
-    if per_epoch < 1:
-        raise InvalidInputError(f"{n_items} training images are fewer than one batch of {batch_size}")
-    epoch, position = divmod(step, per_epoch)
-    order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return order[position * batch_size:(position + 1) * batch_size].tolist()
 
 
 def initial_mlp(config: ClipAwayMlpTrainConfig, in_dim: int, out_dim: int) -> ClipAwayMLP:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ....training.batches import batch_indices
 from ....training.checkpoints import (
     TrainResult,
     checkpoint_dir,
@@ -41,21 +42,11 @@ from ....training.checkpoints import (
     mark_complete,
     open_metrics,
 )
-from ....types import InvalidInputError
 from ..weights import save_weights
 from .config import EraDiffTrainConfig
 from .cro import alphas_bar_with_clean, chain_states, cro_loss, ddim_jump, sample_timesteps
 
 logger = logging.getLogger(__name__)
-
-def batch_indices(micro_batch: int, n_items: int, batch_size: int, seed: int) -> list[int]:
-    """The dataset indices of one micro-batch: epoch e is a permutation drawn from (seed, e)."""
-    per_epoch = n_items // batch_size
-    if per_epoch < 1:
-        raise InvalidInputError(f"dataset has {n_items} samples, fewer than one batch of {batch_size}")
-    epoch, position = divmod(micro_batch, per_epoch)
-    order = torch.randperm(n_items, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-    return order[position * batch_size:(position + 1) * batch_size].tolist()
 
 
 def step_generator(seed: int, micro_batch: int) -> torch.Generator:
