@@ -216,15 +216,7 @@ class ExplicitAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        bias = self._bias(query, key, attention_mask)
-        if self.store is not None and self.store.wants(self.layer):
-            scores = query.float() @ key.float().transpose(-1, -2) * attn.scale
-            probs = (scores if bias is None else scores + bias.float()).softmax(dim=-1)
-            self.store.record(self.layer, probs)
-            hidden_states = probs.to(value.dtype) @ value
-        else:
-            hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=bias,
-                                                           scale=attn.scale)
+        hidden_states = self.attend(attn, query, key, value, attention_mask)
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
@@ -235,6 +227,18 @@ class ExplicitAttnProcessor:
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
+
+    def attend(self, attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The attention core on ``(batch, heads, tokens, head_dim)`` tensors. Everything before and after it
+        is diffusers' processor; a subclass that attends differently overrides only this."""
+        bias = self._bias(query, key, attention_mask)
+        if self.store is not None and self.store.wants(self.layer):
+            scores = query.float() @ key.float().transpose(-1, -2) * attn.scale
+            probs = (scores if bias is None else scores + bias.float()).softmax(dim=-1)
+            self.store.record(self.layer, probs)
+            return probs.to(value.dtype) @ value
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=attn.scale)
 
     def _bias(self, query: torch.Tensor, key: torch.Tensor,
               attention_mask: torch.Tensor | None) -> torch.Tensor | None:

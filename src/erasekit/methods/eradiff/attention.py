@@ -245,66 +245,36 @@ def split_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return torch.cat([out_bg, out_in], dim=2).index_select(2, inverse)  # back to token order
 
 
-class SplitSelfAttnProcessor:
+class SplitSelfAttnProcessor(ExplicitAttnProcessor):
     """The rule as the exact mask-free split (``impl="split"``, :func:`split_attention`) on a self-attention
-    layer.
+    layer: the base's diffusers steps before and after, with :func:`split_attention` as the core."""
 
-    Steps before and after the attention are diffusers' ``AttnProcessor2_0``'s (hand-written here because the
-    attention core itself differs; the SD UNet's self-attention has no spatial or group norm and no diffusers
-    attention mask, but they are handled as diffusers does)."""
+    rule: MaskedSelfAttentionRule
 
     def __init__(self, layer: str, rule: MaskedSelfAttentionRule):
-        self.layer = layer
-        self.rule = rule
+        super().__init__(layer, rule=rule)
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor,
                  encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 *args: Any, **kwargs: Any) -> torch.Tensor:
+                 attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
         if encoder_hidden_states is not None or attention_mask is not None:
             raise ValueError(f"{self.layer}: impl='split' supports self-attention without a diffusers "
                              "attention mask")
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        head_dim = key.shape[-1] // attn.heads
-        query, key, value = (t.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-                             for t in (query, key, value))
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        return super().__call__(attn, hidden_states, None, None, *args, **kwargs)
 
+    def attend(self, attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None) -> torch.Tensor:
         per_mask = self.rule.split(self.layer, query, key)
         if per_mask is None:
-            hidden_states = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
-        else:
-            # UNet row i uses mask i % len(per_mask) (the mask batch repeats for the guidance halves)
-            stride = len(per_mask)
-            outs = []
-            for j, indices in enumerate(per_mask):
-                q, k, v = (t[j::stride] if stride > 1 else t for t in (query, key, value))
-                outs.append(F.scaled_dot_product_attention(q, k, v, scale=attn.scale) if indices is None
-                            else split_attention(q, k, v, *indices, rule=self.rule.rule, scale=attn.scale))
-            hidden_states = outs[0] if stride == 1 else torch.stack(outs, dim=1).flatten(0, 1)
-
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
-        hidden_states = hidden_states.to(query.dtype)
-        hidden_states = attn.to_out[0](hidden_states)  # linear projection
-        hidden_states = attn.to_out[1](hidden_states)  # dropout
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+            return F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
+        # UNet row i uses mask i % len(per_mask) (the mask batch repeats for the guidance halves)
+        stride = len(per_mask)
+        outs = []
+        for j, indices in enumerate(per_mask):
+            q, k, v = (t[j::stride] if stride > 1 else t for t in (query, key, value))
+            outs.append(F.scaled_dot_product_attention(q, k, v, scale=attn.scale) if indices is None
+                        else split_attention(q, k, v, *indices, rule=self.rule.rule, scale=attn.scale))
+        return outs[0] if stride == 1 else torch.stack(outs, dim=1).flatten(0, 1)
 
 
 def processor_factory(rule: MaskedSelfAttentionRule) -> Any:
