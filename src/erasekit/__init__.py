@@ -21,6 +21,7 @@ from .registry import available_methods, get_method, load_remover, resolve_auto,
 from .types import (
     ErasekitError,
     InvalidInputError,
+    MaskOrPromptError,
     MissingWeightsError,
     RemovalRequest,
     RemovalResult,
@@ -67,6 +68,8 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
 
     pixels = io.read_image(image).pixels
     mask_array = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2], resize=resize_mask)
+    if mask is None and not prompt:
+        raise MaskOrPromptError()
     name = resolve_auto(mask_given=mask is not None) if method == "auto" else method
     spec = get_method(name)
     load_opts, call_opts = split_options(spec, options, prompt=prompt)
@@ -76,6 +79,6 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
     return remover(request)
 
 
-__all__ = ["ErasekitError", "HDStrategy", "InvalidInputError", "MissingWeightsError", "RemovalRequest",
-           "RemovalResult", "ResourceLimitError", "SizeConstraints", "UnknownMethodError", "__version__",
-           "available_methods", "load_remover", "remove"]
+__all__ = ["ErasekitError", "HDStrategy", "InvalidInputError", "MaskOrPromptError", "MissingWeightsError",
+           "RemovalRequest", "RemovalResult", "ResourceLimitError", "SizeConstraints", "UnknownMethodError",
+           "__version__", "available_methods", "load_remover", "remove"]

@@ -145,7 +145,7 @@ def _output_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ErasekitError(
+            raise InvalidInputError(
                 f"another erasekit batch is writing to '{out_dir}'; wait for it to finish"
             ) from None
         yield
@@ -272,9 +272,10 @@ def _process(
     request_args: dict[str, Any],
     resize_mask: bool,
     record: BatchRecord,
+    in_place: bool = False,
 ) -> BatchRecord:
     t0 = time.perf_counter()
-    if output.resolve() == image_path.resolve():
+    if not in_place and output.resolve() == image_path.resolve():
         raise InvalidInputError(f"output '{output}' would overwrite the input; choose another output folder")
     if not image_path.is_file():
         raise InvalidInputError(f"image '{image_path}' does not exist")
@@ -309,8 +310,12 @@ def run_batch(
     progress: bool = True,
     console=None,
     refine: Any = None,
+    in_place: bool = False,
 ) -> BatchSummary:
     """Remove the masked objects from every input image; see the module docstring for the rules.
+
+    An output folder that holds input photos is refused (their results would replace them, and the report and
+    lock file would land among them) unless ``in_place=True``; then those photos are always redone.
 
     ``refine`` names the refiners every image gets, as in :func:`erasekit.remove`.
 
@@ -341,6 +346,13 @@ def run_batch(
     masks_dir = Path(mask_dir)
     if not masks_dir.is_dir():
         raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
+    out = Path(out_dir)
+    own = [p for p in images if (out / p.name).exists() and _same_file(out / p.name, p)]
+    if own and not in_place:
+        raise InvalidInputError(
+            f"output folder '{out}' holds {len(own)} of the input photos; choose another folder, or pass "
+            "--in-place to replace them with their results"
+        )
     strategy = (
         HDStrategy.parse(hd_strategy) if hd_strategy is not None else None
     )  # bad value: fail before work
@@ -357,11 +369,10 @@ def run_batch(
         "options": call_options,
     }
 
-    out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ErasekitError(f"cannot create output folder '{out}': {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot create output folder '{out}': {exc.strerror or exc}") from None
     run_id = uuid.uuid4().hex[:12]
     console = console or Console(stderr=True)
     records: list[BatchRecord] = []
@@ -392,14 +403,14 @@ def run_batch(
                                 f"output name '{output.name}' is already taken by '{first}' in this batch"
                             ),
                         )
-                    elif skip_existing and output.exists():
+                    elif (skip_existing and output.exists()
+                          and not (in_place and _same_file(output, image_path))):
                         record.status = "skipped"
                         record.message = "output exists"
                     else:
                         try:
-                            _process(
-                                remover, image_path, masks_dir, output, request_args, resize_mask, record
-                            )
+                            _process(remover, image_path, masks_dir, output, request_args, resize_mask,
+                                     record, in_place=in_place)
                         except Exception as exc:  # noqa: BLE001 (one image's failure never stops the batch)
                             _failure(record, exc)
                     record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -178,6 +178,8 @@ def run_demo(
 
     chosen = select_photos(photos)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out '{out}' is an existing file, not a folder; choose a folder")
     name = resolve_auto() if method == "auto" else method
     remover = load_remover(name)  # loaded once, reused for every photo
     records: list[DemoRecord] = []
@@ -237,20 +239,10 @@ def run_demo(
 
 
 def _write_json(path: Path, payload) -> None:
-    """Atomic like every other output: temp file beside the target, then rename."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2)
-            stream.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Atomic like every other output, through io's writer: a file the umask decides the mode of (0644 under
+    the usual 022), not mkstemp's 0600."""
+    data = (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+    io._atomic_write(path, lambda stream: stream.write(data))
 
 
 __all__ = ["DEMO_DILATE", "DemoObject", "DemoPhoto", "DemoRecord", "comparison_sheet", "demo_photos",

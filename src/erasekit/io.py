@@ -80,7 +80,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from .types import ErasekitError, InvalidInputError, ResourceLimitError
+from .types import InvalidInputError, ResourceLimitError
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
 MAX_PIXELS_ENV = "ERASEKIT_MAX_PIXELS"
@@ -180,7 +180,8 @@ def _describe(source: Any, kind: str) -> str:
 def _bomb(what: str) -> ResourceLimitError:
     return ResourceLimitError(
         f"{what} is larger than Pillow's decompression-bomb cap of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
-        f"pixels (raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
+        f"pixels; raise erasekit's limit with {MAX_PIXELS_ENV} (or max_pixels=) and Pillow's with "
+        f"PIL.Image.MAX_IMAGE_PIXELS to read it"
     )
 
 
@@ -628,7 +629,7 @@ def _atomic_write(path: Path, write: Any) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ErasekitError(f"cannot create folder '{path.parent}': {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot create folder '{path.parent}': {exc.strerror or exc}") from None
     if path.is_dir():
         raise InvalidInputError(f"cannot write '{path}': it is a directory")
     for _ in range(16):
@@ -641,9 +642,9 @@ def _atomic_write(path: Path, write: Any) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise ErasekitError(f"cannot write '{path}': {exc.strerror or exc}") from None
+            raise InvalidInputError(f"cannot write '{path}': {exc.strerror or exc}") from None
     else:
-        raise ErasekitError(f"cannot create a temporary file beside '{path}'")
+        raise InvalidInputError(f"cannot create a temporary file beside '{path}'")
     try:
         with os.fdopen(fd, "wb") as stream:
             write(stream)
@@ -654,7 +655,7 @@ def _atomic_write(path: Path, write: Any) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         if isinstance(exc, OSError):
-            raise ErasekitError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+            raise InvalidInputError(f"cannot write '{path}': {exc.strerror or exc}") from exc
         raise
     return path
 

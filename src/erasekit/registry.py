@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .options import OptionSet
-from .types import InvalidInputError, MissingWeightsError, UnknownMethodError
+from .types import InvalidInputError, MaskOrPromptError, MissingWeightsError, UnknownMethodError
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,8 @@ def resolve_auto(*, mask_given: bool = True) -> str:
     for _, spec in sorted(candidates, key=lambda ranked: (-ranked[0], ranked[1].name)):
         if method_info(spec).available:
             return spec.name
+    if not mask_given:  # the user forgot the mask: bad input, not missing weights (pypatchmatch is there)
+        raise MaskOrPromptError("no mask-free method is available here")
     raise MissingWeightsError(
         "no method is available for this request (install pypatchmatch or download weights)"
     )

@@ -50,6 +50,19 @@ class UnknownMethodError(InvalidInputError):
     """No method is registered under that name."""
 
 
+# The one answer to a request that names nothing to remove (CLI exit 2, HTTP 422): no mask, and no prompt that
+# a mask-free method could use. Said the same way by the Python API, the CLI and the server.
+MASK_OR_PROMPT = ("nothing to remove: give a mask (-m/--mask, the `mask` field), or a prompt (--prompt) for "
+                  "a method that removes from text alone (magicremover; see `erasekit methods`)")
+
+
+class MaskOrPromptError(InvalidInputError):
+    """A request without a mask, and without a prompt some available mask-free method could use."""
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(MASK_OR_PROMPT if detail is None else f"{MASK_OR_PROMPT}; {detail}")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Requests and results
 # ------------------------------------------------------------------------------------------------------------

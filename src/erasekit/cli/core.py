@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..types import InvalidInputError
+from ..types import InvalidInputError, MaskOrPromptError
 
 REFINE_HELP = ("refiner(s) run on the method's output before paste-back, in order, e.g. poisson or "
                "color-match,poisson; options as NAME:KEY=VALUE (color-match:ring=24)")
@@ -66,12 +66,33 @@ def typed_options(method: str, texts: dict[str, str]) -> dict[str, Any]:
 def method_options(method: str, *, mask_given: bool = True, option: list[str] | None = None,
                    **flags: Any) -> dict[str, Any]:
     """Options for a method from the CLI: only the flags given, so a method that does not take one reports it
-    instead of ignoring it, then every ``--option KEY=VALUE`` (see :func:`typed_options`)."""
-    from ..registry import resolve_auto
+    instead of ignoring it, then every ``--option KEY=VALUE`` (see :func:`typed_options`). ``--device`` is
+    checked by :func:`device_flag` first."""
+    from ..registry import get_method, load_options, resolve_auto
 
     name = resolve_auto(mask_given=mask_given) if method == "auto" else method
-    return {**{k: v for k, v in flags.items() if v is not None},
-            **typed_options(name, parse_option_values(option))}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "device" in given:
+        takes_device = "device" in load_options(get_method(name))
+        given["device"] = device_flag(name, given["device"], takes_device=takes_device)
+        if given["device"] is None:
+            del given["device"]
+    return {**given, **typed_options(name, parse_option_values(option))}
+
+
+def device_flag(method: str, device: str, *, takes_device: bool) -> str | None:
+    """``--device`` checked for every method, as the diffusion backbones check it (``tpu`` is unknown,
+    ``cuda`` without a GPU is refused). A method that runs on the CPU only accepts ``cpu`` (None: nothing to
+    pass on) and refuses any other device, as ``--prompt`` is refused where a method ignores it."""
+    from ..backbones.device import resolve_device
+
+    resolved = resolve_device(device)
+    if takes_device:
+        return device
+    if resolved.type != "cpu":
+        raise InvalidInputError(f"method {method!r} runs on the CPU only: drop --device {device}, or choose "
+                                "a method that runs on a GPU (erasekit methods)")
+    return None
 
 
 # Flags `remove` and `batch` share, declared once (Typer reads the declaration from the default value).
@@ -85,7 +106,7 @@ METHOD_OPTIONS_OPTION = typer.Option(None, "--option", "-O", help="method option
 
 
 def remove_command(
-    image: Path = typer.Argument(..., help="input photo"),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="input photo"),
     mask: Path = typer.Option(None, "--mask", "-m", help="mask PNG: any nonzero pixel is removed"),
     out: Path = typer.Option(..., "--out", "-o", help="output file (format from the extension)"),
     method: str = METHOD_OPTION,
@@ -109,11 +130,19 @@ def remove_command(
         None, "--save-alpha", help="also write the edited-region alpha map (PNG)"
     ),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="allow OUT to be IMAGE itself (replaces the photo)"
+    ),
 ) -> None:
     """Remove the masked object from IMAGE and write the result to OUT."""
     import erasekit
     from erasekit import io
 
+    if not overwrite and _same_path(out, image):
+        raise InvalidInputError(f"output '{out}' is the input photo; choose another output, or pass "
+                                "--overwrite to replace the original")
+    if mask is None and not prompt:
+        raise MaskOrPromptError()
     loaded = io.read_image(image)
     options = method_options(
         method,
@@ -147,6 +176,14 @@ def remove_command(
     Console(stderr=True).print(
         f"{result.method}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
     )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (also through links or ``./``), before anything is written."""
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def methods_command(
@@ -194,7 +231,8 @@ def _print_options(method: str) -> None:
 
 
 def batch_command(
-    images: list[str] = typer.Argument(..., help="image files, folders or glob patterns ('in/*.jpg')"),
+    images: list[str] = typer.Argument(..., metavar="IMAGES...",
+                                       help="image files, folders or glob patterns ('in/*.jpg')"),
     masks: Path = typer.Option(
         ..., "--masks", "-m", help="mask folder: photo.jpg <- photo.png or photo_mask.png"
     ),
@@ -211,6 +249,9 @@ def batch_command(
     resize_mask: bool = typer.Option(False, "--resize-mask", help="accept masks of another size (nearest)"),
     skip_existing: bool = typer.Option(
         True, "--skip-existing/--overwrite", help="skip images whose output exists (resume), or redo them"
+    ),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="allow OUT to hold the input photos: they are replaced by their results"
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
@@ -235,6 +276,7 @@ def batch_command(
             method, option=option, device=device, model=model, weights=weights, steps=steps
         ),
         skip_existing=skip_existing,
+        in_place=in_place,
         resize_mask=resize_mask,
         progress=progress,
         console=console,
