@@ -7,8 +7,10 @@ Exit codes (shared by every command, see :mod:`erasekit.cli`): 0 success, 1 inte
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +20,34 @@ from ..types import InvalidInputError, MaskOrPromptError
 
 REFINE_HELP = ("refiner(s) run on the method's output before paste-back, in order, e.g. poisson or "
                "color-match,poisson; options as NAME:KEY=VALUE (color-match:ring=24)")
+
+
+T = TypeVar("T")
+
+
+def interruptible(work: Callable[[], T]) -> T:
+    """``work()`` in a daemon thread while this (main) thread waits for it, so Ctrl+C takes effect at once.
+
+    Python runs its SIGINT handler only in the main thread, between bytecodes: a long native call there
+    (PatchMatch's C fill, an OpenCV inpaint) would hold Ctrl+C back until it returns, tens of seconds on a
+    large photo. Waiting here in short joins lets the KeyboardInterrupt through; the abandoned worker dies
+    with the process. Every output is written atomically, so nothing half-written is left behind (a batch
+    removes the temp files of an interrupted run when it next starts)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the waiting thread, below)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="erasekit-work", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def register(app: typer.Typer) -> None:
@@ -157,7 +187,7 @@ def remove_command(
         timestep=timestep,
         target=target,
     )
-    result = erasekit.remove(
+    result = interruptible(lambda: erasekit.remove(
         loaded.pixels,
         mask,
         method=method,
@@ -168,7 +198,7 @@ def remove_command(
         refine=refine,
         resize_mask=resize_mask,
         **options,
-    )
+    ))
     io.write_image(out, result.image, like=loaded)
     if save_alpha is not None and result.alpha is not None:
         io.write_mask(save_alpha, result.alpha)
@@ -264,7 +294,7 @@ def batch_command(
     from erasekit.batch import run_batch
 
     console = Console(stderr=True)
-    summary = run_batch(
+    summary = interruptible(lambda: run_batch(
         images,
         masks,
         out,
@@ -281,7 +311,7 @@ def batch_command(
         progress=progress,
         console=console,
         refine=refine,
-    )
+    ))
     if summary.stale_temps_removed:
         console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")
     for table in summary.tables():
@@ -307,13 +337,13 @@ def demo_command(
 
     console = Console(soft_wrap=True)
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
-    records = run_demo(
+    records = interruptible(lambda: run_demo(
         out,
         method=method,
         photos=names,
         seed=seed,
         report=lambda record: console.print(record.summary_line(), highlight=False),
-    )
+    ))
     total = sum(r.seconds for r in records)
     console.print(
         f"{len(records)} photos in {total:.1f} s; results in {out}/, side by side in "

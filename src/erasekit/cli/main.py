@@ -11,7 +11,10 @@ Verb modules import torch, diffusers and transformers inside their commands only
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 import typer
@@ -85,6 +88,27 @@ def _closer_suggestions(error: object) -> None:
     error.possibilities = [bare[name] for name in close]  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def _noting_ctrl_c() -> Iterator[list[int]]:
+    """Python's own Ctrl+C (a KeyboardInterrupt), noted in the yielded list so main() can say "interrupted"
+    after typer swallowed it. Only in the main thread and over Python's default handler; else untouched."""
+    seen: list[int] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield seen
+        return
+
+    def note(signum: int, frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -95,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     args = flags + [a for a in args if a not in flags]
     try:
         # Outside standalone mode click returns a command's `typer.Exit(code)` instead of raising it.
-        with quiet_libraries(verbose):
+        with quiet_libraries(verbose), _noting_ctrl_c() as ctrl_c:
             code = app(args=args, standalone_mode=False)
+        if ctrl_c:  # typer answers a Ctrl+C inside a command with a silent exit code 130
+            console.print("interrupted")
     except ErasekitError as exc:
         if debug:
             console.print_exception()
@@ -105,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        console.print("aborted")
-        return 130
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):  # click turns a Ctrl+C inside a command into Abort
         console.print("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001  (the last resort: any crash is one line and exit code 1)
