@@ -27,6 +27,7 @@ from erasekit.eval import features as FT
 from erasekit.eval import weights as W
 from erasekit.eval.cfd import RegionFeatures, _box_nms, cfd_score, filter_segments, sam_automatic_masks
 from erasekit.eval.metrics import (
+    SSIM_FLOAT32_TOLERANCE,
     CMMDMetric,
     Sample,
     fid_from_features,
@@ -88,9 +89,34 @@ def test_psnr_ssim_equal_scikit_image_on_photos(name):
         use_sample_covariance=False,
         full=True,
     )
-    assert ssim(output, target) == pytest.approx(ref, abs=1e-9)
+    # erasekit's SSIM runs in float32; scikit-image in float64. The difference is float32 rounding only: it
+    # stays within SSIM_FLOAT32_TOLERANCE (5e-5; measured up to ~1e-5 on these photos), below the 4th decimal
+    # papers report.
+    assert abs(ssim(output, target) - ref) <= SSIM_FLOAT32_TOLERANCE
     # Inside the mask: the same SSIM map averaged over the mask (the mask is away from the 5-px border).
-    assert ssim(output, target, mask) == pytest.approx(smap.mean(axis=2)[inside].mean(), abs=1e-9)
+    assert abs(ssim(output, target, mask) - smap.mean(axis=2)[inside].mean()) <= SSIM_FLOAT32_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_ssim_float32_differs_from_float64_by_rounding_only(name):
+    """The same torchmetrics computation in float64 equals scikit-image to 1e-9, so the float32 difference
+    above is precision, not a different definition."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    target = _photos()[name]
+    output = _degraded(target, 1)
+    ref = structural_similarity(target, output, data_range=255, channel_axis=2, gaussian_weights=True,
+                                sigma=1.5, use_sample_covariance=False)
+
+    def as_batch(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].double()
+
+    _, full = structural_similarity_index_measure(as_batch(output), as_batch(target), data_range=255.0,
+                                                  gaussian_kernel=True, sigma=1.5, kernel_size=11,
+                                                  return_full_image=True)
+    interior = full[0].mean(dim=0)[5:-5, 5:-5].mean().item()
+    assert interior == pytest.approx(ref, abs=1e-9)
+    assert 0 < abs(ssim(output, target) - ref) <= SSIM_FLOAT32_TOLERANCE
 
 
 def test_pixel_metric_edge_cases():
