@@ -672,3 +672,18 @@ def test_cfd_quirk_pixels_equal_the_dinov2_image_processor():
     expected = processor(images=img.resize((224, 224)), return_tensors="pt")["pixel_values"]
     got = RegionFeatures(None, reference_quirks=True).pixels(img)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_fetch_hints_name_the_cli_the_installed_huggingface_hub_ships():
+    """huggingface_hub ships `hf` (`huggingface-cli` is gone): every Hub weight hint says `hf download`."""
+    from importlib.metadata import entry_points
+
+    scripts = {e.name for e in entry_points(group="console_scripts") if e.value.startswith("huggingface_hub")}
+    assert "hf" in scripts
+    hub_specs = [spec for spec in W.METRIC_WEIGHTS.values() if spec.hub_id]
+    assert hub_specs
+    for spec in hub_specs:
+        assert spec.fetch_hint().startswith(f"hf download {spec.hub_id}")
+    package = Path(W.__file__).resolve().parents[1]
+    sources = [package / "methods/osor/train/discriminator.py", Path(W.__file__)]
+    assert not [str(p) for p in sources if "huggingface-cli" in p.read_text()]
