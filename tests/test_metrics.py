@@ -38,7 +38,7 @@ from erasekit.eval.metrics import (
     psnr,
     ssim,
 )
-from erasekit.eval.networks import AlexNetTrunk, FIDInceptionV3, LPIPSAlex, resize_bilinear_tf1
+from erasekit.eval.networks import FIDInceptionV3, LPIPSAlex, resize_bilinear_tf1
 from erasekit.eval.suite import build_suite
 from erasekit.types import InvalidInputError, MissingWeightsError
 
@@ -219,25 +219,54 @@ def test_cmmd_metric_through_a_tiny_clip_folder(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # LPIPS vs the lpips package (and torchmetrics) with the same weights
 # ------------------------------------------------------------------------------------------------------------
+def _lpips_wheel_heads() -> Path | None:
+    """The lpips wheel's own trained linear-layer weights (v0.1, AlexNet), found without importing lpips
+    (its __init__ imports torchvision)."""
+    spec = importlib.util.find_spec("lpips")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "alex.pth"
+    return path if path.is_file() else None
+
+
 def _random_lpips_weights(tmp_path: Path) -> tuple[Path, Path]:
+    """A random AlexNet trunk (no ImageNet weights here) in torchvision's key layout, and the linear heads:
+    the lpips wheel's own when it is installed, else random ones."""
     g = torch.Generator().manual_seed(0)
-    trunk = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in AlexNetTrunk().state_dict().items()}
-    heads = {
-        f"lin{i}.model.1.weight": torch.rand((1, c, 1, 1), generator=g)
-        for i, c in enumerate(AlexNetTrunk.CHANNELS)
-    }
+    layout = _reference_alexnet().state_dict()
+    trunk = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in layout.items()}
     torch.save(trunk, tmp_path / "alexnet.pth")
+    wheel = _lpips_wheel_heads()
+    if wheel is not None:
+        return tmp_path / "alexnet.pth", wheel
+    heads = {f"lin{i}.model.1.weight": torch.rand((1, c, 1, 1), generator=g)
+             for i, c in enumerate((64, 192, 384, 256, 256))}
     torch.save(heads, tmp_path / "heads.pth")
     return tmp_path / "alexnet.pth", tmp_path / "heads.pth"
 
 
+def _reference_alexnet() -> torch.nn.Module:
+    """AlexNet as torchvision publishes it (``torchvision.models.AlexNet``; Krizhevsky 2014, "One weird
+    trick", arXiv:1404.5997), built here from that layer list and not from erasekit: ``features`` then the
+    classifier, which LPIPS never runs."""
+    nn = torch.nn
+    net = nn.Module()
+    net.features = nn.Sequential(
+        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2),
+        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2),
+        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2),
+    )
+    return net
+
+
 def _torchvision_shim(monkeypatch, trunk_path: Path) -> None:
-    """A stand-in ``torchvision.models.alexnet`` returning torchvision's AlexNet layout with our weight file,
-    so the reference packages (which import torchvision, absent here) build exactly the trunk we compare
-    against."""
+    """A stand-in ``torchvision.models.alexnet`` (torchvision is absent here) returning the test's own AlexNet
+    with the trunk weight file, so the reference packages run their code on an independently built network."""
 
     def alexnet(pretrained=False, weights=None, **_):
-        net = AlexNetTrunk()
+        net = _reference_alexnet()
         net.load_state_dict(torch.load(trunk_path))
         return net
 
@@ -269,6 +298,7 @@ def test_lpips_equals_lpips_package_with_same_weights(tmp_path, monkeypatch):
             "lpips not installed (pip install --no-deps lpips: it imports torchvision, which we shim)"
         )
     trunk, heads = _random_lpips_weights(tmp_path)
+    assert heads == _lpips_wheel_heads()  # the wheel's trained linear layers, not random ones
     _torchvision_shim(monkeypatch, trunk)
     for mod in [m for m in sys.modules if m == "lpips" or m.startswith("lpips.")]:
         monkeypatch.delitem(sys.modules, mod)
@@ -336,14 +366,26 @@ def test_fid_inception_loads_the_reference_layout_and_rejects_others(tmp_path):
         FT.load_fid_inception(tmp_path / "bad.pth")
 
 
+def _torch_fidelity_source() -> Path | None:
+    """torch-fidelity's package folder, unpacked from its wheel (never installed: on the import path it makes
+    `import torchmetrics` fail without torchvision). .ci/run unpacks it into the ignored .refs/;
+    $ERASEKIT_TORCH_FIDELITY_SRC names another unpack."""
+    root = Path(os.environ.get("ERASEKIT_TORCH_FIDELITY_SRC") or Path(__file__).resolve().parents[1] / ".refs"
+                / "torch-fidelity")
+    package = root / "torch_fidelity"
+    return package if (package / "feature_extractor_inceptionv3.py").is_file() else None
+
+
 @pytest.mark.skipif(
-    not os.environ.get("ERASEKIT_TORCH_FIDELITY_SRC"),
-    reason="set ERASEKIT_TORCH_FIDELITY_SRC to an unpacked torch-fidelity wheel to compare",
+    _torch_fidelity_source() is None,
+    reason="torch-fidelity's wheel is not unpacked in .refs/torch-fidelity (.ci/run does it: pip download "
+    "--no-deps torch-fidelity==0.3.0, then unzip), nor at $ERASEKIT_TORCH_FIDELITY_SRC",
 )
 def test_fid_inception_equals_torch_fidelity(tmp_path, monkeypatch):
-    # torch-fidelity cannot be installed beside torchmetrics without torchvision; load its modules from a
-    # folder without running its package __init__ (which imports torchvision).
-    root = Path(os.environ["ERASEKIT_TORCH_FIDELITY_SRC"]) / "torch_fidelity"
+    # Load its modules from the unpacked folder without running its package __init__ (which imports
+    # torchvision); the network definition is torch-fidelity's own code.
+    root = _torch_fidelity_source()
+    assert root is not None
     pkg = types.ModuleType("torch_fidelity")
     pkg.__path__ = [str(root)]
     monkeypatch.setitem(sys.modules, "torch_fidelity", pkg)
@@ -352,7 +394,7 @@ def test_fid_inception_equals_torch_fidelity(tmp_path, monkeypatch):
     torch.save(state, tmp_path / "incep.pth")
     ref = ref_mod.FeatureExtractorInceptionV3(
         "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(tmp_path / "incep.pth")
-    )
+    ).eval()  # as torch-fidelity's own feature extraction (utils.py) runs it: batch norm from running stats
     ours = FT.load_fid_inception(tmp_path / "incep.pth").model
     x = torch.from_numpy(np.stack([_photos()["chelsea"][:100, :150], _photos()["astronaut"][:100, :150]]))
     x = x.permute(0, 3, 1, 2).contiguous()
