@@ -729,3 +729,18 @@ def test_fetch_hints_name_the_cli_the_installed_huggingface_hub_ships():
     package = Path(W.__file__).resolve().parents[1]
     sources = [package / "methods/osor/train/discriminator.py", Path(W.__file__)]
     assert not [str(p) for p in sources if "huggingface-cli" in p.read_text()]
+
+
+def test_cmmd_estimator_equals_scikit_learn_rbf_kernel_mmd():
+    """CMMD's MMD (google-research/cmmd distance.py: biased estimator, Gaussian RBF, σ = 10, ×1000) against
+    scikit-learn's RBF kernel, on embeddings shaped like CLIP's (unit vectors)."""
+    from sklearn.metrics.pairwise import rbf_kernel
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 24)), rng.normal(0.2, 1.0, size=(30, 24))
+    x, y = x / np.linalg.norm(x, axis=1, keepdims=True), y / np.linalg.norm(y, axis=1, keepdims=True)
+    gamma = 1.0 / (2 * 10.0**2)
+    expected = 1000.0 * (rbf_kernel(x, x, gamma=gamma).mean() + rbf_kernel(y, y, gamma=gamma).mean()
+                         - 2 * rbf_kernel(x, y, gamma=gamma).mean())
+    assert mmd_rbf(x, y) == pytest.approx(expected, rel=1e-9)
+    assert expected > 0
