@@ -6,6 +6,7 @@ one of them changes, the other must change with it.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -67,3 +68,13 @@ def test_ci_script_is_valid_bash():
 def test_hypothesis_database_and_reference_unpacks_are_ignored():
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert ".hypothesis/" in ignored and ".refs/" in ignored
+
+
+def test_the_suite_runs_on_its_own_hugging_face_home():
+    """conftest.py points HF_HOME and TORCH_HOME at a fresh folder: no test sees the machine's caches."""
+    import huggingface_hub.constants as hub
+
+    from conftest import TEST_HOME
+
+    assert Path(hub.HF_HUB_CACHE).resolve().is_relative_to(TEST_HOME.resolve())
+    assert Path(os.environ["TORCH_HOME"]).resolve().is_relative_to(TEST_HOME.resolve())
