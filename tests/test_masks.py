@@ -406,3 +406,14 @@ def test_shift_never_pushes_a_border_mask_out_of_the_image(where):
             out = M.perturb_mask(mask, "shift", np.random.default_rng(seed))
             assert out.any(), (where, size, seed)
             assert not np.array_equal(out, mask), (where, size, seed)  # it did move
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (0, 11), (11, 0), (11, 11), (0, 5), (5, 11)])
+def test_shift_never_empties_a_tiny_mask_at_the_border(corner):
+    """Issue 19: a 1-2 px mask touching the border was pushed out of the image (an empty training mask)."""
+    for seed in range(50):
+        for size in (1, 2):
+            m = np.zeros((12, 12), np.float32)
+            y, x = corner
+            m[max(0, y - size + 1) : y + 1, max(0, x - size + 1) : x + 1] = 1
+            assert M.perturb_mask(m, "shift", np.random.default_rng(seed)).sum() > 0
