@@ -71,7 +71,8 @@ class DemoPhoto:
         """The one prefill method this photo's objects name, if any."""
         names = {o.prefill for o in self.objects if o.prefill is not None}
         if len(names) > 1:
-            raise InvalidInputError(f"demo photo {self.name!r} names several prefill methods: {sorted(names)}")
+            raise InvalidInputError(f"demo photo {self.name!r} names several prefill methods: "
+                                    f"{sorted(names)}")
         return next(iter(names), None)
 
 

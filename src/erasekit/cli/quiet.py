@@ -14,6 +14,7 @@ module first loads, or it is made at once when the module is already loaded (in-
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.abc
 import importlib.machinery
 import os
@@ -30,6 +31,12 @@ QUIET_ENVIRONMENT = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 }
 _LOGGING_MODULES = ("transformers.utils.logging", "diffusers.utils.logging")
+
+
+def _restore(module: Any, level: int, bars: bool) -> None:
+    module.set_verbosity(level)
+    if bars:
+        module.enable_progress_bar()
 
 
 def _silence(module: ModuleType) -> None:
@@ -92,8 +99,7 @@ def quiet_libraries(verbose: bool = False) -> Iterator[None]:
         if module is not None:
             level, bars = module.get_verbosity(), module.is_progress_bar_enabled()
             _silence(module)
-            restore.append(lambda m=module, lv=level, on=bars: (m.set_verbosity(lv),
-                                                                m.enable_progress_bar() if on else None))
+            restore.append(functools.partial(_restore, module, level, bars))
     hub = sys.modules.get("huggingface_hub.utils")
     if hub is not None and not hub.are_progress_bars_disabled():
         hub.disable_progress_bars()

@@ -376,11 +376,11 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
                         continue
                     mkey = metric_key(name, metric, sample)
                     hit = stored.get(name)
-                    values = hit["values"] if isinstance(hit, dict) and hit.get("key") == mkey else None
-                    if values is None:
-                        values = metric.update(sample)
-                    computed[name] = {"key": mkey, "values": values}
-                    row.update(values)
+                    per_image = hit["values"] if isinstance(hit, dict) and hit.get("key") == mkey else None
+                    if per_image is None:
+                        per_image = metric.update(sample)
+                    computed[name] = {"key": mkey, "values": per_image}
+                    row.update(per_image)
                 if computed != stored:
                     _save_metric_values(paths[2], {**run.info, "key": key}, computed)
                 run_rows.append(row)
