@@ -78,3 +78,17 @@ def test_the_suite_runs_on_its_own_hugging_face_home():
 
     assert Path(hub.HF_HUB_CACHE).resolve().is_relative_to(TEST_HOME.resolve())
     assert Path(os.environ["TORCH_HOME"]).resolve().is_relative_to(TEST_HOME.resolve())
+
+
+def test_every_method_the_package_description_names_exists():
+    import tomllib
+
+    import erasekit
+    from erasekit.refiners.registry import refiner_names
+
+    description = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["description"]
+    names = set(erasekit.registry.method_names())
+    for paper, method in (("OSOR", "osor-sdxl"), ("EraDiff", "eradiff"), ("CLIPAway", "clipaway"),
+                          ("MagicRemover", "magicremover")):
+        assert paper in description and method in names, paper
+    assert "PixPerfect" in description and "pixperfect" in refiner_names()
