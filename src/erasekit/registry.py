@@ -148,7 +148,8 @@ def resolve_auto(*, mask_given: bool = True) -> str:
         if method_info(spec).available:
             return spec.name
     if not mask_given:  # the user forgot the mask: bad input, not missing weights (pypatchmatch is there)
-        raise MaskOrPromptError("no mask-free method is available here")
+        why = "; ".join(f"{spec.name}: {method_info(spec).reason}" for _, spec in candidates)
+        raise MaskOrPromptError(f"no mask-free method is available here ({why})" if why else None)
     raise MissingWeightsError(
         "no method is available for this request (install pypatchmatch or download weights)"
     )
