@@ -1,8 +1,25 @@
-"""Fixtures shared by every test file."""
+"""Fixtures shared by every test file, and one test home for the whole suite."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
+
+# The suite never sees this machine's Hugging Face cache, torch hub checkpoints or erasekit weight folders:
+# results must not depend on what a user downloaded. Set at import, before any test module imports
+# huggingface_hub (which reads these variables once, when it is first imported).
+TEST_HOME = Path(tempfile.mkdtemp(prefix="erasekit-test-home-"))
+os.environ["HF_HOME"] = str(TEST_HOME / "huggingface")
+os.environ["TORCH_HOME"] = str(TEST_HOME / "torch")
+for _key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE",
+             "ERASEKIT_MODELS_DIR", "ERASEKIT_WEIGHTS_DIR"):
+    os.environ.pop(_key, None)
+atexit.register(shutil.rmtree, TEST_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -219,9 +219,10 @@ def test_problems_that_stop_the_whole_batch_raise_before_any_work(tmp_path):
 def test_output_folder_equal_to_input_folder_never_overwrites_inputs(tmp_path):
     images, masks = _write_set(tmp_path, 2, 32, 8)
     before = {p: p.read_bytes() for p in images.iterdir()}
-    summary = run_batch([images], masks, images, method="telea", skip_existing=False, progress=False)
-    assert all(r.status == "failed" and "overwrite the input" in r.message for r in summary.records)
-    assert {p: p.read_bytes() for p in before} == before
+    # Refused before any work (issue 19): no image is touched and no report or lock lands among the photos.
+    with pytest.raises(InvalidInputError, match="holds 2 of the input photos.*--in-place"):
+        run_batch([images], masks, images, method="telea", skip_existing=False, progress=False)
+    assert {p: p.read_bytes() for p in images.iterdir()} == before
 
 
 def test_a_second_batch_into_the_same_folder_is_refused(tmp_path):

@@ -192,3 +192,40 @@ def test_bench_call_options_are_typed_by_the_declaration(dataset, tmp_path, caps
     assert "ns option radius must be an integer in [1, 64], got '0'" in capsys.readouterr().err
     assert main([*base, "-O", "ns:stepz=3"]) == 2
     assert "method 'ns' does not take option(s): stepz; it takes: radius" in capsys.readouterr().err
+
+
+def test_a_typo_in_the_method_list_is_exit_2_before_anything_runs(dataset, tmp_path, capsys):
+    out = tmp_path / "typo"
+    code = main(["bench", "--dataset", str(dataset), "--methods", "telea,patchmach", "--metrics", "psnr",
+                 "-o", str(out), "--quiet", "--no-report"])
+    assert code == 2
+    assert "unknown method 'patchmach'" in capsys.readouterr().err
+    assert not (out / "outputs").exists()
+
+
+def test_a_warm_rerun_reuses_every_per_image_metric_value(dataset, tmp_path, monkeypatch):
+    """Metric values are cached per (output, metric): the rerun computes none of them, and gives the same
+    numbers; a metric whose settings change (here: PixelMetrics' recorded settings) is computed again."""
+    from erasekit.eval import metrics as M
+
+    calls = {"ssim": 0}
+    real_ssim = M.ssim
+
+    def counted(*args, **kwargs):
+        calls["ssim"] += 1
+        return real_ssim(*args, **kwargs)
+
+    monkeypatch.setattr(M, "ssim", counted)
+    cfg = BenchConfig(dataset=str(dataset), out=str(tmp_path / "r"), methods=["telea"], mask="object",
+                      metrics=["psnr", "ssim"], progress=False, trace_python_memory=False)
+    cold = run_benchmark(cfg)
+    assert calls["ssim"] == N  # one per sample
+    warm = run_benchmark(cfg)
+    assert calls["ssim"] == N  # nothing recomputed
+    assert [r["cached"] for r in warm.rows] == [True] * N
+    strip = ("latency_s", "peak_rss_mb", "rss_increase_mb", "peak_python_mb", "peak_cuda_mb", "cached")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in warm.rows] == [
+        {k: v for k, v in r.items() if k not in strip} for r in cold.rows]
+    monkeypatch.setattr(M.PixelMetrics, "settings", lambda self: {"changed": True})
+    run_benchmark(cfg)
+    assert calls["ssim"] == 2 * N

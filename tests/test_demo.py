@@ -81,3 +81,18 @@ def test_mask_overlay_tints_only_the_mask():
     assert (overlay[7:13, 12:18, 0] > 150).all()  # tinted red inside
     outline = masks.dilate(mask, 1) > 0
     np.testing.assert_array_equal(overlay[~outline], image[~outline])
+
+
+def test_coffee_default_run_prefills_the_handle_with_ns_and_touches_nothing_else(tmp_path):
+    """The spoon's handle lies along the cup's white rim: the default run fills it with Navier-Stokes first
+    (PatchMatch alone copied the rim into it as a white block), then PatchMatch fills the rest."""
+    (record,) = run_demo(tmp_path, photos=["coffee"])
+    assert record.method == "ns+patchmatch"
+    photo = select_photos(["coffee"])[0]
+    before, after = _read(record.files["input"]), _read(record.files["result"])
+    region = masks.dilate(photo.mask(before.shape[:2]), DEMO_DILATE) > 0
+    np.testing.assert_array_equal(after[~region], before[~region])
+    handle = photo.mask(before.shape[:2], prefill=True) > 0
+    assert np.abs(after[handle].astype(int) - before[handle]).mean() > 10
+    (explicit,) = run_demo(tmp_path / "pm", photos=["coffee"], method="patchmatch")
+    assert explicit.method == "patchmatch"  # an explicit method runs alone

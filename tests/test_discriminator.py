@@ -168,7 +168,7 @@ def test_trunk_from_folder_and_missing_hub_weights(trunk_file, tmp_path, monkeyp
     assert D.resolve_trunk_file(trunk_file.parent) == trunk_file
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+    with pytest.raises(MissingWeightsError, match="hf download"):
         D.resolve_trunk_file("laion/not-downloaded-here")
     with pytest.raises(MissingWeightsError):
         D.resolve_trunk_file(tmp_path)  # a folder without open_clip weights

@@ -449,9 +449,10 @@ def test_no_mask_removal_from_the_cli_on_a_real_photo(tmp_path: Path):
 def test_auto_without_a_mask_picks_magicremover_when_sd15_is_here(tmp_path: Path, offline_hub, monkeypatch):
     from erasekit.registry import resolve_auto
     from erasekit.testing import write_tiny_pipeline
-    from erasekit.types import MissingWeightsError
+    from erasekit.types import MaskOrPromptError
 
-    with pytest.raises(MissingWeightsError):
+    # No mask and nothing that removes from text alone: bad input (issue 19), naming what magicremover lacks.
+    with pytest.raises(MaskOrPromptError, match="give a mask.*magicremover: missing weights"):
         resolve_auto(mask_given=False)
     models = tmp_path / "with-sd15"
     write_tiny_pipeline("sd15", models / "sd15")

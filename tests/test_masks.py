@@ -378,3 +378,14 @@ def test_sample_perturbation_mode_follows_the_probabilities():
     no_core = [M.sample_perturbation_mode(rng, has_object_core=False) for _ in range(2000)]
     assert "object_core" not in no_core
     assert no_core.count("shrink") / 2000 == pytest.approx(0.35 / 0.7, abs=0.03)
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (0, 11), (11, 0), (11, 11), (0, 5), (5, 11)])
+def test_shift_never_empties_a_tiny_mask_at_the_border(corner):
+    """Issue 19: a 1-2 px mask touching the border was pushed out of the image (an empty training mask)."""
+    for seed in range(50):
+        for size in (1, 2):
+            m = np.zeros((12, 12), np.float32)
+            y, x = corner
+            m[max(0, y - size + 1) : y + 1, max(0, x - size + 1) : x + 1] = 1
+            assert M.perturb_mask(m, "shift", np.random.default_rng(seed)).sum() > 0

@@ -21,6 +21,7 @@ from .registry import available_methods, get_method, load_remover, resolve_auto,
 from .types import (
     ErasekitError,
     InvalidInputError,
+    MaskOrPromptError,
     MissingWeightsError,
     RemovalRequest,
     RemovalResult,
@@ -76,6 +77,6 @@ def remove(image: Any, mask: Any = None, *, method: str = "auto", prompt: str | 
                        load=_cached_remover)
 
 
-__all__ = ["ErasekitError", "HDStrategy", "InvalidInputError", "MissingWeightsError", "RemovalRequest",
-           "RemovalResult", "ResourceLimitError", "SizeConstraints", "UnknownMethodError", "__version__",
-           "available_methods", "load_remover", "remove"]
+__all__ = ["ErasekitError", "HDStrategy", "InvalidInputError", "MaskOrPromptError", "MissingWeightsError",
+           "RemovalRequest", "RemovalResult", "ResourceLimitError", "SizeConstraints", "UnknownMethodError",
+           "__version__", "available_methods", "load_remover", "remove"]

@@ -151,7 +151,7 @@ def _output_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ErasekitError(
+            raise InvalidInputError(
                 f"another erasekit batch is writing to '{out_dir}'; wait for it to finish"
             ) from None
         yield
@@ -279,9 +279,10 @@ def _process(
     request_args: dict[str, Any],
     resize_mask: bool,
     record: BatchRecord,
+    in_place: bool = False,
 ) -> BatchRecord:
     t0 = time.perf_counter()
-    if output.resolve() == image_path.resolve():
+    if not in_place and output.resolve() == image_path.resolve():
         raise InvalidInputError(f"output '{output}' would overwrite the input; choose another output folder")
     if not image_path.is_file():
         raise InvalidInputError(f"image '{image_path}' does not exist")
@@ -323,11 +324,15 @@ def run_batch(
     executor: str = "local",
     workers: int = 1,
     gpus_per_worker: float | None = None,
+    in_place: bool = False,
 ) -> BatchSummary:
     """Remove the masked objects from every input image; see the module docstring for the rules.
 
     ``method`` may be a chain (``"telea+poisson"``, :mod:`erasekit.chain`); ``refine`` names further refiners
     every image gets, as in :func:`erasekit.remove`. Each record's ``chain`` says what ran.
+
+    An output folder that holds input photos is refused (their results would replace them, and the report and
+    lock file would land among them) unless ``in_place=True``; then those photos are always redone.
 
     The remover is loaded once. ``options`` are split as :func:`erasekit.remove` splits them: those the
     method's factory takes (``device``, ``model`` ...) load the model, the rest are per-call options
@@ -365,6 +370,13 @@ def run_batch(
     masks_dir = Path(mask_dir)
     if not masks_dir.is_dir():
         raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
+    out = Path(out_dir)
+    own = [p for p in images if (out / p.name).exists() and _same_file(out / p.name, p)]
+    if own and not in_place:
+        raise InvalidInputError(
+            f"output folder '{out}' holds {len(own)} of the input photos; choose another folder, or pass "
+            "--in-place to replace them with their results"
+        )
     strategy = (
         HDStrategy.parse(hd_strategy) if hd_strategy is not None else None
     )  # bad value: fail before work
@@ -387,11 +399,10 @@ def run_batch(
     elif not method_info(spec).available and all(load_opts.get(k) is None for k in ("model", "weights")):
         load_remover(name, **load_opts)  # raises the usual MissingWeightsError before Ray starts
 
-    out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ErasekitError(f"cannot create output folder '{out}': {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot create output folder '{out}': {exc.strerror or exc}") from None
     run_id = uuid.uuid4().hex[:12]
     console = console or Console(stderr=True)
     records: list[BatchRecord] = []
@@ -408,7 +419,7 @@ def run_batch(
             if first is not image_path:
                 decided.append(_failure(record, InvalidInputError(
                     f"output name '{output.name}' is already taken by '{first}' in this batch")))
-            elif skip_existing and output.exists():
+            elif skip_existing and output.exists() and not (in_place and _same_file(output, image_path)):
                 record.status = "skipped"
                 record.message = "output exists"
                 decided.append(record)
@@ -417,11 +428,12 @@ def run_batch(
                 todo.append(record)
         done: Iterator[BatchRecord]
         if executor == "local":
-            done = (_process_or_fail(remover, r, masks_dir, request_args, resize_mask) for r in todo)
+            done = (_process_or_fail(remover, r, masks_dir, request_args, resize_mask, in_place)
+                    for r in todo)
         else:
             job = {"method": name, "load_options": load_opts, "options": call_options, "seed": seed,
                    "dilate": dilate, "hd_strategy": hd_strategy, "refine": refine_value,
-                   "mask_dir": str(masks_dir), "resize_mask": resize_mask}
+                   "mask_dir": str(masks_dir), "resize_mask": resize_mask, "in_place": in_place}
             done = _ray_records(todo, job, workers=workers, gpus_per_worker=gpus_per_worker)
         columns = (
             TextColumn("{task.description}"),
@@ -454,12 +466,12 @@ def run_batch(
 
 
 def _process_or_fail(remover, record: BatchRecord, mask_dir: Path, request_args: dict[str, Any],
-                     resize_mask: bool) -> BatchRecord:
+                     resize_mask: bool, in_place: bool = False) -> BatchRecord:
     """One image as the local executor and every Ray actor run it: processed, or its failure recorded."""
     assert record.output is not None
     try:
         _process(remover, Path(record.image), mask_dir, Path(record.output), request_args, resize_mask,
-                 record)
+                 record, in_place=in_place)
     except Exception as exc:  # noqa: BLE001 (one image's failure never stops the batch)
         _failure(record, exc)
     return record
@@ -479,6 +491,7 @@ class RayBatchWorker:
         self.remover = load_remover(job["method"], **job["load_options"])
         self.mask_dir = Path(job["mask_dir"])
         self.resize_mask = bool(job["resize_mask"])
+        self.in_place = bool(job["in_place"])
         hd = job["hd_strategy"]
         self.request_args = {"seed": job["seed"], "dilate": job["dilate"],
                              "hd_strategy": HDStrategy.parse(hd) if hd is not None else None,
@@ -488,7 +501,8 @@ class RayBatchWorker:
         import numpy as np
 
         done = [_process_or_fail(self.remover, BatchRecord(**json.loads(row)), self.mask_dir,
-                                 self.request_args, self.resize_mask).to_json() for row in batch["record"]]
+                                 self.request_args, self.resize_mask, self.in_place).to_json()
+                for row in batch["record"]]
         return {"record": np.array(done, dtype=object)}
 
 

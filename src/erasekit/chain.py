@@ -27,12 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .types import InvalidInputError, MissingWeightsError, RemovalResult
+from .types import InvalidInputError, MaskOrPromptError, MissingWeightsError, RemovalResult
 
 SEPARATOR = "+"
-MASK_OR_PROMPT = 'draw a mask (--mask) or say what to remove (--prompt "the cup")'
-
-
 @dataclass(frozen=True)
 class Chain:
     """A method and the refiners (spec texts, ``NAME[:KEY=VALUE...]``) that run after it, in order."""
@@ -121,6 +118,8 @@ def run_removal(
     chain = parse_chain(method)
     pixels = io.read_image(image).pixels
     mask_array = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2], resize=resize_mask)
+    if mask_array is None and not prompt:
+        raise MaskOrPromptError()
     name = chain.method
     if name == "auto":
         if mask_array is None and prompt is not None:
@@ -131,7 +130,7 @@ def run_removal(
         use_text = mask_array is None and prompt is not None and get_method(name).requires_mask
     spec = get_method(name)
     if spec.requires_mask and mask_array is None and not use_text:
-        raise InvalidInputError(f"method {name!r} needs a mask: {MASK_OR_PROMPT}")
+        raise MaskOrPromptError(f"method {name!r} needs a mask")
     if not use_text and text_opts != TextMaskOptions():
         raise InvalidInputError(
             "mask-source options (instances, score_threshold, mask_grow, sam3, ...) apply "
@@ -161,4 +160,4 @@ def run_removal(
     return result
 
 
-__all__ = ["MASK_OR_PROMPT", "SEPARATOR", "Chain", "parse_chain", "resolve_auto_for_prompt", "run_removal"]
+__all__ = ["SEPARATOR", "Chain", "parse_chain", "resolve_auto_for_prompt", "run_removal"]

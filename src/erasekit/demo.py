@@ -34,8 +34,13 @@ _OVERLAY_RGB = np.array([255, 40, 40], np.float32)
 
 @dataclass(frozen=True)
 class DemoObject:
+    """One object to remove. ``prefill`` names a weight-free OpenCV method (``ns``, ``telea``) that fills this
+    object first when the demo runs its default method: for thin parts lying along a strong edge, where
+    PatchMatch copies the edge into the hole (the spoon handle along the cup's white rim)."""
+
     name: str
     polygons: tuple[tuple[tuple[int, int], ...], ...]
+    prefill: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,21 @@ class DemoPhoto:
         array = getattr(skimage.data, self.loader)()
         return io.read_image(array).pixels
 
-    def mask(self, shape: tuple[int, int]) -> np.ndarray:
-        """The union of every object's polygons, float32 H×W in {0, 1}."""
-        polygons = [poly for obj in self.objects for poly in obj.polygons]
-        return masks.polygon_to_mask(polygons, shape)
+    def mask(self, shape: tuple[int, int], *, prefill: bool | None = None) -> np.ndarray:
+        """The union of the objects' polygons, float32 H×W in {0, 1}: every object's, or (``prefill`` True or
+        False) only those that have, or have no, prefill method."""
+        chosen = [o for o in self.objects if prefill is None or (o.prefill is not None) == prefill]
+        polygons = [poly for obj in chosen for poly in obj.polygons]
+        return masks.polygon_to_mask(polygons, shape) if polygons else np.zeros(shape, np.float32)
+
+    @property
+    def prefill(self) -> str | None:
+        """The one prefill method this photo's objects name, if any."""
+        names = {o.prefill for o in self.objects if o.prefill is not None}
+        if len(names) > 1:
+            raise InvalidInputError(f"demo photo {self.name!r} names several prefill methods: "
+                                    f"{sorted(names)}")
+        return next(iter(names), None)
 
 
 @dataclass
@@ -84,7 +100,8 @@ def demo_photos() -> list[DemoPhoto]:
     for name, entry in spec["photos"].items():
         objects = tuple(
             DemoObject(
-                obj["name"], tuple(tuple((int(x), int(y)) for x, y in poly) for poly in obj["polygons"])
+                obj["name"], tuple(tuple((int(x), int(y)) for x, y in poly) for poly in obj["polygons"]),
+                obj.get("prefill"),
             )
             for obj in entry["objects"]
         )
@@ -178,6 +195,8 @@ def run_demo(
 
     chosen = select_photos(photos)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out '{out}' is an existing file, not a folder; choose a folder")
     name = resolve_auto() if method == "auto" else method
     remover = load_remover(name)  # loaded once, reused for every photo
     records: list[DemoRecord] = []
@@ -186,8 +205,16 @@ def run_demo(
         image = photo.pixels()
         mask = photo.mask(image.shape[:2])
         start = time.perf_counter()
+        source, label, rest = image, None, mask
+        if method == "auto" and photo.prefill is not None:  # the default run: see DemoObject.prefill
+            first = load_remover(photo.prefill)(RemovalRequest(
+                image=image, mask=photo.mask(image.shape[:2], prefill=True), dilate=DEMO_DILATE))
+            source, label, rest = first.image, photo.prefill, photo.mask(image.shape[:2], prefill=False)
         # Each method's own HD strategy (PatchMatch's keeps its patch search near the object).
-        result = remover(RemovalRequest(image=image, mask=mask, seed=seed, dilate=DEMO_DILATE))
+        result = remover(RemovalRequest(image=source, mask=rest, seed=seed, dilate=DEMO_DILATE))
+        if label is not None:
+            result.method = f"{label}+{result.method}"
+            result.alpha = None if result.alpha is None else masks.dilate(mask, DEMO_DILATE)
         seconds = time.perf_counter() - start
         files = {
             "input": io.write_image(out / f"{photo.name}_input.png", image),
@@ -237,7 +264,8 @@ def run_demo(
 
 
 def _write_json(path: Path, payload) -> None:
-    """Atomic like every other output (:mod:`erasekit.atomic`)."""
+    """Atomic like every other output (:mod:`erasekit.atomic`), with the mode the umask decides (0644 under
+    the usual 022), not mkstemp's 0600."""
     from .atomic import write_json
 
     write_json(path, payload)

@@ -66,6 +66,7 @@ Writing (:func:`write_image`, :func:`write_mask`, :func:`encode_image`)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io as _io
 import os
@@ -80,7 +81,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from .types import ErasekitError, InvalidInputError, ResourceLimitError
+from .types import InvalidInputError, ResourceLimitError
 
 DEFAULT_MAX_PIXELS = 8192 * 8192
 MAX_PIXELS_ENV = "ERASEKIT_MAX_PIXELS"
@@ -186,7 +187,8 @@ def _describe(source: Any, kind: str) -> str:
 def _bomb(what: str) -> ResourceLimitError:
     return ResourceLimitError(
         f"{what} is larger than Pillow's decompression-bomb cap of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} "
-        f"pixels (raise PIL.Image.MAX_IMAGE_PIXELS to read it)"
+        f"pixels; raise erasekit's limit with {MAX_PIXELS_ENV} (or max_pixels=) and Pillow's with "
+        f"PIL.Image.MAX_IMAGE_PIXELS to read it"
     )
 
 
@@ -691,16 +693,18 @@ def _atomic_write(path: Path, write: Any) -> Path:
     from .atomic import atomic_write
 
     path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInputError(f"cannot create folder '{path.parent}': {exc.strerror or exc}") from None
     if path.is_dir():
         raise InvalidInputError(f"cannot write '{path}': it is a directory")
     try:
         return atomic_write(path, write)
-    except OSError as exc:
-        if not path.parent.is_dir():
-            raise ErasekitError(f"cannot create folder '{path.parent}': {exc.strerror or exc}") from None
+    except OSError as exc:  # an unwritable place the user named (-o /proc/x.png): bad input, exit 2
         if isinstance(exc, FileExistsError):  # 16 random temporary names were all taken
-            raise ErasekitError(f"cannot create a temporary file beside '{path}'") from None
-        raise ErasekitError(f"cannot write '{path}': {exc.strerror or exc}") from exc
+            raise InvalidInputError(f"cannot create a temporary file beside '{path}'") from None
+        raise InvalidInputError(f"cannot write '{path}': {exc.strerror or exc}") from exc
 
 
 def write_image(

@@ -466,15 +466,24 @@ def punch_holes(
 
 
 def shift(mask: np.ndarray, rng: np.random.Generator, *, limit: int = 35, above: int = 128) -> np.ndarray:
-    """Translate by whole pixels dx, dy ~ U{-limit..limit} each (both ends included). Pixels pushed past the
-    border are dropped, as in the authors' ``cv2.warpAffine`` with a zero border, so a mask near the border
-    can shrink or vanish."""
+    """Translate by whole pixels dx, dy ~ U{-limit..limit} each (both ends included), the authors' draw.
+    Pixels pushed past the border are dropped, as in their ``cv2.warpAffine`` with a zero border.
+
+    One deliberate difference: a draw that would push *every* mask pixel out of the image is redrawn. The
+    authors' code returns an empty conditioning mask there (a degenerate training sample with nothing to
+    remove; issue 19 found it as a flaky test), so erasekit samples the same distribution conditioned on
+    the mask staying in the image. (0, 0) is always allowed, so the loop ends."""
     hard = _hard_uint8(mask, above)
-    dx = int(rng.integers(-limit, limit + 1))
-    dy = int(rng.integers(-limit, limit + 1))
+    ys, xs = np.nonzero(hard)
+    height, width = hard.shape
+    while True:
+        dx = int(rng.integers(-limit, limit + 1))
+        dy = int(rng.integers(-limit, limit + 1))
+        inside = (ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
+        if ys.size == 0 or inside.any():
+            break
     matrix = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
-    moved = cv2.warpAffine(hard, matrix, (hard.shape[1], hard.shape[0]),
-                           flags=cv2.INTER_NEAREST, borderValue=0)
+    moved = cv2.warpAffine(hard, matrix, (width, height), flags=cv2.INTER_NEAREST, borderValue=0)
     return _as_float(moved)
 
 

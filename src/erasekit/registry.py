@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .options import OptionSet
-from .types import InvalidInputError, MissingWeightsError, UnknownMethodError
+from .types import InvalidInputError, MaskOrPromptError, MissingWeightsError, UnknownMethodError
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,9 @@ def resolve_auto(*, mask_given: bool = True) -> str:
     for _, spec in sorted(candidates, key=lambda ranked: (-ranked[0], ranked[1].name)):
         if method_info(spec).available:
             return spec.name
+    if not mask_given:  # the user forgot the mask: bad input, not missing weights (pypatchmatch is there)
+        why = "; ".join(f"{spec.name}: {method_info(spec).reason}" for _, spec in candidates)
+        raise MaskOrPromptError(f"no mask-free method is available here ({why})" if why else None)
     raise MissingWeightsError(
         "no method is available for this request (install pypatchmatch or download weights)"
     )

@@ -50,6 +50,20 @@ class UnknownMethodError(InvalidInputError):
     """No method is registered under that name."""
 
 
+# The one answer to a request that names nothing to remove (CLI exit 2, HTTP 422), said the same way by the
+# Python API, the CLI and the server. A prompt works with every method: a masked one segments what it names
+# first (erasekit.masking); magicremover needs no mask.
+MASK_OR_PROMPT = ("nothing to remove: draw a mask or give a prompt (-m/--mask or --prompt; the `mask` or "
+                  "`prompt` field) naming what to remove")
+
+
+class MaskOrPromptError(InvalidInputError):
+    """A request without a mask, and without a prompt some available mask-free method could use."""
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(MASK_OR_PROMPT if detail is None else f"{MASK_OR_PROMPT}; {detail}")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Requests and results
 # ------------------------------------------------------------------------------------------------------------

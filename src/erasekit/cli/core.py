@@ -7,17 +7,47 @@ Exit codes (shared by every command, see :mod:`erasekit.cli`): 0 success, 1 inte
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..types import InvalidInputError
+from ..types import InvalidInputError, MaskOrPromptError
 
 REFINE_HELP = ("refiner(s) run on the method's output before paste-back, in order, e.g. poisson or "
                "color-match,poisson; options as NAME:KEY=VALUE (color-match:ring=24)")
+
+
+T = TypeVar("T")
+
+
+def interruptible(work: Callable[[], T]) -> T:
+    """``work()`` in a daemon thread while this (main) thread waits for it, so Ctrl+C takes effect at once.
+
+    Python runs its SIGINT handler only in the main thread, between bytecodes: a long native call there
+    (PatchMatch's C fill, an OpenCV inpaint) would hold Ctrl+C back until it returns, tens of seconds on a
+    large photo. Waiting here in short joins lets the KeyboardInterrupt through; the abandoned worker dies
+    with the process. Every output is written atomically, so nothing half-written is left behind (a batch
+    removes the temp files of an interrupted run when it next starts)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the waiting thread, below)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="erasekit-work", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def register(app: typer.Typer) -> None:
@@ -66,22 +96,43 @@ def typed_options(method: str, texts: dict[str, str]) -> dict[str, Any]:
 def method_options(method: str, *, mask_given: bool = True, option: list[str] | None = None,
                    prompt_given: bool = False, **flags: Any) -> dict[str, Any]:
     """Options for a method from the CLI: only the flags given, so a method that does not take one reports it
-    instead of ignoring it, then every ``--option KEY=VALUE`` (see :func:`typed_options`)."""
+    instead of ignoring it, then every ``--option KEY=VALUE`` (see :func:`typed_options`). ``--device`` is
+    checked by :func:`device_flag` first."""
     from ..chain import parse_chain, resolve_auto_for_prompt
     from ..masking import text_available
-    from ..registry import resolve_auto
+    from ..registry import get_method, load_options, resolve_auto
 
     given = {k: v for k, v in flags.items() if v is not None}
     texts = parse_option_values(option)
     name = parse_chain(method).method  # a chain's options are its method's ("telea+poisson" -> telea)
     if name == "auto":
-        if not texts:  # nothing to type: `auto` is resolved once, where the removal runs
+        if not texts and "device" not in given:  # nothing to check: `auto` is resolved where the removal runs
             return given
         if prompt_given and not mask_given:  # the order erasekit.chain documents
             name = resolve_auto_for_prompt(text_available())[0]
         else:
             name = resolve_auto(mask_given=mask_given)
+    if "device" in given:
+        takes_device = "device" in load_options(get_method(name))
+        given["device"] = device_flag(name, given["device"], takes_device=takes_device)
+        if given["device"] is None:
+            del given["device"]
     return {**given, **typed_options(name, texts)}
+
+
+def device_flag(method: str, device: str, *, takes_device: bool) -> str | None:
+    """``--device`` checked for every method, as the diffusion backbones check it (``tpu`` is unknown,
+    ``cuda`` without a GPU is refused). A method that runs on the CPU only accepts ``cpu`` (None: nothing to
+    pass on) and refuses any other device, as ``--prompt`` is refused where a method ignores it."""
+    from ..backbones.device import resolve_device
+
+    resolved = resolve_device(device)
+    if takes_device:
+        return device
+    if resolved.type != "cpu":
+        raise InvalidInputError(f"method {method!r} runs on the CPU only: drop --device {device}, or choose "
+                                "a method that runs on a GPU (erasekit methods)")
+    return None
 
 
 # Flags `remove` and `batch` share, declared once (Typer reads the declaration from the default value).
@@ -106,7 +157,7 @@ SEGMENTER_OPTION = typer.Option(None, "--segmenter", help="SAM 2 folder or Hub i
 
 
 def remove_command(
-    image: Path = typer.Argument(..., help="input photo"),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="input photo"),
     mask: Path = typer.Option(None, "--mask", "-m", help="mask PNG: any nonzero pixel is removed"),
     out: Path = typer.Option(..., "--out", "-o", help="output file (format from the extension)"),
     method: str = METHOD_OPTION,
@@ -138,6 +189,9 @@ def remove_command(
     detector: str = DETECTOR_OPTION,
     segmenter: str = SEGMENTER_OPTION,
     save_mask: Path = typer.Option(None, "--save-mask", help="also write the mask the method got (PNG)"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="allow OUT to be IMAGE itself (replaces the photo)"
+    ),
 ) -> None:
     """Remove the masked object (or what --prompt names) from IMAGE and write the result to OUT.
 
@@ -146,6 +200,11 @@ def remove_command(
     import erasekit
     from erasekit import io
 
+    if not overwrite and _same_path(out, image):
+        raise InvalidInputError(f"output '{out}' is the input photo; choose another output, or pass "
+                                "--overwrite to replace the original")
+    if mask is None and not prompt:
+        raise MaskOrPromptError()
     loaded = io.read_image(image)
     options = method_options(
         method,
@@ -161,7 +220,7 @@ def remove_command(
         timestep=timestep,
         target=target,
     )
-    result = erasekit.remove(
+    result = interruptible(lambda: erasekit.remove(
         loaded.pixels,
         mask,
         method=method,
@@ -175,7 +234,7 @@ def remove_command(
         **{k: v for k, v in {"mask_source": mask_source, "instances": instances, "sam3": sam3,
                              "score_threshold": score_threshold, "mask_grow": mask_grow, "detector": detector,
                              "segmenter": segmenter}.items() if v is not None},
-    )
+    ))
     io.write_image(out, result.image, like=loaded)
     if save_alpha is not None and result.alpha is not None:
         io.write_mask(save_alpha, result.alpha)
@@ -190,6 +249,14 @@ def remove_command(
     Console(stderr=True).print(
         f"{chain}: wrote {out} in {result.timings['total']:.2f}s{note}", highlight=False
     )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (also through links or ``./``), before anything is written."""
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def methods_command(
@@ -237,7 +304,8 @@ def _print_options(method: str) -> None:
 
 
 def batch_command(
-    images: list[str] = typer.Argument(..., help="image files, folders or glob patterns ('in/*.jpg')"),
+    images: list[str] = typer.Argument(..., metavar="IMAGES...",
+                                       help="image files, folders or glob patterns ('in/*.jpg')"),
     masks: Path = typer.Option(
         ..., "--masks", "-m", help="mask folder: photo.jpg <- photo.png or photo_mask.png"
     ),
@@ -255,6 +323,9 @@ def batch_command(
     skip_existing: bool = typer.Option(
         True, "--skip-existing/--overwrite", help="skip images whose output exists (resume), or redo them"
     ),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="allow OUT to hold the input photos: they are replaced by their results"
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     refine: str = typer.Option(None, "--refine", help=REFINE_HELP),
     executor: str = typer.Option(
@@ -270,7 +341,7 @@ def batch_command(
     from erasekit.batch import run_batch
 
     console = Console(stderr=True)
-    summary = run_batch(
+    summary = interruptible(lambda: run_batch(
         images,
         masks,
         out,
@@ -282,13 +353,14 @@ def batch_command(
             method, option=option, device=device, model=model, weights=weights, steps=steps
         ),
         skip_existing=skip_existing,
+        in_place=in_place,
         resize_mask=resize_mask,
         progress=progress,
         console=console,
         refine=refine,
         executor=executor,
         workers=workers,
-    )
+    ))
     if summary.stale_temps_removed:
         console.print(f"removed {summary.stale_temps_removed} temporary file(s) left by an interrupted run")
     for table in summary.tables():
@@ -314,13 +386,13 @@ def demo_command(
 
     console = Console(soft_wrap=True)
     names = [n.strip() for n in photos.split(",") if n.strip()] if photos else None
-    records = run_demo(
+    records = interruptible(lambda: run_demo(
         out,
         method=method,
         photos=names,
         seed=seed,
         report=lambda record: console.print(record.summary_line(), highlight=False),
-    )
+    ))
     total = sum(r.seconds for r in records)
     console.print(
         f"{len(records)} photos in {total:.1f} s; results in {out}/, side by side in "

@@ -11,7 +11,10 @@ Verb modules import torch, diffusers and transformers inside their commands only
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Protocol, cast
 
 import typer
@@ -19,6 +22,7 @@ from rich.console import Console
 
 from ..types import ErasekitError
 from . import bench, core, data, models, osor, refine, serve, train
+from .quiet import quiet_libraries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Remove objects (and their shadows and reflections) from photos.")
@@ -39,9 +43,11 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors"),
+          verbose: bool = typer.Option(False, "--verbose",
+                                       help="show the libraries' logging and loading bars"),
           version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                        help="print the version and exit")) -> None:
-    """Declares the global --debug flag for --help; main() reads it from the arguments itself."""
+    """Declares the global --debug and --verbose flags for --help; main() reads them from the arguments."""
 
 
 class _UsageError(Protocol):
@@ -67,15 +73,56 @@ def _usage_error_types() -> tuple[type[Exception], ...]:
     return tuple(types)
 
 
+def _closer_suggestions(error: object) -> None:
+    """Keep only option suggestions that look like what was typed. Click compares whole names, dashes
+    included, so ``--colour`` was offered ``--out``; here the names are compared without their dashes, at
+    difflib's 0.7, so ``--mehtod`` still finds ``--method``."""
+    typed = getattr(error, "option_name", None)
+    offered = getattr(error, "possibilities", None)
+    if not isinstance(typed, str) or not offered:
+        return
+    import difflib
+
+    bare = {name.lstrip("-"): name for name in offered}
+    close = difflib.get_close_matches(typed.lstrip("-"), list(bare), n=3, cutoff=0.7)
+    error.possibilities = [bare[name] for name in close]  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _noting_ctrl_c() -> Iterator[list[int]]:
+    """Python's own Ctrl+C (a KeyboardInterrupt), noted in the yielded list so main() can say "interrupted"
+    after typer swallowed it. Only in the main thread and over Python's default handler; else untouched."""
+    seen: list[int] = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield seen
+        return
+
+    def note(signum: int, frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the process exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    if debug:  # a global option, also accepted after the sub-command (`erasekit remove ... --debug`)
-        args = ["--debug"] + [a for a in args if a != "--debug"]
+    verbose = "--verbose" in args
+    # Global options, also accepted after the sub-command (`erasekit remove ... --debug`).
+    flags = [flag for flag, on in (("--debug", debug), ("--verbose", verbose)) if on]
+    args = flags + [a for a in args if a not in flags]
     try:
         # Outside standalone mode click returns a command's `typer.Exit(code)` instead of raising it.
-        code = app(args=args, standalone_mode=False)
+        with quiet_libraries(verbose), _noting_ctrl_c() as ctrl_c:
+            code = app(args=args, standalone_mode=False)
+        if ctrl_c:  # typer answers a Ctrl+C inside a command with a silent exit code 130
+            console.print("interrupted")
     except ErasekitError as exc:
         if debug:
             console.print_exception()
@@ -84,15 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        console.print("aborted")
-        return 130
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):  # click turns a Ctrl+C inside a command into Abort
         console.print("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001  (the last resort: any crash is one line and exit code 1)
         if isinstance(exc, _usage_error_types()):  # click usage errors carry their own message and exit code
             usage = cast(_UsageError, exc)
+            _closer_suggestions(usage)
             usage.show()
             return usage.exit_code
         if debug:

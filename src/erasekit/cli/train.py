@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 CONFIG_HELP = "YAML config file or packaged config name"
 SET_OPTION = typer.Option(None, "--set", help="override a setting: KEY=VALUE (dotted keys)")
 OUTPUT_OPTION = typer.Option(None, "--output-dir", "-o", help="where checkpoints and weights go")
-STEPS_OPTION = typer.Option(None, "--max-steps", help="optimizer steps (default: the paper's)")
+STEPS_OPTION = typer.Option(None, "--max-steps", min=1, help="optimizer steps (default: the paper's)")
 PROGRESS_OPTION = typer.Option(False, "--no-progress", help="no progress bar")
 
 

@@ -12,10 +12,13 @@ Layout of a results folder::
 
 Resumable: an output is reused when its sidecar JSON carries the same cache key — a hash of the method name,
 its load and call options, the seed, the mask setting, the fingerprint of the method's weights and the exact
-input pixels and mask. Latency is measured per image with ``time.perf_counter`` around the remover call, after
-``warmup`` untimed calls on the first image; peak memory per call is the process RSS peak (sampled every 2
-ms), the tracemalloc peak of Python allocations (numpy included) and, on CUDA,
-``torch.cuda.max_memory_allocated``.
+input pixels and mask. Per-image metric values are cached in the same sidecar, per (output, metric): keyed by
+the output, target and mask pixels and the metric's name, weights fingerprint and settings, so a warm rerun
+recomputes only set-level statistics (FID, CMMD ...) and metrics whose settings changed.
+
+Latency is measured per image with ``time.perf_counter`` around the remover call, after ``warmup`` untimed
+calls on the first image; peak memory per call is the process RSS peak (sampled every 2 ms), the tracemalloc
+peak of Python allocations (numpy included) and, on CUDA, ``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from ..atomic import write_text
 from ..convert import uint8_to_mask
 from ..types import ErasekitError, InvalidInputError, RemovalRequest
 from .datasets import EvalDataset, EvalRecord, open_dataset
-from .metrics import Sample
+from .metrics import Metric, Sample
 from .suite import LOWER_IS_BETTER, MetricFactory, build_suite, parse_metrics
 from .weights import fingerprint
 
@@ -230,6 +233,27 @@ def _load_cached(paths, key: str) -> RunOutput | None:
     return RunOutput(image, alpha, {**info, "cached": True})
 
 
+def _per_image_only(metric: Metric) -> bool:
+    """A metric whose whole result is its per-image values (no set-level ``compute``): those values can be
+    cached per output. Set metrics (FID, CMMD ...) accumulate features and always see every sample."""
+    return type(metric).compute is Metric.compute
+
+
+def metric_key(name: str, metric: Metric, sample: Sample) -> str:
+    """What one metric's value on one output depends on: the metric (name, weights, settings), the pixels."""
+    arrays = [sample.output, sample.mask] + ([sample.target] if sample.target is not None else [])
+    payload = json.dumps({"metric": name, "weights": metric.fingerprint, "settings": metric.settings(),
+                          "pixels": _array_digest(*arrays)}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _save_metric_values(meta_path: Path, info: dict[str, Any], cached: dict[str, Any]) -> None:
+    """The output's sidecar with its per-image metric values (atomic, like the output itself)."""
+    kept = {k: v for k, v in info.items() if k != "cached"}
+    data = json.dumps({**kept, "metrics": cached}, indent=1).encode()
+    io._atomic_write(meta_path, lambda stream: stream.write(data))
+
+
 def _run_one(remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict,
              refine: Any = None) -> RunOutput:
     request = RemovalRequest(
@@ -308,6 +332,10 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
         clip_classes=classes,
     )
 
+    from ..registry import get_method as _known
+
+    for method in cfg.methods:  # a typo is bad input (exit 2), not an "unavailable" row
+        _known(method)
     rows: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Any]] = {}
     methods_unavailable: dict[str, str] = {}
@@ -362,10 +390,23 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
                 sample = Sample(
                     sample_id, run.image, record.background, record.mask(mode), record.image, record.label
                 )
+                stored = run.info.get("metrics") or {}
+                computed: dict[str, Any] = {}
                 for name, metric in metrics.items():
                     if suite[name].needs_target and record.background is None:
                         continue
-                    row.update(metric.update(sample))
+                    if not _per_image_only(metric):
+                        row.update(metric.update(sample))
+                        continue
+                    mkey = metric_key(name, metric, sample)
+                    hit = stored.get(name)
+                    per_image = hit["values"] if isinstance(hit, dict) and hit.get("key") == mkey else None
+                    if per_image is None:
+                        per_image = metric.update(sample)
+                    computed[name] = {"key": mkey, "values": per_image}
+                    row.update(per_image)
+                if computed != stored:
+                    _save_metric_values(paths[2], {**run.info, "key": key}, computed)
                 run_rows.append(row)
             values: dict[str, float | None] = {}
             per_image_cols = {c for r in run_rows for c in r} - {"method", "mask", "id", "cached"}

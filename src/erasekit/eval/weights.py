@@ -53,7 +53,7 @@ class WeightSpec:
     def fetch_hint(self) -> str:
         if self.hub_id:
             return (
-                f"huggingface-cli download {self.hub_id} (or put the folder at "
+                f"hf download {self.hub_id} (or put the folder at "
                 f"${WEIGHTS_DIR_ENV}/{self.folder_name})"
             )
         return f"download {self.url} to ${WEIGHTS_DIR_ENV}/{self.filename} or {_torch_hub_checkpoints()}/"

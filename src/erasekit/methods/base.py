@@ -35,7 +35,7 @@ from .. import masks as M
 from ..hd import HDStrategy, SizeConstraints, paste_back, run_strategy
 from ..options import OptionSet
 from ..refiners import apply_refiners, parse_refine
-from ..types import InvalidInputError, RemovalRequest, RemovalResult
+from ..types import InvalidInputError, MaskOrPromptError, RemovalRequest, RemovalResult
 
 
 class Remover(ABC):
@@ -117,7 +117,7 @@ class Remover(ABC):
         """The binary, dilated mask the method will fill (None for a mask-free request)."""
         if request.mask is None:
             if self.requires_mask:
-                raise InvalidInputError(f"method {self.name!r} needs a mask")
+                raise MaskOrPromptError(f"method {self.name!r} needs a mask")
             return None
         mask = np.asarray(request.mask, dtype=np.float32)
         if not np.isfinite(mask).all():

@@ -21,7 +21,7 @@ from ..chain import parse_chain
 from ..refiners import parse_refine
 from ..refiners.registry import get_refiner
 from ..registry import check_call, get_method, load_options, resolve_auto
-from ..types import InvalidInputError, RemovalRequest, RemovalResult
+from ..types import MASK_OR_PROMPT, InvalidInputError, RemovalRequest, RemovalResult
 from .schemas import MEDIA_TYPES, RemoveResponse
 from .settings import ServerSettings
 from .uploads import RemoveInput
@@ -29,7 +29,6 @@ from .uploads import RemoveInput
 # The largest dilation a request may ask for. Dilation costs O(pixels) whatever the radius (a thresholded
 # distance transform), so this only keeps requests meaningful; it is also cut at the image's longer side.
 MAX_DILATE = 1024
-MASK_OR_PROMPT = "draw a mask or give a prompt: with no mask, 'auto' needs a prompt naming what to remove"
 
 
 @dataclass

@@ -203,7 +203,7 @@ def resolve_trunk_file(source: str | os.PathLike, *, allow_download: bool = Fals
             continue
     raise MissingWeightsError(
         f"discriminator trunk {source!r} is not on this machine; fetch it with "
-        f"`huggingface-cli download {source} {OPENCLIP_WEIGHT_FILES[0]}` or pass a local file"
+        f"`hf download {source} {OPENCLIP_WEIGHT_FILES[0]}` or pass a local file"
     )
 
 
