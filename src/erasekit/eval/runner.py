@@ -332,14 +332,17 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
         clip_classes=classes,
     )
 
-    from ..registry import get_method as _known
+    from ..chain import parse_chain
+    from ..refiners import get_refiner
 
-    for method in cfg.methods:  # a typo is bad input (exit 2), not an "unavailable" row
-        _known(method)
+    for entry in cfg.methods:  # a typo is bad input (exit 2), not an "unavailable" row
+        chain = parse_chain(entry)
+        get_method(chain.method)
+        for refiner in chain.refiners:
+            get_refiner(refiner.split(":", 1)[0].strip())  # NAME[:KEY=VALUE...]
     rows: list[dict[str, Any]] = []
     runs: dict[str, dict[str, Any]] = {}
     methods_unavailable: dict[str, str] = {}
-    from ..chain import parse_chain
 
     for entry in cfg.methods:  # a method or a chain, "telea+poisson": one row each (erasekit.chain)
         chain = parse_chain(entry)
