@@ -452,7 +452,7 @@ def test_auto_without_a_mask_picks_magicremover_when_sd15_is_here(tmp_path: Path
     from erasekit.types import MaskOrPromptError
 
     # No mask and nothing that removes from text alone: bad input (issue 19), naming what magicremover lacks.
-    with pytest.raises(MaskOrPromptError, match="give a mask.*magicremover: missing weights"):
+    with pytest.raises(MaskOrPromptError, match="give a prompt.*magicremover: missing weights"):
         resolve_auto(mask_given=False)
     models = tmp_path / "with-sd15"
     write_tiny_pipeline("sd15", models / "sd15")
