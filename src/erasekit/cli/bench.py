@@ -71,7 +71,8 @@ def bench_command(
     metrics: str = typer.Option(
         "fid,cmmd,lpips,psnr,ssim,cfd",
         "--metrics",
-        help="comma-separated: psnr,ssim,psnr_mask,ssim_mask,lpips,fid,kid,local_fid,cmmd,cfd,clip",
+        help="comma-separated: psnr,ssim,psnr_mask,ssim_mask,lpips,fid,kid,local_fid,cmmd,cfd,clip,"
+        "ids,musiq,maniqa",
     ),
     out: Path = typer.Option(
         None, "--out", "-o", help="results folder (reused: finished outputs are cached)"
