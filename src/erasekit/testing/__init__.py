@@ -74,6 +74,12 @@ def _pixperfect(folder: Path) -> dict[str, Any]:
     return {"weights": str(write_tiny_pixperfect_weights(folder / "pixperfect"))}
 
 
+def _lama(folder: Path) -> dict[str, Any]:
+    from .lama import write_tiny_lama_weights
+
+    return {"weights": str(write_tiny_lama_weights(folder / "lama"))}
+
+
 # method (or refiner) name -> writer(folder) -> load options. A new method adds its writer here.
 TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "patchmatch": _weight_free,
@@ -89,6 +95,7 @@ TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "clipaway": _clipaway,
     "magicremover": _baseline("sd15"),
     "pixperfect": _pixperfect,
+    "lama": _lama,
 }
 
 
