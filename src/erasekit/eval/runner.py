@@ -36,8 +36,9 @@ import numpy as np
 
 from .. import io
 from ..convert import uint8_to_mask
-from ..types import ErasekitError, InvalidInputError, RemovalRequest
+from ..types import ErasekitError, InvalidInputError
 from .datasets import EvalDataset, EvalRecord, open_dataset
+from .entries import BenchEntry
 from .metrics import Sample
 from .suite import LOWER_IS_BETTER, MetricFactory, build_suite, parse_metrics
 from .weights import fingerprint
@@ -67,6 +68,8 @@ class BenchConfig:
     clip_classes: list[str] | None = None
     trace_python_memory: bool = True
     progress: bool = True
+    # Row name (an entry of ``methods``) -> what it runs; a name not here runs that method alone.
+    entries: dict[str, BenchEntry] = field(default_factory=dict)
 
     def mask_modes(self) -> tuple[str, ...]:
         if self.mask not in MASK_MODES:
@@ -224,10 +227,10 @@ def _load_cached(paths, key: str) -> RunOutput | None:
     return RunOutput(image, alpha, {**info, "cached": True})
 
 
-def _run_one(remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict) -> RunOutput:
-    request = RemovalRequest(
-        image=record.image, mask=record.mask(mode), seed=cfg.seed, options=dict(call_options)
-    )
+def _run_one(
+    remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict, entry: BenchEntry
+) -> RunOutput:
+    request = entry.request(record, record.mask(mode), cfg.seed, dict(call_options))
     with PeakMemory(cfg.trace_python_memory) as mem:
         t0 = time.perf_counter()
         result = remover(request)
@@ -303,16 +306,20 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
     runs: dict[str, dict[str, Any]] = {}
     methods_unavailable: dict[str, str] = {}
     for method in cfg.methods:
-        load_opts = dict(cfg.load_options.get(method, {}))
-        call_opts = dict(cfg.call_options.get(method, {}))
+        entry = cfg.entries.get(method, BenchEntry(method))
+        base = entry.method
+        load_opts = dict(cfg.load_options.get(method, cfg.load_options.get(base, {})))
+        call_opts = dict(cfg.call_options.get(method, cfg.call_options.get(base, {})))
         try:
-            remover = load_remover(method, **load_opts)
-            weights_fp = method_weights_fingerprint(method, load_opts)
+            remover = load_remover(base, **load_opts)
+            weights_fp = method_weights_fingerprint(base, load_opts)
+            if method in cfg.entries:  # plain rows keep the cache keys they always had
+                weights_fp += json.dumps(entry.key(), sort_keys=True)
         except ErasekitError as exc:
             methods_unavailable[method] = str(exc)
             continue
         # Checked once, not per sample; typed values also make the cache key canonical ("2" and 2 alike).
-        call_opts = check_call(get_method(method), call_opts)
+        call_opts = check_call(get_method(base), call_opts)
         warmed = False
         for mode in modes:
             metrics = {name: f.make() for name, f in suite.items() if f.make is not None}
@@ -325,9 +332,9 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
                 if run is None:
                     if not warmed:
                         for _ in range(cfg.warmup):  # untimed: first-call costs (lazy init, kernels) excluded
-                            _run_one(remover, record, mode, cfg, call_opts)
+                            _run_one(remover, record, mode, cfg, call_opts, entry)
                         warmed = True
-                    run = _run_one(remover, record, mode, cfg, call_opts)
+                    run = _run_one(remover, record, mode, cfg, call_opts, entry)
                     _save(paths, run, key)
                 row: dict[str, Any] = {
                     "method": method,

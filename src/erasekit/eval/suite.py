@@ -29,10 +29,10 @@ METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "psnr": ("psnr",), "ssim": ("ssim",), "psnr_mask": ("psnr_mask",), "ssim_mask": ("ssim_mask",),
     "lpips": ("lpips",), "fid": ("fid",), "kid": ("kid",), "local_fid": ("local_fid",), "cmmd": ("cmmd",),
     "cfd": ("cfd",), "clip": ("clip_dist", "clip_acc@1", "clip_acc@3", "clip_acc@5"),
-    "ids": ("u_ids", "p_ids"), "musiq": ("musiq",), "maniqa": ("maniqa",),
+    "ids": ("u_ids", "p_ids"), "musiq": ("musiq",), "maniqa": ("maniqa",), "l1": ("l1",),
 }
 DEFAULT_METRICS = ("fid", "cmmd", "lpips", "psnr", "ssim", "cfd")  # OSOR Table 1's columns
-LOWER_IS_BETTER = {"fid", "kid", "local_fid", "cmmd", "lpips", "cfd"}
+LOWER_IS_BETTER = {"fid", "kid", "local_fid", "cmmd", "lpips", "cfd", "l1"}
 
 
 @dataclass
@@ -156,6 +156,10 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
                     settings={"reference_quirks": cfd_reference_quirks},
                     needs_target=False,
                 )
+            elif name == "l1":
+                from .l1 import L1Metric
+
+                suite[name] = MetricFactory(name, L1Metric, cols, settings=L1Metric().settings())
             elif name == "ids":
                 from .ids import IDSMetric
 
