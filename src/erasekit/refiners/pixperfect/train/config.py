@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,7 +32,7 @@ class LossConfig(_Strict):
 class RealPairsConfig(_Strict):
     """Real (x_gen, x_gt) pairs mixed into training (:mod:`.real_pairs`); off at fraction 0 (the paper's)."""
 
-    fraction: float = Field(0.0, ge=0.0, le=1.0)  # share of batch items that are real pairs
+    fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # share of batch items that are real pairs
     dir: str | None = None  # where the pairs are; default OUTPUT_DIR/real_pairs
     dataset: str | None = None  # produce pairs from this paired dataset first (resumable)
     layout: str = "auto"
