@@ -33,7 +33,7 @@ from erasekit.testing import write_tiny_weights
 CALL_OPTIONS = {
     "flux-fill": {"steps": 2}, "sdxl-inpaint": {"steps": 2}, "sd2-inpaint": {"steps": 2},
     "sd15-inpaint": {"steps": 2}, "clipaway": {"steps": 2}, "eradiff": {"steps": 2},
-    "magicremover": {"resolution": 64, "steps": 3, "inner_steps": 2},
+    "magicremover": {"steps": 3, "inner_steps": 2},
 }
 
 
@@ -77,7 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--scenes", type=int, default=4)
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
+    parser.add_argument("--render", action="store_true",
+                        help="only print the tables of runs already in --work (from their summary.json)")
     args = parser.parse_args(argv)
+    if args.render:
+        import json
+
+        for name in args.presets:
+            summary = args.work / name / "summary.json"
+            if summary.is_file():
+                label = ("erasekit synth data, 64 px; tiny random weights for the methods and the metric "
+                         "networks: these numbers test the command, they are not results")
+                print(preset_table(PRESETS[name], json.loads(summary.read_text()), label=label))
+        return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="paper-tables-"))
     dataset = generate_synthetic_dataset(work / "scenes", args.scenes, size=64, seed=0)
     networks, metric_weights = tiny_metric_networks(work / "metric-weights")
@@ -89,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         for method in sorted(bases | ({"pixperfect"} if preset_name == "pixperfect-table2" else set())):
             if method not in load:
                 load[method] = write_tiny_weights(method, work / "weights")
+                if method == "magicremover":
+                    load[method]["resolution"] = 64  # its working size (a load option)
         t0 = time.perf_counter()
         cfg = BenchConfig(
             dataset=str(dataset), out=str(work / preset_name), methods=preset.methods, mask=preset.mask,
