@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -48,12 +49,12 @@ def _image_dir(root: Path) -> Path:
 
 
 def _coco_mask(segmentation: list[list[float]], height: int, width: int, dilate: int) -> np.ndarray:
-    mask = np.zeros((height, width), np.uint8)
+    filled = np.zeros((height, width), np.uint8)
     polygons = [np.round(np.asarray(p, np.float64).reshape(-1, 2)).astype(np.int32) for p in segmentation]
-    cv2.fillPoly(mask, polygons, 1)
+    cv2.fillPoly(filled, polygons, 1)
     if dilate > 1:
-        mask = cv2.dilate(mask, np.ones((dilate, dilate), np.uint8))
-    return mask.astype(np.float32)
+        filled = np.asarray(cv2.dilate(filled, np.ones((dilate, dilate), np.uint8)), np.uint8)
+    return filled.astype(np.float32)
 
 
 def open_coco(root: Path, *, dilate: int = 0) -> EvalDataset:
@@ -72,7 +73,7 @@ def open_coco(root: Path, *, dilate: int = 0) -> EvalDataset:
         sample_id = f"{ann['image_id']:012d}_{ann['id']}"
         return EvalRecord(sample_id, image, image, mask, mask.copy(), names.get(ann["category_id"]))
 
-    loaders = {
+    loaders: dict[str, Callable[[], EvalRecord]] = {
         f"{ann['image_id']:012d}_{ann['id']}": partial(load, ann)
         for ann in sorted(data["annotations"], key=lambda a: (a["image_id"], a["id"]))
         if not ann.get("iscrowd") and isinstance(ann.get("segmentation"), list) and ann["segmentation"]
@@ -108,7 +109,8 @@ def open_openimages(root: Path) -> EvalDataset:
         label = classes.get(row["LabelName"], row["LabelName"])
         return EvalRecord(Path(row["MaskPath"]).stem, image, image, mask, mask.copy(), label)
 
-    return EvalDataset("openimages", root, {Path(r["MaskPath"]).stem: partial(load, r) for r in rows})
+    loaders: dict[str, Callable[[], EvalRecord]] = {Path(r["MaskPath"]).stem: partial(load, r) for r in rows}
+    return EvalDataset("openimages", root, loaders)
 
 
 __all__ = ["open_coco", "open_openimages"]
