@@ -14,7 +14,8 @@ and evaluates FLUX-Fill outputs on MISATO. Here:
   the steps (Eq. 4). The perceptual term is LPIPS-VGG when its weights resolve, else the trainer's stand-in;
 * rows (Table 4's): paste-back only (x_gen as given: the simulated artifacts, pasted back), the refiner with
   the pixel loss, + the discriminative loss, + inference-time pooling (N = 4);
-* columns: L1 (×255, mean absolute error per channel) and PSNR inside the mask and in a boundary band (the
+* columns: L1 (×255, mean absolute error per channel, averaged over pairs) and PSNR (from the MSE pooled
+  over pairs) inside the mask and in a boundary band (the
   mask's pixels within ``--band`` px of its edge, where seams are), and LPIPS (whole image) when its weights
   resolve. Outside the mask every row equals the truth (paste-back), so inside-mask numbers are the signal.
 
@@ -123,10 +124,15 @@ def band_of(mask: np.ndarray, width: int) -> np.ndarray:
 
 
 def scores(out: np.ndarray, gt: np.ndarray, region: np.ndarray) -> tuple[float, float]:
+    """(L1, MSE) over the region's pixels and channels; PSNR is taken from the MSE pooled over all pairs,
+    so a pair the simulation left unchanged inside the mask (MSE 0) does not make the mean infinite."""
     diff = out.astype(np.float64)[region] - gt.astype(np.float64)[region]
-    l1 = float(np.abs(diff).mean())
-    mse = float((diff**2).mean())
-    return l1, (10 * np.log10(255.0**2 / mse) if mse > 0 else float("inf"))
+    return float(np.abs(diff).mean()), float((diff**2).mean())
+
+
+def psnr(mse: list[float]) -> float:
+    mean = float(np.mean(mse))
+    return 10 * np.log10(255.0**2 / mean) if mean > 0 else float("inf")
 
 
 def lpips_metric():
@@ -187,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             per["pb"].append(pb)
             if lpips is not None:
                 per["lp"].append(lpips.distance(out, x_gt))
-        cells = [f"{np.mean(per['l1m']):.2f}", f"{np.mean(per['pm']):.2f}", f"{np.mean(per['l1b']):.2f}",
-                 f"{np.mean(per['pb']):.2f}"] + ([f"{np.mean(per['lp']):.4f}"] if lpips else [])
+        cells = [f"{np.mean(per['l1m']):.2f}", f"{psnr(per['pm']):.2f}", f"{np.mean(per['l1b']):.2f}",
+                 f"{psnr(per['pb']):.2f}"] + ([f"{np.mean(per['lp']):.4f}"] if lpips else [])
         print(f"| {label} | " + " | ".join(cells) + " |")
     if lpips_missing:
         print(f"\nLPIPS not shown: {lpips_missing}")
