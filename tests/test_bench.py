@@ -163,7 +163,7 @@ def test_dataset_layouts(tmp_path):
     with pytest.raises(InvalidInputError, match="cannot tell the layout"):
         open_dataset(tmp_path)
     with pytest.raises(InvalidInputError, match="unknown layout"):
-        open_dataset(root, "coco")
+        open_dataset(root, "no-such-layout")
 
 
 def test_bench_call_options_are_typed_by_the_declaration(dataset, tmp_path, capsys):

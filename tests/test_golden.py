@@ -45,6 +45,7 @@ DIFFUSION = (
     ("osor-sdxl", []),
     ("osor-flux", []),
     ("clipaway", ["--steps", "2"]),
+    ("lama", []),  # not diffusion: LaMa on its tiny TorchScript weights
 )
 REFINERS = ("poisson", "color-match", "pixperfect")
 

@@ -102,23 +102,56 @@ def test_gradients_flow_to_the_prediction_but_not_through_the_coefficients():
     assert not y_gt.requires_grad
 
 
-def test_a_one_percent_hue_shift_is_amplified_on_a_real_photo():
-    """Measured on skimage's coffee photo (docs/pixperfect.md): the y-space L1 is 2.9× the pixel L1
-    here; the 10×
-    the brief asked for is not reached by Eq. 2–3 as written (see the docs for why: the gain is the fitted
-    curve's
-    slope, not β)."""
-    photo = data.coffee()[::2, ::2].astype(np.float64) / 255.0
+def _hue_shifted(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_pred, x_gt, mask): a scikit-image photo at half size and its copy with a 1 % HSV hue rotation in
+    a rectangle (rows 60–90 %, columns 10–50 %); the shift is scikit-image's, independent of the code."""
+    photo = getattr(data, name)()[::2, ::2].astype(np.float64) / 255.0
     h, w = photo.shape[:2]
     mask = np.zeros((h, w))
     mask[int(0.6 * h) : int(0.9 * h), int(0.1 * w) : int(0.5 * w)] = 1
     hsv = color.rgb2hsv(photo)
     hsv[..., 0] = (hsv[..., 0] + 0.01) % 1.0
     shifted = np.where(mask[..., None] > 0, color.hsv2rgb(hsv), photo)
-    x_pred, x_gt, m = _tensor(shifted), _tensor(photo), torch.from_numpy(mask).float()[None, None]
-    y_pred, y_gt = DiscriminativeToneMap()(x_pred, x_gt, m, torch.Generator().manual_seed(0))
-    pixel_l1, disc_l1 = (x_pred - x_gt).abs().mean(), (y_pred - y_gt).abs().mean()
-    assert disc_l1 >= 2.5 * pixel_l1
+    return _tensor(shifted), _tensor(photo), torch.from_numpy(mask).float()[None, None]
+
+
+@pytest.mark.parametrize("photo", ["coffee", "chelsea", "astronaut"])
+@pytest.mark.parametrize("beta", [20.0, 40.0])
+def test_fit_target_amplifies_a_one_percent_hue_shift_at_least_10x(photo, beta):
+    """One curve f fitted on a balanced sample gives f(x_pred) − x_gt ≈ (β + 1)/2 · δ inside the mask
+    (docs/pixperfect.md): ≥ 10.5× for β ≥ 20, the "≥ 10×" amplification of the issue."""
+    x_pred, x_gt, mask = _hue_shifted(photo)
+    coefficients = DiscriminativeToneMap(beta_range=(beta, beta)).fit(
+        x_pred, x_gt, mask, torch.Generator().manual_seed(0)
+    )
+    inside = mask.expand_as(x_pred) > 0
+    delta = (x_pred - x_gt)[inside].abs().mean()
+    gain = float((apply_tone_map(x_pred, coefficients) - x_gt)[inside].abs().mean() / delta)
+    assert gain >= 10.0
+    assert gain == pytest.approx((beta + 1) / 2, rel=0.4)
+
+
+@pytest.mark.parametrize("photo", ["coffee", "chelsea"])
+def test_loss_space_difference_is_the_tone_maps_slope_times_the_error(photo):
+    """What Eq. 2 compares, y_pred − y_gt = f(x_pred) − f(x_gt), is f′ · δ to first order: the fitted
+    slope, not β. The slope comes from differentiating the fitted polynomial (numpy's polyder)."""
+    x_pred, x_gt, mask = _hue_shifted(photo)
+    tone_map = DiscriminativeToneMap(beta_range=(20.0, 20.0))
+    coefficients = tone_map.fit(x_pred, x_gt, mask, torch.Generator().manual_seed(0))
+    y_pred, y_gt = tone_map(x_pred, x_gt, mask, torch.Generator().manual_seed(0))
+    inside = mask[0, 0] > 0
+    delta = (x_pred - x_gt)[0].double()
+    slope_times_delta = []
+    for c in range(3):
+        # numpy's poly1d wants the highest power first and a constant term (0: Eq. 3 has none).
+        curve = np.poly1d(np.concatenate([coefficients[0, c].numpy()[::-1], [0.0]]))
+        slope = np.polyder(curve)(x_gt[0, c].double().numpy())
+        slope_times_delta.append(np.abs(slope * delta[c].numpy())[inside.numpy()])
+    predicted = np.mean(slope_times_delta)
+    pixel = float(delta.abs()[:, inside].mean())
+    loss_space = float((y_pred - y_gt)[0][:, inside].abs().mean())
+    assert loss_space == pytest.approx(predicted, rel=0.2)
+    assert loss_space < (21 / 2) / 3 * pixel  # far below the fit target's (β + 1)/2 gain
 
 
 # ---- artifact simulation (Sec. 3.2, App. C, Table 5) -------------------------------------------------------
@@ -362,3 +395,39 @@ def test_cli_refine_end_to_end(weights, tmp_path):
         )
         == 3
     )
+
+
+# ---- pool_batch and large inputs ---------------------------------------------------------------------------
+def test_batched_pooling_picks_the_same_copy_as_one_at_a_time(weights):
+    photo = np.ascontiguousarray(data.coffee()[::8, ::8])
+    region = np.zeros(photo.shape[:2], np.float32)
+    region[20:40, 20:50] = 1
+    output = np.clip(photo.astype(int) + 10, 0, 255).astype(np.uint8)
+    composite = paste_back(photo, output, region).astype(np.float32) / 255.0
+    sequential = load_refiner("pixperfect", weights=weights, pool=5, seed=3)
+    batched = load_refiner("pixperfect", weights=weights, pool=5, seed=3, pool_batch=4)
+    one = pool(sequential._refine_crop, composite, region, 5, np.random.default_rng(3))
+    many = pool(batched._refine_crop, composite, region, 5, np.random.default_rng(3), batch=4,
+                refine_many=batched._refine_crops)
+    assert one.index == many.index
+    assert many.scores == pytest.approx(one.scores, abs=1e-6)
+    assert np.allclose(one.output, many.output, atol=1e-5)
+    # End to end the two agree within one grey level (float sums may order differently in a batch).
+    a = sequential(photo, output, region).astype(int)
+    b = batched(photo, output, region).astype(int)
+    assert np.abs(a - b).max() <= 1
+    assert batched.describe()["pool_batch"] == 4
+    with pytest.raises(InvalidInputError, match="pool_batch"):
+        load_refiner("pixperfect", weights=weights, pool_batch=0)
+
+
+def test_refiner_runs_on_a_1000x1500_photo_and_keeps_outside_bit_identical(weights):
+    import cv2
+
+    photo = cv2.resize(data.astronaut(), (1500, 1000), interpolation=cv2.INTER_AREA)
+    mask = np.zeros((1000, 1500), np.float32)
+    mask[400:560, 700:940] = 1
+    result = erasekit.remove(photo, mask, method="telea", refine=f"pixperfect:weights={weights}:pool=2")
+    assert result.image.shape == photo.shape
+    assert np.array_equal(result.image[mask == 0], photo[mask == 0])
+    assert not np.array_equal(result.image, erasekit.remove(photo, mask, method="telea").image)

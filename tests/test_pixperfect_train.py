@@ -103,3 +103,61 @@ def test_cli_trains_and_writes_refiner_weights(photos, tmp_path):
     generator = load_generator(tmp_path / "pixperfect")
     assert generator.config == tiny_config()
     assert main(["train", "pixperfect", "--max-steps", "1", "--no-progress"]) == 2  # no data_dir
+
+
+# ---- real (x_gen, x_gt) pairs ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    from erasekit.data.synthetic import generate_synthetic_dataset
+
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("paired") / "ds", 3, size=48, seed=0)
+
+
+def test_real_pairs_are_the_methods_pasted_back_output_and_resume(paired, tmp_path):
+    import erasekit
+    from erasekit.eval.datasets import open_dataset
+    from erasekit.refiners.pixperfect.train.real_pairs import load_pair, pair_ids, produce_real_pairs
+
+    out = tmp_path / "pairs"
+    assert produce_real_pairs(paired, out, "telea", limit=2, progress=False) == 2
+    assert produce_real_pairs(paired, out, "telea", progress=False) == 1  # resumes: only the third is new
+    assert produce_real_pairs(paired, out, "telea", progress=False) == 0
+    assert produce_real_pairs(paired, out, "ns", progress=False) == 3  # other settings: redone
+    data = open_dataset(paired)
+    assert pair_ids(out) == sorted(data.ids)
+    for sample_id in data.ids:
+        record, pair = data[sample_id], load_pair(out, sample_id)
+        expected = erasekit.remove(record.image, record.object_mask, method="ns", seed=0).image
+        assert np.array_equal(pair.x_gen, expected)
+        assert np.array_equal(pair.x_gt, record.background)
+        assert np.array_equal(pair.mask, (record.object_mask > 0).astype(np.float32))
+
+
+def test_training_mixes_real_pairs_at_the_configured_fraction(photos, paired, tmp_path):
+    cfg = _config(photos, tmp_path / "run", batch_size=8, crop=32,
+                  real_pairs={"fraction": 0.5, "dataset": str(paired), "method": "telea"})
+    trainer = PixPerfectTrainer(cfg, perceptual=TinyPerceptual(), cpu=True)
+    from erasekit.refiners.pixperfect.train.real_pairs import load_pair
+
+    pairs = [load_pair(trainer.real_dir, i) for i in trainer.real_ids]
+    real = total = 0
+    for step in range(12):
+        batch = trainer.batch(step)
+        for gen, gt in zip(batch["x_gen"], batch["x_gt"], strict=True):
+            total += 1
+            # A real item is a crop of a pair's (method output, background); simulated ones come from photos.
+            gt_u8 = np.rint(gt.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+            real += any(_is_crop_of(gt_u8, p.x_gt) for p in pairs)
+        assert torch.equal(batch["x_gen"], trainer.batch(step)["x_gen"])  # still a function of (seed, step)
+    assert abs(real / total - 0.5) <= 4 * np.sqrt(0.25 / total)  # binomial bound
+    with pytest.raises(InvalidInputError, match="holds no pairs"):
+        PixPerfectTrainer(_config(photos, tmp_path / "empty", real_pairs={"fraction": 0.3}),
+                          perceptual=TinyPerceptual(), cpu=True)
+
+
+def _is_crop_of(crop: np.ndarray, image: np.ndarray) -> bool:
+    import cv2
+
+    if image.shape[0] < crop.shape[0] or image.shape[1] < crop.shape[1]:
+        return False
+    return bool(cv2.matchTemplate(image, crop, cv2.TM_SQDIFF).min() == 0)

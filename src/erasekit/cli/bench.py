@@ -73,13 +73,17 @@ def bench_command(
     metrics: str = typer.Option(
         "fid,cmmd,lpips,psnr,ssim,cfd",
         "--metrics",
-        help="comma-separated: psnr,ssim,psnr_mask,ssim_mask,lpips,fid,kid,local_fid,cmmd,cfd,clip",
+        help="comma-separated: psnr,ssim,psnr_mask,ssim_mask,lpips,fid,kid,local_fid,cmmd,cfd,clip,"
+        "ids,musiq,maniqa",
     ),
     out: Path = typer.Option(
         None, "--out", "-o", help="results folder (reused: finished outputs are cached)"
     ),
     layout: str = typer.Option(
-        "auto", "--layout", help="auto | paired | corne | rord | removalbench | omnipaint"
+        "auto",
+        "--layout",
+        help="auto | paired | corne | rord | removalbench | omnipaint | coco | coco-dilate5 | openimages | "
+        "inpainting",
     ),
     limit: int = typer.Option(None, "--limit", help="only the first N samples"),
     seed: int = typer.Option(0, "--seed", help="seed passed to every method"),
@@ -104,6 +108,13 @@ def bench_command(
         "local", "--executor", help="local | ray (outputs on Ray actors; docs/cluster.md)"
     ),
     workers: int = typer.Option(1, "--workers", help="Ray actors, one model each (--executor ray)"),
+    preset: str = typer.Option(
+        None,
+        "--preset",
+        help="a paper's table (sets methods, metrics and mask): osor-table1 | eradiff-table1 | "
+        "clipaway-table1 | pixperfect-table2 | magicremover-table1; refiner weights via --load "
+        "pixperfect:weights=DIR",
+    ),
 ) -> None:
     """Benchmark removal methods on a paired dataset.
 
@@ -118,6 +129,13 @@ def bench_command(
     from ..eval.report import build_report
     from ..eval.runner import BenchConfig, run_benchmark
 
+    load_options = _load_options(load)
+    table = None
+    if preset is not None:
+        from ..eval.presets import get_preset
+
+        table = get_preset(preset)
+        methods, metrics, mask = ",".join(table.methods), ",".join(table.metrics), table.mask
     cfg = BenchConfig(
         dataset=str(dataset),
         out=str(out),
@@ -129,7 +147,7 @@ def bench_command(
         warmup=warmup,
         limit=limit,
         device=device,
-        load_options=_load_options(load),
+        load_options=load_options,
         call_options=_call_options(option),
         weights=_key_values(weights, "--weights"),
         cfd_reference_quirks=cfd_reference_quirks,
@@ -138,9 +156,17 @@ def bench_command(
         progress=not quiet,
         executor=executor,
         workers=workers,
+        entries=table.entries(load_options) if table is not None else {},
     )
     result = run_benchmark(cfg)
-    typer.echo((result.out / "table.md").read_text())
+    if table is not None:
+        from ..eval.presets import preset_table
+
+        text = preset_table(table, result.summary)
+        (result.out / f"{table.name}.md").write_text(text)
+        typer.echo(text)
+    else:
+        typer.echo((result.out / "table.md").read_text())
     if report:
         typer.echo(f"report: {build_report(result.out)}")
     typer.echo(f"results: {result.out}")

@@ -16,6 +16,10 @@ contains):
 ``omnipaint``  OmniPaint-Bench (removal split): ``images|input/``, ``masks|mask/``, ``gt|background|target/``.
             Assumed layout, as for RemovalBench. Both have object masks only: the effect mask equals the
             object mask (the papers evaluate them "under object-only masks", OSOR Table 4).
+``coco``, ``coco-dilate5``, ``openimages``  instance-segmentation sets whose reference is the source photo
+            (:mod:`erasekit.eval.adapters`).
+``inpainting``  MISATO / Places2-style hole filling: ``images/`` and ``masks/`` of the same stems; the
+            ground truth is the image itself.
 
 Labels (for CLIP acc@k) come from ``meta.label`` / ``meta.class`` or an instruction "Remove the <label>".
 """
@@ -33,7 +37,8 @@ import numpy as np
 from .. import io
 from ..types import InvalidInputError
 
-LAYOUTS = ("auto", "paired", "corne", "rord", "removalbench", "omnipaint")
+LAYOUTS = ("auto", "paired", "corne", "rord", "removalbench", "omnipaint", "coco", "coco-dilate5",
+           "openimages", "inpainting")
 _SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -149,6 +154,10 @@ def _folder_triplets(name: str, root: Path, images: tuple[str, ...], masks: tupl
 def detect_layout(root: Path) -> str:
     if (root / "manifest.jsonl").is_file():
         return "paired"
+    if any((root / "annotations").glob("instances_*.json")):
+        return "coco"
+    if any(root.glob("*annotations-object-segmentation.csv")):
+        return "openimages"
     if (root / "shot").is_dir() and (root / "bg").is_dir():
         return "corne"
     if any((root / n).is_dir() for n in ("img", "multi_mask")):
@@ -176,6 +185,15 @@ def open_dataset(root: str | os.PathLike, layout: str = "auto") -> EvalDataset:
         from ..data.readers import iter_rord
 
         return _from_samples("rord", root, iter_rord(root))
+    if layout in ("coco", "coco-dilate5", "openimages"):
+        from .adapters import open_coco, open_openimages
+
+        if layout == "openimages":
+            return open_openimages(root)
+        return open_coco(root, dilate=5 if layout == "coco-dilate5" else 0)
+    if layout == "inpainting":
+        images = ("images", "image")
+        return _folder_triplets("inpainting", root, images, ("masks", "mask"), images)
     if layout == "removalbench":
         return _folder_triplets("removalbench", root, ("input", "image", "images"), ("mask", "masks"),
                                 ("gt", "target", "background"))

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..chain import Chain
+from .entries import BenchEntry
 
 
 class BenchWorker:
@@ -41,37 +41,39 @@ class BenchWorker:
         for item in batch["item"]:
             sample_id, mode, key = json.loads(item)
             record = self.dataset[sample_id]
-            args = (self.remover, record, mode, self.cfg, self.job["options"], self.job["refine"])
+            entry = BenchEntry(**self.job["entry"])
+            args = (self.remover, record, mode, self.cfg, self.job["options"], entry)
             if not self.warmed:  # untimed, as the local runner does before its first timed call
                 for _ in range(self.cfg.warmup):
                     _run_one(*args)
                 self.warmed = True
             run = _run_one(*args)
-            _save(_output_paths(Path(self.cfg.out), self.job["chain"], mode, sample_id), run, key)
+            _save(_output_paths(Path(self.cfg.out), self.job["row"], mode, sample_id), run, key)
             done.append(key)
         return {"key": np.array(done, dtype=object)}
 
 
 def fill_on_ray(
     cfg,
-    chain: Chain,
+    row: str,
+    entry: BenchEntry,
     load_opts: dict[str, Any],
     call_opts: dict[str, Any],
     missing: list[tuple[str, str, str]],
 ) -> set[str]:
-    """Compute the ``missing`` (sample id, mask mode, cache key) outputs of ``chain`` on Ray; returns their
-    keys."""
+    """Compute the ``missing`` (sample id, mask mode, cache key) outputs of bench row ``row`` (what
+    ``entry`` runs) on Ray; returns their keys."""
     from ..batch import ray_gpus_per_worker, ray_session
 
     if not missing:
         return set()
     job = {
-        "config": {k: v for k, v in asdict(cfg).items()},
-        "method": chain.method,
-        "chain": chain.name,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "entries"},  # the row travels as "entry"
+        "method": entry.method,
+        "row": row,
+        "entry": asdict(entry),
         "load_options": load_opts,
         "options": call_opts,
-        "refine": chain.refine(),
     }
     with ray_session(cfg.workers) as ray:
         dataset = ray.data.from_items([{"item": json.dumps(m)} for m in missing]).map_batches(
@@ -80,7 +82,7 @@ def fill_on_ray(
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=cfg.workers),
             num_cpus=1,
-            num_gpus=ray_gpus_per_worker(ray, chain.method),
+            num_gpus=ray_gpus_per_worker(ray, entry.method),
         )
         return {str(row["key"]) for row in dataset.iter_rows()}
 

@@ -42,8 +42,9 @@ import numpy as np
 from .. import io
 from ..atomic import write_text
 from ..convert import uint8_to_mask
-from ..types import ErasekitError, InvalidInputError, RemovalRequest
+from ..types import ErasekitError, InvalidInputError
 from .datasets import EvalDataset, EvalRecord, open_dataset
+from .entries import BenchEntry
 from .metrics import Metric, Sample
 from .suite import LOWER_IS_BETTER, MetricFactory, build_suite, parse_metrics
 from .weights import fingerprint
@@ -75,6 +76,9 @@ class BenchConfig:
     progress: bool = True
     executor: str = "local"  # or "ray": outputs computed on Ray Data actors (erasekit.eval.ray_bench)
     workers: int = 1  # Ray actors
+    # Row name (an entry of ``methods``) -> what it runs; a name not here is a method or a chain
+    # ("telea+poisson", erasekit.chain) and runs as BenchEntry.from_chain reads it.
+    entries: dict[str, BenchEntry] = field(default_factory=dict)
 
     def mask_modes(self) -> tuple[str, ...]:
         if self.mask not in MASK_MODES:
@@ -254,11 +258,10 @@ def _save_metric_values(meta_path: Path, info: dict[str, Any], cached: dict[str,
     io._atomic_write(meta_path, lambda stream: stream.write(data))
 
 
-def _run_one(remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict,
-             refine: Any = None) -> RunOutput:
-    request = RemovalRequest(
-        image=record.image, mask=record.mask(mode), seed=cfg.seed, options=dict(call_options), refine=refine
-    )
+def _run_one(
+    remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict, entry: BenchEntry
+) -> RunOutput:
+    request = entry.request(record, record.mask(mode), cfg.seed, dict(call_options))
     with PeakMemory(cfg.trace_python_memory) as mem:
         t0 = time.perf_counter()
         result = remover(request)
@@ -332,11 +335,10 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
         clip_classes=classes,
     )
 
-    from ..chain import parse_chain
     from ..refiners import get_refiner
 
-    for entry in cfg.methods:  # a typo is bad input (exit 2), not an "unavailable" row
-        chain = parse_chain(entry)
+    for name in cfg.methods:  # a typo is bad input (exit 2), not an "unavailable" row
+        chain = (cfg.entries.get(name) or BenchEntry.from_chain(name)).chain()
         get_method(chain.method)
         for refiner in chain.refiners:
             get_refiner(refiner.split(":", 1)[0].strip())  # NAME[:KEY=VALUE...]
@@ -344,16 +346,20 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
     runs: dict[str, dict[str, Any]] = {}
     methods_unavailable: dict[str, str] = {}
 
-    for entry in cfg.methods:  # a method or a chain, "telea+poisson": one row each (erasekit.chain)
-        chain = parse_chain(entry)
-        method, refine = chain.method, chain.refine()
-        load_opts = dict(cfg.load_options.get(method, {}))
-        call_opts = dict(cfg.call_options.get(method, {}))
+    for item in cfg.methods:  # one row each: a method, a chain ("telea+poisson") or a preset's entry
+        entry = cfg.entries.get(item) or BenchEntry.from_chain(item)
+        chain = entry.chain()
+        row_name = item if item in cfg.entries else chain.name
+        method = entry.method
+        load_opts = dict(cfg.load_options.get(item, cfg.load_options.get(method, {})))
+        call_opts = dict(cfg.call_options.get(item, cfg.call_options.get(method, {})))
         try:
             remover = load_remover(method, **load_opts)
             weights_fp = method_weights_fingerprint(method, load_opts)
+            if item in cfg.entries:  # method and chain rows keep the cache keys they always had
+                weights_fp += json.dumps(entry.key(), sort_keys=True)
         except ErasekitError as exc:
-            methods_unavailable[chain.name] = str(exc)
+            methods_unavailable[row_name] = str(exc)
             continue
         # Checked once, not per sample; typed values also make the cache key canonical ("2" and 2 alike).
         call_opts = check_call(get_method(method), call_opts)
@@ -362,30 +368,30 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
         if cfg.executor == "ray":
             from .ray_bench import fill_on_ray
 
-            wanted = [(i, m, cache_key(chain.name, load_opts, call_opts, cfg.seed, m, weights_fp, dataset[i]))
+            wanted = [(i, m, cache_key(row_name, load_opts, call_opts, cfg.seed, m, weights_fp, dataset[i]))
                       for m in modes for i in dataset.ids]
             missing = [(i, m, k) for i, m, k in wanted
-                       if _load_cached(_output_paths(out, chain.name, m, i), k) is None]
-            fresh = fill_on_ray(cfg, chain, load_opts, call_opts, missing)
+                       if _load_cached(_output_paths(out, row_name, m, i), k) is None]
+            fresh = fill_on_ray(cfg, row_name, entry, load_opts, call_opts, missing)
         for mode in modes:
             metrics = {name: f.make() for name, f in suite.items() if f.make is not None}
             run_rows = []
             for sample_id in _progress(dataset.ids, len(dataset), f"{method}/{mode}", cfg.progress):
                 record = dataset[sample_id]
-                key = cache_key(chain.name, load_opts, call_opts, cfg.seed, mode, weights_fp, record)
-                paths = _output_paths(out, chain.name, mode, sample_id)
+                key = cache_key(row_name, load_opts, call_opts, cfg.seed, mode, weights_fp, record)
+                paths = _output_paths(out, row_name, mode, sample_id)
                 run = _load_cached(paths, key)
                 if run is not None and key in fresh:
                     run.info["cached"] = False
                 if run is None:
                     if not warmed:
                         for _ in range(cfg.warmup):  # untimed: first-call costs (lazy init, kernels) excluded
-                            _run_one(remover, record, mode, cfg, call_opts, refine)
+                            _run_one(remover, record, mode, cfg, call_opts, entry)
                         warmed = True
-                    run = _run_one(remover, record, mode, cfg, call_opts, refine)
+                    run = _run_one(remover, record, mode, cfg, call_opts, entry)
                     _save(paths, run, key)
                 row: dict[str, Any] = {
-                    "method": chain.name,
+                    "method": row_name,
                     "mask": mode,
                     "id": sample_id,
                     **{k: run.info.get(k) for k in RUN_COLUMNS},
@@ -422,8 +428,8 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
             for factory in suite.values():  # unavailable metrics stay visible as missing values
                 for col in factory.columns:
                     values.setdefault(col, None)
-            runs[f"{chain.name}/{mode}"] = {
-                "method": chain.name,
+            runs[f"{row_name}/{mode}"] = {
+                "method": row_name,
                 "chain": {"method": method, "refiners": list(chain.refiners)},
                 "mask": mode,
                 "n": len(run_rows),

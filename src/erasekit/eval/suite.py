@@ -29,9 +29,10 @@ METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "psnr": ("psnr",), "ssim": ("ssim",), "psnr_mask": ("psnr_mask",), "ssim_mask": ("ssim_mask",),
     "lpips": ("lpips",), "fid": ("fid",), "kid": ("kid",), "local_fid": ("local_fid",), "cmmd": ("cmmd",),
     "cfd": ("cfd",), "clip": ("clip_dist", "clip_acc@1", "clip_acc@3", "clip_acc@5"),
+    "ids": ("u_ids", "p_ids"), "musiq": ("musiq",), "maniqa": ("maniqa",), "l1": ("l1",),
 }
 DEFAULT_METRICS = ("fid", "cmmd", "lpips", "psnr", "ssim", "cfd")  # OSOR Table 1's columns
-LOWER_IS_BETTER = {"fid", "kid", "local_fid", "cmmd", "lpips", "cfd"}
+LOWER_IS_BETTER = {"fid", "kid", "local_fid", "cmmd", "lpips", "cfd", "l1"}
 
 
 @dataclass
@@ -153,6 +154,38 @@ def build_suite(names: list[str], *, weights: dict[str, str] | None = None, devi
                     cols,
                     weights=[w.as_dict() for w in dino.weights + sam.weights],
                     settings={"reference_quirks": cfd_reference_quirks},
+                    needs_target=False,
+                )
+            elif name == "l1":
+                from .l1 import L1Metric
+
+                suite[name] = MetricFactory(name, L1Metric, cols, settings=L1Metric().settings())
+            elif name == "ids":
+                from .ids import IDSMetric
+
+                loaded = net(
+                    "inception-fid",
+                    lambda: FT.load_fid_inception(weights.get("inception-fid"), device=device),
+                )
+                suite[name] = MetricFactory(
+                    name,
+                    partial(IDSMetric, loaded.model, device, loaded.fingerprint()),
+                    cols,
+                    weights=[w.as_dict() for w in loaded.weights],
+                    settings=IDSMetric(None).settings(),
+                )
+            elif name in ("musiq", "maniqa"):
+                from .noref import NoReferenceMetric, load_noref
+
+                model = net(
+                    name,
+                    partial(lambda n: FT.Loaded(load_noref(n, weights.get(n), device=device), []), name),
+                )
+                suite[name] = MetricFactory(
+                    name,
+                    partial(NoReferenceMetric, name, model.model, device),
+                    cols,
+                    settings=NoReferenceMetric(name, None).settings(),
                     needs_target=False,
                 )
             elif name == "clip":

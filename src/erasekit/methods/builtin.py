@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import baselines, classical, clipaway, eradiff, magicremover, osor
+from . import baselines, classical, clipaway, eradiff, lama, magicremover, osor
 
-for _module in (classical, baselines, osor, eradiff, clipaway, magicremover):
+for _module in (classical, baselines, osor, eradiff, clipaway, magicremover, lama):
     _module.register()

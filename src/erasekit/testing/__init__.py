@@ -88,6 +88,12 @@ def _grounding_dino_sam2(folder: Path) -> dict[str, Any]:
     return {"mask_source": "grounding-dino-sam2", "detector": str(detector), "segmenter": str(segmenter)}
 
 
+def _lama(folder: Path) -> dict[str, Any]:
+    from .lama import write_tiny_lama_weights
+
+    return {"weights": str(write_tiny_lama_weights(folder / "lama"))}
+
+
 # method (or refiner) name -> writer(folder) -> load options. A new method adds its writer here.
 TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "patchmatch": _weight_free,
@@ -105,6 +111,7 @@ TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "pixperfect": _pixperfect,
     "sam3": _sam3,
     "grounding-dino-sam2": _grounding_dino_sam2,
+    "lama": _lama,
 }
 
 

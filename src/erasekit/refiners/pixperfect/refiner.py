@@ -14,6 +14,8 @@ Options (``refine="pixperfect:pool=4:weights=/models/pp"``):
   them. A path option is what tests and the command line need; a server that must not let clients name
   files should reject requests carrying it.
 * ``pool`` — inference-time pooling copies N, 1–16 (1 = no pooling; Sec. 3.3, :mod:`.pooling`).
+* ``pool_batch`` — copies refined per forward, 1–16 (default 1: memory does not grow with N; a GPU may be
+  faster with several). The pick is the same either way.
 * ``seed`` — seeds the pooling jitter (per call: a refiner keeps no state between calls).
 * ``context`` — pixels of surroundings around the region's box, 0–1024 (default 64).
 """
@@ -45,12 +47,15 @@ class PixPerfectRefiner(Refiner):
 
     name = "pixperfect"
 
-    def __init__(self, weights: str | None = None, pool: int = 1, seed: int = 0, context: int = 64):
+    def __init__(
+        self, weights: str | None = None, pool: int = 1, seed: int = 0, context: int = 64, pool_batch: int = 1
+    ):
         from .weights import load_generator
 
         if weights is not None and not isinstance(weights, str):
             raise InvalidInputError(f"pixperfect weights must be a folder path, got {weights!r}")
         self.pool = _integer(pool, "pool", 1, MAX_POOL)
+        self.pool_batch = _integer(pool_batch, "pool_batch", 1, MAX_POOL)
         self.seed = _integer(seed, "seed", 0, 2**63 - 1)
         self.context = _integer(context, "context", 0, 1024)
         self.weights = weights
@@ -65,18 +70,23 @@ class PixPerfectRefiner(Refiner):
             "weights": self.weights,
             "config": self.generator.config.to_dict(),
             "pool": self.pool,
+            "pool_batch": self.pool_batch,
             "seed": self.seed,
             "context": self.context,
         }
 
     def _refine_crop(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._refine_crops([image], mask)[0]
+
+    def _refine_crops(self, images: list[np.ndarray], mask: np.ndarray) -> list[np.ndarray]:
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2)
         m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
+        m = m.expand(len(images), -1, -1, -1)
         with self._lock, torch.no_grad():
             out = self.generator(x, m)
-        return out[0].permute(1, 2, 0).numpy()
+        return list(out.permute(0, 2, 3, 1).numpy())
 
     def refine(self, image: np.ndarray, output: np.ndarray, region: np.ndarray) -> np.ndarray:
         inside = region > 0
@@ -87,7 +97,8 @@ class PixPerfectRefiner(Refiner):
         alpha = region[box][..., None]
         composite = (alpha * output[box] + (1.0 - alpha) * image[box]).astype(np.float32) / 255.0
         mask = inside[box].astype(np.float32)
-        result = pool(self._refine_crop, composite, mask, self.pool, np.random.default_rng(self.seed))
+        result = pool(self._refine_crop, composite, mask, self.pool, np.random.default_rng(self.seed),
+                      batch=self.pool_batch, refine_many=self._refine_crops)
         refined = output.copy()
         refined[box] = np.clip(np.rint(result.output * 255.0), 0, 255).astype(np.uint8)
         return refined

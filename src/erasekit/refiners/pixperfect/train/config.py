@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ....training.config import read_config
 from ....types import InvalidInputError
@@ -29,6 +29,20 @@ class LossConfig(_Strict):
         return LossWeights(self.l1, self.perceptual, self.adversarial, self.r1_gamma)
 
 
+class RealPairsConfig(_Strict):
+    """Real (x_gen, x_gt) pairs mixed into training (:mod:`.real_pairs`); off at fraction 0 (the paper's)."""
+
+    fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # share of batch items that are real pairs
+    dir: str | None = None  # where the pairs are; default OUTPUT_DIR/real_pairs
+    dataset: str | None = None  # produce pairs from this paired dataset first (resumable)
+    layout: str = "auto"
+    method: str | None = None  # any registered method
+    load: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    mask: Literal["object", "effect"] = "object"
+    limit: int | None = None
+
+
 class PixPerfectTrainConfig(_Strict):
     data_dir: str | None = None
     output_dir: str = "runs/pixperfect"
@@ -48,6 +62,7 @@ class PixPerfectTrainConfig(_Strict):
     discriminator_width: int = 64
     checkpoint_every: int = 5000
     seed: int = 0
+    real_pairs: RealPairsConfig = RealPairsConfig()
 
     def network_config(self) -> PixPerfectConfig:
         return PixPerfectConfig.from_dict(self.network)

@@ -62,18 +62,30 @@ def default_perceptual(choice: str) -> tuple[PerceptualLoss, str]:
         return TinyPerceptual(), "stand-in (not LPIPS: LPIPS-VGG weights not found)"
 
 
-def _random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+def _random_crop(
+    image: np.ndarray, size: int, rng: np.random.Generator, *, around: np.ndarray | None = None
+) -> np.ndarray:
+    """A size×size crop (small images upscaled first); with ``around`` (a mask of the image's size), the
+    crop holds a random one of its nonzero pixels."""
     import cv2
 
     height, width = image.shape[:2]
     if min(height, width) < size:  # upscale small photos so a crop fits
         scale = size / min(height, width)
-        image = cv2.resize(
-            image,
-            (max(size, round(width * scale)), max(size, round(height * scale))),
-            interpolation=cv2.INTER_CUBIC,
-        )
+        shape = (max(size, round(width * scale)), max(size, round(height * scale)))
+        if around is not None:
+            around = cv2.resize(around, shape, interpolation=cv2.INTER_NEAREST)
+        # Channels beyond 4 (an image stacked with its pair) are resized in groups OpenCV accepts.
+        image = np.concatenate(
+            [cv2.resize(np.ascontiguousarray(image[..., i : i + 3]), shape, interpolation=cv2.INTER_CUBIC)
+             .reshape(shape[1], shape[0], -1) for i in range(0, image.shape[2], 3)], axis=2)
         height, width = image.shape[:2]
+    if around is not None and np.any(around > 0):
+        ys, xs = np.nonzero(around > 0)
+        k = int(rng.integers(0, len(ys)))
+        top = int(rng.integers(max(0, ys[k] - size + 1), min(ys[k], height - size) + 1))
+        left = int(rng.integers(max(0, xs[k] - size + 1), min(xs[k], width - size) + 1))
+        return np.ascontiguousarray(image[top : top + size, left : left + size])
     top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
     return np.ascontiguousarray(image[top : top + size, left : left + size])
 
@@ -119,7 +131,47 @@ class PixPerfectTrainer:
             generator, d_pixel, d_disc, opt_g, opt_d
         )
         self.vae = self._load_vae(cfg.vae)
+        self.real_dir, self.real_ids = self._real_pairs()
         self.step = 0
+
+    def _real_pairs(self) -> tuple[Path | None, list[str]]:
+        """The real-pair folder and its complete pairs (produced first when a dataset and method are set)."""
+        from .real_pairs import pair_ids, produce_real_pairs
+
+        rp = self.config.real_pairs
+        if rp.fraction == 0:
+            return None, []
+        folder = Path(rp.dir).expanduser() if rp.dir else self.output_dir / "real_pairs"
+        if rp.dataset is not None:
+            if rp.method is None:
+                raise InvalidInputError("real_pairs.dataset needs real_pairs.method (a registered method)")
+            if self.accelerator.is_main_process:
+                produce_real_pairs(rp.dataset, folder, rp.method, layout=rp.layout, load_options=rp.load,
+                                   call_options=rp.options, mask=rp.mask, seed=self.config.seed,
+                                   limit=rp.limit)
+            self.accelerator.wait_for_everyone()
+        ids = pair_ids(folder)
+        if not ids:
+            raise InvalidInputError(
+                f"real_pairs.fraction is {rp.fraction} but {folder} holds no pairs; set real_pairs.dataset "
+                "and real_pairs.method to produce them"
+            )
+        return folder, ids
+
+    def _real_item(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A crop of a random real pair holding pixels both inside and outside the mask, or None."""
+        from .real_pairs import load_pair
+
+        assert self.real_dir is not None
+        pair = load_pair(self.real_dir, self.real_ids[int(rng.integers(0, len(self.real_ids)))])
+        mask_u8 = (pair.mask[..., None] * 255).astype(np.uint8)
+        stacked = np.concatenate([pair.x_gen, pair.x_gt, mask_u8], axis=2)
+        crop = _random_crop(stacked, self.config.crop, rng, around=pair.mask)
+        x_gen, x_gt = crop[..., :3], crop[..., 3:6]
+        mask = (crop[..., 6] > 127).astype(np.float32)
+        if not 0 < mask.mean() < 1:
+            return None
+        return x_gen.astype(np.float32) / 255.0, x_gt.astype(np.float32) / 255.0, mask
 
     def _load_vae(self, path: str | None) -> Any:
         if path is None:
@@ -135,6 +187,13 @@ class PixPerfectTrainer:
         rng = np.random.default_rng([self.config.seed, step])
         gens, gts, masks = [], [], []
         for _ in range(self.config.batch_size):
+            if self.real_ids and rng.random() < self.config.real_pairs.fraction:
+                real = self._real_item(rng)
+                if real is not None:
+                    gens.append(real[0])
+                    gts.append(real[1])
+                    masks.append(real[2])
+                    continue
             photo = read_image(self.files[int(rng.integers(0, len(self.files)))]).pixels
             crop = _random_crop(photo, self.config.crop, rng)
             mask = free_form_mask(crop.shape[:2], rng)
