@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .... import io
+from ....atomic import write_text
 from ....types import InvalidInputError, RemovalRequest
 
 
@@ -80,9 +81,7 @@ def produce_real_pairs(
         io.write_image(out / f"{sample_id}_gen.png", result.image)
         io.write_image(out / f"{sample_id}_gt.png", record.background)
         io.write_mask(out / f"{sample_id}_mask.png", (region > 0).astype(np.float32))
-        tmp = sidecar.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(settings))
-        tmp.replace(sidecar)  # last: its presence marks a complete triplet
+        write_text(sidecar, json.dumps(settings))  # last: its presence marks a complete triplet
         produced += 1
     return produced
 
