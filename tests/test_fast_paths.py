@@ -125,3 +125,72 @@ def test_bf16_default_stays_within_the_stated_levels_of_fp32(weights, family):
     b = bf16(RemovalRequest(image, mask, seed=0)).image.astype(int)
     delta = np.abs(a - b)
     assert delta.max() <= BF16_MAX_LEVELS and delta.mean() <= BF16_MEAN_LEVELS
+
+
+# ---- the other diffusion methods: the same load options, applied once their own weights are in -------------
+METHOD_CALLS = {  # method -> (per-call options, needs a mask, prompt): the quickest real call of each
+    "eradiff": ({"steps": 2}, True, None),  # SRA on every self-attention layer (its default rule)
+    "clipaway": ({"steps": 2}, True, None),
+    "magicremover": ({"steps": 2, "inner_steps": 1, "target": "dog", "resolution": 64}, False,
+                     "a photo of a dog"),
+}
+
+
+@pytest.fixture(scope="module")
+def method_weights(tmp_path_factory):
+    from erasekit.testing import write_tiny_weights
+
+    root = tmp_path_factory.mktemp("methods")
+    return {m: write_tiny_weights(m, root / m) for m in METHOD_CALLS}
+
+
+def _method_image(remover, method):
+    options, masked, prompt = METHOD_CALLS[method]
+    image, mask, _, _ = _inputs()
+    options = {k: v for k, v in options.items() if k != "resolution"}
+    request = RemovalRequest(image, mask if masked else None, seed=0, prompt=prompt, options=options)
+    return remover(request).image.astype(int)
+
+
+def _load_method(method, method_weights, **fast_options):
+    import erasekit
+
+    extra = {"resolution": 64} if method == "magicremover" else {}
+    return erasekit.load_remover(method, **method_weights[method], device="cpu", progress_bar=False, **extra,
+                                 **fast_options)
+
+
+@pytest.mark.parametrize("method", ["eradiff", "magicremover", "clipaway"])
+def test_methods_take_the_fast_paths_and_stay_within_one_level_of_eager(method_weights, method):
+    """channels_last (+ fuse_qkv where accepted) as load options, then compile (eager backend, as above): the
+    method's own attention processors, weights and adapters still run, within 1 level of eager fp32."""
+    eager = _method_image(_load_method(method, method_weights), method)
+    fuse = method != "clipaway"  # refused there: see the next test
+    quick = _load_method(method, method_weights, channels_last=True, fuse_qkv=fuse, vae_tiling="auto")
+    unet = quick.pipe.unet
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert any(getattr(m, "fused_projections", False) for m in unet.modules()) == fuse
+    assert np.abs(_method_image(quick, method) - eager).max() <= 1
+    apply_fast_paths(quick.pipe, FastPaths(compile=True, compile_backend="eager"))
+    assert np.abs(_method_image(quick, method) - eager).max() <= 1
+
+
+def test_compile_is_a_load_option_of_every_method(method_weights):
+    for method in METHOD_CALLS:  # Module.compile is lazy: nothing is traced until the first call
+        remover = _load_method(method, method_weights, compile=True)
+        assert remover.fast_paths.compile is True and remover.pipe.unet._compiled_call_impl is not None
+
+
+def test_clipaway_refuses_fuse_qkv_before_loading(method_weights):
+    # diffusers' fusion installs FusedAttnProcessor2_0 on every layer, which would drop the IP-Adapter's.
+    with pytest.raises(InvalidInputError, match="clipaway does not support fuse_qkv"):
+        _load_method("clipaway", method_weights, fuse_qkv=True)
+
+
+def test_eradiff_fuses_after_its_weights(method_weights):
+    remover = _load_method("eradiff", method_weights, fuse_qkv=True)
+    attn = next(m for m in remover.pipe.unet.modules() if getattr(m, "fused_projections", False)
+                and hasattr(m, "to_qkv"))
+    expected = torch.cat([attn.to_q.weight, attn.to_k.weight, attn.to_v.weight])
+    # the trained weights, not the stock ones (fused first, the strict weight load would also fail on to_qkv)
+    assert torch.equal(attn.to_qkv.weight, expected)

@@ -933,3 +933,38 @@ def test_diffusion_baseline_streams_one_progress_event_per_denoising_step():
         np.testing.assert_array_equal(result, direct.image)
     finally:
         registry._REGISTRY.pop(name, None)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Load options at server start (`erasekit serve --load METHOD:KEY=VALUE`)
+# ------------------------------------------------------------------------------------------------------------
+def test_serve_load_options_reach_the_servers_remover(monkeypatch, tmp_path):
+    import uvicorn
+
+    from erasekit.cli import main
+    from erasekit.testing import write_tiny_weights
+
+    model = write_tiny_weights("sd15-inpaint", tmp_path)["model"]
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(app))
+    code = main(["serve", "--method", "sd15-inpaint", "--load", f"sd15-inpaint:model={model}",
+                 "--load", "sd15-inpaint:compile=true", "--load", "sd15-inpaint:channels_last=true"])
+    assert code == 0
+    settings = started[0].state.settings
+    assert settings.load_options == {"sd15-inpaint": {"model": model, "compile": True, "channels_last": True}}
+    remover = started[0].state.queue.loaded_worker("sd15-inpaint").remover  # preloaded with the options
+    assert remover.fast_paths.compile is True and remover.fast_paths.channels_last is True
+    assert remover.pipe.unet._compiled_call_impl is not None  # compiled in place, traced at the first call
+
+
+def test_serve_load_options_are_checked_before_serving(monkeypatch):
+    import uvicorn
+
+    from erasekit.cli import main
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    assert main(["serve", "--no-preload", "--load", "compile=true"]) == 2  # no METHOD:
+    assert main(["serve", "--no-preload", "--load", "sd15-inpaint:no_such_option=1"]) == 2
+    assert main(["serve", "--no-preload", "--load", "no-such-method:compile=true"]) == 2
+    with pytest.raises(InvalidInputError, match="child process"):
+        create_app(ServerSettings(load_options={"telea": {"radius": 3}}))

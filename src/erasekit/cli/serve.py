@@ -50,6 +50,12 @@ def serve_command(
         True, "--preload/--no-preload", help="load the default method before serving"
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+    load: list[str] = typer.Option(
+        None,
+        "--load",
+        help="load option METHOD:KEY=VALUE used whenever the server loads METHOD, e.g. "
+        "osor-sdxl:compile=true (repeatable; as in bench)",
+    ),
 ) -> None:
     """Serve the web UI and the REST API (docs at /docs, schema at /openapi.json)."""
     from pydantic import ValidationError
@@ -57,6 +63,7 @@ def serve_command(
     from ..io import pixel_limit
     from ..server.settings import ServerSettings
     from ..types import ErasekitError, InvalidInputError
+    from .bench import _load_options
 
     try:
         import fastapi  # noqa: F401
@@ -79,6 +86,7 @@ def serve_command(
             preload=preload,
             allowed_hosts=tuple(allow_host or ()),
             job_timeout_s=job_timeout,
+            load_options=_load_options(load),
         )
     except ValidationError as exc:
         from ..server.errors import validation_message

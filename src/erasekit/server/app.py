@@ -39,8 +39,8 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..refiners import get_refiner, refiner_names
-from ..registry import available_methods, get_method
-from ..types import ErasekitError
+from ..registry import available_methods, get_method, load_options, load_remover
+from ..types import ErasekitError, InvalidInputError
 from . import processing, select
 from .cancel import CancelToken
 from .errors import JobCancelledError, install_error_handlers, log
@@ -174,13 +174,31 @@ def _respond(result: processing.EncodedResult, fmt: str) -> Response:
 # ------------------------------------------------------------------------------------------------------------
 # The app
 # ------------------------------------------------------------------------------------------------------------
+def _checked_load_options(settings: ServerSettings) -> dict[str, dict[str, Any]]:
+    """``settings.load_options``, refused now (not at the first request) for an unknown method or option."""
+    for name, options in settings.load_options.items():
+        spec = get_method(name)
+        unknown = set(options) - load_options(spec)
+        if unknown:
+            raise InvalidInputError(
+                f"method {name!r} does not take load option(s): {', '.join(sorted(unknown))}")
+        if options and settings.isolate_classical and isolate_classical(name):
+            raise InvalidInputError(f"method {name!r} runs in a child process and takes no load options here")
+    return settings.load_options
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """Build the app for ``settings`` (defaults: loopback, no token). Nothing is loaded until first use."""
     settings = settings or ServerSettings()
     settings.check_exposure()
     static = _load_static()
-    queue = WorkQueue(settings.queue_size, isolate=isolate_classical if settings.isolate_classical else
-                      (lambda name: False))
+    per_method = _checked_load_options(settings)
+
+    def loader(name: str) -> Any:
+        return load_remover(name, **per_method.get(name, {}))
+
+    queue = WorkQueue(settings.queue_size, loader,
+                      isolate=isolate_classical if settings.isolate_classical else (lambda name: False))
     jobs = JobStore(settings.max_jobs, settings.job_ttl_s, settings.result_budget_bytes)
 
     @asynccontextmanager

@@ -7,6 +7,7 @@ is not a loopback address) must have a token, because the API runs models on the
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -110,6 +111,11 @@ class ServerSettings(BaseModel):
         default=(), description="image formats accepted besides PNG, JPEG, WebP, TIFF, BMP, GIF (HEIF/AVIF)"
     )
     preload: bool = Field(default=True, description="load the default method when the server starts")
+    load_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="keyword load options per method name, used whenever the server loads it (`erasekit "
+        "serve --load METHOD:KEY=VALUE`), e.g. {'osor-sdxl': {'compile': True}}",
+    )
 
     @field_validator("cors_origins")
     @classmethod

@@ -64,6 +64,7 @@ class ClipAwayRemover(DiffusersInpaintRemover):
     preset_name: ClassVar[str] = "sd15-inpaint"
     constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=8, min_side=64, max_side=768)
     default_prompt: ClassVar[str] = ""
+    defer_fast_paths: ClassVar[bool] = True  # applied once the IP-Adapter is loaded (see __init__)
     call_options: OptionSet = sampling_options(steps=50, guidance=7.5, strength=1.0).replace(
         negative_prompt={"default": AUTHORS_NEGATIVE_PROMPT}) | OptionSet(
         Option("ip_scale", float, default=1.0, range=Range(0, 10),
@@ -76,19 +77,25 @@ class ClipAwayRemover(DiffusersInpaintRemover):
                  alpha_clip: str | os.PathLike | None = None, mlp: str | os.PathLike | None = None,
                  ip_adapter: str | os.PathLike | None = None, device: str | None = None,
                  dtype: str | None = None, allow_download: bool = False, offload: str = "none",
-                 attention_slicing: bool | str | int = False, vae_tiling: bool = False, pipeline: Any = None,
-                 progress_bar: bool = True):
+                 attention_slicing: bool | str | int = False, vae_tiling: bool | str = False,
+                 pipeline: Any = None, progress_bar: bool = True, compile: bool | str = False,
+                 channels_last: bool = False, fuse_qkv: bool = False):
+        if fuse_qkv:  # diffusers' fusion swaps in FusedAttnProcessor2_0 everywhere, dropping the IP-Adapter's
+            raise InvalidInputError("clipaway does not support fuse_qkv: fusing would replace the IP-Adapter "
+                                    "attention processors that carry its embedding")
         # The CLIPAway files first: a missing one fails before gigabytes of backbone load.
         self.files: ClipAwayFiles = resolve_files(weights, alpha_clip=alpha_clip, mlp=mlp,
                                                   ip_adapter=ip_adapter, allow_download=allow_download)
         super().__init__(model=model, device=device, dtype=dtype, allow_download=allow_download,
                          offload=offload, attention_slicing=attention_slicing, vae_tiling=vae_tiling,
-                         pipeline=pipeline, progress_bar=progress_bar)
+                         pipeline=pipeline, progress_bar=progress_bar, compile=compile,
+                         channels_last=channels_last)
         # Re-entrant: the IP scale is set and the pipeline run under one hold of the per-call lock.
         self.lock = threading.RLock()  # type: ignore[assignment]
         self.pipe.load_ip_adapter(str(self.files.ip_adapter.parent), subfolder="",
                                   weight_name=self.files.ip_adapter.name, image_encoder_folder=None)
         self.embedder = self._load_embedder()
+        self.apply_fast_paths()  # after the IP-Adapter's processors and projection are in
 
     def _load_embedder(self):
         from .alpha_clip import load_alpha_clip

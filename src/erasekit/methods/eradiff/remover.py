@@ -54,6 +54,8 @@ class EraDiffRemover(DiffusersInpaintRemover):
     name: ClassVar[str] = "eradiff"
     preset_name: ClassVar[str] = "sd2-inpaint"
     constraints: ClassVar[SizeConstraints] = SizeConstraints(size_multiple=8, min_side=64, max_side=768)
+    # fuse_qkv copies Q/K/V into one matrix: applied once the EraDiff weights are in (see __init__).
+    defer_fast_paths: ClassVar[bool] = True
     # Sampling defaults are the SD2-Inpaint baseline's (the paper gives no sampler settings; Table 1 compares
     # against SD2-Inpaint). strength 1 (sampling from pure noise in the mask): Sec. 5.4's 0.6 is described as
     # "an extremely challenging condition" built to leak the object into the start latent, an analysis
@@ -80,16 +82,23 @@ class EraDiffRemover(DiffusersInpaintRemover):
 
     def __init__(self, model: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
                  device: str | None = None, dtype: str | None = None, allow_download: bool = False,
-                 offload: str = "none", attention_slicing: bool | str | int = False, vae_tiling: bool = False,
-                 pipeline: Any = None, progress_bar: bool = True):
+                 offload: str = "none", attention_slicing: bool | str | int = False,
+                 vae_tiling: bool | str = False, pipeline: Any = None, progress_bar: bool = True,
+                 compile: bool | str = False, channels_last: bool = False, fuse_qkv: bool = False):
         """``weights``: an EraDiff weights folder (``eradiff.json`` + ``unet.safetensors``); loaded into the
-        pipeline's UNet in place. Other options: :class:`~erasekit.diffusion.remover.DiffusionRemover`'s."""
+        pipeline's UNet in place. Other options: :class:`~erasekit.diffusion.remover.DiffusionRemover`'s.
+
+        The fast paths (``compile``, ``channels_last``, ``fuse_qkv``) apply after the weights. With
+        ``fuse_qkv`` the layers SRA rectifies run its processor on the unfused ``to_q``/``to_k``/``to_v``
+        (same weights, same output); the others keep the fused projection."""
         self.eradiff_weights: EraDiffWeights | None = None if weights is None else read_weights(weights)
         super().__init__(model, device=device, dtype=dtype, allow_download=allow_download, offload=offload,
                          attention_slicing=attention_slicing, vae_tiling=vae_tiling, pipeline=pipeline,
-                         progress_bar=progress_bar)
+                         progress_bar=progress_bar, compile=compile, channels_last=channels_last,
+                         fuse_qkv=fuse_qkv)
         if self.eradiff_weights is not None:
             apply_weights(self.pipe.unet, self.eradiff_weights)
+        self.apply_fast_paths()
 
     def describe(self) -> dict[str, Any]:
         w = self.eradiff_weights

@@ -82,16 +82,20 @@ class MagicRemover(DiffusionRemover):
 
     def __init__(self, model: str | os.PathLike | None = None, device: str | None = None,
                  dtype: str | None = None, allow_download: bool = False, offload: str = "none",
-                 attention_slicing: bool | str | int = False, vae_tiling: bool = False, pipeline: Any = None,
-                 progress_bar: bool = True, resolution: int = WORKING_SIZE,
-                 cache_dir: str | os.PathLike | None = None):
-        """The backbone options are the diffusion base's. ``resolution``: the square working size (the
-        paper's 512; tests use less). ``cache_dir``: also keep aligned inversions on disk (safetensors)."""
+                 attention_slicing: bool | str | int = False, vae_tiling: bool | str = False,
+                 pipeline: Any = None, progress_bar: bool = True, resolution: int = WORKING_SIZE,
+                 cache_dir: str | os.PathLike | None = None, compile: bool | str = False,
+                 channels_last: bool = False, fuse_qkv: bool = False):
+        """The backbone options are the diffusion base's, fast paths included (its per-call processors use
+        the unfused ``to_q``/``to_k``/``to_v``, so ``fuse_qkv`` leaves outputs as they are).
+        ``resolution``: the square working size (the paper's 512; tests use less).
+        ``cache_dir``: also keep aligned inversions on disk (safetensors)."""
         if resolution < 64 or resolution % 8:
             raise InvalidInputError(f"resolution must be a multiple of 8 of at least 64, got {resolution}")
         super().__init__(model, device=device, dtype=dtype, allow_download=allow_download, offload=offload,
                          attention_slicing=attention_slicing, vae_tiling=vae_tiling, pipeline=pipeline,
-                         progress_bar=progress_bar)
+                         progress_bar=progress_bar, compile=compile, channels_last=channels_last,
+                         fuse_qkv=fuse_qkv)
         if self.pipe.unet.config.in_channels != 4:
             raise InvalidInputError("magicremover needs a text-to-image UNet (4 input channels), not an "
                                     "inpainting one")
