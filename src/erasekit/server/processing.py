@@ -111,10 +111,10 @@ class EncodedResult:
     image: bytes
     image_format: str
     alpha_png: bytes | None
-    mask_png: bytes | None  # the mask text -> mask made, when it made one
     unchanged: bool
     timings: dict[str, float]
     metadata: dict[str, Any]
+    mask_png: bytes | None = None  # the mask text -> mask made, when it made one
 
     @property
     def media_type(self) -> str:
@@ -334,8 +334,8 @@ def encode(job: PreparedJob, result: RemovalResult, queue_seconds: float) -> Enc
         image,
         fmt,
         alpha_png,
-        mask_png,
         result.unchanged,
         timings,
         _json_safe({**result.metadata, "mask_source": job.mask_source}),
+        mask_png,
     )
