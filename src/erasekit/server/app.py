@@ -5,7 +5,8 @@ Endpoints (all JSON errors are ``{"error": {"type", "message"}}``)::
     GET  /                         the web UI (static, no build step)
     GET  /api/v1/health            liveness, queue state, limits (no token needed)
     GET  /api/v1/methods           every registered method, whether it is available and why not; the refiners
-    POST /api/v1/remove            image + mask -> result (JSON with base64, or raw bytes with ?format=image)
+    POST /api/v1/remove            image + mask (or a prompt: text -> mask in the job) -> result (JSON with
+                                   base64, or raw bytes with ?format=image)
     POST /api/v1/jobs              same body; returns 202 and a job id at once
     GET  /api/v1/jobs/{id}         job status
     GET  /api/v1/jobs/{id}/events  server-sent events: queued, started, progress {step, total}, done | error
@@ -336,7 +337,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def remove(request: Request, format: FormatParam = "json") -> Response:
         slot, job = await _admit_and_prepare(request)
         token = CancelToken(settings.job_timeout_s)
-        future = asyncio.wrap_future(queue.submit(slot, job.method, job.request, token=token))
+        future = asyncio.wrap_future(
+            queue.submit(slot, job.method, job.request, token=token, before=job.text_mask)
+        )
         job.release()
         # A client that goes away cancels its work: poll for the disconnect while the job runs.
         while not (await asyncio.wait({future}, timeout=_DISCONNECT_POLL_S))[0]:
@@ -377,7 +380,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         job.publish("queued", {"method": prepared.method})  # first, so it always precedes "started"
         try:
             future = queue.submit(
-                slot, prepared.method, prepared.request, progress=progress, on_start=started, token=token
+                slot,
+                prepared.method,
+                prepared.request,
+                progress=progress,
+                on_start=started,
+                token=token,
+                before=prepared.text_mask,
             )
         except ErasekitError:
             jobs.discard(job.id)

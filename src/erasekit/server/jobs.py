@@ -58,7 +58,8 @@ class Job:
         """Bytes of the encoded result this job keeps."""
         if self.response is None:
             return 0
-        return len(self.response.image) + len(self.response.alpha_png or b"")
+        response = self.response
+        return len(response.image) + len(response.alpha_png or b"") + len(response.mask_png or b"")
 
     # ---- writing (any thread) ------------------------------------------------------------------------------
     def publish(self, name: str, data: dict[str, Any], *, status: Status | None = None) -> None:

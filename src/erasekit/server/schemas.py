@@ -41,7 +41,10 @@ class RemoveOptions(_Strict):
         description="random seed; the same seed gives the same result on the same device",
     )
     prompt: str | None = Field(
-        None, max_length=2000, description="text prompt (diffusion and text-guided methods)"
+        None,
+        max_length=2000,
+        description="text prompt (diffusion and text-guided methods); with a masked method and no mask, "
+        "what to remove: the server segments it first (text -> mask, SAM 3 or Grounding DINO + SAM 2)",
     )
     target: str | None = Field(
         None,
@@ -80,7 +83,8 @@ class RemoveOptions(_Strict):
         description='method-specific per-call options, e.g. {"steps": 20} for '
         'diffusion methods or {"patch_size": 5} for patchmatch; unknown ones are '
         "a 422. Model-loading options (model, weights, device) are server-side "
-        "only.",
+        "only. With a prompt and no mask, also the mask source's instances (all|largest|N), "
+        "score_threshold, mask_grow and mask_source (auto|sam3|grounding-dino-sam2).",
     )
 
 
@@ -112,6 +116,11 @@ class RemoveResponse(BaseModel):
         ...,
         description="base64 PNG (8-bit grey) of the region the method edited: its "
         "effect-aware alpha where it has one, else the processed (dilated) mask",
+    )
+    mask: str | None = Field(
+        None,
+        description="base64 PNG (8-bit grey, 255 = removed) of the mask the method got when the server "
+        "made it from `prompt` (text -> mask: a masked method, a prompt and no mask); null for a drawn mask",
     )
     unchanged: bool = Field(..., description="true when the mask was empty and the input came back unchanged")
     timings: dict[str, float] = Field(

@@ -28,6 +28,8 @@ from .errors import ServerBusyError
 from .isolation import ChildPool, refine_text
 
 ProgressFn = Callable[[int, int], None]
+# Work that completes the request once the job runs (text -> mask puts the mask in): inside the time budget.
+BeforeFn = Callable[[RemovalRequest], None]
 
 
 class MethodWorker:
@@ -55,7 +57,8 @@ class MethodWorker:
         return hasattr(remover, "progress") or "progress" in getattr(remover, "call_options", ())
 
     def run(self, request: RemovalRequest, progress: ProgressFn | None = None,
-            on_start: Callable[[], None] | None = None, token: CancelToken | None = None) -> RemovalResult:
+            on_start: Callable[[], None] | None = None, token: CancelToken | None = None,
+            before: BeforeFn | None = None) -> RemovalResult:
         token = token or CancelToken(float("inf"))
 
         def begin() -> None:
@@ -63,6 +66,9 @@ class MethodWorker:
             token.check()  # cancelled while it waited for the method
             if on_start is not None:
                 on_start()
+            if before is not None:
+                before(request)  # one model call, not interruptible: checked for time and cancel after it
+                token.check()
 
         text = refine_text(request) if self.pool is not None else None
         if self.pool is not None and text is not None:
@@ -208,9 +214,10 @@ class WorkQueue:
         progress: ProgressFn | None = None,
         on_start: Callable[[], None] | None = None,
         token: CancelToken | None = None,
+        before: BeforeFn | None = None,
     ) -> Future[Outcome]:
         """Run ``request`` with ``method`` in the pool; the slot is released when the job ends. ``token``
-        stops it (cancel, time budget)."""
+        stops it (cancel, time budget); ``before`` completes the request once the job has started."""
         submitted = time.perf_counter()
 
         def job() -> Outcome:
@@ -222,7 +229,7 @@ class WorkQueue:
                     on_start()
 
             try:
-                result = self.worker(method).run(request, progress, mark_started, token)
+                result = self.worker(method).run(request, progress, mark_started, token, before)
                 elapsed = time.perf_counter() - started[0]
                 with self._lock:
                     self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * elapsed
