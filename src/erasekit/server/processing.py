@@ -153,6 +153,8 @@ def choose_method(
             raise InvalidInputError(MASK_OR_PROMPT)
         if text is not None:
             return resolve_auto_for_prompt(text_available(text))
+        if not mask_given:  # a target alone: only a mask-free method can use it (missing weights: 503)
+            return resolve_auto_for_prompt(False)
         return resolve_auto(mask_given=mask_given), False
     spec = get_method(name)  # UnknownMethodError (422) for names nobody registered
     return name, text is not None and spec.requires_mask
