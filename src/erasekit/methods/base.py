@@ -54,6 +54,8 @@ class Remover(ABC):
     # Whether the method conditions on soft mask values (request.soft_mask; OSOR, whose authors read masks
     # /255). Readers (erasekit.remove, batch, server) pass a mask file's soft values only to these methods;
     # every other method sees exactly the binary mask, and all methods fill and paste back the binary one.
+    # A field beside the mask, not a soft mask the base binarises: a JPEG's binary rule (>= 128) is not
+    # "soft > 0", so that would move every method's paste region and dilation.
     consumes_soft_mask: ClassVar[bool] = False
 
     # ---- what a method implements --------------------------------------------------------------------------
