@@ -218,14 +218,6 @@ def test_soft_mask_conditions_the_denoiser_and_the_paste_region_stays_binary(wei
     assert not np.array_equal(binary.image, result.image)
 
 
-def test_soft_mask_falls_back_to_binary_when_the_base_dilates(weights):
-    remover = _remover("sdxl", weights[("sdxl", 1)])
-    inputs, _ = _record(remover.engine.denoiser)
-    image, mask, _, _ = _inputs()
-    remover(RemovalRequest(image, _soft(mask), seed=0, dilate=2))
-    assert set(torch.unique(inputs[-1]["sample"][:, 4:5]).tolist()) <= {0.0, 1.0}
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Item 19: FLUX working size per phase
 # ------------------------------------------------------------------------------------------------------------

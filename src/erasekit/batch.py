@@ -289,9 +289,11 @@ def _process(
     loaded = io.read_image(image_path)
     mask_path = find_mask(image_path, mask_dir)
     record.mask = str(mask_path)
-    mask = io.read_mask(mask_path, shape=loaded.pixels.shape[:2], resize=resize_mask)
+    mask, values = io.read_mask_pair(mask_path, shape=loaded.pixels.shape[:2], resize=resize_mask)
+    # Only methods that condition on soft values (OSOR) get them; see RemovalRequest.soft_mask.
+    soft = values if getattr(remover, "consumes_soft_mask", False) else None
     t1 = time.perf_counter()
-    result = remover(RemovalRequest(image=loaded.pixels, mask=mask, **request_args))
+    result = remover(RemovalRequest(image=loaded.pixels, mask=mask, soft_mask=soft, **request_args))
     t2 = time.perf_counter()
     io.write_image(output, result.image, like=loaded)
     t3 = time.perf_counter()

@@ -117,7 +117,11 @@ def run_removal(
     text_opts = TextMaskOptions.pop_from(options)
     chain = parse_chain(method)
     pixels = io.read_image(image).pixels
-    mask_array = None if mask is None else io.read_mask(mask, shape=pixels.shape[:2], resize=resize_mask)
+    # One decode gives the binary mask every method fills and the soft values (for methods that condition on
+    # them, e.g. OSOR; see RemovalRequest.soft_mask).
+    mask_array, soft_array = (
+        (None, None) if mask is None else io.read_mask_pair(mask, shape=pixels.shape[:2], resize=resize_mask)
+    )
     if mask_array is None and not prompt:
         raise MaskOrPromptError()
     name = chain.method
@@ -142,6 +146,7 @@ def run_removal(
         assert prompt is not None
         found = text_to_mask(pixels, prompt, text_opts)
         mask_array, source, method_prompt = found.mask, found.metadata(), None  # the prompt named the mask
+        soft_array = None
     load_opts, call_opts = split_options(spec, options, prompt=method_prompt)
     remover = (load or (lambda n, o: load_remover(n, **o)))(name, load_opts)
     request = RemovalRequest(
@@ -153,6 +158,7 @@ def run_removal(
         hd_strategy=hd_strategy,
         refine=chain.refine(refine),
         options=call_opts,
+        soft_mask=soft_array if getattr(remover, "consumes_soft_mask", False) else None,
     )
     result = remover(request)
     result.mask = mask_array

@@ -101,10 +101,15 @@ def _resize(array: np.ndarray, size_hw: tuple[int, int], *, nearest: bool = Fals
     return cv2.resize(array, (w, h), interpolation=interp)
 
 
-def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn):
+# What runs on each piece: (image, binary mask, soft mask or None) -> (raw output, alpha or None).
+_PieceFn = Callable[[np.ndarray, np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]
+
+
+def _fit(image: np.ndarray, mask: np.ndarray, soft: np.ndarray | None, c: SizeConstraints, fn: _PieceFn):
     """Run ``fn`` on an input made to satisfy ``c``.
 
-    Scales down past max_side, pads to min_side and the multiple.
+    Scales down past max_side, pads to min_side and the multiple. ``soft`` (the soft mask, or None) is padded
+    with zeros like the mask; a scaled input gets None (the method then conditions on the binary mask).
     """
     h, w = mask.shape
     sh, sw = h, w
@@ -129,7 +134,11 @@ def _fit(image: np.ndarray, mask: np.ndarray, c: SizeConstraints, fn: InpaintFn)
         mask_p = np.pad(mask_s, pad, mode="constant")
     else:
         img_p, mask_p = img_s, mask_s
-    out, alpha = fn(img_p, mask_p)
+    if soft is not None and (sh, sw) == (h, w):
+        soft = np.pad(soft, pad, mode="constant") if pad != ((0, 0), (0, 0)) else soft
+    else:
+        soft = None
+    out, alpha = fn(img_p, mask_p, soft)
     out = out[:sh, :sw]
     alpha = None if alpha is None else alpha[:sh, :sw]
     if (sh, sw) != (h, w):
@@ -175,32 +184,42 @@ def paste_back(
 
 
 def run_strategy(
-    image: np.ndarray, mask: np.ndarray, fn: InpaintFn, strategy: HDStrategy, constraints: SizeConstraints
+    image: np.ndarray,
+    mask: np.ndarray,
+    fn: Callable[..., tuple[np.ndarray, np.ndarray | None]],
+    strategy: HDStrategy,
+    constraints: SizeConstraints,
+    *,
+    soft: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply ``strategy`` and return (raw output, alpha), both at the input's size.
 
     The raw output is not yet pasted back (the caller decides the paste region); outside the processed crops
-    it equals the input.
+    it equals the input. ``fn`` is an :data:`InpaintFn`; with ``soft`` (a soft mask of the mask's size, for
+    methods that condition on one) it is called ``fn(image, mask, soft_piece)`` instead, where ``soft_piece``
+    is cropped and padded exactly as the mask, or None where the input was scaled (``resize``, ``max_side``).
     """
+    piece: _PieceFn = fn if soft is not None else (lambda im, m, _s: fn(im, m))
     h, w = mask.shape
     if strategy.name == "original" or (strategy.name == "crop" and max(h, w) <= strategy.crop_trigger):
-        return _fit(image, mask, constraints, fn)
+        return _fit(image, mask, soft, constraints, piece)
     if strategy.name == "resize":
         limit = strategy.resize_limit
         if constraints.max_side:
             limit = min(limit, constraints.max_side)
-        return _fit(image, mask, replace(constraints, max_side=limit), fn)
+        return _fit(image, mask, soft, replace(constraints, max_side=limit), piece)
     # crop: one crop per merged component box
     boxes = M.merge_overlapping([b.expand(strategy.crop_margin, (h, w)) for b in M.component_boxes(mask)])
     if (
         not boxes
     ):  # nothing to crop around (a mask-free, text-guided request): the method sees the whole image
-        return _fit(image, mask, constraints, fn)
+        return _fit(image, mask, soft, constraints, piece)
     out = image.copy()
     alpha_full = None  # allocated only for methods that return an alpha
     for box in boxes:
         ys, xs = box.slices
-        crop_out, crop_alpha = _fit(image[ys, xs], mask[ys, xs], constraints, fn)
+        crop_soft = None if soft is None else soft[ys, xs]
+        crop_out, crop_alpha = _fit(image[ys, xs], mask[ys, xs], crop_soft, constraints, piece)
         out[ys, xs] = crop_out
         if crop_alpha is not None:
             if alpha_full is None:

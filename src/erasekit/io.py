@@ -46,7 +46,9 @@ Masks (:func:`read_mask`)
     count values of 128 and above instead of any nonzero value, because JPEG noise turns black into small
     nonzero values. EXIF orientation is applied to masks exactly as to images. A mask of another size than the
     image is an error naming both sizes unless the caller asks for a nearest-neighbour resize. Bool, integer
-    and float arrays are accepted (nonzero = remove; H×W×4 arrays follow the alpha rule).
+    and float arrays are accepted (nonzero = remove; H×W×4 arrays follow the alpha rule). ``soft=True`` /
+    :func:`read_mask_pair` also give the same channel's values in [0, 1] (for methods that condition on soft
+    masks).
 
 Limits
     A pixel limit guards against decompression bombs. It is checked on the header, before any pixel is
@@ -498,29 +500,44 @@ def read_image(
         )
 
 
-def _mask_from_channels(channels: np.ndarray, has_alpha: bool, threshold: float) -> np.ndarray:
-    """H×W or H×W×C values -> bool H×W: alpha if it carries information, else the maximum over the colours."""
+def _mask_channel(channels: np.ndarray, has_alpha: bool) -> np.ndarray:
+    """H×W or H×W×C values -> the H×W values that say "remove": alpha if it carries information, else the
+    maximum over the colours (their magnitudes)."""
     if has_alpha:
         alpha = channels[..., -1]
         opaque = 1.0 if np.issubdtype(alpha.dtype, np.floating) else np.iinfo(alpha.dtype).max
         if not np.all(alpha == opaque):
-            return alpha > threshold
+            return alpha
         channels = channels[..., :-1]  # a fully opaque alpha says nothing about the mask: read the colours
     if channels.dtype.kind in "if":
         channels = np.abs(channels)  # "nonzero" includes negative values of signed and float masks
     if channels.ndim == 3:
         channels = channels.max(axis=-1)
-    return channels > threshold
+    return channels
 
 
-def _mask_from_image(image: Image.Image, threshold: float, what: str) -> np.ndarray:
+def _soft_values(values: np.ndarray) -> np.ndarray:
+    """The mask channel as float32 in [0, 1]: 8-bit values / 255 (the OSOR authors' ``/255``), 16-bit ones
+    (uint16, Pillow's 32-bit ``I`` for 16-bit grey) / 65535, floats clipped to [0, 1]. An integer mask whose
+    largest value is 1 is a label map ({0, 1}, bool): it stays binary rather than becoming 1/255."""
+    if values.dtype.kind == "f":
+        return np.clip(values, 0.0, 1.0).astype(np.float32)
+    if values.size and values.max() == 1:
+        scale = 1.0
+    else:
+        scale = 65535.0 if values.dtype in (np.uint16, np.int32) else 255.0
+    # float32 division, as the authors' ``tensor.float() / 255``
+    return np.clip(values.astype(np.float32) / np.float32(scale), 0.0, 1.0)
+
+
+def _mask_from_image(image: Image.Image, what: str) -> np.ndarray:
     mode = image.mode
     if mode == "P" or "transparency" in image.info:
         image = image.convert("RGBA")
         mode = "RGBA"
     if mode in _ALPHA_MODES:
         image = image.convert("RGBA")
-        return _mask_from_channels(np.asarray(image), True, threshold)
+        return _mask_channel(np.asarray(image), True)
     if mode == "CMYK":
         image = image.convert("RGB")
     elif mode == "1":
@@ -533,7 +550,7 @@ def _mask_from_image(image: Image.Image, threshold: float, what: str) -> np.ndar
     values = np.asarray(image)
     if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
         raise InvalidInputError(f"{what}: mask values must be finite")
-    return _mask_from_channels(values, False, threshold)
+    return _mask_channel(values, False)
 
 
 def _mask_from_array(array: np.ndarray, what: str) -> np.ndarray:
@@ -548,7 +565,7 @@ def _mask_from_array(array: np.ndarray, what: str) -> np.ndarray:
         raise InvalidInputError(f"{what}: mask values must be finite")
     if a.dtype == np.bool_:
         a = a.astype(np.uint8)
-    return _mask_from_channels(a, a.ndim == 3 and a.shape[2] == 4, 0)
+    return _mask_channel(a, a.ndim == 3 and a.shape[2] == 4)
 
 
 def read_mask(
@@ -558,21 +575,59 @@ def read_mask(
     resize: bool = False,
     max_pixels: int | None = None,
     extra_formats: Sequence[str] | None = None,
+    soft: bool = False,
 ) -> np.ndarray:
     """Read a mask as float32 H×W in {0, 1} (1 = remove); rules in the module docstring.
 
     ``shape`` is the image's (H, W). A mask of another size raises :class:`InvalidInputError` naming both
     sizes, unless ``resize=True``, which resizes it with nearest-neighbour sampling (so it stays binary).
+    ``soft=True`` returns the same channel's values in [0, 1] instead (see :func:`read_mask_pair`).
     """
+    binary, values = _read_mask(source, shape, resize, max_pixels, extra_formats, soft)
+    return values if values is not None else binary
+
+
+def read_mask_pair(
+    source: ImageSource,
+    *,
+    shape: tuple[int, int] | None = None,
+    resize: bool = False,
+    max_pixels: int | None = None,
+    extra_formats: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One decode, two readings: (binary mask as :func:`read_mask` returns it, soft values float32 in [0, 1]).
+
+    The soft values come from the same channel (alpha rule included) scaled to [0, 1] (8-bit / 255, 16-bit
+    / 65535, floats clipped; an integer {0, 1} label mask stays binary), without any threshold: JPEG noise
+    below the binary rule's 128 stays as its small value. Methods that condition on soft masks (OSOR, whose
+    authors read masks ``/255``) use them; the binary mask is the one every method fills and pastes back.
+    A resize samples both with the same nearest-neighbour grid.
+    """
+    binary, values = _read_mask(source, shape, resize, max_pixels, extra_formats, True)
+    assert values is not None
+    return binary, values
+
+
+def _read_mask(
+    source: ImageSource,
+    shape: tuple[int, int] | None,
+    resize: bool,
+    max_pixels: int | None,
+    extra_formats: Sequence[str] | None,
+    soft: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
     what = _describe(source, "mask")
     limit = pixel_limit(max_pixels)
     if isinstance(source, np.ndarray):
-        binary = _mask_from_array(source, what)
-        _check_pixels(binary.shape[1], binary.shape[0], limit, what)
+        values = _mask_from_array(source, what)
+        threshold = 0
+        _check_pixels(values.shape[1], values.shape[0], limit, what)
     else:
         with _decoded(source, what, limit, extra_formats) as image:
             threshold = 127 if image.format in _LOSSY_MASK_FORMATS else 0
-            binary = _mask_from_image(_upright(image)[0], threshold, what)
+            values = _mask_from_image(_upright(image)[0], what)
+    binary = values > threshold
+    soft_values = _soft_values(values) if soft else None
     if shape is not None and binary.shape != tuple(shape[:2]):
         height, width = shape[:2]
         if not resize:
@@ -583,7 +638,12 @@ def read_mask(
         eight = Image.fromarray(binary.astype(np.uint8) * 255, "L")
         resized = eight.resize((width, height), Image.Resampling.NEAREST)
         binary = np.asarray(resized) > 0
-    return binary.astype(np.float32)
+        if soft_values is not None:  # nearest on a float ("F") image samples the same pixels, values exact
+            as_float = Image.fromarray(soft_values)
+            soft_values = np.asarray(as_float.resize((width, height), Image.Resampling.NEAREST))
+    if soft_values is not None:
+        soft_values = np.ascontiguousarray(soft_values, dtype=np.float32)
+    return binary.astype(np.float32), soft_values
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -771,4 +831,5 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
 
 __all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "EXTRA_FORMATS_ENV", "MAX_PIXELS_ENV", "JpegSettings",
            "LoadedImage", "encode_image", "output_format", "pixel_limit", "read_image", "read_mask",
+           "read_mask_pair",
            "readable_formats", "write_image", "write_mask"]

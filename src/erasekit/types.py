@@ -76,7 +76,10 @@ class RemovalRequest:
     :class:`erasekit.hd.HDStrategy`) decides how large images are processed; ``refine`` names the refiners
     that run on the method's output before paste-back (``"color-match,poisson"``, a list, or None; read by
     :func:`erasekit.refiners.parse_refine`); ``options`` holds method-specific per-call settings (steps,
-    guidance, timestep, ...).
+    guidance, timestep, ...). ``soft_mask`` (optional, float32 H×W in [0, 1]) holds the mask file's soft
+    values (:func:`erasekit.io.read_mask_pair`) for methods that condition on them
+    (``Remover.consumes_soft_mask``); ``mask`` stays the mask every method fills and pastes back, and other
+    methods never read ``soft_mask``.
     """
 
     image: np.ndarray
@@ -87,6 +90,7 @@ class RemovalRequest:
     hd_strategy: Any = None  # erasekit.hd.HDStrategy; Any avoids an import cycle
     refine: Any = None  # str | Refiner | a sequence of them; Any avoids an import cycle
     options: dict[str, Any] = field(default_factory=dict)
+    soft_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not (
@@ -106,6 +110,12 @@ class RemovalRequest:
                     f"mask size {self.mask.shape[1]}×{self.mask.shape[0]} does not match image size "
                     f"{self.image.shape[1]}×{self.image.shape[0]}"
                 )
+        if self.soft_mask is not None and (
+            self.mask is None
+            or not isinstance(self.soft_mask, np.ndarray)
+            or self.soft_mask.shape != self.mask.shape
+        ):
+            raise InvalidInputError("soft_mask must be a 2-D array of the mask's size, given with a mask")
         if self.dilate < 0:
             raise InvalidInputError(f"dilate must be >= 0 pixels, got {self.dilate}")
 

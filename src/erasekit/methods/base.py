@@ -51,6 +51,12 @@ class Remover(ABC):
     call_options: OptionSet = OptionSet()
     # Whether request.prompt reaches the method; a prompt given to a method that ignores it is refused.
     takes_prompt: ClassVar[bool] = False
+    # Whether the method conditions on soft mask values (request.soft_mask; OSOR, whose authors read masks
+    # /255). Readers (erasekit.remove, batch, server) pass a mask file's soft values only to these methods;
+    # every other method sees exactly the binary mask, and all methods fill and paste back the binary one.
+    # A field beside the mask, not a soft mask the base binarises: a JPEG's binary rule (>= 128) is not
+    # "soft > 0", so that would move every method's paste region and dilation.
+    consumes_soft_mask: ClassVar[bool] = False
 
     # ---- what a method implements --------------------------------------------------------------------------
     @abstractmethod
@@ -63,6 +69,18 @@ class Remover(ABC):
         base pastes back. ``request`` carries prompt, seed and per-call options (validated, typed and
         complete: every option of ``call_options`` is present).
         """
+
+    def inpaint_soft(
+        self, image: np.ndarray, mask: np.ndarray, soft: np.ndarray, request: RemovalRequest
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`inpaint` conditioned on ``soft`` (float32 H×W in [0, 1], cropped and padded as ``mask``),
+        for methods with ``consumes_soft_mask``; ``mask`` is still the binary region to fill."""
+        return self.inpaint(image, mask, request)
+
+    def soft_conditioning(self, request: RemovalRequest, mask: np.ndarray) -> np.ndarray | None:
+        """The full-size soft mask :meth:`inpaint_soft` conditions on, given the prepared binary ``mask``;
+        None (the default) runs :meth:`inpaint` on the binary mask."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description: name, constraints and settings that affect the output."""
@@ -164,9 +182,22 @@ class Remover(ABC):
                 raise InvalidInputError("mask covers the whole image: there is no background to fill from")
         t_prep = time.perf_counter()
         work_mask = mask if mask is not None else np.zeros(image.shape[:2], np.float32)
-        raw, alpha = run_strategy(
-            image, work_mask, lambda im, m: self.inpaint(im, m, request), strategy, self.constraints
-        )
+        soft = self.soft_conditioning(request, mask) if mask is not None and self.consumes_soft_mask else None
+        if soft is None:
+            raw, alpha = run_strategy(
+                image, work_mask, lambda im, m: self.inpaint(im, m, request), strategy, self.constraints
+            )
+        else:  # the strategy crops and pads the soft mask as the binary one; where it scales, it gives None
+            raw, alpha = run_strategy(
+                image,
+                work_mask,
+                lambda im, m, s: self.inpaint(im, m, request)
+                if s is None
+                else self.inpaint_soft(im, m, s, request),
+                strategy,
+                self.constraints,
+                soft=soft,
+            )
         t_run = time.perf_counter()
         region = self.paste_region(work_mask, alpha, request)
         raw, refine_timings = apply_refiners(refiners, image, raw, region)

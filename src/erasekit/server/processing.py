@@ -230,9 +230,9 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
         raise InvalidInputError(
             f"dilate {opts.dilate} is larger than the image's longer side ({longer} px); at most {longer}"
         )
-    mask = None
+    mask = soft = None
     if upload.mask is not None:
-        mask = io.read_mask(
+        mask, soft = io.read_mask_pair(
             upload.mask,
             shape=source.pixels.shape[:2],
             resize=opts.resize_mask,
@@ -253,6 +253,8 @@ def prepare(upload: RemoveInput, settings: ServerSettings) -> PreparedJob:
         hd_strategy=opts.hd_strategy,
         refine=refiners,
         options=options,
+        # soft values only for methods that condition on them (OSOR); see RemovalRequest.soft_mask
+        soft_mask=soft if getattr(spec.factory, "consumes_soft_mask", False) else None,
     )
     return PreparedJob(
         method,

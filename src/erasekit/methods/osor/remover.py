@@ -12,6 +12,7 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
+from ... import masks as M
 from ...diffusion.remover import DiffusionRemover
 from ...hd import SizeConstraints
 from ...options import Option, OptionSet, Range
@@ -82,6 +83,7 @@ class OsorRemover(DiffusionRemover):
     engine_cls: ClassVar[type[OsorEngine]]
     defer_fast_paths: ClassVar[bool] = True  # applied once the OSOR weights are in (see __init__)
     edits_outside_mask: ClassVar[bool] = True  # the alpha map extends the paste region (shadows, reflections)
+    consumes_soft_mask: ClassVar[bool] = True  # conditions on soft mask values, as the authors (/255)
     constraints: ClassVar[SizeConstraints] = SizeConstraints()  # the paper's resizing happens inside inpaint
 
     def paste_region(self, mask: np.ndarray, alpha: np.ndarray | None, request: RemovalRequest) -> np.ndarray:
@@ -228,49 +230,60 @@ class OsorRemover(DiffusionRemover):
             return self.osor_weights.phase
         return 2 if has_alpha_head(self.engine.denoiser) else 1
 
-    @staticmethod
-    def conditioning_mask(mask: np.ndarray, request: RemovalRequest) -> np.ndarray:
-        """What the denoiser is conditioned on: the request's soft mask where it is the mask being filled.
+    def soft_conditioning(self, request: RemovalRequest, mask: np.ndarray) -> np.ndarray | None:
+        """What the denoiser is conditioned on, at full size: the soft mask, as the authors' ``/255`` mask.
 
-        ``mask`` is the binary mask the base prepared (every nonzero pixel, then dilation). The soft values
-        (float32 in [0, 1], the authors' ``/255``) are used when ``soft_mask`` is on and the base did not
-        change the geometry: no dilation and no HD crop/resize (``mask`` then has the request's shape, and
-        ``request.mask > 0`` is exactly ``mask``). Otherwise the binary mask is the conditioning, as it is for
-        binary input anyway.
-        """
-        soft = request.mask
-        if (
-            not request.options.get("soft_mask", True)
-            or soft is None
-            or request.dilate
-            or soft.shape != mask.shape
-        ):
-            return mask
-        return np.clip(np.asarray(soft, dtype=np.float32), 0.0, 1.0)
+        The soft values are ``request.soft_mask`` (a mask file's values, :func:`erasekit.io.read_mask_pair`)
+        or else a float ``request.mask`` itself. ``mask`` is the binary mask the base prepared (and fills and
+        pastes back); with ``dilate``, the ring dilation added conditions as 1 (it is part of what is
+        removed) and the soft values hold everywhere else. The base's HD strategy crops and pads the result as
+        the binary mask; where it scales the input (``resize``), the method conditions on the binary mask.
+        ``soft_mask=false``: None, the binary mask conditions (every nonzero pixel, then dilation)."""
+        if not request.options["soft_mask"] or request.mask is None:
+            return None
+        source = request.soft_mask if request.soft_mask is not None else request.mask
+        values = np.clip(np.asarray(source, dtype=np.float32), 0.0, 1.0)
+        if request.dilate:
+            ring = (mask > 0) & (M.binarize(np.asarray(request.mask, dtype=np.float32), 0.0) == 0)
+            values = np.where(ring, np.float32(1.0), values)
+        return values
 
     # ---- the work ------------------------------------------------------------------------------------
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
         """Resize to the paper's working size, run the one step, resize back: (pixels, paste weight)."""
+        return self._remove(image, mask, mask, request)
+
+    def inpaint_soft(self, image: np.ndarray, mask: np.ndarray, soft: np.ndarray, request: RemovalRequest):
+        """:meth:`inpaint` conditioned on the soft mask; the paste weight still comes from the binary one."""
+        return self._remove(image, mask, soft, request)
+
+    def _remove(self, image: np.ndarray, mask: np.ndarray, condition: np.ndarray, request: RemovalRequest):
         import torch.nn.functional as F
         from PIL import Image
 
+        from ...backbones import latents as L
         from ...convert import image_to_tensor, mask_to_tensor, tensor_to_image
 
         settings = self.settings(request)
         seed = 0 if request.seed is None else int(request.seed)
         h, w = mask.shape
         wh, ww = self.working_size(h, w)
-        work_image, work_mask = image, self.conditioning_mask(mask, request)
+        work_image, work_mask, work_condition = image, mask, condition
         if (wh, ww) != (h, w):
             work_image = np.asarray(Image.fromarray(image).resize((ww, wh), Image.Resampling.BICUBIC))
-            # Nearest on a float ("F") image keeps the values (soft or binary) exactly, no rounding to 8 bits.
-            as_float = Image.fromarray(np.asarray(work_mask, dtype=np.float32))
-            work_mask = np.asarray(as_float.resize((ww, wh), Image.Resampling.NEAREST), dtype=np.float32)
+
+            def nearest(values: np.ndarray) -> np.ndarray:
+                # Nearest on a float ("F") image keeps the values (soft or binary) exactly: no 8-bit rounding.
+                as_float = Image.fromarray(np.asarray(values, dtype=np.float32))
+                return np.asarray(as_float.resize((ww, wh), Image.Resampling.NEAREST), dtype=np.float32)
+
+            work_mask = nearest(mask)
+            work_condition = work_mask if condition is mask else nearest(condition)
         images = image_to_tensor(np.stack([work_image]))  # a copy: torch.from_numpy warns on read-only arrays
         with self.lock:
             out = self.engine.run(
                 images,
-                mask_to_tensor(work_mask),
+                mask_to_tensor(work_condition),
                 [seed],
                 timestep=settings.timestep,
                 blend=settings.blend,
@@ -279,10 +292,15 @@ class OsorRemover(DiffusionRemover):
         [pixels] = tensor_to_image(out.images)
         # The paste weight at pixel resolution: α̂ upsampled bilinearly (as the authors do), the hard latent
         # mask nearest (it is exactly the region Eq. 6 replaced).
-        # The hard latent mask of a soft conditioning mask is soft; the region pasted back stays binary: every
-        # latent cell that any masked pixel touches (the same cells as for the binary mask).
+        # The pooled soft conditioning is soft (and nonzero where JPEG noise below the binary rule is); the
+        # region pasted back stays binary: every latent cell that a pixel of the binary mask touches.
         mode = "bilinear" if settings.blend == "alpha" else "nearest"
-        latent_weight = out.weight if settings.blend == "alpha" else (out.weight > 0).float()
+        if settings.blend == "alpha":
+            latent_weight = out.weight
+        else:
+            latent_hw = (int(out.weight.shape[-2]), int(out.weight.shape[-1]))
+            pooled = L.mask_to_latent(mask_to_tensor(work_mask), latent_hw, "max")
+            latent_weight = (pooled > 0).float()
         weight = F.interpolate(latent_weight, size=(wh, ww), mode=mode).clamp(0, 1).cpu().numpy()[0, 0]
         if (wh, ww) != (h, w):
             pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.BICUBIC))
