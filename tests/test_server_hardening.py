@@ -24,9 +24,8 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 import uvicorn
-from tests import test_server as base
-from tests.test_server import MASK, PHOTO, TestClient, expect_error, files, png
 
+import test_server as base  # pytest's default import mode puts this file's folder on sys.path
 from erasekit import registry
 from erasekit.methods.base import Remover
 from erasekit.options import Option, OptionSet, Range
@@ -36,6 +35,7 @@ from erasekit.server.errors import JobCancelledError
 from erasekit.server.isolation import ChildProcessRemover
 from erasekit.server.jobs import JobStore
 from erasekit.types import RemovalRequest
+from test_server import MASK, PHOTO, TestClient, expect_error, files, png
 
 API = "/api/v1"
 fake_method = base.fake_method  # the same fixture: fake removers registered for one test
