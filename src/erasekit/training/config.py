@@ -76,6 +76,20 @@ def read_config(path: str | os.PathLike, model: type[Config],
         raise InvalidInputError(f"config {path}: {first_error(exc)}") from None
 
 
+def packaged_file(package: str, name: str, prefix: str) -> Path:
+    """A YAML config shipped in ``package``'s ``configs/`` folder, named with or without ``prefix`` and
+    ``.yaml`` (``osor_sdxl_phase1`` is ``erasekit.methods.osor.train/configs/sdxl_phase1.yaml``)."""
+    from importlib.resources import files
+
+    folder = files(package) / "configs"
+    path = Path(str(folder / f"{name.removesuffix('.yaml').removeprefix(prefix)}.yaml"))
+    if not path.is_file():
+        shipped = sorted(prefix + f.name.removesuffix(".yaml") for f in folder.iterdir()
+                         if f.name.endswith(".yaml"))
+        raise InvalidInputError(f"no packaged config {name!r} (packaged: {', '.join(shipped)})")
+    return path
+
+
 def config_path(name_or_path: str, packaged: Callable[[str], Path]) -> Path:
     """A config file as given, or else the packaged config of that name (``packaged`` finds it)."""
     path = Path(name_or_path).expanduser()
@@ -84,4 +98,4 @@ def config_path(name_or_path: str, packaged: Callable[[str], Path]) -> Path:
     return packaged(name_or_path)
 
 
-__all__ = ["config_path", "first_error", "merge", "parse_overrides", "read_config"]
+__all__ = ["config_path", "first_error", "merge", "packaged_file", "parse_overrides", "read_config"]

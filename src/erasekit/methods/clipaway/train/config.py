@@ -14,8 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ....training.config import read_config
-from ....types import InvalidInputError
+from ....training.config import packaged_file, read_config
 
 
 class _Strict(BaseModel):
@@ -87,13 +86,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 
 def packaged_config(name: str) -> Path:
     """A config shipped with erasekit: ``clipaway_mlp`` (the ``clipaway_`` prefix is optional)."""
-    from importlib.resources import files
-
-    stem = name.removesuffix(".yaml").removeprefix("clipaway_")
-    path = Path(str(files("erasekit.methods.clipaway.train") / "configs" / f"{stem}.yaml"))
-    if not path.is_file():
-        raise InvalidInputError(f"no packaged config {name!r} (packaged: clipaway_mlp)")
-    return path
+    return packaged_file("erasekit.methods.clipaway.train", name, "clipaway_")
 
 
 __all__ = ["ClipAwayMlpTrainConfig", "DataConfig", "EncodersConfig", "MlpConfig", "OptimConfig",

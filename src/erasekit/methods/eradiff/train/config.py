@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ....training.config import read_config
-from ....types import InvalidInputError
+from ....training.config import packaged_file, read_config
 
 
 class _Strict(BaseModel):
@@ -85,13 +84,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 
 def packaged_config(name: str) -> Path:
     """A config shipped with erasekit: ``eradiff_sd2`` (the ``eradiff_`` prefix is optional)."""
-    from importlib.resources import files
-
-    stem = name.removesuffix(".yaml").removeprefix("eradiff_")
-    path = Path(str(files("erasekit.methods.eradiff.train") / "configs" / f"{stem}.yaml"))
-    if not path.is_file():
-        raise InvalidInputError(f"no packaged config {name!r} (packaged: eradiff_sd2)")
-    return path
+    return packaged_file("erasekit.methods.eradiff.train", name, "eradiff_")
 
 
 __all__ = ["CroConfig", "DataConfig", "EraDiffTrainConfig", "LoraConfig", "OptimConfig", "load_config",

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ....training.config import read_config
+from ....training.config import packaged_file, read_config
 from ....types import InvalidInputError
 from ..recipe import (
     BACKBONE_LOSS_WEIGHTS,
@@ -230,13 +230,7 @@ def _relative_to(config: OsorTrainConfig, folder: Path) -> OsorTrainConfig:
 
 def packaged_config(name: str) -> Path:
     """Path of a config shipped with erasekit: ``osor_sdxl_phase1`` ... (the ``osor_`` prefix is optional)."""
-    from importlib.resources import files
-
-    stem = name.removesuffix(".yaml").removeprefix("osor_")
-    path = Path(str(files("erasekit.methods.osor.train") / "configs" / f"{stem}.yaml"))
-    if not path.is_file():
-        raise InvalidInputError(f"no packaged config {name!r}")
-    return path
+    return packaged_file("erasekit.methods.osor.train", name, "osor_")
 
 
 __all__ = ["DataConfig", "DiscriminatorConfig", "LoraSettings", "LossConfig", "OptimConfig",
