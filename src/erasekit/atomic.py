@@ -35,9 +35,8 @@ def fsync_folder(folder: str | os.PathLike) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on a folder; the rename itself has happened
-        pass
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder; the rename happened
+            os.fsync(fd)
     finally:
         os.close(fd)
 
