@@ -10,14 +10,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from ..types import InvalidInputError
 
 Config = TypeVar("Config", bound=BaseModel)
+
+
+# Accelerate's mixed-precision setting for every trainer's config. YAML 1.1 reads a bare `no` as false, so a
+# config that says `mixed_precision: no` means "no".
+MixedPrecision = Annotated[
+    Literal["no", "fp16", "bf16"], BeforeValidator(lambda value: "no" if value is False else value)
+]
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -98,4 +105,5 @@ def config_path(name_or_path: str, packaged: Callable[[str], Path]) -> Path:
     return packaged(name_or_path)
 
 
-__all__ = ["config_path", "first_error", "merge", "packaged_file", "parse_overrides", "read_config"]
+__all__ = ["MixedPrecision", "config_path", "first_error", "merge", "packaged_file", "parse_overrides",
+           "read_config"]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from ....training.config import packaged_file, read_config
+from ....training.config import MixedPrecision, packaged_file, read_config
 
 
 class _Strict(BaseModel):
@@ -63,17 +63,12 @@ class EraDiffTrainConfig(_Strict):
     cro: CroConfig = Field(default_factory=lambda: CroConfig.model_validate({}))
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig.model_validate({}))
     lora: LoraConfig | None = None
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: MixedPrecision = "no"
     gradient_checkpointing: bool = False
     ema_decay: float | None = Field(None, gt=0, lt=1)
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(50, ge=1)
     device: str | None = None
-
-    @field_validator("mixed_precision", mode="before")
-    @classmethod
-    def _yaml_no(cls, value: Any) -> Any:
-        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> EraDiffTrainConfig:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ....training.config import packaged_file, read_config
+from ....training.config import MixedPrecision, packaged_file, read_config
 from ....types import InvalidInputError
 from ..recipe import (
     BACKBONE_LOSS_WEIGHTS,
@@ -134,7 +134,7 @@ class OsorTrainConfig(_Strict):
     max_steps: int | None = None  # 15K Phase I, 5K Phase II
     global_batch_size: int = 16
     per_device_batch_size: int | None = None  # 4 SDXL / 2 FLUX; accumulation fills the rest
-    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
+    mixed_precision: MixedPrecision = "bf16"
     timestep: float | None = None  # t = 600 (SDXL Phase I) / 400 (Phase II); s = 0.4 (FLUX)
     prompt: str = PROMPT
     seed: int = TRAIN_SEED
