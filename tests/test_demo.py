@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import erasekit
 from erasekit import InvalidInputError, masks
 from erasekit.demo import DEMO_DILATE, demo_photos, mask_overlay, run_demo, select_photos
 
@@ -83,16 +84,22 @@ def test_mask_overlay_tints_only_the_mask():
     np.testing.assert_array_equal(overlay[~outline], image[~outline])
 
 
-def test_coffee_default_run_prefills_the_handle_with_ns_and_touches_nothing_else(tmp_path):
-    """The spoon's handle lies along the cup's white rim: the default run fills it with Navier-Stokes first
-    (PatchMatch alone copied the rim into it as a white block), then PatchMatch fills the rest."""
+def test_coffee_keeps_the_cup_out_of_patchmatchs_sampling_area_and_touches_nothing_else(tmp_path):
+    """The spoon's handle lies along the cup's white rim: PatchMatch copied the rim into it as a white block.
+    The photo's keep_out polygon (the cup) takes the rim out of the sampling area, so no filled pixel is
+    porcelain-white, while the same fill without it has a block of them."""
     (record,) = run_demo(tmp_path, photos=["coffee"])
-    assert record.method == "ns+patchmatch"
+    assert record.method == "patchmatch"
     photo = select_photos(["coffee"])[0]
     before, after = _read(record.files["input"]), _read(record.files["result"])
     region = masks.dilate(photo.mask(before.shape[:2]), DEMO_DILATE) > 0
     np.testing.assert_array_equal(after[~region], before[~region])
-    handle = photo.mask(before.shape[:2], prefill=True) > 0
-    assert np.abs(after[handle].astype(int) - before[handle]).mean() > 10
-    (explicit,) = run_demo(tmp_path / "pm", photos=["coffee"], method="patchmatch")
-    assert explicit.method == "patchmatch"  # an explicit method runs alone
+
+    def porcelain(pixels: np.ndarray) -> int:  # bright, unsaturated pixels inside the filled region
+        rgb = pixels[region].astype(int)
+        return int(((rgb.min(axis=1) > 170) & (rgb.max(axis=1) - rgb.min(axis=1) < 40)).sum())
+
+    plain = erasekit.remove(before, photo.mask(before.shape[:2]), method="patchmatch", seed=0,
+                            dilate=DEMO_DILATE, hd_strategy="original").image
+    assert porcelain(plain) > 300  # the white block the keep-out exists for
+    assert porcelain(after) * 50 < porcelain(plain)  # a few specular highlights of the saucer at most

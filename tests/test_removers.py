@@ -268,3 +268,48 @@ def test_remove_api_auto_empty_mask_and_errors(tmp_path):
         erasekit.remove(image, np.zeros(image.shape[:2], np.float32), method="no-such-method")
     with pytest.raises(InvalidInputError):
         erasekit.remove(tmp_path / "missing.png", tmp_path / "empty.png")
+
+
+def _halves(h: int = 64, w: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """Left half red, right half blue, a 24×24 hole across the seam."""
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, : w // 2] = (200, 30, 30)
+    image[:, w // 2 :] = (30, 30, 200)
+    mask = np.zeros((h, w), np.float32)
+    mask[h // 2 - 12 : h // 2 + 12, w // 2 - 12 : w // 2 + 12] = 1
+    return image, mask
+
+
+def test_patchmatch_sampling_area_copies_only_from_the_allowed_pixels():
+    """pypatchmatch's global_mask through the sampling_area option: with only the red half allowed, every
+    filled pixel is red; by default the fill takes both colours."""
+    image, mask = _halves()
+    hole = mask > 0
+    seen = []
+
+    def red_half(piece, piece_hole):
+        seen.append((piece.shape, piece_hole.dtype))
+        allowed = np.zeros(piece.shape[:2], bool)
+        allowed[:, :48] = True
+        return allowed
+
+    default = _run("patchmatch", image, mask, seed=0, hd_strategy="original").image
+    assert {tuple(p) for p in default[hole]} == {(200, 30, 30), (30, 30, 200)}
+    result = _run(
+        "patchmatch", image, mask, seed=0, hd_strategy="original", options={"sampling_area": red_half}
+    )
+    assert {tuple(p) for p in result.image[hole]} == {(200, 30, 30)}
+    np.testing.assert_array_equal(result.image[~hole], image[~hole])
+    assert seen == [((64, 96, 3), np.dtype(bool))]  # called once, on the piece, with the hole as booleans
+    assert result.metadata["options"] == {"sampling_area": "<function " + red_half.__qualname__ + ">"}
+
+
+def test_patchmatch_sampling_area_errors_are_invalid_input():
+    image, mask = _halves(256, 384)
+    with pytest.raises(InvalidInputError, match="returned shape"):  # the crop strategy hands it a crop
+        _run("patchmatch", image, mask, options={"sampling_area": lambda im, h: np.ones((256, 384), bool)})
+    with pytest.raises(InvalidInputError, match="no pixel outside the hole"):
+        _run("patchmatch", image, mask, hd_strategy="original",
+             options={"sampling_area": lambda im, h: h})
+    with pytest.raises(InvalidInputError, match="only be set from Python"):
+        erasekit.load_remover("patchmatch").check_call({"sampling_area": "x"}, from_python=False)

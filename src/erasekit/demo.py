@@ -34,23 +34,26 @@ _OVERLAY_RGB = np.array([255, 40, 40], np.float32)
 
 @dataclass(frozen=True)
 class DemoObject:
-    """One object to remove. ``prefill`` names a weight-free OpenCV method (``ns``, ``telea``) that fills this
-    object first when the demo runs its default method: for thin parts lying along a strong edge, where
-    PatchMatch copies the edge into the hole (the spoon handle along the cup's white rim)."""
+    """One object to remove: its name and its outline as polygons."""
 
     name: str
     polygons: tuple[tuple[tuple[int, int], ...], ...]
-    prefill: str | None = None
 
 
 @dataclass(frozen=True)
 class DemoPhoto:
-    """One bundled photo and the objects the demo removes from it."""
+    """One bundled photo and the objects the demo removes from it.
+
+    ``keep_out`` polygons mark regions PatchMatch must not copy patches from (its sampling area is everything
+    else): in ``coffee`` the spoon's handle lies along the cup's white rim, and PatchMatch copied the rim into
+    the handle as a white block; with the cup kept out it continues the saucer and the wood instead.
+    """
 
     name: str
     loader: str  # the skimage.data function that returns the photo
     credit: str
     objects: tuple[DemoObject, ...]
+    keep_out: tuple[tuple[tuple[int, int], ...], ...] = ()
 
     def pixels(self) -> np.ndarray:
         """The photo as uint8 RGB H×W×3 (grey photos are replicated into three channels)."""
@@ -59,21 +62,17 @@ class DemoPhoto:
         array = getattr(skimage.data, self.loader)()
         return io.read_image(array).pixels
 
-    def mask(self, shape: tuple[int, int], *, prefill: bool | None = None) -> np.ndarray:
-        """The union of the objects' polygons, float32 H×W in {0, 1}: every object's, or (``prefill`` True or
-        False) only those that have, or have no, prefill method."""
-        chosen = [o for o in self.objects if prefill is None or (o.prefill is not None) == prefill]
-        polygons = [poly for obj in chosen for poly in obj.polygons]
-        return masks.polygon_to_mask(polygons, shape) if polygons else np.zeros(shape, np.float32)
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """The union of the objects' polygons, float32 H×W in {0, 1}."""
+        return masks.polygon_to_mask([poly for obj in self.objects for poly in obj.polygons], shape)
 
-    @property
-    def prefill(self) -> str | None:
-        """The one prefill method this photo's objects name, if any."""
-        names = {o.prefill for o in self.objects if o.prefill is not None}
-        if len(names) > 1:
-            raise InvalidInputError(f"demo photo {self.name!r} names several prefill methods: "
-                                    f"{sorted(names)}")
-        return next(iter(names), None)
+    def sampling_area(self, shape: tuple[int, int]) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+        """The patchmatch method's ``sampling_area`` for this photo (everything but ``keep_out``; in
+        whole-image coordinates, so it needs hd_strategy ``original``), or None when it keeps nothing out."""
+        if not self.keep_out:
+            return None
+        allowed = masks.polygon_to_mask(list(self.keep_out), shape) == 0
+        return lambda _image, _hole: allowed
 
 
 @dataclass
@@ -99,14 +98,15 @@ def demo_photos() -> list[DemoPhoto]:
     photos = []
     for name, entry in spec["photos"].items():
         objects = tuple(
-            DemoObject(
-                obj["name"], tuple(tuple((int(x), int(y)) for x, y in poly) for poly in obj["polygons"]),
-                obj.get("prefill"),
-            )
-            for obj in entry["objects"]
+            DemoObject(obj["name"], _polygons(obj["polygons"])) for obj in entry["objects"]
         )
-        photos.append(DemoPhoto(name=name, loader=entry["loader"], credit=entry["credit"], objects=objects))
+        photos.append(DemoPhoto(name=name, loader=entry["loader"], credit=entry["credit"], objects=objects,
+                                keep_out=_polygons(entry.get("keep_out", []))))
     return photos
+
+
+def _polygons(spec: list) -> tuple[tuple[tuple[int, int], ...], ...]:
+    return tuple(tuple((int(x), int(y)) for x, y in poly) for poly in spec)
 
 
 def select_photos(names: Sequence[str] | None) -> list[DemoPhoto]:
@@ -204,17 +204,15 @@ def run_demo(
     for photo in chosen:
         image = photo.pixels()
         mask = photo.mask(image.shape[:2])
+        # Each method's own HD strategy (PatchMatch's keeps its patch search near the object), except where
+        # the photo keeps regions out of PatchMatch's sampling area (DemoPhoto.keep_out).
+        area = photo.sampling_area(image.shape[:2]) if remover.name == "patchmatch" else None
         start = time.perf_counter()
-        source, label, rest = image, None, mask
-        if method == "auto" and photo.prefill is not None:  # the default run: see DemoObject.prefill
-            first = load_remover(photo.prefill)(RemovalRequest(
-                image=image, mask=photo.mask(image.shape[:2], prefill=True), dilate=DEMO_DILATE))
-            source, label, rest = first.image, photo.prefill, photo.mask(image.shape[:2], prefill=False)
-        # Each method's own HD strategy (PatchMatch's keeps its patch search near the object).
-        result = remover(RemovalRequest(image=source, mask=rest, seed=seed, dilate=DEMO_DILATE))
-        if label is not None:
-            result.method = f"{label}+{result.method}"
-            result.alpha = None if result.alpha is None else masks.dilate(mask, DEMO_DILATE)
+        result = remover(RemovalRequest(
+            image=image, mask=mask, seed=seed, dilate=DEMO_DILATE,
+            hd_strategy=None if area is None else "original",
+            options={} if area is None else {"sampling_area": area},
+        ))
         seconds = time.perf_counter() - start
         files = {
             "input": io.write_image(out / f"{photo.name}_input.png", image),

@@ -7,6 +7,7 @@ reimplemented here: these classes only adapt the libraries to the remover contra
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import ClassVar
 
 import cv2
@@ -15,7 +16,7 @@ import numpy as np
 from ..hd import HDStrategy, SizeConstraints
 from ..options import Option, OptionSet, Range
 from ..registry import MethodSpec, WeightRequirement, register_method
-from ..types import MissingWeightsError, RemovalRequest
+from ..types import InvalidInputError, MissingWeightsError, RemovalRequest
 from .base import Remover
 
 # The native PatchMatch library keeps its random seed in one process-wide variable: seeding and inpainting
@@ -79,6 +80,18 @@ class PatchMatchRemover(Remover):
             help="patch radius in pixels: patches of (2r+1)² pixels; larger follows larger structures, "
             "slower",
         ),
+        # pypatchmatch's `global_mask` (pixels no patch is copied from), offered the way photo editors offer a
+        # fill's "sampling area". A function rather than an array because the HD strategy may hand inpaint a
+        # crop: it receives the piece being filled, so with the default crop strategy it sees a crop; pass
+        # hd_strategy="original" to work in full-image coordinates (what erasekit's demo does).
+        Option(
+            "sampling_area",
+            Callable,
+            nullable=True,
+            python_only=True,
+            help="function (image, hole) -> bool H×W array: the pixels patches may be copied from "
+            "(default: every pixel outside the hole)",
+        ),
     )
 
     def __init__(self, patch_size: int = 3):
@@ -92,11 +105,34 @@ class PatchMatchRemover(Remover):
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, request: RemovalRequest):
         patch_size = request.options["patch_size"]
+        hole = _hole(mask)
+        excluded = _excluded_sources(request.options["sampling_area"], image, hole)
         # Seed every call (seed None -> 0) so results never depend on call order; see _PATCHMATCH_LOCK.
         with _PATCHMATCH_LOCK:
             self._lib.set_random_seed(0 if request.seed is None else int(request.seed))
-            out = self._lib.inpaint(np.ascontiguousarray(image), _hole(mask), patch_size=patch_size)
+            out = self._lib.inpaint(
+                np.ascontiguousarray(image), hole, global_mask=excluded, patch_size=patch_size
+            )
         return out, None
+
+
+def _excluded_sources(
+    sampling_area: Callable[[np.ndarray, np.ndarray], np.ndarray] | None, image: np.ndarray, hole: np.ndarray
+) -> np.ndarray | None:
+    """pypatchmatch's ``global_mask`` for a sampling area: 255 where no patch may come from. The library
+    also leaves global-mask pixels unfilled, so the hole itself is never part of it."""
+    if sampling_area is None:
+        return None
+    allowed = np.asarray(sampling_area(image, hole > 0))
+    if allowed.shape != hole.shape:
+        raise InvalidInputError(
+            f"patchmatch's sampling_area returned shape {allowed.shape}, expected {hole.shape} (the piece "
+            "being filled; pass hd_strategy='original' to get the whole image)"
+        )
+    allowed = allowed.astype(bool) & (hole == 0)
+    if not allowed.any():
+        raise InvalidInputError("patchmatch's sampling_area leaves no pixel outside the hole to copy from")
+    return np.where(allowed | (hole > 0), 0, 255).astype(np.uint8)
 
 
 class OpenCVRemover(Remover):
