@@ -221,9 +221,10 @@ class SamSegmenter:
 
     SAM v1 uses transformers' ``SamProcessor``. SAM2's processor needs torchvision; where torchvision is
     missing (it has no CPU wheel on some platforms) the same preprocessing is done here from the checkpoint's
-    own settings: resize to the model's square input, scale to [0, 1], normalise with the processor's
-    mean/std; boxes are scaled to the resized frame; low-resolution mask logits are resized back bilinearly
-    and thresholded at 0, as the processor's ``post_process_masks`` does.
+    own settings: resize to the model's square input (antialiased bilinear, as its torchvision backend), scale
+    to [0, 1] and normalise with the processor's mean/std; boxes are scaled to the resized frame;
+    low-resolution mask logits are resized back bilinearly and thresholded at 0, as the processor's
+    ``post_process_masks`` does.
     """
 
     def __init__(self, name_or_path: str = DEFAULT_SEGMENTER, *, device: str | None = None):
@@ -318,16 +319,22 @@ class SamSegmenter:
     def sam2_pixel_values(self, image: np.ndarray):
         """(1×3×S×S input tensor, (sx, sy) photo -> input coordinate scale) by the steps in the class
         docstring; also used by :mod:`erasekit.masking.clicks`, which embeds once and decodes per click."""
-        import cv2
         import torch
 
         if not hasattr(self, "_size"):
             self._size, self._mean, self._std = self._sam2_settings()
         h, w = image.shape[:2]
         th, tw = self._size
-        resized = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-        normalised = (resized - self._mean) / self._std
-        pixels = torch.from_numpy(normalised.transpose(2, 0, 1).copy())[None].to(self.device)
+        # As transformers' Sam2ImageProcessor (torchvision backend) does, bit for bit: an antialiased bilinear
+        # resize of the uint8 image (uint8 out), then rescaling and normalising fused into one step,
+        # (x - 255·mean) / (255·std). tests/test_sam2_preprocessing.py compares it with the processor.
+        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        resized = torch.nn.functional.interpolate(
+            chw, size=(th, tw), mode="bilinear", antialias=True, align_corners=False
+        )[0].float()
+        mean = torch.from_numpy(self._mean).view(3, 1, 1) * 255.0
+        std = torch.from_numpy(self._std).view(3, 1, 1) * 255.0
+        pixels = ((resized - mean) / std)[None].to(self.device)
         return pixels, (tw / w, th / h)
 
     def _sam2_forward(self, image: np.ndarray, xyxy: list[list[int]]):
