@@ -491,7 +491,34 @@ def test_a_typo_is_offered_only_options_that_look_like_it(scene, tmp_path, capsy
 def test_usage_lines_name_the_argument_in_capitals(capsys):
     assert main(["remove"]) == 2
     err = capsys.readouterr().err
-    assert "IMAGE" in err and "{image}" not in err
+    assert " remove [OPTIONS] IMAGE\n" in err and "{" not in err
+
+
+def _commands(group, path=("erasekit",)):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_no_usage_line_puts_braces_around_an_argument():
+    """typer 0.29 writes required arguments as {IMAGE}; every erasekit command writes them as click does:
+    IMAGE, IMAGES..., [NAME] (erasekit.cli.usage)."""
+    import typer
+
+    from erasekit.cli.main import app
+
+    root = typer.main.get_command(app)
+    usages = {}
+    for path, command in _commands(root):
+        ctx = command.make_context(path[-1], ["--help"], resilient_parsing=True)
+        usages[" ".join(path[1:])] = command.get_usage(ctx)
+    assert len(usages) > 15
+    assert not [u for u in usages.values() if "{" in u or "}" in u]
+    assert usages["remove"].endswith("[OPTIONS] IMAGE")
+    assert usages["batch"].endswith("[OPTIONS] IMAGES...")
+    assert usages["data eradiff-pairs"].endswith("[OPTIONS] IMAGES...")
 
 
 def test_demo_summary_json_gets_the_umask_mode_not_0600(tmp_path):

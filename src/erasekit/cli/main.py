@@ -23,6 +23,7 @@ from rich.console import Console
 from ..types import ErasekitError
 from . import bench, core, data, models, osor, refine, serve, train
 from .quiet import quiet_libraries
+from .usage import use_plain_usage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Remove objects (and their shadows and reflections) from photos.")
@@ -31,6 +32,7 @@ console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one lin
 VERB_MODULES = (core, refine, models, serve, osor, bench, train, data)
 for _verbs in VERB_MODULES:
     _verbs.register(app)
+use_plain_usage(app)
 
 
 def _print_version(value: bool) -> None:
