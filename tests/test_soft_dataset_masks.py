@@ -201,11 +201,16 @@ def test_phase2_conditioning_binarises_soft_masks_at_128_as_the_authors(soft_dat
 
     root, _, effect = soft_dataset
     batch = collate_paired([PairedTorchDataset(root, masks="soft")[0]])
+    hard = effect > 128  # the authors' _to_numpy; the soft shadow (90) is outside it
+    assert np.count_nonzero(effect) > 2 * np.count_nonzero(hard)
     sampler = IncompleteMaskSampler(probabilities={"expand": 1.0}, seed=0)
-    _, cond = sampler.condition_batch(batch, rng=np.random.default_rng(0))
-    hard = (effect > 128).astype(np.uint8) * 255  # the authors' _to_numpy
-    assert (cond[0, 0].numpy()[hard > 0] == 1).all()  # expand ⊇ the > 128 mask
-    assert set(torch.unique(cond).tolist()) == {0.0, 1.0}
+    _, grown = sampler.condition_batch(batch, rng=np.random.default_rng(0))
+    assert (grown[0, 0].numpy()[hard] == 1).all()  # expand ⊇ the > 128 mask
+    sampler = IncompleteMaskSampler(probabilities={"shrink": 1.0}, seed=0)
+    _, shrunk = sampler.condition_batch(batch, rng=np.random.default_rng(0))
+    kept = shrunk[0, 0].numpy() > 0
+    assert not (kept & ~hard).any() and 0 < kept.sum() <= 0.7 * hard.sum()  # 50-70 % of the > 128 mask
+    assert set(torch.unique(torch.cat([grown, shrunk])).tolist()) == {0.0, 1.0}
     sampler = IncompleteMaskSampler(probabilities={"object_core": 1.0}, seed=0)
     _, core = sampler.condition_batch(batch, rng=np.random.default_rng(0))
     assert torch.equal(core, batch["object_mask"])  # the object core is passed as it is, soft values kept
