@@ -3,7 +3,9 @@
 Resize rule, consistent augmentation, tensors through :mod:`erasekit.convert`.
 
 Each item is a dict: ``image`` and ``background`` 3×H×W in [-1, 1], ``object_mask`` and ``effect_mask`` 1×H×W
-in {0, 1}, ``phase2`` (bool tensor), ``id`` (str). The augmentation generator for item ``i`` in epoch ``e`` is
+(in {0, 1} with ``masks="binary"``, the default, which the EraDiff trainer reads; the stored soft values / 255
+with ``masks="soft"``, which OSOR's trainer reads, as its authors do; see :mod:`erasekit.data.paired`),
+``phase2`` (bool tensor), ``id`` (str). The augmentation generator for item ``i`` in epoch ``e`` is
 ``numpy.random.default_rng([seed, e, i])``: the same item gets the same crop/flip whatever the worker count or
 order, and a new one each epoch (:meth:`PairedTorchDataset.set_epoch`).
 """
@@ -19,7 +21,7 @@ from torch.utils.data import Dataset
 
 from ..convert import image_to_tensor, mask_to_tensor
 from ..types import InvalidInputError
-from .paired import PairedDataset, PairedSample
+from .paired import MaskView, PairedDataset, PairedSample, check_mask_view
 from .transforms import BackboneResize, PairedAugment, ResizeRule
 
 
@@ -27,7 +29,8 @@ class PairedTorchDataset(Dataset):
     """``torch.utils.data.Dataset`` over a :class:`PairedDataset`.
 
     Order of operations: augment (crop/flip at the source resolution) → resize rule → tensors. ``phase2_only``
-    keeps only the effect-heavy subset (Phase II trains on it).
+    keeps only the effect-heavy subset (Phase II trains on it). ``masks``: the masks' view ("binary" or
+    "soft"); crop, flip and the nearest-neighbour resize only move values, so both views see the same pixels.
     """
 
     def __init__(
@@ -38,8 +41,10 @@ class PairedTorchDataset(Dataset):
         augment: PairedAugment | None = None,
         seed: int = 0,
         phase2_only: bool = False,
+        masks: MaskView = "binary",
     ):
         self.dataset = dataset if isinstance(dataset, PairedDataset) else PairedDataset(dataset)
+        self.masks = check_mask_view(masks)
         self.resize = resize
         self.augment = augment
         self.seed = int(seed)
@@ -55,7 +60,7 @@ class PairedTorchDataset(Dataset):
     def sample(self, index: int) -> PairedSample:
         """The transformed sample as arrays (what :meth:`__getitem__` turns into tensors)."""
         source = self.indices[index]
-        sample = self.dataset[source]
+        sample = self.dataset.load(self.dataset.records[source], masks=self.masks)
         if self.augment is not None:
             sample = self.augment(sample, np.random.default_rng([self.seed, self.epoch, source]))
         if self.resize is not None:

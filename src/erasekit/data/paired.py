@@ -18,7 +18,20 @@ A record::
      "phase2": true, "meta": {"source": "savp", "instruction": "Remove the red mug"}}
 
 ``phase2`` marks the effect-heavy subset OSOR's Phase II trains on (arXiv:2606.28094 Eq. 2 and Table 6:
-‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25). Masks are binary on disk and read as float32 {0, 1}.
+‖m_eff‖₁ / ‖m_fuse‖₁ ≥ 0.25).
+
+Masks keep soft values. A mask file holds the 8-bit mask as given (an anti-aliased edge, an alpha matte); a
+binary {0, 1} mask is stored as 0/255, byte for byte what earlier versions wrote. Reading gives one of two
+views, and this is the only place a paired mask is binarised:
+
+* ``"soft"``: the stored values / 255 as float32 (the OSOR authors' ``/255``, Zhouqm-Git/osor
+  ``src/data/dataset.py``). OSOR's trainer and OSOR's benchmark conditioning read it.
+* ``"binary"`` (the default): :func:`binary_view`, nonzero = 1, which is :func:`erasekit.io.read_mask`'s rule
+  for PNG masks, so this view equals what every reader gave before. The EraDiff trainer, PixPerfect's real
+  pairs, every other method in ``bench`` and all metrics use it.
+
+The writer keeps the invariant the binary view relies on: a stored value is nonzero exactly where the given
+mask is (a value too small for 8 bits is stored as 1, not dropped).
 
 Writing is crash-safe: each file goes through :func:`erasekit.io.write_image` / :func:`erasekit.io.write_mask`
 (temp file + rename) and only then is the manifest line appended and fsynced, so a record never names a file
@@ -34,12 +47,13 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 from PIL import Image
 
 from .. import io, jsonl
+from ..convert import mask_to_uint8
 from ..types import InvalidInputError
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -85,9 +99,61 @@ class PairedRecord:
         return json.dumps(payload, ensure_ascii=False, sort_keys=False)
 
 
+MaskView = Literal["binary", "soft"]
+MASK_VIEWS: tuple[MaskView, ...] = ("binary", "soft")
+
+
+def binary_view(mask: np.ndarray) -> np.ndarray:
+    """A dataset mask's binary reading, float32 {0, 1}: nonzero = remove (:func:`erasekit.io.read_mask`'s rule
+    for PNG masks; of :func:`read_soft_mask` values, exactly ``io.read_mask`` of the same file)."""
+    return (np.asarray(mask) > 0).astype(np.float32)
+
+
+def read_soft_mask(
+    path: str | os.PathLike, *, shape: tuple[int, int] | None = None, resize: bool = False
+) -> np.ndarray:
+    """A dataset mask file's soft values, float32 in [0, 1]: :func:`erasekit.io.read_mask_pair`'s values
+    (8-bit / 255, 16-bit / 65535, the alpha rule), so :func:`binary_view` of them is ``io.read_mask`` of the
+    file.
+
+    A JPEG mask (benchmark folders may hold them) reads as its binary mask (``io.read_mask``'s >= 128 rule):
+    its other values are compression noise, not soft values, and a dataset imported from JPEG masks stays what
+    it was. (Inference, ``erasekit remove``, hands OSOR a JPEG mask's raw values, as the authors read any
+    file.)"""
+    binary, soft = io.read_mask_pair(path, shape=shape, resize=resize)
+    if _is_lossy(path):
+        return binary
+    # For the other formats the binary rule is "nonzero", so this keeps every value; it states the invariant.
+    return np.where(binary > 0, soft, np.float32(0.0)).astype(np.float32)
+
+
+def _is_lossy(path: str | os.PathLike) -> bool:
+    try:
+        with Image.open(path) as image:
+            return image.format in io._LOSSY_MASK_FORMATS  # the formats io.read_mask thresholds at 128
+    except (OSError, Image.DecompressionBombError):
+        return False  # io.read_mask_pair has read it; a format Pillow cannot reopen is not JPEG
+
+
+def mask_to_stored(mask: np.ndarray, what: str = "mask") -> np.ndarray:
+    """The uint8 H×W a mask is stored as: its soft values (the array rules of :func:`erasekit.io.read_mask`:
+    floats clipped to [0, 1], uint8 / 255, a {0, 1} label array or bool as 0/255) · 255, rounded; a nonzero
+    value that rounds to 0 is stored as 1, so the binary view keeps every pixel the mask marks."""
+    soft = io.read_mask(np.asarray(mask), soft=True)
+    eight = mask_to_uint8(soft)
+    return np.where((soft > 0) & (eight == 0), np.uint8(1), eight)
+
+
+def check_mask_view(masks: str) -> MaskView:
+    if masks not in MASK_VIEWS:
+        raise InvalidInputError(f"mask view must be one of {', '.join(MASK_VIEWS)}, got {masks!r}")
+    return masks
+
+
 @dataclass
 class PairedSample:
-    """One loaded sample: uint8 RGB H×W×3 images and float32 H×W {0, 1} masks of the same size."""
+    """One loaded sample: uint8 RGB H×W×3 images and float32 H×W masks of the same size (in {0, 1} for the
+    binary view, in [0, 1] for the soft one)."""
 
     id: str
     image: np.ndarray
@@ -198,11 +264,13 @@ class PairedDataset:
     """Read a paired dataset folder. ``len``, integer indexing, iteration and lookup by id.
 
     The manifest and the presence of every file are checked when the dataset is opened; image sizes are
-    checked when a sample is loaded (or all at once with :meth:`validate`).
+    checked when a sample is loaded (or all at once with :meth:`validate`). ``masks``: which view of the mask
+    files samples carry (module docstring); :meth:`load` can ask for the other one.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, masks: MaskView = "binary"):
         self.root = Path(root)
+        self.masks = check_mask_view(masks)
         self.records = read_manifest(self.root)
         self._by_id = {r.id: i for i, r in enumerate(self.records)}
 
@@ -224,7 +292,8 @@ class PairedDataset:
     def ids(self) -> list[str]:
         return [r.id for r in self.records]
 
-    def load(self, record: PairedRecord) -> PairedSample:
+    def load(self, record: PairedRecord, *, masks: MaskView | None = None) -> PairedSample:
+        view = self.masks if masks is None else check_mask_view(masks)
         image = io.read_image(self.root / record.image).pixels
         background = io.read_image(self.root / record.background).pixels
         if background.shape != image.shape:
@@ -232,20 +301,21 @@ class PairedDataset:
                 f"sample {record.id!r}: background is {background.shape[1]}×{background.shape[0]} "
                 f"but the image is {image.shape[1]}×{image.shape[0]}"
             )
-        masks = {}
+        arrays: dict[str, np.ndarray] = {}
         for key in ("object_mask", "effect_mask"):
             path = self.root / getattr(record, key)
             _header_size(path, key.replace("_", " "))
             try:
-                masks[key] = io.read_mask(path, shape=image.shape[:2])
+                soft = read_soft_mask(path, shape=image.shape[:2])
             except InvalidInputError as exc:
                 raise InvalidInputError(f"sample {record.id!r}, {key}: {exc}") from None
+            arrays[key] = soft if view == "soft" else binary_view(soft)
         return PairedSample(
             record.id,
             image,
             background,
-            masks["object_mask"],
-            masks["effect_mask"],
+            arrays["object_mask"],
+            arrays["effect_mask"],
             record.phase2,
             dict(record.meta),
         )
@@ -328,10 +398,16 @@ class PairedDatasetWriter:
             "object_mask": f"{_FOLDERS['object_mask']}/{sample_id}.png",
             "effect_mask": f"{_FOLDERS['effect_mask']}/{sample_id}.png",
         }
+        stored = {}
+        for name, mask in (("object_mask", object_mask), ("effect_mask", effect_mask)):
+            try:
+                stored[name] = mask_to_stored(mask)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"sample {sample_id!r}, {name}: {exc}") from None
         io.write_image(self.root / paths["image"], image)
         io.write_image(self.root / paths["background"], background)
-        io.write_mask(self.root / paths["object_mask"], (np.asarray(object_mask) > 0.5).astype(np.float32))
-        io.write_mask(self.root / paths["effect_mask"], (np.asarray(effect_mask) > 0.5).astype(np.float32))
+        io.write_mask(self.root / paths["object_mask"], stored["object_mask"])
+        io.write_mask(self.root / paths["effect_mask"], stored["effect_mask"])
         record = PairedRecord(
             sample_id,
             paths["image"],
@@ -353,5 +429,6 @@ class PairedDatasetWriter:
         return None
 
 
-__all__ = ["MANIFEST_NAME", "PairedDataset", "PairedDatasetWriter", "PairedRecord", "PairedSample",
-           "check_id", "read_manifest"]
+__all__ = ["MANIFEST_NAME", "MASK_VIEWS", "MaskView", "PairedDataset", "PairedDatasetWriter", "PairedRecord",
+           "PairedSample", "binary_view", "check_id", "check_mask_view", "mask_to_stored", "read_manifest",
+           "read_soft_mask"]

@@ -25,6 +25,10 @@ computed on m_gt — the paper computes it on the pre-expansion fused mask, whic
 
 Assumptions: shot, background and mask share a stem; the mask covers the removed object (RORD does not
 separate effects), so it is both the object and the effect mask and ``phase2`` is false.
+
+Both readers keep the masks' soft values (:func:`erasekit.data.paired.read_soft_mask`: the file's values / 255
+inside its binary mask), so an import stores anti-aliased or matte masks as they are, and a binary mask file
+imports byte for byte as before. ``phase2`` is computed on the binary view (nonzero pixels).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import numpy as np
 
 from .. import io
 from ..types import InvalidInputError
-from .paired import PHASE2_THRESHOLD, PairedDatasetWriter, PairedSample
+from .paired import PHASE2_THRESHOLD, PairedDatasetWriter, PairedSample, read_soft_mask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -60,12 +64,13 @@ def _first_dir(root: Path, names: tuple[str, ...], what: str) -> Path:
 
 
 def effect_ratio(effect_mask: np.ndarray, object_mask: np.ndarray) -> float:
-    """Eq. 2 effects ratio ‖m_eff‖₁ / ‖m_fuse‖₁ with m_eff = m_fuse \\ m_obj."""
-    fuse = np.asarray(effect_mask) > 0.5
+    """Eq. 2 effects ratio ‖m_eff‖₁ / ‖m_fuse‖₁ with m_eff = m_fuse \\ m_obj, on the masks' binary views
+    (nonzero pixels, :func:`erasekit.data.paired.binary_view`; soft masks count where they are nonzero)."""
+    fuse = np.asarray(effect_mask) > 0
     total = int(fuse.sum())
     if total == 0:
         return 0.0
-    return float((fuse & ~(np.asarray(object_mask) > 0.5)).sum()) / total
+    return float((fuse & ~(np.asarray(object_mask) > 0)).sum()) / total
 
 
 def _sample(stem: str, shot: Path, bg: Path, effect: Path, obj: Path | None, meta: dict) -> PairedSample:
@@ -73,11 +78,11 @@ def _sample(stem: str, shot: Path, bg: Path, effect: Path, obj: Path | None, met
     background = io.read_image(bg).pixels
     if background.shape != image.shape:
         raise InvalidInputError(f"sample {stem!r}: '{bg.name}' and '{shot.name}' differ in size")
-    effect_mask = io.read_mask(effect, shape=image.shape[:2])
+    effect_mask = read_soft_mask(effect, shape=image.shape[:2])
     if obj is None:
         object_mask, phase2 = effect_mask.copy(), False
     else:
-        object_mask = io.read_mask(obj, shape=image.shape[:2])
+        object_mask = read_soft_mask(obj, shape=image.shape[:2])
         phase2 = effect_ratio(effect_mask, object_mask) >= PHASE2_THRESHOLD
     return PairedSample(stem, image, background, object_mask, effect_mask, phase2, meta)
 

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from .. import io
+from ..data.paired import read_soft_mask
 from ..types import InvalidInputError
 from .datasets import EvalDataset, EvalRecord
 
@@ -105,9 +106,9 @@ def open_openimages(root: Path) -> EvalDataset:
 
     def load(row: dict) -> EvalRecord:
         image = io.read_image(folder / f"{row['ImageID']}.jpg").pixels
-        mask = io.read_mask(mask_file(row["MaskPath"]), shape=image.shape[:2], resize=True)
+        soft = read_soft_mask(mask_file(row["MaskPath"]), shape=image.shape[:2], resize=True)
         label = classes.get(row["LabelName"], row["LabelName"])
-        return EvalRecord(Path(row["MaskPath"]).stem, image, image, mask, mask.copy(), label)
+        return EvalRecord.from_soft(Path(row["MaskPath"]).stem, image, image, soft, soft.copy(), label)
 
     loaders: dict[str, Callable[[], EvalRecord]] = {Path(r["MaskPath"]).stem: partial(load, r) for r in rows}
     return EvalDataset("openimages", root, loaders)

@@ -22,6 +22,13 @@ contains):
             ground truth is the image itself.
 
 Labels (for CLIP acc@k) come from ``meta.label`` / ``meta.class`` or an instruction "Remove the <label>".
+
+Masks: a record's ``object_mask`` / ``effect_mask`` are binary {0, 1}, what every method fills and every
+metric scores, equal to what these readers always gave. Records read from mask files also keep the files' soft
+values (``object_soft`` / ``effect_soft``, :func:`erasekit.data.paired.read_soft_mask`: 8-bit values / 255;
+JPEG masks stay binary); the benchmark hands them, as ``RemovalRequest.soft_mask``, only to methods that
+condition on soft masks (OSOR, whose authors read masks ``/255``). COCO's polygon masks are binary by
+construction and carry none.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
+from ..data.paired import read_soft_mask
 from ..types import InvalidInputError
 
 LAYOUTS = ("auto", "paired", "corne", "rord", "removalbench", "omnipaint", "coco", "coco-dilate5",
@@ -50,11 +58,44 @@ class EvalRecord:
     object_mask: np.ndarray
     effect_mask: np.ndarray
     label: str | None = None
+    # The mask files' soft values in [0, 1], nonzero exactly where the binary masks are 1 (None: the file's
+    # values are binary, the binary mask is all there is).
+    object_soft: np.ndarray | None = None
+    effect_soft: np.ndarray | None = None
+
+    @classmethod
+    def from_soft(
+        cls,
+        sample_id: str,
+        image: np.ndarray,
+        background: np.ndarray | None,
+        object_soft: np.ndarray,
+        effect_soft: np.ndarray,
+        label: str | None = None,
+    ) -> EvalRecord:
+        """A record from soft masks (:func:`erasekit.data.paired.read_soft_mask` values); the binary masks are
+        their binary views. A soft mask that is binary already is not kept twice (its soft field is None)."""
+        from ..data.paired import binary_view
+
+        object_mask, effect_mask = binary_view(object_soft), binary_view(effect_soft)
+        return cls(sample_id, image, background, object_mask, effect_mask, label,
+                   None if np.array_equal(object_soft, object_mask) else object_soft,
+                   None if np.array_equal(effect_soft, effect_mask) else effect_soft)
 
     def mask(self, kind: str) -> np.ndarray:
-        if kind not in ("object", "effect"):
-            raise InvalidInputError(f"mask kind must be 'object' or 'effect', got {kind!r}")
+        """The binary mask of ``kind`` ("object" or "effect")."""
+        _check_kind(kind)
         return self.object_mask if kind == "object" else self.effect_mask
+
+    def soft_mask(self, kind: str) -> np.ndarray | None:
+        """The soft values of ``kind``'s mask file, or None when the record has only binary masks."""
+        _check_kind(kind)
+        return self.object_soft if kind == "object" else self.effect_soft
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("object", "effect"):
+        raise InvalidInputError(f"mask kind must be 'object' or 'effect', got {kind!r}")
 
 
 def label_from_meta(meta: dict) -> str | None:
@@ -95,19 +136,21 @@ class EvalDataset:
 
 def _from_samples(name: str, root: Path, samples) -> EvalDataset:
     # Published-layout readers yield loaded samples; keep them (benchmark sets are a few hundred images).
-    records = {s.id: EvalRecord(s.id, s.image, s.background, s.object_mask, s.effect_mask,
-                                label_from_meta(s.meta)) for s in samples}
+    # The readers' masks are soft (erasekit.data.readers).
+    records = {s.id: EvalRecord.from_soft(s.id, s.image, s.background, s.object_mask, s.effect_mask,
+                                         label_from_meta(s.meta)) for s in samples}
     return EvalDataset(name, root, {k: partial(records.__getitem__, k) for k in records})
 
 
 def _paired(root: Path) -> EvalDataset:
     from ..data.paired import PairedDataset
 
-    ds = PairedDataset(root)
+    ds = PairedDataset(root, masks="soft")
 
     def load(sample_id: str) -> EvalRecord:
         s = ds[sample_id]
-        return EvalRecord(s.id, s.image, s.background, s.object_mask, s.effect_mask, label_from_meta(s.meta))
+        return EvalRecord.from_soft(s.id, s.image, s.background, s.object_mask, s.effect_mask,
+                                    label_from_meta(s.meta))
 
     return EvalDataset("paired", root, {i: partial(load, i) for i in ds.ids})
 
@@ -142,11 +185,11 @@ def _folder_triplets(name: str, root: Path, images: tuple[str, ...], masks: tupl
 
     def load(stem: str) -> EvalRecord:
         image = io.read_image(image_files[stem]).pixels
-        mask = io.read_mask(mask_files[stem], shape=image.shape[:2], resize=True)
+        soft = read_soft_mask(mask_files[stem], shape=image.shape[:2], resize=True)
         target = io.read_image(target_files[stem]).pixels if stem in target_files else None
         if target is not None and target.shape != image.shape:
             raise InvalidInputError(f"{name} sample {stem!r}: ground truth and input differ in size")
-        return EvalRecord(stem, image, target, mask, mask.copy())
+        return EvalRecord.from_soft(stem, image, target, soft, soft.copy())
 
     return EvalDataset(name, root, {s: partial(load, s) for s in image_files})
 

@@ -29,14 +29,22 @@ class BenchEntry:
     withhold_mask: bool = False  # the method gets no mask (mask-free rows); metrics still use the mask
 
     def request(
-        self, record: EvalRecord, mask: np.ndarray, seed: int, options: dict[str, Any]
+        self,
+        record: EvalRecord,
+        mask: np.ndarray,
+        seed: int,
+        options: dict[str, Any],
+        soft_mask: np.ndarray | None = None,
     ) -> RemovalRequest:
+        """``soft_mask``: the mask file's soft values, for methods that condition on them (the runner passes
+        them only to those); withheld with the mask."""
         label = record.label or "object"
         options = {**options, **dict.fromkeys(self.label_options, label)}
         prompt = self.prompt.format(label=label) if self.prompt is not None else None
         return RemovalRequest(
             image=record.image,
             mask=None if self.withhold_mask else mask,
+            soft_mask=None if self.withhold_mask else soft_mask,
             prompt=prompt,
             seed=seed,
             refine=self.refine,

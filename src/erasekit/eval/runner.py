@@ -12,9 +12,11 @@ Layout of a results folder::
 
 Resumable: an output is reused when its sidecar JSON carries the same cache key — a hash of the method name,
 its load and call options, the seed, the mask setting, the fingerprint of the method's weights and the exact
-input pixels and mask. Per-image metric values are cached in the same sidecar, per (output, metric): keyed by
-the output, target and mask pixels and the metric's name, weights fingerprint and settings, so a warm rerun
-recomputes only set-level statistics (FID, CMMD ...) and metrics whose settings changed.
+input pixels and mask (for a method that conditions on soft masks, OSOR, also the mask's soft values when the
+dataset has any: :class:`~erasekit.eval.datasets.EvalRecord`). Per-image metric values are cached in the same
+sidecar, per (output, metric): keyed by the output, target and mask pixels and the metric's name, weights
+fingerprint and settings, so a warm rerun recomputes only set-level statistics (FID, CMMD ...) and metrics
+whose settings changed.
 
 Latency is measured per image with ``time.perf_counter`` around the remover call, after ``warmup`` untimed
 calls on the first image; peak memory per call is the process RSS peak (sampled every 2 ms), the tracemalloc
@@ -187,7 +189,15 @@ def cache_key(
     mode: str,
     weights_fp: str,
     record: EvalRecord,
+    *,
+    soft: bool = False,
 ) -> str:
+    """``soft``: the method conditions on soft masks (``consumes_soft_mask``); then the record's soft values,
+    when it has any, are part of the input. Other methods' keys never depend on them."""
+    arrays = [record.image, record.mask(mode)]
+    soft_mask = record.soft_mask(mode) if soft else None
+    if soft_mask is not None:
+        arrays.append(soft_mask)
     payload = json.dumps(
         {
             "method": method,
@@ -196,7 +206,7 @@ def cache_key(
             "seed": seed,
             "mask": mode,
             "weights": weights_fp,
-            "input": _array_digest(record.image, record.mask(mode)),
+            "input": _array_digest(*arrays),
         },
         sort_keys=True,
         default=str,
@@ -261,7 +271,10 @@ def _save_metric_values(meta_path: Path, info: dict[str, Any], cached: dict[str,
 def _run_one(
     remover, record: EvalRecord, mode: str, cfg: BenchConfig, call_options: dict, entry: BenchEntry
 ) -> RunOutput:
-    request = entry.request(record, record.mask(mode), cfg.seed, dict(call_options))
+    # Only methods that condition on soft values (OSOR) get the mask file's soft values; every other method
+    # gets exactly the binary mask (see RemovalRequest.soft_mask).
+    soft = record.soft_mask(mode) if getattr(remover, "consumes_soft_mask", False) else None
+    request = entry.request(record, record.mask(mode), cfg.seed, dict(call_options), soft_mask=soft)
     with PeakMemory(cfg.trace_python_memory) as mem:
         t0 = time.perf_counter()
         result = remover(request)
@@ -363,12 +376,14 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
             continue
         # Checked once, not per sample; typed values also make the cache key canonical ("2" and 2 alike).
         call_opts = check_call(get_method(method), call_opts)
+        soft = bool(getattr(remover, "consumes_soft_mask", False))  # its cache key covers soft values
         warmed = False
         fresh: set[str] = set()  # keys computed on Ray in this run
         if cfg.executor == "ray":
             from .ray_bench import fill_on_ray
 
-            wanted = [(i, m, cache_key(row_name, load_opts, call_opts, cfg.seed, m, weights_fp, dataset[i]))
+            wanted = [(i, m, cache_key(row_name, load_opts, call_opts, cfg.seed, m, weights_fp, dataset[i],
+                                       soft=soft))
                       for m in modes for i in dataset.ids]
             missing = [(i, m, k) for i, m, k in wanted
                        if _load_cached(_output_paths(out, row_name, m, i), k) is None]
@@ -378,7 +393,7 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
             run_rows = []
             for sample_id in _progress(dataset.ids, len(dataset), f"{method}/{mode}", cfg.progress):
                 record = dataset[sample_id]
-                key = cache_key(row_name, load_opts, call_opts, cfg.seed, mode, weights_fp, record)
+                key = cache_key(row_name, load_opts, call_opts, cfg.seed, mode, weights_fp, record, soft=soft)
                 paths = _output_paths(out, row_name, mode, sample_id)
                 run = _load_cached(paths, key)
                 if run is not None and key in fresh:

@@ -152,7 +152,9 @@ def train_eradiff(config: EraDiffTrainConfig, *, progress: bool = True, pipeline
         accelerator.register_for_checkpointing(ema)
 
     resize = ResizeRule("short", config.data.resolution, multiple=8) if config.data.resolution else None
-    dataset = PairedTorchDataset(config.data.path, resize=resize, seed=config.seed)
+    # The binary view of the masks: the paper's mask is binary, M ∈ {0, 1}^{H×W} (arXiv:2503.07026 Sec. 3),
+    # and erasekit's pairs mark where the paste changed pixels (α > 0, erasekit.data.eradiff_pairs).
+    dataset = PairedTorchDataset(config.data.path, resize=resize, seed=config.seed, masks="binary")
     start, resumed_from = 0, 0
     latest = latest_checkpoint(output_dir)
     if latest is not None:

@@ -440,6 +440,7 @@ class OsorTrainer:
             augment=augment,
             seed=cfg.seed,
             phase2_only=bool(cfg.data.phase2_only),
+            masks="soft",  # the authors' /255 masks (Zhouqm-Git/osor src/data/dataset.py), NEAREST-resized
         )
 
     def _loader(self, start_micro: int):
