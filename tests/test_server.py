@@ -741,6 +741,12 @@ def _big_photo_png() -> bytes:
 
 
 def test_uploads_and_results_never_touch_temporary_files(monkeypatch, tmp_path):
+    import multiprocessing.util
+
+    # multiprocessing makes one folder per process for its fork server's socket, on first use (here: the
+    # classical fills' child processes). Made before the spy, as it is when an earlier test started them, so
+    # the result does not depend on test order and the spy sees only what uploads and results do.
+    multiprocessing.util.get_temp_dir()
     tempdir = tmp_path / "tmp"
     tempdir.mkdir()
     spy = _TempSpy(monkeypatch, tempdir)

@@ -338,7 +338,7 @@ def _ray_outcomes(
         _RayActor,
         fn_constructor_kwargs={"spec": asdict(spec), "config": asdict(config), "debug_dir": debug_dir},
         batch_size=1,
-        concurrency=max(1, workers),
+        compute=ray.data.ActorPoolStrategy(size=max(1, workers)),  # `concurrency=` is deprecated in Ray 2.60
         num_cpus=1,
     )
     for row in dataset.iter_rows():
