@@ -352,11 +352,16 @@ def test_methods_lists_the_refiners(client):
      ("ns", {}, "a brick wall")],
 )
 def test_bad_options_and_ignored_prompts_are_422_with_the_apis_own_message(client, method, options, prompt):
-    with pytest.raises(InvalidInputError) as api:  # the Python API, checked before any model loads
+    with pytest.raises(InvalidInputError):  # the Python API, checked before any model loads
         erasekit.remove(PHOTO, MASK, method=method, prompt=prompt, **options)
+    # The same check for network input, whose list of options leaves out the Python-only ones (callables such
+    # as patchmatch's sampling_area), which a client cannot send.
+    with pytest.raises(InvalidInputError) as api:
+        registry.check_call(registry.get_method(method), options, prompt=prompt, from_python=False)
     body = json_body(method=method, options=options, prompt=prompt)
     error = expect_error(client.post("/api/v1/remove", json=body), 422, "InvalidInputError")
     assert error["message"] == str(api.value)
+    assert "sampling_area" not in error["message"]
 
 
 def test_option_values_sent_as_text_are_read_by_the_declared_type(client):

@@ -328,7 +328,7 @@ class SamSegmenter:
         # As transformers' Sam2ImageProcessor (torchvision backend) does, bit for bit: an antialiased bilinear
         # resize of the uint8 image (uint8 out), then rescaling and normalising fused into one step,
         # (x - 255·mean) / (255·std). tests/test_sam2_preprocessing.py compares it with the processor.
-        chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        chw = torch.tensor(np.asarray(image, dtype=np.uint8)).permute(2, 0, 1)[None]  # copies read-only input
         resized = torch.nn.functional.interpolate(
             chw, size=(th, tw), mode="bilinear", antialias=True, align_corners=False
         )[0].float()
