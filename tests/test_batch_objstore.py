@@ -29,7 +29,8 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 _unique = itertools.count()
 
 
-def _photo_set(folder: Path, count: int, size: int = 64, hole: int = 16, ext: str = ".jpg") -> tuple[Path, Path]:
+def _photo_set(folder: Path, count: int, size: int = 64, hole: int = 16, ext: str = ".jpg"
+               ) -> tuple[Path, Path]:
     """``count`` crops of scikit-image's real colour photos (JPEG by default: the output must reuse the
     source's quantisation tables, read from bytes here) and a centred square mask each."""
     images, masks = folder / "images", folder / "masks"
@@ -177,7 +178,7 @@ def test_s3_batch_equals_folder_batch_with_one_listing_per_prefix(s3, tmp_path, 
                     method="telea", progress=False)
     monkeypatch.undo()
     folder = run_batch([images], masks, tmp_path / "from-folder", method="telea", progress=False)
-    assert url.counts == {"ok": 6, "skipped": 0, "failed": 0}
+    assert url.counts == folder.counts == {"ok": 6, "skipped": 0, "failed": 0}
     assert _outputs(tmp_path / "from-s3") == _outputs(tmp_path / "from-folder")
     # One GET per image and per mask; the listings do not grow with the number of images.
     assert calls.count("get_object") == 12
