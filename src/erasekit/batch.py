@@ -450,7 +450,7 @@ def run_batch(
     if objstore.is_url(out_dir):
         raise InvalidInputError(
             f"the output folder must be a local or mounted folder, not '{out_dir}': resume relies on its "
-            "lock file and atomic renames; write to a local folder (or a bucket mounted with mountpoint-s3 / "
+            "lock file and atomic renames; write to a local or shared folder (or a bucket mounted with "
             "gcsfuse) and copy it up afterwards (docs/cluster.md)"
         )
     images = collect_images(inputs)
