@@ -21,7 +21,7 @@ import skimage.data
 from PIL import Image
 
 from erasekit import InvalidInputError
-from erasekit.batch import MaskIndex, collect_images, find_mask, read_report, run_batch
+from erasekit.batch import MaskIndex, collect_sources, find_mask, read_report, run_batch
 from erasekit.cli import main
 from erasekit.testing.objstore import local_s3, local_s3_unavailable, upload
 
@@ -120,7 +120,7 @@ def test_memory_prefix_batch_equals_folder_batch_and_records_failures(tmp_path, 
     assert all(r.image.startswith(memory_prefix) and r.mask.startswith(memory_prefix) for r in ok)
 
     # A glob over the prefix finds the same objects; a re-run from the URL skips what is done.
-    assert collect_images([f"{memory_prefix}/photos/*.jpg"]) == collect_images([f"{memory_prefix}/photos"])
+    assert collect_sources([f"{memory_prefix}/photos/*.jpg"]) == collect_sources([f"{memory_prefix}/photos"])
     again = run_batch([f"{memory_prefix}/photos/*.jpg"], f"{memory_prefix}/masks", tmp_path / "from-url",
                       method="telea+poisson", progress=False)
     assert again.counts == {"ok": 0, "skipped": 5, "failed": 2}

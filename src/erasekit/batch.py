@@ -80,14 +80,23 @@ def image_extensions() -> frozenset[str]:
 # ------------------------------------------------------------------------------------------------------------
 # Finding the work
 # ------------------------------------------------------------------------------------------------------------
-def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path | str]:
+def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files, folders and glob patterns into image paths, in the order given, without duplicates.
 
-    URLs (``s3://bucket/photos/``, a prefix, one object or a glob) expand the same way to object URLs (str),
-    one listing per input (:func:`erasekit.objstore.list_images`). A path that does not exist (or a pattern
-    that matches nothing) is kept as it is, so the batch records it as a failed item instead of silently doing
-    less work.
+    A path that does not exist (or a pattern that matches nothing) is kept as it is, so the batch records it
+    as a failed item instead of silently doing less work. Object-store URLs: :func:`collect_sources`.
     """
+    found = collect_sources(inputs)
+    urls = [item for item in found if isinstance(item, str)]
+    if urls:
+        raise InvalidInputError(f"'{urls[0]}': object-store URLs are read by `erasekit batch`, not here")
+    return [item for item in found if isinstance(item, Path)]
+
+
+def collect_sources(inputs: Sequence[str | os.PathLike]) -> list[Path | str]:
+    """:func:`collect_images`, where inputs may also be URLs (``s3://bucket/photos/``: a prefix, one object
+    or a glob), which expand the same way to object URLs (str), one listing per input
+    (:func:`erasekit.objstore.list_images`)."""
     extensions = image_extensions()
     found: list[Path | str] = []
     for item in inputs:
@@ -453,7 +462,7 @@ def run_batch(
             "lock file and atomic renames; write to a local or shared folder (or a bucket mounted with "
             "gcsfuse) and copy it up afterwards (docs/cluster.md)"
         )
-    images = collect_images(inputs)
+    images = collect_sources(inputs)
     if not images:
         raise InvalidInputError("no images to process (give files, folders or glob patterns)")
     masks_dir = os.fspath(mask_dir)
@@ -683,6 +692,7 @@ __all__ = [
     "RayBatchWorker",
     "clean_stale_temps",
     "collect_images",
+    "collect_sources",
     "find_mask",
     "image_extensions",
     "ray_session",
