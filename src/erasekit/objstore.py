@@ -18,10 +18,11 @@ A scheme whose backend is not installed, or one fsspec does not know, is one :cl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,20 @@ def _files(fs: Any, entries: list[dict[str, Any]], extensions: Collection[str], 
     return sorted(urls)
 
 
+@contextlib.contextmanager
+def _listing(url: str) -> Iterator[None]:
+    """A listing that fails for a reason other than "nothing there" (credentials, endpoint, permissions) is
+    the user's URL or configuration: one line, exit 2, before the batch does any work."""
+    try:
+        yield
+    except (FileNotFoundError, InvalidInputError):
+        raise
+    except PermissionError:
+        raise InvalidInputError(f"cannot list '{url}': permission denied") from None
+    except Exception as exc:  # noqa: BLE001 (each backend raises its own classes: botocore, google-auth, ...)
+        raise InvalidInputError(f"cannot list '{url}': {type(exc).__name__}: {exc}") from None
+
+
 def list_images(url: str, extensions: Collection[str]) -> list[str]:
     """The image objects ``url`` names: itself if it is one object, those directly under it if it is a
     prefix (one listing, not recursive, as for a folder), those a glob pattern matches (``**`` recurses).
@@ -123,12 +138,12 @@ def list_images(url: str, extensions: Collection[str]) -> list[str]:
 
     fs, path = filesystem(url)
     _fresh(fs, path)
-    if glob.has_magic(path):
-        found = fs.glob(path, detail=True)
-        return _files(fs, list(found.values()), extensions, url, path) or [url]
-    kind = _kind(fs, path)
-    if kind == "directory":
-        return _files(fs, fs.ls(path, detail=True), extensions, url, path)
+    with _listing(url):
+        if glob.has_magic(path):
+            found = fs.glob(path, detail=True)
+            return _files(fs, list(found.values()), extensions, url, path) or [url]
+        if _kind(fs, path) == "directory":
+            return _files(fs, fs.ls(path, detail=True), extensions, url, path)
     return [url]
 
 
@@ -137,11 +152,12 @@ def list_names(url: str) -> set[str]:
     fs, path = filesystem(url)
     _fresh(fs, path)
     try:
-        entries = fs.ls(path, detail=True)
+        with _listing(url):
+            entries = fs.ls(path, detail=True)
+            if not entries and _kind(fs, path) is None:
+                raise FileNotFoundError(path)
     except FileNotFoundError:
         raise InvalidInputError(f"mask folder '{url}' does not exist") from None
-    if not entries and _kind(fs, path) is None:
-        raise InvalidInputError(f"mask folder '{url}' does not exist")
     return {posixpath.basename(str(e["name"]).rstrip("/")) for e in entries if e.get("type") == "file"}
 
 
@@ -170,7 +186,8 @@ def mirror(url: str, folder: str | os.PathLike) -> Path:
     fs, path = filesystem(url)
     _fresh(fs, path)
     root = path.rstrip("/")
-    entries = fs.find(root, detail=True)
+    with _listing(url):
+        entries = fs.find(root, detail=True)
     if not entries:
         raise InvalidInputError(f"dataset '{url}' has no objects")
     destination = Path(folder)
