@@ -2,7 +2,8 @@
 benchmark datasets, read through `fsspec <https://filesystem-spec.readthedocs.io>`_.
 
 fsspec is the field's common layer over object stores: ``s3fs`` serves ``s3://``, ``gcsfs`` ``gs://``,
-``adlfs`` ``az://``, and ``memory://`` is built in. erasekit does not configure them: credentials and
+``adlfs`` ``az://``, and ``memory://`` is built in (one store per process: tests and the local executor
+only, Ray actors cannot see it). erasekit does not configure them: credentials and
 endpoints come from each backend's usual sources (for S3 the ``AWS_*`` environment variables, including
 ``AWS_ENDPOINT_URL`` for MinIO and other S3-compatible stores, ``~/.aws/config`` and instance roles), or from
 fsspec's own ``FSSPEC_<PROTOCOL>_<OPTION>`` variables (``FSSPEC_S3_ANON=true``).
