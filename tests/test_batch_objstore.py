@@ -230,3 +230,27 @@ def test_bench_reads_a_dataset_prefix(s3, tmp_path):
     assert sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file()) == sorted(
         p.relative_to(dataset) for p in dataset.rglob("*") if p.is_file()
     )
+
+
+def test_s3_mask_listing_pages_once_for_many_masks(s3, monkeypatch):
+    """1,001 masks: one listing in two pages (S3 returns at most 1,000 keys a request), and every image's
+    mask is then found without another request."""
+    import s3fs
+
+    from erasekit.objstore import filesystem
+
+    fs, _ = filesystem("s3://erasekit-many/")
+    fs.mkdir("erasekit-many")
+    fs.pipe({f"erasekit-many/masks/img{i:04d}.png": b"" for i in range(1001)})
+    calls: list[str] = []
+    real = s3fs.S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):
+        calls.append(method)
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    index = MaskIndex.listed("s3://erasekit-many/masks/")
+    found = [index.find(f"s3://erasekit-many/photos/img{i:04d}.jpg") for i in range(1001)]
+    assert calls == ["list_objects_v2", "list_objects_v2"]
+    assert found[1000] == "s3://erasekit-many/masks/img1000.png" and len(set(found)) == 1001
