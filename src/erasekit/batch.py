@@ -9,6 +9,15 @@ extension
 
 The output is ``OUTDIR/photo.jpg`` (same name, same format as the input, EXIF/ICC kept by :mod:`erasekit.io`).
 
+Object stores: inputs and the mask folder may be URLs (``s3://bucket/photos/``,
+``s3://bucket/photos/*.jpg``, ``gs://...``, ``memory://...``; :mod:`erasekit.objstore`, through fsspec).
+An input prefix is listed once, as a folder is; a mask prefix is listed once when the batch starts and
+every image's mask is chosen from that listing by the rules above (:class:`MaskIndex`), so a million images
+cost one paged listing, not a request per candidate mask name. Each image and mask is then one GET, by
+whichever process runs the image (the Ray actors fetch their own). The output folder must be a local or
+mounted folder (the lock, the report and the atomic renames below need a POSIX folder): a URL output is
+refused (exit 2).
+
 Resume: outputs are written atomically (temp file + rename, :func:`erasekit.io.write_image`), so an output
 that exists is complete; a re-run skips it (unless ``skip_existing=False``). Temp files a killed run left
 behind are deleted when the next run starts. A lock on ``OUTDIR/.erasekit-batch.lock`` keeps two batches from
@@ -32,21 +41,23 @@ class, that class's code (2 bad input, 3 missing weights, 4 resource limit, 1 in
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import json
 import os
+import posixpath
 import re
 import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import io, jsonl
+from . import io, jsonl, objstore
 from .types import ErasekitError, InvalidInputError, RemovalRequest
 
 REPORT_NAME = "batch_report.jsonl"
@@ -73,12 +84,26 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Expand files, folders and glob patterns into image paths, in the order given, without duplicates.
 
     A path that does not exist (or a pattern that matches nothing) is kept as it is, so the batch records it
-    as a failed item instead of silently doing less work.
+    as a failed item instead of silently doing less work. Object-store URLs: :func:`collect_sources`.
     """
+    found = collect_sources(inputs)
+    urls = [item for item in found if isinstance(item, str)]
+    if urls:
+        raise InvalidInputError(f"'{urls[0]}': object-store URLs are read by `erasekit batch`, not here")
+    return [item for item in found if isinstance(item, Path)]
+
+
+def collect_sources(inputs: Sequence[str | os.PathLike]) -> list[Path | str]:
+    """:func:`collect_images`, where inputs may also be URLs (``s3://bucket/photos/``: a prefix, one object
+    or a glob), which expand the same way to object URLs (str), one listing per input
+    (:func:`erasekit.objstore.list_images`)."""
     extensions = image_extensions()
-    found: list[Path] = []
+    found: list[Path | str] = []
     for item in inputs:
         text = os.fspath(item)
+        if objstore.is_url(text):
+            found.extend(objstore.list_images(text, extensions))
+            continue
         path = Path(text)
         if path.is_dir():
             found.extend(
@@ -94,9 +119,9 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
             files = [m for m in matches if m.is_file() and m.suffix.lower() in extensions]
             found.extend(files or [path])
-    unique: dict[str, Path] = {}
-    for path in found:
-        unique.setdefault(os.path.abspath(path), path)
+    unique: dict[str, Path | str] = {}
+    for entry in found:
+        unique.setdefault(entry if isinstance(entry, str) else os.path.abspath(entry), entry)
     return list(unique.values())
 
 
@@ -121,9 +146,57 @@ def find_mask(image: Path, mask_dir: Path) -> Path:
     for candidate in candidates:
         if candidate.is_file() and not _same_file(candidate, image):
             return candidate
-    raise InvalidInputError(
-        f"no mask for '{image.name}' in '{mask_dir}' (expected {stem}.png or {stem}_mask.png)"
+    raise _no_mask(image.name, mask_dir)
+
+
+def _no_mask(image_name: str, mask_dir: str | os.PathLike) -> InvalidInputError:
+    stem = posixpath.splitext(image_name)[0]
+    return InvalidInputError(
+        f"no mask for '{image_name}' in '{mask_dir}' (expected {stem}.png or {stem}_mask.png)"
     )
+
+
+class MaskIndex:
+    """The masks of one listed folder (an object-store prefix), found by :func:`find_mask`'s rules from
+    the names alone: built once from one listing, then each lookup is a few dictionary reads.
+
+    The names are indexed by every prefix that ends before a dot (``a.b.png`` under ``a`` and ``a.b``), which
+    is what rules 3 and 4's pattern ``{stem}{suffix}.*`` asks for."""
+
+    def __init__(self, folder: str, names: Collection[str]):
+        self.folder = folder
+        self.names = frozenset(names)
+        self._by_prefix: dict[str, list[str]] = {}
+        for item in sorted(self.names):
+            for i, char in enumerate(item):
+                if char == ".":
+                    self._by_prefix.setdefault(item[:i], []).append(item)
+
+    @classmethod
+    def listed(cls, url: str) -> MaskIndex:
+        """One listing of prefix ``url`` (:func:`erasekit.objstore.list_names`)."""
+        return cls(url, objstore.list_names(url))
+
+    def candidates(self, stem: str) -> list[str]:
+        """The names present for ``stem``, in the rules' order."""
+        extensions = image_extensions()
+        ordered = [f"{stem}{suffix}.png" for suffix in MASK_SUFFIXES]
+        for suffix in MASK_SUFFIXES:
+            pattern = f"{glob.escape(stem + suffix)}.*"
+            for other in self._by_prefix.get(stem + suffix, []):
+                ext = posixpath.splitext(other)[1].lower()
+                if fnmatch.fnmatchcase(other, pattern) and ext in extensions and ext != ".png":
+                    ordered.append(other)
+        return [n for n in ordered if n in self.names]
+
+    def find(self, image: str | os.PathLike) -> str:
+        """The URL of ``image``'s mask, or InvalidInputError as :func:`find_mask` raises it."""
+        image_name = objstore.name(image)
+        for candidate in self.candidates(posixpath.splitext(image_name)[0]):
+            location = objstore.join(self.folder, candidate)
+            if candidate != image_name or not objstore.same_object(location, os.fspath(image)):
+                return location  # the image itself never counts as its mask
+        raise _no_mask(image_name, self.folder)
 
 
 def clean_stale_temps(folder: Path) -> list[Path]:
@@ -273,23 +346,40 @@ def _failure(record: BatchRecord, exc: BaseException) -> BatchRecord:
 
 def _process(
     remover,
-    image_path: Path,
-    mask_dir: Path,
+    image: str,
+    mask_dir: str,
     output: Path,
     request_args: dict[str, Any],
     resize_mask: bool,
     record: BatchRecord,
     in_place: bool = False,
+    mask_url: str | None = None,
 ) -> BatchRecord:
+    """One image: read, find its mask, remove, write. ``image`` is a path or a URL; a URL ``mask_dir`` takes
+    the mask ``mask_url`` the driver chose from its one listing (None: there is none)."""
     t0 = time.perf_counter()
-    if not in_place and output.resolve() == image_path.resolve():
-        raise InvalidInputError(f"output '{output}' would overwrite the input; choose another output folder")
-    if not image_path.is_file():
-        raise InvalidInputError(f"image '{image_path}' does not exist")
-    loaded = io.read_image(image_path)
-    mask_path = find_mask(image_path, mask_dir)
-    record.mask = str(mask_path)
-    mask, values = io.read_mask_pair(mask_path, shape=loaded.pixels.shape[:2], resize=resize_mask)
+    loaded: io.LoadedImage
+    if objstore.is_url(image):
+        loaded = io.read_image(objstore.read_bytes(image, "image"))  # one GET, decoded from memory
+    else:
+        image_path = Path(image)
+        if not in_place and output.resolve() == image_path.resolve():
+            raise InvalidInputError(
+                f"output '{output}' would overwrite the input; choose another output folder"
+            )
+        if not image_path.is_file():
+            raise InvalidInputError(f"image '{image_path}' does not exist")
+        loaded = io.read_image(image_path)
+    mask_source: Path | bytes
+    if objstore.is_url(mask_dir):
+        if mask_url is None:
+            raise _no_mask(objstore.name(image), mask_dir)
+        record.mask = mask_url
+        mask_source = objstore.read_bytes(mask_url, "mask")
+    else:
+        mask_source = find_mask(Path(image), Path(mask_dir))
+        record.mask = str(mask_source)
+    mask, values = io.read_mask_pair(mask_source, shape=loaded.pixels.shape[:2], resize=resize_mask)
     # Only methods that condition on soft values (OSOR) get them; see RemovalRequest.soft_mask.
     soft = values if getattr(remover, "consumes_soft_mask", False) else None
     t1 = time.perf_counter()
@@ -366,14 +456,24 @@ def run_batch(
         raise InvalidInputError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if workers < 1:
         raise InvalidInputError(f"workers must be >= 1, got {workers}")
-    images = collect_images(inputs)
+    if objstore.is_url(out_dir):
+        raise InvalidInputError(
+            f"the output folder must be a local or mounted folder, not '{out_dir}': resume relies on its "
+            "lock file and atomic renames; write to a local or shared folder (or a bucket mounted with "
+            "gcsfuse) and copy it up afterwards (docs/cluster.md)"
+        )
+    images = collect_sources(inputs)
     if not images:
         raise InvalidInputError("no images to process (give files, folders or glob patterns)")
-    masks_dir = Path(mask_dir)
-    if not masks_dir.is_dir():
+    masks_dir = os.fspath(mask_dir)
+    mask_index: MaskIndex | None = None
+    if objstore.is_url(masks_dir):
+        mask_index = MaskIndex.listed(masks_dir)  # one listing for the whole batch
+    elif not Path(masks_dir).is_dir():
         raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
     out = Path(out_dir)
-    own = [p for p in images if (out / p.name).exists() and _same_file(out / p.name, p)]
+    own = [p for p in images
+           if isinstance(p, Path) and (out / p.name).exists() and _same_file(out / p.name, p)]
     if own and not in_place:
         raise InvalidInputError(
             f"output folder '{out}' holds {len(own)} of the input photos; choose another folder, or pass "
@@ -411,32 +511,37 @@ def run_batch(
     with _output_lock(out):
         stale = clean_stale_temps(out)
         report = _ReportWriter(out / REPORT_NAME)
-        claimed: dict[str, Path] = {}
+        claimed: dict[str, Path | str] = {}
         decided: list[BatchRecord | None] = []  # None: to process
         todo: list[BatchRecord] = []
         for image_path in images:
-            output = out / image_path.name
+            output = out / objstore.name(image_path)
             record = BatchRecord(image=str(image_path), status="failed", output=str(output), run=run_id)
             first = claimed.setdefault(output.name, image_path)
             if first is not image_path:
                 decided.append(_failure(record, InvalidInputError(
                     f"output name '{output.name}' is already taken by '{first}' in this batch")))
-            elif skip_existing and output.exists() and not (in_place and _same_file(output, image_path)):
+            elif (skip_existing and output.exists()
+                  and not (in_place and isinstance(image_path, Path) and _same_file(output, image_path))):
                 record.status = "skipped"
                 record.message = "output exists"
                 decided.append(record)
             else:
                 decided.append(None)
                 todo.append(record)
+        # Masks under a URL: chosen here, from the one listing, for both executors alike.
+        mask_urls = [_listed_mask(mask_index, r.image) for r in todo] if mask_index is not None else None
         done: Iterator[BatchRecord]
         if executor == "local":
-            done = (_process_or_fail(remover, r, masks_dir, request_args, resize_mask, in_place)
-                    for r in todo)
+            done = (_process_or_fail(remover, r, masks_dir, request_args, resize_mask, in_place,
+                                     mask_urls[i] if mask_urls is not None else None)
+                    for i, r in enumerate(todo))
         else:
             job = {"method": name, "load_options": load_opts, "options": call_options, "seed": seed,
                    "dilate": dilate, "hd_strategy": hd_strategy, "refine": refine_value,
-                   "mask_dir": str(masks_dir), "resize_mask": resize_mask, "in_place": in_place}
-            done = _ray_records(todo, job, workers=workers, gpus_per_worker=gpus_per_worker)
+                   "mask_dir": masks_dir, "resize_mask": resize_mask, "in_place": in_place}
+            done = _ray_records(todo, job, workers=workers, gpus_per_worker=gpus_per_worker,
+                                mask_urls=mask_urls)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -467,13 +572,20 @@ def run_batch(
     )
 
 
-def _process_or_fail(remover, record: BatchRecord, mask_dir: Path, request_args: dict[str, Any],
-                     resize_mask: bool, in_place: bool = False) -> BatchRecord:
+def _listed_mask(index: MaskIndex, image: str) -> str | None:
+    try:
+        return index.find(image)
+    except InvalidInputError:
+        return None  # recorded as the missing mask when the image is processed, as for a folder
+
+
+def _process_or_fail(remover, record: BatchRecord, mask_dir: str, request_args: dict[str, Any],
+                     resize_mask: bool, in_place: bool = False, mask_url: str | None = None) -> BatchRecord:
     """One image as the local executor and every Ray actor run it: processed, or its failure recorded."""
     assert record.output is not None
     try:
-        _process(remover, Path(record.image), mask_dir, Path(record.output), request_args, resize_mask,
-                 record, in_place=in_place)
+        _process(remover, record.image, mask_dir, Path(record.output), request_args, resize_mask,
+                 record, in_place=in_place, mask_url=mask_url)
     except Exception as exc:  # noqa: BLE001 (one image's failure never stops the batch)
         _failure(record, exc)
     return record
@@ -491,7 +603,7 @@ class RayBatchWorker:
         from .registry import load_remover
 
         self.remover = load_remover(job["method"], **job["load_options"])
-        self.mask_dir = Path(job["mask_dir"])
+        self.mask_dir = str(job["mask_dir"])
         self.resize_mask = bool(job["resize_mask"])
         self.in_place = bool(job["in_place"])
         hd = job["hd_strategy"]
@@ -503,8 +615,8 @@ class RayBatchWorker:
         import numpy as np
 
         done = [_process_or_fail(self.remover, BatchRecord(**json.loads(row)), self.mask_dir,
-                                 self.request_args, self.resize_mask, self.in_place).to_json()
-                for row in batch["record"]]
+                                 self.request_args, self.resize_mask, self.in_place, mask or None).to_json()
+                for row, mask in zip(batch["record"], batch["mask"], strict=True)]
         return {"record": np.array(done, dtype=object)}
 
 
@@ -517,18 +629,22 @@ def ray_gpus_per_worker(ray, method: str) -> float:
 
 
 def _ray_records(todo: list[BatchRecord], job: dict[str, Any], *, workers: int,
-                 gpus_per_worker: float | None) -> Iterator[BatchRecord]:
+                 gpus_per_worker: float | None, mask_urls: list[str | None] | None = None
+                 ) -> Iterator[BatchRecord]:
     """The processed records, in input order, from a Ray Data ``map_batches`` over ``workers`` actors.
 
     Connects to the cluster this process is attached to (``ray.init(address=...)`` beforehand, or
     ``RAY_ADDRESS``), else starts a local instance and stops it afterwards. Outputs are written by the actors
     (atomic writes into the output folder, which must be shared storage on a cluster); records come back to
-    this process, which writes the report."""
+    this process, which writes the report. Rows carry only the record and the mask URL the driver chose (for
+    a URL mask folder): each actor fetches its image and mask bytes itself."""
     if not todo:
         return
     with ray_session(workers) as ray:
         gpus = ray_gpus_per_worker(ray, job["method"]) if gpus_per_worker is None else gpus_per_worker
-        dataset = ray.data.from_items([{"record": r.to_json()} for r in todo]).map_batches(
+        masks = mask_urls if mask_urls is not None else [None] * len(todo)
+        rows = [{"record": r.to_json(), "mask": m or ""} for r, m in zip(todo, masks, strict=True)]
+        dataset = ray.data.from_items(rows).map_batches(
             RayBatchWorker,
             fn_constructor_kwargs={"job": job},
             batch_size=1,
@@ -572,9 +688,11 @@ __all__ = [
     "REPORT_NAME",
     "BatchRecord",
     "BatchSummary",
+    "MaskIndex",
     "RayBatchWorker",
     "clean_stale_temps",
     "collect_images",
+    "collect_sources",
     "find_mask",
     "image_extensions",
     "ray_session",

@@ -63,8 +63,9 @@ def _key_values(items: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def bench_command(
-    dataset: Path = typer.Option(
-        None, "--dataset", "-d", help="dataset folder (paired format or a benchmark layout)"
+    dataset: str = typer.Option(
+        None, "--dataset", "-d",
+        help="dataset folder or object-store prefix (paired format or a benchmark layout)",
     ),
     methods: str = typer.Option(
         "patchmatch,telea", "--methods", help="comma-separated methods or chains (telea+poisson): a row each"

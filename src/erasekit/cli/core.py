@@ -305,11 +305,15 @@ def _print_options(method: str) -> None:
 
 def batch_command(
     images: list[str] = typer.Argument(..., metavar="IMAGES...",
-                                       help="image files, folders or glob patterns ('in/*.jpg')"),
-    masks: Path = typer.Option(
-        ..., "--masks", "-m", help="mask folder: photo.jpg <- photo.png or photo_mask.png"
+                                       help="image files, folders, glob patterns ('in/*.jpg') or "
+                                       "object-store prefixes (s3://bucket/photos/)"),
+    masks: str = typer.Option(
+        ..., "--masks", "-m",
+        help="mask folder or prefix (s3://...): photo.jpg <- photo.png or photo_mask.png",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="output folder (same names and formats as the inputs)"),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="output folder, local or mounted (same names and formats as the inputs)"
+    ),
     method: str = METHOD_OPTION,
     dilate: int = typer.Option(0, "--dilate", help="grow every mask by this many pixels"),
     seed: int = SEED_OPTION,

@@ -9,6 +9,7 @@ Layout of a results folder::
                                                         unavailable metrics/methods with reasons, aggregated
                                                         values
     RESULTS/table.md                                    the OSOR Table 1 layout (methods × metrics per mask)
+    RESULTS/dataset/                                    a dataset given as a URL (s3://...): its local copy
 
 Resumable: an output is reused when its sidecar JSON carries the same cache key — a hash of the method name,
 its load and call options, the seed, the mask setting, the fingerprint of the method's weights and the exact
@@ -34,14 +35,14 @@ import re
 import threading
 import time
 import tracemalloc
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from io import StringIO
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
-from .. import io
+from .. import io, objstore
 from ..atomic import write_text
 from ..convert import uint8_to_mask
 from ..types import ErasekitError, InvalidInputError
@@ -332,6 +333,8 @@ def run_benchmark(cfg: BenchConfig, *, networks: dict | None = None) -> BenchRes
     if cfg.executor not in ("local", "ray") or cfg.workers < 1:
         raise InvalidInputError(f"executor must be local or ray with workers >= 1, got {cfg.executor!r}, "
                                 f"{cfg.workers}")
+    if objstore.is_url(cfg.dataset):  # the readers are path-based: copy it once (erasekit.objstore.mirror)
+        cfg = replace(cfg, dataset=str(objstore.mirror(cfg.dataset, out / "dataset")))
     dataset: EvalDataset = open_dataset(cfg.dataset, cfg.layout).subset(cfg.limit)
     if len(dataset) == 0:
         raise InvalidInputError(f"dataset '{cfg.dataset}' has no samples")
