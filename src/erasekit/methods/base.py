@@ -160,11 +160,7 @@ class Remover(ABC):
             "prompt": request.prompt,
             "dilate": request.dilate,
             "hd_strategy": strategy.name,
-            # the options given, typed; python-only callables by name, so the metadata stays JSON-able
-            "options": {
-                k: f"<function {getattr(v, '__qualname__', type(v).__name__)}>" if callable(v) else v
-                for k, v in ((k, request.options[k]) for k in given)
-            },
+            "options": {k: request.options[k] for k in given},  # the options given, typed
             "remover": self.describe(),
             "refine": [refiner.describe() for refiner in refiners],
             "chain": "+".join([self.name, *(refiner.name for refiner in refiners)]),  # erasekit.chain's name
