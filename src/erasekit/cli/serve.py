@@ -50,6 +50,13 @@ def serve_command(
         True, "--preload/--no-preload", help="load the default method before serving"
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level"),
+    click_model: str = typer.Option(
+        None,
+        "--click-model",
+        help="SAM 2 or SAM checkpoint for the web UI's click-to-select: a Hub id (local cache or "
+        "$ERASEKIT_MODELS_DIR) or a folder, e.g. facebook/sam-vit-base "
+        "(default: facebook/sam2.1-hiera-large)",
+    ),
     load: list[str] = typer.Option(
         None,
         "--load",
@@ -60,6 +67,7 @@ def serve_command(
     """Serve the web UI and the REST API (docs at /docs, schema at /openapi.json)."""
     from pydantic import ValidationError
 
+    from ..data.savp_models import DEFAULT_SEGMENTER
     from ..io import pixel_limit
     from ..server.settings import ServerSettings
     from ..types import ErasekitError, InvalidInputError
@@ -87,6 +95,7 @@ def serve_command(
             allowed_hosts=tuple(allow_host or ()),
             job_timeout_s=job_timeout,
             load_options=_load_options(load),
+            click_model=click_model or DEFAULT_SEGMENTER,
         )
     except ValidationError as exc:
         from ..server.errors import validation_message

@@ -2,7 +2,8 @@
 
 Both models go through SAVP's adapters (:mod:`erasekit.data.savp_models`): the same local-only loading, the
 same missing-weights messages, the same SAM 2 preprocessing where torchvision is absent. An instance's score
-is its Grounding DINO box score. """
+is its Grounding DINO box score. The segmenter may also be a SAM v1 checkpoint (``facebook/sam-vit-*``,
+SlimSAM): its ``config.json`` picks ``SamModel`` + ``SamProcessor`` (the source keeps its name). """
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..data.savp_models import DEFAULT_SEGMENTER
 from ..io import DEFAULT_MAX_PIXELS
 from ..types import InvalidInputError
 
@@ -111,6 +112,13 @@ class ServerSettings(BaseModel):
         default=(), description="image formats accepted besides PNG, JPEG, WebP, TIFF, BMP, GIF (HEIF/AVIF)"
     )
     preload: bool = Field(default=True, description="load the default method when the server starts")
+    click_model: str = Field(
+        default=DEFAULT_SEGMENTER,
+        min_length=1,
+        description="SAM 2 or SAM checkpoint for click-to-select (`erasekit serve --click-model`): a "
+        "Hub id found in $ERASEKIT_MODELS_DIR or the local Hugging Face cache, or a folder; its config.json "
+        "picks the family",
+    )
     load_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="keyword load options per method name, used whenever the server loads it (`erasekit "

@@ -88,6 +88,14 @@ def _grounding_dino_sam2(folder: Path) -> dict[str, Any]:
     return {"mask_source": "grounding-dino-sam2", "detector": str(detector), "segmenter": str(segmenter)}
 
 
+def _sam(folder: Path) -> dict[str, Any]:
+    # SAM v1: a segmenter, not a method. `segmenter=` is the Grounding DINO path's keyword in erasekit.remove;
+    # the same folder is the server's click model (ServerSettings(click_model=...), `serve --click-model`).
+    from .segment import write_tiny_sam
+
+    return {"segmenter": str(write_tiny_sam(folder / "sam"))}
+
+
 def _lama(folder: Path) -> dict[str, Any]:
     from .lama import write_tiny_lama_weights
 
@@ -111,6 +119,7 @@ TINY_WEIGHT_WRITERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "pixperfect": _pixperfect,
     "sam3": _sam3,
     "grounding-dino-sam2": _grounding_dino_sam2,
+    "sam": _sam,
     "lama": _lama,
 }
 

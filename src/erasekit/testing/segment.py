@@ -36,6 +36,7 @@ GDINO_WORDS = (
     "man",
 )
 SAM3_SIDE = 112  # the tiny SAM 3's square input (the real one takes 1008)
+SAM_SIDE = 64  # the tiny SAM v1's square input (the real one takes 1024)
 
 
 def write_tiny_grounding_dino(folder: str | Path, *, seed: int = 0) -> Path:
@@ -139,24 +140,23 @@ def write_tiny_sam2(folder: str | Path, *, seed: int = 0) -> Path:
 
 
 def write_tiny_sam(folder: str | Path, *, seed: int = 0) -> Path:
-    """SamModel (SAM v1, ViT) with its processor at a 64² input, as ``facebook/sam-vit-*``."""
+    """SamModel (SAM v1, ViT) and ``preprocessor_config.json`` at a 64² input, as ``facebook/sam-vit-*``."""
     import torch
     from transformers import (
         SamConfig,
-        SamImageProcessor,
         SamMaskDecoderConfig,
         SamModel,
-        SamProcessor,
         SamPromptEncoderConfig,
         SamVisionConfig,
     )
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     config = SamConfig(
         vision_config=SamVisionConfig(
             hidden_size=16,
             num_hidden_layers=2,
             num_attention_heads=1,
-            image_size=64,
+            image_size=SAM_SIDE,
             patch_size=8,
             output_channels=16,
             global_attn_indexes=[1],
@@ -165,18 +165,38 @@ def write_tiny_sam(folder: str | Path, *, seed: int = 0) -> Path:
             num_pos_feats=8,
         ),
         prompt_encoder_config=SamPromptEncoderConfig(
-            hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4
+            hidden_size=16, image_size=SAM_SIDE, patch_size=8, mask_input_channels=4
         ),
         mask_decoder_config=SamMaskDecoderConfig(
             hidden_size=16, mlp_dim=16, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16
         ),
     )
     torch.manual_seed(seed)
+    folder = Path(folder)
     SamModel(config).save_pretrained(folder)
-    SamProcessor(
-        image_processor=SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
-    ).save_pretrained(folder)
-    return Path(folder)
+    # preprocessor_config.json as the Hub's SAM checkpoints ship it (written as a dict: transformers 5 saves a
+    # processor as processor_config.json), with SamImageProcessor's defaults except the tiny input size.
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "SamImageProcessor",
+                "processor_class": "SamProcessor",
+                "do_resize": True,
+                "size": {"longest_edge": SAM_SIDE},
+                "resample": 2,
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": list(IMAGENET_DEFAULT_MEAN),
+                "image_std": list(IMAGENET_DEFAULT_STD),
+                "do_pad": True,
+                "pad_size": {"height": SAM_SIDE, "width": SAM_SIDE},
+                "do_convert_rgb": True,
+            },
+            indent=2,
+        )
+    )
+    return folder
 
 
 def write_tiny_sam3(folder: str | Path, *, seed: int = 0) -> Path:
@@ -269,6 +289,7 @@ def write_tiny_sam3(folder: str | Path, *, seed: int = 0) -> Path:
 __all__ = [
     "GDINO_WORDS",
     "SAM3_SIDE",
+    "SAM_SIDE",
     "write_tiny_grounding_dino",
     "write_tiny_sam",
     "write_tiny_sam2",

@@ -1,8 +1,9 @@
 // erasekit web UI: click-to-select and find-by-text (loaded after app.js).
 //
 // Select tool: a click on the photo marks the object (Shift+click or right-click: "not the object"); the server
-// embeds the photo once with SAM 2 (/select/embed) and answers each click with a mask from the mask decoder only
-// (/select/click). Find: a phrase becomes a mask through SAM 3 or Grounding DINO + SAM 2 (/select/text).
+// embeds the photo once with the click model, SAM 2 or SAM (/select/embed) and answers each click with a mask
+// from the mask decoder only (/select/click). Find: a phrase becomes a mask through SAM 3 or Grounding DINO +
+// SAM 2 (/select/text).
 // Masks arrive as *layers* in the brush history: tinted like painted strokes, editable with the brush and the
 // eraser, undone with Ctrl+Z, and sent by Remove like any stroke. Further clicks refine the newest selection
 // (one undo step) until a brush stroke, Find or Escape starts a new one.
