@@ -357,7 +357,7 @@ def test_missing_checkpoints_are_clear(tmp_path):
         match="GroundingDINO checkpoint folder .* does not exist.*hf download IDEA-Research",
     ):
         GroundingDinoDetector(str(tmp_path / "nope"))
-    with pytest.raises(MissingWeightsError, match="SAM2 checkpoint folder"):
+    with pytest.raises(MissingWeightsError, match="SAM2 or SAM checkpoint folder"):
         SamSegmenter(str(tmp_path / "nope"))
     with pytest.raises(MissingWeightsError, match="not in the local Hugging Face cache"):
         SamSegmenter("nobody/no-such-sam2")

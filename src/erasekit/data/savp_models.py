@@ -233,8 +233,8 @@ class SamSegmenter:
         self.name = str(name_or_path)
         try:
             config = AutoConfig.from_pretrained(self.name, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise _missing("SAM2", self.name, DEFAULT_SEGMENTER, exc) from None
+        except (OSError, ValueError) as exc:  # the family is not known yet: name both, fetch the default
+            raise _missing("SAM2 or SAM", self.name, DEFAULT_SEGMENTER, exc) from None
         self.kind = config.model_type
         if self.kind not in ("sam2", "sam"):
             raise InvalidInputError(f"'{self.name}' is a {self.kind!r} checkpoint, not SAM2 or SAM")
@@ -251,7 +251,9 @@ class SamSegmenter:
                 self.model = SamModel.from_pretrained(self.name, local_files_only=True)
                 self.processor = SamProcessor.from_pretrained(self.name, local_files_only=True)
         except OSError as exc:
-            raise _missing("SAM2", self.name, DEFAULT_SEGMENTER, exc) from None
+            sam2 = self.kind == "sam2"
+            raise _missing("SAM2" if sam2 else "SAM", self.name,
+                           DEFAULT_SEGMENTER if sam2 else "facebook/sam-vit-base", exc) from None
         self.device = _torch_device(device)
         self.model.to(self.device).eval()
         self._lock = threading.Lock()
