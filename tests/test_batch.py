@@ -68,6 +68,34 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 # ---- finding images and masks ------------------------------------------------------------------------------
+def test_a_batch_lists_the_mask_folder_once_not_once_per_image(tmp_path, monkeypatch):
+    """A folder of a million masks must not be scanned a million times: one os.scandir of the mask folder,
+    no glob in it, whatever the number of images; the masks found are the per-image rules' choice."""
+    import os
+
+    images, masks = _write_set(tmp_path, 8, 32, 8)
+    scans = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path="."):
+        scans.append(Path(path).resolve())
+        return real_scandir(path)
+
+    real_glob = Path.glob
+
+    def glob_elsewhere(self, pattern, **kw):
+        assert self.resolve() != masks.resolve(), f"globbed the mask folder for {pattern}"
+        return real_glob(self, pattern, **kw)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    monkeypatch.setattr(Path, "glob", glob_elsewhere)
+    summary = run_batch([images], masks, tmp_path / "out", method="telea", progress=False)
+    assert summary.exit_code == 0 and len(summary.by_status("ok")) == 8
+    assert scans.count(masks.resolve()) == 1
+    records = read_report(tmp_path / "out" / "batch_report.jsonl")
+    assert all(Path(r.mask).name == Path(r.image).stem + ".png" for r in records)
+
+
 def test_collect_images_from_files_folders_and_globs(tmp_path):
     images, _ = _write_set(tmp_path, 4, 32, 8)
     (images / "notes.txt").write_text("not an image")

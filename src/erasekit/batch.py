@@ -4,19 +4,20 @@ Inputs are files, folders (their image files, not recursive) or glob patterns (`
 ``photo.jpg`` takes its mask from the mask folder, first match wins:
 
 1. ``photo.png``, 2. ``photo_mask.png``, 3. ``photo.<ext>``, 4. ``photo_mask.<ext>`` for any other image
-extension
-(in alphabetical order). A file that is the image itself never counts as its mask.
+extension (in alphabetical order). A file that is the image itself never counts as its mask. The mask folder
+is listed once when the batch starts and every image's mask is chosen from that listing (:class:`MaskIndex`):
+a folder of a million masks costs one directory scan, not a scan per image; a mask added during a run is seen
+by the next run.
 
 The output is ``OUTDIR/photo.jpg`` (same name, same format as the input, EXIF/ICC kept by :mod:`erasekit.io`).
 
 Object stores: inputs and the mask folder may be URLs (``s3://bucket/photos/``,
 ``s3://bucket/photos/*.jpg``, ``gs://...``, ``memory://...``; :mod:`erasekit.objstore`, through fsspec).
-An input prefix is listed once, as a folder is; a mask prefix is listed once when the batch starts and
-every image's mask is chosen from that listing by the rules above (:class:`MaskIndex`), so a million images
-cost one paged listing, not a request per candidate mask name. Each image and mask is then one GET, by
-whichever process runs the image (the Ray actors fetch their own). The output folder must be a local or
-mounted folder (the lock, the report and the atomic renames below need a POSIX folder): a URL output is
-refused (exit 2).
+An input prefix is listed once, as a folder is; a mask prefix is listed once when the batch starts, as a mask
+folder is, so a million images cost one paged listing, not a request per candidate mask name. Each image and
+mask is then one GET, by whichever process runs the image (the Ray actors fetch their own). The output
+folder must be a local or mounted folder (the lock, the report and the atomic renames below need a POSIX
+folder): a URL output is refused (exit 2).
 
 Resume: outputs are written atomically (temp file + rename, :func:`erasekit.io.write_image`), so an output
 that exists is complete; a re-run skips it (unless ``skip_existing=False``). Temp files a killed run left
@@ -133,20 +134,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def find_mask(image: Path, mask_dir: Path) -> Path:
-    """The mask for ``image`` in ``mask_dir``, or InvalidInputError naming the rules.
-
-    The rules are in the module docstring.
-    """
-    extensions = image_extensions()
-    stem = image.stem
-    candidates = [mask_dir / f"{stem}{suffix}.png" for suffix in MASK_SUFFIXES]
-    for suffix in MASK_SUFFIXES:
-        others = sorted(mask_dir.glob(f"{glob.escape(stem + suffix)}.*"))
-        candidates += [p for p in others if p.suffix.lower() in extensions and p.suffix.lower() != ".png"]
-    for candidate in candidates:
-        if candidate.is_file() and not _same_file(candidate, image):
-            return candidate
-    raise _no_mask(image.name, mask_dir)
+    """The mask for one ``image`` in ``mask_dir``, or InvalidInputError naming the rules (module docstring).
+    Lists the folder: for many images build one :class:`MaskIndex` instead."""
+    return Path(MaskIndex.listed(os.fspath(mask_dir)).find(image))
 
 
 def _no_mask(image_name: str, mask_dir: str | os.PathLike) -> InvalidInputError:
@@ -157,8 +147,8 @@ def _no_mask(image_name: str, mask_dir: str | os.PathLike) -> InvalidInputError:
 
 
 class MaskIndex:
-    """The masks of one listed folder (an object-store prefix), found by :func:`find_mask`'s rules from
-    the names alone: built once from one listing, then each lookup is a few dictionary reads.
+    """The masks of one mask folder or object-store prefix, found by the module docstring's rules from the
+    names alone: built once from one listing, then each lookup is a few dictionary reads.
 
     The names are indexed by every prefix that ends before a dot (``a.b.png`` under ``a`` and ``a.b``), which
     is what rules 3 and 4's pattern ``{stem}{suffix}.*`` asks for."""
@@ -173,9 +163,16 @@ class MaskIndex:
                     self._by_prefix.setdefault(item[:i], []).append(item)
 
     @classmethod
-    def listed(cls, url: str) -> MaskIndex:
-        """One listing of prefix ``url`` (:func:`erasekit.objstore.list_names`)."""
-        return cls(url, objstore.list_names(url))
+    def listed(cls, location: str) -> MaskIndex:
+        """One listing of folder or prefix ``location`` (the files directly in it; for a URL,
+        :func:`erasekit.objstore.list_names`)."""
+        if objstore.is_url(location):
+            return cls(location, objstore.list_names(location))
+        try:
+            with os.scandir(location) as entries:
+                return cls(location, [e.name for e in entries if e.is_file()])
+        except (FileNotFoundError, NotADirectoryError):
+            raise InvalidInputError(f"mask folder '{location}' does not exist") from None
 
     def candidates(self, stem: str) -> list[str]:
         """The names present for ``stem``, in the rules' order."""
@@ -190,11 +187,16 @@ class MaskIndex:
         return [n for n in ordered if n in self.names]
 
     def find(self, image: str | os.PathLike) -> str:
-        """The URL of ``image``'s mask, or InvalidInputError as :func:`find_mask` raises it."""
+        """The path or URL of ``image``'s mask, or InvalidInputError naming the rules."""
         image_name = objstore.name(image)
+        url = objstore.is_url(self.folder)
         for candidate in self.candidates(posixpath.splitext(image_name)[0]):
-            location = objstore.join(self.folder, candidate)
-            if candidate != image_name or not objstore.same_object(location, os.fspath(image)):
+            location = objstore.join(self.folder, candidate) if url else os.path.join(self.folder, candidate)
+            if candidate != image_name:
+                return location
+            same = (objstore.same_object(location, os.fspath(image)) if url
+                    else _same_file(Path(location), Path(image)))
+            if not same:
                 return location  # the image itself never counts as its mask
         raise _no_mask(image_name, self.folder)
 
@@ -355,8 +357,8 @@ def _process(
     in_place: bool = False,
     mask_url: str | None = None,
 ) -> BatchRecord:
-    """One image: read, find its mask, remove, write. ``image`` is a path or a URL; a URL ``mask_dir`` takes
-    the mask ``mask_url`` the driver chose from its one listing (None: there is none)."""
+    """One image: read, find its mask, remove, write. ``image`` is a path or a URL; ``mask_url`` is the mask
+    (a path or URL) the driver chose from its one listing of ``mask_dir`` (None: there is none)."""
     t0 = time.perf_counter()
     loaded: io.LoadedImage
     if objstore.is_url(image):
@@ -370,15 +372,10 @@ def _process(
         if not image_path.is_file():
             raise InvalidInputError(f"image '{image_path}' does not exist")
         loaded = io.read_image(image_path)
-    mask_source: Path | bytes
-    if objstore.is_url(mask_dir):
-        if mask_url is None:
-            raise _no_mask(objstore.name(image), mask_dir)
-        record.mask = mask_url
-        mask_source = objstore.read_bytes(mask_url, "mask")
-    else:
-        mask_source = find_mask(Path(image), Path(mask_dir))
-        record.mask = str(mask_source)
+    if mask_url is None:
+        raise _no_mask(objstore.name(image), mask_dir)
+    record.mask = mask_url
+    mask_source = objstore.read_bytes(mask_url, "mask") if objstore.is_url(mask_url) else Path(mask_url)
     mask, values = io.read_mask_pair(mask_source, shape=loaded.pixels.shape[:2], resize=resize_mask)
     # Only methods that condition on soft values (OSOR) get them; see RemovalRequest.soft_mask.
     soft = values if getattr(remover, "consumes_soft_mask", False) else None
@@ -466,11 +463,7 @@ def run_batch(
     if not images:
         raise InvalidInputError("no images to process (give files, folders or glob patterns)")
     masks_dir = os.fspath(mask_dir)
-    mask_index: MaskIndex | None = None
-    if objstore.is_url(masks_dir):
-        mask_index = MaskIndex.listed(masks_dir)  # one listing for the whole batch
-    elif not Path(masks_dir).is_dir():
-        raise InvalidInputError(f"mask folder '{masks_dir}' does not exist")
+    mask_index = MaskIndex.listed(masks_dir)  # one listing for the whole batch (a missing folder: exit 2)
     out = Path(out_dir)
     own = [p for p in images
            if isinstance(p, Path) and (out / p.name).exists() and _same_file(out / p.name, p)]
@@ -529,12 +522,11 @@ def run_batch(
             else:
                 decided.append(None)
                 todo.append(record)
-        # Masks under a URL: chosen here, from the one listing, for both executors alike.
-        mask_urls = [_listed_mask(mask_index, r.image) for r in todo] if mask_index is not None else None
+        # Masks: chosen here, from the one listing, for both executors alike.
+        mask_urls = [_listed_mask(mask_index, r.image) for r in todo]
         done: Iterator[BatchRecord]
         if executor == "local":
-            done = (_process_or_fail(remover, r, masks_dir, request_args, resize_mask, in_place,
-                                     mask_urls[i] if mask_urls is not None else None)
+            done = (_process_or_fail(remover, r, masks_dir, request_args, resize_mask, in_place, mask_urls[i])
                     for i, r in enumerate(todo))
         else:
             job = {"method": name, "load_options": load_opts, "options": call_options, "seed": seed,
