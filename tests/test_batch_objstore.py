@@ -137,6 +137,32 @@ def test_memory_prefix_batch_equals_folder_batch_and_records_failures(tmp_path, 
     assert again.counts == {"ok": 0, "skipped": 5, "failed": 2}
 
 
+def test_an_object_over_the_byte_limit_is_exit_4_without_being_downloaded_whole(memory_prefix, monkeypatch):
+    from erasekit import objstore
+    from erasekit.types import ResourceLimitError
+
+    url = f"{memory_prefix}/big.png"
+    fs, path = objstore.filesystem(url)
+    fs.pipe_file(path, bytes(5000))
+    asked = []
+    real_cat = type(fs).cat_file
+
+    def ranged(self, path, start=None, end=None, **kw):
+        asked.append((start, end))
+        return real_cat(self, path, start=start, end=end, **kw)
+
+    monkeypatch.setattr(type(fs), "cat_file", ranged)
+    monkeypatch.setenv(objstore.MAX_OBJECT_BYTES_ENV, "4096")
+    with pytest.raises(ResourceLimitError, match="larger than 4096 bytes; raise ERASEKIT_MAX_OBJECT_BYTES"):
+        objstore.read_bytes(url, "image")
+    assert asked == [(0, 4097)]  # one byte past the limit is all that is fetched
+    monkeypatch.setenv(objstore.MAX_OBJECT_BYTES_ENV, "5000")
+    assert objstore.read_bytes(url) == bytes(5000)
+    monkeypatch.setenv(objstore.MAX_OBJECT_BYTES_ENV, "lots")
+    with pytest.raises(InvalidInputError, match="whole number of bytes"):
+        objstore.read_bytes(url)
+
+
 def test_url_problems_are_exit_2_before_any_work(tmp_path, memory_prefix, capsys):
     images, masks = _photo_set(tmp_path, 1)
     upload(images, f"{memory_prefix}/photos")

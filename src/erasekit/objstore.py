@@ -162,11 +162,35 @@ def list_names(url: str) -> set[str]:
     return {posixpath.basename(str(e["name"]).rstrip("/")) for e in entries if e.get("type") == "file"}
 
 
+MAX_OBJECT_BYTES_ENV = "ERASEKIT_MAX_OBJECT_BYTES"
+DEFAULT_MAX_OBJECT_BYTES = 1 << 30  # 1 GiB: past any photo the pixel limit lets through, short of filling RAM
+
+
+def max_object_bytes() -> int:
+    """The largest object :func:`read_bytes` fetches: ``$ERASEKIT_MAX_OBJECT_BYTES``, else 1 GiB."""
+    raw = os.environ.get(MAX_OBJECT_BYTES_ENV, "").strip().replace("_", "")
+    if not raw:
+        return DEFAULT_MAX_OBJECT_BYTES
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidInputError(f"{MAX_OBJECT_BYTES_ENV} must be a whole number of bytes >= 1, got {raw!r}")
+    return int(raw)
+
+
 def read_bytes(url: str, what: str = "object") -> bytes:
-    """The bytes of one object (one GET); missing or forbidden is an :class:`InvalidInputError`."""
+    """The bytes of one object (one GET); missing or forbidden is an :class:`InvalidInputError`, one larger
+    than :func:`max_object_bytes` a :class:`~erasekit.types.ResourceLimitError` (exit 4). The GET asks for
+    one byte more than the limit (a ranged read), so an oversized object is never downloaded whole."""
+    from .types import ResourceLimitError
+
+    limit = max_object_bytes()
     fs, path = filesystem(url)
     try:
-        return bytes(fs.cat_file(path))
+        data = bytes(fs.cat_file(path, start=0, end=limit + 1))
+        if len(data) > limit:
+            raise ResourceLimitError(
+                f"{what} '{url}' is larger than {limit} bytes; raise {MAX_OBJECT_BYTES_ENV} to read it"
+            )
+        return data
     except FileNotFoundError:
         raise InvalidInputError(f"{what} '{url}' does not exist") from None
     except PermissionError:
