@@ -15,12 +15,19 @@ if TYPE_CHECKING:  # torch is heavy; import lazily so the classical path starts 
     import torch
 
 
+def _shareable(array: np.ndarray, dtype) -> np.ndarray:
+    """``array`` as a contiguous array of ``dtype`` that torch may share: a copy when it is read-only (a
+    cached or memory-mapped input), since torch cannot share read-only memory."""
+    out = np.ascontiguousarray(array, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
+
+
 def image_to_tensor(image: np.ndarray, *, device=None, dtype=None) -> torch.Tensor:
     """uint8 H×W×3 (or N×H×W×3) -> float tensor N×3×H×W in [-1, 1]."""
     import torch
 
-    array = image[None] if image.ndim == 3 else image
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float()
+    array = _shareable(image[None] if image.ndim == 3 else image, image.dtype)
+    tensor = torch.from_numpy(array).permute(0, 3, 1, 2).float()
     tensor = tensor / 127.5 - 1.0
     return tensor.to(device=device, dtype=dtype or torch.float32)
 
@@ -38,8 +45,7 @@ def mask_to_tensor(mask: np.ndarray, *, device=None, dtype=None) -> torch.Tensor
     """float H×W (or N×H×W) in [0, 1] -> tensor N×1×H×W in [0, 1]."""
     import torch
 
-    array = mask[None] if mask.ndim == 2 else mask
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[:, None]
+    tensor = torch.from_numpy(_shareable(mask[None] if mask.ndim == 2 else mask, np.float32))[:, None]
     return tensor.to(device=device, dtype=dtype or torch.float32)
 
 
