@@ -63,3 +63,22 @@ def offline_hub(monkeypatch, tmp_path):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", guarded)
     return tmp_path
+
+
+@pytest.fixture
+def osor_conditioning(monkeypatch):
+    """The mask channel of every OSOR SDXL UNet call (the max-pooled conditioning mask the network gets)."""
+    import torch
+
+    from erasekit.methods.osor.engine import SDXLEngine
+
+    seen: list[torch.Tensor] = []
+    original = SDXLEngine.conditioning
+
+    def recording(self, z_t, z_lq, mask, timestep):
+        out = original(self, z_t, z_lq, mask, timestep)
+        seen.append(out["sample"][:, 4:5].detach().float().clone())
+        return out
+
+    monkeypatch.setattr(SDXLEngine, "conditioning", recording)
+    return seen

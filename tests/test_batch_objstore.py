@@ -197,12 +197,10 @@ def s3():
         yield endpoint
 
 
-def test_s3_batch_equals_folder_batch_with_one_listing_per_prefix(s3, tmp_path, monkeypatch):
+def _count_s3_requests(monkeypatch) -> list[str]:
+    """From now on, the S3 API call names s3fs makes (list_objects_v2, get_object, ...), in order."""
     import s3fs
 
-    images, masks = _photo_set(tmp_path, 6)
-    upload(images, "s3://erasekit-in/photos/")
-    upload(masks, "s3://erasekit-in/masks/")
     calls: list[str] = []
     real = s3fs.S3FileSystem._call_s3
 
@@ -211,6 +209,14 @@ def test_s3_batch_equals_folder_batch_with_one_listing_per_prefix(s3, tmp_path, 
         return await real(self, method, *args, **kwargs)
 
     monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    return calls
+
+
+def test_s3_batch_equals_folder_batch_with_one_listing_per_prefix(s3, tmp_path, monkeypatch):
+    images, masks = _photo_set(tmp_path, 6)
+    upload(images, "s3://erasekit-in/photos/")
+    upload(masks, "s3://erasekit-in/masks/")
+    calls = _count_s3_requests(monkeypatch)
     url = run_batch(["s3://erasekit-in/photos/"], "s3://erasekit-in/masks/", tmp_path / "from-s3",
                     method="telea", progress=False)
     monkeypatch.undo()
@@ -272,21 +278,12 @@ def test_bench_reads_a_dataset_prefix(s3, tmp_path):
 def test_s3_mask_listing_pages_once_for_many_masks(s3, monkeypatch):
     """1,001 masks: one listing in two pages (S3 returns at most 1,000 keys a request), and every image's
     mask is then found without another request."""
-    import s3fs
-
     from erasekit.objstore import filesystem
 
     fs, _ = filesystem("s3://erasekit-many/")
     fs.mkdir("erasekit-many")
     fs.pipe({f"erasekit-many/masks/img{i:04d}.png": b"" for i in range(1001)})
-    calls: list[str] = []
-    real = s3fs.S3FileSystem._call_s3
-
-    async def counted(self, method, *args, **kwargs):
-        calls.append(method)
-        return await real(self, method, *args, **kwargs)
-
-    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", counted)
+    calls = _count_s3_requests(monkeypatch)
     index = MaskIndex.listed("s3://erasekit-many/masks/")
     found = [index.find(f"s3://erasekit-many/photos/img{i:04d}.jpg") for i in range(1001)]
     assert calls == ["list_objects_v2", "list_objects_v2"]

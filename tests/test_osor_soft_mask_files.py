@@ -18,7 +18,6 @@ from PIL import Image
 
 from erasekit import io
 from erasekit.hd import HDStrategy
-from erasekit.methods.osor.engine import SDXLEngine
 from erasekit.methods.osor.remover import REMOVERS
 from erasekit.testing import tiny_pipeline
 from erasekit.testing.osor import TINY_BACKBONE, write_tiny_osor_weights
@@ -60,21 +59,6 @@ def test_read_mask_pair_keeps_the_binary_rule_and_gives_values_over_255(files):
     assert np.array_equal(small_soft > 0.5, small_binary > 0)
 
 
-@pytest.fixture
-def conditioning(monkeypatch):
-    """The mask channel of every SDXL UNet call (the max-pooled conditioning mask the network gets)."""
-    seen: list[torch.Tensor] = []
-    original = SDXLEngine.conditioning
-
-    def recording(self, z_t, z_lq, mask, timestep):
-        out = original(self, z_t, z_lq, mask, timestep)
-        seen.append(out["sample"][:, 4:5].detach().float().clone())
-        return out
-
-    monkeypatch.setattr(SDXLEngine, "conditioning", recording)
-    return seen
-
-
 def _pooled(values: np.ndarray, latent: torch.Tensor) -> torch.Tensor:
     """The authors' rule: the mask /255 (given), max-pooled to the latent grid."""
     kernel = values.shape[0] // latent.shape[-2]
@@ -83,7 +67,7 @@ def _pooled(values: np.ndarray, latent: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_cli_osor_conditions_on_the_jpeg_soft_values_and_pastes_the_binary_region(
-    files, conditioning, tmp_path
+    files, osor_conditioning, tmp_path
 ):
     from erasekit.cli import main
     from erasekit.testing import write_tiny_weights
@@ -94,7 +78,7 @@ def test_cli_osor_conditions_on_the_jpeg_soft_values_and_pastes_the_binary_regio
     run = ["remove", str(photo), "--mask", str(jpeg), "--method", "osor-sdxl", "--seed", "0", *flags,
            "-O", "blend=mask"]
     assert main([*run, "-o", str(tmp_path / "soft.png")]) == 0
-    [soft_cond] = conditioning
+    [soft_cond] = osor_conditioning
     assert torch.equal(soft_cond, _pooled(decoded / np.float32(255), soft_cond))
     # Paste-back: the latent cells of the binary mask only; the faint strokes' cells stay bit-identical.
     binary = (decoded >= 128).astype(np.float32)
@@ -106,7 +90,7 @@ def test_cli_osor_conditions_on_the_jpeg_soft_values_and_pastes_the_binary_regio
     assert not np.array_equal(out[region], original[region])
 
     assert main([*run, "-O", "soft_mask=false", "-o", str(tmp_path / "binary.png")]) == 0
-    assert torch.equal(conditioning[-1], cells)  # today's binarised conditioning
+    assert torch.equal(osor_conditioning[-1], cells)  # today's binarised conditioning
     out_binary = np.asarray(Image.open(tmp_path / "binary.png").convert("RGB"))
     assert np.array_equal(out_binary[~region], original[~region])
     assert not np.array_equal(out_binary, out)
@@ -146,17 +130,19 @@ def _request(**kwargs) -> RemovalRequest:
     return RemovalRequest(image, mask, seed=0, soft_mask=soft, **kwargs)
 
 
-def test_the_crop_strategy_crops_the_soft_mask_as_the_binary_one(remover, conditioning):
+def test_the_crop_strategy_crops_the_soft_mask_as_the_binary_one(remover, osor_conditioning):
     request = _request(hd_strategy=HDStrategy("crop", crop_trigger=32, crop_margin=8))
     remover(request)
-    [cond] = conditioning
+    [cond] = osor_conditioning
     assert request.soft_mask is not None
     assert torch.equal(cond, _pooled(request.soft_mask[8:40, 16:64], cond))  # the box: mask ± 8 px
     remover(_request(hd_strategy=HDStrategy("resize", resize_limit=48)))  # scaled: binary conditioning
-    assert set(torch.unique(conditioning[-1]).tolist()) <= {0.0, 1.0}
+    assert set(torch.unique(osor_conditioning[-1]).tolist()) <= {0.0, 1.0}
 
 
-def test_dilation_conditions_the_added_ring_as_one_and_keeps_soft_values_elsewhere(remover, conditioning):
+def test_dilation_conditions_the_added_ring_as_one_and_keeps_soft_values_elsewhere(
+    remover, osor_conditioning
+):
     import cv2
 
     request = _request(dilate=2)
@@ -164,7 +150,7 @@ def test_dilation_conditions_the_added_ring_as_one_and_keeps_soft_values_elsewhe
     assert request.soft_mask is not None
     dilated = cv2.dilate(request.mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
     expected = np.where(dilated & (request.mask == 0), np.float32(1), request.soft_mask)
-    assert torch.equal(conditioning[-1], _pooled(expected, conditioning[-1]))
+    assert torch.equal(osor_conditioning[-1], _pooled(expected, osor_conditioning[-1]))
 
 
 @pytest.mark.parametrize(("method", "gets_soft"), [("osor-sdxl", True), ("telea", False)])

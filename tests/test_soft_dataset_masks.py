@@ -251,25 +251,8 @@ def test_pixperfect_real_pairs_see_the_binary_masks(soft_dataset, tmp_path, monk
     assert np.array_equal(_decoded(tmp_path / "pairs" / "a_mask.png"), np.where(effect > 0, 255, 0))
 
 
-@pytest.fixture
-def conditioning(monkeypatch):
-    """The mask channel of every SDXL UNet call (the max-pooled conditioning mask the network gets)."""
-    from erasekit.methods.osor.engine import SDXLEngine
-
-    seen: list[torch.Tensor] = []
-    original = SDXLEngine.conditioning
-
-    def recording(self, z_t, z_lq, mask, timestep):
-        out = original(self, z_t, z_lq, mask, timestep)
-        seen.append(out["sample"][:, 4:5].detach().float().clone())
-        return out
-
-    monkeypatch.setattr(SDXLEngine, "conditioning", recording)
-    return seen
-
-
 def test_bench_conditions_osor_on_the_soft_values_and_gives_others_the_binary_mask(
-    soft_dataset, tmp_path, monkeypatch, conditioning
+    soft_dataset, tmp_path, monkeypatch, osor_conditioning
 ):
     from erasekit.eval.datasets import EvalRecord, open_dataset
     from erasekit.eval.runner import BenchConfig, cache_key, run_benchmark
@@ -288,7 +271,7 @@ def test_bench_conditions_osor_on_the_soft_values_and_gives_others_the_binary_ma
     assert np.array_equal(requests["osor-sdxl"].soft_mask, soft)
     assert np.array_equal(requests["osor-sdxl"].mask, binary)
     assert requests["telea"].soft_mask is None and np.array_equal(requests["telea"].mask, binary)
-    [cond] = conditioning  # the UNet saw the max-pooled soft mask (the authors' rule), not the binary one
+    [cond] = osor_conditioning  # the UNet saw the max-pooled soft mask (the authors' rule), not the binary
     expected = F.max_pool2d(torch.from_numpy(soft)[None, None], H // cond.shape[-2])
     assert torch.equal(cond, expected)
     assert not torch.equal(cond, F.max_pool2d(torch.from_numpy(binary)[None, None], H // cond.shape[-2]))
