@@ -37,6 +37,32 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's) through Playwright, one per test module: the web UI tests'."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    from live_server import CHROMIUM, CHROMIUM_ARGS
+
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium is not installed (apt-get install -y chromium)")
+    with sync_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server_url):
+    """The web UI at the test module's ``server_url`` in a fresh browser context; a JavaScript error on the
+    page fails the test."""
+    from live_server import open_page
+
+    context, page, errors = open_page(browser, server_url)
+    yield page
+    context.close()
+    assert errors == [], f"JavaScript errors: {errors}"
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """Tiny diffusion checkpoints in the real on-disk layout, written once per session and shared."""

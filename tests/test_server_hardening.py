@@ -23,7 +23,6 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-import uvicorn
 
 import test_server as base  # pytest's default import mode puts this file's folder on sys.path
 from erasekit import registry
@@ -35,6 +34,7 @@ from erasekit.server.errors import JobCancelledError
 from erasekit.server.isolation import ChildProcessRemover
 from erasekit.server.jobs import JobStore
 from erasekit.types import RemovalRequest
+from live_server import LiveServer
 from test_server import MASK, PHOTO, TestClient, expect_error, files, png
 
 API = "/api/v1"
@@ -82,34 +82,6 @@ class TargetTaker(Remover):
     def inpaint(self, image, mask, request):
         type(self).seen.append(request.options["target"])
         return image.copy(), None
-
-
-class LiveServer:
-    def __init__(self, settings: ServerSettings):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    def raw(self, head: str, body: bytes = b"") -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
-        return sock
 
 
 def _status(sock: socket.socket) -> int:

@@ -15,11 +15,9 @@ back through the UI's own download buttons, so the check covers the whole path a
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -27,106 +25,46 @@ from PIL import Image
 from scipy import ndimage
 from skimage import data
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'erasekit[server]')")
+from live_server import CHROMIUM, LiveServer, client_point, open_page
+
 if CHROMIUM is None:
     pytest.skip("headless Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright is not installed (pip install playwright)"
-)
-uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'erasekit[server]')")
-
-from typing import ClassVar
 
 from erasekit import registry
 from erasekit.methods.base import Remover
 from erasekit.options import Option, OptionSet, Range
 from erasekit.registry import MethodSpec
-from erasekit.server import ServerSettings, create_app
+from erasekit.server import ServerSettings
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "webui.png"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server_url():
-    app = create_app(ServerSettings(default_method="patchmatch", port=_free_port()))
-    config = uvicorn.Config(app, host="127.0.0.1", port=app.state.settings.port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield instance
-        instance.close()
-
-
-def _open_page(browser, server_url, **context_options):
-    # bypass_csp: the UI forbids eval (CSP), which Playwright's wait_for_function uses to poll.
-    options = {"viewport": {"width": 1280, "height": 800}, **context_options}
-    context = browser.new_context(accept_downloads=True, bypass_csp=True, **options)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server_url)
-    page.wait_for_function("document.getElementById('method').options.length > 0")
-    return context, page, errors
-
-
-@pytest.fixture
-def page(browser, server_url):
-    context, page, errors = _open_page(browser, server_url)
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
+    with LiveServer(ServerSettings(default_method="patchmatch")) as server:
+        yield server.url
 
 
 @pytest.fixture
 def phone(browser, server_url):
     """A 390×844 phone at 3 device pixels per CSS pixel, with touch."""
-    context, page, errors = _open_page(browser, server_url, viewport={"width": 390, "height": 844},
-                                       device_scale_factor=3, is_mobile=True, has_touch=True)
+    context, page, errors = open_page(browser, server_url, viewport={"width": 390, "height": 844},
+                                      device_scale_factor=3, is_mobile=True, has_touch=True)
     yield page
     context.close()
     assert errors == [], f"JavaScript errors: {errors}"
 
 
-def _client_point(page, x: float, y: float) -> tuple[float, float]:
-    """Image pixel (x, y) -> the page coordinates where it is shown (through the UI's own view transform)."""
-    box = page.locator("#view").bounding_box()
-    view = page.evaluate("({...state.view, ratio: view.width / view.getBoundingClientRect().width})")
-    return (
-        box["x"] + (x * view["scale"] + view["tx"]) / view["ratio"],
-        box["y"] + (y * view["scale"] + view["ty"]) / view["ratio"],
-    )
-
-
 def _stroke(page, points: list[tuple[float, float]]) -> None:
-    start = _client_point(page, *points[0])
+    start = client_point(page, *points[0])
     page.mouse.move(*start)
     page.mouse.down()
     for x, y in points[1:]:
-        page.mouse.move(*_client_point(page, x, y), steps=8)
+        page.mouse.move(*client_point(page, x, y), steps=8)
     page.mouse.up()
 
 
@@ -396,7 +334,7 @@ def controls_method():
 
 
 def test_method_controls_come_from_the_typed_options(controls_method, browser, server_url, tmp_path):
-    context, page, errors = _open_page(browser, server_url)
+    context, page, errors = open_page(browser, server_url)
     try:
         page.select_option("#method", "telea")
         assert page.is_hidden("#method-options")  # a classical fill takes none of them

@@ -6,37 +6,22 @@ error cases."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import threading
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'erasekit[server]')")
+from live_server import CHROMIUM, LiveServer, client_point
+
 if CHROMIUM is None:
     pytest.skip("headless Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright is not installed (pip install playwright)"
-)
-uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'erasekit[server]')")
 
 from erasekit.server import ServerSettings, create_app
 
 pytestmark = pytest.mark.browser
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHOTO = np.ascontiguousarray(data.astronaut()[::2, ::2])  # 256×256 real photo
 
 
@@ -58,51 +43,8 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server_url(models):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(ServerSettings(default_method="telea", port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield instance
-        instance.close()
-
-
-@pytest.fixture
-def page(browser, server_url):
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server_url)
-    page.wait_for_function("document.getElementById('method').options.length > 0")
-    yield page
-    context.close()
-    assert errors == [], f"JavaScript errors: {errors}"
-
-
-def _client_point(page, x: float, y: float) -> tuple[float, float]:
-    box = page.locator("#view").bounding_box()
-    view = page.evaluate("({...state.view, ratio: view.width / view.getBoundingClientRect().width})")
-    return (
-        box["x"] + (x * view["scale"] + view["tx"]) / view["ratio"],
-        box["y"] + (y * view["scale"] + view["ty"]) / view["ratio"],
-    )
+    with LiveServer(ServerSettings(default_method="telea")) as server:
+        yield server.url
 
 
 MASK_JS = """() => {
@@ -125,7 +67,7 @@ def test_click_select_previews_a_mask_then_remove(page, models, tmp_path):
     assert page.evaluate("state.tool") == "select"
 
     with page.expect_request("**/api/v1/select/click") as first:
-        page.mouse.click(*_client_point(page, 100, 60))
+        page.mouse.click(*client_point(page, 100, 60))
     page.wait_for_function("state.strokes.length === 1 && state.strokes[0].tool === 'layer'")
     sent = json.loads(first.value.post_data)
     assert sent["labels"] == [1] and len(sent["points"]) == 1
@@ -139,7 +81,7 @@ def test_click_select_previews_a_mask_then_remove(page, models, tmp_path):
     # Shift+click: "not the object"; the same selection, refined (still one undo step).
     with page.expect_request("**/api/v1/select/click") as second:
         page.keyboard.down("Shift")
-        page.mouse.click(*_client_point(page, 20, 200))
+        page.mouse.click(*client_point(page, 20, 200))
         page.keyboard.up("Shift")
     sent = json.loads(second.value.post_data)
     assert sent["labels"] == [1, 0] and len(sent["points"]) == 2
