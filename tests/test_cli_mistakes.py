@@ -120,22 +120,15 @@ def _photo_folder(tmp_path: Path, names=("a", "b")) -> tuple[Path, Path]:
     return photos, masks
 
 
+def _batch_telea(source: Path, masks: Path, out: Path, *extra: str) -> int:
+    return main(["batch", str(source), "--masks", str(masks), "-o", str(out), "--method", "telea",
+                 "--no-progress", *extra])
+
+
 def test_batch_into_the_photo_folder_is_refused_and_writes_nothing_there(tmp_path, capsys):
     photos, masks = _photo_folder(tmp_path)
     before = {p.name: p.read_bytes() for p in photos.iterdir()}
-    code = main(
-        [
-            "batch",
-            str(photos / "*"),
-            "--masks",
-            str(masks),
-            "-o",
-            str(photos),
-            "--method",
-            "telea",
-            "--no-progress",
-        ]
-    )
+    code = _batch_telea(photos / "*", masks, photos)
     assert code == 2
     assert "holds 2 of the input photos" in _one_line(capsys.readouterr().err)
     assert {p.name: p.read_bytes() for p in photos.iterdir()} == before  # no report, no lock file
@@ -144,20 +137,7 @@ def test_batch_into_the_photo_folder_is_refused_and_writes_nothing_there(tmp_pat
 def test_batch_in_place_replaces_the_photos_with_their_results(tmp_path):
     photos, masks = _photo_folder(tmp_path)
     before = {p.name: p.read_bytes() for p in photos.iterdir()}
-    code = main(
-        [
-            "batch",
-            str(photos / "*.png"),
-            "--masks",
-            str(masks),
-            "-o",
-            str(photos),
-            "--method",
-            "telea",
-            "--no-progress",
-            "--in-place",
-        ]
-    )
+    code = _batch_telea(photos / "*.png", masks, photos, "--in-place")
     assert code == 0
     records = batch.read_report(photos / batch.REPORT_NAME)
     assert [r.status for r in records] == ["ok", "ok"]
@@ -201,19 +181,7 @@ def test_a_second_batch_into_a_locked_folder_is_exit_2(tmp_path, capsys):
     out.mkdir()
     with open(out / batch.LOCK_NAME, "a+") as held:  # a first batch holds the folder
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        code = main(
-            [
-                "batch",
-                str(photos),
-                "--masks",
-                str(masks),
-                "-o",
-                str(out),
-                "--method",
-                "telea",
-                "--no-progress",
-            ]
-        )
+        code = _batch_telea(photos, masks, out)
     assert code == 2
     assert "another erasekit batch is writing to" in _one_line(capsys.readouterr().err)
 
