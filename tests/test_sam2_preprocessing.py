@@ -12,7 +12,6 @@ and transformers' code, not a copy of erasekit's.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -76,16 +75,7 @@ def _photos() -> dict[str, np.ndarray]:
     "it: pip download --no-deps torchvision==0.28.0, then unzip), nor at $ERASEKIT_TORCHVISION_SRC",
 )
 def test_sam2_pixel_values_equal_transformers_sam2_image_processor(tmp_path):
-    folder = write_tiny_sam2(tmp_path / "sam2")
-    # The processor settings file a real SAM 2.1 checkpoint ships, at the tiny model's input size (the
-    # ImageNet statistics are the processor's defaults, written out as the Hub files do).
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "Sam2ImageProcessorFast", "processor_class": "Sam2Processor",
-        "size": {"height": 128, "width": 128}, "mask_size": {"height": 32, "width": 32},
-        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-        "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
-        "do_convert_rgb": True, "resample": 2,
-    }))
+    folder = write_tiny_sam2(tmp_path / "sam2")  # with preprocessor_config.json, as the Hub's checkpoints
     photos = _photos()
     np.savez(tmp_path / "in.npz", **photos)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_torchvision_source()), *sys.path])}

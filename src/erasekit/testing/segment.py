@@ -98,7 +98,9 @@ def write_tiny_grounding_dino(folder: str | Path, *, seed: int = 0) -> Path:
 
 
 def write_tiny_sam2(folder: str | Path, *, seed: int = 0) -> Path:
-    """Sam2Model (Hiera) at a 128² input, as ``facebook/sam2.1-hiera-*``."""
+    """Sam2Model (Hiera) at a 128² input and ``preprocessor_config.json``, as ``facebook/sam2.1-hiera-*``
+    ships them. The processor file is written as a dict (Sam2ImageProcessor needs torchvision to be built),
+    with its own defaults except the tiny input and mask sizes."""
     import torch
     from transformers import (
         Sam2Config,
@@ -108,6 +110,7 @@ def write_tiny_sam2(folder: str | Path, *, seed: int = 0) -> Path:
         Sam2PromptEncoderConfig,
         Sam2VisionConfig,
     )
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     hiera = Sam2HieraDetConfig(
         hidden_size=8,
@@ -135,8 +138,16 @@ def write_tiny_sam2(folder: str | Path, *, seed: int = 0) -> Path:
         ),
     )
     torch.manual_seed(seed)
+    folder = Path(folder)
     Sam2Model(config).save_pretrained(folder)
-    return Path(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Sam2ImageProcessorFast", "processor_class": "Sam2Processor",
+        "size": {"height": 128, "width": 128}, "mask_size": {"height": 32, "width": 32},
+        "image_mean": list(IMAGENET_DEFAULT_MEAN), "image_std": list(IMAGENET_DEFAULT_STD),
+        "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "do_convert_rgb": True, "resample": 2,
+    }, indent=2))
+    return folder
 
 
 def write_tiny_sam(folder: str | Path, *, seed: int = 0) -> Path:
